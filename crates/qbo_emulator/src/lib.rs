@@ -1,0 +1,1 @@
+//! qbo_emulator
