@@ -1,1 +1,23 @@
-//! qbo_core
+//! The qbo_rs engine: everything on the hot path of a QuickBooks Online backfill, in Rust
+//! and free of Python. Plan windows ([`window`]), authenticate ([`auth`]), fetch pages at
+//! the realm's pace without losing records ([`client`], [`paginate`]), write the RAW layer
+//! idempotently ([`sink`]), and reconcile counts ([`backfill`]).
+
+pub mod auth;
+pub mod client;
+pub mod credentials;
+pub mod entity;
+pub mod error;
+pub mod limiter;
+pub mod query;
+pub mod response;
+pub mod retry;
+pub mod time;
+pub mod token_store;
+pub mod window;
+
+pub use client::{ClientConfig, QboClient};
+pub use credentials::{Credentials, Environment};
+pub use entity::{Entity, FilterField};
+pub use error::{Error, Result};
+pub use window::{plan_windows, Window};

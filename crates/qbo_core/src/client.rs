@@ -1,0 +1,379 @@
+//! The QBO query client: one place where a statement becomes an HTTP request, under the
+//! realm's limiter, with the retry policy, the 401-refresh-once rule, and fault parsing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::SeedableRng;
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::StatusCode;
+
+use crate::auth::{RotationHook, TokenManager};
+use crate::credentials::Credentials;
+use crate::entity::Entity;
+use crate::error::{retry_after, Error};
+use crate::limiter::{shared_limiter, Pacing, RealmLimiter};
+use crate::query::MINOR_VERSION;
+use crate::response::{parse_envelope, parse_xml_fault, Envelope, Fault};
+use crate::retry::RetryPolicy;
+use crate::token_store::FileTokenStore;
+
+/// Intuit cuts requests off at 120 s; waiting longer is pointless.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub pacing: Pacing,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+    /// Where rotated refresh tokens (and the current access token) are kept between runs.
+    pub token_store: Option<PathBuf>,
+    pub on_rotate: Option<RotationHook>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            pacing: Pacing::default(),
+            retry: RetryPolicy::default(),
+            timeout: DEFAULT_TIMEOUT,
+            token_store: None,
+            on_rotate: None,
+        }
+    }
+}
+
+impl ClientConfig {
+    pub fn validate(&self) -> Result<(), Error> {
+        self.pacing.validate()?;
+        if self.timeout.is_zero() {
+            return Err(Error::config("timeout must be positive"));
+        }
+        if self.retry.max_retries > 20 {
+            return Err(Error::config("max_retries above 20 would wait for hours: use at most 20"));
+        }
+        Ok(())
+    }
+}
+
+/// Counters a caller can read to see how a run went.
+#[derive(Debug, Default)]
+pub struct ClientCounters {
+    pub requests: std::sync::atomic::AtomicU64,
+    pub retries: std::sync::atomic::AtomicU64,
+    pub throttled: std::sync::atomic::AtomicU64,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    query_url: String,
+    realm_id: String,
+    tokens: TokenManager,
+    limiter: Arc<RealmLimiter>,
+    retry: RetryPolicy,
+    counters: ClientCounters,
+}
+
+/// A cheap-to-clone handle; clones share tokens, limiter and connection pool.
+#[derive(Clone)]
+pub struct QboClient {
+    inner: Arc<Inner>,
+}
+
+/// Looks up Intuit's transaction id, which support asks for (spelled `intuit_tid`; some
+/// proxies normalise it to `Intuit-Tid`).
+pub fn intuit_tid(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("intuit_tid")
+        .or_else(|| headers.get("intuit-tid"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+enum Outcome<T> {
+    Done(T),
+    Retry { reason: String, status: Option<u16>, tid: Option<String>, wait_hint: Option<Duration>, throttled: bool },
+    Unauthorized { tid: Option<String> },
+    Fail(Error),
+}
+
+impl QboClient {
+    /// Must be called inside a tokio runtime (the limiter's timers live there).
+    pub fn new(creds: Credentials, config: ClientConfig) -> Result<Self, Error> {
+        creds.validate()?;
+        config.validate()?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("qbo_rs/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(32)
+            .build()
+            .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;
+        let limiter = shared_limiter(&creds.api_base(), &creds.realm_id, config.pacing);
+        let tokens =
+            TokenManager::new(creds.clone(), http.clone(), config.token_store.map(FileTokenStore::new), config.on_rotate);
+        Ok(QboClient {
+            inner: Arc::new(Inner {
+                http,
+                query_url: creds.query_url(),
+                realm_id: creds.realm_id.clone(),
+                tokens,
+                limiter,
+                retry: config.retry,
+                counters: ClientCounters::default(),
+            }),
+        })
+    }
+
+    pub fn realm_id(&self) -> &str {
+        &self.inner.realm_id
+    }
+
+    pub fn counters(&self) -> &ClientCounters {
+        &self.inner.counters
+    }
+
+    /// Runs `SELECT COUNT(*) …` and returns `totalCount` (a missing value reads as 0).
+    pub async fn count(&self, entity: Entity, statement: &str) -> Result<u64, Error> {
+        self.execute(entity, statement, |env| Ok(env.total_count.unwrap_or(0))).await
+    }
+
+    /// Runs a SELECT and returns the body plus the byte ranges of each record inside it,
+    /// so records can be written without being copied or re-serialised.
+    pub async fn select(&self, entity: Entity, statement: &str) -> Result<RawPage, Error> {
+        self.execute_raw(entity, statement, |body, env| {
+            let base = body.as_ptr() as usize;
+            let records = env
+                .records
+                .iter()
+                .map(|r| {
+                    let s = r.get().as_bytes();
+                    let start = s.as_ptr() as usize - base;
+                    start..start + s.len()
+                })
+                .collect();
+            Ok(RawPage { body: body.clone(), records })
+        })
+        .await
+    }
+
+    /// Runs any statement and hands back the raw body (for notebooks and debugging).
+    pub async fn query_raw(&self, entity: Entity, statement: &str) -> Result<Bytes, Error> {
+        self.execute_raw(entity, statement, |body, _| Ok(body.clone())).await
+    }
+
+    async fn execute<T>(&self, entity: Entity, statement: &str, read: impl Fn(&Envelope<'_>) -> Result<T, Error>) -> Result<T, Error> {
+        self.execute_raw(entity, statement, |_, env| read(env)).await
+    }
+
+    async fn execute_raw<T>(
+        &self,
+        entity: Entity,
+        statement: &str,
+        read: impl Fn(&Bytes, &Envelope<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let inner = &*self.inner;
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        let mut retries = 0u32;
+        let mut refreshed_after_401 = false;
+        loop {
+            let token = inner.tokens.access_token().await?;
+            let outcome = {
+                let _permit = inner.limiter.acquire().await;
+                inner.counters.requests.fetch_add(1, Relaxed);
+                self.attempt(entity, statement, &token.bearer(), &read).await
+            };
+            match outcome {
+                Outcome::Done(v) => return Ok(v),
+                Outcome::Fail(e) => return Err(e),
+                Outcome::Unauthorized { tid } => {
+                    if refreshed_after_401 {
+                        return Err(Error::Auth {
+                            message: "QBO answered 401 again right after a token refresh: the app may have been \
+                                      disconnected from this company, or the token belongs to another environment \
+                                      (sandbox vs production)"
+                                .into(),
+                            intuit_tid: tid,
+                        });
+                    }
+                    tracing::info!(target: "qbo_rs", "QBO answered 401 (access token expired or revoked): refreshing once");
+                    refreshed_after_401 = true;
+                    inner.tokens.after_unauthorized(&token).await?;
+                }
+                Outcome::Retry { reason, status, tid, wait_hint, throttled } => {
+                    if throttled {
+                        inner.counters.throttled.fetch_add(1, Relaxed);
+                    }
+                    if retries >= inner.retry.max_retries {
+                        let attempts = retries + 1;
+                        let message = format!(
+                            "{reason}; gave up after {attempts} attempts (max_retries={}). The window was not \
+                             written: re-run it later{}",
+                            inner.retry.max_retries,
+                            if throttled { ", or lower the request rate" } else { "" }
+                        );
+                        return Err(if throttled {
+                            Error::RateLimited { message, intuit_tid: tid, attempts }
+                        } else {
+                            Error::Server { message, status, intuit_tid: tid, attempts }
+                        });
+                    }
+                    let wait = inner.retry.wait(retries, wait_hint, &mut rng);
+                    retries += 1;
+                    inner.counters.retries.fetch_add(1, Relaxed);
+                    let tid_text = tid.map(|t| format!(", intuit_tid {t}")).unwrap_or_default();
+                    if throttled {
+                        tracing::warn!(target: "qbo_rs", "API Limit: 429 ({reason}{tid_text}); retry {retries}/{} in {:.1} s", inner.retry.max_retries, wait.as_secs_f64());
+                    } else {
+                        tracing::warn!(target: "qbo_rs", "{reason}{tid_text}; retry {retries}/{} in {:.1} s", inner.retry.max_retries, wait.as_secs_f64());
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt<T>(
+        &self,
+        entity: Entity,
+        statement: &str,
+        bearer: &str,
+        read: &impl Fn(&Bytes, &Envelope<'_>) -> Result<T, Error>,
+    ) -> Outcome<T> {
+        let inner = &*self.inner;
+        let sent = inner
+            .http
+            .post(&inner.query_url)
+            .query(&[("minorversion", MINOR_VERSION)])
+            .header(AUTHORIZATION, bearer)
+            .header(ACCEPT, "application/json")
+            .header(CONTENT_TYPE, "application/text")
+            .body(statement.to_string())
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => return transport_retry(&e, None),
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let tid = intuit_tid(&headers);
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return transport_retry(&e, tid),
+        };
+        let parsed = parse_envelope(&body, entity.qbo_name());
+        let fault = match &parsed {
+            Ok(env) => env.fault.clone(),
+            Err(_) => parse_xml_fault(&String::from_utf8_lossy(&body)),
+        };
+        let retry = |reason: String, throttled: bool| Outcome::Retry {
+            reason,
+            status: Some(status.as_u16()),
+            tid: tid.clone(),
+            wait_hint: retry_after(&headers),
+            throttled,
+        };
+
+        match status {
+            StatusCode::UNAUTHORIZED => Outcome::Unauthorized { tid },
+            StatusCode::TOO_MANY_REQUESTS => retry("QBO answered 429 ThrottleExceeded".into(), true),
+            StatusCode::FORBIDDEN => {
+                // Before 429 existed Intuit throttled with 403 (qbo-api.md §3.7).
+                if fault.as_ref().is_some_and(Fault::is_throttle) {
+                    return retry("QBO answered 403 ThrottleExceeded".into(), true);
+                }
+                Outcome::Fail(Error::Auth {
+                    message: format!(
+                        "QBO answered 403 for realm {}{}: the app is not authorised for this company, or \
+                         sandbox and production credentials are mixed (set QBO_ENTORNO to match the keys)",
+                        inner.realm_id,
+                        fault.map(|f| format!(" ({f})")).unwrap_or_default()
+                    ),
+                    intuit_tid: tid,
+                })
+            }
+            s if s.is_server_error() => retry(
+                format!("QBO answered HTTP {}{}", s.as_u16(), fault.map(|f| format!(" ({f})")).unwrap_or_default()),
+                false,
+            ),
+            s if s.is_success() => match parsed {
+                Err(e) => retry(format!("QBO answered 200 with a malformed body ({e})"), false),
+                Ok(env) => match env.fault {
+                    Some(f) if f.is_validation() => Outcome::Fail(validation_error(f, tid)),
+                    Some(f) if f.is_throttle() => retry(format!("QBO answered 200 carrying a throttle fault ({f})"), true),
+                    Some(f) => retry(format!("QBO answered 200 carrying a fault ({f})"), false),
+                    None if !env.has_query_response => {
+                        retry("QBO answered 200 without a QueryResponse".to_string(), false)
+                    }
+                    None => match read(&body, &env) {
+                        Ok(v) => Outcome::Done(v),
+                        Err(e) => Outcome::Fail(e),
+                    },
+                },
+            },
+            s if s == StatusCode::BAD_REQUEST => match fault {
+                Some(f) if f.is_throttle() => retry("QBO answered 400 ThrottleExceeded".into(), true),
+                Some(f) => Outcome::Fail(validation_error(f, tid)),
+                None => Outcome::Fail(Error::Validation {
+                    code: "400".into(),
+                    message: "QBO answered 400 without a fault body".into(),
+                    detail: None,
+                    intuit_tid: tid,
+                }),
+            },
+            s => Outcome::Fail(Error::Server {
+                message: format!("QBO answered unexpected HTTP {}", s.as_u16()),
+                status: Some(s.as_u16()),
+                intuit_tid: tid,
+                attempts: 1,
+            }),
+        }
+    }
+}
+
+fn validation_error(f: Fault, tid: Option<String>) -> Error {
+    Error::Validation { code: f.code, message: f.message, detail: f.detail, intuit_tid: tid }
+}
+
+fn transport_retry<T>(e: &reqwest::Error, tid: Option<String>) -> Outcome<T> {
+    let kind = if e.is_timeout() {
+        "request timed out"
+    } else if e.is_connect() {
+        "cannot connect to QBO"
+    } else if e.is_body() || e.is_decode() {
+        "connection dropped while reading the response"
+    } else {
+        "connection error"
+    };
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    let mut root = String::new();
+    while let Some(s) = source {
+        root = s.to_string();
+        source = s.source();
+    }
+    Outcome::Retry { reason: format!("{kind} ({root})"), status: None, tid, wait_hint: None, throttled: false }
+}
+
+/// One SELECT response: the body and where each record sits in it.
+pub struct RawPage {
+    pub body: Bytes,
+    pub records: Vec<std::ops::Range<usize>>,
+}
+
+impl RawPage {
+    pub fn record(&self, i: usize) -> Bytes {
+        self.body.slice(self.records[i].clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}

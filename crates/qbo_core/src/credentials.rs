@@ -1,0 +1,159 @@
+//! The four things Intuit gives you (client id/secret, refresh token, realm id) plus where
+//! to send requests. Secrets are `SecretString`: their Debug output is redacted, so a
+//! stray `{:?}` can never print them.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::Error;
+
+pub const PRODUCTION_API: &str = "https://quickbooks.api.intuit.com";
+pub const SANDBOX_API: &str = "https://sandbox-quickbooks.api.intuit.com";
+pub const TOKEN_ENDPOINT: &str = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Environment {
+    #[default]
+    Sandbox,
+    Production,
+}
+
+impl std::str::FromStr for Environment {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "sandbox" | "" => Ok(Environment::Sandbox),
+            "production" | "prod" | "produccion" | "producción" => Ok(Environment::Production),
+            other => Err(Error::config(format!(
+                "QBO_ENTORNO = {other:?}: expected sandbox or production"
+            ))),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Credentials {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub refresh_token: SecretString,
+    pub realm_id: String,
+    pub environment: Environment,
+    /// Overrides the Intuit API host (the emulator, a proxy). No trailing slash needed.
+    pub api_base_url: Option<String>,
+    /// Overrides Intuit's token endpoint.
+    pub token_url: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("client_id", &redact_id(&self.client_id))
+            .field("client_secret", &"***")
+            .field("refresh_token", &"***")
+            .field("realm_id", &self.realm_id)
+            .field("environment", &self.environment)
+            .field("api_base_url", &self.api_base_url)
+            .field("token_url", &self.token_url)
+            .finish()
+    }
+}
+
+/// Client ids are not secret, but showing four characters is enough to tell apps apart.
+pub fn redact_id(id: &str) -> String {
+    let shown: String = id.chars().take(4).collect();
+    format!("{shown}***")
+}
+
+impl Credentials {
+    /// Checks every field before any request: a missing value is named, as is its env var.
+    pub fn validate(&self) -> Result<(), Error> {
+        let missing = |name: &str, env: &str| {
+            Error::config(format!("missing {name}: set the Mage secret qb_{name} or the environment variable {env}"))
+        };
+        if self.client_id.trim().is_empty() {
+            return Err(missing("client_id", "QBO_CLIENT_ID"));
+        }
+        if self.client_secret.expose_secret().trim().is_empty() {
+            return Err(missing("client_secret", "QBO_CLIENT_SECRET"));
+        }
+        if self.refresh_token.expose_secret().trim().is_empty() {
+            return Err(missing("refresh_token", "QBO_REFRESH_TOKEN"));
+        }
+        if self.realm_id.trim().is_empty() {
+            return Err(missing("realm_id", "QBO_REALM_ID"));
+        }
+        // The realm id goes into the URL path: only letters and digits are safe there.
+        if !self.realm_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(Error::config(format!(
+                "realm_id {:?} is not a QBO company id (digits only, e.g. 9130357992221046)",
+                self.realm_id
+            )));
+        }
+        for (name, url) in [("api_base_url", &self.api_base_url), ("token_url", &self.token_url)] {
+            if let Some(url) = url {
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| Error::config(format!("{name} {url:?} is not a URL: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(Error::config(format!("{name} {url:?} must be http or https")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn api_base(&self) -> String {
+        let base = match (&self.api_base_url, self.environment) {
+            (Some(url), _) => url.as_str(),
+            (None, Environment::Sandbox) => SANDBOX_API,
+            (None, Environment::Production) => PRODUCTION_API,
+        };
+        base.trim_end_matches('/').to_string()
+    }
+
+    pub fn token_endpoint(&self) -> String {
+        self.token_url.clone().unwrap_or_else(|| TOKEN_ENDPOINT.to_string())
+    }
+
+    pub fn query_url(&self) -> String {
+        format!("{}/v3/company/{}/query", self.api_base(), self.realm_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds() -> Credentials {
+        Credentials {
+            client_id: "ABcdefgh".into(),
+            client_secret: SecretString::from("s3cr3t-value"),
+            refresh_token: SecretString::from("AB11-refresh-value"),
+            realm_id: "9130357992221046".into(),
+            environment: Environment::Sandbox,
+            api_base_url: None,
+            token_url: None,
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let shown = format!("{:?}", creds());
+        assert!(!shown.contains("s3cr3t-value"));
+        assert!(!shown.contains("AB11-refresh-value"));
+        assert!(shown.contains("9130357992221046"));
+    }
+
+    #[test]
+    fn validation_names_the_missing_value() {
+        let mut c = creds();
+        c.refresh_token = SecretString::from("");
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("QBO_REFRESH_TOKEN"), "{err}");
+        let mut c = creds();
+        c.realm_id = "123/../x".into();
+        assert!(c.validate().is_err());
+        assert_eq!(creds().query_url(), "https://sandbox-quickbooks.api.intuit.com/v3/company/9130357992221046/query");
+    }
+}

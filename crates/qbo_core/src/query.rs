@@ -1,0 +1,133 @@
+//! Building the few QBO statements we send. Every value is rendered by this module as a
+//! quoted literal; nothing the user types reaches a statement unescaped.
+
+use chrono::{DateTime, Utc};
+
+use crate::entity::{Entity, FilterField};
+use crate::time::qbo_literal;
+
+/// QBO's hard ceiling for MAXRESULTS (a larger value is a 4001 error, not a silent cap).
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// The minor version every request sends (Intuit retired 1–74 on 2025-08-01).
+pub const MINOR_VERSION: u32 = 75;
+
+/// A quoted QBO string literal: backslash-escapes quotes and backslashes
+/// (`'Amy\'s Bird Sanctuary'`, qbo-api.md §2.1).
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\'' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            // Control characters have no business in a literal; dropping them keeps the
+            // statement on one line.
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A literal for the filter field: a datetime for MetaData times, a date for TxnDate.
+pub fn bound_literal(field: FilterField, t: DateTime<Utc>) -> String {
+    match field {
+        FilterField::TxnDate => quote(&t.format("%Y-%m-%d").to_string()),
+        _ => quote(&qbo_literal(t)),
+    }
+}
+
+/// The WHERE clause shared by SELECT and COUNT: `[lower, upper)` on the filter field,
+/// plus `Active IN (true,false)` for name lists so inactive records are not hidden.
+pub fn where_clause(entity: Entity, field: FilterField, lower: &str, lower_op: &str, upper: Option<&str>) -> String {
+    let prop = field.qbo_property();
+    let mut clause = format!("WHERE {prop} {lower_op} {lower}");
+    if let Some(upper) = upper {
+        clause.push_str(&format!(" AND {prop} < {upper}"));
+    }
+    if entity.is_name_list() {
+        clause.push_str(" AND Active IN (true,false)");
+    }
+    clause
+}
+
+pub fn count_statement(entity: Entity, field: FilterField, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    format!(
+        "SELECT COUNT(*) FROM {} {}",
+        entity.qbo_name(),
+        where_clause(entity, field, &bound_literal(field, from), ">=", Some(&bound_literal(field, to)))
+    )
+}
+
+/// COUNT of the records sharing one exact filter value: how we check that a tie group
+/// read with offsets did not shrink under us.
+pub fn count_tie_statement(entity: Entity, field: FilterField, tie: &str) -> String {
+    format!("SELECT COUNT(*) FROM {} {}", entity.qbo_name(), where_clause(entity, field, &quote(tie), "=", None))
+}
+
+/// One keyset page: everything at or after `from_literal`, before `to`, in filter order;
+/// `start_position` (1-based) is only ever > 1 inside a tie of equal timestamps.
+pub fn page_statement(
+    entity: Entity,
+    field: FilterField,
+    from_literal: &str,
+    to: DateTime<Utc>,
+    start_position: u64,
+    max_results: u32,
+) -> String {
+    format!(
+        "SELECT * FROM {} {} ORDERBY {} STARTPOSITION {} MAXRESULTS {}",
+        entity.qbo_name(),
+        where_clause(entity, field, from_literal, ">=", Some(&bound_literal(field, to))),
+        field.qbo_property(),
+        start_position,
+        max_results
+    )
+}
+
+/// A page of one tie group: every record whose filter value equals `tie` exactly.
+pub fn tie_page_statement(entity: Entity, field: FilterField, tie: &str, start_position: u64, max_results: u32) -> String {
+    format!(
+        "SELECT * FROM {} {} ORDERBY {} STARTPOSITION {} MAXRESULTS {}",
+        entity.qbo_name(),
+        where_clause(entity, field, &quote(tie), "=", None),
+        field.qbo_property(),
+        start_position,
+        max_results
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn quotes_are_escaped() {
+        assert_eq!(quote("Amy's Bird"), r"'Amy\'s Bird'");
+        assert_eq!(quote(r"a\' OR 1=1"), r"'a\\\' OR 1=1'");
+        assert_eq!(quote("line\nbreak"), "'linebreak'");
+    }
+
+    #[test]
+    fn name_lists_include_inactive() {
+        let a = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+        let b = Utc.with_ymd_and_hms(2025, 2, 1, 0, 0, 0).unwrap();
+        let s = count_statement(Entity::Customer, FilterField::LastUpdatedTime, a, b);
+        assert_eq!(
+            s,
+            "SELECT COUNT(*) FROM Customer WHERE MetaData.LastUpdatedTime >= '2025-01-01T00:00:00+00:00' \
+             AND MetaData.LastUpdatedTime < '2025-02-01T00:00:00+00:00' AND Active IN (true,false)"
+        );
+        let p = page_statement(Entity::Invoice, FilterField::TxnDate, &bound_literal(FilterField::TxnDate, a), b, 1, 100);
+        assert_eq!(
+            p,
+            "SELECT * FROM Invoice WHERE TxnDate >= '2025-01-01' AND TxnDate < '2025-02-01' \
+             ORDERBY TxnDate STARTPOSITION 1 MAXRESULTS 100"
+        );
+    }
+}

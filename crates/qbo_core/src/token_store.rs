@@ -1,0 +1,188 @@
+//! Where the rotated refresh token lives between runs. Intuit rotates refresh tokens about
+//! once a day and the previous one may die at once (qbo-api.md §5.3), so losing the new
+//! value means re-consent. The store is a 0600 JSON file replaced atomically (write a
+//! temporary file, fsync, rename), and a sibling `.lock` file serialises refreshes between
+//! processes (Mage runs windows in parallel worker processes), so two workers never spend
+//! the same refresh token.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// The persisted state. It holds live secrets: the file is created 0600 and this type's
+/// Debug output is redacted.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SavedTokens {
+    pub realm_id: String,
+    pub client_id: String,
+    pub refresh_token: String,
+    pub refresh_token_expires_at: Option<DateTime<Utc>>,
+    pub refresh_token_hard_expires_at: Option<DateTime<Utc>>,
+    pub access_token: Option<String>,
+    pub access_token_expires_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for SavedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SavedTokens")
+            .field("realm_id", &self.realm_id)
+            .field("refresh_token_expires_at", &self.refresh_token_expires_at)
+            .field("access_token_expires_at", &self.access_token_expires_at)
+            .field("updated_at", &self.updated_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FileTokenStore {
+    path: PathBuf,
+}
+
+/// Holds the inter-process refresh lock until dropped.
+pub struct StoreLock {
+    file: File,
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+impl FileTokenStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileTokenStore { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        let mut name = self.path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(".lock");
+        self.path.with_file_name(name)
+    }
+
+    fn err(&self, action: &str, e: impl std::fmt::Display) -> Error {
+        Error::TokenStore(format!(
+            "token store {}: cannot {action}: {e} (check the directory exists and is writable, or set QBO_TOKEN_STORE)",
+            self.path.display()
+        ))
+    }
+
+    fn ensure_dir(&self) -> Result<(), Error> {
+        if let Some(dir) = self.path.parent() {
+            if !dir.as_os_str().is_empty() {
+                fs::create_dir_all(dir).map_err(|e| self.err("create its directory", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Blocks until this process holds the refresh lock. Call from a blocking thread.
+    pub fn lock_blocking(&self) -> Result<StoreLock, Error> {
+        self.ensure_dir()?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(self.lock_path())
+            .map_err(|e| self.err("open its lock file", e))?;
+        file.lock().map_err(|e| self.err("lock", e))?;
+        Ok(StoreLock { file })
+    }
+
+    /// Reads the saved tokens; `None` when there is no store yet.
+    pub fn load(&self) -> Result<Option<SavedTokens>, Error> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.err("read", e)),
+        };
+        if let Ok(meta) = fs::metadata(&self.path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(target: "qbo_rs", path = %self.path.display(),
+                    "token store is readable by other users; tightening it to 0600");
+                let _ = fs::set_permissions(&self.path, fs::Permissions::from_mode(0o600));
+            }
+        }
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::TokenStore(format!(
+                "token store {} is not valid JSON ({e}): delete it to start again from QBO_REFRESH_TOKEN",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// Replaces the store atomically: a crash leaves either the old or the new file.
+    pub fn save(&self, tokens: &SavedTokens) -> Result<(), Error> {
+        self.ensure_dir()?;
+        let tmp = self.path.with_extension(format!("tmp.{}", std::process::id()));
+        let body = serde_json::to_vec_pretty(tokens).map_err(|e| self.err("serialise", e))?;
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                if let Ok(d) = File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) {
+                    let _ = d.sync_all();
+                }
+            }
+            Ok(())
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            self.err("write", e)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SavedTokens {
+        SavedTokens {
+            realm_id: "1".into(),
+            client_id: "c".into(),
+            refresh_token: "RT-secret".into(),
+            refresh_token_expires_at: None,
+            refresh_token_hard_expires_at: None,
+            access_token: Some("AT-secret".into()),
+            access_token_expires_at: None,
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn saves_0600_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileTokenStore::new(dir.path().join("sub/tokens.json"));
+        assert!(store.load().unwrap().is_none());
+        let _lock = store.lock_blocking().unwrap();
+        store.save(&sample()).unwrap();
+        let mode = fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(store.load().unwrap().unwrap().refresh_token, "RT-secret");
+        assert!(!format!("{:?}", sample()).contains("secret"));
+    }
+
+    #[test]
+    fn corrupt_store_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        fs::write(&path, b"{not json").unwrap();
+        let err = FileTokenStore::new(&path).load().unwrap_err().to_string();
+        assert!(err.contains("delete it"), "{err}");
+    }
+}

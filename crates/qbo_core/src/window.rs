@@ -1,0 +1,167 @@
+//! Splitting `[start, end)` into half-open UTC windows that tile the range exactly.
+//! Each window has a stable label (`invoice_backfill_2025-10-15`) that names a Mage
+//! dynamic child and lets one window be re-run alone.
+
+use chrono::{DateTime, Duration, Timelike, Utc};
+
+use crate::error::Error;
+use crate::time::format_utc;
+
+/// The most windows one plan may hold: 4,000 daily windows is 11 years; beyond 100k the
+/// caller almost certainly passed the wrong unit.
+pub const MAX_WINDOWS: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub label: String,
+}
+
+impl Window {
+    pub fn new(start: DateTime<Utc>, end: DateTime<Utc>, label_prefix: &str) -> Self {
+        Window { start, end, label: format!("{label_prefix}_{}", label_stamp(start)) }
+    }
+
+    /// `2025-10-15` in the seed's log line (`Rango 2025-10-15 a 2025-11-15 -> N filas`);
+    /// a full timestamp when the bound is not midnight.
+    pub fn start_text(&self) -> String {
+        bound_text(self.start)
+    }
+
+    pub fn end_text(&self) -> String {
+        bound_text(self.end)
+    }
+
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.start <= t && t < self.end
+    }
+}
+
+fn is_midnight(t: DateTime<Utc>) -> bool {
+    t.num_seconds_from_midnight() == 0 && t.nanosecond() == 0
+}
+
+fn bound_text(t: DateTime<Utc>) -> String {
+    if is_midnight(t) {
+        t.format("%Y-%m-%d").to_string()
+    } else {
+        format_utc(t)
+    }
+}
+
+fn label_stamp(t: DateTime<Utc>) -> String {
+    if is_midnight(t) {
+        t.format("%Y-%m-%d").to_string()
+    } else {
+        // No ':' so the label stays a valid file name and Mage block-run suffix.
+        t.format("%Y-%m-%dT%H%M%SZ").to_string()
+    }
+}
+
+/// Plans windows of `chunk_days` days covering `[start, end)`; the last one is cut at `end`.
+pub fn plan_windows(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    chunk_days: u32,
+    label_prefix: &str,
+) -> Result<Vec<Window>, Error> {
+    if end <= start {
+        return Err(Error::config(format!(
+            "end ({}) must be after start ({}): windows are half-open [start, end)",
+            format_utc(end),
+            format_utc(start)
+        )));
+    }
+    if chunk_days == 0 {
+        return Err(Error::config("chunk_days must be at least 1"));
+    }
+    let step = Duration::days(i64::from(chunk_days));
+    let span = end - start;
+    let count = span.num_seconds().div_euclid(step.num_seconds()) as u64 + 1;
+    if count > MAX_WINDOWS as u64 {
+        return Err(Error::config(format!(
+            "{count} windows of {chunk_days} day(s) is more than {MAX_WINDOWS}: raise chunk_days"
+        )));
+    }
+    let mut windows = Vec::with_capacity(count as usize);
+    let mut cursor = start;
+    while cursor < end {
+        let next = cursor.checked_add_signed(step).map_or(end, |n| n.min(end));
+        windows.push(Window::new(cursor, next, label_prefix));
+        cursor = next;
+    }
+    Ok(windows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    fn utc(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn fifty_day_windows_with_labels() {
+        let w = plan_windows(utc(2025, 1, 1), utc(2025, 3, 1), 50, "invoice_backfill").unwrap();
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0].label, "invoice_backfill_2025-01-01");
+        assert_eq!(w[1].start, utc(2025, 2, 20));
+        assert_eq!(w[1].end, utc(2025, 3, 1));
+        assert_eq!(w[1].start_text(), "2025-02-20");
+    }
+
+    #[test]
+    fn leap_day_is_its_own_daily_window() {
+        let w = plan_windows(utc(2024, 2, 28), utc(2024, 3, 2), 1, "x").unwrap();
+        let labels: Vec<_> = w.iter().map(|w| w.label.as_str()).collect();
+        assert_eq!(labels, ["x_2024-02-28", "x_2024-02-29", "x_2024-03-01"]);
+    }
+
+    #[test]
+    fn rejects_empty_or_reversed_ranges() {
+        assert!(plan_windows(utc(2025, 1, 2), utc(2025, 1, 1), 1, "x").is_err());
+        assert!(plan_windows(utc(2025, 1, 1), utc(2025, 1, 1), 1, "x").is_err());
+        assert!(plan_windows(utc(2025, 1, 1), utc(2025, 1, 2), 0, "x").is_err());
+        assert!(plan_windows(utc(1700, 1, 1), utc(2100, 1, 1), 1, "x").is_err());
+    }
+
+    #[test]
+    fn non_midnight_bounds_get_timestamp_labels() {
+        let s = Utc.with_ymd_and_hms(2025, 3, 9, 10, 30, 0).unwrap();
+        let w = plan_windows(s, s + Duration::hours(5), 1, "item_backfill").unwrap();
+        assert_eq!(w[0].label, "item_backfill_2025-03-09T103000Z");
+        assert_eq!(w[0].end_text(), "2025-03-09T15:30:00Z");
+    }
+
+    proptest! {
+        // Any range, any chunk: windows tile [start, end) with no gap and no overlap,
+        // each at most chunk_days long, labels unique.
+        #[test]
+        fn windows_tile_the_range(
+            start_secs in 0i64..4_000_000_000,
+            span_secs in 1i64..400_000_000,
+            chunk in 1u32..400,
+        ) {
+            let start = Utc.timestamp_opt(start_secs, 0).unwrap();
+            let end = start + Duration::seconds(span_secs);
+            let w = plan_windows(start, end, chunk, "p").unwrap();
+            prop_assert_eq!(w.first().unwrap().start, start);
+            prop_assert_eq!(w.last().unwrap().end, end);
+            for pair in w.windows(2) {
+                prop_assert_eq!(pair[0].end, pair[1].start);
+            }
+            for win in &w {
+                prop_assert!(win.start < win.end);
+                prop_assert!(win.end - win.start <= Duration::days(i64::from(chunk)));
+            }
+            let mut labels: Vec<_> = w.iter().map(|w| w.label.clone()).collect();
+            labels.sort();
+            labels.dedup();
+            prop_assert_eq!(labels.len(), w.len());
+        }
+    }
+}
