@@ -1,1 +1,201 @@
-//! qbo_jsonl
+//! A crash-safe, idempotent, keyed JSON-lines file.
+//!
+//! `qbo_jsonl` keeps a plain text file of one JSON object per line (`data/invoices.txt`) that
+//! holds **exactly one line per id, carrying the newest version ever written for that id**, and
+//! keeps it that way when batches are re-run in any order, when several processes write at once,
+//! and when a writer is killed with SIGKILL at any instant. It is the embedded default RAW sink
+//! of qbo_rs, but it knows nothing about QuickBooks: callers pass `(id, version, line)` triples
+//! and a [`KeyExtractor`] that can recover `(id, version)` from a line.
+//!
+//! # On-disk format
+//!
+//! ```text
+//! data/invoices.txt                     the data file: what users, `jq`, pandas read
+//! data/.qbo_rs/invoices.txt.manifest    commit record (replaced atomically)
+//! data/.qbo_rs/invoices.txt.idx         append-only index log (id -> slot, version)
+//! data/.qbo_rs/invoices.txt.journal     redo journal of the last batch
+//! data/.qbo_rs/invoices.txt.lock        exclusive lock held during every write
+//! data/.qbo_rs/invoices.txt.compact     temporary, only while compacting
+//! ```
+//!
+//! **Data file.** Every line is: optional ASCII spaces, exactly the caller's JSON object bytes,
+//! optional ASCII spaces, `'\n'`. No empty or whitespace-only line; the file is empty or ends
+//! with `'\n'`. The spaces are legal JSON whitespace, so `json.loads(line)` and `jq` read each
+//! line as one object. They come from updates done without rewriting the file:
+//! - a new version that fits in the old line's *slot* (its bytes up to and including the `'\n'`)
+//!   is written over it in place and padded with spaces before the `'\n'`;
+//! - a longer one is appended at the end, and the old slot, *including its `'\n'`*, is
+//!   overwritten with spaces: those spaces become leading whitespace of the following line
+//!   (there always is one, the new copy having been appended after it).
+//!
+//! Bytes outside live slots are *waste*; [`JsonlStore::compact`] rewrites the file without it
+//! (temp file + rename), automatically once waste is both large and a large share of the file.
+//!
+//! **Manifest** (fixed 68 bytes, CRC-protected): generation, index-log epoch, committed data
+//! length, data-file inode, committed index-log length, waste bytes, record count.
+//!
+//! **Index log**: a 16-byte header (magic, epoch) then one CRC-protected frame per commit listing
+//! the new `(id, offset, slot length, version)` of every id the commit touched. A process loads
+//! it at open and then reads only the frames other processes appended since (by generation), so
+//! no operation rescans the data file. It is rewritten as a snapshot (new epoch) by compaction
+//! and when it has grown much larger than the index it describes.
+//!
+//! **Journal**: the generation the batch will commit as, the committed length it appends to and
+//! how many bytes it appends, and every in-place change (overwrite or blank) as offset + bytes.
+//!
+//! # Commit protocol (one batch, under the exclusive lock)
+//!
+//! 1. Catch up with the manifest; repair anything a crashed writer left (below).
+//! 2. Plan: for each id keep the batch's greatest version; skip it if the store already holds
+//!    that version (*unchanged*) or a newer one (*stale*). Nothing left → write nothing at all.
+//! 3. Write the journal, fsync.
+//! 4. Append all new lines beyond the committed length with **one** positioned write, fsync.
+//! 5. Append the batch's frame to the index log, fsync.
+//! 6. **Commit point:** write the new manifest to a temp file, fsync, rename over the manifest,
+//!    fsync the directory.
+//! 7. Apply the journal's in-place changes to the data file, fsync, empty the journal.
+//!
+//! Recovery (run under the lock by `open` and before every operation): if the journal belongs to
+//! the committed generation, redo its in-place changes (idempotent). Bytes past the committed
+//! length that the journal says were this batch's append are cut off. Anything else that does
+//! not match (no or corrupt manifest, index log, wrong inode, shorter file, unexplained tail)
+//! triggers a rebuild: the data file is scanned with the [`KeyExtractor`], duplicate ids are
+//! resolved to their greatest version (the others blanked through the same journal), whitespace-
+//! only lines are merged away, and a fresh index log and manifest are written. A line the
+//! extractor cannot read stops the rebuild with an error naming the file and line: data is never
+//! dropped silently.
+//!
+//! A SIGKILL before step 6 therefore leaves the state before the batch; at or after step 6 the
+//! state after it. No torn line, no duplicate id survives the next open.
+//!
+//! **The honest limit:** between a SIGKILL and the next `open`/`upsert`, a plain reader (`cat`,
+//! pandas) of the data file can see an uncommitted partial tail (possibly a torn last line) or a
+//! partially applied in-place change (an id present twice). The next open repairs it. Readers
+//! that need a committed view should go through [`JsonlStore`] (or read only after writers have
+//! finished). Compaction replaces the file by rename, so an open reader keeps the old, complete
+//! file.
+//!
+//! `fsync: false` skips every fsync: still crash-safe against a killed process (the kernel keeps
+//! the written pages), but not against power loss or a kernel crash.
+
+#![warn(missing_docs)]
+
+mod error;
+mod format;
+mod index;
+mod io;
+mod store;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::StoreError;
+pub use store::JsonlStore;
+
+/// Which of two copies of a record is newer: last-updated time first, then the sync token (an
+/// edit counter), exactly how QuickBooks orders versions of an entity. Field order matters: the
+/// derived `Ord` compares `updated_at_ms` first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Version {
+    /// Last update time, milliseconds since the Unix epoch (UTC).
+    pub updated_at_ms: i64,
+    /// Tie-breaker when two versions share a timestamp.
+    pub sync_token: u64,
+}
+
+/// One record to upsert.
+///
+/// `id` and `version` are passed separately (rather than parsed from `line`) so the write path
+/// never parses JSON. They must agree with what the store's [`KeyExtractor`] returns for `line`,
+/// because that is what a rebuild will see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRecord {
+    /// The record's key; at most 65535 bytes.
+    pub id: String,
+    /// Its version; the store keeps the greatest one per id.
+    pub version: Version,
+    /// One compact JSON object, without a newline (the store adds it).
+    pub line: Vec<u8>,
+}
+
+/// Recovers `(id, version)` from a line's JSON (without surrounding whitespace).
+///
+/// Used only when the index must be rebuilt from the data file (first open of a file written by
+/// another tool, deleted or corrupt sidecar). Returning `None` makes the rebuild fail with the
+/// line number rather than lose the line.
+pub type KeyExtractor = fn(&[u8]) -> Option<(String, Version)>;
+
+/// How a store behaves. Build with [`StoreOptions::new`] and adjust fields.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// fsync data, index, journal and manifest at each commit (default true). With `false` the
+    /// store still survives a killed process, not a power loss or kernel crash.
+    pub fsync: bool,
+    /// See [`KeyExtractor`].
+    pub key_extractor: KeyExtractor,
+    /// Auto-compact only when waste is at least this share of the file (default 0.5).
+    pub compact_min_waste_ratio: f64,
+    /// ...and at least this many bytes (default 64 MiB), so small files are never rewritten
+    /// for a handful of relocated lines.
+    pub compact_min_waste_bytes: u64,
+}
+
+impl StoreOptions {
+    /// Default options with the given extractor.
+    pub fn new(key_extractor: KeyExtractor) -> Self {
+        StoreOptions {
+            fsync: true,
+            key_extractor,
+            compact_min_waste_ratio: 0.5,
+            compact_min_waste_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What one [`JsonlStore::upsert`] did. `inserted + updated + unchanged + stale` is the number
+/// of distinct ids in the batch; `duplicates_in_batch` counts the extra copies dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpsertOutcome {
+    /// Ids not stored before.
+    pub inserted: usize,
+    /// Ids stored with an older version, now replaced.
+    pub updated: usize,
+    /// Ids already stored with exactly this version: nothing written.
+    pub unchanged: usize,
+    /// Ids already stored with a newer version: the batch's copy was ignored.
+    pub stale: usize,
+    /// Records dropped because the same id appeared again in the batch (greatest version kept).
+    pub duplicates_in_batch: usize,
+    /// Bytes written to the data file (appends plus in-place changes).
+    pub bytes_written: u64,
+    /// Whether the upsert ended with an automatic compaction.
+    pub compacted: bool,
+}
+
+/// What one [`JsonlStore::compact`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompactOutcome {
+    /// Data file length before.
+    pub bytes_before: u64,
+    /// Data file length after.
+    pub bytes_after: u64,
+    /// Records in the file (unchanged by compaction).
+    pub records: usize,
+}
+
+/// A snapshot of the store's size, as of its last operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Distinct ids.
+    pub records: usize,
+    /// Committed length of the data file.
+    pub file_bytes: u64,
+    /// Bytes of the data file outside every live line's slot (reclaimed by compaction).
+    pub waste_bytes: u64,
+    /// Commit counter; changes whenever any process commits.
+    pub generation: u64,
+    /// Committed length of the index log.
+    pub index_log_bytes: u64,
+    /// Approximate heap memory of the in-memory index.
+    pub index_memory_bytes: usize,
+}

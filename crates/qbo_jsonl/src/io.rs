@@ -1,0 +1,212 @@
+//! Every mutating filesystem call goes through [`Io`], so a test can stop the store after any
+//! step (feature `failpoints`) and observe exactly what a SIGKILL at that instant would leave.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::path::Path;
+
+use crate::error::StoreError;
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Default)]
+pub(crate) struct Io {
+    /// Whether to fsync at all (see `StoreOptions::fsync`).
+    pub fsync: bool,
+    /// Mutating steps taken so far (writes, fsyncs, renames, truncations).
+    #[cfg(any(test, feature = "failpoints"))]
+    pub steps: u64,
+    /// Fail when `steps` reaches this number.
+    #[cfg(any(test, feature = "failpoints"))]
+    pub fail_at: Option<u64>,
+}
+
+#[cfg(unix)]
+fn pwrite_all(f: &File, buf: &[u8], off: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(f, buf, off)
+}
+
+#[cfg(windows)]
+fn pwrite_all(f: &File, mut buf: &[u8], mut off: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        let n = f.seek_write(buf, off)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+        off += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+pub(crate) fn pread_exact(f: &File, buf: &mut [u8], off: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, off)
+}
+
+#[cfg(windows)]
+pub(crate) fn pread_exact(f: &File, mut buf: &mut [u8], mut off: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        let n = f.seek_read(buf, off)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf = &mut buf[n..];
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// A file's identity: inode on unix, 0 (unknown) elsewhere.
+#[cfg(unix)]
+pub(crate) fn file_id(m: &fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(m)
+}
+
+#[cfg(not(unix))]
+pub(crate) fn file_id(_m: &fs::Metadata) -> u64 {
+    0
+}
+
+impl Io {
+    /// Counts one step; errors when the injected failure point is reached.
+    #[inline]
+    fn step(&mut self) -> bool {
+        #[cfg(any(test, feature = "failpoints"))]
+        {
+            self.steps += 1;
+            if self.fail_at == Some(self.steps) {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[cfg(any(test, feature = "failpoints"))]
+    fn injected(&self) -> StoreError {
+        StoreError::InjectedFault(self.steps)
+    }
+
+    #[cfg(not(any(test, feature = "failpoints")))]
+    fn injected(&self) -> StoreError {
+        unreachable!()
+    }
+
+    /// Positioned write of the whole buffer. An injected fault writes only the first half, like
+    /// a process killed in the middle of a large write.
+    pub fn write_at(&mut self, f: &File, buf: &[u8], off: u64, path: &Path) -> Result<()> {
+        if self.step() {
+            let _ = pwrite_all(f, &buf[..buf.len() / 2], off);
+            return Err(self.injected());
+        }
+        pwrite_all(f, buf, off).map_err(|e| StoreError::io("writing", path, e))
+    }
+
+    /// fdatasync (the length is flushed too); a no-op when fsync is off.
+    pub fn sync(&mut self, f: &File, path: &Path) -> Result<()> {
+        if !self.fsync {
+            return Ok(());
+        }
+        if self.step() {
+            return Err(self.injected());
+        }
+        f.sync_data().map_err(|e| StoreError::io("syncing", path, e))
+    }
+
+    /// fsync of a directory so a rename in it is durable; a no-op when fsync is off or on
+    /// platforms where directories cannot be opened.
+    pub fn sync_dir(&mut self, dir: &Path) -> Result<()> {
+        if !self.fsync {
+            return Ok(());
+        }
+        if self.step() {
+            return Err(self.injected());
+        }
+        #[cfg(unix)]
+        {
+            let d = File::open(dir).map_err(|e| StoreError::io("opening directory", dir, e))?;
+            d.sync_all().map_err(|e| StoreError::io("syncing directory", dir, e))?;
+        }
+        #[cfg(not(unix))]
+        let _ = dir;
+        Ok(())
+    }
+
+    pub fn set_len(&mut self, f: &File, len: u64, path: &Path) -> Result<()> {
+        if self.step() {
+            return Err(self.injected());
+        }
+        f.set_len(len).map_err(|e| StoreError::io("truncating", path, e))
+    }
+
+    pub fn rename(&mut self, from: &Path, to: &Path) -> Result<()> {
+        if self.step() {
+            return Err(self.injected());
+        }
+        fs::rename(from, to).map_err(|e| StoreError::io("renaming", from, e))
+    }
+
+    /// Writes a whole new file at `tmp`, syncs it and renames it to `path`, then syncs the
+    /// directory: after this returns, `path` holds either the old or the new content, never a mix.
+    pub fn replace_file(&mut self, tmp: &Path, path: &Path, content: &[u8]) -> Result<()> {
+        let f = create_truncate(tmp)?;
+        self.write_at(&f, content, 0, tmp)?;
+        self.sync(&f, tmp)?;
+        drop(f);
+        self.rename(tmp, path)?;
+        self.sync_dir(path.parent().unwrap_or(Path::new(".")))
+    }
+}
+
+pub(crate) fn open_rw(path: &Path, create: bool) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StoreError::io("opening", path, e))
+}
+
+pub(crate) fn create_truncate(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| StoreError::io("creating", path, e))
+}
+
+/// Reads a whole small file; None when it does not exist.
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match File::open(path) {
+        Ok(mut f) => {
+            let mut b = Vec::new();
+            f.read_to_end(&mut b).map_err(|e| StoreError::io("reading", path, e))?;
+            Ok(Some(b))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io("reading", path, e)),
+    }
+}
+
+pub(crate) fn metadata_optional(path: &Path) -> Result<Option<fs::Metadata>> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io("inspecting", path, e)),
+    }
+}
+
+pub(crate) fn read_range(f: &File, off: u64, len: u64, path: &Path) -> Result<Vec<u8>> {
+    let len = usize::try_from(len).map_err(|_| StoreError::TooLarge {
+        path: path.to_path_buf(),
+        detail: format!("a read of {len} bytes does not fit in memory"),
+    })?;
+    let mut b = vec![0u8; len];
+    pread_exact(f, &mut b, off).map_err(|e| StoreError::io("reading", path, e))?;
+    Ok(b)
+}

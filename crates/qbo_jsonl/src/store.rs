@@ -1,0 +1,880 @@
+//! The store itself: open/recover, upsert, compact, rebuild.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::hash::{BuildHasher, Hasher};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use crate::error::StoreError;
+use crate::format::{self, FrameBuilder, IdxEntry, Journal, Manifest, Op};
+use crate::index::{Index, Key, Slot};
+use crate::io::{self as fio, file_id, Io};
+use crate::{CompactOutcome, StoreOptions, StoreRecord, StoreStats, UpsertOutcome, Version};
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// JSON whitespace; lines written by other tools may carry tabs or '\r' too.
+#[inline]
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r')
+}
+
+fn trim_end(b: &[u8]) -> &[u8] {
+    let n = b.iter().rposition(|&c| !is_ws(c)).map_or(0, |p| p + 1);
+    &b[..n]
+}
+
+/// Rewrite the index log as a snapshot when it exceeds this many bytes...
+const IDX_REWRITE_MIN: u64 = 8 << 20;
+/// ...and this many times the size of a fresh snapshot (estimated).
+const IDX_REWRITE_FACTOR: u64 = 4;
+/// Chunk size for scans and compaction copies.
+const CHUNK: usize = 8 << 20;
+
+/// A keyed JSON-lines file: one line per id, newest version wins, crash-safe batches.
+///
+/// Open one per file and per thread; several instances (threads or processes) may work on the
+/// same file at once, serialised by a file lock held only during `upsert`/`compact`/`refresh`.
+/// Between operations the in-memory view (`len`, `version_of`, `stats`) is a snapshot as of the
+/// last operation; call [`refresh`](Self::refresh) to see other writers' commits.
+pub struct JsonlStore {
+    path: PathBuf,
+    dir: PathBuf,
+    manifest_path: PathBuf,
+    manifest_tmp: PathBuf,
+    idx_path: PathBuf,
+    idx_tmp: PathBuf,
+    journal_path: PathBuf,
+    compact_tmp: PathBuf,
+    lock_path: PathBuf,
+    options: StoreOptions,
+    io: Io,
+    lock: File,
+    data: File,
+    idx: File,
+    journal: File,
+    index: Index,
+    /// The committed state `index` reflects. `epoch == 0` means "nothing loaded".
+    m: Manifest,
+    /// Reused append buffer.
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for JsonlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonlStore").field("path", &self.path).field("stats", &self.stats()).finish()
+    }
+}
+
+fn new_epoch() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(d.as_nanos());
+    }
+    h.finish().max(1)
+}
+
+impl JsonlStore {
+    /// Opens (creating if missing) the store at `path`, and its sidecar directory next to it.
+    ///
+    /// Under the lock, finishes or discards whatever a crashed writer left, and loads the index
+    /// from the index log; rebuilds it by scanning the file only when the sidecar is missing or
+    /// does not match the file (see the crate docs).
+    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
+        Self::open_inner(path.as_ref(), options, None)
+    }
+
+    #[cfg(any(test, feature = "failpoints"))]
+    /// Test hook: `open` whose `n`-th mutating I/O step fails (see
+    /// [`fail_after_steps`](Self::fail_after_steps)); exercises crashes during recovery/rebuild.
+    pub fn open_failing_after(path: impl AsRef<Path>, options: StoreOptions, n: u64) -> Result<Self> {
+        Self::open_inner(path.as_ref(), options, Some(n))
+    }
+
+    fn open_inner(path: &Path, options: StoreOptions, fail_at: Option<u64>) -> Result<Self> {
+        let path = path.to_path_buf();
+        let name = path
+            .file_name()
+            .ok_or_else(|| {
+                StoreError::io(
+                    "opening",
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path must name a file"),
+                )
+            })?
+            .to_string_lossy()
+            .into_owned();
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let side = dir.join(".qbo_rs");
+        fs::create_dir_all(&side).map_err(|e| StoreError::io("creating directory", &side, e))?;
+        let sp = |ext: &str| side.join(format!("{name}.{ext}"));
+        let lock_path = sp("lock");
+        let lock = fio::open_rw(&lock_path, true)?;
+        let data = fio::open_rw(&path, true)?;
+        let idx_path = sp("idx");
+        let idx = fio::open_rw(&idx_path, true)?;
+        let journal_path = sp("journal");
+        let journal = fio::open_rw(&journal_path, true)?;
+        let mut s = JsonlStore {
+            manifest_path: sp("manifest"),
+            manifest_tmp: sp("manifest.tmp"),
+            idx_tmp: sp("idx.tmp"),
+            compact_tmp: sp("compact"),
+            idx_path,
+            journal_path,
+            lock_path,
+            path,
+            dir,
+            io: Io { fsync: options.fsync, ..Io::default() },
+            options,
+            lock,
+            data,
+            idx,
+            journal,
+            index: Index::new(),
+            m: Manifest::default(),
+            buf: Vec::new(),
+        };
+        #[cfg(any(test, feature = "failpoints"))]
+        s.fail_after_steps(fail_at);
+        #[cfg(not(any(test, feature = "failpoints")))]
+        let _ = fail_at;
+        s.locked(|s| s.sync())?;
+        Ok(s)
+    }
+
+    /// The data file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of distinct ids (as of the last operation).
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True when the store holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.index.len() == 0
+    }
+
+    /// The stored version of `id` (as of the last operation), so callers can skip fetching or
+    /// sending what is already current.
+    pub fn version_of(&self, id: &str) -> Option<Version> {
+        self.index.get(Key::of(id)).map(|(v, _)| v)
+    }
+
+    /// Sizes as of the last operation.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            records: self.index.len(),
+            file_bytes: self.m.data_len,
+            waste_bytes: self.m.waste,
+            generation: self.m.generation,
+            index_log_bytes: self.m.idx_len,
+            index_memory_bytes: self.index.heap_bytes(),
+        }
+    }
+
+    /// Catches up with commits made by other processes (and repairs a crashed writer's leftovers).
+    pub fn refresh(&mut self) -> Result<()> {
+        self.locked(|s| s.sync())
+    }
+
+    /// Reads the committed line of `id` (without padding), after catching up with other writers.
+    pub fn get(&mut self, id: &str) -> Result<Option<Vec<u8>>> {
+        self.locked(|s| {
+            s.sync()?;
+            match s.index.get(Key::of(id)) {
+                None => Ok(None),
+                Some((_, slot)) => {
+                    let b = fio::read_range(&s.data, slot.offset, slot.len - 1, &s.path)?;
+                    Ok(Some(trim_end(&b).to_vec()))
+                }
+            }
+        })
+    }
+
+    /// Writes one batch atomically: after a crash at any instant the store holds either all of
+    /// it or none of it. Costs O(batch) I/O; a batch that is already stored writes nothing.
+    pub fn upsert(&mut self, batch: Vec<StoreRecord>) -> Result<UpsertOutcome> {
+        self.validate(&batch)?;
+        self.locked(|s| {
+            s.sync()?;
+            let mut out = s.upsert_locked(&batch)?;
+            s.maintain(&mut out)?;
+            Ok(out)
+        })
+    }
+
+    /// Rewrites the data file without waste (temp file + rename, O(file)). Readers that have
+    /// the old file open keep reading the old, complete copy.
+    pub fn compact(&mut self) -> Result<CompactOutcome> {
+        self.locked(|s| {
+            s.sync()?;
+            s.compact_locked()
+        })
+    }
+
+    #[cfg(any(test, feature = "failpoints"))]
+    /// Test hook: make the `n`-th mutating I/O step from now fail (a write fails after writing
+    /// half its bytes), leaving the files as a SIGKILL at that instant would. `None` disarms.
+    pub fn fail_after_steps(&mut self, n: Option<u64>) {
+        self.io.fail_at = n.map(|n| self.io.steps + n);
+    }
+
+    #[cfg(any(test, feature = "failpoints"))]
+    /// Test hook: mutating I/O steps taken so far.
+    pub fn io_steps(&self) -> u64 {
+        self.io.steps
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    fn locked<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        fs4::FileExt::lock(&self.lock).map_err(|e| StoreError::io("locking", &self.lock_path, e))?;
+        let r = f(self);
+        let u = fs4::FileExt::unlock(&self.lock);
+        let v = r?;
+        u.map_err(|e| StoreError::io("unlocking", &self.lock_path, e))?;
+        Ok(v)
+    }
+
+    fn validate(&self, batch: &[StoreRecord]) -> Result<()> {
+        for (index, r) in batch.iter().enumerate() {
+            let reason = if r.line.is_empty() {
+                Some("the line is empty")
+            } else if memchr::memchr(b'\n', &r.line).is_some() {
+                Some("the line contains a newline")
+            } else if is_ws(r.line[0]) || is_ws(r.line[r.line.len() - 1]) {
+                Some("the line starts or ends with whitespace")
+            } else if r.id.len() > u16::MAX as usize {
+                Some("the id is longer than 65535 bytes")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(StoreError::InvalidRecord { path: self.path.clone(), index, id: r.id.clone(), reason });
+            }
+            debug_assert_eq!(
+                (self.options.key_extractor)(&r.line),
+                Some((r.id.clone(), r.version)),
+                "record #{index}: id/version disagree with the key extractor"
+            );
+        }
+        Ok(())
+    }
+
+    fn read_manifest(&self) -> Result<Option<Manifest>> {
+        Ok(fio::read_optional(&self.manifest_path)?.and_then(|b| Manifest::decode(&b)))
+    }
+
+    fn read_journal(&self) -> Result<Option<Journal>> {
+        let len = self.journal.metadata().map_err(|e| StoreError::io("inspecting", &self.journal_path, e))?.len();
+        if len == 0 {
+            return Ok(None);
+        }
+        let b = fio::read_range(&self.journal, 0, len, &self.journal_path)?;
+        Ok(Journal::decode(&b))
+    }
+
+    fn reopen_data(&mut self) -> Result<()> {
+        self.data = fio::open_rw(&self.path, true)?;
+        Ok(())
+    }
+
+    fn fd_id(&self) -> Result<u64> {
+        Ok(file_id(&self.data.metadata().map_err(|e| StoreError::io("inspecting", &self.path, e))?))
+    }
+
+    /// Brings the in-memory index to the committed state and repairs crash leftovers.
+    /// Must be called under the lock.
+    fn sync(&mut self) -> Result<()> {
+        let Some(m) = self.read_manifest()? else {
+            let why = if fio::metadata_optional(&self.manifest_path)?.is_some() {
+                "the manifest is corrupt"
+            } else {
+                "there is no manifest"
+            };
+            return self.rebuild(why);
+        };
+        // A compaction that committed but did not get to rename its new file into place.
+        if let Some(meta) = fio::metadata_optional(&self.compact_tmp)? {
+            if m.data_ino != 0 && file_id(&meta) == m.data_ino {
+                self.io.rename(&self.compact_tmp, &self.path)?;
+                let dir = self.dir.clone();
+                self.io.sync_dir(&dir)?;
+            } else {
+                let _ = fs::remove_file(&self.compact_tmp);
+            }
+        }
+        let Some(meta) = fio::metadata_optional(&self.path)? else {
+            return self.rebuild("the data file was deleted");
+        };
+        if m.data_ino != 0 && file_id(&meta) != m.data_ino {
+            return self.rebuild("the data file was replaced by another program");
+        }
+        if self.fd_id()? != file_id(&meta) {
+            self.reopen_data()?;
+        }
+        let len = meta.len();
+        if len < m.data_len {
+            return self.rebuild("the data file is shorter than its last commit");
+        }
+        let journal = self.read_journal()?;
+        let mut explained = false;
+        if let Some(j) = &journal {
+            if j.generation == m.generation {
+                // Committed batch whose in-place changes may be unfinished: redo them.
+                if !j.ops.is_empty() {
+                    self.apply_ops(&j.ops)?;
+                    let path = self.path.clone();
+                    self.io.sync(&self.data, &path)?;
+                    let jp = self.journal_path.clone();
+                    self.io.set_len(&self.journal, 0, &jp)?;
+                }
+                // A committed rebuild may also have left junk to cut after its length.
+                explained = len <= j.base_len + j.append_len;
+            } else if j.generation == m.generation + 1 && j.base_len == m.data_len {
+                // The append of a batch that never committed.
+                explained = len <= j.base_len + j.append_len;
+            }
+        }
+        if len > m.data_len {
+            if !explained {
+                return self.rebuild("the data file has bytes after its last commit that no batch wrote");
+            }
+            tracing::debug!(path = %self.path.display(), from = len, to = m.data_len, "discarding an uncommitted append");
+            let path = self.path.clone();
+            self.io.set_len(&self.data, m.data_len, &path)?;
+            self.io.sync(&self.data, &path)?;
+        }
+        if self.m.epoch == m.epoch && self.m.generation == m.generation {
+            return Ok(());
+        }
+        if self.m.epoch == m.epoch && self.m.generation < m.generation && self.m.idx_len <= m.idx_len {
+            if self.catch_up(&m)? {
+                self.m = m;
+                return Ok(());
+            }
+            tracing::warn!(path = %self.idx_path.display(), "index log inconsistent while catching up; reloading it");
+        }
+        if self.full_load(&m)? {
+            self.m = m;
+            return Ok(());
+        }
+        self.rebuild("the index log does not match the data file")
+    }
+
+    /// Reads only the index-log frames committed since our last view. False if inconsistent.
+    fn catch_up(&mut self, m: &Manifest) -> Result<bool> {
+        let b = fio::read_range(&self.idx, self.m.idx_len, m.idx_len - self.m.idx_len, &self.idx_path)?;
+        let index = &mut self.index;
+        let last = format::parse_frames(&b, self.m.generation, |_, e| {
+            index.set(Key::of(e.id), e.version, Slot { offset: e.offset, len: e.len });
+        });
+        Ok(last == Some(m.generation) && self.index.len() as u64 == m.records)
+    }
+
+    /// Loads the whole index log. False if it does not match the manifest / data file.
+    fn full_load(&mut self, m: &Manifest) -> Result<bool> {
+        self.index = Index::new();
+        self.m = Manifest::default();
+        // The index file may have been replaced (rewritten by another process): reopen it.
+        self.idx = fio::open_rw(&self.idx_path, true)?;
+        let len = self.idx.metadata().map_err(|e| StoreError::io("inspecting", &self.idx_path, e))?.len();
+        if len < m.idx_len || m.idx_len < format::IDX_HEADER_LEN {
+            return Ok(false);
+        }
+        let b = fio::read_range(&self.idx, 0, m.idx_len, &self.idx_path)?;
+        if format::decode_idx_header(&b) != Some(m.epoch) {
+            return Ok(false);
+        }
+        let index = &mut self.index;
+        let mut bad = false;
+        let last = format::parse_frames(&b[format::IDX_HEADER_LEN as usize..], 0, |_, e| {
+            bad |= e.offset.checked_add(e.len).is_none_or(|end| end > m.data_len) || e.len == 0;
+            index.set(Key::of(e.id), e.version, Slot { offset: e.offset, len: e.len });
+        });
+        if bad || last != Some(m.generation) || self.index.len() as u64 != m.records {
+            self.index = Index::new();
+            return Ok(false);
+        }
+        // Cheap consistency checks against the data file: the last line is live, ends the file.
+        let max_end = self.index.max_end();
+        if max_end != m.data_len || m.data_len - self.index.slot_bytes() != m.waste {
+            self.index = Index::new();
+            return Ok(false);
+        }
+        if m.data_len > 0 {
+            let last = fio::read_range(&self.data, m.data_len - 1, 1, &self.path)?;
+            if last != b"\n" {
+                self.index = Index::new();
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Applies in-place changes, coalescing adjacent ones into single writes.
+    fn apply_ops(&mut self, ops: &[Op]) -> Result<()> {
+        let mut order: Vec<usize> = (0..ops.len()).collect();
+        order.sort_unstable_by_key(|&i| ops[i].offset());
+        let mut run: Vec<u8> = Vec::new();
+        let mut run_start = 0u64;
+        let path = self.path.clone();
+        for i in order {
+            let op = &ops[i];
+            if !run.is_empty() && run_start + run.len() as u64 != op.offset() {
+                self.io.write_at(&self.data, &run, run_start, &path)?;
+                run.clear();
+            }
+            if run.is_empty() {
+                run_start = op.offset();
+            }
+            match op {
+                Op::Write(_, b) => run.extend_from_slice(b),
+                Op::Blank(_, n) => run.resize(run.len() + *n as usize, b' '),
+            }
+            if run.len() >= CHUNK {
+                self.io.write_at(&self.data, &run, run_start, &path)?;
+                run_start += run.len() as u64;
+                run.clear();
+            }
+        }
+        if !run.is_empty() {
+            self.io.write_at(&self.data, &run, run_start, &path)?;
+        }
+        Ok(())
+    }
+
+    fn write_journal(&mut self, j: &Journal) -> Result<()> {
+        let b = j.encode();
+        let p = self.journal_path.clone();
+        self.io.write_at(&self.journal, &b, 0, &p)?;
+        self.io.sync(&self.journal, &p)
+    }
+
+    fn commit_manifest(&mut self, m: &Manifest) -> Result<()> {
+        let (tmp, path) = (self.manifest_tmp.clone(), self.manifest_path.clone());
+        self.io.replace_file(&tmp, &path, &m.encode())
+    }
+
+    fn upsert_locked(&mut self, batch: &[StoreRecord]) -> Result<UpsertOutcome> {
+        let mut out = UpsertOutcome::default();
+        // Greatest version per id; on a tie the first copy wins.
+        let mut winners: Vec<usize> = Vec::with_capacity(batch.len());
+        {
+            let mut pos: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+            for (i, r) in batch.iter().enumerate() {
+                match pos.get(r.id.as_str()) {
+                    None => {
+                        pos.insert(&r.id, winners.len());
+                        winners.push(i);
+                    }
+                    Some(&w) => {
+                        out.duplicates_in_batch += 1;
+                        if r.version > batch[winners[w]].version {
+                            winners[w] = i;
+                        }
+                    }
+                }
+            }
+        }
+        let generation = self.m.generation + 1;
+        let base = self.m.data_len;
+        let mut append = std::mem::take(&mut self.buf);
+        append.clear();
+        let mut ops = Vec::new();
+        let mut changes: Vec<(usize, Slot)> = Vec::new();
+        let mut waste = self.m.waste;
+        let mut frame = FrameBuilder::new(generation);
+        for &i in &winners {
+            let r = &batch[i];
+            let line_len = r.line.len() as u64;
+            let slot = match self.index.get(Key::of(&r.id)) {
+                None => {
+                    out.inserted += 1;
+                    None
+                }
+                Some((v, _)) if r.version < v => {
+                    out.stale += 1;
+                    continue;
+                }
+                Some((v, _)) if r.version == v => {
+                    out.unchanged += 1;
+                    continue;
+                }
+                Some((_, old)) => {
+                    out.updated += 1;
+                    if line_len < old.len {
+                        let mut b = Vec::with_capacity(old.len as usize - 1);
+                        b.extend_from_slice(&r.line);
+                        b.resize(old.len as usize - 1, b' ');
+                        ops.push(Op::Write(old.offset, b));
+                        Some(old)
+                    } else {
+                        // Relocate: blank the old slot including its '\n' (split if huge).
+                        let (mut o, mut n) = (old.offset, old.len);
+                        while n > 0 {
+                            let k = n.min(format::MAX_OP);
+                            ops.push(Op::Blank(o, k));
+                            o += k;
+                            n -= k;
+                        }
+                        waste += old.len;
+                        None
+                    }
+                }
+            };
+            let slot = slot.unwrap_or_else(|| {
+                let s = Slot { offset: base + append.len() as u64, len: line_len + 1 };
+                append.extend_from_slice(&r.line);
+                append.push(b'\n');
+                s
+            });
+            frame.push(&IdxEntry { id: &r.id, version: r.version, offset: slot.offset, len: slot.len });
+            changes.push((i, slot));
+        }
+        if changes.is_empty() {
+            self.buf = append;
+            return Ok(out);
+        }
+        let frame = frame.finish();
+        let journal = Journal { generation, base_len: base, append_len: append.len() as u64, ops };
+        let result = self.commit_batch(&journal, &append, &frame, waste, out.inserted as u64);
+        out.bytes_written = append.len() as u64 + journal.ops.iter().map(|o| o.len()).sum::<u64>();
+        if append.capacity() <= 64 << 20 {
+            self.buf = append;
+        }
+        let committed = result?;
+        debug_assert!(committed);
+        // Committed: the in-memory index follows.
+        for (i, slot) in changes {
+            let r = &batch[i];
+            self.index.set(Key::of(&r.id), r.version, slot);
+        }
+        debug_assert_eq!(self.index.len() as u64, self.m.records);
+        // Finish the in-place part. A failure here is repaired by the next sync (journal redo).
+        if !journal.ops.is_empty() {
+            self.apply_ops(&journal.ops)?;
+            let path = self.path.clone();
+            self.io.sync(&self.data, &path)?;
+            let jp = self.journal_path.clone();
+            self.io.set_len(&self.journal, 0, &jp)?;
+        }
+        Ok(out)
+    }
+
+    /// Steps 3–6 of the protocol. On success `self.m` is the new manifest.
+    fn commit_batch(&mut self, journal: &Journal, append: &[u8], frame: &[u8], waste: u64, new_records: u64) -> Result<bool> {
+        self.write_journal(journal)?;
+        let path = self.path.clone();
+        if !append.is_empty() {
+            self.io.write_at(&self.data, append, journal.base_len, &path)?;
+            self.io.sync(&self.data, &path)?;
+        }
+        let ip = self.idx_path.clone();
+        self.io.write_at(&self.idx, frame, self.m.idx_len, &ip)?;
+        self.io.sync(&self.idx, &ip)?;
+        let m = Manifest {
+            generation: journal.generation,
+            epoch: self.m.epoch,
+            data_len: journal.base_len + append.len() as u64,
+            data_ino: self.fd_id()?,
+            idx_len: self.m.idx_len + frame.len() as u64,
+            waste,
+            records: self.m.records + new_records,
+        };
+        self.commit_manifest(&m)?;
+        self.m = m;
+        Ok(true)
+    }
+
+    /// After an upsert: compact or rewrite the index log when they have grown wasteful.
+    fn maintain(&mut self, out: &mut UpsertOutcome) -> Result<()> {
+        let o = &self.options;
+        let waste = self.m.waste;
+        if waste > 0
+            && waste >= o.compact_min_waste_bytes
+            && waste as f64 >= o.compact_min_waste_ratio * self.m.data_len as f64
+        {
+            self.compact_locked()?;
+            out.compacted = true;
+            return Ok(());
+        }
+        let snapshot_estimate = self.m.records * 48 + format::IDX_HEADER_LEN;
+        if self.m.idx_len > IDX_REWRITE_MIN && self.m.idx_len > IDX_REWRITE_FACTOR * snapshot_estimate {
+            self.rewrite_index_log()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot of `index` as a new index log (new epoch) via tmp + rename.
+    /// Returns (epoch, length).
+    fn write_snapshot(&mut self, index: &Index, generation: u64) -> Result<(u64, u64)> {
+        let epoch = new_epoch();
+        let mut fb = FrameBuilder::new(generation);
+        let mut num = itoa_buf();
+        index.for_each(|k, version, s| {
+            let id: &str = match k {
+                Key::Num(n) => fmt_u64(&mut num, n),
+                Key::Str(s) => s,
+            };
+            fb.push(&IdxEntry { id, version, offset: s.offset, len: s.len });
+        });
+        let mut b = format::idx_header(epoch).to_vec();
+        b.extend_from_slice(&fb.finish());
+        let (tmp, path) = (self.idx_tmp.clone(), self.idx_path.clone());
+        self.io.replace_file(&tmp, &path, &b)?;
+        self.idx = fio::open_rw(&self.idx_path, true)?;
+        Ok((epoch, b.len() as u64))
+    }
+
+    fn rewrite_index_log(&mut self) -> Result<()> {
+        let index = std::mem::take(&mut self.index);
+        let generation = self.m.generation + 1;
+        let r = self.write_snapshot(&index, generation);
+        self.index = index;
+        let (epoch, idx_len) = r?;
+        let m = Manifest { generation, epoch, idx_len, ..self.m };
+        // Stale journal must not be mistaken for this generation's.
+        self.write_journal(&Journal { generation, base_len: m.data_len, append_len: 0, ops: vec![] })?;
+        self.commit_manifest(&m)?;
+        self.m = m;
+        Ok(())
+    }
+
+    fn compact_locked(&mut self) -> Result<CompactOutcome> {
+        let bytes_before = self.m.data_len;
+        let entries = self.index.by_offset();
+        let tmp_path = self.compact_tmp.clone();
+        let tmp = fio::create_truncate(&tmp_path)?;
+        let mut out: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
+        let mut out_off = 0u64;
+        let mut window: Vec<u8> = Vec::new();
+        let mut win_start = 0u64;
+        let mut new_index = Index::new();
+        let data_path = self.path.clone();
+        for (id, version, slot) in &entries {
+            let win_end = win_start + window.len() as u64;
+            if slot.offset < win_start || slot.end() > win_end {
+                let len = (CHUNK as u64).max(slot.len).min(self.m.data_len - slot.offset);
+                window = fio::read_range(&self.data, slot.offset, len, &data_path)?;
+                win_start = slot.offset;
+            }
+            let s = (slot.offset - win_start) as usize;
+            let content = trim_end(&window[s..s + slot.len as usize - 1]);
+            new_index.set(
+                Key::of(id),
+                *version,
+                Slot { offset: out_off + out.len() as u64, len: content.len() as u64 + 1 },
+            );
+            out.extend_from_slice(content);
+            out.push(b'\n');
+            if out.len() >= CHUNK {
+                self.io.write_at(&tmp, &out, out_off, &tmp_path)?;
+                out_off += out.len() as u64;
+                out.clear();
+            }
+        }
+        if !out.is_empty() {
+            self.io.write_at(&tmp, &out, out_off, &tmp_path)?;
+            out_off += out.len() as u64;
+        }
+        drop(window);
+        self.io.sync(&tmp, &tmp_path)?;
+        let tmp_ino = file_id(&tmp.metadata().map_err(|e| StoreError::io("inspecting", &tmp_path, e))?);
+        drop(tmp);
+        let generation = self.m.generation + 1;
+        let (epoch, idx_len) = self.write_snapshot(&new_index, generation)?;
+        self.write_journal(&Journal { generation, base_len: out_off, append_len: 0, ops: vec![] })?;
+        let m = Manifest {
+            generation,
+            epoch,
+            data_len: out_off,
+            data_ino: tmp_ino,
+            idx_len,
+            waste: 0,
+            records: new_index.len() as u64,
+        };
+        self.commit_manifest(&m)?;
+        // Committed: a crash from here on is finished by `sync` (it renames the temp file).
+        self.io.rename(&tmp_path, &data_path)?;
+        let dir = self.dir.clone();
+        self.io.sync_dir(&dir)?;
+        self.reopen_data()?;
+        self.index = new_index;
+        self.m = m;
+        tracing::info!(path = %self.path.display(), bytes_before, bytes_after = out_off, "compacted");
+        Ok(CompactOutcome { bytes_before, bytes_after: out_off, records: self.index.len() })
+    }
+
+    /// Rebuilds the index by scanning the data file, repairing it into the canonical format.
+    fn rebuild(&mut self, why: &str) -> Result<()> {
+        if fio::metadata_optional(&self.path)?.is_none() {
+            self.reopen_data()?;
+        } else if self.fd_id()? != file_id(&fs::metadata(&self.path).map_err(|e| StoreError::io("inspecting", &self.path, e))?) {
+            self.reopen_data()?;
+        }
+        let file_len = self.data.metadata().map_err(|e| StoreError::io("inspecting", &self.path, e))?.len();
+        if file_len > 0 {
+            tracing::warn!(path = %self.path.display(), reason = why, "rebuilding the index by scanning the data file");
+        }
+        let scan = self.scan(file_len)?;
+        let mut index = scan.index;
+        let new_len = index.max_end();
+        let path = self.path.clone();
+        let mut cur_len = file_len;
+        if scan.needs_newline && new_len == file_len + 1 {
+            // The last line lacks its '\n': adding it changes no data, so do it before committing.
+            self.io.write_at(&self.data, b"\n", file_len, &path)?;
+            cur_len += 1;
+        }
+        let ops: Vec<Op> = scan.ops.into_iter().filter(|o| o.offset() < new_len).collect();
+        // Generation must move past anything a stale journal or old manifest may claim.
+        let old_manifest_gen = self.read_manifest()?.map_or(0, |m| m.generation);
+        let old_journal_gen = self.read_journal()?.map_or(0, |j| j.generation);
+        let generation = self.m.generation.max(old_manifest_gen).max(old_journal_gen) + 1;
+        // `append_len` here is the junk after the last live line that recovery may cut.
+        let journal = Journal { generation, base_len: new_len, append_len: cur_len.saturating_sub(new_len), ops };
+        self.write_journal(&journal)?;
+        self.io.sync(&self.data, &path)?;
+        let r = self.write_snapshot(&index, generation);
+        let (epoch, idx_len) = r?;
+        let m = Manifest {
+            generation,
+            epoch,
+            data_len: new_len,
+            data_ino: self.fd_id()?,
+            idx_len,
+            waste: new_len - index.slot_bytes(),
+            records: index.len() as u64,
+        };
+        self.commit_manifest(&m)?;
+        std::mem::swap(&mut self.index, &mut index);
+        self.m = m;
+        if !journal.ops.is_empty() {
+            self.apply_ops(&journal.ops)?;
+        }
+        let cur = self.data.metadata().map_err(|e| StoreError::io("inspecting", &path, e))?.len();
+        if cur > new_len {
+            self.io.set_len(&self.data, new_len, &path)?;
+        }
+        self.io.sync(&self.data, &path)?;
+        if !journal.ops.is_empty() {
+            let jp = self.journal_path.clone();
+            self.io.set_len(&self.journal, 0, &jp)?;
+        }
+        Ok(())
+    }
+
+    /// Scans the data file: builds the index (greatest version per id wins, later line on a tie)
+    /// and lists the repairs that make the file canonical.
+    fn scan(&self, file_len: u64) -> Result<Scan> {
+        let f = File::open(&self.path).map_err(|e| StoreError::io("reading", &self.path, e))?;
+        let mut r = BufReader::with_capacity(CHUNK, f);
+        let mut line: Vec<u8> = Vec::new();
+        let mut pos = 0u64;
+        let mut line_no = 0u64;
+        let mut index = Index::new();
+        let mut ops = Vec::new();
+        let mut needs_newline = false;
+        loop {
+            line.clear();
+            let n = r.read_until(b'\n', &mut line).map_err(|e| StoreError::io("reading", &self.path, e))?;
+            if n == 0 || pos >= file_len {
+                break;
+            }
+            line_no += 1;
+            let has_nl = line.last() == Some(&b'\n');
+            let body = if has_nl { &line[..line.len() - 1] } else { &line[..] };
+            let lead = body.iter().position(|&c| !is_ws(c));
+            match lead {
+                None => {
+                    // Whitespace-only line: merge it into the next one by blanking its '\n'.
+                    if has_nl {
+                        ops.push(Op::Blank(pos + body.len() as u64, 1));
+                    }
+                }
+                Some(lead) => {
+                    let content = trim_end(&body[lead..]);
+                    let Some((id, version)) = (self.options.key_extractor)(content) else {
+                        return Err(self.unparseable(line_no, "the key extractor found no id/version", content));
+                    };
+                    if id.len() > u16::MAX as usize {
+                        return Err(self.unparseable(line_no, "its id is longer than 65535 bytes", content));
+                    }
+                    if !has_nl {
+                        needs_newline = true;
+                    }
+                    let slot = Slot { offset: pos + lead as u64, len: (body.len() - lead) as u64 + 1 };
+                    let key = Key::of(&id);
+                    match index.get(key) {
+                        Some((old_v, old_slot)) => {
+                            if version >= old_v {
+                                push_blank(&mut ops, old_slot);
+                                index.set(key, version, slot);
+                            } else {
+                                push_blank(&mut ops, slot);
+                            }
+                        }
+                        None => {
+                            index.set(key, version, slot);
+                        }
+                    }
+                }
+            }
+            pos += n as u64;
+        }
+        Ok(Scan { index, ops, needs_newline })
+    }
+
+    fn unparseable(&self, line: u64, reason: &'static str, content: &[u8]) -> StoreError {
+        let snippet = String::from_utf8_lossy(&content[..content.len().min(120)]).into_owned();
+        StoreError::UnparseableLine { path: self.path.clone(), line, reason, snippet }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn side_dir(&self) -> &Path {
+        self.manifest_path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+fn push_blank(ops: &mut Vec<Op>, s: Slot) {
+    let (mut o, mut n) = (s.offset, s.len);
+    while n > 0 {
+        let k = n.min(format::MAX_OP);
+        ops.push(Op::Blank(o, k));
+        o += k;
+        n -= k;
+    }
+}
+
+struct Scan {
+    index: Index,
+    ops: Vec<Op>,
+    needs_newline: bool,
+}
+
+fn itoa_buf() -> [u8; 20] {
+    [0u8; 20]
+}
+
+fn fmt_u64(buf: &mut [u8; 20], mut n: u64) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
