@@ -70,6 +70,12 @@ impl Error {
     }
 }
 
+impl From<qbo_jsonl::StoreError> for Error {
+    fn from(err: qbo_jsonl::StoreError) -> Self {
+        Error::Sink(err.to_string())
+    }
+}
+
 /// Retry hint parsed from a `Retry-After` header.
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;

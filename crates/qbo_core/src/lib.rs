@@ -4,14 +4,17 @@
 //! idempotently ([`sink`]), and reconcile counts ([`backfill`]).
 
 pub mod auth;
+pub mod backfill;
 pub mod client;
 pub mod credentials;
 pub mod entity;
 pub mod error;
 pub mod limiter;
+pub mod paginate;
 pub mod query;
 pub mod response;
 pub mod retry;
+pub mod sink;
 pub mod time;
 pub mod token_store;
 pub mod window;

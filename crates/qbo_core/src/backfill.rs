@@ -1,0 +1,393 @@
+//! plan → fetch → write → validate, window by window, several windows at a time under the
+//! realm's limiter. A failing window fails alone (circuit breaker after the retries) and
+//! leaves what is already written untouched; the report says which windows to re-run.
+//! The log lines the runbook greps for are emitted here, verbatim.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::client::QboClient;
+use crate::entity::{Entity, FilterField};
+use crate::error::Error;
+use crate::paginate::{FetchedRecord, WindowFetch, WindowReader};
+use crate::query::MAX_PAGE_SIZE;
+use crate::sink::{Sink, WriteBatch, WriteOutcome};
+use crate::window::{plan_windows, Window};
+
+/// Records are written in batches of about this many payload bytes: large enough to make
+/// fsyncs rare, small enough to keep memory flat whatever the window's size.
+const FLUSH_BYTES: usize = 8 << 20;
+
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+pub const DEFAULT_CHUNK_DAYS: u32 = 50;
+pub const DEFAULT_CONCURRENT_WINDOWS: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct BackfillRequest {
+    pub entity: Entity,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub chunk_days: u32,
+    pub page_size: u32,
+    pub filter_field: FilterField,
+    pub max_concurrent_windows: usize,
+    /// Run exactly these windows instead of planning (re-running one window by label).
+    pub only_labels: Option<Vec<String>>,
+}
+
+impl BackfillRequest {
+    pub fn new(entity: Entity, start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
+        BackfillRequest {
+            entity,
+            start,
+            end,
+            chunk_days: DEFAULT_CHUNK_DAYS,
+            page_size: DEFAULT_PAGE_SIZE,
+            filter_field: FilterField::default(),
+            max_concurrent_windows: DEFAULT_CONCURRENT_WINDOWS,
+            only_labels: None,
+        }
+    }
+
+    pub fn label_prefix(&self) -> String {
+        format!("{}_backfill", self.entity.slug())
+    }
+
+    /// Checks everything before any request and returns the windows to run.
+    pub fn plan(&self) -> Result<Vec<Window>, Error> {
+        validate_page_size(self.page_size)?;
+        self.filter_field.check_supported_by(self.entity)?;
+        if self.max_concurrent_windows == 0 {
+            return Err(Error::config("max_concurrent_windows must be at least 1"));
+        }
+        let windows = plan_windows(self.start, self.end, self.chunk_days, &self.label_prefix())?;
+        match &self.only_labels {
+            None => Ok(windows),
+            Some(labels) => {
+                for label in labels {
+                    if !windows.iter().any(|w| &w.label == label) {
+                        return Err(Error::config(format!(
+                            "no window is labelled {label:?} in this plan; run `qbo-rs plan` with the same dates and chunk_days to list the labels"
+                        )));
+                    }
+                }
+                Ok(windows.into_iter().filter(|w| labels.contains(&w.label)).collect())
+            }
+        }
+    }
+}
+
+pub fn validate_page_size(page_size: u32) -> Result<(), Error> {
+    if page_size == 0 || page_size > MAX_PAGE_SIZE {
+        return Err(Error::config(format!("page_size must be between 1 and {MAX_PAGE_SIZE} (QBO's MAXRESULTS limit), got {page_size}")));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowStatus {
+    Ok,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkReport {
+    pub sink: String,
+    pub target: String,
+    pub outcome: WriteOutcome,
+}
+
+#[derive(Debug, Clone)]
+pub struct WindowReport {
+    pub label: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub status: WindowStatus,
+    /// Distinct records in the window that were fetched.
+    pub rows_fetched: u64,
+    /// Records handed to the sinks (an id edited during the read can be handed over twice).
+    pub rows_emitted: u64,
+    pub sinks: Vec<SinkReport>,
+    pub fetch: WindowFetch,
+    pub error: Option<String>,
+    pub duration: Duration,
+}
+
+impl WindowReport {
+    pub fn rows_written(&self) -> u64 {
+        self.sinks.iter().map(|s| s.outcome.written()).min().unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BackfillReport {
+    pub entity: Entity,
+    pub windows: Vec<WindowReport>,
+    pub duration: Duration,
+    pub requests: u64,
+    pub retries: u64,
+    pub throttled: u64,
+}
+
+impl BackfillReport {
+    pub fn total_rows(&self) -> u64 {
+        self.windows.iter().map(|w| w.rows_fetched).sum()
+    }
+
+    pub fn failed(&self) -> Vec<&WindowReport> {
+        self.windows.iter().filter(|w| w.status == WindowStatus::Failed).collect()
+    }
+
+    pub fn ok(&self) -> bool {
+        self.failed().is_empty()
+    }
+}
+
+/// Hooks for a progress bar; every method has a no-op default.
+pub trait Progress: Send + Sync {
+    fn on_plan(&self, _windows: &[Window]) {}
+    fn on_rows(&self, _window: &str, _rows: u64) {}
+    fn on_window_done(&self, _report: &WindowReport) {}
+}
+
+pub async fn run_backfill(
+    client: &QboClient,
+    sinks: Vec<Arc<dyn Sink>>,
+    request: &BackfillRequest,
+    progress: Option<Arc<dyn Progress>>,
+) -> Result<BackfillReport, Error> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let windows = request.plan()?;
+    if sinks.is_empty() {
+        return Err(Error::config("no sink configured: choose txt, postgres or both"));
+    }
+    let started = Instant::now();
+    let counters = client.counters();
+    let (req0, retry0, thr0) = (counters.requests.load(Relaxed), counters.retries.load(Relaxed), counters.throttled.load(Relaxed));
+    if let Some(p) = &progress {
+        p.on_plan(&windows);
+    }
+    tracing::info!(target: "qbo_rs", "backfill {}: {} window(s) from {} to {} ({} day chunks, page size {}, sinks: {})",
+        request.entity, windows.len(), windows.first().map(Window::start_text).unwrap_or_default(),
+        windows.last().map(Window::end_text).unwrap_or_default(), request.chunk_days, request.page_size,
+        sinks.iter().map(|s| s.target()).collect::<Vec<_>>().join(", "));
+
+    let gate = Arc::new(Semaphore::new(request.max_concurrent_windows));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, window) in windows.into_iter().enumerate() {
+        let gate = Arc::clone(&gate);
+        let client = client.clone();
+        let sinks = sinks.clone();
+        let progress = progress.clone();
+        let (entity, field, page_size) = (request.entity, request.filter_field, request.page_size);
+        tasks.spawn(async move {
+            let _slot = gate.acquire_owned().await.expect("gate never closed");
+            let report = run_window(&client, &sinks, entity, field, page_size, window, progress.as_deref()).await;
+            if let Some(p) = &progress {
+                p.on_window_done(&report);
+            }
+            (index, report)
+        });
+    }
+    let mut reports = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(r) => reports.push(r),
+            Err(e) => return Err(Error::Sink(format!("a window task crashed: {e}"))),
+        }
+    }
+    reports.sort_by_key(|(i, _)| *i);
+    let report = BackfillReport {
+        entity: request.entity,
+        windows: reports.into_iter().map(|(_, r)| r).collect(),
+        duration: started.elapsed(),
+        requests: counters.requests.load(Relaxed) - req0,
+        retries: counters.retries.load(Relaxed) - retry0,
+        throttled: counters.throttled.load(Relaxed) - thr0,
+    };
+    log_run_validation(&report);
+    Ok(report)
+}
+
+fn log_run_validation(report: &BackfillReport) {
+    tracing::info!(target: "qbo_rs", "Total {} descargadas: {}", report.entity.plural(), report.total_rows());
+    let failed = report.failed();
+    if failed.is_empty() {
+        tracing::info!(target: "qbo_rs", "Validation: Integrity Check Passed");
+    } else {
+        let labels: Vec<_> = failed.iter().map(|w| w.label.as_str()).collect();
+        tracing::error!(target: "qbo_rs", "Validation: [ALERT] {} of {} window(s) failed: {} — re-run them by label",
+            failed.len(), report.windows.len(), labels.join(", "));
+    }
+}
+
+struct WindowWriter<'a> {
+    sinks: &'a [Arc<dyn Sink>],
+    entity: Entity,
+    realm_id: String,
+    window: &'a Window,
+    page_size: u32,
+    ingested_at: DateTime<Utc>,
+    progress: Option<&'a dyn Progress>,
+    state: Mutex<WriterState>,
+}
+
+#[derive(Default)]
+struct WriterState {
+    buffer: Vec<FetchedRecord>,
+    buffered_bytes: usize,
+    emitted: u64,
+    outcomes: Vec<WriteOutcome>,
+}
+
+impl WindowWriter<'_> {
+    async fn push(&self, records: Vec<FetchedRecord>) -> Result<(), Error> {
+        let mut state = self.state.lock().await;
+        state.emitted += records.len() as u64;
+        if let Some(p) = self.progress {
+            p.on_rows(&self.window.label, records.len() as u64);
+        }
+        state.buffered_bytes += records.iter().map(|r| r.payload.len()).sum::<usize>();
+        state.buffer.extend(records);
+        if state.buffered_bytes >= FLUSH_BYTES {
+            self.flush(&mut state).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&self, state: &mut WriterState) -> Result<(), Error> {
+        if state.buffer.is_empty() {
+            return Ok(());
+        }
+        let batch = Arc::new(WriteBatch {
+            entity: self.entity,
+            realm_id: self.realm_id.clone(),
+            window: self.window.clone(),
+            page_size: self.page_size,
+            ingested_at: self.ingested_at,
+            records: std::mem::take(&mut state.buffer),
+        });
+        state.buffered_bytes = 0;
+        if state.outcomes.len() < self.sinks.len() {
+            state.outcomes.resize(self.sinks.len(), WriteOutcome::default());
+        }
+        for (i, sink) in self.sinks.iter().enumerate() {
+            let outcome = sink.write(Arc::clone(&batch)).await?;
+            state.outcomes[i].add(outcome);
+        }
+        Ok(())
+    }
+}
+
+async fn run_window(
+    client: &QboClient,
+    sinks: &[Arc<dyn Sink>],
+    entity: Entity,
+    field: FilterField,
+    page_size: u32,
+    window: Window,
+    progress: Option<&dyn Progress>,
+) -> WindowReport {
+    let started = Instant::now();
+    let writer = WindowWriter {
+        sinks,
+        entity,
+        realm_id: client.realm_id().to_string(),
+        window: &window,
+        page_size,
+        ingested_at: Utc::now(),
+        progress,
+        state: Mutex::new(WriterState::default()),
+    };
+    let result = async {
+        let w = &writer;
+        let fetch = WindowReader::new(client, entity, field, &window, page_size, move |recs| w.push(recs)).run().await?;
+        let mut state = writer.state.lock().await;
+        writer.flush(&mut state).await?;
+        Ok::<_, Error>(fetch)
+    }
+    .await;
+    let state = writer.state.into_inner();
+    let sink_reports: Vec<SinkReport> = sinks
+        .iter()
+        .enumerate()
+        .map(|(i, s)| SinkReport {
+            sink: s.name().to_string(),
+            target: s.target(),
+            outcome: state.outcomes.get(i).copied().unwrap_or_default(),
+        })
+        .collect();
+    let mut report = WindowReport {
+        label: window.label.clone(),
+        start: window.start,
+        end: window.end,
+        status: WindowStatus::Ok,
+        rows_fetched: 0,
+        rows_emitted: state.emitted,
+        sinks: sink_reports,
+        fetch: WindowFetch::default(),
+        error: None,
+        duration: started.elapsed(),
+    };
+    match result {
+        Ok(fetch) => {
+            report.rows_fetched = fetch.records;
+            report.fetch = fetch;
+            validate_window(&mut report);
+        }
+        Err(e) => {
+            report.status = WindowStatus::Failed;
+            tracing::error!(target: "qbo_rs", "window {} failed: {e}", window.label);
+            report.error = Some(e.to_string());
+        }
+    }
+    report
+}
+
+/// The per-window quality gate: rows fetched vs COUNT(*) vs rows written.
+fn validate_window(report: &mut WindowReport) {
+    let start = report.start_text();
+    let end = report.end_text();
+    tracing::info!(target: "qbo_rs", "Rango {start} a {end} -> {} filas", report.rows_fetched);
+    if report.rows_fetched == 0 {
+        tracing::warn!(target: "qbo_rs", "window {} returned 0 rows: confirm it is a period without activity", report.label);
+    }
+    let mut alerts = Vec::new();
+    for sink in &report.sinks {
+        let written = sink.outcome.written();
+        if report.rows_emitted > 0 && written == 0 {
+            alerts.push(format!("{} rows fetched but 0 written to {}", report.rows_emitted, sink.target));
+        } else if written != report.rows_emitted {
+            alerts.push(format!("{} rows fetched but {written} written to {}", report.rows_emitted, sink.target));
+        }
+    }
+    if let Some(server) = report.fetch.server_count {
+        if report.rows_fetched < server {
+            alerts.push(format!("QBO counts {server} rows in the window but only {} were fetched", report.rows_fetched));
+        }
+    }
+    if alerts.is_empty() {
+        if report.fetch.moved_out > 0 {
+            tracing::info!(target: "qbo_rs", "window {}: {} record(s) were edited during the read and now belong to a later window", report.label, report.fetch.moved_out);
+        }
+    } else {
+        for alert in &alerts {
+            tracing::error!(target: "qbo_rs", "Validation: [ALERT] window {}: {alert}", report.label);
+        }
+        report.status = WindowStatus::Failed;
+        report.error = Some(alerts.join("; "));
+    }
+}
+
+impl WindowReport {
+    pub fn start_text(&self) -> String {
+        Window { start: self.start, end: self.end, label: String::new() }.start_text()
+    }
+
+    pub fn end_text(&self) -> String {
+        Window { start: self.start, end: self.end, label: String::new() }.end_text()
+    }
+}

@@ -1,0 +1,272 @@
+//! Reading one window completely, even while records are being edited.
+//!
+//! Plain STARTPOSITION paging loses records: an edited record jumps to the end and every
+//! later one shifts up a place, so one is skipped at the next page boundary (qbo-api.md
+//! §8.4). We page by the filter timestamp instead (keyset): each page asks for records
+//! `>= the last value seen`, ordered by it, starting at position 1, and drops the ids it
+//! already has. Offsets survive in one place only, inside a tie (more records sharing one
+//! second than fit in half a page, as bulk imports produce). A tie is read as its own
+//! group with `= value`, and because records can only leave a past second (an edit moves
+//! them to "now"), a group read whose COUNT is the same before and after saw a stable set;
+//! a group that fits in one page is a snapshot by itself. Finally the window's COUNT(*) is
+//! compared with what we hold, and a short window is read again.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+
+use crate::client::{QboClient, RawPage};
+use crate::entity::{Entity, FilterField};
+use crate::error::Error;
+use crate::query::{self, MAX_PAGE_SIZE};
+use crate::response::RecordHead;
+use crate::time::{parse_qbo_timestamp, qbo_literal};
+use crate::window::Window;
+
+/// How often a tie group is re-read when it keeps changing under us before we give up.
+const TIE_ATTEMPTS: u32 = 8;
+
+/// One record as fetched: its identity, its version, and the untouched payload bytes.
+#[derive(Debug, Clone)]
+pub struct FetchedRecord {
+    pub id: String,
+    pub sync_token: String,
+    pub last_updated_utc: DateTime<Utc>,
+    pub page_number: u32,
+    pub payload: Bytes,
+}
+
+impl FetchedRecord {
+    /// Newest wins: LastUpdatedTime first, then SyncToken.
+    pub fn version(&self) -> (i64, u64) {
+        (self.last_updated_utc.timestamp_millis(), self.sync_token.parse().unwrap_or(0))
+    }
+}
+
+/// What reading a window cost and found.
+#[derive(Debug, Clone, Default)]
+pub struct WindowFetch {
+    pub pages: u32,
+    pub count_requests: u32,
+    /// Distinct records whose filter value lies in the window.
+    pub records: u64,
+    /// Records fetched in the window that were edited during the read and now lie after it.
+    pub moved_out: u64,
+    pub tie_groups: u32,
+    /// The server's COUNT(*) for the window after the read (None when one page was a snapshot).
+    pub server_count: Option<u64>,
+    /// Full re-reads needed because the window came up short.
+    pub rereads: u32,
+}
+
+struct Decoded {
+    record: FetchedRecord,
+    key: DateTime<Utc>,
+}
+
+fn filter_key(field: FilterField, head: &RecordHead<'_>) -> Option<DateTime<Utc>> {
+    match field {
+        FilterField::LastUpdatedTime => head.meta.as_ref()?.last_updated_time.as_deref().and_then(parse_qbo_timestamp),
+        FilterField::CreateTime => head.meta.as_ref()?.create_time.as_deref().and_then(parse_qbo_timestamp),
+        FilterField::TxnDate => {
+            let d = NaiveDate::parse_from_str(head.txn_date.as_deref()?, "%Y-%m-%d").ok()?;
+            Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?))
+        }
+    }
+}
+
+fn key_literal(field: FilterField, key: DateTime<Utc>) -> String {
+    match field {
+        FilterField::TxnDate => key.format("%Y-%m-%d").to_string(),
+        _ => qbo_literal(key),
+    }
+}
+
+fn decode(page: &RawPage, field: FilterField, page_number: u32) -> Result<Vec<Decoded>, Error> {
+    let mut out = Vec::with_capacity(page.len());
+    for i in 0..page.len() {
+        let payload = page.record(i);
+        let head: RecordHead<'_> = serde_json::from_slice(&payload)
+            .map_err(|e| Error::Decode(format!("a record in the response has no usable Id/MetaData: {e}")))?;
+        let last_updated = head
+            .meta
+            .as_ref()
+            .and_then(|m| m.last_updated_time.as_deref())
+            .and_then(parse_qbo_timestamp)
+            .ok_or_else(|| Error::Decode(format!("record Id {} has no valid MetaData.LastUpdatedTime", head.id)))?;
+        let key = filter_key(field, &head).ok_or_else(|| {
+            Error::Decode(format!("record Id {} has no valid {}", head.id, field.qbo_property()))
+        })?;
+        let record = FetchedRecord {
+            id: head.id.into_owned(),
+            sync_token: head.sync_token.map(|s| s.into_owned()).unwrap_or_else(|| "0".into()),
+            last_updated_utc: last_updated,
+            page_number,
+            payload: Bytes::new(),
+        };
+        out.push(Decoded { record: FetchedRecord { payload, ..record }, key });
+    }
+    Ok(out)
+}
+
+/// Reads `window` completely and hands each page's new records to `emit` (which can apply
+/// back-pressure by awaiting a sink).
+pub struct WindowReader<'a, F> {
+    client: &'a QboClient,
+    entity: Entity,
+    field: FilterField,
+    window: &'a Window,
+    page_size: u32,
+    emit: F,
+    /// Latest version and filter key held per id, to drop overlap and keep the newest.
+    seen: HashMap<String, ((i64, u64), DateTime<Utc>)>,
+    stats: WindowFetch,
+}
+
+impl<'a, F, Fut> WindowReader<'a, F>
+where
+    F: FnMut(Vec<FetchedRecord>) -> Fut,
+    Fut: Future<Output = Result<(), Error>>,
+{
+    pub fn new(client: &'a QboClient, entity: Entity, field: FilterField, window: &'a Window, page_size: u32, emit: F) -> Self {
+        WindowReader { client, entity, field, window, page_size, emit, seen: HashMap::new(), stats: WindowFetch::default() }
+    }
+
+    pub async fn run(mut self) -> Result<WindowFetch, Error> {
+        let snapshot = self.pass().await?;
+        if snapshot {
+            self.stats.records = self.in_window();
+            self.stats.server_count = None;
+            return Ok(self.stats);
+        }
+        loop {
+            let statement = query::count_statement(self.entity, self.field, self.window.start, self.window.end);
+            self.stats.count_requests += 1;
+            let server = self.client.count(self.entity, &statement).await?;
+            let held = self.in_window();
+            self.stats.server_count = Some(server);
+            self.stats.records = held;
+            self.stats.moved_out = self.seen.len() as u64 - held;
+            if held >= server || self.stats.rereads >= 1 {
+                return Ok(self.stats);
+            }
+            tracing::warn!(target: "qbo_rs", "window {}: QBO counts {server} records but the read found {held}; reading the window again", self.window.label);
+            self.stats.rereads += 1;
+            self.pass().await?;
+        }
+    }
+
+    fn in_window(&self) -> u64 {
+        self.seen.values().filter(|(_, key)| self.window.contains(*key)).count() as u64
+    }
+
+    /// One keyset pass over the window. Returns true when a single short page answered it,
+    /// which is a consistent snapshot on its own.
+    async fn pass(&mut self) -> Result<bool, Error> {
+        let mut lower = query::bound_literal(self.field, self.window.start);
+        let mut lower_op = ">=";
+        let mut first = true;
+        loop {
+            let statement = format!(
+                "SELECT * FROM {} {} ORDERBY {} STARTPOSITION 1 MAXRESULTS {}",
+                self.entity.qbo_name(),
+                query::where_clause(
+                    self.entity,
+                    self.field,
+                    &lower,
+                    lower_op,
+                    Some(&query::bound_literal(self.field, self.window.end))
+                ),
+                self.field.qbo_property(),
+                self.page_size
+            );
+            let page = self.fetch(&statement).await?;
+            let n = page.len();
+            let Some(last_key) = page.last().map(|d| d.key) else {
+                return Ok(first);
+            };
+            let at_last = page.iter().rev().take_while(|d| d.key == last_key).count();
+            self.accept(page).await?;
+            if (n as u32) < self.page_size {
+                return Ok(first);
+            }
+            first = false;
+            if at_last * 2 > self.page_size as usize {
+                self.read_tie(last_key).await?;
+                lower = query::quote(&key_literal(self.field, last_key));
+                lower_op = ">";
+            } else {
+                lower = query::quote(&key_literal(self.field, last_key));
+                lower_op = ">=";
+            }
+        }
+    }
+
+    /// Reads every record whose filter value is exactly `key`, until a read is stable.
+    async fn read_tie(&mut self, key: DateTime<Utc>) -> Result<(), Error> {
+        self.stats.tie_groups += 1;
+        let literal = key_literal(self.field, key);
+        for attempt in 0..TIE_ATTEMPTS {
+            // Escalate to the largest page on retries: fewer pages, fewer chances to move.
+            let page_size = if attempt == 0 { self.page_size } else { MAX_PAGE_SIZE };
+            let count_statement = query::count_tie_statement(self.entity, self.field, &literal);
+            // Counted before the first page: an edit to any record we read later shifts the
+            // offsets, and only a count taken before the first read can reveal it.
+            self.stats.count_requests += 1;
+            let before = self.client.count(self.entity, &count_statement).await?;
+            let mut position = 1u64;
+            let mut pages = 0u32;
+            loop {
+                let statement = query::tie_page_statement(self.entity, self.field, &literal, position, page_size);
+                let page = self.fetch(&statement).await?;
+                let n = page.len();
+                pages += 1;
+                self.accept(page).await?;
+                if (n as u32) < page_size {
+                    break;
+                }
+                position += n as u64;
+            }
+            if pages == 1 {
+                return Ok(()); // one short page is a snapshot by itself
+            }
+            self.stats.count_requests += 1;
+            let after = self.client.count(self.entity, &count_statement).await?;
+            if after == before {
+                return Ok(());
+            }
+            tracing::info!(target: "qbo_rs", "window {}: {before} → {after} records at {literal} changed during the read; reading them again", self.window.label);
+        }
+        Err(Error::Integrity(format!(
+            "window {}: the records at {literal} kept changing across {TIE_ATTEMPTS} reads; re-run the window",
+            self.window.label
+        )))
+    }
+
+    async fn fetch(&mut self, statement: &str) -> Result<Vec<Decoded>, Error> {
+        self.stats.pages += 1;
+        let page = self.client.select(self.entity, statement).await?;
+        decode(&page, self.field, self.stats.pages)
+    }
+
+    /// Keeps records not seen before (or seen in an older version) and emits them.
+    async fn accept(&mut self, page: Vec<Decoded>) -> Result<(), Error> {
+        let mut fresh = Vec::with_capacity(page.len());
+        for d in page {
+            let version = d.record.version();
+            match self.seen.get(&d.record.id) {
+                Some((held, _)) if *held >= version => continue,
+                _ => {
+                    self.seen.insert(d.record.id.clone(), (version, d.key));
+                    fresh.push(d.record);
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        (self.emit)(fresh).await
+    }
+}
