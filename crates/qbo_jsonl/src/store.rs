@@ -313,6 +313,7 @@ impl JsonlStore {
                 let _ = fs::remove_file(&self.compact_tmp);
             }
         }
+        self.finish_snapshot(&m)?;
         let Some(meta) = fio::metadata_optional(&self.path)? else {
             return self.rebuild("the data file was deleted");
         };
@@ -630,10 +631,32 @@ impl JsonlStore {
         });
         let mut b = format::idx_header(epoch).to_vec();
         b.extend_from_slice(&fb.finish());
-        let (tmp, path) = (self.idx_tmp.clone(), self.idx_path.clone());
-        self.io.replace_file(&tmp, &path, &b)?;
-        self.idx = fio::open_rw(&self.idx_path, true)?;
+        let tmp = self.idx_tmp.clone();
+        let f = fio::create_truncate(&tmp)?;
+        self.io.write_at(&f, &b, 0, &tmp)?;
+        self.io.sync(&f, &tmp)?;
         Ok((epoch, b.len() as u64))
+    }
+
+    /// After the manifest naming a new index-log epoch committed: move the snapshot into place.
+    fn install_snapshot(&mut self) -> Result<()> {
+        let (tmp, path) = (self.idx_tmp.clone(), self.idx_path.clone());
+        self.io.rename(&tmp, &path)?;
+        self.io.sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        self.idx = fio::open_rw(&self.idx_path, true)?;
+        Ok(())
+    }
+
+    /// Redo half of `install_snapshot` after a crash: a snapshot for the committed epoch still
+    /// under its temporary name is moved into place; any other leftover is discarded.
+    fn finish_snapshot(&mut self, m: &Manifest) -> Result<()> {
+        let Some(b) = fio::read_optional(&self.idx_tmp)? else { return Ok(()) };
+        if format::decode_idx_header(&b) == Some(m.epoch) {
+            self.install_snapshot()
+        } else {
+            let _ = fs::remove_file(&self.idx_tmp);
+            Ok(())
+        }
     }
 
     fn rewrite_index_log(&mut self) -> Result<()> {
@@ -647,7 +670,7 @@ impl JsonlStore {
         self.write_journal(&Journal { generation, base_len: m.data_len, append_len: 0, ops: vec![] })?;
         self.commit_manifest(&m)?;
         self.m = m;
-        Ok(())
+        self.install_snapshot()
     }
 
     fn compact_locked(&mut self) -> Result<CompactOutcome> {
@@ -704,7 +727,8 @@ impl JsonlStore {
             records: new_index.len() as u64,
         };
         self.commit_manifest(&m)?;
-        // Committed: a crash from here on is finished by `sync` (it renames the temp file).
+        // Committed: a crash from here on is finished by `sync` (it renames the temp files).
+        self.install_snapshot()?;
         self.io.rename(&tmp_path, &data_path)?;
         let dir = self.dir.clone();
         self.io.sync_dir(&dir)?;
@@ -759,6 +783,7 @@ impl JsonlStore {
         self.commit_manifest(&m)?;
         std::mem::swap(&mut self.index, &mut index);
         self.m = m;
+        self.install_snapshot()?;
         if !journal.ops.is_empty() {
             self.apply_ops(&journal.ops)?;
         }
