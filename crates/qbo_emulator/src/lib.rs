@@ -3,5 +3,6 @@
 pub mod config;
 pub mod data;
 pub(crate) mod pacific;
+pub mod query;
 pub(crate) mod rng;
 pub use config::*;
