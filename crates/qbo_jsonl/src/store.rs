@@ -514,9 +514,12 @@ impl JsonlStore {
                 Some((_, old)) => {
                     out.updated += 1;
                     if line_len < old.len {
-                        let mut b = Vec::with_capacity(old.len as usize - 1);
+                        // Rewrite the whole slot, '\n' included (unchanged), so that the writes
+                        // of neighbouring slots coalesce into one.
+                        let mut b = Vec::with_capacity(old.len as usize);
                         b.extend_from_slice(&r.line);
                         b.resize(old.len as usize - 1, b' ');
+                        b.push(b'\n');
                         ops.push(Op::Write(old.offset, b));
                         Some(old)
                     } else {
