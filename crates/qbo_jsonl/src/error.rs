@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum StoreError {
     /// An operating-system call failed.
-    #[error("{}", io_message(*.op, .path, .source))]
+    #[error("{}", io_message(.op, .path, .source))]
     Io {
         /// What we were doing, e.g. "writing", "renaming", "locking".
         op: &'static str,

@@ -71,6 +71,11 @@ pub(crate) fn file_id(_m: &fs::Metadata) -> u64 {
 }
 
 impl Io {
+    #[allow(clippy::needless_update)] // the other fields exist only with failpoints
+    pub fn new(fsync: bool) -> Self {
+        Io { fsync, ..Io::default() }
+    }
+
     /// Counts one step; errors when the injected failure point is reached.
     #[inline]
     fn step(&mut self) -> bool {

@@ -107,7 +107,7 @@ pub struct Version {
 ///
 /// `id` and `version` are passed separately (rather than parsed from `line`) so the write path
 /// never parses JSON. They must agree with what the store's [`KeyExtractor`] returns for `line`,
-/// because that is what a rebuild will see.
+/// because that is what a rebuild will see ([`StoreOptions::verify_lines`] checks it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreRecord {
     /// The record's key; at most 65535 bytes.
@@ -138,6 +138,11 @@ pub struct StoreOptions {
     /// ...and at least this many bytes (default 64 MiB), so small files are never rewritten
     /// for a handful of relocated lines.
     pub compact_min_waste_bytes: u64,
+    /// Run the key extractor on every upserted line and reject records whose `id`/`version`
+    /// disagree with it (default false: it costs a JSON parse per record). A disagreement
+    /// means a later rebuild would see different keys than the writes did; turn this on in
+    /// tests of the code that builds the records.
+    pub verify_lines: bool,
 }
 
 impl StoreOptions {
@@ -148,6 +153,7 @@ impl StoreOptions {
             key_extractor,
             compact_min_waste_ratio: 0.5,
             compact_min_waste_bytes: 64 << 20,
+            verify_lines: false,
         }
     }
 }

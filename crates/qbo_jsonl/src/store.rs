@@ -130,7 +130,7 @@ impl JsonlStore {
             lock_path,
             path,
             dir,
-            io: Io { fsync: options.fsync, ..Io::default() },
+            io: Io::new(options.fsync),
             options,
             lock,
             data,
@@ -258,14 +258,19 @@ impl JsonlStore {
             } else {
                 None
             };
+            let reason = reason.or_else(|| {
+                let verify = self.options.verify_lines;
+                let agrees = || match (self.options.key_extractor)(&r.line) {
+                    Some((id, v)) => id == r.id && v == r.version,
+                    None => false,
+                };
+                (verify && !agrees()).then_some(
+                    "the key extractor does not return this record's id and version for its line",
+                )
+            });
             if let Some(reason) = reason {
                 return Err(StoreError::InvalidRecord { path: self.path.clone(), index, id: r.id.clone(), reason });
             }
-            debug_assert_eq!(
-                (self.options.key_extractor)(&r.line),
-                Some((r.id.clone(), r.version)),
-                "record #{index}: id/version disagree with the key extractor"
-            );
         }
         Ok(())
     }
@@ -744,11 +749,8 @@ impl JsonlStore {
 
     /// Rebuilds the index by scanning the data file, repairing it into the canonical format.
     fn rebuild(&mut self, why: &str) -> Result<()> {
-        if fio::metadata_optional(&self.path)?.is_none() {
-            self.reopen_data()?;
-        } else if self.fd_id()? != file_id(&fs::metadata(&self.path).map_err(|e| StoreError::io("inspecting", &self.path, e))?) {
-            self.reopen_data()?;
-        }
+        // The file may have been deleted or replaced: work on whatever the path names now.
+        self.reopen_data()?;
         let file_len = self.data.metadata().map_err(|e| StoreError::io("inspecting", &self.path, e))?.len();
         if file_len > 0 {
             tracing::warn!(path = %self.path.display(), reason = why, "rebuilding the index by scanning the data file");

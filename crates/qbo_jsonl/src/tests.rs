@@ -180,6 +180,13 @@ fn rejects_invalid_records() {
         assert!(e.to_string().contains("invoices.txt"), "{e}");
     }
     assert_eq!(s.len(), 0);
+    drop(s);
+    let mut s = JsonlStore::open(&p, StoreOptions { verify_lines: true, ..opts() }).unwrap();
+    let mut r = rec("1", 5, 0);
+    r.version.updated_at_ms = 6;
+    let e = s.upsert(vec![rec("2", 1, 0), r]).unwrap_err();
+    assert!(matches!(e, StoreError::InvalidRecord { index: 1, .. }), "{e}");
+    assert_eq!(s.upsert(vec![rec("1", 5, 0)]).unwrap().inserted, 1);
 }
 
 #[test]

@@ -1,3 +1,4 @@
+#![allow(clippy::manual_is_multiple_of)]
 //! Real processes: a writer killed with SIGKILL at random instants, and two writer processes
 //! racing on the same file. The test binary re-invokes itself as the child (`child_entry`).
 
