@@ -1,1 +1,44 @@
-//! placeholder
+//! The thin PyO3 layer of qbo_rs: argument conversion, GIL release, error mapping.
+//! No business logic lives here; it all lives in the pure-Rust crates under `crates/`.
+
+mod client;
+mod convert;
+mod emulator;
+mod errors;
+mod report;
+mod runtime;
+mod windows;
+
+use pyo3::prelude::*;
+
+/// Runs the `qbo-rs` command line with `argv` (without the program name); returns the
+/// exit code. Called by `qbo_rs.cli:main`.
+#[pyfunction]
+fn run_cli(py: Python<'_>, argv: Vec<String>) -> i32 {
+    py.detach(|| qbo_cli::run(argv, runtime::runtime()))
+}
+
+#[pymodule(gil_used = false)]
+mod _qbo_rs {
+    #[pymodule_export]
+    use super::client::{Credentials, QboClient};
+    #[pymodule_export]
+    use super::emulator::NativeEmulator;
+    #[pymodule_export]
+    use super::report::{BackfillReport, WindowReport};
+    #[pymodule_export]
+    use super::run_cli;
+    #[pymodule_export]
+    use super::windows::{plan_windows, Window};
+
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        // Rust log records (tracing's `log` feature) go to Python's `logging`, under the
+        // "qbo_rs" logger, so they show up in Mage block logs. Cheap: no runtime, no I/O.
+        let _ = pyo3_log::try_init();
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        Ok(())
+    }
+}

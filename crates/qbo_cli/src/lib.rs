@@ -1,1 +1,312 @@
-//! qbo_cli
+//! The `qbo-rs` command line. It lives in the wheel (called from `qbo_rs.cli:main`, and
+//! from `python -m qbo_rs`) but is plain Rust: clap for arguments, indicatif for the
+//! progress bar, tracing for the log lines the runbook greps.
+
+mod progress;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use qbo_core::backfill::{run_backfill, BackfillRequest, Progress};
+use qbo_core::sink::{open_sinks, SinkOptions};
+use qbo_core::{ClientConfig, Credentials, Entity, Error};
+use secrecy::SecretString;
+use tokio::runtime::Runtime;
+
+#[derive(Parser, Debug)]
+#[command(name = "qbo-rs", version, about = "Backfill QuickBooks Online invoices, customers and items into a RAW layer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Backfill one entity over [--start, --end) into data/<entity>s.txt.
+    Backfill(BackfillArgs),
+    /// Print the windows a backfill would run.
+    Plan(PlanArgs),
+    /// Serve the bundled QBO emulator until stopped (Ctrl-C).
+    Emulator(EmulatorArgs),
+}
+
+#[derive(Args, Debug)]
+struct BackfillArgs {
+    /// invoice, customer or item (any case).
+    entity: String,
+    /// First instant, inclusive: YYYY-MM-DD (midnight UTC) or an ISO datetime.
+    #[arg(long)]
+    start: String,
+    /// Last instant, exclusive: YYYY-MM-DD (midnight UTC) or an ISO datetime.
+    #[arg(long)]
+    end: String,
+    #[arg(long, default_value_t = 50)]
+    chunk_days: u32,
+    /// Records per request, 1..1000.
+    #[arg(long, default_value_t = 100)]
+    page_size: u32,
+    /// Where to write: txt.
+    #[arg(long, default_value = "txt")]
+    sink: String,
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// LastUpdatedTime (default), CreateTime or TxnDate.
+    #[arg(long, default_value = "LastUpdatedTime")]
+    filter_field: String,
+    /// Re-run only the window with this label (repeatable); labels come from `qbo-rs plan`.
+    #[arg(long = "window")]
+    windows: Vec<String>,
+    #[arg(long, default_value_t = 4)]
+    max_concurrent_windows: usize,
+    /// Requests per minute for this realm (Intuit allows 500).
+    #[arg(long, default_value_t = qbo_core::limiter::DEFAULT_REQUESTS_PER_MINUTE)]
+    requests_per_minute: u32,
+    #[arg(long, default_value_t = qbo_core::limiter::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: u32,
+    #[arg(long, default_value_t = 6)]
+    max_retries: u32,
+    /// Where rotated refresh tokens are kept (default: $QBO_TOKEN_STORE or
+    /// ~/.local/state/qbo_rs/tokens-<realm>.json).
+    #[arg(long)]
+    token_store: Option<PathBuf>,
+    /// Skip fsync (a killed process still never tears a line; a power cut might).
+    #[arg(long)]
+    no_fsync: bool,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Args, Debug)]
+struct PlanArgs {
+    #[arg(long)]
+    start: String,
+    #[arg(long)]
+    end: String,
+    #[arg(long, default_value_t = 50)]
+    chunk_days: u32,
+    #[arg(long, default_value = "invoice")]
+    entity: String,
+}
+
+#[derive(Args, Debug)]
+struct EmulatorArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 2000)]
+    invoices: usize,
+    #[arg(long, default_value_t = 300)]
+    customers: usize,
+    #[arg(long, default_value_t = 150)]
+    items: usize,
+    #[arg(long)]
+    throttle_per_minute: Option<u32>,
+    #[arg(long)]
+    max_in_flight: Option<u32>,
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    #[arg(long, default_value_t = 0.0)]
+    fault_rate: f64,
+    /// Probability per page request of an edit that attacks offset paging.
+    #[arg(long, default_value_t = 0.0)]
+    edit_rate: f64,
+    /// Access-token lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    access_token_ttl: u64,
+    /// Rotate the refresh token once it is this many seconds old (0 = every refresh).
+    #[arg(long, default_value_t = 86400)]
+    rotate_after: u64,
+}
+
+/// Exit codes: 0 done, 1 a run failed (see the log), 2 bad arguments or configuration.
+pub fn run(args: Vec<String>, runtime: &Runtime) -> i32 {
+    let cli = match Cli::try_parse_from(std::iter::once("qbo-rs".to_string()).chain(args)) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Plan(a) => plan(a),
+        Command::Backfill(a) => runtime.block_on(backfill(a)),
+        Command::Emulator(a) => runtime.block_on(emulator(a)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("qbo-rs: {}", one_line(&e.to_string()));
+            if matches!(e, Error::Config(_)) {
+                2
+            } else {
+                1
+            }
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn plan(a: PlanArgs) -> Result<i32, Error> {
+    let entity: Entity = a.entity.parse()?;
+    let start = qbo_core::time::parse_user_instant("--start", &a.start)?;
+    let end = qbo_core::time::parse_user_instant("--end", &a.end)?;
+    let windows = qbo_core::plan_windows(start, end, a.chunk_days, &format!("{}_backfill", entity.slug()))?;
+    let mut out = std::io::stdout().lock();
+    for w in &windows {
+        let _ = writeln!(out, "{}\t{}\t{}", w.label, w.start_text(), w.end_text());
+    }
+    eprintln!("{} window(s) of up to {} day(s), [start, end) in UTC", windows.len(), a.chunk_days);
+    Ok(0)
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).map(|v| v.trim().to_string()).unwrap_or_default()
+}
+
+fn credentials_from_env() -> Result<Credentials, Error> {
+    let missing: Vec<&str> = ["QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN", "QBO_REALM_ID"]
+        .into_iter()
+        .filter(|k| env(k).is_empty())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::config(format!(
+            "missing environment variable(s): {} (see README, 'Credentials')",
+            missing.join(", ")
+        )));
+    }
+    let opt = |k: &str| Some(env(k)).filter(|v| !v.is_empty());
+    let creds = Credentials {
+        client_id: env("QBO_CLIENT_ID"),
+        client_secret: SecretString::from(env("QBO_CLIENT_SECRET")),
+        refresh_token: SecretString::from(env("QBO_REFRESH_TOKEN")),
+        realm_id: env("QBO_REALM_ID"),
+        environment: env("QBO_ENTORNO").parse()?,
+        api_base_url: opt("QBO_BASE_URL"),
+        token_url: opt("QBO_TOKEN_URL"),
+    };
+    creds.validate()?;
+    Ok(creds)
+}
+
+/// `$QBO_TOKEN_STORE`, else `$XDG_STATE_HOME/qbo_rs/tokens-<realm>.json`, else under
+/// `~/.local/state`. Same rule as the Python API.
+pub fn default_token_store(realm_id: &str) -> Option<PathBuf> {
+    let explicit = env("QBO_TOKEN_STORE");
+    if !explicit.is_empty() {
+        return Some(PathBuf::from(explicit));
+    }
+    let state = Some(env("XDG_STATE_HOME")).filter(|v| !v.is_empty()).map(PathBuf::from).or_else(|| {
+        let home = env("HOME");
+        (!home.is_empty()).then(|| PathBuf::from(home).join(".local/state"))
+    })?;
+    Some(state.join("qbo_rs").join(format!("tokens-{realm_id}.json")))
+}
+
+async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
+    let entity: Entity = a.entity.parse()?;
+    let mut request = BackfillRequest::new(
+        entity,
+        qbo_core::time::parse_user_instant("--start", &a.start)?,
+        qbo_core::time::parse_user_instant("--end", &a.end)?,
+    );
+    request.chunk_days = a.chunk_days;
+    request.page_size = a.page_size;
+    request.filter_field = a.filter_field.parse()?;
+    request.max_concurrent_windows = a.max_concurrent_windows;
+    request.only_labels = (!a.windows.is_empty()).then_some(a.windows);
+    request.plan()?;
+    let sink_options = SinkOptions { kind: a.sink.parse()?, data_dir: a.data_dir, fsync: !a.no_fsync };
+    let creds = credentials_from_env()?;
+
+    let mut config = ClientConfig::default();
+    config.pacing.requests_per_minute = a.requests_per_minute;
+    config.pacing.max_in_flight = a.max_in_flight;
+    config.retry.max_retries = a.max_retries;
+    config.token_store = a.token_store.or_else(|| default_token_store(&creds.realm_id));
+    let client = qbo_core::QboClient::new(creds, config)?;
+
+    let show_bar = !a.no_progress && std::io::stderr().is_terminal();
+    let bar = progress::Bar::new(show_bar);
+    progress::install_logging(bar.clone());
+    let sinks = tokio::task::spawn_blocking(move || open_sinks(entity, &sink_options))
+        .await
+        .map_err(|e| Error::Sink(e.to_string()))??;
+    let observer: Option<Arc<dyn Progress>> = Some(Arc::new(bar.clone()));
+    let run = run_backfill(&client, sinks, &request, observer);
+    let report = tokio::select! {
+        r = run => r?,
+        _ = tokio::signal::ctrl_c() => {
+            bar.finish();
+            eprintln!("qbo-rs: interrupted; committed batches are kept, re-run the same command to finish");
+            return Ok(130);
+        }
+    };
+    bar.finish();
+    let failed = report.failed();
+    eprintln!(
+        "{} {} row(s) in {} window(s), {:.1} s, {} request(s), {} retr{}",
+        entity.plural(),
+        report.total_rows(),
+        report.windows.len(),
+        report.duration.as_secs_f64(),
+        report.requests,
+        report.retries,
+        if report.retries == 1 { "y" } else { "ies" }
+    );
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        for w in &failed {
+            eprintln!("qbo-rs: window {} failed: {}", w.label, one_line(w.error.as_deref().unwrap_or("unknown error")));
+        }
+        Ok(1)
+    }
+}
+
+async fn emulator(a: EmulatorArgs) -> Result<i32, Error> {
+    let mut config = qbo_emulator::EmulatorConfig {
+        host: a.host,
+        port: a.port,
+        seed: a.seed,
+        invoices: a.invoices,
+        customers: a.customers,
+        items: a.items,
+        ..Default::default()
+    };
+    config.knobs.throttle_per_minute = a.throttle_per_minute;
+    config.knobs.max_in_flight = a.max_in_flight;
+    config.knobs.latency_ms = a.latency_ms;
+    config.knobs.fault_rate = a.fault_rate;
+    config.knobs.edit_rate = a.edit_rate;
+    config.knobs.access_token_ttl_secs = a.access_token_ttl;
+    config.knobs.refresh_rotate_after_secs = a.rotate_after;
+    let emu = qbo_emulator::Emulator::start(config).await.map_err(|e| Error::config(format!("emulator: {e}")))?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "QBO_BASE_URL={}", emu.base_url());
+    let _ = writeln!(out, "QBO_TOKEN_URL={}", emu.token_url());
+    let _ = writeln!(out, "QBO_CLIENT_ID={}", emu.client_id());
+    let _ = writeln!(out, "QBO_CLIENT_SECRET={}", emu.client_secret());
+    let _ = writeln!(out, "QBO_REFRESH_TOKEN={}", emu.initial_refresh_token());
+    let _ = writeln!(out, "QBO_REALM_ID={}", emu.realm_id());
+    let _ = out.flush();
+    drop(out);
+    eprintln!("qbo-rs emulator: serving {} (Ctrl-C to stop)", emu.base_url());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::config(format!("cannot listen for SIGTERM: {e}")))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    emu.shutdown().await;
+    Ok(0)
+}

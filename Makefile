@@ -1,0 +1,55 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Everything else they
+# need (a .venv, maturin, the wheel, test tools) is installed by the targets themselves.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+QBO := $(VENV)/bin/qbo-rs
+WHEEL_STAMP := $(VENV)/.qbo_rs-built
+RUST_SOURCES := $(shell find src crates -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock pyproject.toml $(shell find python -name '*.py' -o -name '*.pyi')
+DEMO_START ?= 2015-01-01
+DEMO_END ?= 2026-01-01
+
+.PHONY: help demo test test-rust test-python bench lint stubtest clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.deps:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "maturin>=1.9,<2" "pytest>=8" "pytest-timeout>=2.3" "mypy>=1.11" "requests>=2.31"
+	touch $@
+
+# Build a release wheel (abi3) and install it into the venv, only when sources changed.
+$(WHEEL_STAMP): $(VENV)/.deps $(RUST_SOURCES)
+	rm -rf target/wheels
+	$(VENV)/bin/maturin build --release --quiet --out target/wheels
+	$(PIP) install --quiet --force-reinstall --no-deps target/wheels/qbo_rs-*.whl
+	touch $@
+
+wheel: $(WHEEL_STAMP) ## build and install the wheel into .venv
+
+demo: $(WHEEL_STAMP) ## start the emulator and backfill invoices, customers, items into data/
+	@./scripts/demo.sh "$(QBO)" "$(DEMO_START)" "$(DEMO_END)"
+
+test: test-rust test-python ## build the wheel and run every test (Rust and Python)
+
+test-rust: ## cargo tests of the pure-Rust crates
+	cargo test --workspace --exclude qbo_rs --quiet
+
+test-python: $(WHEEL_STAMP) stubtest ## pytest against the installed wheel
+	$(PY) -m pytest -q
+
+stubtest: $(WHEEL_STAMP) ## check the .pyi stubs against the compiled module, and mypy the package
+	$(PY) -m mypy.stubtest qbo_rs._qbo_rs --allowlist .stubtest-allowlist
+	$(PY) -m mypy
+
+bench: $(WHEEL_STAMP) ## benchmarks (prints figures): throughput vs plain Python, pacing, RSS
+	$(PY) benches/bench.py
+
+clean:
+	rm -rf target/wheels $(VENV) data bench-results

@@ -1,0 +1,30 @@
+"""qbo_rs: backfill QuickBooks Online invoices, customers and items into a RAW layer.
+
+The engine is Rust (HTTP, JSON, pacing, writing); this package is its typed face::
+
+    import qbo_rs
+
+    creds = qbo_rs.Credentials.from_env()          # QBO_CLIENT_ID, QBO_CLIENT_SECRET, ...
+    report = qbo_rs.backfill("invoice", "2025-01-01", "2025-07-01", credentials=creds)
+    print(report.total_rows, report.failed_windows)
+
+Nothing runs at import time: the tokio runtime is created on first use.
+"""
+
+from qbo_rs._qbo_rs import BackfillReport, Credentials, Window, WindowReport, __version__, plan_windows
+from qbo_rs.client import QboClient, backfill, backfill_async, default_token_store
+from qbo_rs import exceptions
+
+__all__ = [
+    "BackfillReport",
+    "Credentials",
+    "QboClient",
+    "Window",
+    "WindowReport",
+    "__version__",
+    "backfill",
+    "backfill_async",
+    "default_token_store",
+    "exceptions",
+    "plan_windows",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from qbo_rs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,206 @@
+"""Type stubs for the native module (checked against it by ``mypy.stubtest`` in ``make test``)."""
+
+import os
+from datetime import date, datetime
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Union, final
+
+_DateLike = Union[str, date, datetime]
+
+__version__: str
+
+@final
+class Window:
+    """A half-open UTC window ``[start, end)`` with its stable label."""
+
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def range_text(self) -> str:
+        """``Rango 2025-01-01 a 2025-02-20``, as the logs print it."""
+
+def plan_windows(start: _DateLike, end: _DateLike, chunk_days: int = 50, entity: str = "invoice") -> List[Window]:
+    """Splits ``[start, end)`` into windows of ``chunk_days`` days labelled ``<entity>_backfill_<date>``.
+
+    Strings are ISO dates (midnight UTC) or ISO datetimes; naive datetimes are UTC.
+    Raises ``ConfigError`` for reversed/empty ranges, non-ISO dates or ``chunk_days < 1``.
+    """
+
+@final
+class Credentials:
+    """QBO credentials; secrets stay in Rust and never appear in ``repr`` or errors."""
+
+    def __new__(
+        cls,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        realm_id: str,
+        environment: str = "sandbox",
+        base_url: Optional[str] = None,
+        token_url: Optional[str] = None,
+    ) -> "Credentials": ...
+    @staticmethod
+    def from_env(environ: Optional[Dict[str, str]] = None) -> "Credentials":
+        """From QBO_CLIENT_ID, QBO_CLIENT_SECRET, QBO_REFRESH_TOKEN, QBO_REALM_ID, QBO_ENTORNO,
+        QBO_BASE_URL and QBO_TOKEN_URL (``environ`` defaults to ``os.environ``)."""
+    @property
+    def realm_id(self) -> str: ...
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def environment(self) -> str: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def token_url(self) -> str: ...
+
+class QboClient:
+    """The native client; use :class:`qbo_rs.QboClient`, which adds defaults and async twins."""
+
+    def __new__(
+        cls,
+        credentials: Credentials,
+        *,
+        requests_per_minute: int = 490,
+        max_in_flight: int = 10,
+        max_retries: int = 6,
+        backoff_base: float = 1.0,
+        timeout: float = 120.0,
+        token_store: Optional[Union[str, "os.PathLike[str]"]] = None,
+        on_token_rotated: Optional[Callable[[str, str], Any]] = None,
+    ) -> "QboClient": ...
+    @property
+    def realm_id(self) -> str: ...
+    def count(self, entity: str, start: _DateLike, end: _DateLike, filter_field: str = "LastUpdatedTime") -> int:
+        """``SELECT COUNT(*)`` of ``entity`` in ``[start, end)``, inactive list records included."""
+    def _fetch_window_json(
+        self, entity: str, start: _DateLike, end: _DateLike, page_size: int = 100, filter_field: str = "LastUpdatedTime"
+    ) -> List[Dict[str, Any]]: ...
+    def _fetch_window_future(
+        self, entity: str, start: _DateLike, end: _DateLike, page_size: int = 100, filter_field: str = "LastUpdatedTime"
+    ) -> Awaitable[List[Dict[str, Any]]]: ...
+    def _backfill(
+        self,
+        entity: str,
+        start: _DateLike,
+        end: _DateLike,
+        *,
+        chunk_days: int = 50,
+        page_size: int = 100,
+        sink: str = "txt",
+        data_dir: Union[str, "os.PathLike[str]"] = ...,
+        filter_field: str = "LastUpdatedTime",
+        max_concurrent_windows: int = 4,
+        windows: Optional[List[str]] = None,
+        fsync: bool = True,
+    ) -> "BackfillReport": ...
+    def _backfill_future(
+        self,
+        entity: str,
+        start: _DateLike,
+        end: _DateLike,
+        *,
+        chunk_days: int = 50,
+        page_size: int = 100,
+        sink: str = "txt",
+        data_dir: Union[str, "os.PathLike[str]"] = ...,
+        filter_field: str = "LastUpdatedTime",
+        max_concurrent_windows: int = 4,
+        windows: Optional[List[str]] = None,
+        fsync: bool = True,
+    ) -> Awaitable["BackfillReport"]: ...
+
+@final
+class WindowReport:
+    """What one window did."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime: ...
+    @property
+    def status(self) -> str:
+        """``"ok"`` or ``"failed"``."""
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def rows_fetched(self) -> int: ...
+    @property
+    def rows_written(self) -> int: ...
+    @property
+    def server_count(self) -> Optional[int]:
+        """QBO's COUNT(*) after the read; None when one page answered the whole window."""
+    @property
+    def pages(self) -> int: ...
+    @property
+    def inserted(self) -> int: ...
+    @property
+    def updated(self) -> int: ...
+    @property
+    def unchanged(self) -> int: ...
+    @property
+    def error(self) -> Optional[str]: ...
+    @property
+    def duration_s(self) -> float: ...
+    def to_dict(self) -> Dict[str, Any]: ...
+
+@final
+class BackfillReport:
+    """What a backfill did, window by window."""
+
+    @property
+    def entity(self) -> str: ...
+    @property
+    def windows(self) -> List[WindowReport]: ...
+    @property
+    def total_rows(self) -> int: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def failed_windows(self) -> List[str]: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def requests(self) -> int: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def throttled(self) -> int: ...
+    @property
+    def targets(self) -> Dict[str, str]: ...
+    def to_dict(self) -> Dict[str, Any]: ...
+
+@final
+class NativeEmulator:
+    """The emulator's native handle; use :class:`qbo_rs.testing.QboEmulator`."""
+
+    @staticmethod
+    def start(config_json: str) -> "NativeEmulator": ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def token_url(self) -> str: ...
+    @property
+    def realm_id(self) -> str: ...
+    @property
+    def client_id(self) -> str: ...
+    @property
+    def client_secret(self) -> str: ...
+    @property
+    def refresh_token(self) -> str: ...
+    def truth(self, entity: str) -> List[Dict[str, Any]]: ...
+    def stats(self) -> Dict[str, Any]: ...
+    def knobs(self) -> Dict[str, Any]: ...
+    def set_knobs(self, knobs_json: str) -> None: ...
+    def edit(self, entity: str, id: str) -> Dict[str, Any]: ...
+    def expire_access_tokens(self) -> None: ...
+    def stop(self) -> None: ...
+
+def run_cli(argv: List[str]) -> int:
+    """Runs the ``qbo-rs`` command line; returns its exit code."""

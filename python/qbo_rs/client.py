@@ -1,0 +1,250 @@
+"""The public client: typed signatures, defaults, and the ``async`` twins.
+
+The async twins are ``async def`` on purpose: the native awaitables need a running event
+loop when they are created, so ``asyncio.run(qbo_rs.backfill_async(...))`` works only if
+the native call happens inside a coroutine, which is what these wrappers guarantee.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+from qbo_rs import _qbo_rs
+from qbo_rs._qbo_rs import BackfillReport, Credentials
+from qbo_rs.exceptions import BackfillError
+
+DateLike = Union[str, date, datetime]
+PathLike = Union[str, "os.PathLike[str]"]
+RotationCallback = Callable[[str, str], None]
+
+_AUTO = "auto"
+
+
+def default_token_store(realm_id: str) -> Path:
+    """Where rotated refresh tokens are kept unless told otherwise.
+
+    ``$QBO_TOKEN_STORE`` if set, else ``$XDG_STATE_HOME/qbo_rs/tokens-<realm>.json``
+    (``~/.local/state/...`` by default). The file is created 0600.
+    """
+    explicit = os.environ.get("QBO_TOKEN_STORE", "").strip()
+    if explicit:
+        return Path(explicit)
+    state = os.environ.get("XDG_STATE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "qbo_rs" / f"tokens-{realm_id}.json"
+
+
+def _failure(report: BackfillReport) -> BackfillError:
+    labels = ", ".join(report.failed_windows)
+    return BackfillError(
+        f"{len(report.failed_windows)} of {len(report.windows)} window(s) failed: {labels}. "
+        "Committed windows are kept; re-run the failed labels (windows=[...]).",
+        report,
+    )
+
+
+class QboClient(_qbo_rs.QboClient):
+    """A QBO client for one realm: OAuth, pacing and retries shared by every call.
+
+    Args:
+        credentials: from :meth:`Credentials.from_env` or built by hand.
+        requests_per_minute: pace for this realm (Intuit allows 500; 490 leaves margin).
+        max_in_flight: concurrent requests for this realm (Intuit allows 10).
+        max_retries: retries after the first attempt on 429/5xx/timeouts/resets.
+        backoff_base: seconds; waits are ``min(base * 2**retries + uniform(0, base), 60)``.
+        timeout: seconds per request.
+        token_store: file that keeps rotated refresh tokens (0600, locked). ``"auto"`` uses
+            :func:`default_token_store`; ``None`` keeps tokens in memory only.
+        on_token_rotated: called as ``callback(realm_id, new_refresh_token)`` whenever Intuit
+            rotates the refresh token (e.g. to write it back to a Mage secret).
+    """
+
+    def __new__(
+        cls,
+        credentials: Credentials,
+        *,
+        requests_per_minute: int = 490,
+        max_in_flight: int = 10,
+        max_retries: int = 6,
+        backoff_base: float = 1.0,
+        timeout: float = 120.0,
+        token_store: Optional[PathLike] = _AUTO,
+        on_token_rotated: Optional[RotationCallback] = None,
+    ) -> "QboClient":
+        if token_store == _AUTO:
+            token_store = default_token_store(credentials.realm_id)
+        return super().__new__(
+            cls,
+            credentials,
+            requests_per_minute=requests_per_minute,
+            max_in_flight=max_in_flight,
+            max_retries=max_retries,
+            backoff_base=backoff_base,
+            timeout=timeout,
+            token_store=None if token_store is None else os.fspath(token_store),
+            on_token_rotated=on_token_rotated,
+        )
+
+    def fetch_window(
+        self,
+        entity: str,
+        start: DateLike,
+        end: DateLike,
+        page_size: int = 100,
+        filter_field: str = "LastUpdatedTime",
+    ) -> List[Dict[str, Any]]:
+        """Every record of ``entity`` in ``[start, end)`` as QBO payload dicts (newest version
+        of each id). Meant for notebooks: a whole window is held in memory."""
+        return self._fetch_window_json(entity, start, end, page_size, filter_field)
+
+    async def fetch_window_async(
+        self,
+        entity: str,
+        start: DateLike,
+        end: DateLike,
+        page_size: int = 100,
+        filter_field: str = "LastUpdatedTime",
+    ) -> List[Dict[str, Any]]:
+        """Async twin of :meth:`fetch_window`."""
+        return await self._fetch_window_future(entity, start, end, page_size, filter_field)
+
+    def backfill(
+        self,
+        entity: str,
+        start: DateLike,
+        end: DateLike,
+        *,
+        chunk_days: int = 50,
+        page_size: int = 100,
+        sink: str = "txt",
+        data_dir: PathLike = "data",
+        filter_field: str = "LastUpdatedTime",
+        max_concurrent_windows: int = 4,
+        windows: Optional[Sequence[str]] = None,
+        fsync: bool = True,
+        raise_on_failure: bool = True,
+    ) -> BackfillReport:
+        """Backfills ``entity`` over ``[start, end)`` into ``<data_dir>/<entity>s.txt``.
+
+        Windows of ``chunk_days`` run concurrently under the realm's pace; each is read
+        completely (keyset paging, COUNT reconciliation) and written idempotently (one line
+        per id, newest version wins, crash-safe). ``windows`` re-runs only those labels.
+        Raises :class:`~qbo_rs.exceptions.BackfillError` (with ``.report``) if any window
+        failed, unless ``raise_on_failure=False``. The GIL is released throughout; Ctrl-C
+        stops the run between requests, keeping every committed batch.
+        """
+        report = self._backfill(
+            entity,
+            start,
+            end,
+            chunk_days=chunk_days,
+            page_size=page_size,
+            sink=sink,
+            data_dir=os.fspath(data_dir),
+            filter_field=filter_field,
+            max_concurrent_windows=max_concurrent_windows,
+            windows=None if windows is None else list(windows),
+            fsync=fsync,
+        )
+        if raise_on_failure and not report.ok:
+            raise _failure(report)
+        return report
+
+    async def backfill_async(
+        self,
+        entity: str,
+        start: DateLike,
+        end: DateLike,
+        *,
+        chunk_days: int = 50,
+        page_size: int = 100,
+        sink: str = "txt",
+        data_dir: PathLike = "data",
+        filter_field: str = "LastUpdatedTime",
+        max_concurrent_windows: int = 4,
+        windows: Optional[Sequence[str]] = None,
+        fsync: bool = True,
+        raise_on_failure: bool = True,
+    ) -> BackfillReport:
+        """Async twin of :meth:`backfill` (runs on the shared tokio runtime)."""
+        report = await self._backfill_future(
+            entity,
+            start,
+            end,
+            chunk_days=chunk_days,
+            page_size=page_size,
+            sink=sink,
+            data_dir=os.fspath(data_dir),
+            filter_field=filter_field,
+            max_concurrent_windows=max_concurrent_windows,
+            windows=None if windows is None else list(windows),
+            fsync=fsync,
+        )
+        if raise_on_failure and not report.ok:
+            raise _failure(report)
+        return report
+
+
+def backfill(
+    entity: str,
+    start: DateLike,
+    end: DateLike,
+    *,
+    credentials: Optional[Credentials] = None,
+    chunk_days: int = 50,
+    page_size: int = 100,
+    sink: str = "txt",
+    data_dir: PathLike = "data",
+    filter_field: str = "LastUpdatedTime",
+    windows: Optional[Sequence[str]] = None,
+    raise_on_failure: bool = True,
+    **client_options: Any,
+) -> BackfillReport:
+    """One-call backfill: builds a :class:`QboClient` (credentials from the environment when
+    not given) and runs :meth:`QboClient.backfill`. ``client_options`` go to the client."""
+    client = QboClient(credentials or Credentials.from_env(), **client_options)
+    return client.backfill(
+        entity,
+        start,
+        end,
+        chunk_days=chunk_days,
+        page_size=page_size,
+        sink=sink,
+        data_dir=data_dir,
+        filter_field=filter_field,
+        windows=windows,
+        raise_on_failure=raise_on_failure,
+    )
+
+
+async def backfill_async(
+    entity: str,
+    start: DateLike,
+    end: DateLike,
+    *,
+    credentials: Optional[Credentials] = None,
+    chunk_days: int = 50,
+    page_size: int = 100,
+    sink: str = "txt",
+    data_dir: PathLike = "data",
+    filter_field: str = "LastUpdatedTime",
+    windows: Optional[Sequence[str]] = None,
+    raise_on_failure: bool = True,
+    **client_options: Any,
+) -> BackfillReport:
+    """Async twin of :func:`backfill`: ``asyncio.run(qbo_rs.backfill_async(...))`` works."""
+    client = QboClient(credentials or Credentials.from_env(), **client_options)
+    return await client.backfill_async(
+        entity,
+        start,
+        end,
+        chunk_days=chunk_days,
+        page_size=page_size,
+        sink=sink,
+        data_dir=data_dir,
+        filter_field=filter_field,
+        windows=windows,
+        raise_on_failure=raise_on_failure,
+    )

@@ -1,0 +1,388 @@
+//! `Credentials` and the native `QboClient`. Sync methods release the GIL for the whole
+//! call; `_*_future` methods return awaitables for the Python face's `async def` twins.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use secrecy::SecretString;
+
+use qbo_core::backfill::{run_backfill, BackfillRequest};
+use qbo_core::sink::{open_sinks, SinkOptions};
+use qbo_core::{ClientConfig, Entity, FilterField};
+
+use crate::convert;
+use crate::errors::{config_error, to_py};
+use crate::report::BackfillReport;
+use crate::runtime::block_on;
+
+/// QBO credentials. Secrets are held in Rust and never shown by `repr` or in errors.
+#[pyclass(frozen, module = "qbo_rs")]
+pub struct Credentials {
+    pub inner: qbo_core::Credentials,
+}
+
+const ENV_NAMES: [&str; 7] =
+    ["QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN", "QBO_REALM_ID", "QBO_ENTORNO", "QBO_BASE_URL", "QBO_TOKEN_URL"];
+
+#[pymethods]
+impl Credentials {
+    #[new]
+    #[pyo3(signature = (client_id, client_secret, refresh_token, realm_id, environment = "sandbox", base_url = None, token_url = None))]
+    fn new(
+        py: Python<'_>,
+        client_id: String,
+        client_secret: String,
+        refresh_token: String,
+        realm_id: String,
+        environment: &str,
+        base_url: Option<String>,
+        token_url: Option<String>,
+    ) -> PyResult<Self> {
+        let inner = qbo_core::Credentials {
+            client_id: client_id.trim().to_string(),
+            client_secret: SecretString::from(client_secret.trim().to_string()),
+            refresh_token: SecretString::from(refresh_token.trim().to_string()),
+            realm_id: realm_id.trim().to_string(),
+            environment: environment.parse().map_err(|e| to_py(py, e))?,
+            api_base_url: base_url.filter(|s| !s.trim().is_empty()),
+            token_url: token_url.filter(|s| !s.trim().is_empty()),
+        };
+        inner.validate().map_err(|e| to_py(py, e))?;
+        Ok(Credentials { inner })
+    }
+
+    /// Reads QBO_CLIENT_ID, QBO_CLIENT_SECRET, QBO_REFRESH_TOKEN, QBO_REALM_ID, QBO_ENTORNO
+    /// (sandbox|production), QBO_BASE_URL and QBO_TOKEN_URL from `environ` (default:
+    /// `os.environ`).
+    #[staticmethod]
+    #[pyo3(signature = (environ = None))]
+    fn from_env(py: Python<'_>, environ: Option<HashMap<String, String>>) -> PyResult<Self> {
+        let environ = match environ {
+            Some(e) => e,
+            None => py.import("os")?.getattr("environ")?.call_method0("copy")?.extract()?,
+        };
+        let get = |k: &str| environ.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+        let missing: Vec<&str> = ENV_NAMES[..4].iter().copied().filter(|k| get(k).is_empty()).collect();
+        if !missing.is_empty() {
+            return Err(config_error(py, format!("missing environment variable(s): {}", missing.join(", "))));
+        }
+        let opt = |k: &str| Some(get(k)).filter(|v| !v.is_empty());
+        Self::new(
+            py,
+            get(ENV_NAMES[0]),
+            get(ENV_NAMES[1]),
+            get(ENV_NAMES[2]),
+            get(ENV_NAMES[3]),
+            &get(ENV_NAMES[4]),
+            opt(ENV_NAMES[5]),
+            opt(ENV_NAMES[6]),
+        )
+    }
+
+    #[getter]
+    fn realm_id(&self) -> &str {
+        &self.inner.realm_id
+    }
+
+    #[getter]
+    fn client_id(&self) -> &str {
+        &self.inner.client_id
+    }
+
+    #[getter]
+    fn environment(&self) -> &'static str {
+        match self.inner.environment {
+            qbo_core::Environment::Sandbox => "sandbox",
+            qbo_core::Environment::Production => "production",
+        }
+    }
+
+    #[getter]
+    fn base_url(&self) -> String {
+        self.inner.api_base()
+    }
+
+    #[getter]
+    fn token_url(&self) -> String {
+        self.inner.token_endpoint()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Credentials(client_id={:?}, client_secret='***', refresh_token='***', realm_id={:?}, environment={:?}, base_url={:?})",
+            qbo_core::credentials::redact_id(&self.inner.client_id),
+            self.inner.realm_id,
+            self.environment(),
+            self.inner.api_base()
+        )
+    }
+}
+
+/// The native client: pacing, OAuth and retries live here, shared by every call.
+#[pyclass(module = "qbo_rs", subclass)]
+pub struct QboClient {
+    client: qbo_core::QboClient,
+}
+
+struct BackfillArgs {
+    request: BackfillRequest,
+    sinks: SinkOptions,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backfill_args(
+    py: Python<'_>,
+    entity: &str,
+    start: &Bound<'_, PyAny>,
+    end: &Bound<'_, PyAny>,
+    chunk_days: i64,
+    page_size: i64,
+    sink: &str,
+    data_dir: PathBuf,
+    filter_field: &str,
+    max_concurrent_windows: i64,
+    windows: Option<Vec<String>>,
+    fsync: bool,
+) -> PyResult<BackfillArgs> {
+    let entity = convert::entity(py, entity)?;
+    let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
+    request.chunk_days = convert::positive_u32(py, "chunk_days", chunk_days)?;
+    request.page_size = u32::try_from(page_size).unwrap_or(0);
+    qbo_core::backfill::validate_page_size(request.page_size)
+        .map_err(|_| config_error(py, format!("page_size must be between 1 and 1000 (QBO's MAXRESULTS limit), got {page_size}")))?;
+    request.filter_field = convert::filter_field(py, filter_field)?;
+    request.max_concurrent_windows = convert::positive_u32(py, "max_concurrent_windows", max_concurrent_windows)? as usize;
+    request.only_labels = windows;
+    request.plan().map_err(|e| to_py(py, e))?;
+    let kind = sink.parse().map_err(|e| to_py(py, e))?;
+    Ok(BackfillArgs { request, sinks: SinkOptions { kind, data_dir, fsync } })
+}
+
+async fn backfill_task(client: qbo_core::QboClient, args: BackfillArgs) -> Result<BackfillReport, qbo_core::Error> {
+    let entity = args.request.entity;
+    let sink_options = args.sinks.clone();
+    let sinks = tokio::task::spawn_blocking(move || open_sinks(entity, &sink_options))
+        .await
+        .map_err(|e| qbo_core::Error::Sink(format!("opening the sink failed: {e}")))??;
+    let report = run_backfill(&client, sinks, &args.request, None).await?;
+    Ok(BackfillReport::from_core(report))
+}
+
+async fn fetch_window_task(
+    client: qbo_core::QboClient,
+    entity: Entity,
+    field: FilterField,
+    window: qbo_core::Window,
+    page_size: u32,
+) -> Result<Vec<u8>, qbo_core::Error> {
+    let collected = tokio::sync::Mutex::new(Vec::new());
+    let sink = &collected;
+    qbo_core::paginate::WindowReader::new(&client, entity, field, &window, page_size, move |recs| async move {
+        sink.lock().await.extend(recs);
+        Ok(())
+    })
+    .run()
+    .await?;
+    // Keep only the newest version of each id, in filter order, as one JSON array.
+    let mut records = collected.into_inner();
+    records.sort_by(|a, b| a.id.cmp(&b.id).then(b.version().cmp(&a.version())));
+    records.dedup_by(|a, b| a.id == b.id);
+    records.sort_by_key(|r| (r.last_updated_utc, r.id.parse::<u64>().unwrap_or(u64::MAX)));
+    let mut out = Vec::with_capacity(records.iter().map(|r| r.payload.len() + 1).sum::<usize>() + 2);
+    out.push(b'[');
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&r.payload);
+    }
+    out.push(b']');
+    Ok(out)
+}
+
+fn json_loads<'py>(py: Python<'py>, bytes: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
+    py.import("json")?.call_method1("loads", (pyo3::types::PyBytes::new(py, &bytes),))
+}
+
+#[pymethods]
+impl QboClient {
+    #[new]
+    #[pyo3(signature = (credentials, *, requests_per_minute = 490, max_in_flight = 10, max_retries = 6, backoff_base = 1.0, timeout = 120.0, token_store = None, on_token_rotated = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        credentials: &Credentials,
+        requests_per_minute: i64,
+        max_in_flight: i64,
+        max_retries: i64,
+        backoff_base: f64,
+        timeout: f64,
+        token_store: Option<PathBuf>,
+        on_token_rotated: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        let mut config = ClientConfig::default();
+        config.pacing.requests_per_minute = convert::positive_u32(py, "requests_per_minute", requests_per_minute)?;
+        config.pacing.max_in_flight = convert::positive_u32(py, "max_in_flight", max_in_flight)?;
+        config.retry.max_retries = u32::try_from(max_retries)
+            .map_err(|_| config_error(py, format!("max_retries must be 0 or more, got {max_retries}")))?;
+        if !(backoff_base.is_finite() && backoff_base > 0.0 && backoff_base <= 60.0) {
+            return Err(config_error(py, format!("backoff_base must be between 0 and 60 seconds, got {backoff_base}")));
+        }
+        config.retry.base = Duration::from_secs_f64(backoff_base);
+        if !(timeout.is_finite() && timeout > 0.0) {
+            return Err(config_error(py, format!("timeout must be a positive number of seconds, got {timeout}")));
+        }
+        config.timeout = Duration::from_secs_f64(timeout);
+        config.token_store = token_store;
+        config.on_rotate = on_token_rotated.map(|callback| {
+            let hook: qbo_core::auth::RotationHook = Arc::new(move |rotated: &qbo_core::auth::RotatedToken| {
+                use secrecy::ExposeSecret;
+                Python::attach(|py| {
+                    callback
+                        .call1(py, (rotated.realm_id.as_str(), rotated.refresh_token.expose_secret()))
+                        .map(drop)
+                        .map_err(|e| format!("{}", e.get_type(py).name().map(|n| n.to_string()).unwrap_or_default()))
+                })
+            });
+            hook
+        });
+        let client = qbo_core::QboClient::new(credentials.inner.clone(), config).map_err(|e| to_py(py, e))?;
+        Ok(QboClient { client })
+    }
+
+    #[getter]
+    fn realm_id(&self) -> &str {
+        self.client.realm_id()
+    }
+
+    /// `SELECT COUNT(*)` of `entity` in `[start, end)` (inactive list records included).
+    #[pyo3(signature = (entity, start, end, filter_field = "LastUpdatedTime"))]
+    fn count(&self, py: Python<'_>, entity: &str, start: &Bound<'_, PyAny>, end: &Bound<'_, PyAny>, filter_field: &str) -> PyResult<u64> {
+        let entity = convert::entity(py, entity)?;
+        let field = convert::filter_field(py, filter_field)?;
+        field.check_supported_by(entity).map_err(|e| to_py(py, e))?;
+        let (start, end) = (convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
+        if end <= start {
+            return Err(config_error(py, "end must be after start"));
+        }
+        let statement = qbo_core::query::count_statement(entity, field, start, end);
+        let client = self.client.clone();
+        block_on(py, async move { client.count(entity, &statement).await })?.map_err(|e| to_py(py, e))
+    }
+
+    #[pyo3(signature = (entity, start, end, page_size = 100, filter_field = "LastUpdatedTime"))]
+    fn _fetch_window_json(
+        &self,
+        py: Python<'_>,
+        entity: &str,
+        start: &Bound<'_, PyAny>,
+        end: &Bound<'_, PyAny>,
+        page_size: i64,
+        filter_field: &str,
+    ) -> PyResult<Py<PyAny>> {
+        let (entity, field, window, page_size) = self.window_args(py, entity, start, end, page_size, filter_field)?;
+        let client = self.client.clone();
+        let bytes = block_on(py, fetch_window_task(client, entity, field, window, page_size))?.map_err(|e| to_py(py, e))?;
+        Ok(json_loads(py, bytes)?.unbind())
+    }
+
+    #[pyo3(signature = (entity, start, end, page_size = 100, filter_field = "LastUpdatedTime"))]
+    fn _fetch_window_future<'py>(
+        &self,
+        py: Python<'py>,
+        entity: &str,
+        start: &Bound<'_, PyAny>,
+        end: &Bound<'_, PyAny>,
+        page_size: i64,
+        filter_field: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (entity, field, window, page_size) = self.window_args(py, entity, start, end, page_size, filter_field)?;
+        let client = self.client.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let bytes = fetch_window_task(client, entity, field, window, page_size).await;
+            Python::attach(|py| match bytes {
+                Ok(b) => json_loads(py, b).map(Bound::unbind),
+                Err(e) => Err(to_py(py, e)),
+            })
+        })
+    }
+
+    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, windows = None, fsync = true))]
+    #[allow(clippy::too_many_arguments)]
+    fn _backfill(
+        &self,
+        py: Python<'_>,
+        entity: &str,
+        start: &Bound<'_, PyAny>,
+        end: &Bound<'_, PyAny>,
+        chunk_days: i64,
+        page_size: i64,
+        sink: &str,
+        data_dir: PathBuf,
+        filter_field: &str,
+        max_concurrent_windows: i64,
+        windows: Option<Vec<String>>,
+        fsync: bool,
+    ) -> PyResult<BackfillReport> {
+        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, windows, fsync)?;
+        let client = self.client.clone();
+        block_on(py, backfill_task(client, args))?.map_err(|e| to_py(py, e))
+    }
+
+    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, windows = None, fsync = true))]
+    #[allow(clippy::too_many_arguments)]
+    fn _backfill_future<'py>(
+        &self,
+        py: Python<'py>,
+        entity: &str,
+        start: &Bound<'_, PyAny>,
+        end: &Bound<'_, PyAny>,
+        chunk_days: i64,
+        page_size: i64,
+        sink: &str,
+        data_dir: PathBuf,
+        filter_field: &str,
+        max_concurrent_windows: i64,
+        windows: Option<Vec<String>>,
+        fsync: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, windows, fsync)?;
+        let client = self.client.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let result = backfill_task(client, args).await;
+            Python::attach(|py| result.map_err(|e| to_py(py, e)))
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("QboClient(realm_id={:?})", self.client.realm_id())
+    }
+}
+
+impl QboClient {
+    fn window_args(
+        &self,
+        py: Python<'_>,
+        entity: &str,
+        start: &Bound<'_, PyAny>,
+        end: &Bound<'_, PyAny>,
+        page_size: i64,
+        filter_field: &str,
+    ) -> PyResult<(Entity, FilterField, qbo_core::Window, u32)> {
+        let entity = convert::entity(py, entity)?;
+        let field = convert::filter_field(py, filter_field)?;
+        field.check_supported_by(entity).map_err(|e| to_py(py, e))?;
+        let page_size_u32 = u32::try_from(page_size).unwrap_or(0);
+        qbo_core::backfill::validate_page_size(page_size_u32).map_err(|e| to_py(py, e))?;
+        let (start, end) = (convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
+        if end <= start {
+            return Err(config_error(py, "end must be after start"));
+        }
+        let window = qbo_core::Window::new(start, end, &format!("{}_window", entity.slug()));
+        Ok((entity, field, window, page_size_u32))
+    }
+}
+

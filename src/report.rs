@@ -1,0 +1,158 @@
+//! Backfill results as small frozen Python objects (Mage stores block outputs on disk, so
+//! blocks pass these summaries around, never records).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use pyo3::prelude::*;
+
+/// What one window did.
+#[pyclass(frozen, module = "qbo_rs", get_all)]
+#[derive(Clone)]
+pub struct WindowReport {
+    pub label: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// "ok" or "failed".
+    pub status: String,
+    pub rows_fetched: u64,
+    pub rows_written: u64,
+    /// QBO's COUNT(*) after the read; None when one page answered the whole window.
+    pub server_count: Option<u64>,
+    pub pages: u32,
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub error: Option<String>,
+    pub duration_s: f64,
+}
+
+#[pymethods]
+impl WindowReport {
+    #[getter]
+    fn ok(&self) -> bool {
+        self.status == "ok"
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "WindowReport(label={:?}, status={:?}, rows_fetched={}, rows_written={})",
+            self.label, self.status, self.rows_fetched, self.rows_written
+        )
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("label", &self.label)?;
+        d.set_item("start", qbo_core::time::format_utc(self.start))?;
+        d.set_item("end", qbo_core::time::format_utc(self.end))?;
+        d.set_item("status", &self.status)?;
+        d.set_item("rows_fetched", self.rows_fetched)?;
+        d.set_item("rows_written", self.rows_written)?;
+        d.set_item("server_count", self.server_count)?;
+        d.set_item("pages", self.pages)?;
+        d.set_item("inserted", self.inserted)?;
+        d.set_item("updated", self.updated)?;
+        d.set_item("unchanged", self.unchanged)?;
+        d.set_item("error", &self.error)?;
+        d.set_item("duration_s", self.duration_s)?;
+        Ok(d)
+    }
+}
+
+/// What a backfill did, window by window.
+#[pyclass(frozen, module = "qbo_rs", get_all)]
+pub struct BackfillReport {
+    pub entity: String,
+    pub windows: Vec<WindowReport>,
+    pub total_rows: u64,
+    pub duration_s: f64,
+    pub requests: u64,
+    pub retries: u64,
+    pub throttled: u64,
+    /// Where each sink wrote (`{"txt": "data/invoices.txt"}`).
+    pub targets: HashMap<String, String>,
+}
+
+#[pymethods]
+impl BackfillReport {
+    #[getter]
+    fn ok(&self) -> bool {
+        self.windows.iter().all(|w| w.status == "ok")
+    }
+
+    #[getter]
+    fn failed_windows(&self) -> Vec<String> {
+        self.windows.iter().filter(|w| w.status != "ok").map(|w| w.label.clone()).collect()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "BackfillReport(entity={:?}, windows={}, total_rows={}, failed={:?})",
+            self.entity,
+            self.windows.len(),
+            self.total_rows,
+            self.failed_windows()
+        )
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("entity", &self.entity)?;
+        d.set_item("ok", self.ok())?;
+        d.set_item("total_rows", self.total_rows)?;
+        d.set_item("failed_windows", self.failed_windows())?;
+        d.set_item("duration_s", self.duration_s)?;
+        d.set_item("requests", self.requests)?;
+        d.set_item("retries", self.retries)?;
+        d.set_item("throttled", self.throttled)?;
+        d.set_item("targets", self.targets.clone())?;
+        let windows = self.windows.iter().map(|w| w.to_dict(py)).collect::<PyResult<Vec<_>>>()?;
+        d.set_item("windows", windows)?;
+        Ok(d)
+    }
+}
+
+impl BackfillReport {
+    pub fn from_core(r: qbo_core::backfill::BackfillReport) -> Self {
+        let mut targets = HashMap::new();
+        let windows = r
+            .windows
+            .iter()
+            .map(|w| {
+                for s in &w.sinks {
+                    targets.insert(s.sink.clone(), s.target.clone());
+                }
+                let first = w.sinks.first().map(|s| s.outcome).unwrap_or_default();
+                WindowReport {
+                    label: w.label.clone(),
+                    start: w.start,
+                    end: w.end,
+                    status: match w.status {
+                        qbo_core::backfill::WindowStatus::Ok => "ok".into(),
+                        qbo_core::backfill::WindowStatus::Failed => "failed".into(),
+                    },
+                    rows_fetched: w.rows_fetched,
+                    rows_written: w.rows_written(),
+                    server_count: w.fetch.server_count,
+                    pages: w.fetch.pages,
+                    inserted: first.inserted,
+                    updated: first.updated,
+                    unchanged: first.unchanged + first.stale,
+                    error: w.error.clone(),
+                    duration_s: w.duration.as_secs_f64(),
+                }
+            })
+            .collect();
+        BackfillReport {
+            entity: r.entity.qbo_name().to_string(),
+            total_rows: r.total_rows(),
+            windows,
+            duration_s: r.duration.as_secs_f64(),
+            requests: r.requests,
+            retries: r.retries,
+            throttled: r.throttled,
+            targets,
+        }
+    }
+}

@@ -1,0 +1,64 @@
+"""The qbo-rs command line: plan, backfill, emulator, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from qbo_rs.testing import QboEmulator
+
+from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
+
+QBO = [sys.executable, "-m", "qbo_rs"]
+
+
+def run(args, env=None, **kw):
+    return subprocess.run(QBO + args, capture_output=True, text=True, env=env, timeout=180, **kw)
+
+
+def test_plan_prints_windows():
+    out = run(["plan", "--start", "2025-01-01", "--end", "2025-03-01", "--chunk-days", "50"])
+    assert out.returncode == 0
+    lines = out.stdout.strip().splitlines()
+    assert lines == ["invoice_backfill_2025-01-01\t2025-01-01\t2025-02-20", "invoice_backfill_2025-02-20\t2025-02-20\t2025-03-01"]
+
+
+def test_bad_arguments_exit_2_with_one_line():
+    out = run(["backfill", "invoice", "--start", "2025-02-01", "--end", "2025-01-01"])
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("qbo-rs: ")
+    out = run(["backfill", "bill", "--start", "2025-01-01", "--end", "2025-02-01"])
+    assert out.returncode == 2 and "unknown entity" in out.stderr
+
+
+def test_missing_credentials_are_named(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QBO_")}
+    out = run(["backfill", "item", "--start", "2025-01-01", "--end", "2025-02-01", "--data-dir", str(tmp_path)], env=env)
+    assert out.returncode == 2 and "QBO_CLIENT_ID" in out.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_backfill_case_insensitive_entity(tmp_path: Path):
+    with QboEmulator(seed=2, invoices=100, customers=60, items=10) as emu:
+        env = dict(os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
+        out = run(["backfill", "CUSTOMER", "--start", RANGE_START, "--end", RANGE_END, "--data-dir", str(tmp_path / "d")], env=env)
+        assert out.returncode == 0, out.stderr
+        assert "Total customers descargadas: 60" in out.stderr
+        assert landed_versions(read_raw(tmp_path / "d" / "customers.txt")) == truth_versions(emu, "Customer")
+
+
+def test_emulator_command_prints_client_environment(tmp_path: Path):
+    proc = subprocess.Popen(QBO + ["emulator", "--port", "0", "--invoices", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline().strip() for _ in range(6)]
+        names = [line.split("=", 1)[0] for line in lines]
+        assert names == ["QBO_BASE_URL", "QBO_TOKEN_URL", "QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN", "QBO_REALM_ID"]
+        env = dict(os.environ, **dict(line.split("=", 1) for line in lines), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
+        out = run(["backfill", "invoice", "--start", RANGE_START, "--end", RANGE_END, "--data-dir", str(tmp_path)], env=env)
+        assert out.returncode == 0, out.stderr
+        assert len(read_raw(tmp_path / "invoices.txt")) == 30
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0

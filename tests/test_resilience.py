@@ -1,0 +1,96 @@
+"""Faults survived: 429 storms (JSON and XML), 5xx, resets, slow responses, malformed
+bodies, access-token expiry mid-run, refresh-token rotation persisted across runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import qbo_rs
+from qbo_rs.exceptions import AuthError, BackfillError, RateLimitError
+from qbo_rs.testing import QboEmulator
+
+from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
+
+
+@pytest.mark.parametrize("body", ["Json", "Xml"])
+def test_429_storm_is_survived(emulator: QboEmulator, client_factory, tmp_path: Path, body):
+    emulator.set_knobs(force_429_next=4, throttle_body=body)
+    report = client_factory(emulator).backfill("customer", RANGE_START, RANGE_END, data_dir=tmp_path)
+    assert report.ok and report.throttled >= 4 and report.retries >= 4
+    assert landed_versions(read_raw(tmp_path / "customers.txt")) == truth_versions(emulator, "Customer")
+
+
+def test_retry_after_is_honoured(emulator: QboEmulator, client_factory, tmp_path: Path):
+    emulator.set_knobs(force_429_next=1, retry_after_secs=1)
+    report = client_factory(emulator, backoff_base=10.0).backfill("item", RANGE_START, RANGE_END, data_dir=tmp_path)
+    # With a 10 s backoff base a wait of ~1 s can only come from Retry-After.
+    assert report.ok and report.duration_s < 8
+
+
+@pytest.mark.parametrize("kinds", [["Http500"], ["Http503"], ["Reset"], ["Malformed"], ["Fault200"], ["Slow"]])
+def test_faults_are_survived(emulator: QboEmulator, client_factory, tmp_path: Path, kinds):
+    emulator.set_knobs(fault_rate=0.3, fault_kinds=kinds, slow_ms=1500)
+    client = client_factory(emulator, timeout=1.0, max_retries=8)
+    report = client.backfill("invoice", RANGE_START, RANGE_END, chunk_days=365, page_size=200, data_dir=tmp_path)
+    assert report.ok and report.retries > 0
+    assert emulator.stats()["faults_injected"] > 0
+    assert landed_versions(read_raw(tmp_path / "invoices.txt")) == truth_versions(emulator, "Invoice")
+
+
+def test_retries_exhausted_fail_the_window_cleanly(emulator: QboEmulator, client_factory, tmp_path: Path):
+    client = client_factory(emulator, max_retries=2)
+    client.backfill("item", RANGE_START, RANGE_END, data_dir=tmp_path)
+    before = (tmp_path / "items.txt").read_bytes()
+    emulator.set_knobs(force_429_next=10_000)
+    with pytest.raises(BackfillError) as failure:
+        client.backfill("item", RANGE_START, RANGE_END, chunk_days=2000, data_dir=tmp_path)
+    report = failure.value.report
+    assert not report.ok and report.failed_windows
+    assert "429" in (report.windows[0].error or "")
+    assert (tmp_path / "items.txt").read_bytes() == before, "a failed window must not touch what is written"
+
+
+def test_access_token_expiry_mid_run(client_factory, tmp_path: Path):
+    with QboEmulator(seed=3, invoices=2500, customers=10, items=10, access_token_ttl_secs=1, latency_ms=20) as emu:
+        report = client_factory(emu, max_in_flight=2).backfill(
+            "invoice", RANGE_START, RANGE_END, chunk_days=365, page_size=50, data_dir=tmp_path
+        )
+        assert report.ok
+        assert emu.stats()["token_refreshes"] >= 2, "the run outlived its first access token"
+        assert landed_versions(read_raw(tmp_path / "invoices.txt")) == truth_versions(emu, "Invoice")
+
+
+def test_revoked_access_token_refreshes_once(emulator: QboEmulator, client_factory, tmp_path: Path):
+    client = client_factory(emulator)
+    client.backfill("item", RANGE_START, RANGE_END, data_dir=tmp_path)
+    emulator.expire_access_tokens()
+    assert client.count("item", RANGE_START, RANGE_END) == len(emulator.truth("Item"))
+
+
+def test_rotation_is_persisted_and_reused(tmp_path: Path):
+    store = tmp_path / "state" / "tokens.json"
+    rotated = []
+    with QboEmulator(seed=4, invoices=50, customers=10, items=10, refresh_rotate_after_secs=0) as emu:
+        first = qbo_rs.QboClient(emu.credentials(), token_store=store, on_token_rotated=lambda realm, tok: rotated.append((realm, tok)))
+        first.count("invoice", RANGE_START, RANGE_END)
+        saved = json.loads(store.read_text())
+        assert oct(store.stat().st_mode & 0o777) == "0o600"
+        assert saved["refresh_token"] != emu.native.refresh_token, "the emulator rotated the refresh token"
+        assert rotated == [(emu.realm_id, saved["refresh_token"])]
+        # The configured token is dead now (grace 0): only the persisted one can work.
+        emu.expire_access_tokens()
+        second = qbo_rs.QboClient(emu.credentials(), token_store=store)
+        assert second.count("invoice", RANGE_START, RANGE_END) == 50
+        # Without the store the original token is rejected: rotation really happened.
+        with pytest.raises(AuthError, match="invalid_grant"):
+            qbo_rs.QboClient(emu.credentials(), token_store=None).count("invoice", RANGE_START, RANGE_END)
+
+
+def test_persistent_throttle_raises_rate_limit_error(emulator: QboEmulator, client_factory):
+    emulator.set_knobs(force_429_next=10_000)
+    with pytest.raises(RateLimitError) as e:
+        client_factory(emulator, max_retries=1).count("invoice", RANGE_START, RANGE_END)
+    assert e.value.attempts == 2
