@@ -241,6 +241,10 @@ impl FrameBuilder {
         FrameBuilder { buf, count: 0 }
     }
 
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
     pub fn push(&mut self, e: &IdxEntry<'_>) {
         debug_assert!(e.id.len() <= u16::MAX as usize);
         self.buf.extend_from_slice(&(e.id.len() as u16).to_le_bytes());
@@ -262,21 +266,30 @@ impl FrameBuilder {
     }
 }
 
-/// Parses consecutive frames from `b` (which must hold whole frames exactly), calling `f` for
-/// each entry with the frame's generation. Returns the last frame's generation, or None when any
-/// frame is torn, corrupt, or out of generation order (the caller then rebuilds from the data).
-pub(crate) fn parse_frames(b: &[u8], mut last_gen: u64, mut f: impl FnMut(u64, IdxEntry<'_>)) -> Option<u64> {
-    let mut r = Reader::new(b);
-    while r.pos < b.len() {
-        let payload_len = r.u32()? as usize;
-        let c = r.u32()?;
-        let payload = r.take(payload_len)?;
+/// Parses the whole frames at the start of `b`, calling `f` for each entry with the frame's
+/// generation, and stops at the first incomplete frame. Every frame's generation must exceed
+/// `after`, and not decrease (a snapshot is several frames of one generation).
+/// Returns (bytes consumed, last generation seen or `after`), or None when a frame is corrupt or
+/// out of order (the caller then reloads or rebuilds).
+pub(crate) fn parse_frames_prefix(b: &[u8], after: u64, mut last_gen: u64, mut f: impl FnMut(IdxEntry<'_>)) -> Option<(usize, u64)> {
+    let mut consumed = 0;
+    loop {
+        let rest = &b[consumed..];
+        if rest.len() < 8 {
+            return Some((consumed, last_gen));
+        }
+        let payload_len = u32::from_le_bytes(rest[0..4].try_into().ok()?) as usize;
+        if rest.len() < 8 + payload_len {
+            return Some((consumed, last_gen));
+        }
+        let c = u32::from_le_bytes(rest[4..8].try_into().ok()?);
+        let payload = &rest[8..8 + payload_len];
         if crc(payload) != c {
             return None;
         }
         let mut p = Reader::new(payload);
         let generation = p.u64()?;
-        if generation <= last_gen {
+        if generation <= after || generation < last_gen {
             return None;
         }
         let count = p.u32()?;
@@ -287,15 +300,23 @@ pub(crate) fn parse_frames(b: &[u8], mut last_gen: u64, mut f: impl FnMut(u64, I
             let len = p.u64()?;
             let ms = p.i64()?;
             let token = p.u64()?;
-            f(generation, IdxEntry { id, version: Version { updated_at_ms: ms, sync_token: token }, offset, len });
+            f(IdxEntry { id, version: Version { updated_at_ms: ms, sync_token: token }, offset, len });
         }
         if p.pos != payload.len() {
             return None;
         }
         last_gen = generation;
+        consumed += 8 + payload_len;
     }
-    Some(last_gen)
 }
+
+/// Length of the frame starting `b` (header included), if its header is there.
+pub(crate) fn frame_len(b: &[u8]) -> Option<usize> {
+    Some(8 + u32::from_le_bytes(b.get(0..4)?.try_into().ok()?) as usize)
+}
+
+/// Entries per snapshot frame, so no single frame (and no read buffer) gets large.
+pub(crate) const SNAPSHOT_FRAME_ENTRIES: u32 = 1 << 16;
 
 #[cfg(test)]
 mod tests {
@@ -340,9 +361,13 @@ mod tests {
         f2.push(&IdxEntry { id: "12", version: v, offset: 9, len: 2 });
         b.extend_from_slice(&f2.finish());
         let mut seen = vec![];
-        assert_eq!(parse_frames(&b, 0, |g, e| seen.push((g, e.id.to_string(), e.offset))), Some(6));
-        assert_eq!(seen, vec![(5, "12".into(), 1), (5, "ab".into(), 3), (6, "12".into(), 9)]);
-        assert_eq!(parse_frames(&b[..b.len() - 1], 0, |_, _| {}), None);
-        assert_eq!(parse_frames(&b, 5, |_, _| {}), None, "generations must increase");
+        assert_eq!(parse_frames_prefix(&b, 0, 0, |e| seen.push((e.id.to_string(), e.offset))), Some((b.len(), 6)));
+        assert_eq!(seen, vec![("12".into(), 1), ("ab".into(), 3), ("12".into(), 9)]);
+        let first = frame_len(&b).unwrap();
+        assert_eq!(parse_frames_prefix(&b[..b.len() - 1], 0, 0, |_| {}), Some((first, 5)), "stops at a torn frame");
+        assert_eq!(parse_frames_prefix(&b, 5, 0, |_| {}), None, "generations must exceed the start");
+        let mut corrupt = b.clone();
+        corrupt[first + 20] ^= 1;
+        assert_eq!(parse_frames_prefix(&corrupt, 0, 0, |_| {}), None);
     }
 }

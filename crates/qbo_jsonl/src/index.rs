@@ -255,40 +255,50 @@ impl Index {
         true
     }
 
-    /// Visits every record as (id, version, slot), in no particular order.
-    /// The id is passed as a `Key` so numeric ids need no allocation.
-    pub fn for_each(&self, mut f: impl FnMut(Key<'_>, Version, Slot)) {
-        let mut is_str = vec![false; self.len as usize];
-        for (s, &n) in &self.strs {
-            is_str[n as usize] = true;
-            f(Key::Str(s), self.version_at(n), self.slot_at(n));
-        }
-        for n in 0..self.len {
-            if !is_str[n as usize] {
-                f(Key::Num(self.entry(n).key), self.version_at(n), self.slot_at(n));
-            }
+    /// Entry numbers of the non-numeric ids, to name entries by number.
+    pub fn str_keys(&self) -> HashMap<u32, &str> {
+        self.strs.iter().map(|(s, &n)| (n, &**s)).collect()
+    }
+
+    /// The id of entry `n` (`strs` from [`Self::str_keys`]).
+    pub fn key_at<'a>(&'a self, n: u32, strs: &HashMap<u32, &'a str>) -> Key<'a> {
+        match strs.get(&n) {
+            Some(s) => Key::Str(s),
+            None => Key::Num(self.entry(n).key),
         }
     }
 
-    /// Every record's id and slot, sorted by offset (for compaction and checks).
-    pub fn by_offset(&self) -> Vec<(String, Version, Slot)> {
-        let mut v = Vec::with_capacity(self.len());
-        self.for_each(|k, ver, s| {
-            let id = match k {
-                Key::Num(n) => n.to_string(),
-                Key::Str(s) => s.to_string(),
-            };
-            v.push((id, ver, s));
-        });
-        v.sort_unstable_by_key(|x| x.2.offset);
+    pub fn version_of_entry(&self, n: u32) -> Version {
+        self.version_at(n)
+    }
+
+    pub fn slot_of_entry(&self, n: u32) -> Slot {
+        self.slot_at(n)
+    }
+
+    /// Moves entry `n` to a new slot (compaction).
+    pub fn set_slot_of_entry(&mut self, n: u32, slot: Slot) {
+        let old = self.slot_at(n);
+        self.slot_bytes = self.slot_bytes - old.len + slot.len;
+        self.set_slot(n, slot);
+    }
+
+    /// Every record as (id, version, slot), in entry order.
+    pub fn entries(&self) -> impl Iterator<Item = (Key<'_>, Version, Slot)> + '_ {
+        let strs = self.str_keys();
+        (0..self.len).map(move |n| (self.key_at(n, &strs), self.version_at(n), self.slot_at(n)))
+    }
+
+    /// (offset, entry number) of every record, sorted by offset: 16 bytes per record.
+    pub fn order_by_offset(&self) -> Vec<(u64, u32)> {
+        let mut v: Vec<(u64, u32)> = (0..self.len).map(|n| (self.slot_at(n).offset, n)).collect();
+        v.sort_unstable();
         v
     }
 
     /// Greatest end offset of any slot (0 when empty).
     pub fn max_end(&self) -> u64 {
-        let mut m = 0;
-        self.for_each(|_, _, s| m = m.max(s.end()));
-        m
+        (0..self.len).map(|n| self.slot_at(n).end()).max().unwrap_or(0)
     }
 }
 
@@ -329,11 +339,11 @@ mod tests {
         assert_eq!(ix.get(Key::of("abc")).unwrap(), (v(3), Slot { offset: 7, len: 2 }));
         assert!(ix.big_locs.is_empty());
         assert_eq!(ix.slot_bytes(), 100_000 * 10 + 3 + 2);
-        let mut count = 0;
-        ix.for_each(|_, _, _| count += 1);
-        assert_eq!(count, 100_002);
-        let sorted = ix.by_offset();
-        assert!(sorted.windows(2).all(|w| w[0].2.offset <= w[1].2.offset));
+        assert_eq!(ix.entries().count(), 100_002);
+        assert_eq!(ix.entries().filter(|e| matches!(e.0, Key::Str(_))).count(), 2);
+        let sorted = ix.order_by_offset();
+        assert!(sorted.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(ix.max_end(), 99_999 * 10 + 10);
     }
 
     #[test]

@@ -379,12 +379,40 @@ impl JsonlStore {
 
     /// Reads only the index-log frames committed since our last view. False if inconsistent.
     fn catch_up(&mut self, m: &Manifest) -> Result<bool> {
-        let b = fio::read_range(&self.idx, self.m.idx_len, m.idx_len - self.m.idx_len, &self.idx_path)?;
-        let index = &mut self.index;
-        let last = format::parse_frames(&b, self.m.generation, |_, e| {
-            index.set(Key::of(e.id), e.version, Slot { offset: e.offset, len: e.len });
-        });
+        let last = self.load_frames(self.m.idx_len, m, self.m.generation)?;
         Ok(last == Some(m.generation) && self.index.len() as u64 == m.records)
+    }
+
+    /// Applies the index-log frames in `[from, m.idx_len)` to the index, reading in chunks so
+    /// memory stays bounded by the largest frame. None if a frame is torn, corrupt, out of
+    /// order, or points outside the committed data.
+    fn load_frames(&mut self, from: u64, m: &Manifest, after: u64) -> Result<Option<u64>> {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut pos = from;
+        let mut last = after;
+        let mut bad = false;
+        while pos < m.idx_len || !buf.is_empty() {
+            if pos < m.idx_len {
+                let need = format::frame_len(&buf).unwrap_or(8).saturating_sub(buf.len()) as u64;
+                let want = need.max(CHUNK as u64).min(m.idx_len - pos);
+                let chunk = fio::read_range(&self.idx, pos, want, &self.idx_path)?;
+                buf.extend_from_slice(&chunk);
+                pos += want;
+            }
+            let index = &mut self.index;
+            let Some((consumed, l)) = format::parse_frames_prefix(&buf, after, last, |e| {
+                bad |= e.len == 0 || e.offset.checked_add(e.len).is_none_or(|end| end > m.data_len);
+                index.set(Key::of(e.id), e.version, Slot { offset: e.offset, len: e.len });
+            }) else {
+                return Ok(None);
+            };
+            if bad || (consumed == 0 && pos >= m.idx_len) {
+                return Ok(None);
+            }
+            last = l;
+            buf.drain(..consumed);
+        }
+        Ok(Some(last))
     }
 
     /// Loads the whole index log. False if it does not match the manifest / data file.
@@ -397,17 +425,12 @@ impl JsonlStore {
         if len < m.idx_len || m.idx_len < format::IDX_HEADER_LEN {
             return Ok(false);
         }
-        let b = fio::read_range(&self.idx, 0, m.idx_len, &self.idx_path)?;
-        if format::decode_idx_header(&b) != Some(m.epoch) {
+        let header = fio::read_range(&self.idx, 0, format::IDX_HEADER_LEN, &self.idx_path)?;
+        if format::decode_idx_header(&header) != Some(m.epoch) {
             return Ok(false);
         }
-        let index = &mut self.index;
-        let mut bad = false;
-        let last = format::parse_frames(&b[format::IDX_HEADER_LEN as usize..], 0, |_, e| {
-            bad |= e.offset.checked_add(e.len).is_none_or(|end| end > m.data_len) || e.len == 0;
-            index.set(Key::of(e.id), e.version, Slot { offset: e.offset, len: e.len });
-        });
-        if bad || last != Some(m.generation) || self.index.len() as u64 != m.records {
+        let last = self.load_frames(format::IDX_HEADER_LEN, m, 0)?;
+        if last != Some(m.generation) || self.index.len() as u64 != m.records {
             self.index = Index::new();
             return Ok(false);
         }
@@ -624,28 +647,6 @@ impl JsonlStore {
         Ok(())
     }
 
-    /// Writes a snapshot of `index` as a new index log (new epoch) via tmp + rename.
-    /// Returns (epoch, length).
-    fn write_snapshot(&mut self, index: &Index, generation: u64) -> Result<(u64, u64)> {
-        let epoch = new_epoch();
-        let mut fb = FrameBuilder::new(generation);
-        let mut num = itoa_buf();
-        index.for_each(|k, version, s| {
-            let id: &str = match k {
-                Key::Num(n) => fmt_u64(&mut num, n),
-                Key::Str(s) => s,
-            };
-            fb.push(&IdxEntry { id, version, offset: s.offset, len: s.len });
-        });
-        let mut b = format::idx_header(epoch).to_vec();
-        b.extend_from_slice(&fb.finish());
-        let tmp = self.idx_tmp.clone();
-        let f = fio::create_truncate(&tmp)?;
-        self.io.write_at(&f, &b, 0, &tmp)?;
-        self.io.sync(&f, &tmp)?;
-        Ok((epoch, b.len() as u64))
-    }
-
     /// After the manifest naming a new index-log epoch committed: move the snapshot into place.
     fn install_snapshot(&mut self) -> Result<()> {
         let (tmp, path) = (self.idx_tmp.clone(), self.idx_path.clone());
@@ -668,11 +669,8 @@ impl JsonlStore {
     }
 
     fn rewrite_index_log(&mut self) -> Result<()> {
-        let index = std::mem::take(&mut self.index);
         let generation = self.m.generation + 1;
-        let r = self.write_snapshot(&index, generation);
-        self.index = index;
-        let (epoch, idx_len) = r?;
+        let (epoch, idx_len) = write_snapshot(&mut self.io, &self.idx_tmp, generation, self.index.entries())?;
         let m = Manifest { generation, epoch, idx_len, ..self.m };
         // Stale journal must not be mistaken for this generation's.
         self.write_journal(&Journal { generation, base_len: m.data_len, append_len: 0, ops: vec![] })?;
@@ -683,16 +681,20 @@ impl JsonlStore {
 
     fn compact_locked(&mut self) -> Result<CompactOutcome> {
         let bytes_before = self.m.data_len;
-        let entries = self.index.by_offset();
+        // (offset, entry) sorted by offset; once a line is copied its offset is replaced by the
+        // new one, so the whole plan costs 20 bytes per record.
+        let mut order = self.index.order_by_offset();
+        let mut new_lens: Vec<u32> = Vec::with_capacity(order.len());
         let tmp_path = self.compact_tmp.clone();
         let tmp = fio::create_truncate(&tmp_path)?;
         let mut out: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
         let mut out_off = 0u64;
         let mut window: Vec<u8> = Vec::new();
         let mut win_start = 0u64;
-        let mut new_index = Index::new();
         let data_path = self.path.clone();
-        for (id, version, slot) in &entries {
+        let strs = self.index.str_keys();
+        for item in order.iter_mut() {
+            let slot = self.index.slot_of_entry(item.1);
             let win_end = win_start + window.len() as u64;
             if slot.offset < win_start || slot.end() > win_end {
                 let len = (CHUNK as u64).max(slot.len).min(self.m.data_len - slot.offset);
@@ -701,11 +703,12 @@ impl JsonlStore {
             }
             let s = (slot.offset - win_start) as usize;
             let content = trim_end(&window[s..s + slot.len as usize - 1]);
-            new_index.set(
-                Key::of(id),
-                *version,
-                Slot { offset: out_off + out.len() as u64, len: content.len() as u64 + 1 },
-            );
+            let new_len = u32::try_from(content.len() + 1).map_err(|_| StoreError::TooLarge {
+                path: data_path.clone(),
+                detail: "a line is longer than 4 GiB".into(),
+            })?;
+            item.0 = out_off + out.len() as u64;
+            new_lens.push(new_len);
             out.extend_from_slice(content);
             out.push(b'\n');
             if out.len() >= CHUNK {
@@ -718,12 +721,17 @@ impl JsonlStore {
             self.io.write_at(&tmp, &out, out_off, &tmp_path)?;
             out_off += out.len() as u64;
         }
-        drop(window);
+        drop((window, out));
         self.io.sync(&tmp, &tmp_path)?;
         let tmp_ino = file_id(&tmp.metadata().map_err(|e| StoreError::io("inspecting", &tmp_path, e))?);
         drop(tmp);
         let generation = self.m.generation + 1;
-        let (epoch, idx_len) = self.write_snapshot(&new_index, generation)?;
+        let index = &self.index;
+        let entries = order.iter().zip(&new_lens).map(|(&(off, n), &len)| {
+            (index.key_at(n, &strs), index.version_of_entry(n), Slot { offset: off, len: u64::from(len) })
+        });
+        let (epoch, idx_len) = write_snapshot(&mut self.io, &self.idx_tmp, generation, entries)?;
+        drop(strs);
         self.write_journal(&Journal { generation, base_len: out_off, append_len: 0, ops: vec![] })?;
         let m = Manifest {
             generation,
@@ -732,17 +740,20 @@ impl JsonlStore {
             data_ino: tmp_ino,
             idx_len,
             waste: 0,
-            records: new_index.len() as u64,
+            records: self.index.len() as u64,
         };
         self.commit_manifest(&m)?;
-        // Committed: a crash from here on is finished by `sync` (it renames the temp files).
+        // Committed: the in-memory index follows, and a crash from here on is finished by
+        // `sync` (it renames the temp files).
+        for (&(off, n), &len) in order.iter().zip(&new_lens) {
+            self.index.set_slot_of_entry(n, Slot { offset: off, len: u64::from(len) });
+        }
+        self.m = m;
         self.install_snapshot()?;
         self.io.rename(&tmp_path, &data_path)?;
         let dir = self.dir.clone();
         self.io.sync_dir(&dir)?;
         self.reopen_data()?;
-        self.index = new_index;
-        self.m = m;
         tracing::info!(path = %self.path.display(), bytes_before, bytes_after = out_off, "compacted");
         Ok(CompactOutcome { bytes_before, bytes_after: out_off, records: self.index.len() })
     }
@@ -755,6 +766,8 @@ impl JsonlStore {
         if file_len > 0 {
             tracing::warn!(path = %self.path.display(), reason = why, "rebuilding the index by scanning the data file");
         }
+        self.index = Index::new(); // free it before building the new one
+        self.m = Manifest::default();
         let scan = self.scan(file_len)?;
         let mut index = scan.index;
         let new_len = index.max_end();
@@ -774,8 +787,7 @@ impl JsonlStore {
         let journal = Journal { generation, base_len: new_len, append_len: cur_len.saturating_sub(new_len), ops };
         self.write_journal(&journal)?;
         self.io.sync(&self.data, &path)?;
-        let r = self.write_snapshot(&index, generation);
-        let (epoch, idx_len) = r?;
+        let (epoch, idx_len) = write_snapshot(&mut self.io, &self.idx_tmp, generation, index.entries())?;
         let m = Manifest {
             generation,
             epoch,
@@ -876,6 +888,46 @@ impl JsonlStore {
     }
 }
 
+/// Writes a snapshot index log (new epoch) to `tmp` and syncs it; `install_snapshot` moves it
+/// into place once the manifest naming its epoch has committed. Returns (epoch, length).
+fn write_snapshot<'a>(
+    io: &mut Io,
+    tmp: &Path,
+    generation: u64,
+    entries: impl Iterator<Item = (Key<'a>, Version, Slot)>,
+) -> Result<(u64, u64)> {
+    let epoch = new_epoch();
+    let f = fio::create_truncate(tmp)?;
+    let mut out = format::idx_header(epoch).to_vec();
+    let mut off = 0u64;
+    let mut num = [0u8; 20];
+    let mut fb = FrameBuilder::new(generation);
+    let mut wrote_frame = false;
+    for (k, version, s) in entries {
+        let id: &str = match k {
+            Key::Num(n) => fmt_u64(&mut num, n),
+            Key::Str(s) => s,
+        };
+        fb.push(&IdxEntry { id, version, offset: s.offset, len: s.len });
+        if fb.len() >= format::SNAPSHOT_FRAME_ENTRIES {
+            out.extend_from_slice(&std::mem::replace(&mut fb, FrameBuilder::new(generation)).finish());
+            wrote_frame = true;
+            if out.len() >= CHUNK {
+                io.write_at(&f, &out, off, tmp)?;
+                off += out.len() as u64;
+                out.clear();
+            }
+        }
+    }
+    if fb.len() > 0 || !wrote_frame {
+        out.extend_from_slice(&fb.finish());
+    }
+    io.write_at(&f, &out, off, tmp)?;
+    off += out.len() as u64;
+    io.sync(&f, tmp)?;
+    Ok((epoch, off))
+}
+
 fn push_blank(ops: &mut Vec<Op>, s: Slot) {
     let (mut o, mut n) = (s.offset, s.len);
     while n > 0 {
@@ -890,10 +942,6 @@ struct Scan {
     index: Index,
     ops: Vec<Op>,
     needs_newline: bool,
-}
-
-fn itoa_buf() -> [u8; 20] {
-    [0u8; 20]
 }
 
 fn fmt_u64(buf: &mut [u8; 20], mut n: u64) -> &str {
