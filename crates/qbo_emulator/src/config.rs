@@ -144,6 +144,9 @@ pub struct Knobs {
     /// How long the previous refresh token keeps working after a rotation. Default 0 (dies at
     /// once, Intuit's help article).
     pub old_refresh_grace_secs: u64,
+    /// Oldest `changedSince` the CDC endpoint accepts, in days before now; `None` = no limit.
+    /// Default `Some(30)` (Intuit's documented look-back).
+    pub cdc_max_lookback_days: Option<u32>,
 }
 
 impl Default for Knobs {
@@ -162,6 +165,7 @@ impl Default for Knobs {
             access_token_ttl_secs: 3600,
             refresh_rotate_after_secs: 86400,
             old_refresh_grace_secs: 0,
+            cdc_max_lookback_days: Some(30),
         }
     }
 }

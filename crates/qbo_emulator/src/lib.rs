@@ -1,8 +1,422 @@
-//! qbo_emulator (work in progress)
-#![allow(dead_code)]
+//! # qbo_emulator — a local QuickBooks Online emulator
+//!
+//! No machine here reaches Intuit, and users want offline development too, so qbo_rs ships an
+//! emulator of the parts of QBO it uses, in the spirit of stripe-mock or moto. Its contract is
+//! `shared/reference/qbo-api.md`; this crate follows its §9 checklist. It is pure Rust (tokio +
+//! axum); the Python binding and the CLI call the API below.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), qbo_emulator::EmulatorError> {
+//! use qbo_emulator::{Emulator, EmulatorConfig, Knobs};
+//! let emu = Emulator::start(EmulatorConfig { invoices: 10_000, knobs: Knobs::unthrottled(), ..Default::default() }).await?;
+//! println!("API  {}/v3/company/{}/query", emu.base_url(), emu.realm_id());
+//! println!("auth {} client {} / {}", emu.token_url(), emu.client_id(), emu.client_secret());
+//! let truth = emu.truth("Invoice")?;          // what a complete backfill must end up with
+//! emu.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Routes (the contract's subset)
+//!
+//! | Route | What |
+//! |---|---|
+//! | `GET\|POST /v3/company/{realm}/query` | Statement from `?query=` or from the body (`application/text`, `text/plain`, any other type as raw text, or a form field `query`). `minorversion` is ignored (every value is served as 75). |
+//! | `POST /v3/company/{realm}/batch` | `{"BatchItemRequest":[{"bId":..,"Query":..}]}`, query items only, at most 30; HTTP 200 with per-item `QueryResponse` or `Fault`. |
+//! | `GET /v3/company/{realm}/cdc?entities=..&changedSince=..` | Records with LastUpdatedTime >= changedSince, ascending, 1000 objects at most; [`Knobs::cdc_max_lookback_days`] (30) enforced. No deleted stubs (nothing is deleted). |
+//! | `GET /v3/company/{realm}/{entity}/{id}` | One record, `{"Invoice":{..},"time":..}`; unknown Id → 400 code 610. |
+//! | `POST /oauth2/v1/tokens/bearer` | `grant_type=refresh_token`; client auth by HTTP Basic (takes precedence) or `client_id`/`client_secret` form fields. |
+//!
+//! Every API response carries `intuit_tid` (`1-<8hex>-<24hex>`), `QBO-Version` and
+//! `Content-Type: application/json;charset=utf-8`, and a compact JSON body with a top-level
+//! `time` in Pacific time with milliseconds. Bodies are never compressed (gzip would make the
+//! emulator CPU-bound; clients that ask for it get identity).
+//!
+//! Order of checks on an API request: bearer token (401 with the lower-case envelope of
+//! reference §3.5 and `WWW-Authenticate: Bearer realm="Intuit", error="invalid_token"`), realm
+//! (403, code 3100, same envelope), throttle (429, code 3001), then `latency_ms`, then the fault
+//! dice, then parsing (400 ValidationFault), then the answer.
+//!
+//! ## Token endpoint
+//!
+//! * Wrong or missing client credentials → 401 `{"error":"invalid_client"}`.
+//! * Missing `grant_type` / `refresh_token` → 400 `invalid_request`; another grant → 400
+//!   `unsupported_grant_type`.
+//! * Unknown, rotated-away or expired refresh token → 400
+//!   `{"error_description":"Incorrect or invalid refresh token","error":"invalid_grant"}`.
+//! * Success: `{"token_type":"bearer","expires_in":3600,"x_refresh_token_expires_in":8726400,
+//!   "refresh_token":..,"access_token":"eyJlbmMi…"}` (~800-char opaque access token). The refresh
+//!   token's value rotates once it is `refresh_rotate_after_secs` old (default 86400; 0 = every
+//!   refresh); until then the same value comes back and `x_refresh_token_expires_in` counts
+//!   down. The previous value dies at rotation unless `old_refresh_grace_secs` > 0. With the
+//!   request header `x-include-refresh-token-hard-expires-in: true` the answer also has
+//!   `x_refresh_token_hard_expires_in` (5 years from start, never reset).
+//! * There is no access token at start: call the token endpoint with
+//!   [`Emulator::initial_refresh_token`], or take one from [`Emulator::issue_access_token`].
+//!
+//! ## Query language
+//!
+//! See [`query::parse`]: `SELECT * | COUNT(*) FROM Entity [WHERE a op v AND ...]
+//! [ORDERBY|ORDER BY p [ASC|DESC], ...] [STARTPOSITION n] [MAXRESULTS n]` (the last three in
+//! any order), case-insensitive keywords, entity and property names, `MetaData.`/`Metadata.`,
+//! operators `= < > <= >= IN LIKE` (`%` only), `AND` only, values `'str\'ing'`, numbers,
+//! `true`/`false`, `CURRENT_DATE` (today in Pacific). Datetime literals: `Z`, `±HH:MM`, `±HHMM`,
+//! no offset (America/Los_Angeles wall time) or a bare date (Pacific midnight); fractions allowed.
+//!
+//! Properties: every entity has `Id` (`=` and `IN` only), `MetaData.CreateTime`,
+//! `MetaData.LastUpdatedTime`. Invoice adds `DocNumber`, `TxnDate`, `DueDate`, `CustomerRef`,
+//! `Balance`, `TotalAmt`; Customer adds `Active`, `DisplayName`, `FullyQualifiedName`,
+//! `CompanyName`, `GivenName`, `FamilyName`, `Balance`; Item adds `Active`, `Name`,
+//! `FullyQualifiedName`, `Type`, `UnitPrice`. String comparisons are case-insensitive.
+//!
+//! Errors (HTTP 400, `ValidationFault`): code `4000` "Error parsing query" with a
+//! `QueryParserError: …` detail for syntax errors, empty statements and unreadable literals;
+//! code `4001` "Invalid query" with `QueryValidationError: invalid context declaration: X`
+//! (unknown entity — only Invoice, Customer and Item exist), `Property X not found for Entity Y`,
+//! `value 1500 is too large. Max allowed value is 1000`, STARTPOSITION < 1, MAXRESULTS < 1, or an
+//! operator a property does not support (e.g. `Id > '5'`).
+//!
+//! Semantics: default MAXRESULTS 100; `maxResults` in the answer is the number of rows returned;
+//! an empty page is `{"QueryResponse":{},"time":..}`; COUNT is `{"QueryResponse":{"totalCount":n}}`
+//! (also for 0). Inactive Customers/Items are hidden unless the WHERE filters on `Active` (COUNT
+//! too). Without ORDERBY, Customer/Item come by name case-insensitively and Invoice by
+//! LastUpdatedTime DESC. Ties are always broken by numeric Id ascending (also inside
+//! `ORDERBY MetaData.LastUpdatedTime DESC`), so every order is deterministic.
+//!
+//! ## Generated data (what tests may rely on)
+//!
+//! All of it is a pure function of `(seed, invoices, customers, items, data_start, data_end)`:
+//! the same config gives byte-identical records. [`Emulator::data_summary`] (and
+//! `GET /_emulator/summary`) reports the facts below for a running instance.
+//!
+//! * **Span.** Every CreateTime and LastUpdatedTime lies in `[data_start 00:00Z, data_end+1 00:00Z)`
+//!   and CreateTime <= LastUpdatedTime. Ids are `1..=n` per entity and grow with CreateTime.
+//!   SyncToken is 0 when the record was never updated, else 1..=3 (inactive list records >= 1).
+//! * **Empty months.** When the span covers >= 6 calendar months, `round(6 %)` of them (at least
+//!   one), never among the first two or last two, hold **no record of any entity**: no
+//!   CreateTime, LastUpdatedTime or (Invoice) TxnDate falls in them, whether months are taken in
+//!   UTC or in Pacific time. Which months: [`empty_months`] (no generation needed) or
+//!   [`Emulator::empty_months`]. For the default config (seed 42, 2015-01..2025-10, 130 months)
+//!   that is 8 months.
+//! * **Dense bursts.** Per entity one "bulk import" burst of `clamp(n/40, 50, 5000)` records
+//!   (`n/10` when n < 200) sharing one exact LastUpdatedTime second, plus bursts of 50..=600
+//!   records until another ~4 % of the records are in bursts. So 100k invoices always have a
+//!   second holding > 1000 records (2500), i.e. a tie longer than the largest page.
+//! * **Density.** Records are spread over the non-empty months with weights growing ~4x from
+//!   the first month to the last, mild seasonality (Mar/Dec busier, Jul/Aug quieter) and ±40 %
+//!   month jitter; three in four fall in Pacific business hours.
+//! * **Inactive.** Exactly `round(10 %)` of Customers and of Items are inactive: `"Active":false`
+//!   and `" (deleted)"` appended to DisplayName/FullyQualifiedName (Customer) or
+//!   Name/FullyQualifiedName (Item).
+//! * **Payloads** follow reference §6: invoices (~2.2 KB compact JSON on average, 1.5–2.6 KB)
+//!   with 2–5 `SalesItemLineDetail` lines plus the `SubTotalLineDetail` line, `TxnTaxDetail`,
+//!   addresses, `CustomerRef` to an existing customer and `ItemRef`s to existing items (created
+//!   no later than the invoice when possible); customers ~0.9 KB; items ~0.55 KB. Times are
+//!   `YYYY-MM-DDTHH:MM:SS-08:00` / `-07:00` (DST-correct, whole seconds). `TxnDate` is the
+//!   Pacific date of CreateTime.
+//!
+//! ## Edits
+//!
+//! An edit (by [`Knobs::edit_rate`], [`Emulator::edit`] or `POST /_emulator/edit/..`) bumps
+//! SyncToken, sets LastUpdatedTime to now (wall clock, never backwards) and changes a field
+//! (Invoice: `Balance` halves and `PrivateNote` is set; Customer: `Balance` and `Notes`; Item:
+//! `UnitPrice` +5 % and `Description`). With `edit_rate` p, each `SELECT *` page request edits,
+//! with probability p, one record matching the same WHERE that sits *before* the returned page
+//! (positions < STARTPOSITION), or one of the returned rows when STARTPOSITION is 1 — exactly
+//! what makes plain STARTPOSITION paging lose a record (reference §8.4). Queries read under a
+//! read lock and edits take the write lock, so each answer is consistent.
+//!
+//! ## Throttling and faults
+//!
+//! [`Knobs::throttle_per_minute`] (default 500) limits admitted API requests in any sliding 60 s
+//! window, [`Knobs::max_in_flight`] (default 10) concurrent ones; the emulator serves one realm,
+//! so these are per realm. Over either, or while [`Knobs::force_429_next`] > 0, the answer is 429
+//! with code 3001 as JSON (default) or XML, with `Retry-After` if configured. Rejected requests do
+//! not count in the window. With [`Knobs::fault_rate`] each admitted API request may get one of
+//! [`FaultKind`]: 500 SystemFault 10000, 503, a connection reset mid-body, a slow answer, a
+//! truncated 200 body, or a 200 carrying a Fault. The dice are seeded, so a fixed request sequence
+//! sees the same faults.
+//!
+//! ## Admin HTTP routes (no auth)
+//!
+//! | Route | What |
+//! |---|---|
+//! | `GET /_emulator/truth/{entity}` | JSON list of [`TruthRow`] for ALL records incl. inactive, by numeric Id (`Invoice`, `customer`, `items`… accepted) |
+//! | `GET /_emulator/stats` | [`Stats`] |
+//! | `GET /_emulator/knobs` | [`Knobs`] |
+//! | `POST /_emulator/knobs` | JSON object with any subset of the knob fields; answers the new knobs (400 on unknown fields or bad values) |
+//! | `POST /_emulator/edit/{entity}/{id}` | edit one record now; answers its [`TruthRow`] |
+//! | `POST /_emulator/expire-access-tokens` | every issued access token becomes invalid; `{"expired":n}` |
+//! | `GET /_emulator/summary` | [`DataSummary`] |
+//! | `GET /_emulator/credentials` | the (fake) realm id, client id/secret, initial and current refresh token |
+//!
+//! ## Performance
+//!
+//! Each record's compact JSON is rendered once (at start or at an edit) into a `Bytes`; each
+//! entity keeps an index sorted by `(LastUpdatedTime, Id)`. A page bounded by LastUpdatedTime
+//! predicates and ordered by it is two binary searches plus one memcpy per record; COUNT on such
+//! a window is two binary searches. Generation renders in parallel threads. See
+//! `examples/bench_emulator.rs` for the measured throughput.
+//!
+//! ## Known deviations
+//!
+//! Only JSON is served (no XML for a missing `Accept`); OR, projections other than `*`,
+//! `Iterator`, deletes and the monthly quota are not emulated; the 10 requests/second limit is
+//! not separate from `max_in_flight`; CDC never returns deleted stubs.
+
+pub mod auth;
 pub mod config;
 pub mod data;
 pub(crate) mod pacific;
 pub mod query;
 pub(crate) mod rng;
-pub use config::*;
+mod server;
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::{EmulatorConfig, FaultKind, Knobs, ThrottleBody};
+pub use data::{empty_months, Burst, DataSummary, Entity, EntitySummary};
+pub use pacific::format_pacific;
+pub use server::QBO_VERSION;
+pub use stats::Stats;
+
+use server::{lock, rl, wl, Shared};
+
+/// Ground truth for one record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TruthRow {
+    pub id: String,
+    pub sync_token: String,
+    /// As served: `YYYY-MM-DDTHH:MM:SS-08:00` (Pacific).
+    pub last_updated_time: String,
+    pub last_updated_utc: DateTime<Utc>,
+    /// Always true for Invoice.
+    pub active: bool,
+}
+
+/// Errors of the Rust API.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("invalid emulator config: {0}")]
+    InvalidConfig(String),
+    #[error("unknown entity {0:?} (Invoice, Customer or Item)")]
+    UnknownEntity(String),
+    #[error("no {entity} with Id {id:?}")]
+    UnknownId { entity: String, id: String },
+    #[error("emulator internal error: {0}")]
+    Internal(String),
+}
+
+/// A running emulator. Dropping it stops the server (without waiting); [`Emulator::shutdown`]
+/// stops it and waits.
+pub struct Emulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    client_id: String,
+    client_secret: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+fn derive_credential(seed: u64, tag: u64, make: impl FnOnce(&mut rng::Rng) -> String, given: &str) -> String {
+    if given.is_empty() {
+        make(&mut rng::Rng::derive(seed, 0xC0DE, tag))
+    } else {
+        given.to_string()
+    }
+}
+
+const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+impl Emulator {
+    /// Validates the config, binds, generates the data (on a blocking thread) and spawns the
+    /// server on the current tokio runtime.
+    pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
+        if config.data_end < config.data_start {
+            return Err(EmulatorError::InvalidConfig("data_end is before data_start".into()));
+        }
+        if config.invoices > 0 && (config.customers == 0 || config.items == 0) {
+            return Err(EmulatorError::InvalidConfig("invoices need at least one customer and one item".into()));
+        }
+        if config.invoices > u32::MAX as usize / 2 || config.customers > u32::MAX as usize / 2 || config.items > u32::MAX as usize / 2 {
+            return Err(EmulatorError::InvalidConfig("too many records".into()));
+        }
+        if !(0.0..=1.0).contains(&config.knobs.fault_rate) || !(0.0..=1.0).contains(&config.knobs.edit_rate) {
+            return Err(EmulatorError::InvalidConfig("fault_rate and edit_rate must be within 0..=1".into()));
+        }
+        let addr_s = format!("{}:{}", config.host, config.port);
+        let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
+            .await
+            .map_err(|source| EmulatorError::Bind { addr: addr_s.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| EmulatorError::Bind { addr: addr_s, source })?;
+        let cfg = config.clone();
+        let ds = tokio::task::spawn_blocking(move || data::generate(&cfg))
+            .await
+            .map_err(|e| EmulatorError::Internal(format!("data generation failed: {e}")))?;
+        let seed = config.seed;
+        let realm = derive_credential(seed, 1, |r| format!("9130{:012}", r.below(1_000_000_000_000)), &config.realm_id);
+        let client_id = derive_credential(seed, 2, |r| format!("AB{}", r.chars(ALNUM, 48)), &config.client_id);
+        let client_secret = derive_credential(seed, 3, |r| r.chars(ALNUM, 40), &config.client_secret);
+        let refresh = derive_credential(seed, 4, auth::Auth::new_refresh_value, &config.refresh_token);
+        let summary = data::summarize(&ds);
+        let auth = auth::Auth::new(seed, client_id.clone(), client_secret.clone(), refresh);
+        let shared = Arc::new(Shared::new(seed, realm, auth, config.knobs.clone(), ds.tables, summary));
+        let app = server::router(shared.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!("qbo_emulator server stopped with an error: {e}");
+            }
+        });
+        tracing::info!(%addr, "qbo_emulator listening");
+        Ok(Emulator { shared, addr, client_id, client_secret, stop: Some(tx), task: Some(task) })
+    }
+
+    /// `http://HOST:PORT`. The query API is `{base}/v3/company/{realm}/query`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `{base}/v3`, the prefix Intuit's clients call `api_url`.
+    pub fn api_url(&self) -> String {
+        format!("{}/v3", self.base_url())
+    }
+
+    /// `{base}/v3/company/{realm}/query`.
+    pub fn query_url(&self) -> String {
+        format!("{}/v3/company/{}/query", self.base_url(), self.realm_id())
+    }
+
+    /// `{base}/oauth2/v1/tokens/bearer`.
+    pub fn token_url(&self) -> String {
+        format!("{}/oauth2/v1/tokens/bearer", self.base_url())
+    }
+
+    /// The bound socket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn realm_id(&self) -> &str {
+        &self.shared.realm
+    }
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+    pub fn client_secret(&self) -> &str {
+        &self.client_secret
+    }
+    /// The refresh token valid at start.
+    pub fn initial_refresh_token(&self) -> &str {
+        &self.shared.initial_refresh
+    }
+    /// The refresh token valid now (after any rotations).
+    pub fn current_refresh_token(&self) -> String {
+        lock(&self.shared.auth).current_refresh().to_string()
+    }
+
+    /// Issues a valid access token without going through the token endpoint (tests, tools).
+    pub fn issue_access_token(&self) -> String {
+        let ttl = rl(&self.shared.knobs).access_token_ttl_secs;
+        lock(&self.shared.auth).issue_access(ttl)
+    }
+
+    /// Every record of an entity, including inactive ones, sorted by numeric Id.
+    pub fn truth(&self, entity: &str) -> Result<Vec<TruthRow>, EmulatorError> {
+        let e = Entity::parse_loose(entity).ok_or_else(|| EmulatorError::UnknownEntity(entity.to_string()))?;
+        Ok(rl(self.shared.table(e)).recs.iter().map(server::truth_row).collect())
+    }
+
+    /// The served JSON of one record (as it is now).
+    pub fn record_json(&self, entity: &str, id: &str) -> Result<bytes::Bytes, EmulatorError> {
+        let e = Entity::parse_loose(entity).ok_or_else(|| EmulatorError::UnknownEntity(entity.to_string()))?;
+        let t = rl(self.shared.table(e));
+        let idx = t
+            .index_of(id)
+            .ok_or_else(|| EmulatorError::UnknownId { entity: e.name().into(), id: id.into() })?;
+        Ok(t.recs[idx].json.clone())
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        lock(&self.shared.stats).clone()
+    }
+
+    /// Resets every counter to zero.
+    pub fn reset_stats(&self) {
+        *lock(&self.shared.stats) = Stats::default();
+    }
+
+    pub fn knobs(&self) -> Knobs {
+        rl(&self.shared.knobs).clone()
+    }
+
+    pub fn set_knobs(&self, knobs: Knobs) {
+        *wl(&self.shared.knobs) = knobs;
+    }
+
+    /// Edits one record now: SyncToken + 1, LastUpdatedTime = now, a changed field.
+    pub fn edit(&self, entity: &str, id: &str) -> Result<TruthRow, EmulatorError> {
+        let e = Entity::parse_loose(entity).ok_or_else(|| EmulatorError::UnknownEntity(entity.to_string()))?;
+        let idx = rl(self.shared.table(e))
+            .index_of(id)
+            .ok_or_else(|| EmulatorError::UnknownId { entity: e.name().into(), id: id.into() })?;
+        Ok(self.shared.edit_index(e, idx, false))
+    }
+
+    /// Every issued access token becomes invalid: the next API call gets 401.
+    pub fn expire_access_tokens(&self) {
+        lock(&self.shared.auth).expire_all();
+    }
+
+    /// Facts about the generated data (empty months, bursts, counts).
+    pub fn data_summary(&self) -> DataSummary {
+        self.shared.summary.clone()
+    }
+
+    /// First days of the calendar months with no record of any entity.
+    pub fn empty_months(&self) -> Vec<NaiveDate> {
+        self.shared.summary.empty_months.clone()
+    }
+
+    /// Stops accepting connections, lets open requests finish (5 s at most) and returns.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            // Graceful shutdown would wait for idle keep-alive connections of a client that is
+            // still alive; after a drop nobody waits, so stop hard.
+            task.abort();
+        }
+    }
+}

@@ -71,12 +71,6 @@ pub(crate) fn write_date(buf: &mut Vec<u8>, days: i64) {
     push2(buf, d);
 }
 
-pub(crate) fn format_date(days: i64) -> String {
-    let mut v = Vec::with_capacity(10);
-    write_date(&mut v, days);
-    String::from_utf8(v).unwrap_or_default()
-}
-
 fn write_local(buf: &mut Vec<u8>, utc_s: i64, millis: Option<u32>) {
     let off = offset_secs(utc_s) as i64;
     let local = utc_s + off;

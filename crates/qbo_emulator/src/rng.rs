@@ -14,6 +14,7 @@ pub(crate) fn mix(mut z: u64) -> u64 {
 pub(crate) struct Rng(u64);
 
 impl Rng {
+    #[cfg(test)]
     pub(crate) fn new(seed: u64) -> Rng {
         Rng(mix(seed ^ 0x5eed_0f9b_0e1d_2c3b))
     }

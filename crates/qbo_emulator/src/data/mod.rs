@@ -85,7 +85,6 @@ pub(crate) struct Rec {
     pub edits: u32,
     /// DisplayName (Customer), Name (Item) or DocNumber (Invoice), as served.
     pub name: Box<str>,
-    pub name_lc: Box<str>,
     pub ext: Ext,
     pub json: Bytes,
 }
@@ -154,7 +153,6 @@ fn make_rec(ctx: &Ctx, entity: Entity, id: u32, slot: &Slot, active: bool) -> Re
         updated: slot.updated,
         active,
         edits: 0,
-        name_lc: name.to_lowercase().into(),
         name: name.into(),
         ext,
         json: Bytes::new(),

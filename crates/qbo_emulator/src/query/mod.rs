@@ -9,12 +9,12 @@ pub use parse::{parse, Cond, Lit, Op, OrderKey, QueryError, Statement};
 use crate::data::Table;
 use exec::Plan;
 
-/// What a query produced.
-pub(crate) enum Output {
-    /// `{"QueryResponse":{"totalCount":n},"time":..}`
-    Count(usize),
-    /// A full response body; `rows` records; `edit` = record index chosen for an edit.
-    Page { body: Vec<u8>, rows: usize, edit: Option<u32> },
+/// What [`run`] appended and decided.
+pub(crate) struct RunInfo {
+    /// Records in the page (0 for COUNT).
+    pub rows: usize,
+    /// Record index chosen for an edit, if an edit was requested and a candidate exists.
+    pub edit: Option<u32>,
 }
 
 /// Parses and validates a statement.
@@ -22,12 +22,19 @@ pub(crate) fn compile(statement: &str) -> Result<Plan, QueryError> {
     exec::plan(&parse(statement)?)
 }
 
-/// Runs a plan against a table. `edit_pick`, when set, chooses (modulo the candidate count) a
-/// record that an edit will then move: one before the page (positions < STARTPOSITION), or one
-/// of the page itself when STARTPOSITION is 1.
-pub(crate) fn run(t: &Table, plan: &Plan, time: &str, edit_pick: Option<u64>) -> Output {
+/// Runs a plan against a table and appends the `QueryResponse` object to `out`:
+/// `{"Invoice":[...],"startPosition":s,"maxResults":n}`, `{}` for an empty page, or
+/// `{"totalCount":n}` for COUNT. Records are copied from their pre-serialised bytes.
+///
+/// `edit_pick`, when set, chooses (modulo the candidate count) a record that an edit will then
+/// move: one before the page (positions < STARTPOSITION), or one of the page itself when
+/// STARTPOSITION is 1.
+pub(crate) fn run(t: &Table, plan: &Plan, edit_pick: Option<u64>, out: &mut Vec<u8>) -> RunInfo {
     if plan.count {
-        return Output::Count(plan.count(t));
+        out.extend_from_slice(b"{\"totalCount\":");
+        out.extend_from_slice(plan.count(t).to_string().as_bytes());
+        out.push(b'}');
+        return RunInfo { rows: 0, edit: None };
     }
     let s0 = plan.start - 1;
     let need = s0.saturating_add(plan.max);
@@ -39,30 +46,25 @@ pub(crate) fn run(t: &Table, plan: &Plan, time: &str, edit_pick: Option<u64>) ->
         (hi > lo).then(|| sel.at(t, lo + (r % (hi - lo) as u64) as usize))
     });
     let rows = b - a;
-    let mut body;
     if rows == 0 {
-        body = Vec::with_capacity(64);
-        body.extend_from_slice(b"{\"QueryResponse\":{},\"time\":\"");
-    } else {
-        let name = plan.entity.name();
-        let bytes: usize = (a..b).map(|p| t.recs[sel.at(t, p) as usize].json.len() + 1).sum();
-        body = Vec::with_capacity(bytes + 128);
-        body.extend_from_slice(b"{\"QueryResponse\":{\"");
-        body.extend_from_slice(name.as_bytes());
-        body.extend_from_slice(b"\":[");
-        for p in a..b {
-            if p > a {
-                body.push(b',');
-            }
-            body.extend_from_slice(&t.recs[sel.at(t, p) as usize].json);
-        }
-        body.extend_from_slice(b"],\"startPosition\":");
-        body.extend_from_slice(plan.start.to_string().as_bytes());
-        body.extend_from_slice(b",\"maxResults\":");
-        body.extend_from_slice(rows.to_string().as_bytes());
-        body.extend_from_slice(b"},\"time\":\"");
+        out.extend_from_slice(b"{}");
+        return RunInfo { rows, edit };
     }
-    body.extend_from_slice(time.as_bytes());
-    body.extend_from_slice(b"\"}");
-    Output::Page { body, rows, edit }
+    let bytes: usize = (a..b).map(|p| t.recs[sel.at(t, p) as usize].json.len() + 1).sum();
+    out.reserve(bytes + 96);
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(plan.entity.name().as_bytes());
+    out.extend_from_slice(b"\":[");
+    for p in a..b {
+        if p > a {
+            out.push(b',');
+        }
+        out.extend_from_slice(&t.recs[sel.at(t, p) as usize].json);
+    }
+    out.extend_from_slice(b"],\"startPosition\":");
+    out.extend_from_slice(plan.start.to_string().as_bytes());
+    out.extend_from_slice(b",\"maxResults\":");
+    out.extend_from_slice(rows.to_string().as_bytes());
+    out.push(b'}');
+    RunInfo { rows, edit }
 }
