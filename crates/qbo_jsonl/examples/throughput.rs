@@ -27,6 +27,18 @@ fn make(id: u64, v: i64, len: usize) -> StoreRecord {
     StoreRecord { id: id.to_string(), version: Version { updated_at_ms: v, sync_token: 0 }, line }
 }
 
+#[cfg(unix)]
+fn write_at(f: &std::fs::File, b: &[u8], off: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(f, b, off)
+}
+
+#[cfg(not(unix))]
+fn write_at(mut f: &std::fs::File, b: &[u8], off: u64) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    f.seek(std::io::SeekFrom::Start(off))?;
+    f.write_all(b)
+}
+
 fn mb(b: u64) -> f64 {
     b as f64 / 1e6
 }
@@ -49,6 +61,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mb(per_batch * (line_len as u64 + 1)),
         dir.display()
     );
+
+    // Baseline: the same bytes with plain positioned writes + fdatasync per batch, no store.
+    {
+        let raw = dir.join("bench_baseline.bin");
+        let f = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&raw)?;
+        let chunk = vec![b'x'; (per_batch * (line_len as u64 + 1)) as usize];
+        let total = records * (line_len as u64 + 1);
+        let t = Instant::now();
+        let mut off = 0u64;
+        while off < total {
+            let n = (chunk.len() as u64).min(total - off) as usize;
+            write_at(&f, &chunk[..n], off)?;
+            if fsync {
+                f.sync_data()?;
+            }
+            off += n as u64;
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!("baseline (raw write + fdatasync per batch, no store): {:.2} s  {:.0} MB/s", s, mb(total) / s);
+        drop(f);
+        std::fs::remove_file(&raw)?;
+    }
 
     let mut store = JsonlStore::open(&path, opts)?;
     let mut write_time = 0.0;

@@ -59,6 +59,9 @@ pub struct JsonlStore {
     m: Manifest,
     /// Reused append buffer.
     buf: Vec<u8>,
+    /// Bytes read from the data file (tests check upserts read none).
+    #[cfg(test)]
+    pub(crate) data_bytes_read: u64,
 }
 
 impl std::fmt::Debug for JsonlStore {
@@ -139,6 +142,8 @@ impl JsonlStore {
             index: Index::new(),
             m: Manifest::default(),
             buf: Vec::new(),
+            #[cfg(test)]
+            data_bytes_read: 0,
         };
         #[cfg(any(test, feature = "failpoints"))]
         s.fail_after_steps(fail_at);
@@ -193,6 +198,7 @@ impl JsonlStore {
             match s.index.get(Key::of(id)) {
                 None => Ok(None),
                 Some((_, slot)) => {
+                    s.count_read(slot.len - 1);
                     let b = fio::read_range(&s.data, slot.offset, slot.len - 1, &s.path)?;
                     Ok(Some(trim_end(&b).to_vec()))
                 }
@@ -286,6 +292,14 @@ impl JsonlStore {
         }
         let b = fio::read_range(&self.journal, 0, len, &self.journal_path)?;
         Ok(Journal::decode(&b))
+    }
+
+    #[inline]
+    fn count_read(&mut self, _n: u64) {
+        #[cfg(test)]
+        {
+            self.data_bytes_read += _n;
+        }
     }
 
     fn reopen_data(&mut self) -> Result<()> {
@@ -441,6 +455,7 @@ impl JsonlStore {
             return Ok(false);
         }
         if m.data_len > 0 {
+            self.count_read(1);
             let last = fio::read_range(&self.data, m.data_len - 1, 1, &self.path)?;
             if last != b"\n" {
                 self.index = Index::new();
@@ -698,6 +713,10 @@ impl JsonlStore {
             let win_end = win_start + window.len() as u64;
             if slot.offset < win_start || slot.end() > win_end {
                 let len = (CHUNK as u64).max(slot.len).min(self.m.data_len - slot.offset);
+                #[cfg(test)]
+                {
+                    self.data_bytes_read += len;
+                }
                 window = fio::read_range(&self.data, slot.offset, len, &data_path)?;
                 win_start = slot.offset;
             }
@@ -818,7 +837,8 @@ impl JsonlStore {
 
     /// Scans the data file: builds the index (greatest version per id wins, later line on a tie)
     /// and lists the repairs that make the file canonical.
-    fn scan(&self, file_len: u64) -> Result<Scan> {
+    fn scan(&mut self, file_len: u64) -> Result<Scan> {
+        self.count_read(file_len);
         let f = File::open(&self.path).map_err(|e| StoreError::io("reading", &self.path, e))?;
         let mut r = BufReader::with_capacity(CHUNK, f);
         let mut line: Vec<u8> = Vec::new();
@@ -839,13 +859,21 @@ impl JsonlStore {
             let lead = body.iter().position(|&c| !is_ws(c));
             match lead {
                 None => {
-                    // Whitespace-only line: merge it into the next one by blanking its '\n'.
+                    // Whitespace-only line: merge it into the next one by blanking it, '\n' too.
                     if has_nl {
-                        ops.push(Op::Blank(pos + body.len() as u64, 1));
+                        ops.push(Op::Blank(pos, body.len() as u64 + 1));
                     }
                 }
                 Some(lead) => {
                     let content = trim_end(&body[lead..]);
+                    // Tabs or '\r' (CRLF files) around the JSON become spaces.
+                    let tail = lead + content.len();
+                    if body[..lead].iter().any(|&c| c != b' ') {
+                        ops.push(Op::Blank(pos, lead as u64));
+                    }
+                    if body[tail..].iter().any(|&c| c != b' ') {
+                        ops.push(Op::Blank(pos + tail as u64, (body.len() - tail) as u64));
+                    }
                     let Some((id, version)) = (self.options.key_extractor)(content) else {
                         return Err(self.unparseable(line_no, "the key extractor found no id/version", content));
                     };
