@@ -1,0 +1,598 @@
+//! HTTP behaviour of the emulator, through a real client over loopback.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use qbo_emulator::{Emulator, EmulatorConfig, FaultKind, Knobs, ThrottleBody};
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+
+fn cfg(invoices: usize) -> EmulatorConfig {
+    EmulatorConfig { invoices, customers: 80, items: 40, knobs: Knobs::unthrottled(), ..Default::default() }
+}
+
+async fn start(c: EmulatorConfig) -> Emulator {
+    Emulator::start(c).await.expect("emulator starts")
+}
+
+/// Refreshes through the token endpoint (HTTP Basic) and returns the access token.
+async fn token(http: &Client, emu: &Emulator) -> String {
+    let r = http
+        .post(emu.token_url())
+        .basic_auth(emu.client_id(), Some(emu.client_secret()))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", &emu.current_refresh_token())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+async fn get_q(http: &Client, emu: &Emulator, tok: &str, q: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let r = http
+        .get(emu.query_url())
+        .bearer_auth(tok)
+        .header("Accept", "application/json")
+        .query(&[("query", q), ("minorversion", "75")])
+        .send()
+        .await
+        .unwrap();
+    let (s, h) = (r.status(), r.headers().clone());
+    (s, h, r.text().await.unwrap())
+}
+
+async fn json_q(http: &Client, emu: &Emulator, tok: &str, q: &str) -> Value {
+    let (s, _, body) = get_q(http, emu, tok, q).await;
+    assert_eq!(s, 200, "{q}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn strip_time(mut v: Value) -> Value {
+    v.as_object_mut().unwrap().remove("time");
+    v
+}
+
+const WINDOW_ALL: &str = "MetaData.LastUpdatedTime >= '2014-12-01T00:00:00Z' AND MetaData.LastUpdatedTime < '2025-11-01T00:00:00Z'";
+
+#[tokio::test]
+async fn get_and_post_query_agree_and_headers_look_like_intuit() {
+    let emu = start(cfg(300)).await;
+    let http = Client::new();
+    let tok = token(&http, &emu).await;
+    let q = format!("SELECT * FROM Invoice WHERE {WINDOW_ALL} ORDERBY MetaData.LastUpdatedTime STARTPOSITION 11 MAXRESULTS 7");
+    let (s, h, body) = get_q(&http, &emu, &tok, &q).await;
+    assert_eq!(s, 200);
+    assert_eq!(h["content-type"], "application/json;charset=utf-8");
+    assert_eq!(h["qbo-version"], qbo_emulator::QBO_VERSION);
+    let tid = h["intuit_tid"].to_str().unwrap();
+    let parts: Vec<&str> = tid.split('-').collect();
+    assert_eq!(parts.len(), 3, "{tid}");
+    assert_eq!((parts[0], parts[1].len(), parts[2].len()), ("1", 8, 24));
+    assert!(!body.contains(": ") && !body.contains('\n'), "compact JSON");
+    let got: Value = serde_json::from_str(&body).unwrap();
+    let time = got["time"].as_str().unwrap();
+    assert!(time.len() == 29 && (time.ends_with("-08:00") || time.ends_with("-07:00")), "{time}");
+    assert_eq!(got["QueryResponse"]["startPosition"], 11);
+    assert_eq!(got["QueryResponse"]["maxResults"], 7);
+    assert_eq!(got["QueryResponse"]["Invoice"].as_array().unwrap().len(), 7);
+    // Key order as recorded: entity array, startPosition, maxResults.
+    let a = body.find("\"Invoice\":[").unwrap();
+    assert!(a < body.find("\"startPosition\"").unwrap() && body.find("\"startPosition\"").unwrap() < body.find("\"maxResults\"").unwrap());
+    for ct in ["application/text", "text/plain"] {
+        let r = http
+            .post(format!("{}?minorversion=40", emu.query_url()))
+            .bearer_auth(&tok)
+            .header("Content-Type", ct)
+            .body(q.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(strip_time(v), strip_time(got.clone()), "{ct}");
+    }
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn count_empty_page_and_default_page_size() {
+    let c = cfg(400);
+    let emu = start(c.clone()).await;
+    let http = Client::new();
+    let tok = token(&http, &emu).await;
+    let v = json_q(&http, &emu, &tok, "SELECT COUNT(*) FROM Invoice").await;
+    assert_eq!(strip_time(v), serde_json::json!({"QueryResponse": {"totalCount": 400}}));
+    let m = emu.empty_months()[0];
+    let next = if m.month() == 12 {
+        chrono::NaiveDate::from_ymd_opt(m.year() + 1, 1, 1).unwrap()
+    } else {
+        chrono::NaiveDate::from_ymd_opt(m.year(), m.month() + 1, 1).unwrap()
+    };
+    let w = format!("MetaData.LastUpdatedTime >= '{m}T00:00:00Z' AND MetaData.LastUpdatedTime < '{next}T00:00:00Z'");
+    for e in ["Invoice", "Customer", "Item"] {
+        let v = json_q(&http, &emu, &tok, &format!("SELECT COUNT(*) FROM {e} WHERE {w}")).await;
+        assert_eq!(strip_time(v), serde_json::json!({"QueryResponse": {"totalCount": 0}}), "{e} in empty month {m}");
+        let active = if e == "Invoice" { "" } else { " AND Active IN (true,false)" };
+        let v = json_q(&http, &emu, &tok, &format!("SELECT * FROM {e} WHERE {w}{active}")).await;
+        assert_eq!(strip_time(v), serde_json::json!({"QueryResponse": {}}));
+    }
+    let v = json_q(&http, &emu, &tok, "SELECT * FROM Invoice STARTPOSITION 401").await;
+    assert_eq!(strip_time(v), serde_json::json!({"QueryResponse": {}}));
+    let v = json_q(&http, &emu, &tok, "SELECT * FROM Invoice").await;
+    assert_eq!(v["QueryResponse"]["maxResults"], 100, "default MAXRESULTS is 100");
+    // Default Invoice order: LastUpdatedTime DESC.
+    let ts: Vec<chrono::DateTime<chrono::FixedOffset>> = v["QueryResponse"]["Invoice"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| chrono::DateTime::parse_from_rfc3339(r["MetaData"]["LastUpdatedTime"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(ts.windows(2).all(|w| w[0] >= w[1]));
+    let v = json_q(&http, &emu, &tok, "SELECT * FROM Invoice STARTPOSITION 391 MAXRESULTS 50").await;
+    assert_eq!(v["QueryResponse"]["maxResults"], 10, "maxResults is the returned count");
+    emu.shutdown().await;
+}
+
+use chrono::Datelike;
+
+#[tokio::test]
+async fn window_paging_returns_every_record_once() {
+    let emu = start(cfg(1500)).await;
+    let http = Client::new();
+    let tok = token(&http, &emu).await;
+    let mut ids = Vec::new();
+    let mut start = 1;
+    loop {
+        let v = json_q(
+            &http,
+            &emu,
+            &tok,
+            &format!("SELECT * FROM Invoice WHERE {WINDOW_ALL} ORDERBY MetaData.LastUpdatedTime ASC, Id STARTPOSITION {start} MAXRESULTS 1000"),
+        )
+        .await;
+        let rows = v["QueryResponse"]["Invoice"].as_array().cloned().unwrap_or_default();
+        ids.extend(rows.iter().map(|r| r["Id"].as_str().unwrap().to_string()));
+        if rows.len() < 1000 {
+            break;
+        }
+        start += 1000;
+    }
+    let truth: Vec<String> = emu.truth("Invoice").unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(ids.len(), truth.len());
+    let a: BTreeSet<_> = ids.into_iter().collect();
+    let b: BTreeSet<_> = truth.into_iter().collect();
+    assert_eq!(a, b);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn inactive_list_records_are_hidden_unless_active_is_filtered() {
+    let emu = start(cfg(10)).await;
+    let http = Client::new();
+    let tok = token(&http, &emu).await;
+    for e in ["Customer", "Item"] {
+        let truth = emu.truth(e).unwrap();
+        let active = truth.iter().filter(|t| t.active).count();
+        assert!(active < truth.len());
+        let v = json_q(&http, &emu, &tok, &format!("SELECT COUNT(*) FROM {e}")).await;
+        assert_eq!(v["QueryResponse"]["totalCount"], active);
+        let v = json_q(&http, &emu, &tok, &format!("SELECT COUNT(*) FROM {e} WHERE Active IN (true, false)")).await;
+        assert_eq!(v["QueryResponse"]["totalCount"], truth.len());
+        let v = json_q(&http, &emu, &tok, &format!("SELECT * FROM {e} WHERE Active = false MAXRESULTS 1000")).await;
+        let rows = v["QueryResponse"][e].as_array().unwrap();
+        assert_eq!(rows.len(), truth.len() - active);
+        let name = if e == "Customer" { "DisplayName" } else { "Name" };
+        assert!(rows.iter().all(|r| r["Active"] == false && r[name].as_str().unwrap().ends_with(" (deleted)")));
+        // Default order: by name, case-insensitively.
+        let v = json_q(&http, &emu, &tok, &format!("select * from {} maxresults 1000", e.to_lowercase())).await;
+        let names: Vec<String> = v["QueryResponse"][e].as_array().unwrap().iter().map(|r| r[name].as_str().unwrap().to_lowercase()).collect();
+        assert_eq!(names.len(), active);
+        assert!(names.windows(2).all(|w| w[0] <= w[1]), "{names:?}");
+    }
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn parse_and_validation_errors_are_400_validation_faults() {
+    let emu = start(cfg(10)).await;
+    let http = Client::new();
+    let tok = token(&http, &emu).await;
+    for (q, code, msg) in [
+        ("SELECT * FROM Invoice WHERE", "4000", "Error parsing query"),
+        ("", "4000", "Error parsing query"),
+        ("SELECT * FROM Custmoer", "4001", "Invalid query"),
+        ("SELECT * FROM Invoice WHERE Nope = '1'", "4001", "Invalid query"),
+        ("SELECT * FROM Invoice MAXRESULTS 1500", "4001", "Invalid query"),
+        ("SELECT * FROM Invoice STARTPOSITION 0", "4001", "Invalid query"),
+    ] {
+        let (s, h, body) = get_q(&http, &emu, &tok, q).await;
+        assert_eq!(s, 400, "{q}");
+        assert!(h.contains_key("intuit_tid"));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["Fault"]["type"], "ValidationFault");
+        assert_eq!(v["Fault"]["Error"][0]["code"], code, "{q}");
+        assert_eq!(v["Fault"]["Error"][0]["Message"], msg);
+        assert!(v["time"].is_string());
+    }
+    let (_, _, body) = get_q(&http, &emu, &tok, "SELECT * FROM Invoice MAXRESULTS 1500").await;
+    assert!(body.contains("value 1500 is too large. Max allowed value is 1000"));
+    let (_, _, body) = get_q(&http, &emu, &tok, "SELECT * FROM Custmoer").await;
+    assert!(body.contains("QueryValidationError: invalid context declaration: Custmoer"));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn unauthorized_envelope_and_wrong_realm() {
+    let emu = start(cfg(10)).await;
+    let http = Client::new();
+    let check_401 = |s: StatusCode, h: &reqwest::header::HeaderMap, body: &str| {
+        assert_eq!(s, 401);
+        assert_eq!(h["www-authenticate"], "Bearer realm=\"Intuit\", error=\"invalid_token\"");
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["fault"]["type"], "AUTHENTICATION");
+        assert_eq!(v["fault"]["error"][0]["code"], "3200");
+        assert_eq!(v["fault"]["error"][0]["message"], "message=AuthenticationFailed; errorCode=003200; statusCode=401");
+        assert!(v["time"].is_i64(), "epoch millis");
+        for k in ["warnings", "intuitObject", "report", "queryResponse", "syncErrorResponse", "requestId", "status"] {
+            assert!(v[k].is_null(), "{k}");
+        }
+        assert_eq!(v["batchItemResponse"], serde_json::json!([]));
+        assert_eq!(v["cdcresponse"], serde_json::json!([]));
+        assert!(v.get("Fault").is_none());
+    };
+    let r = http.get(emu.query_url()).query(&[("query", "SELECT * FROM Item")]).send().await.unwrap();
+    let (s, h) = (r.status(), r.headers().clone());
+    check_401(s, &h, &r.text().await.unwrap());
+    let (s, h, body) = get_q(&http, &emu, "eyJlbmMiOiJub3RhcmVhbHRva2VuIn0.abc.def", "SELECT * FROM Item").await;
+    check_401(s, &h, &body);
+    let tok = token(&http, &emu).await;
+    assert_eq!(get_q(&http, &emu, &tok, "SELECT * FROM Item").await.0, 200);
+    emu.expire_access_tokens();
+    let (s, h, body) = get_q(&http, &emu, &tok, "SELECT * FROM Item").await;
+    check_401(s, &h, &body);
+    assert!(body.contains("Token expired"));
+    let tok = token(&http, &emu).await;
+    let r = http
+        .get(format!("{}/v3/company/123456/query", emu.base_url()))
+        .bearer_auth(&tok)
+        .query(&[("query", "SELECT * FROM Item")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["fault"]["error"][0]["code"], "3100");
+    assert_eq!(v["fault"]["type"], "SERVICE");
+    assert_eq!(emu.stats().unauthorized, 3);
+    emu.shutdown().await;
+}
+
+async fn refresh_form(http: &Client, emu: &Emulator, rt: &str) -> reqwest::Response {
+    http.post(emu.token_url())
+        .header("Accept", "application/json")
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("client_id", emu.client_id()),
+            ("client_secret", emu.client_secret()),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn token_rotation_and_invalid_grant() {
+    let emu = start(cfg(10)).await;
+    let http = Client::new();
+    let first = emu.initial_refresh_token().to_string();
+    // Young token: same value back, fresh access token, declining lifetime.
+    let r = refresh_form(&http, &emu, &first).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("intuit_tid"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["token_type"], "bearer");
+    assert_eq!(v["expires_in"], 3600);
+    assert_eq!(v["refresh_token"], first.as_str());
+    let left = v["x_refresh_token_expires_in"].as_u64().unwrap();
+    assert!(left <= 8_726_400 && left > 8_726_000);
+    assert!(v.get("x_refresh_token_hard_expires_in").is_none());
+    let at = v["access_token"].as_str().unwrap();
+    assert!(at.starts_with("eyJlbmMi") && at.len() >= 700);
+    // Rotate on every refresh.
+    emu.set_knobs(Knobs { refresh_rotate_after_secs: 0, ..emu.knobs() });
+    let r = http
+        .post(emu.token_url())
+        .basic_auth(emu.client_id(), Some(emu.client_secret()))
+        .header("x-include-refresh-token-hard-expires-in", "true")
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", first.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let second = v["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(second, first);
+    assert!(v["x_refresh_token_hard_expires_in"].as_u64().unwrap() > 150_000_000);
+    assert_eq!(emu.current_refresh_token(), second);
+    // The old one is dead (grace 0).
+    let r = refresh_form(&http, &emu, &first).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"{"error_description":"Incorrect or invalid refresh token","error":"invalid_grant"}"#
+    );
+    assert_eq!(refresh_form(&http, &emu, &second).await.status(), 200);
+    let st = emu.stats();
+    assert_eq!((st.token_refreshes, st.rotations, st.invalid_grant), (3, 2, 1));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_auth_basic_takes_precedence_over_form() {
+    let emu = start(cfg(10)).await;
+    let http = Client::new();
+    let rt = emu.initial_refresh_token().to_string();
+    let ok = refresh_form(&http, &emu, &rt).await;
+    assert_eq!(ok.status(), 200, "form credentials");
+    let ok = http
+        .post(emu.token_url())
+        .basic_auth(emu.client_id(), Some(emu.client_secret()))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "basic credentials");
+    let bad_basic = http
+        .post(emu.token_url())
+        .basic_auth(emu.client_id(), Some("wrong"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt.as_str()),
+            ("client_id", emu.client_id()),
+            ("client_secret", emu.client_secret()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_basic.status(), 401);
+    assert_eq!(bad_basic.text().await.unwrap(), r#"{"error":"invalid_client"}"#);
+    let none = http
+        .post(emu.token_url())
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 401);
+    let bad_grant = http
+        .post(emu.token_url())
+        .basic_auth(emu.client_id(), Some(emu.client_secret()))
+        .form(&[("grant_type", "authorization_code"), ("code", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_grant.status(), 400);
+    assert_eq!(emu.stats().invalid_client, 2);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn throttling_429_json_xml_storm_and_in_flight() {
+    let emu = start(EmulatorConfig { knobs: Knobs { throttle_per_minute: Some(3), max_in_flight: None, ..Knobs::default() }, ..cfg(10) }).await;
+    let http = Client::new();
+    let tok = emu.issue_access_token();
+    for _ in 0..3 {
+        assert_eq!(get_q(&http, &emu, &tok, "SELECT COUNT(*) FROM Item").await.0, 200);
+    }
+    let (s, h, body) = get_q(&http, &emu, &tok, "SELECT COUNT(*) FROM Item").await;
+    assert_eq!(s, 429);
+    assert!(!h.contains_key("retry-after"));
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["Fault"]["Error"][0]["code"], "3001");
+    assert_eq!(v["Fault"]["type"], "SERVICE");
+    assert!(v["Fault"]["Error"][0]["Message"].as_str().unwrap().contains("ThrottleExceeded"));
+    emu.set_knobs(Knobs { throttle_body: ThrottleBody::Xml, retry_after_secs: Some(7), ..emu.knobs() });
+    let (s, h, body) = get_q(&http, &emu, &tok, "SELECT COUNT(*) FROM Item").await;
+    assert_eq!(s, 429);
+    assert_eq!(h["retry-after"], "7");
+    assert!(h["content-type"].to_str().unwrap().starts_with("application/xml"));
+    assert!(body.starts_with("<?xml") && body.contains("<Error code=\"3001\">"), "{body}");
+    // A 429 storm regardless of limits.
+    emu.set_knobs(Knobs { force_429_next: 2, ..Knobs::unthrottled() });
+    assert_eq!(get_q(&http, &emu, &tok, "SELECT COUNT(*) FROM Item").await.0, 429);
+    assert_eq!(get_q(&http, &emu, &tok, "SELECT COUNT(*) FROM Item").await.0, 429);
+    assert_eq!(get_q(&http, &emu, &tok, "SELECT COUNT(*) FROM Item").await.0, 200);
+    // In-flight limit: 6 concurrent slow requests with a limit of 2.
+    emu.set_knobs(Knobs { max_in_flight: Some(2), latency_ms: 300, ..Knobs::unthrottled() });
+    let futs = (0..6).map(|_| get_q(&http, &emu, &tok, "SELECT COUNT(*) FROM Item"));
+    let res = futures_join_all(futs).await;
+    let ok = res.iter().filter(|r| r.0 == 200).count();
+    let limited = res.iter().filter(|r| r.0 == 429).count();
+    assert_eq!((ok, limited), (2, 4), "{:?}", res.iter().map(|r| r.0).collect::<Vec<_>>());
+    let st = emu.stats();
+    assert_eq!(st.throttled, 2 + 2 + 4);
+    assert_eq!(st.forced_throttled, 2);
+    assert!(st.max_in_flight >= 2);
+    assert!(st.max_requests_in_60s >= 3);
+    emu.shutdown().await;
+}
+
+/// `join_all` without a futures dependency: spawn-free, polls all on this task.
+async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out = Vec::new();
+    let mut pending: Vec<Option<std::pin::Pin<Box<F>>>> = handles.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.extend(results.into_iter().map(|r| r.unwrap()));
+    out
+}
+
+#[tokio::test]
+async fn every_fault_kind() {
+    let emu = start(cfg(50)).await;
+    let http = Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let tok = emu.issue_access_token();
+    let q = "SELECT * FROM Invoice MAXRESULTS 20";
+    let set = |k: FaultKind| emu.set_knobs(Knobs { fault_rate: 1.0, fault_kinds: vec![k], slow_ms: 300, ..Knobs::unthrottled() });
+
+    set(FaultKind::Http500);
+    let (s, _, body) = get_q(&http, &emu, &tok, q).await;
+    assert_eq!(s, 500);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["Fault"]["type"].as_str(), v["Fault"]["Error"][0]["code"].as_str()), (Some("SystemFault"), Some("10000")));
+
+    set(FaultKind::Http503);
+    assert_eq!(get_q(&http, &emu, &tok, q).await.0, 503);
+
+    set(FaultKind::Fault200);
+    let (s, _, body) = get_q(&http, &emu, &tok, q).await;
+    assert_eq!(s, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v.get("QueryResponse").is_none() && v["Fault"]["Error"][0]["code"] == "10000");
+
+    set(FaultKind::Malformed);
+    let (s, _, body) = get_q(&http, &emu, &tok, q).await;
+    assert_eq!(s, 200);
+    assert!(serde_json::from_str::<Value>(&body).is_err());
+
+    set(FaultKind::Reset);
+    let r = http.get(emu.query_url()).bearer_auth(&tok).query(&[("query", q)]).send().await;
+    let failed = match r {
+        Err(_) => true,
+        Ok(resp) => resp.bytes().await.is_err(),
+    };
+    assert!(failed, "a reset must surface as a transport error");
+
+    set(FaultKind::Slow);
+    let t0 = Instant::now();
+    let (s, _, body) = get_q(&http, &emu, &tok, q).await;
+    assert_eq!(s, 200);
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["QueryResponse"]["Invoice"].is_array());
+
+    let st = emu.stats();
+    assert_eq!(st.faults_injected, 6);
+    assert_eq!(st.faults_by_kind.len(), 6);
+    assert_eq!(st.status_count("query", 0), 1, "the reset is counted as status 0");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn edits_during_paging_make_naive_startposition_paging_miss_records() {
+    let emu = start(cfg(600)).await;
+    let http = Client::new();
+    let tok = emu.issue_access_token();
+    emu.set_knobs(Knobs { edit_rate: 1.0, ..Knobs::unthrottled() });
+    let mut seen = BTreeSet::new();
+    let mut start = 1;
+    loop {
+        let v = json_q(
+            &http,
+            &emu,
+            &tok,
+            &format!("SELECT * FROM Invoice WHERE {WINDOW_ALL} ORDERBY MetaData.LastUpdatedTime STARTPOSITION {start} MAXRESULTS 50"),
+        )
+        .await;
+        let rows = v["QueryResponse"]["Invoice"].as_array().cloned().unwrap_or_default();
+        seen.extend(rows.iter().map(|r| r["Id"].as_str().unwrap().to_string()));
+        if rows.len() < 50 {
+            break;
+        }
+        start += 50;
+    }
+    let truth = emu.truth("Invoice").unwrap();
+    assert_eq!(truth.len(), 600, "nothing is deleted");
+    let missed: Vec<_> = truth.iter().filter(|t| !seen.contains(&t.id)).collect();
+    assert!(!missed.is_empty(), "naive paging must lose records");
+    let st = emu.stats();
+    assert!(st.paging_edits >= 10);
+    // The records that moved out of the window are edits: bumped SyncToken, LastUpdatedTime now.
+    let edited: Vec<_> = truth.iter().filter(|t| t.last_updated_utc > chrono::Utc::now() - chrono::Duration::minutes(5)).collect();
+    assert_eq!(edited.len() as u64, st.paging_edits);
+    // Every missed record that was not itself edited still exists in the window unchanged.
+    assert!(missed.iter().any(|m| !edited.iter().any(|e| e.id == m.id)));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_routes() {
+    let emu = start(cfg(20)).await;
+    let http = Client::new();
+    let base = emu.base_url();
+    let truth: Vec<qbo_emulator::TruthRow> = http.get(format!("{base}/_emulator/truth/invoices")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(truth, emu.truth("Invoice").unwrap());
+    assert_eq!(truth.len(), 20);
+    assert_eq!(truth[0].id, "1");
+    let cust: Vec<qbo_emulator::TruthRow> = http.get(format!("{base}/_emulator/truth/Customer")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(cust.len(), 80, "inactive included");
+    let k: Knobs = http
+        .post(format!("{base}/_emulator/knobs"))
+        .body(r#"{"latency_ms": 5, "throttle_body": "Xml"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(k.latency_ms, 5);
+    assert_eq!(k.throttle_body, ThrottleBody::Xml);
+    assert_eq!(emu.knobs(), k);
+    let r = http.post(format!("{base}/_emulator/knobs")).body(r#"{"nope": 1}"#).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let before = truth.iter().find(|t| t.id == "7").unwrap().clone();
+    let row: qbo_emulator::TruthRow = http.post(format!("{base}/_emulator/edit/Invoice/7")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(row.sync_token.parse::<u32>().unwrap(), before.sync_token.parse::<u32>().unwrap() + 1);
+    assert!(row.last_updated_utc > before.last_updated_utc);
+    let json: Value = serde_json::from_slice(&emu.record_json("Invoice", "7").unwrap()).unwrap();
+    assert_eq!(json["SyncToken"], row.sync_token.as_str());
+    assert_eq!(json["MetaData"]["LastUpdatedTime"], row.last_updated_time.as_str());
+    assert!(json["PrivateNote"].as_str().unwrap().contains("edit 1"));
+    assert_eq!(http.post(format!("{base}/_emulator/edit/Invoice/999")).send().await.unwrap().status(), 404);
+    let tok = emu.issue_access_token();
+    let r: Value = http.post(format!("{base}/_emulator/expire-access-tokens")).send().await.unwrap().json().await.unwrap();
+    assert!(r["expired"].as_u64().unwrap() >= 1);
+    assert_eq!(get_q(&http, &emu, &tok, "SELECT * FROM Item").await.0, 401);
+    let st: qbo_emulator::Stats = http.get(format!("{base}/_emulator/stats")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(st.edits, 1);
+    assert_eq!(st.status_count("query", 401), 1);
+    let sum: Value = http.get(format!("{base}/_emulator/summary")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(sum["entities"][0]["records"], 20);
+    let creds: Value = http.get(format!("{base}/_emulator/credentials")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(creds["realm_id"], emu.realm_id());
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn deterministic_credentials_and_data_across_instances() {
+    let a = start(cfg(30)).await;
+    let b = start(cfg(30)).await;
+    assert_eq!(a.realm_id(), b.realm_id());
+    assert_eq!(a.client_id(), b.client_id());
+    assert_eq!(a.initial_refresh_token(), b.initial_refresh_token());
+    assert_eq!(a.truth("Invoice").unwrap(), b.truth("Invoice").unwrap());
+    assert_eq!(a.record_json("Invoice", "3").unwrap(), b.record_json("Invoice", "3").unwrap());
+    assert!(a.realm_id().starts_with("9130") && a.realm_id().len() == 16);
+    a.shutdown().await;
+    drop(b);
+}
