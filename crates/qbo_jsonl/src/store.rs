@@ -26,7 +26,7 @@ fn trim_end(b: &[u8]) -> &[u8] {
 }
 
 /// Rewrite the index log as a snapshot when it exceeds this many bytes...
-const IDX_REWRITE_MIN: u64 = 8 << 20;
+const IDX_REWRITE_MIN: u64 = if cfg!(test) { 4096 } else { 8 << 20 };
 /// ...and this many times the size of a fresh snapshot (estimated).
 const IDX_REWRITE_FACTOR: u64 = 4;
 /// Chunk size for scans and compaction copies.
