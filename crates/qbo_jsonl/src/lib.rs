@@ -70,12 +70,13 @@
 //! A SIGKILL before step 6 therefore leaves the state before the batch; at or after step 6 the
 //! state after it. No torn line, no duplicate id survives the next open.
 //!
-//! **The honest limit:** between a SIGKILL and the next `open`/`upsert`, a plain reader (`cat`,
-//! pandas) of the data file can see an uncommitted partial tail (possibly a torn last line) or a
-//! partially applied in-place change (an id present twice). The next open repairs it. Readers
-//! that need a committed view should go through [`JsonlStore`] (or read only after writers have
-//! finished). Compaction replaces the file by rename, so an open reader keeps the old, complete
-//! file.
+//! **The honest limit:** between a SIGKILL and the next `open`/`upsert` (and, likewise, while a
+//! batch is being written), a plain reader (`cat`, pandas) of the data file can see an
+//! uncommitted partial tail (possibly a torn last line) or a partially applied in-place change
+//! (an id present twice, the old copy not yet blanked). The next open repairs it. Readers that
+//! need a committed view should use [`JsonlStore::for_each_line`] (it holds the lock), or read
+//! once the writers have finished. Compaction replaces the file by rename, so an open reader
+//! keeps the old, complete file.
 //!
 //! `fsync: false` skips every fsync: still crash-safe against a killed process (the kernel keeps
 //! the written pages), but not against power loss or a kernel crash.

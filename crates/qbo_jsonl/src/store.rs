@@ -206,6 +206,33 @@ impl JsonlStore {
         })
     }
 
+    /// Calls `f` with every committed line (JSON only, without padding), in file order, holding
+    /// the lock so no writer changes the file meanwhile: unlike a plain `cat`, this never sees a
+    /// batch in progress. Returns the number of lines.
+    pub fn for_each_line(&mut self, mut f: impl FnMut(&[u8])) -> Result<u64> {
+        self.locked(|s| {
+            s.sync()?;
+            s.count_read(s.m.data_len);
+            let file = File::open(&s.path).map_err(|e| StoreError::io("reading", &s.path, e))?;
+            let mut r = BufReader::with_capacity(1 << 20, std::io::Read::take(file, s.m.data_len));
+            let mut line = Vec::new();
+            let mut n = 0;
+            loop {
+                line.clear();
+                if r.read_until(b'\n', &mut line).map_err(|e| StoreError::io("reading", &s.path, e))? == 0 {
+                    return Ok(n);
+                }
+                let body = line.strip_suffix(b"\n").unwrap_or(&line);
+                let start = body.iter().position(|&c| !is_ws(c)).unwrap_or(body.len());
+                let content = trim_end(&body[start..]);
+                if !content.is_empty() {
+                    f(content);
+                    n += 1;
+                }
+            }
+        })
+    }
+
     /// Writes one batch atomically: after a crash at any instant the store holds either all of
     /// it or none of it. Costs O(batch) I/O; a batch that is already stored writes nothing.
     pub fn upsert(&mut self, batch: Vec<StoreRecord>) -> Result<UpsertOutcome> {
@@ -450,7 +477,7 @@ impl JsonlStore {
         }
         // Cheap consistency checks against the data file: the last line is live, ends the file.
         let max_end = self.index.max_end();
-        if max_end != m.data_len || m.data_len - self.index.slot_bytes() != m.waste {
+        if max_end != m.data_len || m.data_len.checked_sub(self.index.slot_bytes()) != Some(m.waste) {
             self.index = Index::new();
             return Ok(false);
         }

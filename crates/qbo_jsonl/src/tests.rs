@@ -139,6 +139,14 @@ fn upsert_semantics_insert_update_unchanged_stale_duplicates() {
     check(&s, &model);
     assert!(s.stats().waste_bytes > 0);
     assert_eq!(s.get("1").unwrap().unwrap(), model["1"].1);
+    let mut seen = Model::new();
+    let n = s
+        .for_each_line(|l| {
+            let (id, v) = extract(l).unwrap();
+            seen.insert(id, (v, l.to_vec()));
+        })
+        .unwrap();
+    assert_eq!((n as usize, &seen), (model.len(), &model));
     assert_eq!(s.get("nope").unwrap(), None);
 
     // Equal timestamps are ordered by sync token.
