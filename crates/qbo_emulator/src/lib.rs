@@ -394,6 +394,34 @@ impl Emulator {
         self.shared.summary.empty_months.clone()
     }
 
+    /// Benchmark helper: assembles every `page`-row page of an entity in-process, exactly as the
+    /// query route does for `ORDERBY MetaData.LastUpdatedTime STARTPOSITION n MAXRESULTS page`
+    /// inside a LastUpdatedTime window, without sockets. Returns (rows, bytes).
+    #[doc(hidden)]
+    pub fn bench_assemble_pages(&self, entity: &str, page: usize) -> (usize, usize) {
+        let Some(e) = Entity::parse_loose(entity) else { return (0, 0) };
+        let t = rl(self.shared.table(e));
+        let active = if e.is_list() { " AND Active IN (true,false)" } else { "" };
+        let (mut rows, mut bytes, mut start) = (0, 0, 1);
+        let mut buf = Vec::new();
+        loop {
+            let q = format!(
+                "SELECT * FROM {} WHERE MetaData.LastUpdatedTime >= '1970-01-01T00:00:00Z'{active} \
+                 ORDERBY MetaData.LastUpdatedTime STARTPOSITION {start} MAXRESULTS {page}",
+                e.name()
+            );
+            let Ok(plan) = query::compile(&q) else { return (rows, bytes) };
+            buf.clear();
+            let info = query::run(&t, &plan, None, &mut buf);
+            rows += info.rows;
+            bytes += buf.len();
+            if info.rows < page {
+                return (rows, bytes);
+            }
+            start += page;
+        }
+    }
+
     /// Stops accepting connections, lets open requests finish (5 s at most) and returns.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.stop.take() {
