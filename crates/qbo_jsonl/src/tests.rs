@@ -710,3 +710,48 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    /// Random batches, each interrupted at a random I/O step (or not), with auto-compaction and
+    /// index-log rewrites in play: after reopening, the file is exactly the model before or
+    /// after that batch, and the model follows whichever it was.
+    #[test]
+    fn model_based_with_crashes(
+        steps in prop::collection::vec(
+            (prop::collection::vec((0u8..8, 0i64..8, 0u64..3, 0usize..80), 1..8), 0u64..40, any::<bool>()),
+            1..20,
+        )
+    ) {
+        let (_d, p) = dir();
+        let o = StoreOptions { compact_min_waste_bytes: 300, ..opts() };
+        let mut s = JsonlStore::open(&p, o).unwrap();
+        let mut model = Model::new();
+        for (recs, fail_at, compact) in steps {
+            let batch: Vec<StoreRecord> = recs
+                .into_iter()
+                .map(|(k, v, t, pad)| {
+                    let id = pool_id(k);
+                    let line = line(&id, v, t, pad);
+                    StoreRecord { id, version: Version { updated_at_ms: v, sync_token: t }, line }
+                })
+                .collect();
+            let mut after = model.clone();
+            apply_model(&mut after, &batch);
+            s.fail_after_steps((fail_at > 0).then_some(fail_at));
+            let r = s.upsert(batch).and_then(|_| if compact { s.compact().map(|_| ()) } else { Ok(()) });
+            s.fail_after_steps(None);
+            if r.is_err() {
+                prop_assert!(matches!(r, Err(StoreError::InjectedFault(_))), "{:?}", r);
+                drop(s);
+                s = JsonlStore::open(&p, o).unwrap();
+                let on_disk = read_file(&p);
+                prop_assert!(on_disk == model || on_disk == after, "torn batch");
+                model = on_disk;
+            } else {
+                model = after;
+            }
+            check(&s, &model);
+        }
+    }
+}
