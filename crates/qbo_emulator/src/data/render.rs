@@ -147,7 +147,7 @@ impl Addr {
         j.raw("\"").raw(key).raw("\":{\"Id\":").qu(self.id as u64);
         j.raw(",").kv("Line1", &self.line1).raw(",").kv("City", self.city);
         j.raw(",").kv("CountrySubDivisionCode", self.state).raw(",").kv("PostalCode", &self.zip);
-        if geo && self.id % 4 == 0 {
+        if geo && self.id.is_multiple_of(4) {
             j.raw(",").kv("Lat", &self.lat).raw(",").kv("Long", &self.long);
         }
         j.raw("}");
@@ -254,7 +254,7 @@ pub(crate) fn customer_profiles(seed: u64, n: usize) -> Vec<CustomerProfile> {
                 bill,
                 ship,
                 taxable: r.chance(0.7),
-                delivery: *r.pick(&["Print", "Email", "None"]),
+                delivery: r.pick(DELIVERY),
                 notes: if r.chance(0.35) { Some(*r.pick(NOTES)) } else { None },
                 balance: if r.chance(0.6) { 0 } else { r.range(1_000, 900_000) },
                 v4id: format!("00209{:016x}", r.next_u64()).chars().take(20).collect(),
@@ -302,6 +302,9 @@ pub(crate) fn item_profiles(seed: u64, n: usize) -> Vec<ItemProfile> {
         .collect()
 }
 
+const DELIVERY: &[&str] = &["Print", "Email", "None"];
+const PRINT_STATUS: &[&str] = &["NeedToPrint", "NotSet", "PrintComplete"];
+const EMAIL_STATUS: &[&str] = &["NotSet", "EmailSent", "NeedToSend"];
 const DELETED: &str = " (deleted)";
 
 fn common_head(j: &mut J, rec: &Rec) {
@@ -484,8 +487,8 @@ pub(crate) fn invoice_core(ctx: &Ctx, id: u32, created: i64) -> InvoiceCore {
         term,
         memo: if r.chance(0.6) { Some(*r.pick(MEMOS)) } else { None },
         crew: if r.chance(0.5) { Some(r.range(100, 999) as u32) } else { None },
-        print: *r.pick(&["NeedToPrint", "NotSet", "PrintComplete"]),
-        email_status: *r.pick(&["NotSet", "EmailSent", "NeedToSend"]),
+        print: r.pick(PRINT_STATUS),
+        email_status: r.pick(EMAIL_STATUS),
         payment_id: 500_000 + r.below(1_000_000),
     }
 }
