@@ -254,7 +254,7 @@ pub(crate) fn customer_profiles(seed: u64, n: usize) -> Vec<CustomerProfile> {
                 bill,
                 ship,
                 taxable: r.chance(0.7),
-                delivery: r.pick(DELIVERY),
+                delivery: pick_str(&mut r, DELIVERY),
                 notes: if r.chance(0.35) { Some(*r.pick(NOTES)) } else { None },
                 balance: if r.chance(0.6) { 0 } else { r.range(1_000, 900_000) },
                 v4id: format!("00209{:016x}", r.next_u64()).chars().take(20).collect(),
@@ -305,6 +305,10 @@ pub(crate) fn item_profiles(seed: u64, n: usize) -> Vec<ItemProfile> {
 const DELIVERY: &[&str] = &["Print", "Email", "None"];
 const PRINT_STATUS: &[&str] = &["NeedToPrint", "NotSet", "PrintComplete"];
 const EMAIL_STATUS: &[&str] = &["NotSet", "EmailSent", "NeedToSend"];
+fn pick_str(r: &mut Rng, list: &[&'static str]) -> &'static str {
+    list[r.below(list.len() as u64) as usize]
+}
+
 const DELETED: &str = " (deleted)";
 
 fn common_head(j: &mut J, rec: &Rec) {
@@ -487,8 +491,8 @@ pub(crate) fn invoice_core(ctx: &Ctx, id: u32, created: i64) -> InvoiceCore {
         term,
         memo: if r.chance(0.6) { Some(*r.pick(MEMOS)) } else { None },
         crew: if r.chance(0.5) { Some(r.range(100, 999) as u32) } else { None },
-        print: r.pick(PRINT_STATUS),
-        email_status: r.pick(EMAIL_STATUS),
+        print: pick_str(&mut r, PRINT_STATUS),
+        email_status: pick_str(&mut r, EMAIL_STATUS),
         payment_id: 500_000 + r.below(1_000_000),
     }
 }
