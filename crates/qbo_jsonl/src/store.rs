@@ -812,6 +812,7 @@ impl JsonlStore {
         if file_len > 0 {
             tracing::warn!(path = %self.path.display(), reason = why, "rebuilding the index by scanning the data file");
         }
+        let prev_gen = self.m.generation;
         self.index = Index::new(); // free it before building the new one
         self.m = Manifest::default();
         let scan = self.scan(file_len)?;
@@ -828,7 +829,7 @@ impl JsonlStore {
         // Generation must move past anything a stale journal or old manifest may claim.
         let old_manifest_gen = self.read_manifest()?.map_or(0, |m| m.generation);
         let old_journal_gen = self.read_journal()?.map_or(0, |j| j.generation);
-        let generation = self.m.generation.max(old_manifest_gen).max(old_journal_gen) + 1;
+        let generation = prev_gen.max(old_manifest_gen).max(old_journal_gen) + 1;
         // `append_len` here is the junk after the last live line that recovery may cut.
         let journal = Journal { generation, base_len: new_len, append_len: cur_len.saturating_sub(new_len), ops };
         self.write_journal(&journal)?;
@@ -867,7 +868,7 @@ impl JsonlStore {
     fn scan(&mut self, file_len: u64) -> Result<Scan> {
         self.count_read(file_len);
         let f = File::open(&self.path).map_err(|e| StoreError::io("reading", &self.path, e))?;
-        let mut r = BufReader::with_capacity(CHUNK, f);
+        let mut r = BufReader::with_capacity(CHUNK, std::io::Read::take(f, file_len));
         let mut line: Vec<u8> = Vec::new();
         let mut pos = 0u64;
         let mut line_no = 0u64;
@@ -877,7 +878,7 @@ impl JsonlStore {
         loop {
             line.clear();
             let n = r.read_until(b'\n', &mut line).map_err(|e| StoreError::io("reading", &self.path, e))?;
-            if n == 0 || pos >= file_len {
+            if n == 0 {
                 break;
             }
             line_no += 1;

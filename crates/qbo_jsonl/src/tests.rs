@@ -240,8 +240,14 @@ fn rebuild_adopts_foreign_file_and_repairs_it() {
 
     // Deleting the sidecar forces a rebuild that reaches the same state.
     fs::remove_dir_all(p.parent().unwrap().join(".qbo_rs")).unwrap();
-    let s = JsonlStore::open(&p, opts()).unwrap();
+    let mut s = JsonlStore::open(&p, opts()).unwrap();
     check(&s, &model);
+    // A corrupt manifest too; the generation keeps increasing.
+    let gen = s.stats().generation;
+    fs::write(p.parent().unwrap().join(".qbo_rs/invoices.txt.manifest"), b"garbage").unwrap();
+    s.refresh().unwrap();
+    check(&s, &model);
+    assert!(s.stats().generation > gen);
 
     // Trailing blank lines and duplicates at the end are cut.
     drop(s);
