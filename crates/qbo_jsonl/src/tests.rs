@@ -369,8 +369,8 @@ fn index_log_is_rewritten_when_bloated() {
     let mut s = JsonlStore::open(&p, opts()).unwrap();
     let mut model = Model::new();
     // Few ids updated many times: the log grows by one frame per batch.
-    for round in 0..3000i64 {
-        let b = vec![rec(&(round % 3).to_string(), round, 1000)];
+    for round in 0..400i64 {
+        let b = vec![rec(&(round % 3).to_string(), round, 100)];
         s.upsert(b.clone()).unwrap();
         apply_model(&mut model, &b);
     }
@@ -573,8 +573,8 @@ fn crash_at_every_step_of_an_index_log_rewrite_is_safe() {
         let mut s = JsonlStore::open(p, opts()).unwrap();
         let mut model = Model::new();
         let mut v = 1;
-        while s.stats().index_log_bytes < 4050 {
-            let b = vec![rec("1", v, 0), rec("2", v, 0)];
+        while s.stats().index_log_bytes < 3900 {
+            let b: Vec<_> = (0..10).map(|i| rec(&i.to_string(), v, 0)).collect();
             s.upsert(b.clone()).unwrap();
             apply_model(&mut model, &b);
             v += 1;
@@ -583,7 +583,7 @@ fn crash_at_every_step_of_an_index_log_rewrite_is_safe() {
         let s = JsonlStore::open(p, StoreOptions { fsync: true, ..StoreOptions::new(extract) }).unwrap();
         (s, model)
     };
-    let batch = || vec![rec("1", 1000, 3), rec("3", 1, 0)];
+    let batch = || vec![rec("1", 1000, 3), rec("3", 1, 0), rec("30", 1, 0), rec("31", 1, 0), rec("32", 1, 0)];
     {
         let (_d, p) = dir();
         let (mut s, _) = prepare(&p);
