@@ -149,7 +149,13 @@ impl JsonlStore {
         s.fail_after_steps(fail_at);
         #[cfg(not(any(test, feature = "failpoints")))]
         let _ = fail_at;
-        s.locked(|s| s.sync())?;
+        s.locked(|s| {
+            // Make the names of the data file and the sidecar directory durable (they may have
+            // just been created) before anything is committed that refers to them.
+            let dir = s.dir.clone();
+            s.io.sync_dir(&dir)?;
+            s.sync()
+        })?;
         Ok(s)
     }
 
