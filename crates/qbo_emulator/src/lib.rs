@@ -25,6 +25,7 @@
 //! | `GET /v3/company/{realm}/cdc?entities=..&changedSince=..` | Records with LastUpdatedTime >= changedSince, ascending, 1000 objects at most; [`Knobs::cdc_max_lookback_days`] (30) enforced. No deleted stubs (nothing is deleted). |
 //! | `GET /v3/company/{realm}/{entity}/{id}` | One record, `{"Invoice":{..},"time":..}`; unknown Id → 400 code 610. |
 //! | `POST /oauth2/v1/tokens/bearer` | `grant_type=refresh_token`; client auth by HTTP Basic (takes precedence) or `client_id`/`client_secret` form fields. |
+//! | `GET /.well-known/openid_configuration` | OpenID discovery document pointing at this emulator (also `openid-configuration`). |
 //!
 //! Every API response carries `intuit_tid` (`1-<8hex>-<24hex>`), `QBO-Version` and
 //! `Content-Type: application/json;charset=utf-8`, and a compact JSON body with a top-level
@@ -35,6 +36,15 @@
 //! reference §3.5 and `WWW-Authenticate: Bearer realm="Intuit", error="invalid_token"`), realm
 //! (403, code 3100, same envelope), throttle (429, code 3001), then `latency_ms`, then the fault
 //! dice, then parsing (400 ValidationFault), then the answer.
+//!
+//! ## Real clients
+//!
+//! The ej2 `python-quickbooks` client works unchanged (`scripts/python_quickbooks_smoke.py`
+//! exercises count, all, filter, query, get, a ValidationFault and a 401): give Intuit's
+//! `intuit-oauth` `AuthClient` the discovery URL above as its `environment`, set
+//! `QuickBooks.api_url_v3 = emulator.api_url()`, and set `OAUTHLIB_INSECURE_TRANSPORT=1` because
+//! the emulator speaks plain HTTP. `examples/serve.rs` runs a standalone emulator for such
+//! clients and prints its URLs and credentials as one JSON line.
 //!
 //! ## Token endpoint
 //!
@@ -159,9 +169,12 @@
 //!
 //! ## Known deviations
 //!
-//! Only JSON is served (no XML for a missing `Accept`); OR, projections other than `*`,
-//! `Iterator`, deletes and the monthly quota are not emulated; the 10 requests/second limit is
-//! not separate from `max_in_flight`; CDC never returns deleted stubs.
+//! Only JSON is served (no XML for a missing `Accept`); plain HTTP only (no TLS); OR,
+//! projections other than `*` (extra `SELECT *, Sku` names are accepted and ignored),
+//! `Iterator`, deletes, token revocation, the authorization-code grant and the monthly quota are
+//! not emulated; the 10 requests/second limit is not separate from `max_in_flight`; batch
+//! requests count as one request and have no separate 40/min limit; CDC never returns deleted
+//! stubs; the "101 rows for MAXRESULTS 100" quirk is not injected.
 
 pub mod auth;
 pub mod config;

@@ -932,6 +932,32 @@ async fn expire_route(State(s): State<Arc<Shared>>) -> Response {
     admin_json(StatusCode::OK, &json!({"expired": n}))
 }
 
+/// `GET /.well-known/openid_configuration`: an OpenID discovery document whose endpoints point
+/// at this emulator (built from the request's `Host`). Intuit's `intuit-oauth` Python client
+/// accepts a discovery URL as its `environment`, so it can refresh against the emulator offline.
+async fn discovery_route(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    s.record("admin", 200);
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
+    let base = format!("http://{host}");
+    admin_json(
+        StatusCode::OK,
+        &json!({
+            "issuer": base,
+            "authorization_endpoint": format!("{base}/connect/oauth2"),
+            "token_endpoint": format!("{base}/oauth2/v1/tokens/bearer"),
+            "userinfo_endpoint": format!("{base}/v1/openid_connect/userinfo"),
+            "revocation_endpoint": format!("{base}/oauth2/v1/tokens/revoke"),
+            "jwks_uri": format!("{base}/oauth2/v1/keys"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "scopes_supported": ["openid", "email", "profile", "address", "phone", "com.intuit.quickbooks.accounting"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+            "claims_supported": ["aud", "exp", "iat", "iss", "realmid", "sub"]
+        }),
+    )
+}
+
 async fn fallback(State(s): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
     if uri.path().starts_with("/v3/") {
         let tid = s.tid();
@@ -951,6 +977,8 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         .route("/v3/company/{realm}/cdc", get(cdc_route))
         .route("/v3/company/{realm}/{entity}/{id}", get(read_route))
         .route("/oauth2/v1/tokens/bearer", post(token_route))
+        .route("/.well-known/openid_configuration", get(discovery_route))
+        .route("/.well-known/openid-configuration", get(discovery_route))
         .route("/_emulator/truth/{entity}", get(truth_route))
         .route("/_emulator/stats", get(stats_route))
         .route("/_emulator/summary", get(summary_route))
