@@ -97,10 +97,10 @@ impl Manifest {
 }
 
 /// One change to bytes already in the data file, applied only after the commit point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
-    /// Write these bytes at this offset.
-    Write(u64, Vec<u8>),
+    /// Write `len` bytes, found at `start` in the journal's `bytes`, at `offset`.
+    Write { offset: u64, start: usize, len: usize },
     /// Overwrite this many bytes at this offset with spaces.
     Blank(u64, u64),
 }
@@ -108,12 +108,12 @@ pub(crate) enum Op {
 impl Op {
     pub fn offset(&self) -> u64 {
         match self {
-            Op::Write(o, _) | Op::Blank(o, _) => *o,
+            Op::Write { offset, .. } | Op::Blank(offset, _) => *offset,
         }
     }
     pub fn len(&self) -> u64 {
         match self {
-            Op::Write(_, b) => b.len() as u64,
+            Op::Write { len, .. } => *len as u64,
             Op::Blank(_, n) => *n,
         }
     }
@@ -131,12 +131,42 @@ pub(crate) struct Journal {
     /// Bytes the batch appends.
     pub append_len: u64,
     pub ops: Vec<Op>,
+    /// The bytes of every `Op::Write`, one buffer for the whole batch.
+    pub bytes: Vec<u8>,
 }
 
 impl Journal {
+    /// A journal with no in-place change.
+    pub fn plain(generation: u64, base_len: u64, append_len: u64) -> Self {
+        Journal { generation, base_len, append_len, ..Journal::default() }
+    }
+
+    /// Queues writing `data` at `offset`.
+    pub fn write(&mut self, offset: u64, data: &[u8]) {
+        self.ops.push(Op::Write { offset, start: self.bytes.len(), len: data.len() });
+        self.bytes.extend_from_slice(data);
+    }
+
+    /// Queues rewriting a whole slot of `slot_len` bytes at `offset`: `line`, spaces, '\n'.
+    pub fn write_slot(&mut self, offset: u64, line: &[u8], slot_len: usize) {
+        debug_assert!(line.len() < slot_len);
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(line);
+        self.bytes.resize(start + slot_len - 1, b' ');
+        self.bytes.push(b'\n');
+        self.ops.push(Op::Write { offset, start, len: slot_len });
+    }
+
+    /// The bytes an `Op::Write` carries.
+    pub fn data(&self, op: &Op) -> &[u8] {
+        match *op {
+            Op::Write { start, len, .. } => &self.bytes[start..start + len],
+            Op::Blank(..) => &[],
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let payload: usize = self.ops.iter().map(|o| 13 + if let Op::Write(_, b) = o { b.len() } else { 0 }).sum();
-        let mut b = Vec::with_capacity(8 + 8 + 36 + payload + 4);
+        let mut b = Vec::with_capacity(8 + 8 + 36 + 13 * self.ops.len() + self.bytes.len() + 4);
         b.extend_from_slice(JOURNAL_MAGIC);
         b.extend_from_slice(&0u64.to_le_bytes()); // total length, patched below
         for x in [self.generation, self.base_len, self.append_len] {
@@ -144,17 +174,17 @@ impl Journal {
         }
         b.extend_from_slice(&(self.ops.len() as u64).to_le_bytes());
         for op in &self.ops {
-            match op {
-                Op::Write(o, bytes) => {
+            match *op {
+                Op::Write { offset, len, .. } => {
                     b.push(0);
-                    b.extend_from_slice(&o.to_le_bytes());
-                    b.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-                    b.extend_from_slice(bytes);
+                    b.extend_from_slice(&offset.to_le_bytes());
+                    b.extend_from_slice(&(len as u32).to_le_bytes());
+                    b.extend_from_slice(self.data(op));
                 }
                 Op::Blank(o, n) => {
                     b.push(1);
                     b.extend_from_slice(&o.to_le_bytes());
-                    b.extend_from_slice(&(*n as u32).to_le_bytes());
+                    b.extend_from_slice(&(n as u32).to_le_bytes());
                 }
             }
         }
@@ -179,22 +209,20 @@ impl Journal {
             return None;
         }
         let mut r = Reader::new(&body[16..]);
-        let generation = r.u64()?;
-        let base_len = r.u64()?;
-        let append_len = r.u64()?;
+        let mut j = Journal::plain(r.u64()?, r.u64()?, r.u64()?);
         let n = r.u64()?;
-        let mut ops = Vec::with_capacity(n.min(1 << 20) as usize);
+        j.ops.reserve(n.min(1 << 20) as usize);
         for _ in 0..n {
             let kind = r.take(1)?[0];
             let off = r.u64()?;
             let len = r.u32()?;
-            ops.push(match kind {
-                0 => Op::Write(off, r.take(len as usize)?.to_vec()),
-                1 => Op::Blank(off, u64::from(len)),
+            match kind {
+                0 => j.write(off, r.take(len as usize)?),
+                1 => j.ops.push(Op::Blank(off, u64::from(len))),
                 _ => return None,
-            });
+            }
         }
-        Some(Journal { generation, base_len, append_len, ops })
+        Some(j)
     }
 }
 
@@ -335,12 +363,11 @@ mod tests {
 
     #[test]
     fn journal_roundtrip_ignores_trailing_bytes() {
-        let j = Journal {
-            generation: 3,
-            base_len: 10,
-            append_len: 20,
-            ops: vec![Op::Write(4, b"abc".to_vec()), Op::Blank(9, 5)],
-        };
+        let mut j = Journal::plain(3, 10, 20);
+        j.write(4, b"abc");
+        j.ops.push(Op::Blank(9, 5));
+        j.write(20, b"de");
+        assert_eq!(j.data(&j.ops[2]), b"de");
         let mut b = j.encode();
         assert_eq!(Journal::decode(&b), Some(j.clone()));
         b.extend_from_slice(b"garbage from an older journal");

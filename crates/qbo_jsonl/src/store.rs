@@ -385,7 +385,7 @@ impl JsonlStore {
             if j.generation == m.generation {
                 // Committed batch whose in-place changes may be unfinished: redo them.
                 if !j.ops.is_empty() {
-                    self.apply_ops(&j.ops)?;
+                    self.apply_ops(j)?;
                     let path = self.path.clone();
                     self.io.sync(&self.data, &path)?;
                     let jp = self.journal_path.clone();
@@ -499,7 +499,8 @@ impl JsonlStore {
     }
 
     /// Applies in-place changes, coalescing adjacent ones into single writes.
-    fn apply_ops(&mut self, ops: &[Op]) -> Result<()> {
+    fn apply_ops(&mut self, journal: &Journal) -> Result<()> {
+        let ops = &journal.ops;
         let mut order: Vec<usize> = (0..ops.len()).collect();
         order.sort_unstable_by_key(|&i| ops[i].offset());
         let mut run: Vec<u8> = Vec::new();
@@ -515,7 +516,7 @@ impl JsonlStore {
                 run_start = op.offset();
             }
             match op {
-                Op::Write(_, b) => run.extend_from_slice(b),
+                Op::Write { .. } => run.extend_from_slice(journal.data(op)),
                 Op::Blank(_, n) => run.resize(run.len() + *n as usize, b' '),
             }
             if run.len() >= CHUNK {
@@ -567,7 +568,7 @@ impl JsonlStore {
         let base = self.m.data_len;
         let mut append = std::mem::take(&mut self.buf);
         append.clear();
-        let mut ops = Vec::new();
+        let mut journal = Journal::plain(generation, base, 0);
         let mut changes: Vec<(usize, Slot)> = Vec::new();
         let mut waste = self.m.waste;
         let mut frame = FrameBuilder::new(generation);
@@ -592,21 +593,11 @@ impl JsonlStore {
                     if line_len < old.len {
                         // Rewrite the whole slot, '\n' included (unchanged), so that the writes
                         // of neighbouring slots coalesce into one.
-                        let mut b = Vec::with_capacity(old.len as usize);
-                        b.extend_from_slice(&r.line);
-                        b.resize(old.len as usize - 1, b' ');
-                        b.push(b'\n');
-                        ops.push(Op::Write(old.offset, b));
+                        journal.write_slot(old.offset, &r.line, old.len as usize);
                         Some(old)
                     } else {
-                        // Relocate: blank the old slot including its '\n' (split if huge).
-                        let (mut o, mut n) = (old.offset, old.len);
-                        while n > 0 {
-                            let k = n.min(format::MAX_OP);
-                            ops.push(Op::Blank(o, k));
-                            o += k;
-                            n -= k;
-                        }
+                        // Relocate: blank the old slot including its '\n'.
+                        push_blank(&mut journal.ops, old);
                         waste += old.len;
                         None
                     }
@@ -626,7 +617,7 @@ impl JsonlStore {
             return Ok(out);
         }
         let frame = frame.finish();
-        let journal = Journal { generation, base_len: base, append_len: append.len() as u64, ops };
+        journal.append_len = append.len() as u64;
         let result = self.commit_batch(&journal, &append, &frame, waste, out.inserted as u64);
         out.bytes_written = append.len() as u64 + journal.ops.iter().map(|o| o.len()).sum::<u64>();
         if append.capacity() <= 64 << 20 {
@@ -642,7 +633,7 @@ impl JsonlStore {
         debug_assert_eq!(self.index.len() as u64, self.m.records);
         // Finish the in-place part. A failure here is repaired by the next sync (journal redo).
         if !journal.ops.is_empty() {
-            self.apply_ops(&journal.ops)?;
+            self.apply_ops(&journal)?;
             let path = self.path.clone();
             self.io.sync(&self.data, &path)?;
             let jp = self.journal_path.clone();
@@ -721,7 +712,7 @@ impl JsonlStore {
         let (epoch, idx_len) = write_snapshot(&mut self.io, &self.idx_tmp, generation, self.index.entries())?;
         let m = Manifest { generation, epoch, idx_len, ..self.m };
         // Stale journal must not be mistaken for this generation's.
-        self.write_journal(&Journal { generation, base_len: m.data_len, append_len: 0, ops: vec![] })?;
+        self.write_journal(&Journal::plain(generation, m.data_len, 0))?;
         self.commit_manifest(&m)?;
         self.m = m;
         self.install_snapshot()
@@ -784,7 +775,7 @@ impl JsonlStore {
         });
         let (epoch, idx_len) = write_snapshot(&mut self.io, &self.idx_tmp, generation, entries)?;
         drop(strs);
-        self.write_journal(&Journal { generation, base_len: out_off, append_len: 0, ops: vec![] })?;
+        self.write_journal(&Journal::plain(generation, out_off, 0))?;
         let m = Manifest {
             generation,
             epoch,
@@ -832,12 +823,15 @@ impl JsonlStore {
             cur_len += 1;
         }
         let ops: Vec<Op> = scan.ops.into_iter().filter(|o| o.offset() < new_len).collect();
+        let mut journal = Journal::plain(0, new_len, 0);
+        journal.ops = ops;
         // Generation must move past anything a stale journal or old manifest may claim.
         let old_manifest_gen = self.read_manifest()?.map_or(0, |m| m.generation);
         let old_journal_gen = self.read_journal()?.map_or(0, |j| j.generation);
         let generation = prev_gen.max(old_manifest_gen).max(old_journal_gen) + 1;
         // `append_len` here is the junk after the last live line that recovery may cut.
-        let journal = Journal { generation, base_len: new_len, append_len: cur_len.saturating_sub(new_len), ops };
+        journal.generation = generation;
+        journal.append_len = cur_len.saturating_sub(new_len);
         self.write_journal(&journal)?;
         self.io.sync(&self.data, &path)?;
         let (epoch, idx_len) = write_snapshot(&mut self.io, &self.idx_tmp, generation, index.entries())?;
@@ -855,7 +849,7 @@ impl JsonlStore {
         self.m = m;
         self.install_snapshot()?;
         if !journal.ops.is_empty() {
-            self.apply_ops(&journal.ops)?;
+            self.apply_ops(&journal)?;
         }
         let cur = self.data.metadata().map_err(|e| StoreError::io("inspecting", &path, e))?.len();
         if cur > new_len {
