@@ -65,7 +65,7 @@
 //!
 //! ## Query language
 //!
-//! See [`query::parse`]: `SELECT * | COUNT(*) FROM Entity [WHERE a op v AND ...]
+//! See [`query::parse()`]: `SELECT * | COUNT(*) FROM Entity [WHERE a op v AND ...]
 //! [ORDERBY|ORDER BY p [ASC|DESC], ...] [STARTPOSITION n] [MAXRESULTS n]` (the last three in
 //! any order), case-insensitive keywords, entity and property names, `MetaData.`/`Metadata.`,
 //! operators `= < > <= >= IN LIKE` (`%` only), `AND` only, values `'str\'ing'`, numbers,
@@ -450,14 +450,99 @@ impl Emulator {
 }
 
 impl Drop for Emulator {
+    /// Signals a graceful stop and returns at once: the listener closes, idle keep-alive
+    /// connections are closed, requests in progress finish in the background.
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        if let Some(task) = self.task.take() {
-            // Graceful shutdown would wait for idle keep-alive connections of a client that is
-            // still alive; after a drop nobody waits, so stop hard.
-            task.abort();
+    }
+}
+
+/// An [`Emulator`] on its own tokio runtime (two worker threads named `qbo-emulator`), for
+/// callers without a runtime: the PyO3 binding, a CLI, synchronous tests. Derefs to
+/// [`Emulator`]. Must not be created or stopped from inside an async context (it blocks).
+pub struct BackgroundEmulator {
+    emu: Option<Emulator>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl BackgroundEmulator {
+    /// Builds the runtime, starts the emulator on it and returns once it listens.
+    pub fn start(config: EmulatorConfig) -> Result<BackgroundEmulator, EmulatorError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("qbo-emulator")
+            .enable_all()
+            .build()
+            .map_err(|e| EmulatorError::Internal(format!("cannot build the emulator runtime: {e}")))?;
+        let emu = rt.block_on(Emulator::start(config))?;
+        Ok(BackgroundEmulator { emu: Some(emu), rt: Some(rt) })
+    }
+
+    /// Stops the server (waiting up to 5 s for open requests) and the runtime.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let (Some(emu), Some(rt)) = (self.emu.take(), self.rt.as_ref()) {
+            rt.block_on(emu.shutdown());
         }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl std::ops::Deref for BackgroundEmulator {
+    type Target = Emulator;
+    fn deref(&self) -> &Emulator {
+        self.emu.as_ref().expect("emulator is running until stop")
+    }
+}
+
+impl Drop for BackgroundEmulator {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+#[cfg(test)]
+mod api_tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        assert_send_sync::<Emulator>();
+        assert_send_sync::<BackgroundEmulator>();
+        assert_send_sync::<EmulatorConfig>();
+        assert_send_sync::<Stats>();
+    }
+
+    #[test]
+    fn background_emulator_serves_without_a_caller_runtime() {
+        let emu = BackgroundEmulator::start(EmulatorConfig { invoices: 20, customers: 5, items: 5, ..Default::default() })
+            .expect("starts");
+        assert!(emu.base_url().starts_with("http://127.0.0.1:"));
+        assert_eq!(emu.truth("Invoice").unwrap().len(), 20);
+        // A plain blocking HTTP exchange over std TCP.
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(emu.local_addr()).unwrap();
+        write!(s, "GET /_emulator/knobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("throttle_per_minute"));
+        emu.stop();
+    }
+
+    #[test]
+    fn config_deserializes_partially() {
+        let c: EmulatorConfig = serde_json::from_str(r#"{"invoices": 7, "knobs": {"latency_ms": 3}}"#).unwrap();
+        assert_eq!((c.invoices, c.customers, c.knobs.latency_ms, c.knobs.throttle_per_minute), (7, 300, 3, Some(500)));
+        assert_eq!(c.data_start, NaiveDate::from_ymd_opt(2015, 1, 1).unwrap());
     }
 }

@@ -1,4 +1,4 @@
-//! The query language: parsing ([`parse`]), validation and execution.
+//! The query language: parsing ([`parse()`]), validation and execution.
 
 pub(crate) mod exec;
 pub mod parse;
