@@ -15,7 +15,9 @@
 //! data/.qbo_rs/invoices.txt.idx         append-only index log (id -> slot, version)
 //! data/.qbo_rs/invoices.txt.journal     redo journal of the last batch
 //! data/.qbo_rs/invoices.txt.lock        exclusive lock held during every write
-//! data/.qbo_rs/invoices.txt.compact     temporary, only while compacting
+//! data/.qbo_rs/invoices.txt.compact     temporary: the compacted data file until renamed
+//! data/.qbo_rs/invoices.txt.idx.tmp     temporary: an index-log snapshot until renamed
+//! data/.qbo_rs/invoices.txt.manifest.tmp  temporary: the next manifest until renamed
 //! ```
 //!
 //! **Data file.** Every line is: optional ASCII spaces, exactly the caller's JSON object bytes,
@@ -67,16 +69,25 @@
 //! extractor cannot read stops the rebuild with an error naming the file and line: data is never
 //! dropped silently.
 //!
-//! A SIGKILL before step 6 therefore leaves the state before the batch; at or after step 6 the
-//! state after it. No torn line, no duplicate id survives the next open.
+//! A SIGKILL before the rename of step 6 therefore leaves the state before the batch; after it,
+//! the state after it. No torn line, no duplicate id survives the next open.
+//!
+//! Within a batch the greatest version of an id wins, the first copy on a tie; stored versions
+//! are replaced only by strictly greater ones. A rebuild that meets the same id twice keeps the
+//! greatest version, the later line on a tie.
+//!
+//! **Compaction** writes the live lines, in file order and without padding, to `.compact`, and a
+//! snapshot of the new offsets to `idx.tmp` (both fsynced), then commits a manifest naming the
+//! new file's inode and the snapshot's epoch, then renames both into place. Recovery finishes
+//! those renames when the committed manifest names the temporary files, and deletes them
+//! otherwise. Readers with the old file open keep reading the old, complete copy.
 //!
 //! **The honest limit:** between a SIGKILL and the next `open`/`upsert` (and, likewise, while a
 //! batch is being written), a plain reader (`cat`, pandas) of the data file can see an
 //! uncommitted partial tail (possibly a torn last line) or a partially applied in-place change
 //! (an id present twice, the old copy not yet blanked). The next open repairs it. Readers that
 //! need a committed view should use [`JsonlStore::for_each_line`] (it holds the lock), or read
-//! once the writers have finished. Compaction replaces the file by rename, so an open reader
-//! keeps the old, complete file.
+//! once the writers have finished.
 //!
 //! `fsync: false` skips every fsync: still crash-safe against a killed process (the kernel keeps
 //! the written pages), but not against power loss or a kernel crash.
