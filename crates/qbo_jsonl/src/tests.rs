@@ -91,6 +91,13 @@ fn dir() -> (tempfile::TempDir, PathBuf) {
 }
 
 #[test]
+fn store_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<JsonlStore>();
+    send_sync::<StoreError>();
+}
+
+#[test]
 fn creates_parent_dir_and_sidecar() {
     let (_d, p) = dir();
     let s = JsonlStore::open(&p, opts()).unwrap();
