@@ -311,17 +311,6 @@ fn throttled(tid: &str, k: &Knobs) -> Response {
     r
 }
 
-fn wrap(qr: &[u8]) -> Vec<u8> {
-    let t = now_time();
-    let mut b = Vec::with_capacity(qr.len() + 64);
-    b.extend_from_slice(b"{\"QueryResponse\":");
-    b.extend_from_slice(qr);
-    b.extend_from_slice(b",\"time\":\"");
-    b.extend_from_slice(t.as_bytes());
-    b.extend_from_slice(b"\"}");
-    b
-}
-
 // ---------------------------------------------------------------------------------------------
 // API gate: auth, realm, throttle, latency
 
@@ -475,16 +464,19 @@ async fn query_route(
         Err(e) => return finish(&s, ROUTE, validation_fault(&tid, &e)),
     };
     let pick = if plan.count { None } else { s.edit_pick(&k) };
-    let mut qr = Vec::new();
+    // The page is written once, straight into the response buffer.
+    let mut body = Vec::with_capacity(64);
+    body.extend_from_slice(b"{\"QueryResponse\":");
     let info = {
         let t = rl(s.table(plan.entity));
-        query::run(&t, &plan, pick, &mut qr)
+        query::run(&t, &plan, pick, &mut body)
     };
     if let Some(idx) = info.edit {
         s.edit_index(plan.entity, idx as usize, true);
     }
-    let body = wrap(&qr);
-    drop(qr);
+    body.extend_from_slice(b",\"time\":\"");
+    body.extend_from_slice(now_time().as_bytes());
+    body.extend_from_slice(b"\"}");
     if !matches!(fault, Some(FaultKind::Reset | FaultKind::Malformed)) {
         let mut st = lock(&s.stats);
         st.rows_served += info.rows as u64;
