@@ -448,19 +448,19 @@ fn many_records_use_multi_frame_snapshots() {
     let mut s = JsonlStore::open(&p, opts()).unwrap();
     let mut model = Model::new();
     for chunk in 0..3u64 {
-        let b: Vec<_> = (chunk * 50_000..(chunk + 1) * 50_000).map(|i| rec(&i.to_string(), 1, (i % 5) as usize)).collect();
+        let b: Vec<_> = (chunk * 23_000..(chunk + 1) * 23_000).map(|i| rec(&i.to_string(), 1, (i % 5) as usize)).collect();
         s.upsert(b.clone()).unwrap();
         apply_model(&mut model, &b);
     }
     let b: Vec<_> = (0..1000u64).map(|i| rec(&(i * 97).to_string(), 2, 30)).collect();
     s.upsert(b.clone()).unwrap();
     apply_model(&mut model, &b);
-    s.compact().unwrap(); // snapshot of 150k entries = 3 frames
+    s.compact().unwrap(); // snapshot of 69k entries = 2 frames
     check(&s, &model);
     drop(s);
     let s = JsonlStore::open(&p, StoreOptions { key_extractor: |_| None, ..opts() }).unwrap();
     check(&s, &model);
-    assert!(s.stats().index_memory_bytes < 150_000 * 48 + (1 << 20), "{:?}", s.stats());
+    assert!(s.stats().index_memory_bytes < 69_000 * 48 + (1 << 20), "{:?}", s.stats());
     drop(s);
     fs::remove_dir_all(p.parent().unwrap().join(".qbo_rs")).unwrap();
     let s = JsonlStore::open(&p, opts()).unwrap();
