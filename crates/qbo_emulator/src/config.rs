@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 /// Everything fixed when the emulator starts. All generated data, credentials and injected
 /// randomness derive from `seed`, so two emulators with the same config serve identical bytes
 /// (apart from the wall-clock `time` field and edits, which are stamped with "now").
+/// Deserialising rejects unknown keys, so a misspelt option fails loudly instead of silently
+/// taking its default.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EmulatorConfig {
     /// Interface to bind. Default `127.0.0.1`.
     pub host: String,
@@ -111,9 +113,9 @@ pub enum ThrottleBody {
 }
 
 /// Behaviour that can change while the emulator runs. `POST /_emulator/knobs` takes a partial
-/// JSON object of these fields.
+/// JSON object of these fields. Deserialising rejects unknown keys; missing keys take defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Knobs {
     /// Accepted query requests allowed in any sliding 60 s window per realm; `None` = no limit.
     /// Default `Some(500)` (Intuit's documented per-realm limit).

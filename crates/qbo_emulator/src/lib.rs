@@ -544,5 +544,9 @@ mod api_tests {
         let c: EmulatorConfig = serde_json::from_str(r#"{"invoices": 7, "knobs": {"latency_ms": 3}}"#).unwrap();
         assert_eq!((c.invoices, c.customers, c.knobs.latency_ms, c.knobs.throttle_per_minute), (7, 300, 3, Some(500)));
         assert_eq!(c.data_start, NaiveDate::from_ymd_opt(2015, 1, 1).unwrap());
+        assert!(serde_json::from_str::<EmulatorConfig>(r#"{"invoice": 7}"#).is_err(), "typos are rejected");
+        assert!(serde_json::from_str::<Knobs>(r#"{"latency": 7}"#).is_err());
+        let k: Knobs = serde_json::from_str(r#"{"fault_kinds": ["Reset", "Slow"], "throttle_body": "Xml"}"#).unwrap();
+        assert_eq!(k.fault_kinds, vec![FaultKind::Reset, FaultKind::Slow]);
     }
 }
