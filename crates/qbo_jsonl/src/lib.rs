@@ -112,6 +112,7 @@
 //! - When a record shrinks, the rest of its slot stays as padding for regrowth; padding is not
 //!   counted as waste (only blanked slots are), so it only goes away at the next compaction.
 //! - Ids are at most 65535 bytes; lines under 4 GiB.
+//! - Compaction replaces the data file by rename: a symlinked data file becomes a regular file.
 //! - Built and tested on Linux. Elsewhere there are no inodes, so a replaced data file is
 //!   detected by length only and a crash during compaction costs a rebuild.
 

@@ -623,8 +623,7 @@ impl JsonlStore {
         if append.capacity() <= 64 << 20 {
             self.buf = append;
         }
-        let committed = result?;
-        debug_assert!(committed);
+        result?;
         // Committed: the in-memory index follows.
         for (i, slot) in changes {
             let r = &batch[i];
@@ -643,7 +642,7 @@ impl JsonlStore {
     }
 
     /// Steps 3–6 of the protocol. On success `self.m` is the new manifest.
-    fn commit_batch(&mut self, journal: &Journal, append: &[u8], frame: &[u8], waste: u64, new_records: u64) -> Result<bool> {
+    fn commit_batch(&mut self, journal: &Journal, append: &[u8], frame: &[u8], waste: u64, new_records: u64) -> Result<()> {
         self.write_journal(journal)?;
         let path = self.path.clone();
         if !append.is_empty() {
@@ -664,7 +663,7 @@ impl JsonlStore {
         };
         self.commit_manifest(&m)?;
         self.m = m;
-        Ok(true)
+        Ok(())
     }
 
     /// After an upsert: compact or rewrite the index log when they have grown wasteful.
