@@ -117,10 +117,11 @@
 //! * **Inactive.** Exactly `round(10 %)` of Customers and of Items are inactive: `"Active":false`
 //!   and `" (deleted)"` appended to DisplayName/FullyQualifiedName (Customer) or
 //!   Name/FullyQualifiedName (Item).
-//! * **Payloads** follow reference §6: invoices (~2.2 KB compact JSON on average, 1.5–2.6 KB)
+//! * **Payloads** follow reference §6: invoices (~2.1 KB compact JSON on average, 10th–90th
+//!   percentile 1.75–2.6 KB, so ~2.1 MB per 1000-row page)
 //!   with 2–5 `SalesItemLineDetail` lines plus the `SubTotalLineDetail` line, `TxnTaxDetail`,
 //!   addresses, `CustomerRef` to an existing customer and `ItemRef`s to existing items (created
-//!   no later than the invoice when possible); customers ~0.9 KB; items ~0.55 KB. Times are
+//!   no later than the invoice when possible); customers ~0.93 KB (0.75–1.16); items ~0.55 KB. Times are
 //!   `YYYY-MM-DDTHH:MM:SS-08:00` / `-07:00` (DST-correct, whole seconds). `TxnDate` is the
 //!   Pacific date of CreateTime.
 //!

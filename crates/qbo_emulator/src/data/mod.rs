@@ -377,7 +377,11 @@ mod tests {
     fn records_are_valid_json_of_realistic_size() {
         let d = generate(&cfg(2000));
         let (inv, cus, itm) = (&d.tables[0], &d.tables[1], &d.tables[2]);
-        eprintln!("avg sizes: invoice {:.0}, customer {:.0}, item {:.0}", avg(inv), avg(cus), avg(itm));
+        for t in &d.tables {
+            let mut v: Vec<usize> = t.recs.iter().map(|r| r.json.len()).collect();
+            v.sort_unstable();
+            eprintln!("{:?}: avg {:.0} min {} p10 {} p90 {} max {}", t.entity, avg(t), v[0], v[v.len() / 10], v[v.len() * 9 / 10], v[v.len() - 1]);
+        }
         for t in &d.tables {
             for r in &t.recs {
                 let v: serde_json::Value = serde_json::from_slice(&r.json).expect("valid JSON");

@@ -527,7 +527,7 @@ pub(crate) fn write_invoice(buf: &mut Vec<u8>, ctx: &Ctx, core: &InvoiceCore, re
         j.raw(",\"Amount\":").money(l.price * l.qty as i64);
         j.raw(",\"DetailType\":\"SalesItemLineDetail\",\"SalesItemLineDetail\":{\"ItemRef\":{\"value\":").qu(l.item as u64).raw(",").kv("name", iname);
         j.raw("},\"UnitPrice\":").price(l.price).raw(",\"Qty\":").u(l.qty as u64);
-        if l.desc_variant == 2 {
+        if l.desc_variant == 2 && l.qty > 5 {
             j.raw(",\"ItemAccountRef\":{").kv("value", income.0).raw(",").kv("name", income.1).raw("}");
         }
         j.raw(",\"TaxCodeRef\":{\"value\":\"").raw(if l.taxable { "TAX" } else { "NON" }).raw("\"}}},");
@@ -553,10 +553,11 @@ pub(crate) fn write_invoice(buf: &mut Vec<u8>, ctx: &Ctx, core: &InvoiceCore, re
     if let Some(c) = cust {
         j.raw(",");
         c.bill.write(j, "BillAddr", false);
-        j.raw(",");
-        c.ship.as_ref().unwrap_or(&c.bill).write(j, "ShipAddr", false);
+        if let Some(ship) = &c.ship {
+            j.raw(",");
+            ship.write(j, "ShipAddr", false);
+        }
     }
-    j.raw(",\"FreeFormAddress\":true");
     j.raw(",\"SalesTermRef\":{").kv("value", core.term.0).raw(",").kv("name", core.term.1).raw("}");
     j.raw(",\"DueDate\":").date(core.due_days);
     j.raw(",\"TotalAmt\":").money(core.total);
