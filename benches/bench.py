@@ -75,7 +75,7 @@ def count_lines(path: Path) -> int:
 
 def throughput(invoices: int, work: Path) -> None:
     print(f"\n## 1. Throughput: {invoices:,} invoices, no throttle, no latency, page size 1000, 365-day windows")
-    emu = Emulator("--invoices", str(invoices), "--customers", "200", "--items", "100", "--seed", "1")
+    emu = Emulator("--invoices", str(invoices), "--customers", "200", "--items", "100", "--seed", "1", "--throttle-per-minute", "0", "--max-in-flight", "0")
     try:
         env = dict(os.environ, **emu.env)
         rows = []
@@ -115,19 +115,19 @@ def pacing(seconds: float, work: Path) -> None:
         after = emu.stats()
     finally:
         emu.stop()
-    requests = after["requests_total"] - before["requests_total"]
+    requests = after["query_requests"] - before["query_requests"]
     throttled = after["throttled"] - before["throttled"]
     per_minute = requests / wall * 60
     print(f"requests sent: {requests} in {wall:.1f} s = {per_minute:.1f}/min = {per_minute / 500:.1%} of the 500/min limit (target >= 95%)")
     print(f"answered 429: {throttled} = {throttled / max(requests, 1):.2%} of requests (target <= 1%)")
-    print(f"max in flight seen by the emulator: {after.get('max_in_flight_seen')}; busiest 60 s window: {after.get('max_requests_in_60s')}")
+    print(f"max in flight seen by the emulator: {after.get('max_in_flight')}; busiest 60 s window: {after.get('max_requests_in_60s')}")
 
 
 def memory(sizes: List[int], work: Path) -> None:
     print("\n## 3. Peak RSS of the qbo-rs process (target: flat, < 150 MB)")
     print(f"{'invoices':>10} {'records':>10} {'wall s':>8} {'peak RSS MB':>12}")
     for n in sizes:
-        emu = Emulator("--invoices", str(n), "--customers", "100", "--items", "50", "--seed", "3")
+        emu = Emulator("--invoices", str(n), "--customers", "100", "--items", "50", "--seed", "3", "--throttle-per-minute", "0", "--max-in-flight", "0")
         try:
             env = dict(os.environ, **emu.env, QBO_TOKEN_STORE=str(work / f"tokens-mem-{n}.json"))
             data = work / f"mem-{n}"

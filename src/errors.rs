@@ -14,7 +14,7 @@ fn exceptions(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
         .map(|m| m.bind(py))
 }
 
-fn raise(py: Python<'_>, class: &str, args: impl IntoPyObject<'_, Target = pyo3::types::PyTuple>) -> PyErr {
+fn raise<'py>(py: Python<'py>, class: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
     let built = exceptions(py).and_then(|m| m.getattr(class)).and_then(|cls| cls.call1(args));
     match built {
         Ok(instance) => PyErr::from_value(instance),

@@ -37,7 +37,9 @@ mod _qbo_rs {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         // Rust log records (tracing's `log` feature) go to Python's `logging`, under the
         // "qbo_rs" logger, so they show up in Mage block logs. Cheap: no runtime, no I/O.
-        let _ = pyo3_log::try_init();
+        // Cache logger objects but not their levels: users configure `logging` after import,
+        // and a cached WARNING level would hide every INFO line from them.
+        let _ = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::Loggers)?.install();
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }

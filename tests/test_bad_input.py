@@ -46,7 +46,7 @@ def test_backfill_rejects(emulator: QboEmulator, client_factory, tmp_path: Path,
     assert needle.lower() in str(e.value).lower(), str(e.value)
     assert isinstance(e.value, ValueError) and isinstance(e.value, QboError)
     assert not (tmp_path / "data").exists(), "nothing may be written for bad input"
-    assert emulator.stats()["requests_total"] == 0, "no request may be sent for bad input"
+    assert sum(sum(by_status.values()) for by_status in emulator.stats()["requests"].values()) == 0, "no request may be sent for bad input"
 
 
 CREDENTIAL_CASES = [

@@ -30,7 +30,6 @@ def test_seed_log_lines_and_no_tokens(caplog, tmp_path: Path):
     for secret in secrets:
         assert secret and secret not in text
     assert secrets.isdisjoint({repr(creds), repr(client)})
-    assert emu.native is None or True  # emulator stopped cleanly by the context manager
 
 
 def test_failed_window_logs_alert(emulator: QboEmulator, client_factory, tmp_path: Path, caplog):

@@ -2,11 +2,25 @@
 
 import os
 from datetime import date, datetime
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Union, final
+from typing import Any, Awaitable, Callable, Dict, List, Optional, TypeVar, Union, final
+
+from typing_extensions import disjoint_base
 
 _DateLike = Union[str, date, datetime]
+_Self = TypeVar("_Self", bound="QboClient")
 
 __version__: str
+__all__ = [
+    "BackfillReport",
+    "Credentials",
+    "NativeEmulator",
+    "QboClient",
+    "Window",
+    "WindowReport",
+    "__version__",
+    "plan_windows",
+    "run_cli",
+]
 
 @final
 class Window:
@@ -58,11 +72,12 @@ class Credentials:
     @property
     def token_url(self) -> str: ...
 
+@disjoint_base
 class QboClient:
     """The native client; use :class:`qbo_rs.QboClient`, which adds defaults and async twins."""
 
     def __new__(
-        cls,
+        cls: "type[_Self]",
         credentials: Credentials,
         *,
         requests_per_minute: int = 490,
@@ -72,7 +87,7 @@ class QboClient:
         timeout: float = 120.0,
         token_store: Optional[Union[str, "os.PathLike[str]"]] = None,
         on_token_rotated: Optional[Callable[[str, str], Any]] = None,
-    ) -> "QboClient": ...
+    ) -> "_Self": ...
     @property
     def realm_id(self) -> str: ...
     def count(self, entity: str, start: _DateLike, end: _DateLike, filter_field: str = "LastUpdatedTime") -> int:

@@ -105,10 +105,12 @@ struct EmulatorArgs {
     customers: usize,
     #[arg(long, default_value_t = 150)]
     items: usize,
-    #[arg(long)]
-    throttle_per_minute: Option<u32>,
-    #[arg(long)]
-    max_in_flight: Option<u32>,
+    /// Query requests per realm per sliding minute before 429s (QBO: 500; 0 = no limit).
+    #[arg(long, default_value_t = 500)]
+    throttle_per_minute: u32,
+    /// Concurrent query requests per realm before 429s (QBO: 10; 0 = no limit).
+    #[arg(long, default_value_t = 10)]
+    max_in_flight: u32,
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
     #[arg(long, default_value_t = 0.0)]
@@ -283,8 +285,8 @@ async fn emulator(a: EmulatorArgs) -> Result<i32, Error> {
         items: a.items,
         ..Default::default()
     };
-    config.knobs.throttle_per_minute = a.throttle_per_minute;
-    config.knobs.max_in_flight = a.max_in_flight;
+    config.knobs.throttle_per_minute = Some(a.throttle_per_minute).filter(|n| *n > 0);
+    config.knobs.max_in_flight = Some(a.max_in_flight).filter(|n| *n > 0);
     config.knobs.latency_ms = a.latency_ms;
     config.knobs.fault_rate = a.fault_rate;
     config.knobs.edit_rate = a.edit_rate;
