@@ -13,7 +13,7 @@ RUST_SOURCES := $(shell find src crates -name '*.rs' -o -name Cargo.toml) Cargo.
 DEMO_START ?= 2015-01-01
 DEMO_END ?= 2026-01-01
 
-.PHONY: help demo test test-rust test-python bench lint stubtest clean
+.PHONY: help wheel demo test test-rust test-python bench bench-smoke stubtest clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ wheel: $(WHEEL_STAMP) ## build and install the wheel into .venv
 demo: $(WHEEL_STAMP) ## start the emulator and backfill invoices, customers, items into data/
 	@./scripts/demo.sh "$(QBO)" "$(DEMO_START)" "$(DEMO_END)"
 
-test: test-rust test-python ## build the wheel and run every test (Rust and Python)
+test: test-rust test-python bench-smoke ## build the wheel and run every test (Rust and Python) and a benchmark smoke run
 
 test-rust: ## cargo tests of the pure-Rust crates
 	cargo test --workspace --exclude qbo_rs --quiet
@@ -50,6 +50,9 @@ stubtest: $(WHEEL_STAMP) ## check the .pyi stubs against the compiled module, an
 
 bench: $(WHEEL_STAMP) ## benchmarks (prints figures): throughput vs plain Python, pacing, RSS
 	$(PY) benches/bench.py
+
+bench-smoke: $(WHEEL_STAMP) ## the benchmark at tiny sizes, so it never rots
+	$(PY) benches/bench.py --smoke
 
 clean:
 	rm -rf target/wheels $(VENV) data bench-results
