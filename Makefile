@@ -21,7 +21,7 @@ help: ## list targets
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet "maturin>=1.9,<2" "pytest>=8" "pytest-timeout>=2.3" "mypy>=1.11" "requests>=2.31"
+	$(PIP) install --quiet "maturin>=1.9,<2" "pytest>=8" "pytest-timeout>=2.3" "mypy>=1.11" "requests>=2.31" "python-quickbooks>=0.9"
 	touch $@
 
 # Build a release wheel (abi3) and install it into the venv, only when sources changed.

@@ -1,0 +1,46 @@
+"""A real third-party client, ej2's python-quickbooks with Intuit's intuit-oauth, talks to the
+bundled emulator unchanged (three settings: the discovery URL as intuit-oauth's environment,
+QuickBooks.api_url_v3, and OAUTHLIB_INSECURE_TRANSPORT because the emulator is plain HTTP)."""
+
+from __future__ import annotations
+
+import intuitlib.client
+import pytest
+import requests
+
+from qbo_rs.testing import QboEmulator
+
+
+def test_python_quickbooks_reads_the_emulator(monkeypatch):
+    from quickbooks import QuickBooks
+    from quickbooks.exceptions import QuickbooksException
+    from quickbooks.objects.customer import Customer
+    from quickbooks.objects.invoice import Invoice
+
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    with QboEmulator(seed=21, invoices=300, customers=80, items=20, refresh_rotate_after_secs=0) as emu:
+        env = emu.env()
+        auth = intuitlib.client.AuthClient(
+            env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"], "http://localhost/callback",
+            environment=emu.base_url + "/.well-known/openid_configuration", refresh_token=env["QBO_REFRESH_TOKEN"],
+        )
+        auth.refresh()
+        assert auth.refresh_token != env["QBO_REFRESH_TOKEN"], "the emulator rotates on every refresh here"
+        monkeypatch.setattr(QuickBooks, "api_url_v3", emu.base_url + "/v3")
+        qb = QuickBooks(auth_client=auth, refresh_token=auth.refresh_token, company_id=emu.realm_id, minorversion=75)
+
+        customers = emu.truth("Customer")
+        assert Invoice.count(qb=qb) == 300
+        assert Customer.count(qb=qb) == sum(1 for c in customers if c["active"]), "inactive hidden by default, as in QBO"
+        assert Customer.count(where_clause="Active IN (true, false)", qb=qb) == len(customers)
+        invoices = Invoice.query(
+            "SELECT * FROM Invoice ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 MAXRESULTS 1000", qb=qb
+        )
+        assert {i.Id for i in invoices} == {r["id"] for r in emu.truth("Invoice")}
+        assert all(len(i.Line) >= 2 for i in invoices)
+        with pytest.raises(QuickbooksException) as fault:
+            Invoice.query("SELECT * FROM Invoic", qb=qb)
+        assert str(fault.value.error_code) == "4001"
+        old = requests.post(env["QBO_TOKEN_URL"], auth=(env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"]),
+                            data={"grant_type": "refresh_token", "refresh_token": env["QBO_REFRESH_TOKEN"]}, timeout=10)
+        assert old.status_code == 400 and old.json()["error"] == "invalid_grant"
