@@ -1,0 +1,90 @@
+//! Idempotent bulk upserts of RAW records into PostgreSQL JSONB tables.
+//!
+//! `qbo_pg` is the PostgreSQL RAW sink of qbo_rs, but like `qbo_jsonl` it knows nothing about
+//! QuickBooks: callers hand it rows of `(id, JSON object, version, bookkeeping)` and a
+//! [`TableRef`], and it guarantees that the table holds **exactly one row per id, carrying the
+//! newest version ever written for that id**, whatever order batches are re-run in and even if
+//! the writing process is killed at any instant.
+//!
+//! ```no_run
+//! # async fn demo(rows: Vec<qbo_pg::RawRow<'_>>) -> Result<(), qbo_pg::PgError> {
+//! use qbo_pg::{PgConfig, PgWriter, TableRef};
+//! let config = PgConfig::from_dsn("postgresql://etl:secret@db:5432/warehouse?sslmode=prefer")?;
+//! let writer = PgWriter::connect(&config).await?;        // wrong password, no such db: fails here
+//! let table = TableRef::new("raw", "qb_invoices")?;      // unsafe names: fail here
+//! writer.ensure_table(&table).await?;                    // creates if missing, checks privileges
+//! let outcome = writer.upsert(&table, &rows).await?;     // one transaction per batch
+//! println!("{} inserted, {} updated", outcome.inserted, outcome.updated);
+//! # Ok(()) }
+//! ```
+//!
+//! # Table layout
+//!
+//! [`PgWriter::ensure_table`] creates (SQL in [`sql::create_table`]):
+//!
+//! | column | type | meaning |
+//! | --- | --- | --- |
+//! | `id` | `VARCHAR PRIMARY KEY` | the source record's id; one row per id |
+//! | `payload` | `JSONB NOT NULL` | the full source record, as received (JSONB: whitespace and key order normalised, value identical) |
+//! | `ingested_at_utc` | `TIMESTAMPTZ NOT NULL` | when the stored version was fetched (updated with the payload) |
+//! | `extract_window_start_utc` | `TIMESTAMPTZ NOT NULL` | start (inclusive) of the extraction window that fetched the stored version |
+//! | `extract_window_end_utc` | `TIMESTAMPTZ NOT NULL` | end (exclusive) of that window |
+//! | `page_number` | `INTEGER NOT NULL` | page of that window the record came from (auditing) |
+//! | `page_size` | `INTEGER NOT NULL` | page size used by that window (auditing) |
+//! | `last_updated_utc` | `TIMESTAMPTZ NOT NULL`, indexed | when the source last changed the record: first half of the version |
+//! | `sync_token` | `BIGINT NOT NULL` | the source's revision counter: second half of the version, breaks timestamp ties |
+//! | `realm_id` | `VARCHAR NOT NULL` | the tenant (QBO company) the record belongs to |
+//!
+//! The first seven columns are seed B's layout (DESIGN.md §2). The last three are ours: with
+//! them, "is this version newer?" is a comparison of two indexed columns instead of parsing
+//! every stored payload, `last_updated_utc` answers "what changed in this window" without
+//! touching JSONB, and `realm_id` keeps several companies' records apart in one table. The
+//! index is `<table>_last_updated_utc_idx`. All timestamps are `TIMESTAMPTZ` holding UTC
+//! instants, whatever the session's `TimeZone` displays.
+//!
+//! # One batch, one transaction
+//!
+//! [`PgWriter::upsert`] validates the rows, drops in-batch duplicates (keeping each id's newest
+//! version), then in **one transaction**: binary `COPY` into a temporary staging table
+//! (`ON COMMIT DROP`), one `INSERT ... SELECT DISTINCT ON (id) ... ON CONFLICT (id) DO UPDATE
+//! ... WHERE (new last_updated_utc, sync_token) > (stored)`, one count query when some rows were
+//! not written, `COMMIT`. The statements are in [`sql`]. Consequences:
+//!
+//! * **Newest wins, always.** An older payload never overwrites a newer one; an equal version
+//!   writes nothing (no dead tuple, no WAL); this holds between concurrent writers too (the
+//!   `WHERE` is re-evaluated against the latest committed row under row lock).
+//! * **All or nothing.** A process killed with SIGKILL mid-batch leaves no trace: the server
+//!   sees the connection close before `COMMIT` and rolls back; the staging table goes with the
+//!   session. A batch that was committed is entirely there. Re-running converges.
+//! * **Counts.** [`UpsertOutcome`] says, per distinct id, inserted / updated / unchanged
+//!   (same version already stored) / stale (a newer version stored), plus in-batch duplicates.
+//!
+//! # Errors
+//!
+//! [`PgError`] classifies failures so callers can react: [`PgError::Config`] (bad DSN, missing
+//! `POSTGRES_*`, unsafe names, a row that is not a JSON object: before any write),
+//! [`PgError::Connect`], [`PgError::Auth`] (wrong password), [`PgError::MissingDatabase`]
+//! (with the `CREATE DATABASE` to run), [`PgError::Privilege`] (each missing privilege, e.g.
+//! `USAGE on schema "raw"`, `INSERT/UPDATE on table "raw"."qb_invoices"`, with the `GRANT`s),
+//! [`PgError::TableShape`], [`PgError::Query`]. No message contains the password.
+//!
+//! # TLS
+//!
+//! `sslmode` as in libpq: `disable`, `prefer` (default), `require` (encrypt, certificate not
+//! verified, as libpq does without a root certificate), `verify-full` (Mozilla roots plus
+//! `sslrootcert`). See [`SslMode`]. TLS is rustls, so the wheel links no OpenSSL.
+
+mod config;
+mod error;
+mod ident;
+pub mod sql;
+mod tls;
+mod writer;
+
+pub use config::{PgConfig, SslMode, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT};
+pub use error::{MissingPrivilege, PgError, PrivilegeError};
+pub use ident::{quote_ident, TableRef};
+pub use writer::{PgWriter, RawRow, UpsertOutcome};
+
+#[cfg(test)]
+mod tests;
