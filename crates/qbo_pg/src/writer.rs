@@ -556,8 +556,12 @@ async fn upsert_on(
     }
 }
 
+/// The 1-based row of the COPY stream the server choked on, from its context line
+/// `COPY qbo_pg_staging, line 17, column payload` (other context lines, such as `JSON data,
+/// line 1: ...`, are about something else).
 fn copy_line(where_: &str) -> Option<usize> {
-    let rest = &where_[where_.find(", line ")? + ", line ".len()..];
+    let marker = format!("COPY {}, line ", sql::STAGING_TABLE);
+    let rest = &where_[where_.find(&marker)? + marker.len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
@@ -902,6 +906,10 @@ mod tests {
     #[test]
     fn copy_line_parses_server_context() {
         assert_eq!(copy_line("COPY qbo_pg_staging, line 17, column payload"), Some(17));
+        assert_eq!(
+            copy_line("JSON data, line 1: {\"a\": }\nCOPY qbo_pg_staging, line 32, column payload"),
+            Some(32)
+        );
         assert_eq!(copy_line("something else"), None);
     }
 }

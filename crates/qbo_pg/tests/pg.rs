@@ -1,0 +1,672 @@
+//! Integration tests against a real PostgreSQL (QBO_RS_TEST_DSN; see tests/common). Every test
+//! works in its own random schema, dropped at the end, and checks results with plain SQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use qbo_pg::{MissingPrivilege, PgConfig, PgError, PgWriter, SslMode, TableRef, UpsertOutcome};
+
+macro_rules! dsn_or_skip {
+    ($name:expr) => {
+        match test_dsn($name) {
+            Some(dsn) => dsn,
+            None => return,
+        }
+    };
+}
+
+fn expect_privilege<T: std::fmt::Debug>(r: Result<T, PgError>) -> (String, Vec<MissingPrivilege>) {
+    match r {
+        Err(PgError::Privilege(p)) => (PgError::Privilege(p.clone()).to_string(), p.missing),
+        other => panic!("expected Privilege, got {other:?}"),
+    }
+}
+
+async fn writer(f: &Fixture) -> PgWriter {
+    PgWriter::connect(&f.config).await.expect("connect as the test role")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ensure_table_creates_schema_table_and_index_once() {
+    let dsn = dsn_or_skip!("ensure_table_creates_schema_table_and_index_once");
+    let f = Fixture::new(&dsn).await;
+    let t = f.table("qb_invoices");
+    let w = writer(&f).await;
+    w.ensure_table(&t).await.unwrap();
+    w.ensure_table(&t).await.unwrap(); // idempotent
+
+    let cols = f
+        .sql
+        .query(
+            "SELECT column_name::text, data_type::text, is_nullable::text FROM information_schema.columns
+             WHERE table_schema = $1 AND table_name = 'qb_invoices' ORDER BY ordinal_position",
+            &[&f.schema],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, String, String)> =
+        cols.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let want = [
+        ("id", "character varying"),
+        ("payload", "jsonb"),
+        ("ingested_at_utc", "timestamp with time zone"),
+        ("extract_window_start_utc", "timestamp with time zone"),
+        ("extract_window_end_utc", "timestamp with time zone"),
+        ("page_number", "integer"),
+        ("page_size", "integer"),
+        ("last_updated_utc", "timestamp with time zone"),
+        ("sync_token", "bigint"),
+        ("realm_id", "character varying"),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for ((name, ty, nullable), (wname, wty)) in got.iter().zip(want) {
+        assert_eq!((name.as_str(), ty.as_str(), nullable.as_str()), (wname, wty, "NO"));
+    }
+    let pk = f
+        .scalar(&format!(
+            "SELECT count(*) FROM pg_index i WHERE i.indrelid = '\"{}\".qb_invoices'::regclass AND i.indisprimary",
+            f.schema
+        ))
+        .await;
+    assert_eq!(pk, 1);
+    let idx = f
+        .scalar(&format!(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = '{}' AND indexname = 'qb_invoices_last_updated_utc_idx'",
+            f.schema
+        ))
+        .await;
+    assert_eq!(idx, 1);
+    assert_eq!(w.count(&t).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ensure_table_from_several_sessions_all_succeed() {
+    let dsn = dsn_or_skip!("concurrent_ensure_table_from_several_sessions_all_succeed");
+    let f = Fixture::new(&dsn).await;
+    let t = f.table("qb_items");
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (config, t) = (f.config.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            let w = PgWriter::connect(&config).await?;
+            w.ensure_table(&t).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().expect("a lost creation race counts as 'already exists'");
+    }
+    assert_eq!(f.count("qb_items").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_then_rerun_is_unchanged_and_writes_nothing() {
+    let dsn = dsn_or_skip!("insert_then_rerun_is_unchanged_and_writes_nothing");
+    let f = Fixture::new(&dsn).await;
+    let t = f.table("qb_invoices");
+    let w = writer(&f).await;
+    w.ensure_table(&t).await.unwrap();
+
+    let rows = batch("inv-", 300, 100, 1, 1500);
+    let first = w.upsert(&t, &raws(&rows)).await.unwrap();
+    assert_eq!(first, UpsertOutcome { inserted: 300, ..Default::default() });
+    assert_eq!(f.count("qb_invoices").await, 300);
+    assert_eq!(w.count(&t).await.unwrap(), 300);
+
+    // The payload is stored as the same JSON value.
+    let stored: serde_json::Value = f
+        .sql
+        .query_one(
+            &format!("SELECT payload::text FROM \"{}\".qb_invoices WHERE id = 'inv-7'", f.schema),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0)
+        .parse()
+        .unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&rows[7].payload).unwrap();
+    assert_eq!(stored, sent);
+
+    // Physical row versions (xmin, ctid) before and after an equal-version re-run: identical,
+    // i.e. nothing was written (and ingested_at_utc, which the re-run sets to now, did not move).
+    let snapshot = format!(
+        "SELECT string_agg(id || ':' || xmin::text || ':' || ctid::text || ':' || ingested_at_utc::text, ',' ORDER BY id) FROM \"{}\".qb_invoices",
+        f.schema
+    );
+    let before: String = f.sql.query_one(&snapshot, &[]).await.unwrap().get(0);
+    for _ in 0..2 {
+        let again = w.upsert(&t, &raws(&rows)).await.unwrap();
+        assert_eq!(again, UpsertOutcome { unchanged: 300, ..Default::default() });
+    }
+    let after: String = f.sql.query_one(&snapshot, &[]).await.unwrap().get(0);
+    assert_eq!(before, after, "an equal-version re-run must not write");
+    assert_eq!(f.count("qb_invoices").await, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_version_updates_and_older_never_overwrites() {
+    let dsn = dsn_or_skip!("newer_version_updates_and_older_never_overwrites");
+    let f = Fixture::new(&dsn).await;
+    let t = f.table("qb_customers");
+    let w = writer(&f).await;
+    w.ensure_table(&t).await.unwrap();
+    let q = |id: &str| {
+        format!(
+            "SELECT (payload->>'v')::bigint * 1000000 + sync_token * 1000 + extract(epoch from last_updated_utc)::bigint % 1000
+             FROM \"{}\".qb_customers WHERE id = '{id}'",
+            f.schema
+        )
+    };
+
+    w.upsert(&t, &raws(&[OwnedRow::new("c1", 100, 1, 400), OwnedRow::new("c2", 100, 1, 400)]))
+        .await
+        .unwrap();
+
+    // Newer timestamp: updated. Same timestamp, higher token: updated.
+    let out = w
+        .upsert(&t, &raws(&[OwnedRow::new("c1", 200, 2, 400), OwnedRow::new("c2", 100, 7, 400)]))
+        .await
+        .unwrap();
+    assert_eq!(out, UpsertOutcome { updated: 2, ..Default::default() });
+    assert_eq!(f.scalar(&q("c1")).await, 2_002_000 + (1_700_000_200 % 1000));
+    assert_eq!(f.scalar(&q("c2")).await, 7_007_000 + (1_700_000_100 % 1000));
+
+    // Older timestamp (even with a higher token), or same timestamp with a lower token: stale,
+    // and the stored row is untouched.
+    let out = w
+        .upsert(
+            &t,
+            &raws(&[
+                OwnedRow::new("c1", 150, 99, 400),
+                OwnedRow::new("c2", 100, 3, 400),
+                OwnedRow::new("c3", 100, 1, 400),
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, UpsertOutcome { inserted: 1, stale: 2, ..Default::default() });
+    assert_eq!(f.scalar(&q("c1")).await, 2_002_000 + (1_700_000_200 % 1000));
+    assert_eq!(f.scalar(&q("c2")).await, 7_007_000 + (1_700_000_100 % 1000));
+    assert_eq!(f.count("qb_customers").await, 3);
+
+    // Mixed batch: one of each kind at once.
+    let out = w
+        .upsert(
+            &t,
+            &raws(&[
+                OwnedRow::new("c1", 200, 2, 400), // equal: unchanged
+                OwnedRow::new("c2", 50, 1, 400),  // older: stale
+                OwnedRow::new("c3", 300, 2, 400), // newer: updated
+                OwnedRow::new("c4", 1, 1, 400),   // new: inserted
+            ]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, UpsertOutcome { inserted: 1, updated: 1, unchanged: 1, stale: 1, duplicates_in_batch: 0 });
+    assert_eq!(out.accounted(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_ids_in_one_batch_keep_the_newest() {
+    let dsn = dsn_or_skip!("duplicate_ids_in_one_batch_keep_the_newest");
+    let f = Fixture::new(&dsn).await;
+    let t = f.table("qb_items");
+    let w = writer(&f).await;
+    w.ensure_table(&t).await.unwrap();
+    let rows = [
+        OwnedRow::new("a", 10, 1, 300),
+        OwnedRow::new("b", 10, 1, 300),
+        OwnedRow::new("a", 30, 3, 300),
+        OwnedRow::new("a", 20, 2, 300),
+        OwnedRow::new("b", 10, 1, 300),
+        OwnedRow::new("c", 5, 5, 300),
+    ];
+    let out = w.upsert(&t, &raws(&rows)).await.unwrap();
+    assert_eq!(out, UpsertOutcome { inserted: 3, duplicates_in_batch: 3, ..Default::default() });
+    assert_eq!(f.count("qb_items").await, 3);
+    let v = f
+        .scalar(&format!("SELECT (payload->>'v')::bigint FROM \"{}\".qb_items WHERE id = 'a'", f.schema))
+        .await;
+    assert_eq!(v, 3);
+
+    // A batch whose duplicates straddle the stored version.
+    let rows = [OwnedRow::new("a", 20, 2, 300), OwnedRow::new("a", 40, 4, 300), OwnedRow::new("a", 25, 9, 300)];
+    let out = w.upsert(&t, &raws(&rows)).await.unwrap();
+    assert_eq!(out, UpsertOutcome { updated: 1, duplicates_in_batch: 2, ..Default::default() });
+    let v = f
+        .scalar(&format!("SELECT (payload->>'v')::bigint FROM \"{}\".qb_items WHERE id = 'a'", f.schema))
+        .await;
+    assert_eq!(v, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_rerun_in_any_order_converge_to_the_newest() {
+    let dsn = dsn_or_skip!("batches_rerun_in_any_order_converge_to_the_newest");
+    let f = Fixture::new(&dsn).await;
+    let t = f.table("qb_invoices");
+    let w = writer(&f).await;
+    w.ensure_table(&t).await.unwrap();
+    // Three "windows" fetched at different times: each sees some ids at some version.
+    let v1 = batch("x", 200, 10, 1, 300);
+    let v2: Vec<OwnedRow> = (0..200).step_by(2).map(|i| OwnedRow::new(format!("x{i}"), 20, 2, 300)).collect();
+    let v3: Vec<OwnedRow> = (0..200).step_by(3).map(|i| OwnedRow::new(format!("x{i}"), 30, 3, 300)).collect();
+    for order in [[&v3, &v1, &v2], [&v2, &v3, &v1], [&v1, &v2, &v3]] {
+        for b in order {
+            w.upsert(&t, &raws(b)).await.unwrap();
+        }
+        let wrong = f
+            .scalar(&format!(
+                "SELECT count(*) FROM \"{}\".qb_invoices WHERE sync_token <> CASE
+                   WHEN substr(id, 2)::int % 3 = 0 THEN 3 WHEN substr(id, 2)::int % 2 = 0 THEN 2 ELSE 1 END",
+                f.schema
+            ))
+            .await;
+        assert_eq!(wrong, 0);
+        assert_eq!(f.count("qb_invoices").await, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_of_the_same_ids_keep_the_newest_without_deadlock() {
+    let dsn = dsn_or_skip!("concurrent_writers_of_the_same_ids_keep_the_newest_without_deadlock");
+    let f = Fixture::new(&dsn).await;
+    let t = f.table("qb_invoices");
+    writer(&f).await.ensure_table(&t).await.unwrap();
+    let mut tasks = Vec::new();
+    for worker in 0..4i64 {
+        let (config, t) = (f.config.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            let w = PgWriter::connect(&config).await.unwrap();
+            for round in 0..5i64 {
+                // Each worker writes every id at a version that depends on worker and round,
+                // ids in a worker-specific order.
+                let version = 1 + (worker * 7 + round * 3) % 20;
+                let mut rows = batch("k", 400, version, version, 200);
+                if worker % 2 == 1 {
+                    rows.reverse();
+                }
+                w.upsert(&t, &raws(&rows)).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let max_version = (0..4i64)
+        .flat_map(|w| (0..5i64).map(move |r| 1 + (w * 7 + r * 3) % 20))
+        .max()
+        .unwrap();
+    let wrong = f
+        .scalar(&format!(
+            "SELECT count(*) FROM \"{}\".qb_invoices WHERE sync_token <> {max_version}",
+            f.schema
+        ))
+        .await;
+    assert_eq!(wrong, 0);
+    assert_eq!(f.count("qb_invoices").await, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_are_rejected_and_reserved_words_work() {
+    let dsn = dsn_or_skip!("hostile_names_are_rejected_and_reserved_words_work");
+    let f = Fixture::new(&dsn).await;
+    let long = "a".repeat(64);
+    for name in ["raw; drop", "\"x\"", "Raw", long.as_str(), "", "ráw", "raw\u{0}", "x'y", "a.b", " raw"] {
+        for (s, tname) in [(name, "qb_invoices"), ("raw", name)] {
+            match TableRef::new(s, tname) {
+                Err(PgError::Config(m)) => assert!(m.contains("name"), "{m}"),
+                other => panic!("{s:?}.{tname:?} must be refused, got {other:?}"),
+            }
+        }
+    }
+    // Quoting makes reserved words harmless.
+    let t = f.table("select");
+    let w = writer(&f).await;
+    w.ensure_table(&t).await.unwrap();
+    w.upsert(&t, &raws(&batch("r", 3, 1, 1, 100))).await.unwrap();
+    assert_eq!(f.count("select").await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_an_auth_error_without_the_password() {
+    let dsn = dsn_or_skip!("wrong_password_is_an_auth_error_without_the_password");
+    let _f = Fixture::new(&dsn).await; // proves the server answers
+    let user = PgConfig::from_dsn(&dsn).unwrap().user().to_string();
+    let bad = "Wr0ng-Pa55word-zz";
+    let config = PgConfig::from_dsn(&dsn_with_user(&dsn, &user, bad)).unwrap();
+    match PgWriter::connect(&config).await {
+        Err(e @ PgError::Auth { .. }) => {
+            let m = e.to_string();
+            eprintln!("{m}");
+            assert!(m.contains("password authentication failed"), "{m}");
+            assert!(m.contains("Check the user and password"), "{m}");
+            assert!(!m.contains(bad), "{m}");
+            assert!(!format!("{e:?}").contains(bad));
+        }
+        other => panic!("expected Auth, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_database_says_which_and_how_to_create_it() {
+    let dsn = dsn_or_skip!("missing_database_says_which_and_how_to_create_it");
+    let _f = Fixture::new(&dsn).await;
+    let config = PgConfig::from_dsn(&dsn_with_db(&dsn, "qbo_pg_no_such_db")).unwrap();
+    match PgWriter::connect(&config).await {
+        Err(e @ PgError::MissingDatabase { .. }) => {
+            let m = e.to_string();
+            eprintln!("{m}");
+            assert!(m.contains("\"qbo_pg_no_such_db\" does not exist"), "{m}");
+            assert!(m.contains("CREATE DATABASE \"qbo_pg_no_such_db\" OWNER"), "{m}");
+        }
+        other => panic!("expected MissingDatabase, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_is_a_connect_error() {
+    // Needs no server: runs everywhere.
+    // Port 1 on loopback: nothing listens there.
+    let config = PgConfig::from_dsn("postgresql://u:pw@127.0.0.1:1/db?connect_timeout=2").unwrap();
+    match PgWriter::connect(&config).await {
+        Err(e @ PgError::Connect { .. }) => {
+            assert!(e.is_transient());
+            let m = e.to_string();
+            eprintln!("{m}");
+            assert!(m.contains("127.0.0.1:1") && m.contains("running"), "{m}");
+            assert!(!m.contains("pw"), "{m}");
+        }
+        other => panic!("expected Connect, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_prefer_connects_and_require_explains_a_server_without_tls() {
+    let dsn = dsn_or_skip!("sslmode_prefer_connects_and_require_explains_a_server_without_tls");
+    let f = Fixture::new(&dsn).await;
+    let server_ssl: String = f.sql.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    let prefer = f.config.clone().with_sslmode(SslMode::Prefer);
+    PgWriter::connect(&prefer).await.expect("prefer works with or without TLS on the server");
+    let require = f.config.clone().with_sslmode(SslMode::Require);
+    match (server_ssl.as_str(), PgWriter::connect(&require).await) {
+        ("on", Ok(_)) => {}
+        ("off", Err(e @ PgError::Connect { .. })) => {
+            let m = e.to_string();
+            eprintln!("{m}");
+            assert!(m.contains("TLS") && m.contains("sslmode=require"), "{m}");
+        }
+        (ssl, other) => panic!("ssl={ssl}: unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_without_privileges_is_told_which_ones_it_lacks() {
+    let dsn = dsn_or_skip!("role_without_privileges_is_told_which_ones_it_lacks");
+    let f = Fixture::new(&dsn).await;
+    let t = f.table("qb_invoices");
+    let owner = writer(&f).await;
+    owner.ensure_table(&t).await.unwrap();
+    owner.upsert(&t, &raws(&batch("p", 5, 1, 1, 100))).await.unwrap();
+
+    let noperm_dsn = std::env::var("QBO_RS_TEST_NOPERM_DSN")
+        .unwrap_or_else(|_| dsn_with_user(&dsn, "qbo_noperm", "qbo_noperm"));
+    let noperm = match PgWriter::connect(&PgConfig::from_dsn(&noperm_dsn).unwrap()).await {
+        Ok(w) => w,
+        Err(e) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("role qbo_noperm cannot log in ({e}); scripts/pg-up.sh creates it");
+            }
+            eprintln!("SKIPPED role_without_privileges...: qbo_noperm cannot log in ({e}); run scripts/pg-up.sh");
+            return;
+        }
+    };
+    // 1. Nothing granted: USAGE on the schema and the table privileges are named.
+    let (m, missing) = expect_privilege(noperm.ensure_table(&t).await);
+    eprintln!("no privileges: {m}");
+    assert!(m.contains(&format!("USAGE on schema \"{}\"", f.schema)), "{m}");
+    assert!(m.contains("INSERT") && m.contains("UPDATE") && m.contains("SELECT"), "{m}");
+    assert!(m.contains(&format!("GRANT USAGE ON SCHEMA \"{}\" TO \"qbo_noperm\"", f.schema)), "{m}");
+    assert!(missing.contains(&MissingPrivilege::UsageOnSchema { schema: f.schema.clone() }));
+    // The upsert path reports the same, from the server's own 42501.
+    let (m, _) = expect_privilege(noperm.upsert(&t, &raws(&batch("p", 2, 9, 9, 100))).await);
+    eprintln!("upsert without privileges: {m}");
+    assert!(m.contains("USAGE on schema") && m.contains("server: permission denied"), "{m}");
+    let (m, _) = expect_privilege(noperm.count(&t).await);
+    assert!(m.contains("USAGE on schema"), "{m}");
+
+    // 2. USAGE granted: now only the table privileges are missing.
+    f.sql.batch_execute(&format!("GRANT USAGE ON SCHEMA \"{}\" TO qbo_noperm", f.schema)).await.unwrap();
+    let (m, missing) = expect_privilege(noperm.ensure_table(&t).await);
+    eprintln!("USAGE granted: {m}");
+    assert!(!m.contains("USAGE on schema"), "{m}");
+    assert!(m.contains(&format!("SELECT/INSERT/UPDATE on table \"{}\".\"qb_invoices\"", f.schema)), "{m}");
+    assert_eq!(missing.len(), 1);
+    f.sql
+        .batch_execute(&format!("GRANT SELECT, INSERT ON \"{}\".qb_invoices TO qbo_noperm", f.schema))
+        .await
+        .unwrap();
+    let (m, _) = expect_privilege(noperm.ensure_table(&t).await);
+    assert!(m.contains("lacks UPDATE on table"), "{m}");
+    let (m, _) = expect_privilege(noperm.upsert(&t, &raws(&batch("p", 2, 9, 9, 100))).await);
+    assert!(m.contains("UPDATE on table"), "{m}");
+    assert_eq!(f.count("qb_invoices").await, 5, "a refused batch writes nothing");
+
+    // 3. Everything granted: works, and the writer never needed CREATE (the table existed).
+    f.sql.batch_execute(&format!("GRANT UPDATE ON \"{}\".qb_invoices TO qbo_noperm", f.schema)).await.unwrap();
+    noperm.ensure_table(&t).await.unwrap();
+    let out = noperm.upsert(&t, &raws(&batch("p", 7, 9, 9, 100))).await.unwrap();
+    assert_eq!((out.inserted, out.updated), (2, 5));
+
+    // 4. A schema that does not exist: creating it needs CREATE on the database.
+    let other = TableRef::new(&format!("{}_new", f.schema), "t").unwrap();
+    let (m, missing) = expect_privilege(noperm.ensure_table(&other).await);
+    eprintln!("missing schema: {m}");
+    assert!(m.contains("CREATE on database"), "{m}");
+    assert!(matches!(missing[0], MissingPrivilege::CreateOnDatabase { .. }));
+    // 5. Schema exists, table does not, no CREATE on the schema.
+    let t2 = f.table("qb_other");
+    let (m, _) = expect_privilege(noperm.ensure_table(&t2).await);
+    assert!(m.contains(&format!("CREATE on schema \"{}\"", f.schema)), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_with_another_layout_is_refused_with_what_differs() {
+    let dsn = dsn_or_skip!("a_table_with_another_layout_is_refused_with_what_differs");
+    let f = Fixture::new(&dsn).await;
+    f.sql
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{s}\";
+             CREATE TABLE \"{s}\".legacy (id VARCHAR PRIMARY KEY, payload JSON, ingested_at_utc TIMESTAMP,
+               extract_window_start_utc TIMESTAMPTZ, extract_window_end_utc TIMESTAMPTZ, page_number INTEGER);
+             CREATE TABLE \"{s}\".nokey (id VARCHAR, payload JSONB, ingested_at_utc TIMESTAMPTZ,
+               extract_window_start_utc TIMESTAMPTZ, extract_window_end_utc TIMESTAMPTZ, page_number INTEGER,
+               page_size INTEGER, last_updated_utc TIMESTAMPTZ, sync_token BIGINT, realm_id TEXT);",
+            s = f.schema
+        ))
+        .await
+        .unwrap();
+    let w = writer(&f).await;
+    match w.ensure_table(&f.table("legacy")).await {
+        Err(e @ PgError::TableShape { .. }) => {
+            eprintln!("{e}");
+            let PgError::TableShape { problems, .. } = e else { unreachable!() };
+            let all = problems.join("\n");
+            for needle in [
+                "column payload is json, expected jsonb",
+                "column ingested_at_utc is timestamp without time zone",
+                "column last_updated_utc is missing",
+                "column sync_token is missing",
+                "column realm_id is missing",
+                "column page_size is missing",
+            ] {
+                assert!(all.contains(needle), "{needle:?} not in {all}");
+            }
+        }
+        other => panic!("expected TableShape, got {other:?}"),
+    }
+    match w.ensure_table(&f.table("nokey")).await {
+        Err(PgError::TableShape { problems, .. }) => {
+            assert!(problems.iter().any(|p| p.contains("unique index on id")), "{problems:?}")
+        }
+        other => panic!("expected TableShape, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_json_fails_the_whole_batch_and_names_the_record() {
+    let dsn = dsn_or_skip!("invalid_json_fails_the_whole_batch_and_names_the_record");
+    let f = Fixture::new(&dsn).await;
+    let t = f.table("qb_invoices");
+    let w = writer(&f).await;
+    w.ensure_table(&t).await.unwrap();
+    let mut rows = batch("j", 50, 1, 1, 200);
+    rows[31].payload = b"{\"Id\": \"j31\", \"broken\": }".to_vec();
+    match w.upsert(&t, &raws(&rows)).await {
+        Err(e @ PgError::Query { .. }) => {
+            let m = e.to_string();
+            eprintln!("{m}");
+            assert!(m.contains("(record id \"j31\")") && m.contains("rolled back"), "{m}");
+            assert_eq!(e.sqlstate(), Some("22P02"));
+        }
+        other => panic!("expected Query, got {other:?}"),
+    }
+    assert_eq!(f.count("qb_invoices").await, 0, "no partial batch");
+    // Not a JSON object at all: refused before the server sees it.
+    rows[31].payload = b"[1,2]".to_vec();
+    assert!(matches!(w.upsert(&t, &raws(&rows)).await, Err(PgError::Config(_))));
+    // The session is still usable.
+    rows[31] = OwnedRow::new("j31", 1, 1, 200);
+    assert_eq!(w.upsert(&t, &raws(&rows)).await.unwrap().inserted, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_session_is_reopened_on_the_next_call() {
+    let dsn = dsn_or_skip!("a_killed_session_is_reopened_on_the_next_call");
+    let f = Fixture::new(&dsn).await;
+    let app = format!("qbo_pg_reopen_{}", f.schema);
+    let w = PgWriter::connect(&f.config.clone().with_application_name(&app)).await.unwrap();
+    let t = f.table("qb_items");
+    w.ensure_table(&t).await.unwrap();
+    let killed = f
+        .scalar(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app}'"
+        ))
+        .await;
+    assert_eq!(killed, 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = w.upsert(&t, &raws(&batch("z", 10, 1, 1, 100))).await.unwrap();
+    assert_eq!(out.inserted, 10);
+    assert_eq!(w.count(&t).await.unwrap(), 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGKILL mid-batch: a child process (this test binary re-executed with QBO_PG_KILL_CHILD set)
+// upserts one big batch; the parent watches pg_stat_activity and SIGKILLs it while its session
+// is in the COPY, then (second round) in the INSERT. The table must hold all or none of the
+// batch, and re-running the batch must converge.
+
+const KILL_ROWS: usize = 40_000;
+
+/// Child side. Does nothing unless spawned by `sigkill_mid_batch_leaves_all_or_nothing`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_child_process() {
+    let Ok(schema) = std::env::var("QBO_PG_KILL_CHILD_SCHEMA") else { return };
+    let dsn = std::env::var("QBO_RS_TEST_DSN").unwrap();
+    let app = std::env::var("QBO_PG_KILL_CHILD_APP").unwrap();
+    let table = std::env::var("QBO_PG_KILL_CHILD_TABLE").unwrap();
+    let config = PgConfig::from_dsn(&dsn).unwrap().with_application_name(app);
+    let w = PgWriter::connect(&config).await.unwrap();
+    let rows = batch("k", KILL_ROWS, 20, 2, 2000);
+    println!("CHILD READY");
+    let t = TableRef::new(&schema, &table).unwrap();
+    w.upsert(&t, &raws(&rows)).await.unwrap();
+    println!("CHILD DONE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_batch_leaves_all_or_nothing() {
+    if std::env::var("QBO_PG_KILL_CHILD_SCHEMA").is_ok() {
+        return; // we are the child of another run of this test
+    }
+    let dsn = dsn_or_skip!("sigkill_mid_batch_leaves_all_or_nothing");
+    let f = Fixture::new(&dsn).await;
+    let w = writer(&f).await;
+    for phase in ["COPY", "INSERT"] {
+        let table = format!("killed_in_{}", phase.to_lowercase());
+        let t = f.table(&table);
+        w.ensure_table(&t).await.unwrap();
+        // Half the ids already stored at version 1; the child writes all ids at version 2.
+        let seeded = batch("k", KILL_ROWS / 2, 10, 1, 2000);
+        w.upsert(&t, &raws(&seeded)).await.unwrap();
+
+        let app = format!("qbo_pg_kill_{}_{}", phase.to_lowercase(), &f.schema[10..]);
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["sigkill_child_process", "--exact", "--nocapture", "--test-threads=1"])
+            .env("QBO_PG_KILL_CHILD_SCHEMA", &f.schema)
+            .env("QBO_PG_KILL_CHILD_APP", &app)
+            .env("QBO_PG_KILL_CHILD_TABLE", &table)
+            .env("QBO_RS_TEST_DSN", &dsn)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+
+        // Watch the child's session; SIGKILL it the moment it is in the phase we want.
+        let watch = "SELECT query FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'";
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut seen = false;
+        while std::time::Instant::now() < deadline {
+            let rows = f.sql.query(watch, &[&app]).await.unwrap();
+            if rows.iter().any(|r| {
+                let q: String = r.get(0);
+                if phase == "COPY" { q.starts_with("COPY") } else { q.contains("INSERT INTO") }
+            }) {
+                child.kill().unwrap(); // SIGKILL
+                seen = true;
+                break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("child exited ({status}) before its session was seen in {phase}");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(seen, "never saw the child's session in {phase}");
+        child.wait().unwrap();
+
+        // The server notices the dead client and rolls back; wait for its backend to go.
+        let gone = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1";
+        for _ in 0..3000 {
+            let n: i64 = f.sql.query_one(gone, &[&app]).await.unwrap().get(0);
+            if n == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let n: i64 = f.sql.query_one(gone, &[&app]).await.unwrap().get(0);
+        assert_eq!(n, 0, "the killed child's backend is still there");
+
+        let q = format!(
+            "SELECT count(*), count(*) FILTER (WHERE sync_token = 1), count(*) FILTER (WHERE sync_token = 2)
+             FROM \"{}\".\"{table}\"",
+            f.schema
+        );
+        let row = f.sql.query_one(&q, &[]).await.unwrap();
+        let (total, v1, v2): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        let half = (KILL_ROWS / 2) as i64;
+        let none = total == half && v1 == half && v2 == 0;
+        let all = total == KILL_ROWS as i64 && v2 == KILL_ROWS as i64;
+        assert!(none || all, "killed in {phase}: partial batch visible: total={total} v1={v1} v2={v2}");
+        eprintln!("killed in {phase}: table holds {} of the batch", if all { "all" } else { "none" });
+
+        // Re-running the batch converges; a second re-run changes nothing.
+        let rows = batch("k", KILL_ROWS, 20, 2, 2000);
+        let out = w.upsert(&t, &raws(&rows)).await.unwrap();
+        assert_eq!(out.accounted(), KILL_ROWS as u64);
+        let row = f.sql.query_one(&q, &[]).await.unwrap();
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(2)), (KILL_ROWS as i64, KILL_ROWS as i64));
+        let out = w.upsert(&t, &raws(&rows)).await.unwrap();
+        assert_eq!(out.unchanged, KILL_ROWS as u64);
+        f.sql.batch_execute(&format!("DROP TABLE \"{}\".\"{table}\"", f.schema)).await.unwrap();
+    }
+}
