@@ -9,6 +9,7 @@ pub mod client;
 pub mod credentials;
 pub mod entity;
 pub mod error;
+pub mod head;
 pub mod limiter;
 pub mod paginate;
 pub mod query;

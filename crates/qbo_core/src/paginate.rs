@@ -21,7 +21,7 @@ use crate::client::{QboClient, RawPage};
 use crate::entity::{Entity, FilterField};
 use crate::error::Error;
 use crate::query::{self, MAX_PAGE_SIZE};
-use crate::response::RecordHead;
+use crate::head::{self, Head};
 use crate::time::{parse_qbo_timestamp, qbo_literal};
 use crate::window::Window;
 
@@ -66,10 +66,10 @@ struct Decoded {
     key: DateTime<Utc>,
 }
 
-fn filter_key(field: FilterField, head: &RecordHead<'_>) -> Option<DateTime<Utc>> {
+fn filter_key(field: FilterField, head: &Head<'_>, last_updated: DateTime<Utc>) -> Option<DateTime<Utc>> {
     match field {
-        FilterField::LastUpdatedTime => head.meta.as_ref()?.last_updated_time.as_deref().and_then(parse_qbo_timestamp),
-        FilterField::CreateTime => head.meta.as_ref()?.create_time.as_deref().and_then(parse_qbo_timestamp),
+        FilterField::LastUpdatedTime => Some(last_updated),
+        FilterField::CreateTime => head.create_time.as_deref().and_then(parse_qbo_timestamp),
         FilterField::TxnDate => {
             let d = NaiveDate::parse_from_str(head.txn_date.as_deref()?, "%Y-%m-%d").ok()?;
             Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0)?))
@@ -88,25 +88,23 @@ fn decode(page: &RawPage, field: FilterField, page_number: u32) -> Result<Vec<De
     let mut out = Vec::with_capacity(page.len());
     for i in 0..page.len() {
         let payload = page.record(i);
-        let head: RecordHead<'_> = serde_json::from_slice(&payload)
-            .map_err(|e| Error::Decode(format!("a record in the response has no usable Id/MetaData: {e}")))?;
+        let head = head::scan(&payload);
+        let id = head.id.as_deref().ok_or_else(|| Error::Decode("a record in the response has no Id".into()))?;
         let last_updated = head
-            .meta
-            .as_ref()
-            .and_then(|m| m.last_updated_time.as_deref())
+            .last_updated_time
+            .as_deref()
             .and_then(parse_qbo_timestamp)
-            .ok_or_else(|| Error::Decode(format!("record Id {} has no valid MetaData.LastUpdatedTime", head.id)))?;
-        let key = filter_key(field, &head).ok_or_else(|| {
-            Error::Decode(format!("record Id {} has no valid {}", head.id, field.qbo_property()))
-        })?;
+            .ok_or_else(|| Error::Decode(format!("record Id {id} has no valid MetaData.LastUpdatedTime")))?;
+        let key = filter_key(field, &head, last_updated)
+            .ok_or_else(|| Error::Decode(format!("record Id {id} has no valid {}", field.qbo_property())))?;
         let record = FetchedRecord {
-            id: head.id.into_owned(),
-            sync_token: head.sync_token.map(|s| s.into_owned()).unwrap_or_else(|| "0".into()),
+            id: id.to_string(),
+            sync_token: head.sync_token.as_deref().unwrap_or("0").to_string(),
             last_updated_utc: last_updated,
             page_number,
-            payload: Bytes::new(),
+            payload: payload.clone(),
         };
-        out.push(Decoded { record: FetchedRecord { payload, ..record }, key });
+        out.push(Decoded { record, key });
     }
     Ok(out)
 }

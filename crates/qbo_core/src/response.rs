@@ -229,27 +229,6 @@ pub fn parse_xml_fault(body: &str) -> Option<Fault> {
     })
 }
 
-/// The handful of fields we read from each record.
-#[derive(Deserialize)]
-pub struct RecordHead<'a> {
-    #[serde(rename = "Id", borrow)]
-    pub id: Cow<'a, str>,
-    #[serde(rename = "SyncToken", borrow, default)]
-    pub sync_token: Option<Cow<'a, str>>,
-    #[serde(rename = "MetaData", borrow, default)]
-    pub meta: Option<MetaHead<'a>>,
-    #[serde(rename = "TxnDate", borrow, default)]
-    pub txn_date: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-pub struct MetaHead<'a> {
-    #[serde(rename = "CreateTime", borrow, default)]
-    pub create_time: Option<Cow<'a, str>>,
-    #[serde(rename = "LastUpdatedTime", borrow, default)]
-    pub last_updated_time: Option<Cow<'a, str>>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
