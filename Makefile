@@ -38,8 +38,10 @@ demo: $(WHEEL_STAMP) ## start the emulator and backfill invoices, customers, ite
 
 test: test-rust test-python bench-smoke ## build the wheel and run every test (Rust and Python) and a benchmark smoke run
 
-test-rust: ## cargo tests of the pure-Rust crates
-	cargo test --workspace --exclude qbo_rs --quiet
+test-rust: ## cargo tests of the pure-Rust crates (starts a throwaway PostgreSQL for qbo_pg, stops it after)
+	dsn=$$(./scripts/pg-up.sh | tail -n 1); \
+	trap './scripts/pg-down.sh' EXIT; \
+	QBO_RS_TEST_DSN="$$dsn" cargo test --workspace --exclude qbo_rs --quiet
 
 test-python: $(WHEEL_STAMP) stubtest ## pytest against the installed wheel
 	$(PY) -m pytest -q
