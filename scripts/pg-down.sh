@@ -6,6 +6,8 @@
 #     was the one that started it;
 #   * a server that already answered when pg-up ran (no state file): nothing to do.
 # Idempotent: with no state file it says so and exits 0.
+# Leases: the server is left running while another live process group holds a pg-up lease (a
+# concurrent `make test`); our own process group's lease is released. --force stops it anyway.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -13,7 +15,15 @@ STATE_DIR="${QBO_PG_STATE_DIR:-$ROOT/target/pg}"
 STATE="$STATE_DIR/state"
 say() { echo "pg-down: $*" >&2; }
 
-if [ "${1:-}" != "--locked" ]; then
+locked=no; force=no
+for arg in "$@"; do
+    case "$arg" in
+    --locked) locked=yes ;;  # called by pg-up.sh, which holds the lock
+    --force) force=yes ;;
+    *) say "unknown argument $arg (use --force to ignore other users' leases)"; exit 2 ;;
+    esac
+done
+if [ "$locked" = no ]; then
     mkdir -p "$STATE_DIR"
     exec 9>"$STATE_DIR/lock"
     flock 9
@@ -25,6 +35,25 @@ if [ ! -f "$STATE" ]; then
     exit 0
 fi
 get() { sed -n "s/^$1=//p" "$STATE" | head -1; }
+
+# Release our lease; keep the server if someone else's process group is still using it.
+me="$(ps -o pgid= -p $$ 2>/dev/null | tr -d ' ')"
+others=""
+if [ -d "$STATE_DIR/leases" ]; then
+    for lease in "$STATE_DIR/leases"/*; do
+        [ -e "$lease" ] || continue
+        pgid="$(basename "$lease")"
+        if [ "$pgid" = "$me" ] || ! kill -0 -- "-$pgid" 2>/dev/null; then
+            rm -f "$lease"
+        else
+            others="$others $pgid"
+        fi
+    done
+fi
+if [ -n "$others" ] && [ "$force" = no ] && [ "$locked" = no ]; then
+    say "server left running: still in use by process group(s)$others (pg-down.sh --force stops it anyway)"
+    exit 0
+fi
 mode="$(get mode)"
 
 case "$mode" in
@@ -70,3 +99,4 @@ debian)
     ;;
 esac
 rm -f "$STATE" "$STATE_DIR/dsn"
+rm -rf "$STATE_DIR/leases"

@@ -13,6 +13,10 @@
 #     qbo_noperm (password qbo_noperm, LOGIN, no privilege on any schema) for privilege tests.
 #   * Idempotent: a second run finds the server the first one started (state in $STATE_DIR)
 #     and just prints its DSN again.
+#   * Leases: each run records a lease for its caller's process group ($STATE_DIR/leases/PGID).
+#     pg-down.sh leaves the server running while another LIVE process group holds a lease, so
+#     two concurrent `make test` runs (or a developer's test loop) never lose the server
+#     under them. Leases of exited process groups are ignored.
 #   * A server that cannot be started exits 1 when CI=true (a failure, never a skip);
 #     elsewhere it prints the reason on stderr, prints NO DSN line, and exits 0 so that the
 #     tests skip (they say why).
@@ -56,7 +60,16 @@ exec 9>"$STATE_DIR/lock"
 flock 9  # two concurrent pg-up/pg-down runs never race on the state file
 # (every server we start gets `9>&-`: a postmaster inheriting fd 9 would hold the lock forever)
 
+take_lease() {  # lease for our process group (the make recipe / shell job that called us)
+    local pgid
+    pgid="$(ps -o pgid= -p $$ 2>/dev/null | tr -d ' ')"
+    [ -n "$pgid" ] || return 0
+    mkdir -p "$STATE_DIR/leases"
+    : >"$STATE_DIR/leases/$pgid"
+}
+
 finish() {  # finish DSN: record and print it (last stdout line)
+    [ -f "$STATE_DIR/state" ] && take_lease
     printf '%s\n' "$1" >"$STATE_DIR/dsn"
     printf '%s\n' "$1"
     exit 0
