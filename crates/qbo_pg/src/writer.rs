@@ -145,7 +145,7 @@ impl std::fmt::Debug for PgWriter {
 /// Column types of the binary COPY, in [`sql::STAGING_COLUMNS`] order.
 const COPY_TYPES: [Type; 10] = [
     Type::VARCHAR,
-    Type::JSONB,
+    Type::TEXT,
     Type::TIMESTAMPTZ,
     Type::INT8,
     Type::VARCHAR,
@@ -451,25 +451,28 @@ fn newest_per_id<'r, 'a>(rows: &'r [RawRow<'a>]) -> (Vec<&'r RawRow<'a>>, u64) {
     (winners, dropped)
 }
 
-/// JSON object text sent as JSONB in binary form: version byte 1, then the text. The server
-/// parses it once, exactly as it would parse text-format input.
+/// JSON object text, sent without copying or re-validating it on our side: as TEXT (the bytes
+/// as they are; the server checks the encoding) or as JSONB (version byte 1, then the text;
+/// the server parses it).
 #[derive(Debug)]
-struct JsonbText<'a>(&'a [u8]);
+struct JsonText<'a>(&'a [u8]);
 
-impl ToSql for JsonbText<'_> {
+impl ToSql for JsonText<'_> {
     fn to_sql(
         &self,
-        _ty: &Type,
+        ty: &Type,
         out: &mut BytesMut,
     ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
         out.reserve(self.0.len() + 1);
-        out.put_u8(1);
+        if *ty == Type::JSONB {
+            out.put_u8(1);
+        }
         out.put_slice(self.0);
         Ok(IsNull::No)
     }
 
     fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB
+        *ty == Type::TEXT || *ty == Type::JSONB
     }
 
     to_sql_checked!();
@@ -493,7 +496,7 @@ async fn upsert_on(
                 .as_mut()
                 .write(&[
                     &r.id,
-                    &JsonbText(r.payload_json),
+                    &JsonText(r.payload_json),
                     &r.last_updated_utc,
                     &r.sync_token,
                     &r.realm_id,
@@ -540,14 +543,26 @@ async fn upsert_on(
         }
         Err((e, step)) => {
             let mut err = query_error(format!("{} ({step}; batch rolled back)", context()), &e);
-            if let (PgError::Query { message, .. }, Some(db)) = (&mut err, e.as_db_error()) {
+            let code = e.code().cloned();
+            let culprit = match (e.as_db_error().and_then(|db| db.where_()).and_then(copy_line), &code) {
                 // "COPY qbo_pg_staging, line 17, column payload": name the record, not the line.
-                if let Some(line) = db.where_().and_then(copy_line) {
-                    if let Some(r) = winners.get(line.wrapping_sub(1)) {
-                        message.push_str(&format!(" (record id {})", shown(r.id)));
-                    }
+                (Some(line), _) => winners.get(line.wrapping_sub(1)).map(|r| r.id),
+                // Invalid JSON surfaces at the cast in the INSERT, which does not say which row:
+                // ask the server once more, with a COPY into a JSONB column.
+                (None, Some(c))
+                    if step == "INSERT"
+                        && (*c == SqlState::INVALID_TEXT_REPRESENTATION
+                            || *c == SqlState::UNTRANSLATABLE_CHARACTER) =>
+                {
+                    find_invalid_json(client, winners).await
                 }
-                if *db.code() == SqlState::UNDEFINED_TABLE {
+                _ => None,
+            };
+            if let PgError::Query { message, .. } = &mut err {
+                if let Some(id) = culprit {
+                    message.push_str(&format!(" (record id {})", shown(id)));
+                }
+                if code == Some(SqlState::UNDEFINED_TABLE) {
                     message.push_str(" (call ensure_table first)");
                 }
             }
@@ -556,9 +571,34 @@ async fn upsert_on(
     }
 }
 
-/// The 1-based row of the COPY stream the server choked on, from its context line
-/// `COPY qbo_pg_staging, line 17, column payload` (other context lines, such as `JSON data,
-/// line 1: ...`, are about something else).
+/// Finds the first payload PostgreSQL refuses as JSONB, by COPYing the payloads into a JSONB
+/// column in a throw-away transaction: the COPY error's line number is the row. Only run after a
+/// batch already failed on a JSON cast, so its cost does not matter.
+async fn find_invalid_json<'a>(client: &mut Client, winners: &[&RawRow<'a>]) -> Option<&'a str> {
+    let tx = client.transaction().await.ok()?;
+    tx.batch_execute(&sql::begin_json_check()).await.ok()?;
+    let sink = tx.copy_in(&sql::copy_into_json_check()).await.ok()?;
+    let writer = BinaryCopyInWriter::new(sink, &[Type::JSONB]);
+    tokio::pin!(writer);
+    let mut failure = None;
+    for r in winners {
+        if let Err(e) = writer.as_mut().write(&[&JsonText(r.payload_json)]).await {
+            failure = Some(e);
+            break;
+        }
+    }
+    let failure = match failure {
+        Some(e) => e,
+        None => writer.finish().await.err()?,
+    };
+    let line = failure.as_db_error()?.where_().and_then(|w| {
+        let marker = "COPY qbo_pg_json_check, line ";
+        let rest = &w[w.find(marker)? + marker.len()..];
+        rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse::<usize>().ok()
+    })?;
+    winners.get(line.checked_sub(1)?).map(|r| r.id)
+}
+
 fn copy_line(where_: &str) -> Option<usize> {
     let marker = format!("COPY {}, line ", sql::STAGING_TABLE);
     let rest = &where_[where_.find(&marker)? + marker.len()..];

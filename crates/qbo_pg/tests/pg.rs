@@ -533,6 +533,12 @@ async fn invalid_json_fails_the_whole_batch_and_names_the_record() {
         other => panic!("expected Query, got {other:?}"),
     }
     assert_eq!(f.count("qb_invoices").await, 0, "no partial batch");
+    // Invalid UTF-8 is refused at the COPY, also naming the record.
+    rows[31].payload = b"{\"Id\": \"j31\", \"bad\": \"\xff\xfe\"}".to_vec();
+    let m = w.upsert(&t, &raws(&rows)).await.unwrap_err().to_string();
+    eprintln!("{m}");
+    assert!(m.contains("(record id \"j31\")") && m.contains("UTF8"), "{m}");
+    assert_eq!(f.count("qb_invoices").await, 0, "no partial batch");
     // Not a JSON object at all: refused before the server sees it.
     rows[31].payload = b"[1,2]".to_vec();
     assert!(matches!(w.upsert(&t, &raws(&rows)).await, Err(PgError::Config(_))));
@@ -669,4 +675,46 @@ async fn sigkill_mid_batch_leaves_all_or_nothing() {
         assert_eq!(out.unchanged, KILL_ROWS as u64);
         f.sql.batch_execute(&format!("DROP TABLE \"{}\".\"{table}\"", f.schema)).await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_batch_probes_the_primary_key_instead_of_scanning_the_table() {
+    let dsn = dsn_or_skip!("apply_batch_probes_the_primary_key_instead_of_scanning_the_table");
+    let f = Fixture::new(&dsn).await;
+    let t = f.table("qb_invoices");
+    writer(&f).await.ensure_table(&t).await.unwrap();
+    // A big stored table and an un-analyzed staging table: the situation in which a plain
+    // NOT EXISTS / JOIN was planned as a hash join over a full scan of the target.
+    f.sql
+        .batch_execute(&format!(
+            "INSERT INTO {t} SELECT i::text, jsonb_build_object('x', i), now(), now(), now(), 1, 1, now(), 1, 'r'
+             FROM generate_series(1, 50000) i; ANALYZE {t};",
+            t = t.quoted()
+        ))
+        .await
+        .unwrap();
+    f.sql.batch_execute("BEGIN").await.unwrap();
+    f.sql.batch_execute(&qbo_pg::sql::begin_batch()).await.unwrap();
+    f.sql
+        .batch_execute(&format!(
+            "INSERT INTO pg_temp.{} SELECT i::text, '{{}}', now(), 2, 'r', now(), now(), now(), 1, 1
+             FROM generate_series(1, 5000) i",
+            qbo_pg::sql::STAGING_TABLE
+        ))
+        .await
+        .unwrap();
+    for statement in [qbo_pg::sql::apply_batch(&t), qbo_pg::sql::count_stale(&t)] {
+        let plan: Vec<String> = f
+            .sql
+            .query(&format!("EXPLAIN {statement}"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(!plan.contains("Seq Scan on qb_invoices"), "full scan of the target:\n{plan}");
+        assert!(plan.contains("qb_invoices_pkey"), "no primary-key probe:\n{plan}");
+    }
+    f.sql.batch_execute("ROLLBACK").await.unwrap();
 }
