@@ -36,12 +36,11 @@ wheel: $(WHEEL_STAMP) ## build and install the wheel into .venv
 demo: $(WHEEL_STAMP) ## start the emulator and backfill invoices, customers, items into data/
 	@./scripts/demo.sh "$(QBO)" "$(DEMO_START)" "$(DEMO_END)"
 
-test: test-rust test-python bench-smoke ## build the wheel and run every test (Rust and Python) and a benchmark smoke run
+test: $(WHEEL_STAMP) ## build the wheel and run every test (Rust, Python, PostgreSQL) and a benchmark smoke run
+	./scripts/with-pg.sh $(MAKE) --no-print-directory test-rust test-python bench-smoke
 
-test-rust: ## cargo tests of the pure-Rust crates (starts a throwaway PostgreSQL for qbo_pg, stops it after)
-	dsn=$$(./scripts/pg-up.sh | tail -n 1); \
-	trap './scripts/pg-down.sh' EXIT; \
-	QBO_RS_TEST_DSN="$$dsn" cargo test --workspace --exclude qbo_rs --quiet
+test-rust: ## cargo tests of the pure-Rust crates (PostgreSQL ones use $$QBO_RS_TEST_DSN; `make test` provides one)
+	cargo test --workspace --exclude qbo_rs --quiet
 
 test-python: $(WHEEL_STAMP) stubtest ## pytest against the installed wheel
 	$(PY) -m pytest -q

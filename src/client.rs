@@ -10,7 +10,8 @@ use pyo3::prelude::*;
 use secrecy::SecretString;
 
 use qbo_core::backfill::{run_backfill, BackfillRequest};
-use qbo_core::sink::{open_sinks, SinkOptions};
+use qbo_core::sink::postgres::{pg_error, PostgresOptions};
+use qbo_core::sink::{open_sinks, SinkKind, SinkOptions};
 use qbo_core::{ClientConfig, Entity, FilterField};
 
 use crate::convert;
@@ -23,9 +24,6 @@ use crate::runtime::block_on;
 pub struct Credentials {
     pub inner: qbo_core::Credentials,
 }
-
-const ENV_NAMES: [&str; 7] =
-    ["QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN", "QBO_REALM_ID", "QBO_ENTORNO", "QBO_BASE_URL", "QBO_TOKEN_URL"];
 
 #[pymethods]
 impl Credentials {
@@ -64,22 +62,8 @@ impl Credentials {
             Some(e) => e,
             None => py.import("os")?.getattr("environ")?.call_method0("copy")?.extract()?,
         };
-        let get = |k: &str| environ.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
-        let missing: Vec<&str> = ENV_NAMES[..4].iter().copied().filter(|k| get(k).is_empty()).collect();
-        if !missing.is_empty() {
-            return Err(config_error(py, format!("missing environment variable(s): {}", missing.join(", "))));
-        }
-        let opt = |k: &str| Some(get(k)).filter(|v| !v.is_empty());
-        Self::new(
-            py,
-            get(ENV_NAMES[0]),
-            get(ENV_NAMES[1]),
-            get(ENV_NAMES[2]),
-            get(ENV_NAMES[3]),
-            &get(ENV_NAMES[4]),
-            opt(ENV_NAMES[5]),
-            opt(ENV_NAMES[6]),
-        )
+        let inner = qbo_core::Credentials::from_lookup(|k| environ.get(k).cloned()).map_err(|e| to_py(py, e))?;
+        Ok(Credentials { inner })
     }
 
     #[getter]
@@ -146,6 +130,9 @@ fn backfill_args(
     max_concurrent_windows: i64,
     windows: Option<Vec<String>>,
     fsync: bool,
+    dsn: Option<String>,
+    pg_schema: &str,
+    pg_table_prefix: &str,
 ) -> PyResult<BackfillArgs> {
     let entity = convert::entity(py, entity)?;
     let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
@@ -157,16 +144,24 @@ fn backfill_args(
     request.max_concurrent_windows = convert::positive_u32(py, "max_concurrent_windows", max_concurrent_windows)? as usize;
     request.only_labels = windows;
     request.plan().map_err(|e| to_py(py, e))?;
-    let kind = sink.parse().map_err(|e| to_py(py, e))?;
-    Ok(BackfillArgs { request, sinks: SinkOptions { kind, data_dir, fsync } })
+    let kind: SinkKind = sink.parse().map_err(|e| to_py(py, e))?;
+    let postgres = if kind.writes_postgres() {
+        let config = match dsn {
+            Some(dsn) => qbo_pg::PgConfig::from_dsn(&dsn),
+            None => qbo_pg::PgConfig::from_env(),
+        }
+        .map_err(|e| to_py(py, pg_error(e)))?;
+        let options = PostgresOptions { config, schema: pg_schema.to_string(), table_prefix: pg_table_prefix.to_string() };
+        options.table(entity).map_err(|e| to_py(py, e))?;
+        Some(options)
+    } else {
+        None
+    };
+    Ok(BackfillArgs { request, sinks: SinkOptions { kind, data_dir, fsync, postgres } })
 }
 
 async fn backfill_task(client: qbo_core::QboClient, args: BackfillArgs) -> Result<BackfillReport, qbo_core::Error> {
-    let entity = args.request.entity;
-    let sink_options = args.sinks.clone();
-    let sinks = tokio::task::spawn_blocking(move || open_sinks(entity, &sink_options))
-        .await
-        .map_err(|e| qbo_core::Error::Sink(format!("opening the sink failed: {e}")))??;
+    let sinks = open_sinks(args.request.entity, &args.sinks).await?;
     let report = run_backfill(&client, sinks, &args.request, None).await?;
     Ok(BackfillReport::from_core(report))
 }
@@ -310,7 +305,7 @@ impl QboClient {
         })
     }
 
-    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, windows = None, fsync = true))]
+    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, windows = None, fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_"))]
     #[allow(clippy::too_many_arguments)]
     fn _backfill(
         &self,
@@ -326,13 +321,16 @@ impl QboClient {
         max_concurrent_windows: i64,
         windows: Option<Vec<String>>,
         fsync: bool,
+        dsn: Option<String>,
+        pg_schema: &str,
+        pg_table_prefix: &str,
     ) -> PyResult<BackfillReport> {
-        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, windows, fsync)?;
+        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, windows, fsync, dsn, pg_schema, pg_table_prefix)?;
         let client = self.client.clone();
         block_on(py, backfill_task(client, args))?.map_err(|e| to_py(py, e))
     }
 
-    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, windows = None, fsync = true))]
+    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, windows = None, fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_"))]
     #[allow(clippy::too_many_arguments)]
     fn _backfill_future<'py>(
         &self,
@@ -348,8 +346,11 @@ impl QboClient {
         max_concurrent_windows: i64,
         windows: Option<Vec<String>>,
         fsync: bool,
+        dsn: Option<String>,
+        pg_schema: &str,
+        pg_table_prefix: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, windows, fsync)?;
+        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, windows, fsync, dsn, pg_schema, pg_table_prefix)?;
         let client = self.client.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let result = backfill_task(client, args).await;

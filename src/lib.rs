@@ -18,6 +18,13 @@ fn run_cli(py: Python<'_>, argv: Vec<String>) -> i32 {
     py.detach(|| qbo_cli::run(argv, runtime::runtime()))
 }
 
+/// `$QBO_TOKEN_STORE`, else `$XDG_STATE_HOME/qbo_rs/tokens-<realm>.json`, else under
+/// `~/.local/state`; None when not even HOME is set.
+#[pyfunction]
+fn default_token_store(realm_id: &str) -> Option<std::path::PathBuf> {
+    qbo_core::token_store::default_path(realm_id)
+}
+
 #[pymodule(gil_used = false)]
 mod _qbo_rs {
     #[pymodule_export]
@@ -27,7 +34,7 @@ mod _qbo_rs {
     #[pymodule_export]
     use super::report::{BackfillReport, WindowReport};
     #[pymodule_export]
-    use super::run_cli;
+    use super::{default_token_store, run_cli};
     #[pymodule_export]
     use super::windows::{plan_windows, Window};
 

@@ -18,6 +18,7 @@ __all__ = [
     "Window",
     "WindowReport",
     "__version__",
+    "default_token_store",
     "plan_windows",
     "run_cli",
 ]
@@ -112,6 +113,9 @@ class QboClient:
         max_concurrent_windows: int = 4,
         windows: Optional[List[str]] = None,
         fsync: bool = True,
+        dsn: Optional[str] = None,
+        pg_schema: str = "raw",
+        pg_table_prefix: str = "qb_",
     ) -> "BackfillReport": ...
     def _backfill_future(
         self,
@@ -127,6 +131,9 @@ class QboClient:
         max_concurrent_windows: int = 4,
         windows: Optional[List[str]] = None,
         fsync: bool = True,
+        dsn: Optional[str] = None,
+        pg_schema: str = "raw",
+        pg_table_prefix: str = "qb_",
     ) -> Awaitable["BackfillReport"]: ...
 
 @final
@@ -216,6 +223,9 @@ class NativeEmulator:
     def edit(self, entity: str, id: str) -> Dict[str, Any]: ...
     def expire_access_tokens(self) -> None: ...
     def stop(self) -> None: ...
+
+def default_token_store(realm_id: str) -> Optional[str]:
+    """``$QBO_TOKEN_STORE``, else ``$XDG_STATE_HOME/qbo_rs/tokens-<realm>.json``, else under ``~/.local/state``."""
 
 def run_cli(argv: List[str]) -> int:
     """Runs the ``qbo-rs`` command line; returns its exit code."""

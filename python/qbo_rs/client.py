@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from qbo_rs import _qbo_rs
 from qbo_rs._qbo_rs import BackfillReport, Credentials
-from qbo_rs.exceptions import BackfillError
+from qbo_rs.exceptions import BackfillError, ConfigError
 
 DateLike = Union[str, date, datetime]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -24,16 +24,15 @@ _AUTO = "auto"
 
 
 def default_token_store(realm_id: str) -> Path:
-    """Where rotated refresh tokens are kept unless told otherwise.
+    """Where rotated refresh tokens are kept unless told otherwise (the CLI uses the same rule).
 
     ``$QBO_TOKEN_STORE`` if set, else ``$XDG_STATE_HOME/qbo_rs/tokens-<realm>.json``
     (``~/.local/state/...`` by default). The file is created 0600.
     """
-    explicit = os.environ.get("QBO_TOKEN_STORE", "").strip()
-    if explicit:
-        return Path(explicit)
-    state = os.environ.get("XDG_STATE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(state) / "qbo_rs" / f"tokens-{realm_id}.json"
+    path = _qbo_rs.default_token_store(realm_id)
+    if path is None:
+        raise ConfigError("no place for the token store: set QBO_TOKEN_STORE (or HOME), or pass token_store=None")
+    return Path(path)
 
 
 def _failure(report: BackfillReport) -> BackfillError:
@@ -124,6 +123,9 @@ class QboClient(_qbo_rs.QboClient):
         max_concurrent_windows: int = 4,
         windows: Optional[Sequence[str]] = None,
         fsync: bool = True,
+        dsn: Optional[str] = None,
+        pg_schema: str = "raw",
+        pg_table_prefix: str = "qb_",
         raise_on_failure: bool = True,
     ) -> BackfillReport:
         """Backfills ``entity`` over ``[start, end)`` into ``<data_dir>/<entity>s.txt``.
@@ -147,6 +149,9 @@ class QboClient(_qbo_rs.QboClient):
             max_concurrent_windows=max_concurrent_windows,
             windows=None if windows is None else list(windows),
             fsync=fsync,
+            dsn=dsn,
+            pg_schema=pg_schema,
+            pg_table_prefix=pg_table_prefix,
         )
         if raise_on_failure and not report.ok:
             raise _failure(report)
@@ -166,6 +171,9 @@ class QboClient(_qbo_rs.QboClient):
         max_concurrent_windows: int = 4,
         windows: Optional[Sequence[str]] = None,
         fsync: bool = True,
+        dsn: Optional[str] = None,
+        pg_schema: str = "raw",
+        pg_table_prefix: str = "qb_",
         raise_on_failure: bool = True,
     ) -> BackfillReport:
         """Async twin of :meth:`backfill` (runs on the shared tokio runtime)."""
@@ -181,6 +189,9 @@ class QboClient(_qbo_rs.QboClient):
             max_concurrent_windows=max_concurrent_windows,
             windows=None if windows is None else list(windows),
             fsync=fsync,
+            dsn=dsn,
+            pg_schema=pg_schema,
+            pg_table_prefix=pg_table_prefix,
         )
         if raise_on_failure and not report.ok:
             raise _failure(report)
@@ -199,6 +210,9 @@ def backfill(
     data_dir: PathLike = "data",
     filter_field: str = "LastUpdatedTime",
     windows: Optional[Sequence[str]] = None,
+    dsn: Optional[str] = None,
+    pg_schema: str = "raw",
+    pg_table_prefix: str = "qb_",
     raise_on_failure: bool = True,
     **client_options: Any,
 ) -> BackfillReport:
@@ -215,6 +229,9 @@ def backfill(
         data_dir=data_dir,
         filter_field=filter_field,
         windows=windows,
+        dsn=dsn,
+        pg_schema=pg_schema,
+        pg_table_prefix=pg_table_prefix,
         raise_on_failure=raise_on_failure,
     )
 
@@ -231,6 +248,9 @@ async def backfill_async(
     data_dir: PathLike = "data",
     filter_field: str = "LastUpdatedTime",
     windows: Optional[Sequence[str]] = None,
+    dsn: Optional[str] = None,
+    pg_schema: str = "raw",
+    pg_table_prefix: str = "qb_",
     raise_on_failure: bool = True,
     **client_options: Any,
 ) -> BackfillReport:
@@ -246,5 +266,8 @@ async def backfill_async(
         data_dir=data_dir,
         filter_field=filter_field,
         windows=windows,
+        dsn=dsn,
+        pg_schema=pg_schema,
+        pg_table_prefix=pg_table_prefix,
         raise_on_failure=raise_on_failure,
     )

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use qbo_core::backfill::{run_backfill, BackfillRequest, Progress};
-use qbo_core::sink::{open_sinks, SinkOptions};
+use qbo_core::sink::postgres::{pg_error, PostgresOptions};
+use qbo_core::sink::{open_sinks, SinkKind, SinkOptions};
 use qbo_core::{ClientConfig, Credentials, Entity, Error};
-use secrecy::SecretString;
 use tokio::runtime::Runtime;
 
 #[derive(Parser, Debug)]
@@ -47,9 +47,19 @@ struct BackfillArgs {
     /// Records per request, 1..1000.
     #[arg(long, default_value_t = 100)]
     page_size: u32,
-    /// Where to write: txt.
+    /// Where to write: txt, postgres or both.
     #[arg(long, default_value = "txt")]
     sink: String,
+    /// PostgreSQL DSN (postgresql://user:pass@host:5432/db?sslmode=prefer); without it the
+    /// POSTGRES_HOST, POSTGRES_PORT, POSTGRES_DB, POSTGRES_USER, POSTGRES_PASSWORD variables.
+    #[arg(long)]
+    dsn: Option<String>,
+    /// Schema of the RAW tables.
+    #[arg(long, default_value = "raw")]
+    pg_schema: String,
+    /// Prefix of the RAW tables (<prefix>invoices, <prefix>customers, <prefix>items).
+    #[arg(long, default_value = "qb_")]
+    pg_table_prefix: String,
     #[arg(long, default_value = "data")]
     data_dir: PathBuf,
     /// LastUpdatedTime (default), CreateTime or TxnDate.
@@ -171,49 +181,6 @@ fn plan(a: PlanArgs) -> Result<i32, Error> {
     Ok(0)
 }
 
-fn env(name: &str) -> String {
-    std::env::var(name).map(|v| v.trim().to_string()).unwrap_or_default()
-}
-
-fn credentials_from_env() -> Result<Credentials, Error> {
-    let missing: Vec<&str> = ["QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN", "QBO_REALM_ID"]
-        .into_iter()
-        .filter(|k| env(k).is_empty())
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::config(format!(
-            "missing environment variable(s): {} (see README, 'Credentials')",
-            missing.join(", ")
-        )));
-    }
-    let opt = |k: &str| Some(env(k)).filter(|v| !v.is_empty());
-    let creds = Credentials {
-        client_id: env("QBO_CLIENT_ID"),
-        client_secret: SecretString::from(env("QBO_CLIENT_SECRET")),
-        refresh_token: SecretString::from(env("QBO_REFRESH_TOKEN")),
-        realm_id: env("QBO_REALM_ID"),
-        environment: env("QBO_ENTORNO").parse()?,
-        api_base_url: opt("QBO_BASE_URL"),
-        token_url: opt("QBO_TOKEN_URL"),
-    };
-    creds.validate()?;
-    Ok(creds)
-}
-
-/// `$QBO_TOKEN_STORE`, else `$XDG_STATE_HOME/qbo_rs/tokens-<realm>.json`, else under
-/// `~/.local/state`. Same rule as the Python API.
-pub fn default_token_store(realm_id: &str) -> Option<PathBuf> {
-    let explicit = env("QBO_TOKEN_STORE");
-    if !explicit.is_empty() {
-        return Some(PathBuf::from(explicit));
-    }
-    let state = Some(env("XDG_STATE_HOME")).filter(|v| !v.is_empty()).map(PathBuf::from).or_else(|| {
-        let home = env("HOME");
-        (!home.is_empty()).then(|| PathBuf::from(home).join(".local/state"))
-    })?;
-    Some(state.join("qbo_rs").join(format!("tokens-{realm_id}.json")))
-}
-
 async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
     let entity: Entity = a.entity.parse()?;
     let mut request = BackfillRequest::new(
@@ -227,22 +194,34 @@ async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
     request.max_concurrent_windows = a.max_concurrent_windows;
     request.only_labels = (!a.windows.is_empty()).then_some(a.windows);
     request.plan()?;
-    let sink_options = SinkOptions { kind: a.sink.parse()?, data_dir: a.data_dir, fsync: !a.no_fsync };
-    let creds = credentials_from_env()?;
+    let kind: SinkKind = a.sink.parse()?;
+    let postgres = if kind.writes_postgres() {
+        let config = match &a.dsn {
+            Some(dsn) => qbo_pg::PgConfig::from_dsn(dsn),
+            None => qbo_pg::PgConfig::from_env(),
+        }
+        .map_err(pg_error)?;
+        let options = PostgresOptions { config, schema: a.pg_schema, table_prefix: a.pg_table_prefix };
+        options.table(entity)?;
+        Some(options)
+    } else {
+        None
+    };
+    let sink_options = SinkOptions { kind, data_dir: a.data_dir, fsync: !a.no_fsync, postgres };
+    sink_options.validate()?;
+    let creds = Credentials::from_lookup(|k| std::env::var(k).ok())?;
 
     let mut config = ClientConfig::default();
     config.pacing.requests_per_minute = a.requests_per_minute;
     config.pacing.max_in_flight = a.max_in_flight;
     config.retry.max_retries = a.max_retries;
-    config.token_store = a.token_store.or_else(|| default_token_store(&creds.realm_id));
+    config.token_store = a.token_store.or_else(|| qbo_core::token_store::default_path(&creds.realm_id));
     let client = qbo_core::QboClient::new(creds, config)?;
 
     let show_bar = !a.no_progress && std::io::stderr().is_terminal();
     let bar = progress::Bar::new(show_bar);
     progress::install_logging(bar.clone());
-    let sinks = tokio::task::spawn_blocking(move || open_sinks(entity, &sink_options))
-        .await
-        .map_err(|e| Error::Sink(e.to_string()))??;
+    let sinks = open_sinks(entity, &sink_options).await?;
     let observer: Option<Arc<dyn Progress>> = Some(Arc::new(bar.clone()));
     let run = run_backfill(&client, sinks, &request, observer);
     let report = tokio::select! {

@@ -66,7 +66,34 @@ pub fn redact_id(id: &str) -> String {
     format!("{shown}***")
 }
 
+/// The environment variables credentials are read from (DESIGN §4), in this order:
+/// client id, client secret, refresh token, realm id, environment, API base URL, token URL.
+pub const ENV_NAMES: [&str; 7] =
+    ["QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN", "QBO_REALM_ID", "QBO_ENTORNO", "QBO_BASE_URL", "QBO_TOKEN_URL"];
+
 impl Credentials {
+    /// Builds credentials from `QBO_*` variables looked up with `get` (the process
+    /// environment, or a mapping a caller passes), naming every missing one at once.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let value = |k: &str| get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+        let missing: Vec<&str> = ENV_NAMES[..4].iter().copied().filter(|k| value(k).is_empty()).collect();
+        if !missing.is_empty() {
+            return Err(Error::config(format!("missing environment variable(s): {}", missing.join(", "))));
+        }
+        let optional = |k: &str| Some(value(k)).filter(|v| !v.is_empty());
+        let creds = Credentials {
+            client_id: value(ENV_NAMES[0]),
+            client_secret: SecretString::from(value(ENV_NAMES[1])),
+            refresh_token: SecretString::from(value(ENV_NAMES[2])),
+            realm_id: value(ENV_NAMES[3]),
+            environment: value(ENV_NAMES[4]).parse()?,
+            api_base_url: optional(ENV_NAMES[5]),
+            token_url: optional(ENV_NAMES[6]),
+        };
+        creds.validate()?;
+        Ok(creds)
+    }
+
     /// Checks every field before any request: a missing value is named, as is its env var.
     pub fn validate(&self) -> Result<(), Error> {
         let missing = |name: &str, env: &str| {

@@ -40,6 +40,17 @@ impl std::fmt::Debug for SavedTokens {
     }
 }
 
+/// Where rotated refresh tokens live unless told otherwise: `$QBO_TOKEN_STORE`, else
+/// `$XDG_STATE_HOME/qbo_rs/tokens-<realm>.json`, else `~/.local/state/qbo_rs/…`.
+pub fn default_path(realm_id: &str) -> Option<PathBuf> {
+    let env = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    if let Some(explicit) = env("QBO_TOKEN_STORE") {
+        return Some(PathBuf::from(explicit));
+    }
+    let state = env("XDG_STATE_HOME").map(PathBuf::from).or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(state.join("qbo_rs").join(format!("tokens-{realm_id}.json")))
+}
+
 #[derive(Debug, Clone)]
 pub struct FileTokenStore {
     path: PathBuf,

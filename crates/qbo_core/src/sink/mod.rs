@@ -3,6 +3,7 @@
 //! the batch either fully applied or not at all.
 
 pub mod jsonl;
+pub mod postgres;
 pub mod record;
 
 use std::future::Future;
@@ -67,6 +68,18 @@ pub trait Sink: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkKind {
     Txt,
+    Postgres,
+    Both,
+}
+
+impl SinkKind {
+    pub fn writes_txt(self) -> bool {
+        matches!(self, SinkKind::Txt | SinkKind::Both)
+    }
+
+    pub fn writes_postgres(self) -> bool {
+        matches!(self, SinkKind::Postgres | SinkKind::Both)
+    }
 }
 
 impl std::str::FromStr for SinkKind {
@@ -74,11 +87,10 @@ impl std::str::FromStr for SinkKind {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "txt" | "jsonl" | "file" => Ok(SinkKind::Txt),
-            "postgres" | "both" => Err(Error::config(format!(
-                "sink {s:?} is not available in this build yet: use sink=\"txt\""
-            ))),
-            other => Err(Error::config(format!("unknown sink {other:?}: expected txt"))),
+            "txt" | "jsonl" => Ok(SinkKind::Txt),
+            "postgres" | "postgresql" | "pg" => Ok(SinkKind::Postgres),
+            "both" => Ok(SinkKind::Both),
+            _ => Err(Error::config(format!("unknown sink {s:?}: expected txt, postgres or both"))),
         }
     }
 }
@@ -90,11 +102,36 @@ pub struct SinkOptions {
     pub data_dir: std::path::PathBuf,
     /// fsync each batch (survives power loss, not just a killed process).
     pub fsync: bool,
+    /// Required when `kind` writes to PostgreSQL.
+    pub postgres: Option<postgres::PostgresOptions>,
 }
 
-/// Opens the sinks; blocking (the JSON-lines store may repair a file left by a crash).
-pub fn open_sinks(entity: Entity, options: &SinkOptions) -> Result<Vec<Arc<dyn Sink>>, Error> {
-    match options.kind {
-        SinkKind::Txt => Ok(vec![Arc::new(jsonl::JsonlSink::open(&options.data_dir, entity, options.fsync)?)]),
+impl SinkOptions {
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.kind.writes_postgres() && self.postgres.is_none() {
+            return Err(Error::config(
+                "sink postgres needs a database: pass a DSN or set POSTGRES_HOST, POSTGRES_DB, POSTGRES_USER, POSTGRES_PASSWORD",
+            ));
+        }
+        Ok(())
     }
+}
+
+/// Opens the sinks of a run: the JSON-lines file (repairing it if a previous run was killed
+/// mid-write) and/or the PostgreSQL table (connecting, creating it if missing, checking
+/// privileges), so configuration problems surface before any request to QBO.
+pub async fn open_sinks(entity: Entity, options: &SinkOptions) -> Result<Vec<Arc<dyn Sink>>, Error> {
+    options.validate()?;
+    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+    if options.kind.writes_txt() {
+        let (dir, fsync) = (options.data_dir.clone(), options.fsync);
+        let jsonl = tokio::task::spawn_blocking(move || jsonl::JsonlSink::open(&dir, entity, fsync))
+            .await
+            .map_err(|e| Error::Sink(format!("opening the JSON-lines file failed: {e}")))??;
+        sinks.push(Arc::new(jsonl));
+    }
+    if let (true, Some(pg)) = (options.kind.writes_postgres(), &options.postgres) {
+        sinks.push(Arc::new(postgres::PostgresSink::open(pg, entity).await?));
+    }
+    Ok(sinks)
 }
