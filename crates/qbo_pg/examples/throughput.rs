@@ -148,7 +148,8 @@ fn psql_script(dir: &Path, recs: &[Rec], batch: usize, table: &TableRef) -> Path
     let end = Utc.timestamp_opt(1_700_086_400, 0).unwrap().to_rfc3339();
     let mut script = String::new();
     for (b, chunk) in recs.chunks(batch).enumerate() {
-        let file = dir.join(format!("batch_{b:05}.csv"));
+        // One file set per version: the two scripts must not read each other's rows.
+        let file = dir.join(format!("v{}_batch_{b:05}.csv", recs[0].sync_token));
         let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
         for r in chunk {
             let json = String::from_utf8_lossy(&r.payload).replace('"', "\"\"");
@@ -250,6 +251,14 @@ async fn main() {
                 let o = run_ours(&w, &ours_t, recs, args.batch).await;
                 (run_psql(&args.dsn, script), o)
             };
+            // Both paths must have done the same work: every row at this scenario's version.
+            for t in [&ours_t, &psql_t] {
+                let wrong = psql_scalar(
+                    &args.dsn,
+                    &format!("SELECT count(*) FROM {} WHERE sync_token <> {}", t.quoted(), recs[0].sync_token),
+                );
+                assert_eq!(wrong, "0", "{name}: {t} does not hold version {}", recs[0].sync_token);
+            }
             let ours_rps = args.rows as f64 / ours_time.as_secs_f64();
             let psql_rps = args.rows as f64 / psql_time.as_secs_f64();
             best[i].0 = best[i].0.max(ours_rps);
