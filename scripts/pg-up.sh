@@ -7,7 +7,8 @@
 #   * If $QBO_RS_TEST_DSN (default postgresql://qbo_test:qbo_test@127.0.0.1:5432/qbo_test)
 #     already answers, nothing is started or changed: we say so and print it.
 #   * Otherwise we start a throwaway cluster: initdb (run as the postgres user) into a fresh
-#     directory under /tmp, on a free port, listening on 127.0.0.1 only, scram-sha-256 over TCP.
+#     directory under /tmp, on a free port, listening on 127.0.0.1 only, scram-sha-256 over TCP,
+#     TLS on with a self-signed certificate for 127.0.0.1 (data/server.crt) when openssl exists.
 #     If initdb is unavailable (or QBO_PG_MODE=debian) we fall back to Debian's cluster (pg_ctlcluster 15 main).
 #     Either way we create role qbo_test (password qbo_test) owning database qbo_test, and role
 #     qbo_noperm (password qbo_noperm, LOGIN, no privilege on any schema) for privilege tests.
@@ -153,8 +154,33 @@ if [ "$MODE" != "debian" ] && [ -n "$INITDB" ] && [ -n "$PG_CTL" ] && id postgre
         rm -rf "$dir"
         give_up "initdb failed"
     fi
+    # TLS: a throwaway CA ($dir/ca.crt) and a server certificate it signed, so the tests
+    # exercise sslmode=require and verify-full for real (they find ca.crt next to
+    # `SHOW ssl_cert_file`). The certificate names 127.0.0.1 only, not localhost: the tests
+    # connect as localhost to see the host-name check fail. Plain TCP still works ("host" lines).
+    ssl_opts=""
+    if command -v openssl >/dev/null 2>&1 && (
+        set -e
+        cd "$dir"
+        ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+        openssl req -x509 "${ec[@]}" -days 30 -subj "/CN=qbo_pg throwaway test CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            -keyout ca.key -out ca.crt
+        openssl req "${ec[@]}" -subj "/CN=localhost" -keyout server.key -out server.csr
+        printf '%s\n' "subjectAltName=IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+            "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >server.ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+            -extfile server.ext -out server.crt
+        rm -f ca.key server.csr server.ext ca.srl
+        chown postgres: server.key server.crt ca.crt
+        chmod 600 server.key
+    ) >/dev/null 2>&1; then
+        ssl_opts="-c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key"
+    else
+        say "could not make a certificate (openssl): the throwaway cluster runs without TLS"
+    fi
     if ! (cd /tmp && runuser -u postgres -- "$PG_CTL" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-            -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=50" start >&2 9>&-); then
+            -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=50 $ssl_opts" start >&2 9>&-); then
         cat "$dir/server.log" >&2 || true
         rm -rf "$dir"
         give_up "the throwaway cluster did not start"

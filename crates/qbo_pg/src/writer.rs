@@ -385,6 +385,16 @@ fn connect_error(config: &PgConfig, err: &tokio_postgres::Error) -> PgError {
             ),
         };
     }
+    if reason.contains("invalid peer certificate") {
+        return PgError::Connect {
+            target,
+            reason: format!(
+                "{reason}; with sslmode=verify-full the server's certificate must chain to a \
+                 public root or to the CA given as sslrootcert, and name the host connected to \
+                 (sslmode=require encrypts without this check)"
+            ),
+        };
+    }
     PgError::Connect { target, reason }
 }
 

@@ -382,23 +382,95 @@ async fn unreachable_server_is_a_connect_error() {
     }
 }
 
+/// Whether the session named `app` is encrypted, from the server's side.
+async fn session_uses_tls(f: &Fixture, app: &str) -> bool {
+    f.sql
+        .query_one(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sslmode_prefer_connects_and_require_explains_a_server_without_tls() {
-    let dsn = dsn_or_skip!("sslmode_prefer_connects_and_require_explains_a_server_without_tls");
+async fn sslmodes_do_what_libpq_does() {
+    let dsn = dsn_or_skip!("sslmodes_do_what_libpq_does");
     let f = Fixture::new(&dsn).await;
     let server_ssl: String = f.sql.query_one("SHOW ssl", &[]).await.unwrap().get(0);
-    let prefer = f.config.clone().with_sslmode(SslMode::Prefer);
-    PgWriter::connect(&prefer).await.expect("prefer works with or without TLS on the server");
-    let require = f.config.clone().with_sslmode(SslMode::Require);
-    match (server_ssl.as_str(), PgWriter::connect(&require).await) {
-        ("on", Ok(_)) => {}
-        ("off", Err(e @ PgError::Connect { .. })) => {
+    let app = |mode: &str| format!("qbo_pg_tls_{mode}_{}", &f.schema[10..]);
+    let config = |mode: SslMode| f.config.clone().with_sslmode(mode).with_application_name(app(mode.as_str()));
+
+    let disabled = PgWriter::connect(&config(SslMode::Disable)).await.unwrap();
+    assert!(!session_uses_tls(&f, &app("disable")).await);
+    let prefer = PgWriter::connect(&config(SslMode::Prefer)).await.expect("prefer works with or without TLS");
+    assert_eq!(session_uses_tls(&f, &app("prefer")).await, server_ssl == "on");
+
+    if server_ssl == "off" {
+        match PgWriter::connect(&config(SslMode::Require)).await {
+            Err(e @ PgError::Connect { .. }) => {
+                let m = e.to_string();
+                eprintln!("{m}");
+                assert!(m.contains("TLS") && m.contains("sslmode=require"), "{m}");
+            }
+            other => panic!("require against a server without TLS: {other:?}"),
+        }
+        eprintln!("server has ssl=off: require/verify-full against a TLS server not exercised");
+        return;
+    }
+
+    // require: encrypted, certificate not verified (the test server's is self-signed).
+    let required = PgWriter::connect(&config(SslMode::Require)).await.expect("require: encrypt, no verification");
+    assert!(session_uses_tls(&f, &app("require")).await);
+    // An upsert over TLS is the same upsert.
+    let t = f.table("over_tls");
+    required.ensure_table(&t).await.unwrap();
+    assert_eq!(required.upsert(&t, &raws(&batch("s", 20, 1, 1, 1500))).await.unwrap().inserted, 20);
+
+    // verify-full without a root that signs the server's certificate: refused.
+    match PgWriter::connect(&config(SslMode::VerifyFull)).await {
+        Err(e @ PgError::Connect { .. }) => {
             let m = e.to_string();
             eprintln!("{m}");
-            assert!(m.contains("TLS") && m.contains("sslmode=require"), "{m}");
+            assert!(m.to_lowercase().contains("certificate"), "{m}");
         }
-        (ssl, other) => panic!("ssl={ssl}: unexpected {other:?}"),
+        Ok(_) => eprintln!("verify-full accepted the server certificate (signed by a public CA?)"),
+        other => panic!("verify-full: {other:?}"),
     }
+    // verify-full with the CA that signed the server's certificate (pg-up puts ca.crt beside
+    // it): accepted, the certificate names 127.0.0.1.
+    let cert_file: String = f.sql.query_one("SHOW ssl_cert_file", &[]).await.unwrap().get(0);
+    let ca = std::path::Path::new(&cert_file).with_file_name("ca.crt");
+    if !(ca.is_absolute() && ca.exists() && f.config.host() == "127.0.0.1") {
+        eprintln!("no ca.crt beside {cert_file}: verify-full with a root certificate not exercised");
+    } else {
+        let verified = config(SslMode::VerifyFull).with_sslrootcert(&ca);
+        let verified = PgWriter::connect(&verified).await.expect("verify-full with the server's CA as root");
+        assert!(session_uses_tls(&f, &app("verify-full")).await);
+        drop(verified);
+        // The certificate names 127.0.0.1 only: reaching the same server as "localhost" must
+        // fail the host-name check.
+        let other_host = PgConfig::new("localhost", f.config.port(), f.config.dbname(), f.config.user())
+            .unwrap()
+            .with_password(dsn_password(&dsn))
+            .with_sslmode(SslMode::VerifyFull)
+            .with_sslrootcert(&ca);
+        match PgWriter::connect(&other_host).await {
+            Err(PgError::Connect { reason, .. }) => {
+                eprintln!("localhost: {reason}");
+                assert!(reason.to_lowercase().contains("certificate"), "{reason}");
+            }
+            other => panic!("verify-full must check the host name: {other:?}"),
+        }
+        // A root file that is not PEM is a configuration error, before any connection.
+        let junk = std::env::temp_dir().join(format!("qbo_pg_not_pem_{}", f.schema));
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let bad = config(SslMode::VerifyFull).with_sslrootcert(&junk);
+        assert!(matches!(PgWriter::connect(&bad).await, Err(PgError::Config(_))));
+        let _ = std::fs::remove_file(junk);
+    }
+    drop((disabled, prefer, required));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -166,3 +166,9 @@ pub fn dsn_with_db(dsn: &str, db: &str) -> String {
     let query = after.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
     format!("{before}/{db}{query}")
 }
+
+/// The password in `dsn` (empty if none).
+pub fn dsn_password(dsn: &str) -> String {
+    let config: tokio_postgres::Config = dsn.parse().unwrap();
+    config.get_password().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default()
+}
