@@ -19,7 +19,7 @@ use crate::window::{plan_windows, Window};
 
 /// Records are written in batches of about this many payload bytes: large enough to make
 /// fsyncs rare, small enough to keep memory flat whatever the window's size.
-const FLUSH_BYTES: usize = 4 << 20;
+const FLUSH_BYTES: usize = 2 << 20;
 
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const DEFAULT_CHUNK_DAYS: u32 = 50;
