@@ -74,6 +74,8 @@
 //! verified, as libpq does without a root certificate), `verify-full` (Mozilla roots plus
 //! `sslrootcert`). See [`SslMode`]. TLS is rustls, so the wheel links no OpenSSL.
 
+#![warn(missing_docs)]
+
 mod config;
 mod error;
 mod ident;

@@ -790,3 +790,37 @@ async fn apply_batch_probes_the_primary_key_instead_of_scanning_the_table() {
     }
     f.sql.batch_execute("ROLLBACK").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_upsert_writes_nothing_and_the_writer_recovers() {
+    let dsn = dsn_or_skip!("a_cancelled_upsert_writes_nothing_and_the_writer_recovers");
+    let f = Fixture::new(&dsn).await;
+    let t = f.table("qb_invoices");
+    let w = writer(&f).await;
+    w.ensure_table(&t).await.unwrap();
+    let big = batch("big", 20_000, 1, 1, 2000);
+    // 40 MB cannot be copied and committed in 30 ms: the future is dropped mid-batch.
+    let cancelled = tokio::time::timeout(Duration::from_millis(30), w.upsert(&t, &raws(&big))).await;
+    assert!(cancelled.is_err(), "the upsert finished within 30 ms?");
+    // The next call reopens the session and works.
+    let out = w.upsert(&t, &raws(&batch("small", 10, 1, 1, 200))).await.unwrap();
+    assert_eq!(out.inserted, 10);
+    assert_eq!(f.count("qb_invoices").await, 10, "nothing of the cancelled batch is visible");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_into_a_missing_table_says_to_call_ensure_table() {
+    let dsn = dsn_or_skip!("upsert_into_a_missing_table_says_to_call_ensure_table");
+    let f = Fixture::new(&dsn).await;
+    f.sql.batch_execute(&format!("CREATE SCHEMA \"{}\"", f.schema)).await.unwrap();
+    let w = writer(&f).await;
+    match w.upsert(&f.table("nope"), &raws(&batch("n", 3, 1, 1, 100))).await {
+        Err(e @ PgError::Query { .. }) => {
+            assert_eq!(e.sqlstate(), Some("42P01"));
+            assert!(e.to_string().contains("call ensure_table first"), "{e}");
+        }
+        other => panic!("expected Query, got {other:?}"),
+    }
+    // An empty batch touches nothing, not even the (missing) table.
+    assert_eq!(w.upsert(&f.table("nope"), &[]).await.unwrap(), UpsertOutcome::default());
+}
