@@ -1,0 +1,78 @@
+"""FINAL STEP: totals and validation over every window's summary (reduce_output upstream).
+
+Logs ``Total <entidad> descargadas: N`` and ``Validation: Integrity Check Passed`` or
+``Validation: [ALERT] ...`` (the runbook greps these), fails the run on an alert, and applies
+the post-run policy: a one-time (@once) trigger that just succeeded is set ``status: inactive``
+in its triggers.yaml, so a fresh Mage database never fires it again.
+"""
+from datetime import datetime
+
+from mage_project.utils.qb_mage import (
+    disable_once_trigger,
+    log,
+    run_params,
+    triggers_file,
+    utc_text,
+)
+
+if 'custom' not in globals():
+    from mage_ai.data_preparation.decorators import custom
+
+
+def _ts(text):
+    return datetime.fromisoformat(text.replace('Z', '+00:00'))
+
+
+@custom
+def backfill_summary(windows, *args, **kwargs):
+    params = run_params(kwargs)
+    windows = windows if isinstance(windows, list) else [windows]
+    windows = sorted((w for w in windows if isinstance(w, dict)), key=lambda w: w['start'])
+    alerts = []
+    for w in windows:
+        if w['status'] != 'ok':
+            alerts.append(f'window {w["label"]} status {w["status"]}')
+        if w['rows_fetched'] > 0 and w['rows_written'] == 0:
+            alerts.append(f'window {w["label"]}: {w["rows_fetched"]} fetched but 0 written')
+        elif w['rows_written'] != w['rows_fetched']:
+            alerts.append(f'window {w["label"]}: {w["rows_fetched"]} fetched but {w["rows_written"]} written')
+        if w.get('server_count') is not None and w['rows_fetched'] < w['server_count']:
+            alerts.append(f'window {w["label"]}: QBO counts {w["server_count"]} but {w["rows_fetched"]} fetched')
+        if w['rows_fetched'] == 0:
+            log(kwargs, f'window {w["label"]} returned 0 rows: confirm it is a period without activity', 'warning')
+    labels = [w['label'] for w in windows]
+    if len(set(labels)) != len(labels):
+        alerts.append('a window was reported twice')
+    planned = windows[0].get('planned') if windows else 0
+    if len(windows) != planned:
+        alerts.append(f'{len(windows)} window report(s) for {planned} planned window(s)')
+    for a, b in zip(windows, windows[1:]):
+        if params.windows is None and a['end'] != b['start']:
+            alerts.append(f'gap or overlap between {a["label"]} and {b["label"]}')
+    if params.windows is None and windows and (
+            _ts(windows[0]['start']) != params.start or _ts(windows[-1]['end']) != params.end):
+        alerts.append(f'windows cover [{windows[0]["start"]}, {windows[-1]["end"]}) instead of '
+                      f'[{utc_text(params.start)}, {utc_text(params.end)})')
+
+    total = sum(w['rows_fetched'] for w in windows)
+    inserted = sum(w['inserted'] for w in windows)
+    updated = sum(w['updated'] for w in windows)
+    requests = sum(w['requests'] for w in windows)
+    throttled = sum(w['throttled'] for w in windows)
+    log(kwargs, f'Total {params.plural} descargadas: {total}')
+    log(kwargs, f'{len(windows)} window(s), {inserted} inserted, {updated} updated, '
+                f'{total - inserted - updated} unchanged, {requests} request(s), {throttled} throttled (429); '
+                f'targets: {", ".join(sorted({t for w in windows for t in w["targets"].values()}))}')
+    if alerts:
+        for alert in alerts:
+            log(kwargs, f'Validation: [ALERT] {alert}', 'error')
+        raise RuntimeError(f'Validation: [ALERT] {len(alerts)} problem(s): ' + '; '.join(alerts))
+    log(kwargs, 'Validation: Integrity Check Passed')
+
+    trigger = kwargs.get('trigger_name')
+    if trigger and disable_once_trigger(triggers_file(kwargs, params.pipeline_uuid), trigger):
+        log(kwargs, f'post-run policy: one-time trigger {trigger} succeeded; set status: inactive in '
+                    f'pipelines/{params.pipeline_uuid}/triggers.yaml (commit it) so a fresh Mage database '
+                    'does not fire it again')
+    return dict(entity=params.entity, windows=len(windows), total=total, inserted=inserted,
+                updated=updated, requests=requests, throttled=throttled)
