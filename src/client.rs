@@ -10,12 +10,13 @@ use pyo3::prelude::*;
 use secrecy::SecretString;
 
 use qbo_core::backfill::{run_backfill, BackfillRequest};
-use qbo_core::sink::postgres::{pg_error, PostgresOptions};
+use qbo_core::sink::postgres::PostgresOptions;
 use qbo_core::sink::{open_sinks, SinkKind, SinkOptions};
 use qbo_core::{ClientConfig, Entity, FilterField};
 
 use crate::convert;
 use crate::errors::{config_error, to_py};
+use crate::postgres::PostgresWriter;
 use crate::report::BackfillReport;
 use crate::runtime::block_on;
 
@@ -133,6 +134,7 @@ fn backfill_args(
     dsn: Option<String>,
     pg_schema: &str,
     pg_table_prefix: &str,
+    postgres: Option<PostgresOptions>,
 ) -> PyResult<BackfillArgs> {
     let entity = convert::entity(py, entity)?;
     let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
@@ -145,17 +147,10 @@ fn backfill_args(
     request.only_labels = windows;
     request.plan().map_err(|e| to_py(py, e))?;
     let kind: SinkKind = sink.parse().map_err(|e| to_py(py, e))?;
-    let postgres = if kind.writes_postgres() {
-        let config = match dsn {
-            Some(dsn) => qbo_pg::PgConfig::from_dsn(&dsn),
-            None => qbo_pg::PgConfig::from_env(),
-        }
-        .map_err(|e| to_py(py, pg_error(e)))?;
-        let options = PostgresOptions { config, schema: pg_schema.to_string(), table_prefix: pg_table_prefix.to_string() };
-        options.table(entity).map_err(|e| to_py(py, e))?;
-        Some(options)
-    } else {
-        None
+    let postgres = match (kind.writes_postgres(), postgres) {
+        (false, _) => None,
+        (true, Some(options)) => Some(options),
+        (true, None) => Some(PostgresWriter::build(py, dsn.as_deref(), pg_schema, pg_table_prefix)?),
     };
     Ok(BackfillArgs { request, sinks: SinkOptions { kind, data_dir, fsync, postgres } })
 }
@@ -305,7 +300,7 @@ impl QboClient {
         })
     }
 
-    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, windows = None, fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_"))]
+    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, windows = None, fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_", postgres = None))]
     #[allow(clippy::too_many_arguments)]
     fn _backfill(
         &self,
@@ -324,13 +319,14 @@ impl QboClient {
         dsn: Option<String>,
         pg_schema: &str,
         pg_table_prefix: &str,
+        postgres: Option<PyRef<'_, PostgresWriter>>,
     ) -> PyResult<BackfillReport> {
-        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, windows, fsync, dsn, pg_schema, pg_table_prefix)?;
+        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, windows, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
         let client = self.client.clone();
         block_on(py, backfill_task(client, args))?.map_err(|e| to_py(py, e))
     }
 
-    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, windows = None, fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_"))]
+    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, windows = None, fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_", postgres = None))]
     #[allow(clippy::too_many_arguments)]
     fn _backfill_future<'py>(
         &self,
@@ -349,8 +345,9 @@ impl QboClient {
         dsn: Option<String>,
         pg_schema: &str,
         pg_table_prefix: &str,
+        postgres: Option<PyRef<'_, PostgresWriter>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, windows, fsync, dsn, pg_schema, pg_table_prefix)?;
+        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, windows, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
         let client = self.client.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let result = backfill_task(client, args).await;

@@ -5,6 +5,7 @@ mod client;
 mod convert;
 mod emulator;
 mod errors;
+mod postgres;
 mod report;
 mod runtime;
 mod windows;
@@ -31,6 +32,8 @@ mod _qbo_rs {
     use super::client::{Credentials, QboClient};
     #[pymodule_export]
     use super::emulator::NativeEmulator;
+    #[pymodule_export]
+    use super::postgres::PostgresWriter;
     #[pymodule_export]
     use super::report::{BackfillReport, WindowReport};
     #[pymodule_export]

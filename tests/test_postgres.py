@@ -93,3 +93,41 @@ def test_cli_sink_both(emulator: QboEmulator, schema, tmp_path: Path):
                          capture_output=True, text=True, env=env, timeout=180)
     assert out.returncode == 0, out.stderr
     assert table_versions(schema, "qb_customers") == landed_versions(read_raw(tmp_path / "customers.txt")) == truth_versions(emulator, "Customer")
+
+
+def test_postgres_writer_handle(emulator: QboEmulator, client_factory, schema):
+    import qbo_rs
+
+    writer = qbo_rs.PostgresWriter(DSN, schema=schema)
+    assert "qbo_test" in writer.target and "qbo_test:qbo_test" not in repr(writer)
+    assert writer.table("Invoice") == f'"{schema}"."qb_invoices"'
+    writer.ensure_tables()
+    assert psql(f"select count(*) from information_schema.tables where table_schema = '{schema}'") == "3\n"
+    report = client_factory(emulator).backfill("customer", RANGE_START, RANGE_END, sink="postgres", postgres=writer)
+    assert writer.count("customer") == report.total_rows == len(emulator.truth("Customer"))
+    with pytest.raises(ConfigError):
+        qbo_rs.PostgresWriter("not a dsn")
+    with pytest.raises(ConfigError):
+        qbo_rs.PostgresWriter(DSN, schema="Robert'); DROP TABLE x;--")
+
+
+def test_sigkill_mid_postgres_backfill_then_rerun(schema, tmp_path: Path):
+    import signal
+    import time
+
+    with QboEmulator(seed=10, invoices=5000, customers=10, items=10, latency_ms=3) as emu:
+        env = dict(os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
+        cmd = [sys.executable, "-m", "qbo_rs", "backfill", "invoice", "--start", RANGE_START, "--end", RANGE_END,
+               "--chunk-days", "30", "--page-size", "40", "--sink", "postgres", "--dsn", DSN, "--pg-schema", schema, "--no-progress"]
+        killed = 0
+        for delay in (0.8, 1.5):
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(delay)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                killed += 1
+            proc.wait()
+        assert killed >= 1
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr
+        assert table_versions(schema, "qb_invoices") == truth_versions(emu, "Invoice")

@@ -11,13 +11,22 @@ The engine is Rust (HTTP, JSON, pacing, writing); this package is its typed face
 Nothing runs at import time: the tokio runtime is created on first use.
 """
 
-from qbo_rs._qbo_rs import BackfillReport, Credentials, Window, WindowReport, __version__, plan_windows
+from qbo_rs._qbo_rs import (
+    BackfillReport,
+    Credentials,
+    PostgresWriter,
+    Window,
+    WindowReport,
+    __version__,
+    plan_windows,
+)
 from qbo_rs.client import QboClient, backfill, backfill_async, default_token_store
 from qbo_rs import exceptions
 
 __all__ = [
     "BackfillReport",
     "Credentials",
+    "PostgresWriter",
     "QboClient",
     "Window",
     "WindowReport",

@@ -14,6 +14,7 @@ __all__ = [
     "BackfillReport",
     "Credentials",
     "NativeEmulator",
+    "PostgresWriter",
     "QboClient",
     "Window",
     "WindowReport",
@@ -116,6 +117,7 @@ class QboClient:
         dsn: Optional[str] = None,
         pg_schema: str = "raw",
         pg_table_prefix: str = "qb_",
+        postgres: Optional["PostgresWriter"] = None,
     ) -> "BackfillReport": ...
     def _backfill_future(
         self,
@@ -134,7 +136,26 @@ class QboClient:
         dsn: Optional[str] = None,
         pg_schema: str = "raw",
         pg_table_prefix: str = "qb_",
+        postgres: Optional["PostgresWriter"] = None,
     ) -> Awaitable["BackfillReport"]: ...
+
+@final
+class PostgresWriter:
+    """Where the PostgreSQL sink writes; checked when built (no I/O). Pass it to
+    ``QboClient.backfill(..., sink="postgres", postgres=writer)``."""
+
+    def __new__(cls, dsn: Optional[str] = None, *, schema: str = "raw", table_prefix: str = "qb_") -> "PostgresWriter":
+        """``dsn`` like ``postgresql://user:pass@host:5432/db?sslmode=prefer``; without it the
+        POSTGRES_HOST, POSTGRES_PORT, POSTGRES_DB, POSTGRES_USER, POSTGRES_PASSWORD variables."""
+    @property
+    def target(self) -> str:
+        """``user@host:port/db`` (never the password)."""
+    def table(self, entity: str) -> str:
+        """The quoted table an entity is written to, e.g. ``"raw"."qb_invoices"``."""
+    def ensure_tables(self) -> None:
+        """Connects, creates the schema and tables if missing, checks privileges."""
+    def count(self, entity: str) -> int:
+        """Rows in the entity's table."""
 
 @final
 class WindowReport:

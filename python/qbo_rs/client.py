@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from qbo_rs import _qbo_rs
-from qbo_rs._qbo_rs import BackfillReport, Credentials
+from qbo_rs._qbo_rs import BackfillReport, Credentials, PostgresWriter
 from qbo_rs.exceptions import BackfillError, ConfigError
 
 DateLike = Union[str, date, datetime]
@@ -126,6 +126,7 @@ class QboClient(_qbo_rs.QboClient):
         dsn: Optional[str] = None,
         pg_schema: str = "raw",
         pg_table_prefix: str = "qb_",
+        postgres: Optional[PostgresWriter] = None,
         raise_on_failure: bool = True,
     ) -> BackfillReport:
         """Backfills ``entity`` over ``[start, end)`` into ``<data_dir>/<entity>s.txt``.
@@ -152,6 +153,7 @@ class QboClient(_qbo_rs.QboClient):
             dsn=dsn,
             pg_schema=pg_schema,
             pg_table_prefix=pg_table_prefix,
+            postgres=postgres,
         )
         if raise_on_failure and not report.ok:
             raise _failure(report)
@@ -174,6 +176,7 @@ class QboClient(_qbo_rs.QboClient):
         dsn: Optional[str] = None,
         pg_schema: str = "raw",
         pg_table_prefix: str = "qb_",
+        postgres: Optional[PostgresWriter] = None,
         raise_on_failure: bool = True,
     ) -> BackfillReport:
         """Async twin of :meth:`backfill` (runs on the shared tokio runtime)."""
@@ -192,6 +195,7 @@ class QboClient(_qbo_rs.QboClient):
             dsn=dsn,
             pg_schema=pg_schema,
             pg_table_prefix=pg_table_prefix,
+            postgres=postgres,
         )
         if raise_on_failure and not report.ok:
             raise _failure(report)
@@ -213,6 +217,7 @@ def backfill(
     dsn: Optional[str] = None,
     pg_schema: str = "raw",
     pg_table_prefix: str = "qb_",
+    postgres: Optional[PostgresWriter] = None,
     raise_on_failure: bool = True,
     **client_options: Any,
 ) -> BackfillReport:
@@ -232,6 +237,7 @@ def backfill(
         dsn=dsn,
         pg_schema=pg_schema,
         pg_table_prefix=pg_table_prefix,
+        postgres=postgres,
         raise_on_failure=raise_on_failure,
     )
 
@@ -251,6 +257,7 @@ async def backfill_async(
     dsn: Optional[str] = None,
     pg_schema: str = "raw",
     pg_table_prefix: str = "qb_",
+    postgres: Optional[PostgresWriter] = None,
     raise_on_failure: bool = True,
     **client_options: Any,
 ) -> BackfillReport:
@@ -269,5 +276,6 @@ async def backfill_async(
         dsn=dsn,
         pg_schema=pg_schema,
         pg_table_prefix=pg_table_prefix,
+        postgres=postgres,
         raise_on_failure=raise_on_failure,
     )

@@ -53,6 +53,11 @@ impl PostgresSink {
     pub fn table(&self) -> &TableRef {
         &self.table
     }
+
+    /// Rows in the table.
+    pub async fn count(&self) -> Result<u64, Error> {
+        self.writer.count(&self.table).await.map_err(pg_error)
+    }
 }
 
 impl Sink for PostgresSink {
