@@ -13,7 +13,7 @@ RUST_SOURCES := $(shell find src crates -name '*.rs' -o -name Cargo.toml) Cargo.
 DEMO_START ?= 2015-01-01
 DEMO_END ?= 2026-01-01
 
-.PHONY: help wheel demo test test-rust test-python bench bench-smoke stubtest clean
+.PHONY: help wheel demo test lint test-rust test-python bench bench-smoke stubtest clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,7 +39,10 @@ demo: $(WHEEL_STAMP) ## start the emulator and backfill invoices, customers, ite
 test: $(WHEEL_STAMP) ## build the wheel and run every test (Rust, Python, PostgreSQL) and a benchmark smoke run
 	./scripts/with-pg.sh $(MAKE) --no-print-directory test-rust test-python bench-smoke
 
-test-rust: ## cargo tests of the pure-Rust crates (PostgreSQL ones use $$QBO_RS_TEST_DSN; `make test` provides one)
+lint: ## clippy on every crate, warnings are errors
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+test-rust: lint ## cargo tests of the pure-Rust crates (PostgreSQL ones use $$QBO_RS_TEST_DSN; `make test` provides one)
 	cargo test --workspace --exclude qbo_rs --quiet
 
 test-python: $(WHEEL_STAMP) stubtest ## pytest against the installed wheel

@@ -30,6 +30,7 @@ pub struct Credentials {
 impl Credentials {
     #[new]
     #[pyo3(signature = (client_id, client_secret, refresh_token, realm_id, environment = "sandbox", base_url = None, token_url = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         client_id: String,
@@ -234,7 +235,8 @@ impl QboClient {
                     callback
                         .call1(py, (rotated.realm_id.as_str(), rotated.refresh_token.expose_secret()))
                         .map(drop)
-                        .map_err(|e| format!("{}", e.get_type(py).name().map(|n| n.to_string()).unwrap_or_default()))
+                        // Only the exception's type: its message might quote the token.
+                        .map_err(|e| format!("the callback raised {}", e.get_type(py).name().map(|n| n.to_string()).unwrap_or_default()))
                 })
             });
             hook

@@ -159,11 +159,6 @@ impl QboClient {
         .await
     }
 
-    /// Runs any statement and hands back the raw body (for notebooks and debugging).
-    pub async fn query_raw(&self, entity: Entity, statement: &str) -> Result<Bytes, Error> {
-        self.execute_raw(entity, statement, |body, _| Ok(body.clone())).await
-    }
-
     async fn execute<T>(&self, entity: Entity, statement: &str, read: impl Fn(&Envelope<'_>) -> Result<T, Error>) -> Result<T, Error> {
         self.execute_raw(entity, statement, |_, env| read(env)).await
     }

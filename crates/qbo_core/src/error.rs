@@ -63,11 +63,6 @@ impl Error {
     pub fn config(message: impl Into<String>) -> Self {
         Error::Config(message.into())
     }
-
-    /// True for failures that a later re-run of the same window may not hit again.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Error::RateLimited { .. } | Error::Server { .. })
-    }
 }
 
 impl From<qbo_jsonl::StoreError> for Error {
