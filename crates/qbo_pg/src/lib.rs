@@ -46,9 +46,13 @@
 //!
 //! [`PgWriter::upsert`] validates the rows, drops in-batch duplicates (keeping each id's newest
 //! version), then in **one transaction**: binary `COPY` into a temporary staging table
-//! (`ON COMMIT DROP`), one `INSERT ... SELECT DISTINCT ON (id) ... ON CONFLICT (id) DO UPDATE
-//! ... WHERE (new last_updated_utc, sync_token) > (stored)`, one count query when some rows were
-//! not written, `COMMIT`. The statements are in [`sql`]. Consequences:
+//! (`ON COMMIT DROP`, payload staged as TEXT), one `INSERT ... SELECT DISTINCT ON (id) ... ON
+//! CONFLICT (id) DO UPDATE ... WHERE (new last_updated_utc, sync_token) > (stored)`, one count
+//! query when some rows were not written, `COMMIT`. Never row by row. The statements are in
+//! [`sql`]; the INSERT first probes the primary key for each staged row and skips those already
+//! stored at an equal or newer version, so JSON is parsed (`payload::jsonb`) only for rows that
+//! will be stored, and re-running an unchanged window takes about half the time of loading it.
+//! Consequences:
 //!
 //! * **Newest wins, always.** An older payload never overwrites a newer one; an equal version
 //!   writes nothing (no dead tuple, no WAL); this holds between concurrent writers too (the
@@ -72,7 +76,20 @@
 //!
 //! `sslmode` as in libpq: `disable`, `prefer` (default), `require` (encrypt, certificate not
 //! verified, as libpq does without a root certificate), `verify-full` (Mozilla roots plus
-//! `sslrootcert`). See [`SslMode`]. TLS is rustls, so the wheel links no OpenSSL.
+//! `sslrootcert`, host name checked). See [`SslMode`]. The stack is rustls (with ring, as
+//! reqwest already uses in this workspace) through `tokio-postgres-rustls`: nothing for the
+//! abi3 wheel to link against or ship (`postgres-native-tls` would need the system OpenSSL on
+//! Linux), and that crate also provides SCRAM channel binding.
+//!
+//! # Performance
+//!
+//! `examples/throughput.rs` upserts 200,000 rows of ~2 KB JSON in batches of 5,000 and times,
+//! in the same run and against the same server, `psql \copy` into the same staging table
+//! followed by the same INSERT. On the 2-core development machine (PostgreSQL 15, server and
+//! client sharing the cores) both paths run at 12,000-20,000 rows/s for inserts and updates and
+//! 28,000-48,000 rows/s for unchanged re-runs; the writer was within 94-128% of the baseline in
+//! every round measured. The server's JSON parsing and heap/TOAST/WAL writes are the limit, not
+//! the client: one connection per writer is enough.
 
 #![warn(missing_docs)]
 
