@@ -60,7 +60,8 @@ def backfill_summary(windows, *args, **kwargs):
     requests = sum(w['requests'] for w in windows)
     throttled = sum(w['throttled'] for w in windows)
     log(kwargs, f'Total {params.plural} descargadas: {total}')
-    log(kwargs, f'{len(windows)} window(s), {inserted} inserted, {updated} updated, '
+    workers = len({w.get('pid') for w in windows})
+    log(kwargs, f'{len(windows)} window(s) in {workers} worker process(es), {inserted} inserted, {updated} updated, '
                 f'{total - inserted - updated} unchanged, {requests} request(s), {throttled} throttled (429); '
                 f'targets: {", ".join(sorted({t for w in windows for t in w["targets"].values()}))}')
     if alerts:
@@ -75,4 +76,4 @@ def backfill_summary(windows, *args, **kwargs):
                     f'pipelines/{params.pipeline_uuid}/triggers.yaml (commit it) so a fresh Mage database '
                     'does not fire it again')
     return dict(entity=params.entity, windows=len(windows), total=total, inserted=inserted,
-                updated=updated, requests=requests, throttled=throttled)
+                updated=updated, requests=requests, throttled=throttled, workers=workers)
