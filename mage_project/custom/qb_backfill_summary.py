@@ -24,9 +24,9 @@ def _ts(text):
 
 
 @custom
-def backfill_summary(windows, *args, **kwargs):
+def backfill_summary(reports, *args, **kwargs):
     params = run_params(kwargs)
-    windows = windows if isinstance(windows, list) else [windows]
+    windows = reports if isinstance(reports, list) else [reports]
     windows = sorted((w for w in windows if isinstance(w, dict)), key=lambda w: w['start'])
     alerts = []
     for w in windows:
@@ -61,7 +61,7 @@ def backfill_summary(windows, *args, **kwargs):
     throttled = sum(w['throttled'] for w in windows)
     log(kwargs, f'Total {params.plural} descargadas: {total}')
     workers = len({w.get('pid') for w in windows})
-    log(kwargs, f'{len(windows)} window(s) in {workers} worker process(es), {inserted} inserted, {updated} updated, '
+    log(kwargs, f'Summary: {len(windows)} window(s) in {workers} worker process(es), {inserted} inserted, {updated} updated, '
                 f'{total - inserted - updated} unchanged, {requests} request(s), {throttled} throttled (429); '
                 f'targets: {", ".join(sorted({t for w in windows for t in w["targets"].values()}))}')
     if alerts:

@@ -39,7 +39,7 @@ def plan_windows(*args, **kwargs):
         wanted = set(params.windows)
         windows = [w for w in planned if w.label in wanted]
     log(kwargs, f'{params.pipeline_uuid}: {params.describe()}')
-    log(kwargs, f'{len(windows)} window(s) to run'
+    log(kwargs, f'Plan: {len(windows)} window(s) to run'
                 + (f' (of {len(planned)} planned)' if len(windows) != len(planned) else '')
                 + ': ' + ', '.join(w.label for w in windows[:5]) + (' ...' if len(windows) > 5 else ''))
     items, metadata = [], []

@@ -1,0 +1,212 @@
+"""The three Mage pipelines, run headless (scripts/mage_run_pipeline.py) against the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from .conftest import (
+    DSN,
+    PLURAL,
+    PROJECT,
+    RANGE_END,
+    RANGE_START,
+    SECRETS,
+    mage_python,
+    mage_script,
+    postgres_env,
+    read_txt,
+    run_pipeline,
+    table_versions,
+    truth,
+)
+
+FULL = {"fecha_inicio": RANGE_START, "fecha_fin": RANGE_END, "chunk_days": "400", "page_size": "50"}
+
+
+def summary_line(run, prefix: str) -> str:
+    lines = [l for l in run.lines("qb_backfill_summary") if l.startswith(prefix)]
+    assert len(lines) == 1, run
+    return lines[0]
+
+
+@pytest.mark.parametrize("slug", ["invoice", "customer", "item"])
+def test_pipeline_lands_ground_truth_in_txt_and_postgres_and_rerun_adds_nothing(
+        slug, emulator, env, tmp_path: Path, pg_schema):
+    env.update(postgres_env(DSN))
+    variables = dict(FULL, sink="both", pg_schema=pg_schema)
+    first = run_pipeline(f"qb_{slug}_backfill", env, variables)
+    assert first.rc == 0, first
+    expected = truth(emulator, slug)
+    txt = tmp_path / "data" / f"{PLURAL[slug]}.txt"
+    assert read_txt(txt) == expected
+    assert table_versions(pg_schema, f"qb_{PLURAL[slug]}") == expected
+    assert summary_line(first, "Total ") == f"Total {PLURAL[slug]} descargadas: {len(expected)}"
+    assert summary_line(first, "Validation:") == "Validation: Integrity Check Passed"
+    rango = first.lines("Rango ")
+    assert len(rango) == len([l for l in first.out.splitlines() if "block_run qb_backfill_window:" in l]) > 5
+    assert f"{len(rango)} window(s) to run" in first.out
+
+    before = txt.read_bytes()
+    second = run_pipeline(f"qb_{slug}_backfill", env, variables)
+    assert second.rc == 0, second
+    assert f", 0 inserted, 0 updated, {len(expected)} unchanged" in summary_line(second, f"Summary: {len(rango)} window(s)")
+    assert txt.read_bytes() == before
+    assert table_versions(pg_schema, f"qb_{PLURAL[slug]}") == expected
+
+
+def test_failed_window_fails_only_its_child_and_its_rerun_completes_the_data(emulator, env, tmp_path: Path):
+    # 7 attempts (max_retries=6) exhaust the first window; the next window absorbs 2 more 429s.
+    emulator.set_knobs(force_429_next=9)
+    failed = run_pipeline("qb_invoice_backfill", env, FULL)
+    assert failed.rc == 1, failed
+    statuses = dict(l.split()[1:3] for l in failed.out.splitlines() if l.strip().startswith("block_run "))
+    children = {k: v for k, v in statuses.items() if k.startswith("qb_backfill_window:")}
+    assert sorted(children.values()).count("failed") == 1, failed
+    bad = next(k for k, v in children.items() if v == "failed")
+    assert bad == "qb_backfill_window:invoice_backfill_2015-01-01"
+    assert all(v == "completed" for k, v in children.items() if k != bad)
+    assert statuses["qb_backfill_summary"] != "completed"
+    expected = truth(emulator, "invoice")
+    landed = read_txt(tmp_path / "data" / "invoices.txt")
+    assert set(landed) < set(expected)  # the failed window is missing, nothing else is
+
+    retried = run_pipeline("qb_invoice_backfill", env, None, "--retry-run", str(failed.run_id))
+    assert retried.rc == 0, retried
+    assert retried.run_id == failed.run_id
+    assert "1 block run(s) reset: qb_backfill_window:invoice_backfill_2015-01-01" in retried.out
+    assert read_txt(tmp_path / "data" / "invoices.txt") == expected
+    assert summary_line(retried, "Total ") == f"Total invoices descargadas: {len(expected)}"
+    # Only the failed window was fetched again.
+    assert [l for l in retried.lines("Rango ")] == [l for l in retried.lines("Rango 2015-01-01 ")]
+
+    # Or re-run one window alone by its label, in a new run: it writes nothing new.
+    alone = run_pipeline("qb_invoice_backfill", env, FULL, "--window", "invoice_backfill_2015-01-01")
+    assert alone.rc == 0, alone
+    assert "1 window(s) to run (of " in alone.out
+    assert ", 0 inserted, 0 updated," in summary_line(alone, "Summary: 1 window(s)")
+
+
+def test_credentials_from_mage_secrets_and_rotated_token_written_back(emulator, env, tmp_path: Path):
+    emulator.set_knobs(refresh_rotate_after_secs=0, old_refresh_grace_secs=0)  # rotate on every refresh
+    original = env["QBO_REFRESH_TOKEN"]
+    # Secrets set headlessly, values through stdin; then the environment no longer has them.
+    for name, var in (("qb_client_id", "QBO_CLIENT_ID"), ("qb_client_secret", "QBO_CLIENT_SECRET"),
+                      ("qb_refresh_token", "QBO_REFRESH_TOKEN"), ("qb_realm_id", "QBO_REALM_ID")):
+        p = mage_script(SECRETS, env, "set", name, stdin=env.pop(var) + "\n")
+        assert p.returncode == 0 and f"secret {name} set" in p.stdout, p.stderr[-2000:]
+    listed = mage_script(SECRETS, env, "list")
+    assert listed.stdout.split() == ["qb_client_id", "qb_client_secret", "qb_refresh_token", "qb_realm_id"]
+    assert original not in mage_script(SECRETS, env, "get", "qb_refresh_token").stdout  # not revealed
+
+    run = run_pipeline("qb_item_backfill", env, {"fecha_inicio": RANGE_START, "fecha_fin": RANGE_END,
+                                                 "chunk_days": "1000"})  # sink: txt by default
+    assert run.rc == 0, run
+    assert "qb_client_id=mage_secret, qb_client_secret=mage_secret, qb_realm_id=mage_secret, " \
+           "qb_refresh_token=mage_secret" in run.err
+    assert read_txt(tmp_path / "data" / "items.txt") == truth(emulator, "item")
+    assert "Intuit rotated the refresh token: Mage secret qb_refresh_token updated" in run.out
+    rotated = mage_script(SECRETS, env, "get", "qb_refresh_token", "--reveal").stdout.strip()
+    assert rotated and rotated != original
+    assert original not in run.out + run.err and rotated not in run.out + run.err  # never logged
+
+    # The secret alone (token store wiped) authenticates: it holds the live token, the old one is dead.
+    for f in (tmp_path / "mage_data" / "qbo_rs").iterdir():
+        f.unlink()
+    again = run_pipeline("qb_item_backfill", env, {"fecha_inicio": RANGE_START, "fecha_fin": RANGE_END,
+                                                   "chunk_days": "1000"})
+    assert again.rc == 0, again
+    assert emulator.stats()["invalid_grant"] == 0
+
+
+def test_environment_fallback_and_a_missing_secret_is_named_before_any_request(emulator, env, tmp_path: Path):
+    ok = run_pipeline("qb_customer_backfill", env, dict(FULL, sink="TXT"))
+    assert ok.rc == 0, ok
+    assert "qb_client_id=env, qb_client_secret=env, qb_realm_id=env, qb_refresh_token=env" in ok.err
+    assert read_txt(tmp_path / "data" / "customers.txt") == truth(emulator, "customer")
+
+    queries = emulator.stats()["query_requests"]
+    del env["QBO_CLIENT_SECRET"]
+    missing = run_pipeline("qb_customer_backfill", env, FULL)
+    assert missing.rc == 1
+    assert "qb_client_secret (Mage secret) or QBO_CLIENT_SECRET (environment)" in missing.err
+    assert "block_run qb_plan_windows" in missing.out and "failed" in missing.out
+    assert emulator.stats()["query_requests"] == queries
+
+
+@pytest.mark.parametrize("variables,message", [
+    ({"fecha_inicio": "2025-01-01", "fecha_fin": "2025-02-01", "page_size": "5000"},
+     "page_size must be between 1 and 1000 (got 5000)"),
+    ({"fecha_inicio": "2025-02-01", "fecha_fin": "2025-01-01"}, "fecha_fin (2025-01-01T00:00:00Z) must be after fecha_inicio"),
+    ({"fecha_inicio": "01/02/2025", "fecha_fin": "2025-03-01"}, "fecha_inicio must be an ISO date or datetime in UTC"),
+    ({"fecha_inicio": "2025-01-01", "fecha_fin": "2025-03-01", "sink": "parquet"}, "sink must be one of txt, postgres, both"),
+])
+def test_bad_runtime_variable_fails_the_planner_with_a_clear_error(variables, message, emulator, env):
+    run = run_pipeline("qb_item_backfill", env, variables)
+    assert run.rc == 1
+    assert message in run.err, run
+    assert emulator.stats()["query_requests"] == 0
+
+
+def test_runtime_variables_are_coerced_from_what_mage_passes():
+    result = mage_python(r"""
+import json
+from datetime import date, datetime, timezone, timedelta
+from mage_project.utils.qb_mage import run_params, parse_instant, RunVariableError
+base = dict(pipeline_uuid='qb_invoice_backfill', repo_path='/x/mage_project')
+ok = []
+for extra in [dict(fecha_inicio='2025-01-01', fecha_fin='2025-02-01', page_size='50', chunk_days=7.0, sink=' Both '),
+              dict(fecha_inicio=date(2025, 1, 1), fecha_fin=datetime(2025, 2, 1, 19, 0, tzinfo=timezone(timedelta(hours=-5))),
+                   page_size=1000, chunk_days='1', windows='invoice_backfill_2025-01-01, invoice_backfill_2025-01-02'),
+              dict(fecha_inicio='2025-01-01T00:00:00Z', fecha_fin='2025-01-01 12:30', page_size=None, sink='')]:
+    p = run_params(dict(base, **extra))
+    ok.append([p.entity, p.start.isoformat(), p.end.isoformat(), p.page_size, p.chunk_days, p.sink, p.windows, p.data_dir])
+bad = []
+for extra in [dict(fecha_fin='2025-02-01'), dict(fecha_inicio='2025-01-01', fecha_fin='2025-13-01'),
+              dict(fecha_inicio='2025-01-01', fecha_fin='2025-02-01', page_size=0),
+              dict(fecha_inicio='2025-01-01', fecha_fin='2025-02-01', page_size='12.5'),
+              dict(fecha_inicio='2025-01-01', fecha_fin='2025-02-01', page_size=True),
+              dict(fecha_inicio='2025-01-01', fecha_fin='2025-02-01', chunk_days='0'),
+              dict(fecha_inicio=20250101, fecha_fin='2025-02-01')]:
+    try:
+        run_params(dict(base, **extra)); bad.append(None)
+    except RunVariableError as e:
+        bad.append(str(e))
+print(json.dumps([ok, bad]))
+""")
+    ok, bad = result
+    assert ok[0] == ["invoice", "2025-01-01T00:00:00+00:00", "2025-02-01T00:00:00+00:00", 50, 7, "both", None,
+                     "/x/data"]
+    assert ok[1] == ["invoice", "2025-01-01T00:00:00+00:00", "2025-02-02T00:00:00+00:00", 1000, 1, "txt",
+                     ["invoice_backfill_2025-01-01", "invoice_backfill_2025-01-02"], "/x/data"]
+    assert ok[2][1:6] == ["2025-01-01T00:00:00+00:00", "2025-01-01T12:30:00+00:00", 100, 50, "txt"]
+    assert bad == [
+        "fecha_inicio is required: an ISO date or datetime in UTC, e.g. 2025-01-01",
+        "fecha_fin must be an ISO date or datetime in UTC, like 2025-01-01 or 2025-01-01T00:00:00Z (got '2025-13-01')",
+        "page_size must be between 1 and 1000 (got 0)",
+        "page_size must be a whole number between 1 and 1000 (got '12.5')",
+        "page_size must be a whole number between 1 and 1000 (got True)",
+        "chunk_days must be between 1 and 36600 (got 0)",
+        "fecha_inicio must be an ISO date string like 2025-01-01 (got int 20250101)",
+    ]
+
+
+def test_realm_budget_is_split_between_mage_workers(tmp_path: Path):
+    result = mage_python(r"""
+import json, os
+from mage_project.utils.qb_mage import realm_budget
+from qbo_rs.exceptions import ConfigError
+kw = dict(repo_path=%r)
+out = [realm_budget(kw)]
+os.environ['QBO_RS_MAGE_WORKERS'] = '1'; out.append(realm_budget(kw))
+os.environ['QBO_RS_MAGE_WORKERS'] = '11'
+try: realm_budget(kw); out.append(None)
+except ConfigError as e: out.append(str(e))
+print(json.dumps(out))
+""" % str(PROJECT), env={k: v for k, v in os.environ.items() if not k.startswith("QBO_RS_")})
+    assert result[0] == [122, 2, 4]  # metadata.yaml queue_config.concurrency: 4 -> 490/4, 10/4
+    assert result[1] == [490, 10, 1]
+    assert "set queue_config.concurrency <= 10" in result[2]
