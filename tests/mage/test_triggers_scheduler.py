@@ -1,0 +1,132 @@
+"""triggers.yaml through Mage's own loader and scheduler; parallel workers within the realm's limit."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import (
+    PROJECT,
+    SCHEDULER,
+    TRIGGERS,
+    base_env,
+    mage_python,
+    mage_script,
+    read_txt,
+)
+
+INVOICE_TRIGGERS = PROJECT / "pipelines" / "qb_invoice_backfill" / "triggers.yaml"
+
+
+def test_trigger_file_is_parsed_by_mages_loader(tmp_path: Path):
+    result = mage_python(r"""
+import json, os
+from mage_ai.settings.repo import set_repo_path
+set_repo_path(%r)
+from mage_ai.data_preparation.models.triggers import load_trigger_configs, load_triggers_file_content
+out = {}
+for uuid in ('qb_invoice_backfill', 'qb_customer_backfill', 'qb_item_backfill'):
+    for t in load_trigger_configs(load_triggers_file_content(uuid), pipeline_uuid=uuid, raise_exception=True):
+        out[t.name] = dict(pipeline=t.pipeline_uuid, type=t.schedule_type.value, interval=t.schedule_interval,
+                           start=t.start_time.isoformat(), status=t.status.value, variables=t.variables,
+                           valid=t.has_valid_schedule_interval, settings=t.settings)
+print(json.dumps(out))
+""" % str(PROJECT), env=base_env(tmp_path))
+    assert result["qb_invoice_trigger"] == dict(
+        pipeline="qb_invoice_backfill", type="time", interval="@once", start="2025-09-12T00:00:00+00:00",
+        status="active", valid=True, settings={"skip_if_previous_running": True},
+        variables={"fecha_inicio": "2014-09-01", "fecha_fin": "2025-09-12", "page_size": 100, "chunk_days": 50,
+                   "sink": "txt"})
+    for name in ("qb_customer_trigger", "qb_item_trigger"):  # the same pattern, not scheduled
+        assert result[name]["interval"] == "@once" and result[name]["status"] == "inactive"
+    check = mage_script(TRIGGERS, base_env(tmp_path), "check")
+    assert check.returncode == 0, check.stdout + check.stderr[-2000:]
+    assert "qb_invoice_backfill: qb_invoice_trigger time @once start_time=2025-09-12T00:00:00+00:00 status=active" \
+        in check.stdout
+
+
+def test_post_run_policy_edits_only_the_status_line(tmp_path: Path):
+    ours = tmp_path / "ours.yaml"
+    shutil.copy(INVOICE_TRIGGERS, ours)
+    # The layout Mage writes when it rewrites a triggers file (yaml.safe_dump, keys sorted).
+    dumped = tmp_path / "dumped.yaml"
+    dumped.write_text(
+        "triggers:\n- description: x\n  envs: []\n  name: other\n  schedule_interval: '@once'\n"
+        "  schedule_type: time\n  start_time: 2025-09-12 00:00:00+00:00\n  status: active\n"
+        "- description: y\n  envs: []\n  name: qb_invoice_trigger\n  schedule_interval: '@once'\n"
+        "  schedule_type: time\n  start_time: 2025-09-12 00:00:00+00:00\n  status: active\n"
+        "  variables:\n    fecha_fin: '2025-09-12'\n")
+    result = mage_python(r"""
+import json
+from mage_project.utils.qb_mage import disable_once_trigger
+print(json.dumps([disable_once_trigger(%r, 'qb_invoice_trigger'), disable_once_trigger(%r, 'qb_invoice_trigger'),
+                  disable_once_trigger(%r, 'qb_invoice_trigger'), disable_once_trigger(%r, 'nope')]))
+""" % (str(ours), str(ours), str(dumped), str(dumped)))
+    assert result == [True, False, True, False]
+    before, after = INVOICE_TRIGGERS.read_text().splitlines(), ours.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert len(before) == len(after) and changed == [("  status: active", "  status: inactive")]
+    text = dumped.read_text()
+    assert text.count("status: active") == 1 and text.index("status: active") < text.index("qb_invoice_trigger")
+
+
+@pytest.mark.slow
+def test_scheduler_fires_the_trigger_once_in_parallel_workers_within_the_realm_limit(tmp_path: Path):
+    """Mage's scheduler (its own schedule_all loop) fires qb_invoice_trigger, runs the windows in
+    parallel worker processes that stay under the emulator's realm throttle, completes, and the
+    trigger is left inactive in the DB and in triggers.yaml (so a fresh DB does not fire it)."""
+    from qbo_rs.testing import QboEmulator
+
+    project = tmp_path / "copy" / "mage_project"
+    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))
+    triggers = project / "pipelines" / "qb_invoice_backfill" / "triggers.yaml"
+    text = triggers.read_text()
+    # Enough requests to outrun the throttle below, few enough to finish in ~1.5 min.
+    text = text.replace("page_size: 100", "page_size: 20").replace("chunk_days: 50", "chunk_days: 800")
+    triggers.write_text(text)
+    meta = project / "metadata.yaml"
+    meta.write_text(meta.read_text().replace("concurrency: 4", "concurrency: 3"))
+
+    limit = 30  # the emulator's realm throttle, requests per sliding 60 s
+    with QboEmulator(seed=5, invoices=600, customers=20, items=20, throttle_per_minute=limit,
+                     max_in_flight=10, latency_ms=20) as emu:
+        env = base_env(tmp_path)
+        env.update(emu.env())
+        env["QBO_RS_REALM_RPM"] = str(limit - 3)  # our budget for the realm, split by 3 workers
+        first = mage_script(SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1",
+                            "--max-seconds", "400", timeout=450)
+        assert first.returncode == 0, first.stdout + first.stderr[-5000:]
+        assert "[final] schedule qb_invoice_backfill/qb_invoice_trigger @once status=inactive " \
+               "runs=[(1, 'completed')]" in first.stdout, first.stdout
+        stats = emu.stats()
+        expected = {r["id"]: str(r["sync_token"]) for r in emu.truth("Invoice")
+                    if "2014-09-01T00:00:00Z" <= r["last_updated_utc"] < "2025-09-12T00:00:00Z"}
+    assert read_txt(tmp_path / "data" / "invoices.txt") == expected
+
+    summary = "".join(p.read_text() for p in (tmp_path / "mage_data" / "mage_project").glob(
+        "pipelines/qb_invoice_backfill/.logs/*/*/qb_backfill_summary.log"))
+    workers = int(re.search(r"Summary: \d+ window\(s\) in (\d+) worker process", summary).group(1))
+    assert workers >= 2, summary
+    assert f"Total invoices descargadas: {len(expected)}" in summary
+    # Parallel processes, one realm: demand exceeded the limit, yet no request was refused.
+    assert stats["query_requests"] > limit, stats
+    assert stats["throttled"] == 0, stats
+    assert stats["max_requests_in_60s"] <= limit, stats
+
+    # The post-run policy: the file now says inactive (comments kept) ...
+    after = triggers.read_text()
+    assert "  status: inactive" in after and "# Post-run policy" in after
+    # ... a restarted scheduler does not fire it again ...
+    again = mage_script(SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1",
+                        "--max-seconds", "60")
+    assert again.returncode == 0 and "runs=[(1, 'completed')]" in again.stdout, again.stdout
+    # ... and neither does a fresh Mage database (new container, wiped volume).
+    env["MAGE_DATA_DIR"] = str(tmp_path / "fresh_mage_data")
+    fresh = mage_script(SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1",
+                        "--max-seconds", "60")
+    assert fresh.returncode == 0, fresh.stdout
+    assert "qb_invoice_backfill/qb_invoice_trigger @once status=inactive runs=[]" in fresh.stdout
