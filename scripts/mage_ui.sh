@@ -20,6 +20,15 @@ descendants() {  # every process below $1, deepest first
     done
 }
 
+# An active @once trigger whose start_time has passed fires as soon as Mage's scheduler starts
+# on a database that has no run of it yet (a new MAGE_DATA_DIR): say so before starting.
+active="$(grep -l '^  status: active' "$repo"/mage_project/pipelines/*/triggers.yaml 2>/dev/null || true)"
+if [ -n "$active" ]; then
+    echo "note: active trigger(s) in: $(echo $active | sed "s#$repo/##g")"
+    echo "      an @once trigger whose start_time has passed fires on the first scheduler tick if this"
+    echo "      MAGE_DATA_DIR has no run of it yet (set MAGE_DATA_DIR to the database that ran it)."
+fi
+
 "$mage" start "$repo/mage_project" --host 127.0.0.1 --port "$port" &
 server=$!
 stop() {
