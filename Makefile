@@ -9,11 +9,15 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 QBO := $(VENV)/bin/qbo-rs
 WHEEL_STAMP := $(VENV)/.qbo_rs-built
+# mage-ai 0.9.80 (~1.4 GB, many pins) gets its own venv; the qbo_rs wheel installs into both.
+MAGE_VENV := .venv-mage
+MAGE_PY := $(MAGE_VENV)/bin/python
+MAGE_STAMP := $(MAGE_VENV)/.qbo_rs-built
 RUST_SOURCES := $(shell find src crates -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock pyproject.toml $(shell find python -name '*.py' -o -name '*.pyi')
 DEMO_START ?= 2015-01-01
 DEMO_END ?= 2026-01-01
 
-.PHONY: help wheel demo test lint test-rust test-python bench bench-smoke stubtest clean
+.PHONY: help wheel mage-venv demo test lint test-rust test-python bench bench-smoke stubtest clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,6 +37,19 @@ $(WHEEL_STAMP): $(VENV)/.deps $(RUST_SOURCES)
 
 wheel: $(WHEEL_STAMP) ## build and install the wheel into .venv
 
+$(MAGE_VENV)/.deps:
+	$(PYTHON) -m venv $(MAGE_VENV)
+	$(MAGE_PY) -m pip install --quiet --upgrade pip
+	$(MAGE_PY) -m pip install --quiet "mage-ai==0.9.80"
+	touch $@
+
+$(MAGE_STAMP): $(MAGE_VENV)/.deps $(WHEEL_STAMP)
+	$(MAGE_PY) -m pip install --quiet --force-reinstall --no-deps target/wheels/qbo_rs-*.whl
+	$(MAGE_PY) -m pip check
+	touch $@
+
+mage-venv: $(MAGE_STAMP) ## mage-ai 0.9.80 + the qbo_rs wheel in .venv-mage
+
 demo: $(WHEEL_STAMP) ## start the emulator and backfill invoices, customers, items into data/
 	@./scripts/demo.sh "$(QBO)" "$(DEMO_START)" "$(DEMO_END)"
 
@@ -45,8 +62,8 @@ lint: ## clippy on every crate, warnings are errors
 test-rust: lint ## cargo tests of the pure-Rust crates (PostgreSQL ones use $$QBO_RS_TEST_DSN; `make test` provides one)
 	cargo test --workspace --exclude qbo_rs --quiet
 
-test-python: $(WHEEL_STAMP) stubtest ## pytest against the installed wheel
-	$(PY) -m pytest -q
+test-python: $(WHEEL_STAMP) $(MAGE_STAMP) stubtest ## pytest against the installed wheel (Mage tests drive .venv-mage)
+	QBO_RS_MAGE_PYTHON="$(abspath $(MAGE_PY))" $(PY) -m pytest -q
 
 stubtest: $(WHEEL_STAMP) ## check the .pyi stubs against the compiled module, and mypy the package
 	$(PY) -m mypy.stubtest qbo_rs._qbo_rs --allowlist .stubtest-allowlist
@@ -59,4 +76,4 @@ bench-smoke: $(WHEEL_STAMP) ## the benchmark at tiny sizes, so it never rots
 	$(PY) benches/bench.py --smoke
 
 clean:
-	rm -rf target/wheels $(VENV) data bench-results
+	rm -rf target/wheels $(VENV) $(MAGE_VENV) data bench-results
