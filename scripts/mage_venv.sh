@@ -12,7 +12,8 @@ mage_version="${MAGE_VERSION:-0.9.80}"
 wheel="$(ls -t "$wheels"/qbo_rs-*.whl 2>/dev/null | head -n 1 || true)"
 [ -n "$wheel" ] || { echo "mage_venv: no qbo_rs wheel in $wheels (run make wheel)" >&2; exit 1; }
 
-if ! "$venv/bin/python" -c "import mage_ai, sys; sys.exit(0 if mage_ai.__version__ == '$mage_version' else 1)" 2>/dev/null; then
+installed() { "$venv/bin/python" -c "import sys; from importlib.metadata import version; sys.exit(0 if version('mage-ai') == '$mage_version' else 1)" 2>/dev/null; }
+if ! installed; then
     echo "mage_venv: installing mage-ai==$mage_version into $venv (a few minutes, ~1.4 GB)"
     "$python" -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --upgrade pip
@@ -20,4 +21,4 @@ if ! "$venv/bin/python" -c "import mage_ai, sys; sys.exit(0 if mage_ai.__version
 fi
 "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$wheel"
 "$venv/bin/python" -m pip check
-"$venv/bin/python" -c "import mage_ai, qbo_rs; print('mage_venv: mage-ai', mage_ai.__version__, '+ qbo_rs', qbo_rs.__version__, 'in $venv')"
+"$venv/bin/python" -c "import mage_ai, qbo_rs; from importlib.metadata import version; print('mage_venv: mage-ai', version('mage-ai'), '+ qbo_rs', qbo_rs.__version__, 'in $venv')"
