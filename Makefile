@@ -17,7 +17,7 @@ RUST_SOURCES := $(shell find src crates -name '*.rs' -o -name Cargo.toml) Cargo.
 DEMO_START ?= 2015-01-01
 DEMO_END ?= 2026-01-01
 
-.PHONY: help wheel mage-venv demo test lint test-rust test-python bench bench-smoke stubtest clean
+.PHONY: help wheel mage-venv demo demo-cli mage-ui compose-tool compose-check test lint test-rust test-python bench bench-smoke stubtest clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,8 +50,23 @@ $(MAGE_STAMP): $(MAGE_VENV)/.deps $(WHEEL_STAMP)
 
 mage-venv: $(MAGE_STAMP) ## mage-ai 0.9.80 + the qbo_rs wheel in .venv-mage
 
-demo: $(WHEEL_STAMP) ## start the emulator and backfill invoices, customers, items into data/
+demo: $(MAGE_STAMP) ## the three Mage pipelines, headless, against the bundled emulator into data/*.txt
+	@./scripts/mage_demo.sh "$(abspath $(MAGE_PY))" "$(DEMO_START)" "$(DEMO_END)"
+
+demo-cli: $(WHEEL_STAMP) ## the same backfill with the plain qbo-rs command line (no Mage)
 	@./scripts/demo.sh "$(QBO)" "$(DEMO_START)" "$(DEMO_END)"
+
+mage-ui: $(MAGE_STAMP) ## Mage UI on http://127.0.0.1:6789 with mage_project loaded (Ctrl-C stops it and its children)
+	@./scripts/mage_ui.sh "$(abspath $(MAGE_VENV))/bin/mage"
+
+# Debian's docker-compose 1.29 parses docker-compose.yaml without a Docker engine.
+compose-tool:
+	@command -v docker-compose >/dev/null || { \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq docker-compose >/dev/null; }
+
+compose-check: compose-tool ## validate docker-compose.yaml with a real compose parser
+	docker-compose --env-file .env.example config -q
 
 test: $(WHEEL_STAMP) ## build the wheel and run every test (Rust, Python, PostgreSQL) and a benchmark smoke run
 	./scripts/with-pg.sh $(MAKE) --no-print-directory test-rust test-python bench-smoke
@@ -62,18 +77,20 @@ lint: ## clippy on every crate, warnings are errors
 test-rust: lint ## cargo tests of the pure-Rust crates (PostgreSQL ones use $$QBO_RS_TEST_DSN; `make test` provides one)
 	cargo test --workspace --exclude qbo_rs --quiet
 
-test-python: $(WHEEL_STAMP) $(MAGE_STAMP) stubtest ## pytest against the installed wheel (Mage tests drive .venv-mage)
+test-python: $(WHEEL_STAMP) $(MAGE_STAMP) compose-tool stubtest ## pytest against the installed wheel (Mage tests drive .venv-mage)
 	QBO_RS_MAGE_PYTHON="$(abspath $(MAGE_PY))" $(PY) -m pytest -q
 
 stubtest: $(WHEEL_STAMP) ## check the .pyi stubs against the compiled module, and mypy the package
 	$(PY) -m mypy.stubtest qbo_rs._qbo_rs --allowlist .stubtest-allowlist
 	$(PY) -m mypy
 
-bench: $(WHEEL_STAMP) ## benchmarks (prints figures): throughput vs plain Python, pacing, RSS
+bench: $(WHEEL_STAMP) $(MAGE_STAMP) ## benchmarks (prints figures): throughput vs plain Python, pacing, RSS, Mage overhead per window
 	$(PY) benches/bench.py
+	$(MAGE_PY) scripts/mage_bench.py
 
-bench-smoke: $(WHEEL_STAMP) ## the benchmark at tiny sizes, so it never rots
+bench-smoke: $(WHEEL_STAMP) $(MAGE_STAMP) ## the benchmarks at tiny sizes, so they never rot
 	$(PY) benches/bench.py --smoke
+	$(MAGE_PY) scripts/mage_bench.py --smoke
 
 clean:
 	rm -rf target/wheels $(VENV) $(MAGE_VENV) data bench-results
