@@ -1,9 +1,9 @@
 """Fixtures for the Mage project's tests: they drive mage-ai 0.9.80 from its own venv (.venv-mage,
 too heavy for the main one) as subprocesses, against the bundled emulator started here.
 
-TEMPORARY SCAFFOLDING, until the Makefile installs .venv-mage and exports QBO_RS_MAGE_PYTHON
-for `make test`: without that variable this directory is not collected at all (it is not a
-skip: nothing here is reported). With CI=true a missing interpreter is an error, not silence.
+`make test` installs .venv-mage and exports QBO_RS_MAGE_PYTHON. A bare `pytest` without that
+variable does not collect this directory (a developer convenience: a notice, not a skip);
+with CI=true a missing interpreter is an error, never silence.
 This directory is a package (tests/mage/__init__.py) so that this conftest does not replace
 tests/conftest.py as the module `conftest` that the other test files import from.
 """
