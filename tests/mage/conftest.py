@@ -2,7 +2,7 @@
 too heavy for the main one) as subprocesses, against the bundled emulator started here.
 
 `make test` installs .venv-mage and exports QBO_RS_MAGE_PYTHON. A bare `pytest` without that
-variable does not collect this directory (a developer convenience: a notice, not a skip);
+variable does not collect this directory (a developer convenience);
 with CI=true a missing interpreter is an error, never silence.
 This directory is a package (tests/mage/__init__.py) so that this conftest does not replace
 tests/conftest.py as the module `conftest` that the other test files import from.
