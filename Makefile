@@ -25,7 +25,7 @@ help: ## list targets
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet "maturin>=1.9,<2" "pytest>=8" "pytest-timeout>=2.3" "mypy>=1.11" "requests>=2.31" "python-quickbooks>=0.9"
+	$(PIP) install --quiet "maturin>=1.9,<2" "pytest>=8" "pytest-timeout>=2.3" "mypy>=1.11" "requests>=2.31" "python-quickbooks>=0.9" "psycopg2-binary>=2.9"
 	touch $@
 
 # Build a release wheel (abi3) and install it into the venv, only when sources changed.
@@ -86,6 +86,7 @@ stubtest: $(WHEEL_STAMP) ## check the .pyi stubs against the compiled module, an
 
 bench: $(WHEEL_STAMP) $(MAGE_STAMP) ## benchmarks (prints figures): throughput vs plain Python, pacing, RSS, Mage overhead per window
 	$(PY) benches/bench.py
+	./scripts/with-pg.sh $(PY) benches/pg_bench.py
 	$(MAGE_PY) scripts/mage_bench.py
 
 bench-smoke: $(WHEEL_STAMP) $(MAGE_STAMP) ## the benchmarks at tiny sizes, so they never rot

@@ -17,10 +17,6 @@ use crate::query::MAX_PAGE_SIZE;
 use crate::sink::{Sink, WriteBatch, WriteOutcome};
 use crate::window::{plan_windows, Window};
 
-/// Records are written in batches of about this many payload bytes: large enough to make
-/// fsyncs rare, small enough to keep memory flat whatever the window's size.
-const FLUSH_BYTES: usize = 2 << 20;
-
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const DEFAULT_CHUNK_DAYS: u32 = 50;
 pub const DEFAULT_CONCURRENT_WINDOWS: usize = 4;
@@ -252,7 +248,9 @@ impl WindowWriter<'_> {
         }
         state.buffered_bytes += records.iter().map(|r| r.payload.len()).sum::<usize>();
         state.buffer.extend(records);
-        if state.buffered_bytes >= FLUSH_BYTES {
+        // Batches as large as the hungriest sink wants; each sink says why (see Sink::batch_bytes).
+        let flush_bytes = self.sinks.iter().map(|s| s.batch_bytes()).max().unwrap_or(2 << 20);
+        if state.buffered_bytes >= flush_bytes {
             self.flush(&mut state).await?;
         }
         Ok(())

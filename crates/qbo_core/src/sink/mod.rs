@@ -62,6 +62,12 @@ pub trait Sink: Send + Sync {
     fn target(&self) -> String;
 
     fn write(&self, batch: Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>>;
+
+    /// About how many payload bytes this sink likes per batch: every batch costs it a fixed
+    /// price (an fsync, a transaction), paid against the memory the batch holds.
+    fn batch_bytes(&self) -> usize {
+        2 << 20
+    }
 }
 
 /// Which RAW destinations a run writes to.

@@ -69,6 +69,12 @@ impl Sink for PostgresSink {
         format!("{}/{}", self.writer.config().target(), self.table)
     }
 
+    /// ~5,000 invoices: a transaction with a temporary staging table costs a few ms, so small
+    /// batches would spend more on it than on the rows. No in-memory index here to weigh against.
+    fn batch_bytes(&self) -> usize {
+        10 << 20
+    }
+
     fn write(&self, batch: std::sync::Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>> {
         Box::pin(async move {
             let page_size = i32::try_from(batch.page_size).unwrap_or(i32::MAX);
