@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use qbo_core::backfill::{run_backfill, BackfillRequest};
 use qbo_core::sink::postgres::PostgresOptions;
 use qbo_core::sink::{open_sinks, SinkKind, SinkOptions};
+use qbo_core::limiter::LimiterScope;
 use qbo_core::{ClientConfig, Entity, FilterField};
 
 use crate::convert;
@@ -201,7 +202,7 @@ fn json_loads<'py>(py: Python<'py>, bytes: Vec<u8>) -> PyResult<Bound<'py, PyAny
 #[pymethods]
 impl QboClient {
     #[new]
-    #[pyo3(signature = (credentials, *, requests_per_minute = 490, max_in_flight = 10, max_retries = 6, backoff_base = 1.0, timeout = 120.0, token_store = None, on_token_rotated = None))]
+    #[pyo3(signature = (credentials, *, requests_per_minute = 490, max_in_flight = 10, max_retries = 6, backoff_base = 1.0, timeout = 120.0, token_store = None, on_token_rotated = None, limiter_dir = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -213,6 +214,7 @@ impl QboClient {
         timeout: f64,
         token_store: Option<PathBuf>,
         on_token_rotated: Option<Py<PyAny>>,
+        limiter_dir: Option<PathBuf>,
     ) -> PyResult<Self> {
         let mut config = ClientConfig::default();
         config.pacing.requests_per_minute = convert::positive_u32(py, "requests_per_minute", requests_per_minute)?;
@@ -228,6 +230,7 @@ impl QboClient {
         }
         config.timeout = Duration::from_secs_f64(timeout);
         config.token_store = token_store;
+        config.limiter_scope = limiter_dir.map_or(LimiterScope::Process, LimiterScope::Machine);
         config.on_rotate = on_token_rotated.map(|callback| {
             let hook: qbo_core::auth::RotationHook = Arc::new(move |rotated: &qbo_core::auth::RotatedToken| {
                 use secrecy::ExposeSecret;
@@ -248,6 +251,13 @@ impl QboClient {
     #[getter]
     fn realm_id(&self) -> &str {
         self.client.realm_id()
+    }
+
+    /// The file through which every process on this machine shares the realm's request
+    /// budget; None when this client paces its process alone.
+    #[getter]
+    fn budget_file(&self) -> Option<PathBuf> {
+        self.client.budget_file().map(PathBuf::from)
     }
 
     /// `SELECT COUNT(*)` of `entity` in `[start, end)` (inactive list records included).

@@ -26,6 +26,12 @@ fn default_token_store(realm_id: &str) -> Option<std::path::PathBuf> {
     qbo_core::token_store::default_path(realm_id)
 }
 
+/// `$QBO_LIMITER_DIR`, else `$XDG_RUNTIME_DIR/qbo_rs`, else `<temp dir>/qbo_rs-<uid>`.
+#[pyfunction]
+fn default_limiter_dir() -> std::path::PathBuf {
+    qbo_core::limiter::machine::default_dir()
+}
+
 #[pymodule(gil_used = false)]
 mod _qbo_rs {
     #[pymodule_export]
@@ -37,7 +43,7 @@ mod _qbo_rs {
     #[pymodule_export]
     use super::report::{BackfillReport, WindowReport};
     #[pymodule_export]
-    use super::{default_token_store, run_cli};
+    use super::{default_limiter_dir, default_token_store, run_cli};
     #[pymodule_export]
     use super::windows::{plan_windows, Window};
 

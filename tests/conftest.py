@@ -4,6 +4,7 @@ user's tool would (line by line, json.loads)."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
@@ -16,6 +17,21 @@ from qbo_rs.testing import QboEmulator
 # The emulator's data spans 2015-01-01 .. 2025-10-31; edits move records to "now".
 RANGE_START = "2015-01-01"
 RANGE_END = (date.today() + timedelta(days=2)).isoformat()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_limiter_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Budget files of this test session (and the processes it starts) stay out of the
+    user's shared directory, so a run never waits on a budget left by another."""
+
+    path = tmp_path_factory.mktemp("limits")
+    previous = os.environ.get("QBO_LIMITER_DIR")
+    os.environ["QBO_LIMITER_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("QBO_LIMITER_DIR", None)
+    else:
+        os.environ["QBO_LIMITER_DIR"] = previous
 
 
 @pytest.fixture

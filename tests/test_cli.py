@@ -49,6 +49,25 @@ def test_backfill_case_insensitive_entity(tmp_path: Path):
         assert landed_versions(read_raw(tmp_path / "d" / "customers.txt")) == truth_versions(emu, "Customer")
 
 
+def test_backfill_shares_the_realm_budget_where_told(tmp_path: Path):
+    with QboEmulator(seed=2, invoices=20, customers=5, items=5) as emu:
+        env = dict(os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"), QBO_LIMITER_DIR=str(tmp_path / "env-dir"))
+        args = ["backfill", "item", "--start", RANGE_START, "--end", RANGE_END, "--no-progress"]
+        out = run(args + ["--data-dir", str(tmp_path / "a"), "--limiter-dir", str(tmp_path / "flag-dir")], env=env)
+        assert out.returncode == 0, out.stderr
+        assert [p.name.startswith(f"realm-{emu.realm_id}-") for p in (tmp_path / "flag-dir").iterdir()] == [True]
+        assert not (tmp_path / "env-dir").exists()
+        out = run(args + ["--data-dir", str(tmp_path / "b")], env=env)
+        assert out.returncode == 0, out.stderr
+        assert len(list((tmp_path / "env-dir").iterdir())) == 1
+        out = run(args + ["--data-dir", str(tmp_path / "c"), "--process-limiter", "--limiter-dir", str(tmp_path / "x")], env=env)
+        assert out.returncode == 2 and "cannot be used with" in out.stderr
+        (tmp_path / "env-dir" / next((tmp_path / "env-dir").iterdir()).name).unlink()
+        out = run(args + ["--data-dir", str(tmp_path / "c"), "--process-limiter"], env=env)
+        assert out.returncode == 0, out.stderr
+        assert not any((tmp_path / "env-dir").iterdir())
+
+
 def test_emulator_command_prints_client_environment(tmp_path: Path):
     proc = subprocess.Popen(QBO + ["emulator", "--port", "0", "--invoices", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

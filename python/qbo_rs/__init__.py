@@ -20,7 +20,7 @@ from qbo_rs._qbo_rs import (
     __version__,
     plan_windows,
 )
-from qbo_rs.client import QboClient, backfill, backfill_async, default_token_store
+from qbo_rs.client import QboClient, backfill, backfill_async, default_limiter_dir, default_token_store
 from qbo_rs import exceptions
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "__version__",
     "backfill",
     "backfill_async",
+    "default_limiter_dir",
     "default_token_store",
     "exceptions",
     "plan_windows",

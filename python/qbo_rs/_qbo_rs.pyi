@@ -2,6 +2,7 @@
 
 import os
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, List, Optional, TypeVar, Union, final
 
 from typing_extensions import disjoint_base
@@ -19,6 +20,7 @@ __all__ = [
     "Window",
     "WindowReport",
     "__version__",
+    "default_limiter_dir",
     "default_token_store",
     "plan_windows",
     "run_cli",
@@ -89,9 +91,13 @@ class QboClient:
         timeout: float = 120.0,
         token_store: Optional[Union[str, "os.PathLike[str]"]] = None,
         on_token_rotated: Optional[Callable[[str, str], Any]] = None,
+        limiter_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
     ) -> "_Self": ...
     @property
     def realm_id(self) -> str: ...
+    @property
+    def budget_file(self) -> Optional[Path]:
+        """The file every process on this machine shares the realm's request budget through; None if this process paces alone."""
     def count(self, entity: str, start: _DateLike, end: _DateLike, filter_field: str = "LastUpdatedTime") -> int:
         """``SELECT COUNT(*)`` of ``entity`` in ``[start, end)``, inactive list records included."""
     def _fetch_window_json(
@@ -245,7 +251,10 @@ class NativeEmulator:
     def expire_access_tokens(self) -> None: ...
     def stop(self) -> None: ...
 
-def default_token_store(realm_id: str) -> Optional[str]:
+def default_limiter_dir() -> Path:
+    """``$QBO_LIMITER_DIR``, else ``$XDG_RUNTIME_DIR/qbo_rs``, else ``<temp dir>/qbo_rs-<uid>``."""
+
+def default_token_store(realm_id: str) -> Optional[Path]:
     """``$QBO_TOKEN_STORE``, else ``$XDG_STATE_HOME/qbo_rs/tokens-<realm>.json``, else under ``~/.local/state``."""
 
 def run_cli(argv: List[str]) -> int:

@@ -35,6 +35,14 @@ def default_token_store(realm_id: str) -> Path:
     return Path(path)
 
 
+def default_limiter_dir() -> Path:
+    """Where every process on this machine shares each realm's request budget (one small
+    file per realm) unless told otherwise: ``$QBO_LIMITER_DIR``, else
+    ``$XDG_RUNTIME_DIR/qbo_rs``, else ``<temp dir>/qbo_rs-<uid>``. It must be a local directory
+    (not NFS) that every worker process of the realm can write."""
+    return Path(_qbo_rs.default_limiter_dir())
+
+
 def _failure(report: BackfillReport) -> BackfillError:
     labels = ", ".join(report.failed_windows)
     return BackfillError(
@@ -58,6 +66,10 @@ class QboClient(_qbo_rs.QboClient):
             :func:`default_token_store`; ``None`` keeps tokens in memory only.
         on_token_rotated: called as ``callback(realm_id, new_refresh_token)`` whenever Intuit
             rotates the refresh token (e.g. to write it back to a Mage secret).
+        limiter_dir: the directory through which every process on this machine shares the
+            realm's budget (``requests_per_minute`` and ``max_in_flight`` hold across all of
+            them, e.g. Mage's parallel block-run processes). ``"auto"`` uses
+            :func:`default_limiter_dir`; ``None`` paces this process alone.
     """
 
     def __new__(
@@ -71,9 +83,12 @@ class QboClient(_qbo_rs.QboClient):
         timeout: float = 120.0,
         token_store: Optional[PathLike] = _AUTO,
         on_token_rotated: Optional[RotationCallback] = None,
+        limiter_dir: Optional[PathLike] = _AUTO,
     ) -> "QboClient":
         if token_store == _AUTO:
             token_store = default_token_store(credentials.realm_id)
+        if limiter_dir == _AUTO:
+            limiter_dir = default_limiter_dir()
         return super().__new__(
             cls,
             credentials,
@@ -84,6 +99,7 @@ class QboClient(_qbo_rs.QboClient):
             timeout=timeout,
             token_store=None if token_store is None else os.fspath(token_store),
             on_token_rotated=on_token_rotated,
+            limiter_dir=None if limiter_dir is None else os.fspath(limiter_dir),
         )
 
     def fetch_window(

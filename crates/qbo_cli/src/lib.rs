@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use qbo_core::backfill::{run_backfill, BackfillRequest, Progress};
 use qbo_core::sink::postgres::{pg_error, PostgresOptions};
 use qbo_core::sink::{open_sinks, SinkKind, SinkOptions};
+use qbo_core::limiter::LimiterScope;
 use qbo_core::{ClientConfig, Credentials, Entity, Error};
 use tokio::runtime::Runtime;
 
@@ -25,7 +26,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Backfill one entity over [--start, --end) into data/<entity>s.txt.
-    Backfill(BackfillArgs),
+    Backfill(Box<BackfillArgs>),
     /// Print the windows a backfill would run.
     Plan(PlanArgs),
     /// Serve the bundled QBO emulator until stopped (Ctrl-C).
@@ -77,6 +78,13 @@ struct BackfillArgs {
     max_in_flight: u32,
     #[arg(long, default_value_t = 6)]
     max_retries: u32,
+    /// Directory of the request budget every process on this machine shares per realm
+    /// (default: $QBO_LIMITER_DIR, else $XDG_RUNTIME_DIR/qbo_rs, else /tmp/qbo_rs-<uid>).
+    #[arg(long, conflicts_with = "process_limiter")]
+    limiter_dir: Option<PathBuf>,
+    /// Pace this process alone instead of sharing the realm's budget with other processes.
+    #[arg(long)]
+    process_limiter: bool,
     /// Where rotated refresh tokens are kept (default: $QBO_TOKEN_STORE or
     /// ~/.local/state/qbo_rs/tokens-<realm>.json).
     #[arg(long)]
@@ -148,7 +156,7 @@ pub fn run(args: Vec<String>, runtime: &Runtime) -> i32 {
     };
     let result = match cli.command {
         Command::Plan(a) => plan(a),
-        Command::Backfill(a) => runtime.block_on(backfill(a)),
+        Command::Backfill(a) => runtime.block_on(backfill(*a)),
         Command::Emulator(a) => runtime.block_on(emulator(a)),
     };
     match result {
@@ -215,6 +223,11 @@ async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
     config.pacing.requests_per_minute = a.requests_per_minute;
     config.pacing.max_in_flight = a.max_in_flight;
     config.retry.max_retries = a.max_retries;
+    config.limiter_scope = match (a.process_limiter, a.limiter_dir) {
+        (true, _) => LimiterScope::Process,
+        (false, Some(dir)) => LimiterScope::Machine(dir),
+        (false, None) => LimiterScope::machine_default(),
+    };
     config.token_store = a.token_store.or_else(|| qbo_core::token_store::default_path(&creds.realm_id));
     let client = qbo_core::QboClient::new(creds, config)?;
 

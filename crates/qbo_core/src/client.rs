@@ -14,7 +14,7 @@ use crate::auth::{RotationHook, TokenManager};
 use crate::credentials::Credentials;
 use crate::entity::Entity;
 use crate::error::{retry_after, Error};
-use crate::limiter::{shared_limiter, Pacing, RealmLimiter};
+use crate::limiter::{shared_limiter, LimiterScope, Pacing, RealmLimiter};
 use crate::query::MINOR_VERSION;
 use crate::response::{parse_envelope, parse_xml_fault, Envelope, Fault};
 use crate::retry::RetryPolicy;
@@ -26,6 +26,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Clone)]
 pub struct ClientConfig {
     pub pacing: Pacing,
+    /// Who shares the realm's budget: every process on the machine by default.
+    pub limiter_scope: LimiterScope,
     pub retry: RetryPolicy,
     pub timeout: Duration,
     /// Where rotated refresh tokens (and the current access token) are kept between runs.
@@ -37,6 +39,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             pacing: Pacing::default(),
+            limiter_scope: LimiterScope::default(),
             retry: RetryPolicy::default(),
             timeout: DEFAULT_TIMEOUT,
             token_store: None,
@@ -111,7 +114,9 @@ impl QboClient {
             .pool_max_idle_per_host(32)
             .build()
             .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;
-        let limiter = shared_limiter(&creds.api_base(), &creds.realm_id, config.pacing);
+        // A slot outlives a killed process (in another PID namespace) at most this long.
+        let lease = config.timeout + Duration::from_secs(60);
+        let limiter = shared_limiter(&creds.api_base(), &creds.realm_id, config.pacing, &config.limiter_scope, lease);
         let tokens =
             TokenManager::new(creds.clone(), http.clone(), config.token_store.map(FileTokenStore::new), config.on_rotate);
         Ok(QboClient {
@@ -133,6 +138,11 @@ impl QboClient {
 
     pub fn counters(&self) -> &ClientCounters {
         &self.inner.counters
+    }
+
+    /// The file every process shares this realm's request budget through, if any.
+    pub fn budget_file(&self) -> Option<&std::path::Path> {
+        self.inner.limiter.budget_file()
     }
 
     /// Runs `SELECT COUNT(*) …` and returns `totalCount` (a missing value reads as 0).
@@ -217,6 +227,10 @@ impl QboClient {
                         });
                     }
                     let wait = inner.retry.wait(retries, wait_hint, &mut rng);
+                    if throttled {
+                        // The realm is over its budget: hold every caller off, not just this one.
+                        inner.limiter.pause(wait);
+                    }
                     retries += 1;
                     inner.counters.retries.fetch_add(1, Relaxed);
                     let tid_text = tid.map(|t| format!(", intuit_tid {t}")).unwrap_or_default();
