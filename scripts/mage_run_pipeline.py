@@ -13,8 +13,8 @@ rows executed by PipelineExecutor. This script does exactly that, in this proces
   4. execute it with PipelineExecutor (the path of ``mage run --pipeline-run-id``),
   5. mark the run COMPLETED or FAILED and exit 0 (completed), 1 (failed) or 2 (bad arguments).
 
-Windows run one after another in this process, so each gets the realm's whole budget
-(QBO_RS_MAGE_WORKERS=1). Never run this against a MAGE_DATA_DIR whose scheduler is running
+Windows run one after another in this process (the realm's budget is shared with any other
+process on the machine through qbo_rs's budget file). Never run this against a MAGE_DATA_DIR whose scheduler is running
 (``mage start``): the scheduler executes every RUNNING pipeline run in its database, so blocks
 would run twice. Use ``--create-only`` then, and let the scheduler execute the run.
 
@@ -115,8 +115,6 @@ def main(argv=None) -> int:
     variables = runtime_variables(args)
     os.environ.setdefault('MAGE_DATA_DIR', os.path.join(REPO, 'mage_data'))
     os.environ['MAGE_DATA_DIR'] = os.path.abspath(os.environ['MAGE_DATA_DIR'])
-    # Windows run sequentially in this process: it may use the realm's whole budget.
-    os.environ.setdefault('QBO_RS_MAGE_WORKERS', '1')
 
     # Mage prints import-time noise on stdout; keep stdout for this script's own lines.
     with contextlib.redirect_stdout(sys.stderr):

@@ -61,9 +61,6 @@ def main(argv=None) -> int:
     project_path = os.path.abspath(args.project)
     os.environ.setdefault('MAGE_DATA_DIR', os.path.join(REPO, 'mage_data'))
     os.environ['MAGE_DATA_DIR'] = os.path.abspath(os.environ['MAGE_DATA_DIR'])
-    # Windows run in parallel worker processes here: they must split the realm budget
-    # (queue_config.concurrency), never take the headless runner's whole-budget setting.
-    os.environ.pop('QBO_RS_MAGE_WORKERS', None)
 
     with contextlib.redirect_stdout(sys.stderr):
         from mage_ai.settings.repo import set_repo_path

@@ -20,6 +20,7 @@ use crate::errors::{config_error, to_py};
 use crate::postgres::PostgresWriter;
 use crate::report::BackfillReport;
 use crate::runtime::block_on;
+use crate::stage::{stage_task, StageArgs, StagedWindow};
 
 /// QBO credentials. Secrets are held in Rust and never shown by `repr` or in errors.
 #[pyclass(frozen, module = "qbo_rs")]
@@ -148,13 +149,29 @@ fn backfill_args(
     request.max_concurrent_windows = convert::positive_u32(py, "max_concurrent_windows", max_concurrent_windows)? as usize;
     request.only_labels = windows;
     request.plan().map_err(|e| to_py(py, e))?;
+    let sinks = sink_options(py, sink, data_dir, fsync, dsn, pg_schema, pg_table_prefix, postgres)?;
+    Ok(BackfillArgs { request, sinks })
+}
+
+/// Where records go: the sink choice and what each sink needs, checked before any request.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sink_options(
+    py: Python<'_>,
+    sink: &str,
+    data_dir: PathBuf,
+    fsync: bool,
+    dsn: Option<String>,
+    pg_schema: &str,
+    pg_table_prefix: &str,
+    postgres: Option<PostgresOptions>,
+) -> PyResult<SinkOptions> {
     let kind: SinkKind = sink.parse().map_err(|e| to_py(py, e))?;
     let postgres = match (kind.writes_postgres(), postgres) {
         (false, _) => None,
         (true, Some(options)) => Some(options),
         (true, None) => Some(PostgresWriter::build(py, dsn.as_deref(), pg_schema, pg_table_prefix)?),
     };
-    Ok(BackfillArgs { request, sinks: SinkOptions { kind, data_dir, fsync, postgres } })
+    Ok(SinkOptions { kind, data_dir, fsync, postgres })
 }
 
 async fn backfill_task(client: qbo_core::QboClient, args: BackfillArgs) -> Result<BackfillReport, qbo_core::Error> {
@@ -367,12 +384,73 @@ impl QboClient {
         })
     }
 
+    #[pyo3(signature = (entity, start, end, *, label = None, page_size = 100, filter_field = "LastUpdatedTime", stage_dir = PathBuf::from("data/.qbo_rs/stage")))]
+    #[allow(clippy::too_many_arguments)]
+    fn _stage_window(
+        &self,
+        py: Python<'_>,
+        entity: &str,
+        start: &Bound<'_, PyAny>,
+        end: &Bound<'_, PyAny>,
+        label: Option<String>,
+        page_size: i64,
+        filter_field: &str,
+        stage_dir: PathBuf,
+    ) -> PyResult<StagedWindow> {
+        let args = self.stage_args(py, entity, start, end, label, page_size, filter_field, stage_dir)?;
+        let client = self.client.clone();
+        block_on(py, stage_task(client, args))?.map_err(|e| to_py(py, e))?.into_py(py)
+    }
+
+    #[pyo3(signature = (entity, start, end, *, label = None, page_size = 100, filter_field = "LastUpdatedTime", stage_dir = PathBuf::from("data/.qbo_rs/stage")))]
+    #[allow(clippy::too_many_arguments)]
+    fn _stage_window_future<'py>(
+        &self,
+        py: Python<'py>,
+        entity: &str,
+        start: &Bound<'_, PyAny>,
+        end: &Bound<'_, PyAny>,
+        label: Option<String>,
+        page_size: i64,
+        filter_field: &str,
+        stage_dir: PathBuf,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let args = self.stage_args(py, entity, start, end, label, page_size, filter_field, stage_dir)?;
+        let client = self.client.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let outcome = stage_task(client, args).await;
+            Python::attach(|py| outcome.map_err(|e| to_py(py, e))?.into_py(py))
+        })
+    }
+
     fn __repr__(&self) -> String {
         format!("QboClient(realm_id={:?})", self.client.realm_id())
     }
 }
 
 impl QboClient {
+    #[allow(clippy::too_many_arguments)]
+    fn stage_args(
+        &self,
+        py: Python<'_>,
+        entity: &str,
+        start: &Bound<'_, PyAny>,
+        end: &Bound<'_, PyAny>,
+        label: Option<String>,
+        page_size: i64,
+        filter_field: &str,
+        stage_dir: PathBuf,
+    ) -> PyResult<StageArgs> {
+        let (entity, field, mut window, page_size) = self.window_args(py, entity, start, end, page_size, filter_field)?;
+        // The label plan_windows (and so backfill) gives a window starting here.
+        window.label = match label {
+            Some(label) => label,
+            None => qbo_core::Window::new(window.start, window.end, &format!("{}_backfill", entity.slug())).label,
+        };
+        qbo_core::stage::StagePaths::new(&stage_dir, entity, &window.label).map_err(|e| to_py(py, e))?;
+        Ok(StageArgs { entity, field, window, page_size, stage_dir })
+    }
+
     fn window_args(
         &self,
         py: Python<'_>,

@@ -8,6 +8,7 @@ mod errors;
 mod postgres;
 mod report;
 mod runtime;
+mod stage;
 mod windows;
 
 use pyo3::prelude::*;
@@ -44,6 +45,8 @@ mod _qbo_rs {
     use super::report::{BackfillReport, WindowReport};
     #[pymodule_export]
     use super::{default_limiter_dir, default_token_store, run_cli};
+    #[pymodule_export]
+    use super::stage::{StagedWindow, _export_window, _export_window_future};
     #[pymodule_export]
     use super::windows::{plan_windows, Window};
 

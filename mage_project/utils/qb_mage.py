@@ -45,7 +45,6 @@ POSTGRES_REQUIRED = ('POSTGRES_HOST', 'POSTGRES_DB', 'POSTGRES_USER', 'POSTGRES_
 # QuickBooks' limit per realm (Intuit: ~500 requests/min, 10 in flight); 490 leaves a margin.
 REALM_REQUESTS_PER_MINUTE = 490
 REALM_MAX_IN_FLIGHT = 10
-MAGE_DEFAULT_QUEUE_CONCURRENCY = 20
 
 
 class RunVariableError(ConfigError):
@@ -397,7 +396,7 @@ def token_store_path(realm_id: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The realm's budget, split between Mage's worker processes.
+# The realm's budget, shared by every worker process on the machine.
 # --------------------------------------------------------------------------------------------
 
 def _env_int(name: str, default: int) -> int:
@@ -413,39 +412,21 @@ def _env_int(name: str, default: int) -> int:
     return value
 
 
-def queue_concurrency(kwargs: Dict[str, Any]) -> int:
-    """How many block runs Mage's scheduler runs at once (project metadata.yaml queue_config)."""
-    try:
-        with open(os.path.join(repo_path(kwargs), 'metadata.yaml')) as f:
-            config = (yaml.safe_load(f) or {}).get('queue_config') or {}
-        return int(config.get('concurrency') or MAGE_DEFAULT_QUEUE_CONCURRENCY)
-    except (OSError, ValueError, TypeError, AttributeError):
-        return MAGE_DEFAULT_QUEUE_CONCURRENCY
+def realm_budget() -> Tuple[int, int]:
+    """(requests_per_minute, max_in_flight) for the whole realm.
 
-
-def realm_budget(kwargs: Dict[str, Any]) -> Tuple[int, int, int]:
-    """(requests_per_minute, max_in_flight, workers) for this process.
-
-    qbo_rs's limiter is per process. Under Mage's scheduler up to ``queue_config.concurrency``
-    windows run at once in separate processes, so each gets an equal share and the sum never
-    exceeds the realm's limit. The headless runner executes windows one after another in one
-    process and sets QBO_RS_MAGE_WORKERS=1. QBO_RS_REALM_RPM / QBO_RS_REALM_MAX_IN_FLIGHT
-    lower the realm budget (another tool shares the company)."""
-    workers = _env_int('QBO_RS_MAGE_WORKERS', 0) if os.environ.get('QBO_RS_MAGE_WORKERS', '').strip() \
-        else queue_concurrency(kwargs)
-    rpm = _env_int('QBO_RS_REALM_RPM', REALM_REQUESTS_PER_MINUTE)
-    in_flight = _env_int('QBO_RS_REALM_MAX_IN_FLIGHT', REALM_MAX_IN_FLIGHT)
-    if workers > in_flight or workers > rpm:
-        raise ConfigError(
-            f'{workers} parallel workers cannot share the realm budget of {in_flight} requests in flight '
-            f'and {rpm}/min (each needs at least one): set queue_config.concurrency <= {in_flight} in '
-            'mage_project/metadata.yaml')
-    return rpm // workers, in_flight // workers, workers
+    Mage's scheduler runs windows in parallel processes (``queue_config.concurrency``); qbo_rs
+    shares one budget file per realm between every process on the machine
+    (:func:`qbo_rs.default_limiter_dir`, or ``$QBO_LIMITER_DIR``), so each worker asks for the
+    realm's whole budget and together they never exceed it. QBO_RS_REALM_RPM /
+    QBO_RS_REALM_MAX_IN_FLIGHT lower it (another tool uses the same company)."""
+    return (_env_int('QBO_RS_REALM_RPM', REALM_REQUESTS_PER_MINUTE),
+            _env_int('QBO_RS_REALM_MAX_IN_FLIGHT', REALM_MAX_IN_FLIGHT))
 
 
 def make_client(kwargs: Dict[str, Any]) -> Tuple[qbo_rs.QboClient, Dict[str, str], TokenRotationRecorder]:
     creds, sources = read_credentials()
-    rpm, in_flight, workers = realm_budget(kwargs)
+    rpm, in_flight = realm_budget()
     recorder = TokenRotationRecorder()
     client = qbo_rs.QboClient(
         creds,
@@ -455,9 +436,11 @@ def make_client(kwargs: Dict[str, Any]) -> Tuple[qbo_rs.QboClient, Dict[str, str
         token_store=token_store_path(creds.realm_id),
         on_token_rotated=recorder,
     )
+    shared = client.budget_file
     log(kwargs, f'realm {creds.realm_id} ({creds.environment}): {rpm} requests/min and {in_flight} in flight '
-                f'for this worker (1 of {workers}); credentials from '
-                + ', '.join(f'{k}={v}' for k, v in sorted(sources.items())))
+                + (f'shared by every worker process through {shared}' if shared is not None else
+                   'for this process ALONE: the shared budget directory is unusable (see the warning above)')
+                + '; credentials from ' + ', '.join(f'{k}={v}' for k, v in sorted(sources.items())))
     return client, sources, recorder
 
 

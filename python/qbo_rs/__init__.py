@@ -15,12 +15,21 @@ from qbo_rs._qbo_rs import (
     BackfillReport,
     Credentials,
     PostgresWriter,
+    StagedWindow,
     Window,
     WindowReport,
     __version__,
     plan_windows,
 )
-from qbo_rs.client import QboClient, backfill, backfill_async, default_limiter_dir, default_token_store
+from qbo_rs.client import (
+    QboClient,
+    backfill,
+    backfill_async,
+    default_limiter_dir,
+    default_token_store,
+    export_window,
+    export_window_async,
+)
 from qbo_rs import exceptions
 
 __all__ = [
@@ -28,6 +37,7 @@ __all__ = [
     "Credentials",
     "PostgresWriter",
     "QboClient",
+    "StagedWindow",
     "Window",
     "WindowReport",
     "__version__",
@@ -36,5 +46,7 @@ __all__ = [
     "default_limiter_dir",
     "default_token_store",
     "exceptions",
+    "export_window",
+    "export_window_async",
     "plan_windows",
 ]

@@ -17,9 +17,12 @@ __all__ = [
     "NativeEmulator",
     "PostgresWriter",
     "QboClient",
+    "StagedWindow",
     "Window",
     "WindowReport",
     "__version__",
+    "_export_window",
+    "_export_window_future",
     "default_limiter_dir",
     "default_token_store",
     "plan_windows",
@@ -144,6 +147,28 @@ class QboClient:
         pg_table_prefix: str = "qb_",
         postgres: Optional["PostgresWriter"] = None,
     ) -> Awaitable["BackfillReport"]: ...
+    def _stage_window(
+        self,
+        entity: str,
+        start: _DateLike,
+        end: _DateLike,
+        *,
+        label: Optional[str] = None,
+        page_size: int = 100,
+        filter_field: str = "LastUpdatedTime",
+        stage_dir: Union[str, "os.PathLike[str]"] = ...,
+    ) -> "StagedWindow": ...
+    def _stage_window_future(
+        self,
+        entity: str,
+        start: _DateLike,
+        end: _DateLike,
+        *,
+        label: Optional[str] = None,
+        page_size: int = 100,
+        filter_field: str = "LastUpdatedTime",
+        stage_dir: Union[str, "os.PathLike[str]"] = ...,
+    ) -> Awaitable["StagedWindow"]: ...
 
 @final
 class PostgresWriter:
@@ -224,6 +249,60 @@ class BackfillReport:
     @property
     def targets(self) -> Dict[str, str]: ...
     def to_dict(self) -> Dict[str, Any]: ...
+
+@final
+class StagedWindow:
+    """A fetched window waiting on disk for :func:`qbo_rs.export_window` (pass it, or its ``manifest`` path)."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def entity(self) -> str: ...
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def rows_fetched(self) -> int: ...
+    @property
+    def lines(self) -> int: ...
+    @property
+    def server_count(self) -> Optional[int]: ...
+    @property
+    def pages(self) -> int: ...
+    @property
+    def manifest(self) -> Optional[Path]: ...
+    @property
+    def report(self) -> BackfillReport: ...
+
+def _export_window(
+    manifest: Union[str, "os.PathLike[str]"],
+    *,
+    sink: str = "txt",
+    data_dir: Union[str, "os.PathLike[str]"] = ...,
+    fsync: bool = True,
+    dsn: Optional[str] = None,
+    pg_schema: str = "raw",
+    pg_table_prefix: str = "qb_",
+    postgres: Optional[PostgresWriter] = None,
+    keep_staged: bool = False,
+) -> BackfillReport: ...
+def _export_window_future(
+    manifest: Union[str, "os.PathLike[str]"],
+    *,
+    sink: str = "txt",
+    data_dir: Union[str, "os.PathLike[str]"] = ...,
+    fsync: bool = True,
+    dsn: Optional[str] = None,
+    pg_schema: str = "raw",
+    pg_table_prefix: str = "qb_",
+    postgres: Optional[PostgresWriter] = None,
+    keep_staged: bool = False,
+) -> Awaitable[BackfillReport]: ...
 
 @final
 class NativeEmulator:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from qbo_rs import _qbo_rs
-from qbo_rs._qbo_rs import BackfillReport, Credentials, PostgresWriter
+from qbo_rs._qbo_rs import BackfillReport, Credentials, PostgresWriter, StagedWindow
 from qbo_rs.exceptions import BackfillError, ConfigError
 
 DateLike = Union[str, date, datetime]
@@ -217,6 +217,114 @@ class QboClient(_qbo_rs.QboClient):
             raise _failure(report)
         return report
 
+
+    def stage_window(
+        self,
+        entity: str,
+        start: DateLike,
+        end: DateLike,
+        *,
+        label: Optional[str] = None,
+        page_size: int = 100,
+        filter_field: str = "LastUpdatedTime",
+        stage_dir: PathLike = "data/.qbo_rs/stage",
+        raise_on_failure: bool = True,
+    ) -> StagedWindow:
+        """Fetches one window ``[start, end)`` completely (keyset paging, COUNT reconciliation,
+        the realm's pace) into ``<stage_dir>/<entity>s/<label>.jsonl`` and returns a small
+        handle; :func:`export_window` writes it to the sinks later, in this process or another
+        (Mage's exporter block). Records never pass through Python.
+
+        ``label`` defaults to the one :func:`plan_windows` gives a window starting at
+        ``start`` (``invoice_backfill_2025-01-01``). A fetch replaces any earlier stage of its
+        label; a failed fetch leaves none. Raises :class:`~qbo_rs.exceptions.BackfillError`
+        (with ``.report``) if the fetch failed, unless ``raise_on_failure=False``.
+        """
+        staged = self._stage_window(entity, start, end, label=label, page_size=page_size,
+                                    filter_field=filter_field, stage_dir=os.fspath(stage_dir))
+        if raise_on_failure and not staged.ok:
+            raise _failure(staged.report)
+        return staged
+
+    async def stage_window_async(
+        self,
+        entity: str,
+        start: DateLike,
+        end: DateLike,
+        *,
+        label: Optional[str] = None,
+        page_size: int = 100,
+        filter_field: str = "LastUpdatedTime",
+        stage_dir: PathLike = "data/.qbo_rs/stage",
+        raise_on_failure: bool = True,
+    ) -> StagedWindow:
+        """Async twin of :meth:`stage_window`."""
+        staged = await self._stage_window_future(entity, start, end, label=label, page_size=page_size,
+                                                 filter_field=filter_field, stage_dir=os.fspath(stage_dir))
+        if raise_on_failure and not staged.ok:
+            raise _failure(staged.report)
+        return staged
+
+
+def _manifest(staged: Union[StagedWindow, PathLike]) -> str:
+    if isinstance(staged, StagedWindow):
+        if staged.manifest is None:
+            raise ConfigError(f"window {staged.label} was not staged (its fetch failed): fetch it again first")
+        return os.fspath(staged.manifest)
+    return os.fspath(staged)
+
+
+def export_window(
+    staged: Union[StagedWindow, PathLike],
+    *,
+    sink: str = "txt",
+    data_dir: PathLike = "data",
+    fsync: bool = True,
+    dsn: Optional[str] = None,
+    pg_schema: str = "raw",
+    pg_table_prefix: str = "qb_",
+    postgres: Optional[PostgresWriter] = None,
+    keep_staged: bool = False,
+    raise_on_failure: bool = True,
+) -> BackfillReport:
+    """Writes a window staged by :meth:`QboClient.stage_window` (the handle or its
+    ``manifest`` path) to ``sink`` (``txt``, ``postgres`` or ``both``), idempotently and
+    crash-safe like :meth:`QboClient.backfill`, then checks rows staged against rows each
+    sink holds (the ``Validation`` lines). The stage is removed after a successful write
+    unless ``keep_staged``; exporting a stage twice changes nothing. No request goes to QBO.
+    Raises :class:`~qbo_rs.exceptions.BackfillError` if the write failed validation, unless
+    ``raise_on_failure=False``; a missing or damaged stage raises at once.
+    """
+    report = _qbo_rs._export_window(
+        _manifest(staged), sink=sink, data_dir=os.fspath(data_dir), fsync=fsync, dsn=dsn, pg_schema=pg_schema,
+        pg_table_prefix=pg_table_prefix, postgres=postgres, keep_staged=keep_staged,
+    )
+    if raise_on_failure and not report.ok:
+        raise _failure(report)
+    return report
+
+
+async def export_window_async(
+    staged: Union[StagedWindow, PathLike],
+    *,
+    sink: str = "txt",
+    data_dir: PathLike = "data",
+    fsync: bool = True,
+    dsn: Optional[str] = None,
+    pg_schema: str = "raw",
+    pg_table_prefix: str = "qb_",
+    postgres: Optional[PostgresWriter] = None,
+    keep_staged: bool = False,
+    raise_on_failure: bool = True,
+) -> BackfillReport:
+    """Async twin of :func:`export_window`."""
+    report = await _qbo_rs._export_window_future(
+        _manifest(staged), sink=sink, data_dir=os.fspath(data_dir), fsync=fsync, dsn=dsn, pg_schema=pg_schema,
+        pg_table_prefix=pg_table_prefix, postgres=postgres, keep_staged=keep_staged,
+    )
+    if raise_on_failure and not report.ok:
+        raise _failure(report)
+    return report
 
 def backfill(
     entity: str,

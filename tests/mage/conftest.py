@@ -66,6 +66,9 @@ def base_env(tmp_path: Path) -> Dict[str, str]:
         MAGE_DATA_DIR=str(tmp_path / "mage_data"),
         QBO_DATA_DIR=str(tmp_path / "data"),
         QBO_RS_BACKOFF_BASE="0.01",
+        # The test's own realm budget files (the machine-wide default would be shared with
+        # whatever else runs on this machine).
+        QBO_LIMITER_DIR=str(tmp_path / "budget"),
         PYTHONDONTWRITEBYTECODE="1",
     )
     return env

@@ -15,6 +15,7 @@ from .conftest import (
     RANGE_END,
     RANGE_START,
     SECRETS,
+    base_env,
     mage_python,
     mage_script,
     postgres_env,
@@ -194,19 +195,27 @@ print(json.dumps([ok, bad]))
     ]
 
 
-def test_realm_budget_is_split_between_mage_workers(tmp_path: Path):
-    result = mage_python(r"""
+def test_every_mage_worker_draws_on_one_realm_budget(tmp_path: Path):
+    """Each window's client asks for the realm's whole budget through the machine-wide budget
+    file, so parallel workers share it (tests/mage/test_triggers_scheduler.py runs them)."""
+    from qbo_rs.testing import QboEmulator
+
+    with QboEmulator(seed=3, invoices=10, customers=5, items=5) as emu:
+        env = base_env(tmp_path)
+        env.update(emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
+        result = mage_python(r"""
 import json, os
-from mage_project.utils.qb_mage import realm_budget
+from mage_project.utils.qb_mage import make_client, realm_budget
 from qbo_rs.exceptions import ConfigError
-kw = dict(repo_path=%r)
-out = [realm_budget(kw)]
-os.environ['QBO_RS_MAGE_WORKERS'] = '1'; out.append(realm_budget(kw))
-os.environ['QBO_RS_MAGE_WORKERS'] = '11'
-try: realm_budget(kw); out.append(None)
+kw = dict(repo_path=%r, logger=None)
+clients = [make_client(kw)[0] for _ in range(2)]
+out = [realm_budget(), [str(c.budget_file) for c in clients]]
+os.environ['QBO_RS_REALM_RPM'] = '0'
+try: realm_budget(); out.append(None)
 except ConfigError as e: out.append(str(e))
 print(json.dumps(out))
-""" % str(PROJECT), env={k: v for k, v in os.environ.items() if not k.startswith("QBO_RS_")})
-    assert result[0] == [122, 2, 4]  # metadata.yaml queue_config.concurrency: 4 -> 490/4, 10/4
-    assert result[1] == [490, 10, 1]
-    assert "set queue_config.concurrency <= 10" in result[2]
+""" % str(PROJECT), env=env)
+    assert result[0] == [490, 10]
+    first, second = result[1]
+    assert first == second and first.startswith(str(tmp_path / "budget")), result
+    assert result[2] == "QBO_RS_REALM_RPM must be at least 1 (got 0)"

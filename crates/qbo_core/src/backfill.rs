@@ -181,7 +181,8 @@ pub async fn run_backfill(
         let (entity, field, page_size) = (request.entity, request.filter_field, request.page_size);
         tasks.spawn(async move {
             let _slot = gate.acquire_owned().await.expect("gate never closed");
-            let report = run_window(&client, &sinks, entity, field, page_size, window, progress.as_deref()).await;
+            let spec = ReadSpec { entity, field, page_size };
+            let report = run_window(&client, &sinks, spec, window, Utc::now(), progress.as_deref()).await;
             if let Some(p) = &progress {
                 p.on_window_done(&report);
             }
@@ -220,27 +221,27 @@ fn log_run_validation(report: &BackfillReport) {
     }
 }
 
-struct WindowWriter<'a> {
-    sinks: &'a [Arc<dyn Sink>],
-    entity: Entity,
-    realm_id: String,
-    window: &'a Window,
-    page_size: u32,
-    ingested_at: DateTime<Utc>,
-    progress: Option<&'a dyn Progress>,
-    state: Mutex<WriterState>,
+pub(crate) struct WindowWriter<'a> {
+    pub(crate) sinks: &'a [Arc<dyn Sink>],
+    pub(crate) entity: Entity,
+    pub(crate) realm_id: String,
+    pub(crate) window: &'a Window,
+    pub(crate) page_size: u32,
+    pub(crate) ingested_at: DateTime<Utc>,
+    pub(crate) progress: Option<&'a dyn Progress>,
+    pub(crate) state: Mutex<WriterState>,
 }
 
 #[derive(Default)]
-struct WriterState {
+pub(crate) struct WriterState {
     buffer: Vec<FetchedRecord>,
     buffered_bytes: usize,
-    emitted: u64,
-    outcomes: Vec<WriteOutcome>,
+    pub(crate) emitted: u64,
+    pub(crate) outcomes: Vec<WriteOutcome>,
 }
 
 impl WindowWriter<'_> {
-    async fn push(&self, records: Vec<FetchedRecord>) -> Result<(), Error> {
+    pub(crate) async fn push(&self, records: Vec<FetchedRecord>) -> Result<(), Error> {
         let mut state = self.state.lock().await;
         state.emitted += records.len() as u64;
         if let Some(p) = self.progress {
@@ -256,7 +257,7 @@ impl WindowWriter<'_> {
         Ok(())
     }
 
-    async fn flush(&self, state: &mut WriterState) -> Result<(), Error> {
+    pub(crate) async fn flush(&self, state: &mut WriterState) -> Result<(), Error> {
         if state.buffer.is_empty() {
             return Ok(());
         }
@@ -280,15 +281,24 @@ impl WindowWriter<'_> {
     }
 }
 
-async fn run_window(
+/// How to read one window: what, by which field, in pages of what size.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadSpec {
+    pub(crate) entity: Entity,
+    pub(crate) field: FilterField,
+    pub(crate) page_size: u32,
+}
+
+/// Reads one window and writes it to `sinks`, stamping every line `ingested_at`.
+pub(crate) async fn run_window(
     client: &QboClient,
     sinks: &[Arc<dyn Sink>],
-    entity: Entity,
-    field: FilterField,
-    page_size: u32,
+    spec: ReadSpec,
     window: Window,
+    ingested_at: DateTime<Utc>,
     progress: Option<&dyn Progress>,
 ) -> WindowReport {
+    let ReadSpec { entity, field, page_size } = spec;
     let started = Instant::now();
     let writer = WindowWriter {
         sinks,
@@ -296,7 +306,7 @@ async fn run_window(
         realm_id: client.realm_id().to_string(),
         window: &window,
         page_size,
-        ingested_at: Utc::now(),
+        ingested_at,
         progress,
         state: Mutex::new(WriterState::default()),
     };
@@ -309,15 +319,7 @@ async fn run_window(
     }
     .await;
     let state = writer.state.into_inner();
-    let sink_reports: Vec<SinkReport> = sinks
-        .iter()
-        .enumerate()
-        .map(|(i, s)| SinkReport {
-            sink: s.name().to_string(),
-            target: s.target(),
-            outcome: state.outcomes.get(i).copied().unwrap_or_default(),
-        })
-        .collect();
+    let sink_reports = sink_reports(sinks, &state);
     let mut report = WindowReport {
         label: window.label.clone(),
         start: window.start,
@@ -345,14 +347,45 @@ async fn run_window(
     report
 }
 
+pub(crate) fn sink_reports(sinks: &[Arc<dyn Sink>], state: &WriterState) -> Vec<SinkReport> {
+    sinks
+        .iter()
+        .enumerate()
+        .map(|(i, s)| SinkReport {
+            sink: s.name().to_string(),
+            target: s.target(),
+            outcome: state.outcomes.get(i).copied().unwrap_or_default(),
+        })
+        .collect()
+}
+
 /// The per-window quality gate: rows fetched vs COUNT(*) vs rows written.
 fn validate_window(report: &mut WindowReport) {
+    let mut alerts = fetch_alerts(report);
+    alerts.extend(write_alerts(report));
+    conclude(report, alerts);
+}
+
+/// What the read found: the runbook's `Rango … -> N filas` line, an empty-window warning,
+/// and an alert when QBO counts more rows than were fetched.
+pub(crate) fn fetch_alerts(report: &WindowReport) -> Vec<String> {
     let start = report.start_text();
     let end = report.end_text();
     tracing::info!(target: "qbo_rs", "Rango {start} a {end} -> {} filas", report.rows_fetched);
     if report.rows_fetched == 0 {
         tracing::warn!(target: "qbo_rs", "window {} returned 0 rows: confirm it is a period without activity", report.label);
     }
+    let mut alerts = Vec::new();
+    if let Some(server) = report.fetch.server_count {
+        if report.rows_fetched < server {
+            alerts.push(format!("QBO counts {server} rows in the window but only {} were fetched", report.rows_fetched));
+        }
+    }
+    alerts
+}
+
+/// Rows handed to each sink vs rows the sink now holds (seed B's rows_fetched vs rows_upserted).
+pub(crate) fn write_alerts(report: &WindowReport) -> Vec<String> {
     let mut alerts = Vec::new();
     for sink in &report.sinks {
         let written = sink.outcome.written();
@@ -362,11 +395,11 @@ fn validate_window(report: &mut WindowReport) {
             alerts.push(format!("{} rows fetched but {written} written to {}", report.rows_emitted, sink.target));
         }
     }
-    if let Some(server) = report.fetch.server_count {
-        if report.rows_fetched < server {
-            alerts.push(format!("QBO counts {server} rows in the window but only {} were fetched", report.rows_fetched));
-        }
-    }
+    alerts
+}
+
+/// Logs the alerts (or the edited-during-read note) and fails the window on any alert.
+pub(crate) fn conclude(report: &mut WindowReport, alerts: Vec<String>) {
     if alerts.is_empty() {
         if report.fetch.moved_out > 0 {
             tracing::info!(target: "qbo_rs", "window {}: {} record(s) were edited during the read and now belong to a later window", report.label, report.fetch.moved_out);

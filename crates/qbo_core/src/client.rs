@@ -69,6 +69,14 @@ pub struct ClientCounters {
     pub throttled: std::sync::atomic::AtomicU64,
 }
 
+impl ClientCounters {
+    /// (requests, retries, throttled) right now; subtract two snapshots to see one call's share.
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.requests.load(Relaxed), self.retries.load(Relaxed), self.throttled.load(Relaxed))
+    }
+}
+
 struct Inner {
     http: reqwest::Client,
     query_url: String,

@@ -16,6 +16,7 @@ pub mod query;
 pub mod response;
 pub mod retry;
 pub mod sink;
+pub mod stage;
 pub mod time;
 pub mod token_store;
 pub mod window;

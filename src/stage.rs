@@ -1,0 +1,190 @@
+//! A window fetched in one call and written in another (Mage's fetch block and exporter
+//! block): `QboClient._stage_window*` parks it on disk, `_export_window*` writes it.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use pyo3::prelude::*;
+
+use qbo_core::backfill::BackfillReport as CoreReport;
+use qbo_core::sink::{open_sinks, SinkOptions};
+use qbo_core::stage::{export_staged, StagePaths, StagedWindow as CoreStaged};
+use qbo_core::{Entity, FilterField, QboClient, Window};
+
+use crate::errors::to_py;
+use crate::report::BackfillReport;
+use crate::runtime::block_on;
+
+/// A fetched window waiting on disk for its export: a small handle, safe to pass between
+/// processes (Mage block outputs) as its `manifest` path.
+#[pyclass(frozen, module = "qbo_rs", get_all)]
+pub struct StagedWindow {
+    pub label: String,
+    pub entity: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// "ok" (staged) or "failed" (nothing staged; see `report`).
+    pub status: String,
+    pub rows_fetched: u64,
+    /// Lines in the staged file (an id edited during the read may appear twice).
+    pub lines: u64,
+    pub server_count: Option<u64>,
+    pub pages: u32,
+    /// The handle `export_window` takes; None when the fetch failed.
+    pub manifest: Option<PathBuf>,
+    /// The fetch as a one-window report (requests, retries, 429s, the error if any).
+    pub report: Py<BackfillReport>,
+}
+
+#[pymethods]
+impl StagedWindow {
+    #[getter]
+    fn ok(&self) -> bool {
+        self.status == "ok"
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "StagedWindow(label={:?}, status={:?}, rows_fetched={}, manifest={:?})",
+            self.label, self.status, self.rows_fetched, self.manifest
+        )
+    }
+}
+
+pub struct StageArgs {
+    pub entity: Entity,
+    pub field: FilterField,
+    pub window: Window,
+    pub page_size: u32,
+    pub stage_dir: PathBuf,
+}
+
+/// The fetch, in core types (built into Python objects once the GIL is back).
+pub struct StageOutcome {
+    report: CoreReport,
+    staged: Option<CoreStaged>,
+    manifest: PathBuf,
+}
+
+pub async fn stage_task(client: QboClient, args: StageArgs) -> Result<StageOutcome, qbo_core::Error> {
+    let started = std::time::Instant::now();
+    let manifest = StagePaths::new(&args.stage_dir, args.entity, &args.window.label)?.manifest;
+    let counters = client.counters();
+    let before = counters.snapshot();
+    let (window_report, staged) =
+        qbo_core::stage::stage_window(&client, args.entity, args.field, args.page_size, args.window, &args.stage_dir).await?;
+    let after = counters.snapshot();
+    let report = CoreReport {
+        entity: args.entity,
+        windows: vec![window_report],
+        duration: started.elapsed(),
+        requests: after.0 - before.0,
+        retries: after.1 - before.1,
+        throttled: after.2 - before.2,
+    };
+    Ok(StageOutcome { report, staged, manifest })
+}
+
+impl StageOutcome {
+    pub fn into_py(self, py: Python<'_>) -> PyResult<StagedWindow> {
+        let window = &self.report.windows[0];
+        let (label, start, end) = (window.label.clone(), window.start, window.end);
+        let (entity, rows_fetched, server_count, pages) =
+            (self.report.entity.slug().to_string(), window.rows_fetched, window.fetch.server_count, window.fetch.pages);
+        let report = Py::new(py, BackfillReport::from_core(self.report))?;
+        Ok(match self.staged {
+            Some(staged) => StagedWindow {
+                label,
+                entity,
+                start,
+                end,
+                status: "ok".into(),
+                rows_fetched,
+                lines: staged.lines,
+                server_count,
+                pages,
+                manifest: Some(self.manifest),
+                report,
+            },
+            None => StagedWindow {
+                label,
+                entity,
+                start,
+                end,
+                status: "failed".into(),
+                rows_fetched,
+                lines: 0,
+                server_count,
+                pages,
+                manifest: None,
+                report,
+            },
+        })
+    }
+}
+
+pub struct ExportArgs {
+    pub manifest: PathBuf,
+    pub sinks: SinkOptions,
+    pub keep: bool,
+}
+
+pub async fn export_task(args: ExportArgs) -> Result<BackfillReport, qbo_core::Error> {
+    let started = std::time::Instant::now();
+    let staged = CoreStaged::load(&args.manifest)?;
+    let entity = staged.entity()?;
+    let sinks = open_sinks(entity, &args.sinks).await?;
+    let window = export_staged(&args.manifest, &sinks, args.keep).await?;
+    Ok(BackfillReport::from_core(CoreReport {
+        entity,
+        windows: vec![window],
+        duration: started.elapsed(),
+        requests: 0,
+        retries: 0,
+        throttled: 0,
+    }))
+}
+
+/// Writes a staged window (the `manifest` of `QboClient.stage_window`) into the sinks.
+#[pyfunction]
+#[pyo3(signature = (manifest, *, sink = "txt", data_dir = PathBuf::from("data"), fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_", postgres = None, keep_staged = false))]
+#[allow(clippy::too_many_arguments)]
+pub fn _export_window(
+    py: Python<'_>,
+    manifest: PathBuf,
+    sink: &str,
+    data_dir: PathBuf,
+    fsync: bool,
+    dsn: Option<String>,
+    pg_schema: &str,
+    pg_table_prefix: &str,
+    postgres: Option<PyRef<'_, crate::postgres::PostgresWriter>>,
+    keep_staged: bool,
+) -> PyResult<BackfillReport> {
+    let sinks = crate::client::sink_options(py, sink, data_dir, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
+    block_on(py, export_task(ExportArgs { manifest, sinks, keep: keep_staged }))?.map_err(|e| to_py(py, e))
+}
+
+/// Awaitable twin of `_export_window` (wrapped by the Python face's `async def`).
+#[pyfunction]
+#[pyo3(signature = (manifest, *, sink = "txt", data_dir = PathBuf::from("data"), fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_", postgres = None, keep_staged = false))]
+#[allow(clippy::too_many_arguments)]
+pub fn _export_window_future<'py>(
+    py: Python<'py>,
+    manifest: PathBuf,
+    sink: &str,
+    data_dir: PathBuf,
+    fsync: bool,
+    dsn: Option<String>,
+    pg_schema: &str,
+    pg_table_prefix: &str,
+    postgres: Option<PyRef<'_, crate::postgres::PostgresWriter>>,
+    keep_staged: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let sinks = crate::client::sink_options(py, sink, data_dir, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
+    let args = ExportArgs { manifest, sinks, keep: keep_staged };
+    pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        let result = export_task(args).await;
+        Python::attach(|py| result.map_err(|e| to_py(py, e)))
+    })
+}
