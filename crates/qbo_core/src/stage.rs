@@ -403,3 +403,59 @@ pub async fn export_staged(manifest: &Path, sinks: &[Arc<dyn Sink>], keep: bool)
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn record(id: &str, payload: &str) -> FetchedRecord {
+        FetchedRecord {
+            id: id.into(),
+            sync_token: "3".into(),
+            last_updated_utc: Utc.with_ymd_and_hms(2025, 2, 3, 4, 5, 6).unwrap() + chrono::Duration::milliseconds(789),
+            page_number: 7,
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn staged_lines_decode_to_the_records_with_payload_bytes_untouched() {
+        let window = Window::new(Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(), Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0).unwrap(), "invoice_backfill");
+        let records = vec![
+            record("1", r#"{"Id":"1","Name":"caf\u00e9 \"q\"","Line":[{"Amount":1.50}]}"#),
+            record("22", r#"{"Id":"22",  "Spaced" : true }"#),
+        ];
+        let batch = WriteBatch { entity: Entity::Invoice, realm_id: "9130".into(), window, page_size: 100, ingested_at: Utc::now(), records };
+        let prefix = LinePrefix::new(&batch);
+        let mut chunk = Vec::new();
+        for r in &batch.records {
+            raw_line(&batch, r, &prefix, &mut chunk);
+            chunk.push(b'\n');
+        }
+        let decoded = decode_chunk(Bytes::from(chunk), Path::new("x.jsonl"), 0).unwrap();
+        assert_eq!(decoded.len(), 2);
+        for (got, want) in decoded.iter().zip(&batch.records) {
+            assert_eq!(got.id, want.id);
+            assert_eq!(got.sync_token, want.sync_token);
+            assert_eq!(got.last_updated_utc, want.last_updated_utc);
+            assert_eq!(got.page_number, want.page_number);
+            assert_eq!(got.payload, want.payload, "the payload is QBO's bytes, not a re-serialisation");
+        }
+    }
+
+    #[test]
+    fn a_bad_line_is_named_by_number() {
+        let err = decode_chunk(Bytes::from_static(b"{\"id\":\"1\"}\n"), Path::new("w.jsonl"), 41).unwrap_err();
+        assert!(err.to_string().contains("w.jsonl line 42"), "{err}");
+    }
+
+    #[test]
+    fn labels_must_be_plain_file_names() {
+        let dir = Path::new("/tmp/stage");
+        assert!(StagePaths::new(dir, Entity::Item, "item_backfill_2025-01-01").is_ok());
+        for bad in ["", "../x", "a/b", ".x", "a b", &"x".repeat(121)] {
+            assert!(StagePaths::new(dir, Entity::Item, bad).is_err(), "{bad:?}");
+        }
+    }
+}
