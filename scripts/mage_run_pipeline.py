@@ -158,13 +158,19 @@ def main(argv=None) -> int:
             PipelineSchedule.pipeline_uuid == pipeline.uuid,
             PipelineSchedule.name == args.schedule_name,
         ).one_or_none()
+        # allow_blocks_to_fail: when Mage's scheduler executes this run (--create-only), one failed
+        # window must not cancel the others (the triggers.yaml triggers set it too).
+        settings = dict(allow_blocks_to_fail=True)
         if schedule is None:
             schedule = PipelineSchedule.create(
                 name=args.schedule_name,
                 pipeline_uuid=pipeline.uuid,
                 schedule_type=ScheduleType.API,
                 repo_path=project_path,
+                settings=settings,
             )
+        elif not (schedule.settings or {}).get('allow_blocks_to_fail'):
+            schedule.update(settings=dict(schedule.settings or {}, **settings))
         now = datetime.now(tz=timezone.utc)
         pipeline_run = PipelineRun.create(
             pipeline_schedule_id=schedule.id,
