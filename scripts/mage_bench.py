@@ -6,7 +6,9 @@ Same emulator data (a separate process, unthrottled, so pacing is not measured),
 wall time, CPU seconds and peak RSS come from wait4(). Plain qbo-rs runs once with its default 4
 concurrent windows and once with 1 (Mage's headless runner executes windows one after another),
 so  overhead per window = (Mage wall - Mage start-up - plain sequential wall) / windows, where
-start-up is a Mage run of a single empty window.
+start-up is a Mage run of a single empty window. Each window is two Mage block runs (the fetch
+stages it, the export writes it), so the overhead includes two block start-ups and the stage's
+extra write and read of the window's lines.
 
 Usage: scripts/mage_bench.py [--invoices 200000] [--chunk-days 50] [--page-size 1000] [--smoke]
 Run it with the Mage venv's python (.venv-mage/bin/python).
@@ -90,8 +92,13 @@ def main() -> int:
             runner + ['--var', f'fecha_inicio={args.start}', '--var', f'fecha_fin={args.end}', '--var',
                       f'data_dir={os.path.join(work, "mage")}'], env, os.path.join(work, 'mage.log'))
         with open(os.path.join(work, 'mage.log')) as f:
-            found = re.search(r'Plan: (\d+) window', f.read())
+            mage_log = f.read()
+        found = re.search(r'Plan: (\d+) window', mage_log)
         windows = int(found.group(1)) if found else 0
+        # Block runs per window: the fetch child and its export child (plus one controller run
+        # per block and the planner/summary, counted in start-up).
+        child_runs = len(re.findall(r'^  block_run qb_(?:fetch|export)_window:', mage_log, re.M))
+        runs_per_window = child_runs / max(windows, 1)
         rows = {name: count_lines(os.path.join(work, d, 'invoices.txt'))
                 for name, d in (('plain', 'plain4'), ('mage', 'mage'))}
         assert rows['plain'] == rows['mage'], rows
@@ -105,8 +112,10 @@ def main() -> int:
         for name, r in results.items():
             print(f'{name:45s} {r["wall_s"]:8.2f} {r["cpu_s"]:8.2f} {r["peak_rss_mb"]:12.1f}')
         print(f'Mage overhead per window: {per_window * 1000:.0f} ms '
-              f'(= (Mage wall - start-up - sequential qbo-rs wall) / {windows} windows)')
+              f'(= (Mage wall - start-up - sequential qbo-rs wall) / {windows} windows), '
+              f'{runs_per_window:g} block runs per window (qb_fetch_window:<label> + qb_export_window:<n>)')
         print(json.dumps(dict(invoices=args.invoices, windows=windows, results=results,
+                              block_runs_per_window=runs_per_window,
                               overhead_per_window_s=round(per_window, 3))))
     finally:
         emu.terminate()

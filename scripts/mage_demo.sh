@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make demo, the Mage path: start the bundled QBO emulator, put its credentials into Mage Secrets
 # headlessly, run qb_invoice_backfill, qb_customer_backfill and qb_item_backfill through Mage
-# (scripts/mage_run_pipeline.py: dynamic windows, one block run each) into data/*.txt, and print
+# (scripts/mage_run_pipeline.py: dynamic windows, a fetch and an export block run each) into data/*.txt, and print
 # each window's and each pipeline's lines.
 # Usage: scripts/mage_demo.sh [MAGE_PYTHON] [START] [END]. Mage's own logs go to a file (path printed).
 # MAGE_DATA_DIR: a throwaway one unless set (the demo's secrets and runs then vanish with it).

@@ -158,13 +158,19 @@ def main(argv=None) -> int:
             PipelineSchedule.pipeline_uuid == pipeline.uuid,
             PipelineSchedule.name == args.schedule_name,
         ).one_or_none()
+        # allow_blocks_to_fail: when Mage's scheduler executes this run (--create-only), one failed
+        # window must not cancel the others (the triggers.yaml triggers set it too).
+        settings = dict(allow_blocks_to_fail=True)
         if schedule is None:
             schedule = PipelineSchedule.create(
                 name=args.schedule_name,
                 pipeline_uuid=pipeline.uuid,
                 schedule_type=ScheduleType.API,
                 repo_path=project_path,
+                settings=settings,
             )
+        elif not (schedule.settings or {}).get('allow_blocks_to_fail'):
+            schedule.update(settings=dict(schedule.settings or {}, **settings))
         now = datetime.now(tz=timezone.utc)
         pipeline_run = PipelineRun.create(
             pipeline_schedule_id=schedule.id,
@@ -203,6 +209,10 @@ def main(argv=None) -> int:
     db_connection.session.expire_all()
     pipeline_run = db_connection.session.get(PipelineRun, pipeline_run.id)
     statuses = {br.block_uuid: br.status.value for br in pipeline_run.block_runs}
+    # Mage numbers the children of a dynamic child (qb_export_window:0, :1, ...); each one's
+    # metrics name the upstream run it belongs to (qb_fetch_window:<label>): show it.
+    upstream_of = {br.block_uuid: ', '.join((br.metrics or {}).get('dynamic_upstream_block_uuids') or [])
+                   for br in pipeline_run.block_runs}
     ok = error is None and bool(statuses) and all(
         s == BlockRun.BlockRunStatus.COMPLETED.value for s in statuses.values())
     if ok:
@@ -216,8 +226,13 @@ def main(argv=None) -> int:
         first = message.strip().splitlines()[0] if message.strip() else ''
         if first.startswith(SHOWN) or level in ('ERROR', 'WARNING', 'CRITICAL'):
             print(f'  {block_uuid} | {level} | {first}')
-    for block_uuid, status in sorted(statuses.items()):
-        print(f'  block_run {block_uuid:60s} {status}')
+
+    def natural(item):  # qb_export_window:2 before qb_export_window:10
+        return [(0, int(part), '') if part.isdigit() else (1, 0, part) for part in item[0].split(':')]
+
+    for block_uuid, status in sorted(statuses.items(), key=natural):
+        after = f' <- {upstream_of[block_uuid]}' if upstream_of.get(block_uuid) else ''
+        print(f'  block_run {block_uuid:60s} {status}{after}')
     failed = sorted(b for b, s in statuses.items() if s == BlockRun.BlockRunStatus.FAILED.value)
     print(f'pipeline_run {pipeline_run.id} -> {pipeline_run.status.value}')
     if failed:

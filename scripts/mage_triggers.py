@@ -127,7 +127,7 @@ def cmd_once(project_path: str, args) -> int:
     trigger = next((t for t in triggers if t.get('name') == name), None)
     if trigger is None:
         trigger = dict(name=name, description=f'One-time backfill ({args.pipeline})', variables={},
-                       settings=dict(skip_if_previous_running=True))
+                       settings=dict(skip_if_previous_running=True, allow_blocks_to_fail=True))
         triggers.append(trigger)
     trigger.update(schedule_type='time', schedule_interval='@once', start_time=start,
                    last_enabled_at=start, status='active' if args.activate else 'inactive')

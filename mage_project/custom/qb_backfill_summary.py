@@ -1,4 +1,6 @@
-"""FINAL STEP: totals and validation over every window's summary (reduce_output upstream).
+"""FINAL STEP: totals and validation over every window's export summary (qb_export_window has
+``reduce_output: true``, so this block receives the list of one summary per window: each
+window's rows are counted once, from its export, with the fetch's figures carried along).
 
 Logs ``Total <entidad> descargadas: N`` and ``Validation: Integrity Check Passed`` or
 ``Validation: [ALERT] ...`` (the runbook greps these), fails the run on an alert, and applies
@@ -28,6 +30,8 @@ def backfill_summary(reports, *args, **kwargs):
     params = run_params(kwargs)
     windows = reports if isinstance(reports, list) else [reports]
     windows = sorted((w for w in windows if isinstance(w, dict)), key=lambda w: w['start'])
+    if len(windows) != (len(reports) if isinstance(reports, list) else 1):
+        raise RuntimeError(f'qb_backfill_summary expects one dict per window from qb_export_window, got {reports!r:.300}')
     alerts = []
     for w in windows:
         if w['status'] != 'ok':
@@ -60,7 +64,7 @@ def backfill_summary(reports, *args, **kwargs):
     requests = sum(w['requests'] for w in windows)
     throttled = sum(w['throttled'] for w in windows)
     log(kwargs, f'Total {params.plural} descargadas: {total}')
-    workers = len({w.get('pid') for w in windows})
+    workers = len({w.get('pid') for w in windows})  # the fetch blocks' processes
     log(kwargs, f'Summary: {len(windows)} window(s) in {workers} worker process(es), {inserted} inserted, {updated} updated, '
                 f'{total - inserted - updated} unchanged, {requests} request(s), {throttled} throttled (429); '
                 f'targets: {", ".join(sorted({t for w in windows for t in w["targets"].values()}))}')

@@ -2,8 +2,9 @@
 
 Returns ``[items, metadata]``: ``items[i]`` is a small dict (the window's label and bounds) that
 the child receives as its first argument, and ``metadata[i]['block_uuid']`` is the window's
-label, so each child run is named ``qb_backfill_window:<label>`` (e.g.
-``qb_backfill_window:invoice_backfill_2025-10-15``) and can be found and re-run by that label.
+label, so each fetch run is named ``qb_fetch_window:<label>`` (e.g.
+``qb_fetch_window:invoice_backfill_2025-10-15``) and can be found and re-run by that label. Its
+export run, ``qb_export_window:<i>``, is numbered by Mage in plan order (i-th window).
 """
 from mage_project.utils.qb_mage import (
     RunVariableError,

@@ -2,7 +2,9 @@
 
 Blocks import it as ``from mage_project.utils.qb_mage import ...`` (Mage puts the project's
 parent folder on ``sys.path``). Only qbo_rs's public API is used; records never pass through
-Python: the engine fetches and writes each window itself and hands back a small report.
+Python or Mage's block outputs: the fetch block has the engine stage each window on disk
+(``QboClient.stage_window``) and passes on a small handle, the export block has the engine
+write that stage (``qbo_rs.export_window``) and passes on a small summary.
 """
 
 from __future__ import annotations
@@ -196,6 +198,7 @@ class RunParams:
     data_dir: str
     pg_schema: str
     pg_table_prefix: str
+    stage_dir: str
     windows: Optional[List[str]] = field(default=None)
 
     @property
@@ -226,6 +229,18 @@ def default_data_dir(kwargs: Dict[str, Any]) -> str:
     return env or os.path.join(os.path.dirname(repo_path(kwargs)), 'data')
 
 
+def default_stage_dir(data_dir: str) -> str:
+    """$QBO_STAGE_DIR, else ``<data_dir>/.qbo_rs/stage``.
+
+    The fetch block stages each window there and the export block (another Mage block run,
+    often another process) reads it back, so every block-run process must see the same folder:
+    any local folder works for the headless runner and for Mage's local process executor (all
+    on one machine); with the Kubernetes (or any multi-machine) executor it must be a volume
+    shared by all of them."""
+    env = os.environ.get('QBO_STAGE_DIR', '').strip()
+    return env or os.path.join(data_dir, '.qbo_rs', 'stage')
+
+
 def run_params(kwargs: Dict[str, Any]) -> RunParams:
     """Coerces and validates the runtime variables; every error names the variable."""
     pipeline_uuid = kwargs.get('pipeline_uuid') or ''
@@ -251,6 +266,11 @@ def run_params(kwargs: Dict[str, Any]) -> RunParams:
     schema = str(schema).strip()
     prefix = kwargs.get('pg_table_prefix')
     prefix = 'qb_' if _blank(prefix) else str(prefix).strip()
+    data_dir = os.path.abspath(data_dir)
+    stage_dir = kwargs.get('stage_dir')
+    stage_dir = default_stage_dir(data_dir) if _blank(stage_dir) else str(stage_dir).strip()
+    if not os.path.isabs(stage_dir):
+        stage_dir = os.path.join(os.path.dirname(repo_path(kwargs)), stage_dir)
     return RunParams(
         pipeline_uuid=pipeline_uuid,
         entity=entity,
@@ -259,9 +279,10 @@ def run_params(kwargs: Dict[str, Any]) -> RunParams:
         page_size=parse_int('page_size', kwargs.get('page_size'), DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
         chunk_days=parse_int('chunk_days', kwargs.get('chunk_days'), DEFAULT_CHUNK_DAYS, 1, MAX_CHUNK_DAYS),
         sink=parse_choice('sink', kwargs.get('sink'), SINKS, 'txt'),
-        data_dir=os.path.abspath(data_dir),
+        data_dir=data_dir,
         pg_schema=schema,
         pg_table_prefix=prefix,
+        stage_dir=os.path.abspath(stage_dir),
         windows=parse_labels(kwargs.get('windows')),
     )
 
@@ -278,6 +299,14 @@ def check_sink_config(params: RunParams) -> None:
         os.makedirs(params.data_dir, exist_ok=True)
         if not os.access(params.data_dir, os.W_OK):
             raise RunVariableError(f'data_dir {params.data_dir} is not writable')
+    try:
+        os.makedirs(params.stage_dir, exist_ok=True)
+    except OSError as err:
+        raise RunVariableError(f'stage_dir {params.stage_dir} cannot be created ({err.strerror}): set the '
+                               'variable stage_dir or QBO_STAGE_DIR to a writable folder') from None
+    if not os.access(params.stage_dir, os.W_OK):
+        raise RunVariableError(f'stage_dir {params.stage_dir} is not writable: set the variable stage_dir or '
+                               'QBO_STAGE_DIR to a writable folder')
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from .conftest import (
     mage_python,
     mage_script,
     postgres_env,
+    psql,
     read_txt,
     run_pipeline,
     table_versions,
@@ -32,6 +33,31 @@ def summary_line(run, prefix: str) -> str:
     lines = [l for l in run.lines("qb_backfill_summary") if l.startswith(prefix)]
     assert len(lines) == 1, run
     return lines[0]
+
+
+def block_runs(run):
+    """{block run uuid: (status, upstream block run or '')} from the runner's block_run lines."""
+    out = {}
+    for line in run.out.splitlines():
+        parts = line.split()
+        if parts[:1] == ["block_run"]:
+            out[parts[1]] = (parts[2], parts[4] if len(parts) > 4 and parts[3] == "<-" else "")
+    return out
+
+
+def reset_by_retry(run):
+    """The block runs --retry-run reset (failed, upstream_failed, cancelled; `initial` ones run anyway)."""
+    line = next(l for l in run.out.splitlines() if "block run(s) reset:" in l)
+    return sorted(line.split("reset: ", 1)[1].split(", "))
+
+
+def staged_files(tmp_path: Path, plural: str):
+    folder = tmp_path / "data" / ".qbo_rs" / "stage" / plural
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def block_output_files(tmp_path: Path, pipeline: str):
+    return [p for p in (tmp_path / "mage_data").glob(f"*/pipelines/{pipeline}/.variables/**/*") if p.is_file()]
 
 
 @pytest.mark.parametrize("slug", ["invoice", "customer", "item"])
@@ -48,8 +74,27 @@ def test_pipeline_lands_ground_truth_in_txt_and_postgres_and_rerun_adds_nothing(
     assert summary_line(first, "Total ") == f"Total {PLURAL[slug]} descargadas: {len(expected)}"
     assert summary_line(first, "Validation:") == "Validation: Integrity Check Passed"
     rango = first.lines("Rango ")
-    assert len(rango) == len([l for l in first.out.splitlines() if "block_run qb_backfill_window:" in l]) > 5
     assert f"{len(rango)} window(s) to run" in first.out
+
+    # Two block runs per window: qb_fetch_window:<label> (it logs Rango) and qb_export_window:<n>
+    # (Mage numbers the children of a dynamic child), each export tied to its own fetch.
+    runs = block_runs(first)
+    fetches = sorted(k for k in runs if k.startswith("qb_fetch_window:"))
+    exports = {k: v for k, v in runs.items() if k.startswith("qb_export_window:")}
+    assert len(fetches) == len(exports) == len(rango) > 5, first
+    assert all(status == "completed" for status, _ in runs.values()), first
+    assert sorted(up for _, up in exports.values()) == fetches
+    # qb_export_window:<n> belongs to the n-th window of the plan (the order the fetches ran and logged).
+    fetch_labels = [l.split()[0].split(":", 1)[1] for l in first.out.splitlines()
+                    if l.strip().startswith("qb_fetch_window:") and "| Rango " in l]
+    assert [exports[f"qb_export_window:{i}"][1] for i in range(len(exports))] == \
+        [f"qb_fetch_window:{label}" for label in fetch_labels]
+    # The stage is gone once every window is written; block outputs stay small (handles, summaries).
+    assert staged_files(tmp_path, PLURAL[slug]) == []
+    outputs = block_output_files(tmp_path, f"qb_{slug}_backfill")
+    assert len(outputs) > 2 * len(rango)
+    too_big = {str(p.relative_to(tmp_path)): p.stat().st_size for p in outputs if p.stat().st_size > 4096}
+    assert too_big == {}
 
     before = txt.read_bytes()
     second = run_pipeline(f"qb_{slug}_backfill", env, variables)
@@ -59,36 +104,116 @@ def test_pipeline_lands_ground_truth_in_txt_and_postgres_and_rerun_adds_nothing(
     assert table_versions(pg_schema, f"qb_{PLURAL[slug]}") == expected
 
 
-def test_failed_window_fails_only_its_child_and_its_rerun_completes_the_data(emulator, env, tmp_path: Path):
+def test_failed_fetch_fails_only_its_child_and_a_retry_fetches_it_again_and_exports_all(emulator, env, tmp_path: Path):
     # 7 attempts (max_retries=6) exhaust the first window; the next window absorbs 2 more 429s.
     emulator.set_knobs(force_429_next=9)
     failed = run_pipeline("qb_invoice_backfill", env, FULL)
     assert failed.rc == 1, failed
-    statuses = dict(l.split()[1:3] for l in failed.out.splitlines() if l.strip().startswith("block_run "))
-    children = {k: v for k, v in statuses.items() if k.startswith("qb_backfill_window:")}
-    assert sorted(children.values()).count("failed") == 1, failed
-    bad = next(k for k, v in children.items() if v == "failed")
-    assert bad == "qb_backfill_window:invoice_backfill_2015-01-01"
-    assert all(v == "completed" for k, v in children.items() if k != bad)
-    assert statuses["qb_backfill_summary"] != "completed"
-    expected = truth(emulator, "invoice")
-    landed = read_txt(tmp_path / "data" / "invoices.txt")
-    assert set(landed) < set(expected)  # the failed window is missing, nothing else is
+    runs = block_runs(failed)
+    fetches = {k: v[0] for k, v in runs.items() if k.startswith("qb_fetch_window:")}
+    assert sorted(fetches.values()).count("failed") == 1, failed
+    bad = next(k for k, v in fetches.items() if v == "failed")
+    assert bad == "qb_fetch_window:invoice_backfill_2015-01-01"
+    assert all(v == "completed" for k, v in fetches.items() if k != bad)
+    # mage-ai 0.9.80 (dynamic blocks v1) starts the children of a dynamic child only once every
+    # upstream child completed: no export ran, the other windows wait in the stage, fetched once.
+    assert not [k for k in runs if k.startswith("qb_export_window:")], failed
+    assert runs["qb_export_window"][0] in ("initial", "upstream_failed"), failed
+    assert runs["qb_backfill_summary"][0] != "completed"
+    assert not (tmp_path / "data" / "invoices.txt").exists()
+    assert len(staged_files(tmp_path, "invoices")) == 2 * (len(fetches) - 1)  # manifest + records each
+    requests = emulator.stats()["query_requests"]
 
     retried = run_pipeline("qb_invoice_backfill", env, None, "--retry-run", str(failed.run_id))
     assert retried.rc == 0, retried
     assert retried.run_id == failed.run_id
-    assert "1 block run(s) reset: qb_backfill_window:invoice_backfill_2015-01-01" in retried.out
+    # The runner stops at the first failure, so the export controller and the summary are still
+    # `initial` (under Mage's scheduler: `upstream_failed`, which --retry-run resets too).
+    reset = reset_by_retry(retried)
+    assert bad in reset and not [r for r in reset if r.startswith("qb_fetch_window:") and r != bad], retried
+    expected = truth(emulator, "invoice")
     assert read_txt(tmp_path / "data" / "invoices.txt") == expected
     assert summary_line(retried, "Total ") == f"Total invoices descargadas: {len(expected)}"
-    # Only the failed window was fetched again.
-    assert [l for l in retried.lines("Rango ")] == [l for l in retried.lines("Rango 2015-01-01 ")]
+    assert summary_line(retried, "Validation:") == "Validation: Integrity Check Passed"
+    # Only the failed window was fetched again (the others were exported from their stage).
+    assert retried.lines("Rango ") == retried.lines("Rango 2015-01-01 ") != []
+    assert emulator.stats()["query_requests"] - requests <= 3
+    assert all(status == "completed" for status, _ in block_runs(retried).values()), retried
+    assert staged_files(tmp_path, "invoices") == []
 
     # Or re-run one window alone by its label, in a new run: it writes nothing new.
     alone = run_pipeline("qb_invoice_backfill", env, FULL, "--window", "invoice_backfill_2015-01-01")
     assert alone.rc == 0, alone
     assert "1 window(s) to run (of " in alone.out
     assert ", 0 inserted, 0 updated," in summary_line(alone, "Summary: 1 window(s)")
+    assert block_runs(alone)["qb_export_window:0"] == ("completed", "qb_fetch_window:invoice_backfill_2015-01-01")
+
+
+def test_failed_exports_keep_their_stage_and_a_retry_writes_them_without_fetching_again(emulator, env, tmp_path: Path):
+    # The TXT target cannot be opened (a folder sits where invoices.txt goes): every export fails
+    # after every fetch staged its window.
+    target = tmp_path / "data" / "invoices.txt"
+    target.mkdir(parents=True)
+    failed = run_pipeline("qb_invoice_backfill", env, FULL)
+    assert failed.rc == 1, failed
+    runs = block_runs(failed)
+    fetches = [k for k in runs if k.startswith("qb_fetch_window:")]
+    exports = [k for k in runs if k.startswith("qb_export_window:")]
+    assert all(runs[k][0] == "completed" for k in fetches), failed
+    assert exports and all(runs[k][0] == "failed" for k in exports) and len(exports) == len(fetches), failed
+    assert "The stage " in failed.err and "is kept" in failed.err
+    assert len(staged_files(tmp_path, "invoices")) == 2 * len(fetches)
+    requests = emulator.stats()["query_requests"]
+
+    target.rmdir()
+    retried = run_pipeline("qb_invoice_backfill", env, None, "--retry-run", str(failed.run_id))
+    assert retried.rc == 0, retried
+    assert [r for r in reset_by_retry(retried) if r != "qb_backfill_summary"] == sorted(exports), retried
+    assert retried.lines("Rango ") == []
+    assert emulator.stats()["query_requests"] == requests, "a retried export never asks QBO again"
+    expected = truth(emulator, "invoice")
+    assert read_txt(target) == expected
+    assert summary_line(retried, "Total ") == f"Total invoices descargadas: {len(expected)}"
+    assert staged_files(tmp_path, "invoices") == []
+
+
+def test_one_failed_export_fails_only_its_child_and_its_retry_completes_the_data(
+        emulator, env, tmp_path: Path, pg_schema):
+    """PostgreSQL refuses one window's rows (a CHECK constraint on one id): that window's export
+    fails alone, its stage is kept, and a retry of the run writes it from the stage."""
+    import qbo_rs
+
+    env.update(postgres_env(DSN))
+    windows = qbo_rs.plan_windows(RANGE_START, RANGE_END, chunk_days=int(FULL["chunk_days"]), entity="invoice")
+    victim_window = windows[3]
+    lo, hi = (victim_window.start.strftime("%Y-%m-%dT%H:%M:%SZ"), victim_window.end.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    victim = next(r["id"] for r in emulator.truth("Invoice") if lo <= r["last_updated_utc"] < hi)
+    table = f'"{pg_schema}"."qb_invoices"'
+    psql(f'create schema "{pg_schema}"; create table {table} (id varchar primary key, payload jsonb not null, '
+         'ingested_at_utc timestamptz not null, extract_window_start_utc timestamptz not null, '
+         'extract_window_end_utc timestamptz not null, page_number integer not null, page_size integer not null, '
+         'last_updated_utc timestamptz not null, sync_token bigint not null, realm_id varchar not null, '
+         f"constraint not_this_one check (id <> '{victim}'))")
+    failed = run_pipeline("qb_invoice_backfill", env, dict(FULL, sink="postgres", pg_schema=pg_schema))
+    assert failed.rc == 1, failed
+    runs = block_runs(failed)
+    bad = [k for k, (status, _) in runs.items() if status == "failed"]
+    assert bad == ["qb_export_window:3"] and runs["qb_export_window:3"][1] == f"qb_fetch_window:{victim_window.label}"
+    assert all(runs[k][0] == "completed" for k in runs if k not in bad and k != "qb_backfill_summary"), failed
+    assert staged_files(tmp_path, "invoices") == sorted([f"{victim_window.label}.json", f"{victim_window.label}.jsonl"])
+    expected = truth(emulator, "invoice")
+    landed = table_versions(pg_schema, "qb_invoices")
+    assert set(landed) < set(expected) and victim not in landed
+    requests = emulator.stats()["query_requests"]
+
+    psql(f"alter table {table} drop constraint not_this_one")
+    retried = run_pipeline("qb_invoice_backfill", env, None, "--retry-run", str(failed.run_id))
+    assert retried.rc == 0, retried
+    assert [r for r in reset_by_retry(retried) if r != "qb_backfill_summary"] == ["qb_export_window:3"], retried
+    assert emulator.stats()["query_requests"] == requests
+    assert table_versions(pg_schema, "qb_invoices") == expected
+    assert summary_line(retried, "Total ") == f"Total invoices descargadas: {len(expected)}"
+    assert staged_files(tmp_path, "invoices") == []
 
 
 def test_credentials_from_mage_secrets_and_rotated_token_written_back(emulator, env, tmp_path: Path):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from .conftest import (
     PROJECT,
+    RUNNER,
     SCHEDULER,
     TRIGGERS,
     base_env,
@@ -38,7 +40,7 @@ print(json.dumps(out))
 """ % str(PROJECT), env=base_env(tmp_path))
     assert result["qb_invoice_trigger"] == dict(
         pipeline="qb_invoice_backfill", type="time", interval="@once", start="2025-09-12T00:00:00+00:00",
-        status="active", valid=True, settings={"skip_if_previous_running": True},
+        status="active", valid=True, settings={"skip_if_previous_running": True, "allow_blocks_to_fail": True},
         variables={"fecha_inicio": "2014-09-01", "fecha_fin": "2025-09-12", "page_size": 100, "chunk_days": 50,
                    "sink": "txt"})
     for name in ("qb_customer_trigger", "qb_item_trigger"):  # the same pattern, not scheduled
@@ -132,3 +134,45 @@ def test_scheduler_fires_the_trigger_once_in_parallel_workers_within_the_realm_l
                         "--max-seconds", "60")
     assert fresh.returncode == 0, fresh.stdout
     assert "qb_invoice_backfill/qb_invoice_trigger @once status=inactive runs=[]" in fresh.stdout
+
+
+@pytest.mark.slow
+def test_under_the_scheduler_failed_fetches_fail_alone_and_hold_back_the_exports_until_retried(tmp_path: Path):
+    """The trigger's allow_blocks_to_fail: every window's fetch runs even when others fail (Mage
+    would otherwise cancel the queued ones); mage-ai 0.9.80 starts the exports only once every
+    fetch completed, so none runs; the runner's --retry-run then fetches the failed windows
+    and exports all of them."""
+    from qbo_rs.testing import QboEmulator
+
+    project = tmp_path / "copy" / "mage_project"
+    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))
+    triggers = project / "pipelines" / "qb_invoice_backfill" / "triggers.yaml"
+    triggers.write_text(triggers.read_text().replace("chunk_days: 50", "chunk_days: 800"))
+    meta = project / "metadata.yaml"
+    meta.write_text(meta.read_text().replace("concurrency: 10", "concurrency: 2"))
+    with QboEmulator(seed=5, invoices=300, customers=20, items=20) as emu:
+        env = base_env(tmp_path)
+        env.update(emu.env())
+        emu.set_knobs(force_429_next=1_000_000)  # every fetch exhausts its retries
+        first = mage_script(SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1",
+                            "--max-seconds", "300", timeout=350)
+        assert "[final] schedule qb_invoice_backfill/qb_invoice_trigger @once" in first.stdout, first.stdout
+        assert "runs=[(1, 'failed')]" in first.stdout, first.stdout + first.stderr[-3000:]
+        with sqlite3.connect(tmp_path / "mage_data" / "mage_project" / "mage-ai.db") as db:
+            statuses = dict(db.execute("select block_uuid, status from block_run where pipeline_run_id = 1").fetchall())
+        fetches = {k: v for k, v in statuses.items() if k.startswith("qb_fetch_window:")}
+        assert len(fetches) == 6 and set(fetches.values()) == {"FAILED"}, statuses  # none cancelled
+        assert statuses["qb_export_window"] == "UPSTREAM_FAILED" and statuses["qb_backfill_summary"] == "UPSTREAM_FAILED"
+        assert not [k for k in statuses if k.startswith("qb_export_window:")], statuses
+        assert not (tmp_path / "data" / "invoices.txt").exists()
+
+        emu.set_knobs(force_429_next=0)
+        retried = mage_script(RUNNER, env, "qb_invoice_backfill", "--project",
+                              str(project), "--retry-run", "1")
+        assert retried.returncode == 0, retried.stdout + retried.stderr[-3000:]
+        assert "8 block run(s) reset" in retried.stdout
+        expected = {r["id"]: str(r["sync_token"]) for r in emu.truth("Invoice")
+                    if "2014-09-01T00:00:00Z" <= r["last_updated_utc"] < "2025-09-12T00:00:00Z"}
+    assert read_txt(tmp_path / "data" / "invoices.txt") == expected
+    assert f"Total invoices descargadas: {len(expected)}" in retried.stdout
+    assert not list((tmp_path / "data" / ".qbo_rs" / "stage" / "invoices").iterdir())
