@@ -766,7 +766,7 @@ async fn apply_batch_probes_the_primary_key_instead_of_scanning_the_table() {
         .await
         .unwrap();
     f.sql.batch_execute("BEGIN").await.unwrap();
-    f.sql.batch_execute(&qbo_pg::sql::begin_batch()).await.unwrap();
+    f.sql.batch_execute(&qbo_pg::sql::begin_batch(false)).await.unwrap();
     f.sql
         .batch_execute(&format!(
             "INSERT INTO pg_temp.{} SELECT i::text, '{{}}', now(), 2, 'r', now(), now(), now(), 1, 1
