@@ -237,6 +237,21 @@ struct WriterState {
     buffered_bytes: usize,
     emitted: u64,
     outcomes: Vec<WriteOutcome>,
+    /// The batch being written while the next one fills (at most one per window).
+    in_flight: Option<InFlight>,
+}
+
+/// A batch's write, running on its own task so the window keeps fetching meanwhile. Dropped
+/// unfinished (the backfill itself was cancelled), it aborts the write: the sinks see their
+/// write future dropped, exactly as when a sequential write is cancelled (PostgreSQL rolls the
+/// batch back; the JSON-lines store is crash-safe), and nothing keeps writing after the caller
+/// has given up.
+struct InFlight(tokio::task::JoinHandle<Result<Vec<WriteOutcome>, Error>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl WindowWriter<'_> {
@@ -256,7 +271,15 @@ impl WindowWriter<'_> {
         Ok(())
     }
 
+    /// Starts writing the buffered records, after the previous batch's write has finished.
+    ///
+    /// Fetching and writing overlap: while batch n is written (on its own task), the window
+    /// fetches the pages of batch n+1, and only waits when batch n+1 is full before batch n is
+    /// written. Batches of one window are still written one at a time and in order, each to
+    /// every sink in turn, so a window never has more than one transaction open per sink, and
+    /// holds at most two batches in memory.
     async fn flush(&self, state: &mut WriterState) -> Result<(), Error> {
+        self.wait_in_flight(state).await?;
         if state.buffer.is_empty() {
             return Ok(());
         }
@@ -269,14 +292,39 @@ impl WindowWriter<'_> {
             records: std::mem::take(&mut state.buffer),
         });
         state.buffered_bytes = 0;
+        let sinks = self.sinks.to_vec();
+        state.in_flight = Some(InFlight(tokio::spawn(async move {
+            let mut outcomes = Vec::with_capacity(sinks.len());
+            for sink in &sinks {
+                outcomes.push(sink.write(Arc::clone(&batch)).await?);
+            }
+            Ok(outcomes)
+        })));
+        Ok(())
+    }
+
+    /// Waits for the batch being written, if any, and adds its outcome.
+    async fn wait_in_flight(&self, state: &mut WriterState) -> Result<(), Error> {
+        let Some(mut in_flight) = state.in_flight.take() else {
+            return Ok(());
+        };
+        let outcomes = match (&mut in_flight.0).await {
+            Ok(result) => result?,
+            Err(e) => return Err(Error::Sink(format!("a batch write crashed: {e}"))),
+        };
         if state.outcomes.len() < self.sinks.len() {
             state.outcomes.resize(self.sinks.len(), WriteOutcome::default());
         }
-        for (i, sink) in self.sinks.iter().enumerate() {
-            let outcome = sink.write(Arc::clone(&batch)).await?;
-            state.outcomes[i].add(outcome);
+        for (total, outcome) in state.outcomes.iter_mut().zip(outcomes) {
+            total.add(outcome);
         }
         Ok(())
+    }
+
+    /// Writes what is left and waits until every batch of the window is written.
+    async fn finish(&self, state: &mut WriterState) -> Result<(), Error> {
+        self.flush(state).await?;
+        self.wait_in_flight(state).await
     }
 }
 
@@ -304,10 +352,18 @@ async fn run_window(
         let w = &writer;
         let fetch = WindowReader::new(client, entity, field, &window, page_size, move |recs| w.push(recs)).run().await?;
         let mut state = writer.state.lock().await;
-        writer.flush(&mut state).await?;
+        writer.finish(&mut state).await?;
         Ok::<_, Error>(fetch)
     }
     .await;
+    if result.is_err() {
+        // The window failed (fetch or write): let a batch already being written finish, so that
+        // what is committed and what the report counts agree.
+        let mut state = writer.state.lock().await;
+        if let Err(e) = writer.wait_in_flight(&mut state).await {
+            tracing::debug!(target: "qbo_rs", "window {}: the batch in flight failed too: {e}", window.label);
+        }
+    }
     let state = writer.state.into_inner();
     let sink_reports: Vec<SinkReport> = sinks
         .iter()
