@@ -445,3 +445,164 @@ impl WindowReport {
         Window { start: self.start, end: self.end, label: String::new() }.end_text()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use chrono::TimeZone;
+    use qbo_emulator::{Emulator, EmulatorConfig, Knobs};
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::client::ClientConfig;
+    use crate::credentials::{Credentials, Environment};
+    use crate::limiter::Pacing;
+    use crate::sink::BoxFuture;
+
+    /// A sink with tiny batches whose writes take a while, recording what the backfill does.
+    #[derive(Default)]
+    struct Probe {
+        /// Windows with a write in progress, and how many at once per window.
+        writing: std::sync::Mutex<HashMap<String, usize>>,
+        most_in_flight_per_window: AtomicUsize,
+        /// Rows were fetched (pushed) for a window while one of its batches was being written.
+        fetched_during_write: AtomicBool,
+        writes: AtomicUsize,
+        fail_write: Option<usize>,
+        stored: std::sync::Mutex<HashMap<String, (i64, u64)>>,
+    }
+
+    struct SlowSink(Arc<Probe>);
+
+    impl Sink for SlowSink {
+        fn name(&self) -> &str {
+            "slow"
+        }
+        fn target(&self) -> String {
+            "memory".into()
+        }
+        fn batch_bytes(&self) -> usize {
+            16 << 10
+        }
+        fn write(&self, batch: Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>> {
+            Box::pin(async move {
+                let probe = &self.0;
+                let label = batch.window.label.clone();
+                let now = {
+                    let mut writing = probe.writing.lock().unwrap();
+                    let n = writing.entry(label.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
+                probe.most_in_flight_per_window.fetch_max(now, Ordering::SeqCst);
+                let nth = probe.writes.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                *probe.writing.lock().unwrap().get_mut(&label).unwrap() -= 1;
+                if probe.fail_write == Some(nth) {
+                    return Err(Error::Sink("disk on fire".into()));
+                }
+                let mut stored = probe.stored.lock().unwrap();
+                let mut outcome = WriteOutcome::default();
+                for r in &batch.records {
+                    match stored.get(&r.id) {
+                        None => outcome.inserted += 1,
+                        Some(v) if *v < r.version() => outcome.updated += 1,
+                        Some(v) if *v == r.version() => outcome.unchanged += 1,
+                        Some(_) => {
+                            outcome.stale += 1;
+                            continue;
+                        }
+                    }
+                    stored.insert(r.id.clone(), r.version());
+                }
+                Ok(outcome)
+            })
+        }
+    }
+
+    impl Progress for Probe {
+        fn on_rows(&self, window: &str, _rows: u64) {
+            if self.writing.lock().unwrap().get(window).is_some_and(|n| *n > 0) {
+                self.fetched_during_write.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    async fn emulator_and_client() -> (Emulator, QboClient) {
+        let emu = Emulator::start(EmulatorConfig {
+            invoices: 400,
+            customers: 5,
+            items: 5,
+            knobs: Knobs::unthrottled(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let creds = Credentials {
+            client_id: emu.client_id().into(),
+            client_secret: SecretString::from(emu.client_secret().to_string()),
+            refresh_token: SecretString::from(emu.initial_refresh_token().to_string()),
+            realm_id: emu.realm_id().into(),
+            environment: Environment::Sandbox,
+            api_base_url: Some(emu.base_url()),
+            token_url: Some(emu.token_url()),
+        };
+        let config = ClientConfig {
+            pacing: Pacing { requests_per_minute: 1_000_000, ..Pacing::default() },
+            ..ClientConfig::default()
+        };
+        let client = QboClient::new(creds, config).unwrap();
+        (emu, client)
+    }
+
+    fn request(chunk_days: u32) -> BackfillRequest {
+        let mut r = BackfillRequest::new(
+            Entity::Invoice,
+            Utc.with_ymd_and_hms(2015, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        );
+        r.chunk_days = chunk_days;
+        r.page_size = 10;
+        r
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn windows_fetch_while_their_previous_batch_is_written_one_batch_at_a_time() {
+        let (emu, client) = emulator_and_client().await;
+        let probe = Arc::new(Probe::default());
+        let sink: Arc<dyn Sink> = Arc::new(SlowSink(Arc::clone(&probe)));
+        let progress: Arc<dyn Progress> = probe.clone();
+        let report = run_backfill(&client, vec![sink], &request(1000), Some(progress)).await.unwrap();
+        assert!(report.ok(), "{:?}", report.failed().iter().map(|w| &w.error).collect::<Vec<_>>());
+        assert!(probe.writes.load(Ordering::SeqCst) > report.windows.len(), "several batches per window");
+        assert_eq!(probe.most_in_flight_per_window.load(Ordering::SeqCst), 1, "one write in flight per window");
+        assert!(probe.fetched_during_write.load(Ordering::SeqCst), "fetching never overlapped writing");
+        for w in &report.windows {
+            assert_eq!(w.sinks[0].outcome.written(), w.rows_emitted, "{}: every batch counted", w.label);
+        }
+        let truth = emu.truth("Invoice").unwrap();
+        let stored = probe.stored.lock().unwrap().clone();
+        assert_eq!(stored.len(), truth.len());
+        for t in truth {
+            assert_eq!(stored[&t.id].1, t.sync_token.parse::<u64>().unwrap(), "id {}", t.id);
+        }
+        emu.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_batch_write_fails_its_window_only() {
+        let (emu, client) = emulator_and_client().await;
+        let probe = Arc::new(Probe { fail_write: Some(2), ..Probe::default() });
+        let sink: Arc<dyn Sink> = Arc::new(SlowSink(Arc::clone(&probe)));
+        let mut req = request(1000);
+        req.max_concurrent_windows = 1;
+        let report = run_backfill(&client, vec![sink], &req, None).await.unwrap();
+        let failed = report.failed();
+        assert_eq!(failed.len(), 1, "exactly the window whose batch failed");
+        assert!(failed[0].error.as_deref().unwrap_or_default().contains("disk on fire"), "{:?}", failed[0].error);
+        assert!(report.windows.iter().filter(|w| w.status == WindowStatus::Ok).count() >= 1);
+        emu.shutdown().await;
+    }
+}

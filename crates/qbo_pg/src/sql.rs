@@ -75,6 +75,7 @@ pub fn create_index(table: &TableRef) -> String {
 pub fn begin_batch(lz4: bool) -> String {
     format!(
         "SET LOCAL work_mem = '{WORK_MEM}';\n\
+         SET LOCAL jit = off;\n\
          {}\
          CREATE TEMPORARY TABLE {STAGING_TABLE} (\n\
          \x20   id VARCHAR NOT NULL, payload TEXT NOT NULL,\n\
