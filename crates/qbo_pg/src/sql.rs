@@ -69,6 +69,15 @@ pub fn create_index(table: &TableRef) -> String {
 /// parse per row. (Invalid JSON in a row that will be stored still fails the batch, at the
 /// cast; invalid UTF-8 fails it at the COPY.)
 ///
+/// `jit = off` for the transaction: the staging table has no statistics, so the planner
+/// assumes tens of thousands of rows, the estimated cost of the per-row primary-key probe
+/// crosses `jit_above_cost`, and the server would spend ~10 ms compiling expressions for every
+/// batch of a few thousand rows, which never pays back.
+///
+/// The staging table keeps the default TOAST settings: staging the ~2 KB payloads uncompressed
+/// (`toast_tuple_target = 8160`) was measured no faster (a batch of uncompressed rows also
+/// outgrows the session's default 8 MB of temporary buffers).
+///
 /// With `lz4`, the transaction also sets `default_toast_compression = lz4`: it applies to a
 /// `payload` column left at the default method (a table created before, or by someone else),
 /// and is overridden by a column's explicit `COMPRESSION` (see [`create_table`]).

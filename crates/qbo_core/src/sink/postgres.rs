@@ -1,6 +1,11 @@
 //! The PostgreSQL RAW sink: `raw.qb_invoices`, `raw.qb_customers`, `raw.qb_items` (schema and
 //! prefix configurable), written by [`qbo_pg::PgWriter`] — COPY into a staging table and one
 //! `INSERT … ON CONFLICT (id) DO UPDATE … WHERE newer` per batch, in one transaction.
+//!
+//! One sink serves every window of a run: the writer's pool gives each window writing at the
+//! same time a session of its own (up to [`qbo_pg::DEFAULT_MAX_CONNECTIONS`], the default
+//! number of concurrent windows), so the windows' batches are written in parallel backends
+//! rather than queueing behind one connection.
 
 use qbo_pg::{PgConfig, PgError, PgWriter, RawRow, TableRef};
 
