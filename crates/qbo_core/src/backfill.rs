@@ -273,11 +273,12 @@ impl WindowWriter<'_> {
 
     /// Starts writing the buffered records, after the previous batch's write has finished.
     ///
-    /// Fetching and writing overlap: while batch n is written (on its own task), the window
-    /// fetches the pages of batch n+1, and only waits when batch n+1 is full before batch n is
-    /// written. Batches of one window are still written one at a time and in order, each to
-    /// every sink in turn, so a window never has more than one transaction open per sink, and
-    /// holds at most two batches in memory.
+    /// When a sink asks for it ([`Sink::overlap_writes`]), fetching and writing overlap: while
+    /// batch n is written (on its own task), the window fetches the pages of batch n+1, and only
+    /// waits when batch n+1 is full before batch n is written. Batches of one window are still
+    /// written one at a time and in order, each to every sink in turn, so a window never has
+    /// more than one transaction open per sink, and holds at most two batches in memory.
+    /// Otherwise the write is awaited at once (one batch in memory).
     async fn flush(&self, state: &mut WriterState) -> Result<(), Error> {
         self.wait_in_flight(state).await?;
         if state.buffer.is_empty() {
@@ -300,6 +301,10 @@ impl WindowWriter<'_> {
             }
             Ok(outcomes)
         })));
+        if !self.sinks.iter().any(|s| s.overlap_writes()) {
+            // No sink wants the overlap (see Sink::overlap_writes): one batch in memory at a time.
+            self.wait_in_flight(state).await?;
+        }
         Ok(())
     }
 
@@ -471,6 +476,7 @@ mod tests {
         fetched_during_write: AtomicBool,
         writes: AtomicUsize,
         fail_write: Option<usize>,
+        overlap: bool,
         stored: std::sync::Mutex<HashMap<String, (i64, u64)>>,
     }
 
@@ -485,6 +491,9 @@ mod tests {
         }
         fn batch_bytes(&self) -> usize {
             16 << 10
+        }
+        fn overlap_writes(&self) -> bool {
+            self.0.overlap
         }
         fn write(&self, batch: Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>> {
             Box::pin(async move {
@@ -569,24 +578,30 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn windows_fetch_while_their_previous_batch_is_written_one_batch_at_a_time() {
+    async fn windows_fetch_during_writes_when_the_sink_asks_one_batch_in_flight_at_a_time() {
         let (emu, client) = emulator_and_client().await;
-        let probe = Arc::new(Probe::default());
-        let sink: Arc<dyn Sink> = Arc::new(SlowSink(Arc::clone(&probe)));
-        let progress: Arc<dyn Progress> = probe.clone();
-        let report = run_backfill(&client, vec![sink], &request(1000), Some(progress)).await.unwrap();
-        assert!(report.ok(), "{:?}", report.failed().iter().map(|w| &w.error).collect::<Vec<_>>());
-        assert!(probe.writes.load(Ordering::SeqCst) > report.windows.len(), "several batches per window");
-        assert_eq!(probe.most_in_flight_per_window.load(Ordering::SeqCst), 1, "one write in flight per window");
-        assert!(probe.fetched_during_write.load(Ordering::SeqCst), "fetching never overlapped writing");
-        for w in &report.windows {
-            assert_eq!(w.sinks[0].outcome.written(), w.rows_emitted, "{}: every batch counted", w.label);
-        }
-        let truth = emu.truth("Invoice").unwrap();
-        let stored = probe.stored.lock().unwrap().clone();
-        assert_eq!(stored.len(), truth.len());
-        for t in truth {
-            assert_eq!(stored[&t.id].1, t.sync_token.parse::<u64>().unwrap(), "id {}", t.id);
+        for overlap in [true, false] {
+            let probe = Arc::new(Probe { overlap, ..Probe::default() });
+            let sink: Arc<dyn Sink> = Arc::new(SlowSink(Arc::clone(&probe)));
+            let progress: Arc<dyn Progress> = probe.clone();
+            let report = run_backfill(&client, vec![sink], &request(1000), Some(progress)).await.unwrap();
+            assert!(report.ok(), "{:?}", report.failed().iter().map(|w| &w.error).collect::<Vec<_>>());
+            assert!(probe.writes.load(Ordering::SeqCst) > report.windows.len(), "several batches per window");
+            assert_eq!(probe.most_in_flight_per_window.load(Ordering::SeqCst), 1, "one write in flight per window");
+            assert_eq!(
+                probe.fetched_during_write.load(Ordering::SeqCst),
+                overlap,
+                "fetching overlaps writing exactly when the sink asks for it"
+            );
+            for w in &report.windows {
+                assert_eq!(w.sinks[0].outcome.written(), w.rows_emitted, "{}: every batch counted", w.label);
+            }
+            let truth = emu.truth("Invoice").unwrap();
+            let stored = probe.stored.lock().unwrap().clone();
+            assert_eq!(stored.len(), truth.len());
+            for t in truth {
+                assert_eq!(stored[&t.id].1, t.sync_token.parse::<u64>().unwrap(), "id {}", t.id);
+            }
         }
         emu.shutdown().await;
     }
@@ -594,7 +609,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_batch_write_fails_its_window_only() {
         let (emu, client) = emulator_and_client().await;
-        let probe = Arc::new(Probe { fail_write: Some(2), ..Probe::default() });
+        let probe = Arc::new(Probe { fail_write: Some(2), overlap: true, ..Probe::default() });
         let sink: Arc<dyn Sink> = Arc::new(SlowSink(Arc::clone(&probe)));
         let mut req = request(1000);
         req.max_concurrent_windows = 1;
