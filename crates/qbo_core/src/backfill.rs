@@ -238,6 +238,21 @@ pub(crate) struct WriterState {
     buffered_bytes: usize,
     pub(crate) emitted: u64,
     pub(crate) outcomes: Vec<WriteOutcome>,
+    /// The batch being written while the next one fills (at most one per window).
+    in_flight: Option<InFlight>,
+}
+
+/// A batch's write, running on its own task so the window keeps fetching meanwhile. Dropped
+/// unfinished (the backfill itself was cancelled), it aborts the write: the sinks see their
+/// write future dropped, exactly as when a sequential write is cancelled (PostgreSQL rolls the
+/// batch back; the JSON-lines store is crash-safe), and nothing keeps writing after the caller
+/// has given up.
+struct InFlight(tokio::task::JoinHandle<Result<Vec<WriteOutcome>, Error>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl WindowWriter<'_> {
@@ -257,7 +272,16 @@ impl WindowWriter<'_> {
         Ok(())
     }
 
+    /// Starts writing the buffered records, after the previous batch's write has finished.
+    ///
+    /// When a sink asks for it ([`Sink::overlap_writes`]), fetching and writing overlap: while
+    /// batch n is written (on its own task), the window fetches the pages of batch n+1, and only
+    /// waits when batch n+1 is full before batch n is written. Batches of one window are still
+    /// written one at a time and in order, each to every sink in turn, so a window never has
+    /// more than one transaction open per sink, and holds at most two batches in memory.
+    /// Otherwise the write is awaited at once (one batch in memory).
     pub(crate) async fn flush(&self, state: &mut WriterState) -> Result<(), Error> {
+        self.wait_in_flight(state).await?;
         if state.buffer.is_empty() {
             return Ok(());
         }
@@ -270,14 +294,43 @@ impl WindowWriter<'_> {
             records: std::mem::take(&mut state.buffer),
         });
         state.buffered_bytes = 0;
+        let sinks = self.sinks.to_vec();
+        state.in_flight = Some(InFlight(tokio::spawn(async move {
+            let mut outcomes = Vec::with_capacity(sinks.len());
+            for sink in &sinks {
+                outcomes.push(sink.write(Arc::clone(&batch)).await?);
+            }
+            Ok(outcomes)
+        })));
+        if !self.sinks.iter().any(|s| s.overlap_writes()) {
+            // No sink wants the overlap (see Sink::overlap_writes): one batch in memory at a time.
+            self.wait_in_flight(state).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the batch being written, if any, and adds its outcome.
+    pub(crate) async fn wait_in_flight(&self, state: &mut WriterState) -> Result<(), Error> {
+        let Some(mut in_flight) = state.in_flight.take() else {
+            return Ok(());
+        };
+        let outcomes = match (&mut in_flight.0).await {
+            Ok(result) => result?,
+            Err(e) => return Err(Error::Sink(format!("a batch write crashed: {e}"))),
+        };
         if state.outcomes.len() < self.sinks.len() {
             state.outcomes.resize(self.sinks.len(), WriteOutcome::default());
         }
-        for (i, sink) in self.sinks.iter().enumerate() {
-            let outcome = sink.write(Arc::clone(&batch)).await?;
-            state.outcomes[i].add(outcome);
+        for (total, outcome) in state.outcomes.iter_mut().zip(outcomes) {
+            total.add(outcome);
         }
         Ok(())
+    }
+
+    /// Writes what is left and waits until every batch of the window is written.
+    pub(crate) async fn finish(&self, state: &mut WriterState) -> Result<(), Error> {
+        self.flush(state).await?;
+        self.wait_in_flight(state).await
     }
 }
 
@@ -314,10 +367,18 @@ pub(crate) async fn run_window(
         let w = &writer;
         let fetch = WindowReader::new(client, entity, field, &window, page_size, move |recs| w.push(recs)).run().await?;
         let mut state = writer.state.lock().await;
-        writer.flush(&mut state).await?;
+        writer.finish(&mut state).await?;
         Ok::<_, Error>(fetch)
     }
     .await;
+    if result.is_err() {
+        // The window failed (fetch or write): let a batch already being written finish, so that
+        // what is committed and what the report counts agree.
+        let mut state = writer.state.lock().await;
+        if let Err(e) = writer.wait_in_flight(&mut state).await {
+            tracing::debug!(target: "qbo_rs", "window {}: the batch in flight failed too: {e}", window.label);
+        }
+    }
     let state = writer.state.into_inner();
     let sink_reports = sink_reports(sinks, &state);
     let mut report = WindowReport {
@@ -420,5 +481,176 @@ impl WindowReport {
 
     pub fn end_text(&self) -> String {
         Window { start: self.start, end: self.end, label: String::new() }.end_text()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use chrono::TimeZone;
+    use qbo_emulator::{Emulator, EmulatorConfig, Knobs};
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::client::ClientConfig;
+    use crate::credentials::{Credentials, Environment};
+    use crate::limiter::Pacing;
+    use crate::sink::BoxFuture;
+
+    /// A sink with tiny batches whose writes take a while, recording what the backfill does.
+    #[derive(Default)]
+    struct Probe {
+        /// Windows with a write in progress, and how many at once per window.
+        writing: std::sync::Mutex<HashMap<String, usize>>,
+        most_in_flight_per_window: AtomicUsize,
+        /// Rows were fetched (pushed) for a window while one of its batches was being written.
+        fetched_during_write: AtomicBool,
+        writes: AtomicUsize,
+        fail_write: Option<usize>,
+        overlap: bool,
+        stored: std::sync::Mutex<HashMap<String, (i64, u64)>>,
+    }
+
+    struct SlowSink(Arc<Probe>);
+
+    impl Sink for SlowSink {
+        fn name(&self) -> &str {
+            "slow"
+        }
+        fn target(&self) -> String {
+            "memory".into()
+        }
+        fn batch_bytes(&self) -> usize {
+            16 << 10
+        }
+        fn overlap_writes(&self) -> bool {
+            self.0.overlap
+        }
+        fn write(&self, batch: Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>> {
+            Box::pin(async move {
+                let probe = &self.0;
+                let label = batch.window.label.clone();
+                let now = {
+                    let mut writing = probe.writing.lock().unwrap();
+                    let n = writing.entry(label.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
+                probe.most_in_flight_per_window.fetch_max(now, Ordering::SeqCst);
+                let nth = probe.writes.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                *probe.writing.lock().unwrap().get_mut(&label).unwrap() -= 1;
+                if probe.fail_write == Some(nth) {
+                    return Err(Error::Sink("disk on fire".into()));
+                }
+                let mut stored = probe.stored.lock().unwrap();
+                let mut outcome = WriteOutcome::default();
+                for r in &batch.records {
+                    match stored.get(&r.id) {
+                        None => outcome.inserted += 1,
+                        Some(v) if *v < r.version() => outcome.updated += 1,
+                        Some(v) if *v == r.version() => outcome.unchanged += 1,
+                        Some(_) => {
+                            outcome.stale += 1;
+                            continue;
+                        }
+                    }
+                    stored.insert(r.id.clone(), r.version());
+                }
+                Ok(outcome)
+            })
+        }
+    }
+
+    impl Progress for Probe {
+        fn on_rows(&self, window: &str, _rows: u64) {
+            if self.writing.lock().unwrap().get(window).is_some_and(|n| *n > 0) {
+                self.fetched_during_write.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    async fn emulator_and_client() -> (Emulator, QboClient) {
+        let emu = Emulator::start(EmulatorConfig {
+            invoices: 400,
+            customers: 5,
+            items: 5,
+            knobs: Knobs::unthrottled(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let creds = Credentials {
+            client_id: emu.client_id().into(),
+            client_secret: SecretString::from(emu.client_secret().to_string()),
+            refresh_token: SecretString::from(emu.initial_refresh_token().to_string()),
+            realm_id: emu.realm_id().into(),
+            environment: Environment::Sandbox,
+            api_base_url: Some(emu.base_url()),
+            token_url: Some(emu.token_url()),
+        };
+        let config = ClientConfig {
+            pacing: Pacing { requests_per_minute: 1_000_000, ..Pacing::default() },
+            ..ClientConfig::default()
+        };
+        let client = QboClient::new(creds, config).unwrap();
+        (emu, client)
+    }
+
+    fn request(chunk_days: u32) -> BackfillRequest {
+        let mut r = BackfillRequest::new(
+            Entity::Invoice,
+            Utc.with_ymd_and_hms(2015, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        );
+        r.chunk_days = chunk_days;
+        r.page_size = 10;
+        r
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn windows_fetch_during_writes_when_the_sink_asks_one_batch_in_flight_at_a_time() {
+        let (emu, client) = emulator_and_client().await;
+        for overlap in [true, false] {
+            let probe = Arc::new(Probe { overlap, ..Probe::default() });
+            let sink: Arc<dyn Sink> = Arc::new(SlowSink(Arc::clone(&probe)));
+            let progress: Arc<dyn Progress> = probe.clone();
+            let report = run_backfill(&client, vec![sink], &request(1000), Some(progress)).await.unwrap();
+            assert!(report.ok(), "{:?}", report.failed().iter().map(|w| &w.error).collect::<Vec<_>>());
+            assert!(probe.writes.load(Ordering::SeqCst) > report.windows.len(), "several batches per window");
+            assert_eq!(probe.most_in_flight_per_window.load(Ordering::SeqCst), 1, "one write in flight per window");
+            assert_eq!(
+                probe.fetched_during_write.load(Ordering::SeqCst),
+                overlap,
+                "fetching overlaps writing exactly when the sink asks for it"
+            );
+            for w in &report.windows {
+                assert_eq!(w.sinks[0].outcome.written(), w.rows_emitted, "{}: every batch counted", w.label);
+            }
+            let truth = emu.truth("Invoice").unwrap();
+            let stored = probe.stored.lock().unwrap().clone();
+            assert_eq!(stored.len(), truth.len());
+            for t in truth {
+                assert_eq!(stored[&t.id].1, t.sync_token.parse::<u64>().unwrap(), "id {}", t.id);
+            }
+        }
+        emu.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_batch_write_fails_its_window_only() {
+        let (emu, client) = emulator_and_client().await;
+        let probe = Arc::new(Probe { fail_write: Some(2), overlap: true, ..Probe::default() });
+        let sink: Arc<dyn Sink> = Arc::new(SlowSink(Arc::clone(&probe)));
+        let mut req = request(1000);
+        req.max_concurrent_windows = 1;
+        let report = run_backfill(&client, vec![sink], &req, None).await.unwrap();
+        let failed = report.failed();
+        assert_eq!(failed.len(), 1, "exactly the window whose batch failed");
+        assert!(failed[0].error.as_deref().unwrap_or_default().contains("disk on fire"), "{:?}", failed[0].error);
+        assert!(report.windows.iter().filter(|w| w.status == WindowStatus::Ok).count() >= 1);
+        emu.shutdown().await;
     }
 }

@@ -364,9 +364,14 @@ pub async fn export_staged(manifest: &Path, sinks: &[Arc<dyn Sink>], keep: bool)
             )));
         }
         let mut state = writer.state.lock().await;
-        writer.flush(&mut state).await
+        writer.finish(&mut state).await
     }
     .await;
+    if result.is_err() {
+        // Let a batch already being written finish, so the report counts what was committed.
+        let mut state = writer.state.lock().await;
+        let _ = writer.wait_in_flight(&mut state).await;
+    }
     let state = writer.state.into_inner();
     let mut report = WindowReport {
         label: staged.label.clone(),

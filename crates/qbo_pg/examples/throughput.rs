@@ -142,7 +142,7 @@ fn raw<'a>(r: &'a Rec, page: i32, now: DateTime<Utc>) -> RawRow<'a> {
 
 /// Writes one CSV file per batch (columns in `sql::STAGING_COLUMNS` order) and the psql
 /// script that loads them exactly like the writer does.
-fn psql_script(dir: &Path, recs: &[Rec], batch: usize, table: &TableRef) -> PathBuf {
+fn psql_script(dir: &Path, recs: &[Rec], batch: usize, table: &TableRef, lz4: bool) -> PathBuf {
     let now = Utc::now();
     let start = Utc.timestamp_opt(1_700_000_000, 0).unwrap().to_rfc3339();
     let end = Utc.timestamp_opt(1_700_086_400, 0).unwrap().to_rfc3339();
@@ -166,7 +166,7 @@ fn psql_script(dir: &Path, recs: &[Rec], batch: usize, table: &TableRef) -> Path
         }
         out.flush().unwrap();
         script.push_str("BEGIN;\n");
-        script.push_str(&sql::begin_batch());
+        script.push_str(&sql::begin_batch(lz4));
         script.push_str(";\n");
         script.push_str(&format!(
             "\\copy pg_temp.{} ({}) FROM '{}' WITH (FORMAT csv)\n",
@@ -220,8 +220,8 @@ async fn main() {
     let avg = v1.iter().map(|r| r.payload.len()).sum::<usize>() / v1.len();
     let dir = std::env::temp_dir().join(format!("qbo_pg_bench_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let script_v1 = psql_script(&dir, &v1, args.batch, &psql_t);
-    let script_v2 = psql_script(&dir, &v2, args.batch, &psql_t);
+    let script_v1 = psql_script(&dir, &v1, args.batch, &psql_t, w.uses_lz4());
+    let script_v2 = psql_script(&dir, &v2, args.batch, &psql_t, w.uses_lz4());
 
     let server: String = {
         let (c, conn) = tokio_postgres::connect(&args.dsn, tokio_postgres::NoTls).await.unwrap();

@@ -84,6 +84,7 @@ pub struct PgConfig {
     sslrootcert: Option<PathBuf>,
     connect_timeout: Duration,
     application_name: String,
+    max_connections: usize,
 }
 
 /// The default `application_name`, visible in `pg_stat_activity` so a DBA can tell our sessions
@@ -92,6 +93,10 @@ pub const DEFAULT_APPLICATION_NAME: &str = "qbo_pg";
 /// Default connect timeout: long enough for a cold managed server, short enough that a wrong
 /// host fails a pipeline block in seconds, not minutes.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default most sessions one [`crate::PgWriter`] opens at once: one per concurrent writer, as
+/// many as the backfill's default concurrent windows. Sessions are opened only when that many
+/// batches are in flight together, so a single sequential writer never opens a second one.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4;
 
 impl PgConfig {
     /// A configuration from parts. `host` is a host name, an IP address, or an absolute path to
@@ -113,6 +118,7 @@ impl PgConfig {
             sslrootcert: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             application_name: DEFAULT_APPLICATION_NAME.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         };
         config.check()?;
         Ok(config)
@@ -344,6 +350,15 @@ impl PgConfig {
         self
     }
 
+    /// Sets the most sessions a [`crate::PgWriter`] built from this configuration keeps open at
+    /// once (at least 1; default [`DEFAULT_MAX_CONNECTIONS`]). Each concurrent
+    /// [`crate::PgWriter::upsert`] needs a session of its own; with 1, concurrent upserts wait
+    /// for each other.
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
     /// Sets `application_name` (shown in `pg_stat_activity` and server logs).
     pub fn with_application_name(mut self, name: impl Into<String>) -> Self {
         self.application_name = name.into();
@@ -397,6 +412,10 @@ impl PgConfig {
     /// `application_name` sent at login.
     pub fn application_name(&self) -> &str {
         &self.application_name
+    }
+    /// Most sessions a writer keeps open at once (see [`PgConfig::with_max_connections`]).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 
     /// `user@host:port/dbname`: how errors and logs name this connection, password-free.
@@ -463,6 +482,7 @@ impl fmt::Debug for PgConfig {
             .field("sslrootcert", &self.sslrootcert)
             .field("connect_timeout", &self.connect_timeout)
             .field("application_name", &self.application_name)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }

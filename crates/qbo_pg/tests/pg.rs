@@ -766,7 +766,7 @@ async fn apply_batch_probes_the_primary_key_instead_of_scanning_the_table() {
         .await
         .unwrap();
     f.sql.batch_execute("BEGIN").await.unwrap();
-    f.sql.batch_execute(&qbo_pg::sql::begin_batch()).await.unwrap();
+    f.sql.batch_execute(&qbo_pg::sql::begin_batch(false)).await.unwrap();
     f.sql
         .batch_execute(&format!(
             "INSERT INTO pg_temp.{} SELECT i::text, '{{}}', now(), 2, 'r', now(), now(), now(), 1, 1
@@ -823,4 +823,137 @@ async fn upsert_into_a_missing_table_says_to_call_ensure_table() {
     }
     // An empty batch touches nothing, not even the (missing) table.
     assert_eq!(w.upsert(&f.table("nope"), &[]).await.unwrap(), UpsertOutcome::default());
+}
+
+/// Sessions of this writer that the server sees (by application_name).
+async fn server_sessions(f: &Fixture, app: &str) -> i64 {
+    f.scalar(&format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_writer_upserts_overlapping_batches_concurrently_on_its_pool_without_deadlock() {
+    let dsn = dsn_or_skip!("one_writer_upserts_overlapping_batches_concurrently_on_its_pool_without_deadlock");
+    let f = Fixture::new(&dsn).await;
+    let app = format!("qbo_pg_pool_{}", f.schema);
+    let config = f.config.clone().with_application_name(&app).with_max_connections(3);
+    let w = PgWriter::connect(&config).await.unwrap();
+    let t = f.table("qb_invoices");
+    w.ensure_table(&t).await.unwrap();
+    // Eight "windows" share one writer, as the backfill's concurrent windows share the sink.
+    // Their batches overlap (every id is in every batch, as when records edited during a read
+    // show up in two windows), at versions that differ by window and round, in different
+    // orders: concurrent upserts of the same ids must neither deadlock nor let an older version
+    // win.
+    let version = |task: i64, round: i64| 1 + (task * 5 + round * 3) % 17;
+    let mut tasks = Vec::new();
+    for task in 0..8i64 {
+        let (w, t) = (w.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            for round in 0..4i64 {
+                let v = version(task, round);
+                let mut rows = batch("k", 300, v, v, 1500);
+                match task % 3 {
+                    0 => rows.reverse(),
+                    1 => rows.rotate_left(97),
+                    _ => {}
+                }
+                w.upsert(&t, &raws(&rows)).await.unwrap();
+            }
+        }));
+    }
+    let mut most_seen = 0;
+    while tasks.iter().any(|t| !t.is_finished()) {
+        most_seen = most_seen.max(server_sessions(&f, &app).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(60), task).await.expect("no deadlock").unwrap();
+    }
+    let newest = (0..8i64).flat_map(|t| (0..4i64).map(move |r| version(t, r))).max().unwrap();
+    let wrong = f
+        .scalar(&format!("SELECT count(*) FROM \"{}\".qb_invoices WHERE sync_token <> {newest}", f.schema))
+        .await;
+    assert_eq!(wrong, 0, "every id holds the newest version written");
+    assert_eq!(f.count("qb_invoices").await, 300);
+    assert!(most_seen <= 3, "at most max_connections sessions, saw {most_seen}");
+    let open = w.open_sessions();
+    assert!((2..=3).contains(&open), "concurrent upserts use several sessions (open: {open})");
+    assert_eq!(server_sessions(&f, &app).await, open as i64, "idle sessions are kept for reuse");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_writer_keeps_to_one_session() {
+    let dsn = dsn_or_skip!("a_sequential_writer_keeps_to_one_session");
+    let f = Fixture::new(&dsn).await;
+    let app = format!("qbo_pg_seq_{}", f.schema);
+    let w = PgWriter::connect(&f.config.clone().with_application_name(&app)).await.unwrap();
+    let t = f.table("qb_items");
+    w.ensure_table(&t).await.unwrap();
+    for v in 1..=4 {
+        w.upsert(&t, &raws(&batch("i", 50, v, v, 300))).await.unwrap();
+        assert_eq!(w.count(&t).await.unwrap(), 50);
+    }
+    assert_eq!(w.open_sessions(), 1);
+    assert_eq!(server_sessions(&f, &app).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_are_compressed_with_lz4_when_the_server_has_it() {
+    let dsn = dsn_or_skip!("payloads_are_compressed_with_lz4_when_the_server_has_it");
+    let f = Fixture::new(&dsn).await;
+    let w = writer(&f).await;
+    let server_has_lz4 = f
+        .scalar(
+            "SELECT count(*) FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)",
+        )
+        .await
+        == 1;
+    assert_eq!(w.uses_lz4(), server_has_lz4);
+    let method = |table: &str| {
+        format!(
+            "SELECT attcompression::text FROM pg_attribute WHERE attrelid = '\"{}\".{table}'::regclass AND attname = 'payload'",
+            f.schema
+        )
+    };
+    let stored_with = |table: &str| {
+        format!(
+            "SELECT DISTINCT pg_column_compression(payload)::text FROM \"{}\".{table}",
+            f.schema
+        )
+    };
+    // The table qbo_pg creates.
+    let t = f.table("qb_invoices");
+    w.ensure_table(&t).await.unwrap();
+    w.upsert(&t, &raws(&batch("big", 20, 1, 1, 6000))).await.unwrap();
+    let column: String = f.sql.query_one(&method("qb_invoices"), &[]).await.unwrap().get(0);
+    let stored: Vec<String> =
+        f.sql.query(&stored_with("qb_invoices"), &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    if !server_has_lz4 {
+        eprintln!("this server has no lz4: payloads use the server's default compression");
+        assert_eq!(column, "");
+        return;
+    }
+    assert_eq!(column, "l", "new tables declare payload COMPRESSION lz4");
+    assert_eq!(stored, ["lz4"]);
+    // Tables made by someone else: a payload column at the default method gets lz4 from our
+    // transactions; an explicit COMPRESSION pglz is respected.
+    for (table, clause, want) in [("dflt", "", "lz4"), ("pglz", "COMPRESSION pglz", "pglz")] {
+        f.sql
+            .batch_execute(&format!(
+                "CREATE TABLE \"{s}\".{table} (id VARCHAR PRIMARY KEY, payload JSONB {clause} NOT NULL,
+                 ingested_at_utc TIMESTAMPTZ NOT NULL, extract_window_start_utc TIMESTAMPTZ NOT NULL,
+                 extract_window_end_utc TIMESTAMPTZ NOT NULL, page_number INTEGER NOT NULL,
+                 page_size INTEGER NOT NULL, last_updated_utc TIMESTAMPTZ NOT NULL,
+                 sync_token BIGINT NOT NULL, realm_id VARCHAR NOT NULL)",
+                s = f.schema
+            ))
+            .await
+            .unwrap();
+        let t = f.table(table);
+        w.ensure_table(&t).await.unwrap();
+        w.upsert(&t, &raws(&batch("big", 20, 1, 1, 6000))).await.unwrap();
+        let stored: Vec<String> =
+            f.sql.query(&stored_with(table), &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        assert_eq!(stored, [want], "table {table}");
+    }
 }

@@ -68,6 +68,14 @@ pub trait Sink: Send + Sync {
     fn batch_bytes(&self) -> usize {
         2 << 20
     }
+
+    /// Whether a window should fetch its next batch while this sink writes the previous one.
+    /// It then holds two batches in memory instead of one, so a sink asks for it only when a
+    /// write takes about as long as fetching a batch (a PostgreSQL transaction), not when it is
+    /// a short file append (the JSON-lines store, whose peak memory the README states).
+    fn overlap_writes(&self) -> bool {
+        false
+    }
 }
 
 /// Which RAW destinations a run writes to.
