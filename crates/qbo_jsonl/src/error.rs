@@ -69,6 +69,19 @@ pub enum StoreError {
         /// Which limit was hit.
         detail: String,
     },
+    /// A block of the on-disk index failed its checksum after the store was opened (the disk
+    /// or another program changed it). Nothing was written by the failed operation.
+    #[error(
+        "the index of {} is corrupt ({detail}): delete the .qbo_rs directory beside the data \
+         file while no writer runs; the next open rebuilds the index from the data file",
+        .path.display()
+    )]
+    CorruptIndex {
+        /// The index file.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
     /// A fault injected by a test (feature `failpoints`): the store must be dropped and reopened,
     /// exactly as if the process had been killed at this point.
     #[cfg(any(test, feature = "failpoints"))]

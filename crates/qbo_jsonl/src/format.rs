@@ -5,9 +5,6 @@ use crate::Version;
 
 pub(crate) const MANIFEST_MAGIC: &[u8; 8] = b"QBOJMAN1";
 pub(crate) const JOURNAL_MAGIC: &[u8; 8] = b"QBOJJRN1";
-pub(crate) const IDX_MAGIC: &[u8; 8] = b"QBOJIDX1";
-/// Index log header: magic + epoch.
-pub(crate) const IDX_HEADER_LEN: u64 = 16;
 
 fn crc(b: &[u8]) -> u32 {
     crc32fast::hash(b)
@@ -229,20 +226,6 @@ impl Journal {
 /// Largest single op stored in the journal; bigger blanks are split.
 pub(crate) const MAX_OP: u64 = u32::MAX as u64;
 
-pub(crate) fn idx_header(epoch: u64) -> [u8; 16] {
-    let mut h = [0u8; 16];
-    h[..8].copy_from_slice(IDX_MAGIC);
-    h[8..].copy_from_slice(&epoch.to_le_bytes());
-    h
-}
-
-pub(crate) fn decode_idx_header(b: &[u8]) -> Option<u64> {
-    if b.len() < 16 || &b[..8] != IDX_MAGIC {
-        return None;
-    }
-    Some(u64::from_le_bytes(b[8..16].try_into().ok()?))
-}
-
 /// One index-log entry: the state of one id after a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IdxEntry<'a> {
@@ -267,10 +250,6 @@ impl FrameBuilder {
         buf.extend_from_slice(&generation.to_le_bytes());
         buf.extend_from_slice(&[0u8; 4]);
         FrameBuilder { buf, count: 0 }
-    }
-
-    pub fn len(&self) -> u32 {
-        self.count
     }
 
     pub fn push(&mut self, e: &IdxEntry<'_>) {
@@ -342,9 +321,6 @@ pub(crate) fn parse_frames_prefix(b: &[u8], after: u64, mut last_gen: u64, mut f
 pub(crate) fn frame_len(b: &[u8]) -> Option<usize> {
     Some(8 + u32::from_le_bytes(b.get(0..4)?.try_into().ok()?) as usize)
 }
-
-/// Entries per snapshot frame, so no single frame (and no read buffer) gets large.
-pub(crate) const SNAPSHOT_FRAME_ENTRIES: u32 = 1 << 16;
 
 #[cfg(test)]
 mod tests {

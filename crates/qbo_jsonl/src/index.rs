@@ -1,13 +1,17 @@
-//! The in-memory id → (version, slot) index.
+//! The id → (version, slot) index: a sorted snapshot on disk ([`Run`]) plus the entries
+//! committed since, in memory ([`MemTable`], bounded: the store merges it into a new snapshot
+//! when it reaches `StoreOptions::index_memory_entries`).
 //!
-//! Designed for ~1M records in ~40 bytes each: entries live in a chunked arena (32 bytes each,
-//! no doubling waste), numeric ids ("123", the QuickBooks case) are found through an
-//! open-addressing table of `u32` entry numbers keyed by the parsed `u64`, and only
-//! non-canonical ids ("A-12", "0123") go to a fallback `HashMap<Box<str>, u32>`.
-//! Records are never deleted, so the table needs no tombstones.
+//! The memtable holds entries in a chunked arena (32 bytes each, no doubling waste); numeric
+//! ids ("123", the QuickBooks case) are found through an open-addressing table of `u32` entry
+//! numbers keyed by the parsed `u64`, and only non-canonical ids ("A-12", "0123") go to a
+//! fallback `HashMap<Box<str>, u32>`. Entries are never deleted, so the table needs no
+//! tombstones.
 
 use std::collections::HashMap;
 
+use crate::error::StoreError;
+use crate::run::{Run, RunIter};
 use crate::Version;
 
 const CHUNK_BITS: u32 = 14;
@@ -58,8 +62,8 @@ pub(crate) fn numeric_id(id: &str) -> Option<u64> {
     Some(v)
 }
 
-/// An id as the index knows it.
-#[derive(Debug, Clone, Copy)]
+/// An id as the index knows it. Ordered: numbers (by value) before strings (by bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Key<'a> {
     Num(u64),
     Str(&'a str),
@@ -72,10 +76,33 @@ impl<'a> Key<'a> {
             None => Key::Str(id),
         }
     }
+
+    pub fn to_owned_key(self) -> OwnedKey {
+        match self {
+            Key::Num(n) => OwnedKey::Num(n),
+            Key::Str(s) => OwnedKey::Str(s.into()),
+        }
+    }
+}
+
+/// An owned [`Key`], same order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum OwnedKey {
+    Num(u64),
+    Str(Box<str>),
+}
+
+impl OwnedKey {
+    pub fn as_key(&self) -> Key<'_> {
+        match self {
+            OwnedKey::Num(n) => Key::Num(*n),
+            OwnedKey::Str(s) => Key::Str(s),
+        }
+    }
 }
 
 #[derive(Default)]
-pub(crate) struct Index {
+pub(crate) struct MemTable {
     chunks: Vec<Box<[Entry]>>,
     len: u32,
     /// Open addressing, linear probing, power-of-two size; holds entry numbers of numeric ids.
@@ -92,7 +119,7 @@ fn hash(key: u64, bits: u32) -> usize {
     (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
 }
 
-impl Index {
+impl MemTable {
     pub fn new() -> Self {
         Self::default()
     }
@@ -102,6 +129,7 @@ impl Index {
     }
 
     /// Sum of the slot lengths of all records (file length minus this is waste).
+    #[cfg(test)]
     pub fn slot_bytes(&self) -> u64 {
         self.slot_bytes
     }
@@ -255,17 +283,17 @@ impl Index {
         true
     }
 
-    /// Entry numbers of the non-numeric ids, to name entries by number.
-    pub fn str_keys(&self) -> HashMap<u32, &str> {
-        self.strs.iter().map(|(s, &n)| (n, &**s)).collect()
-    }
-
-    /// The id of entry `n` (`strs` from [`Self::str_keys`]).
-    pub fn key_at<'a>(&'a self, n: u32, strs: &HashMap<u32, &'a str>) -> Key<'a> {
-        match strs.get(&n) {
-            Some(s) => Key::Str(s),
-            None => Key::Num(self.entry(n).key),
+    /// Every entry as (id, entry number), sorted by id: 32 bytes per entry, for merges.
+    pub fn sorted(&self) -> Vec<(Key<'_>, u32)> {
+        let mut is_str = vec![false; self.len as usize];
+        for &n in self.strs.values() {
+            is_str[n as usize] = true;
         }
+        let mut v: Vec<(Key<'_>, u32)> = self.strs.iter().map(|(s, &n)| (Key::Str(s), n)).collect();
+        v.reserve(self.len as usize - v.len());
+        v.extend((0..self.len).filter(|&n| !is_str[n as usize]).map(|n| (Key::Num(self.entry(n).key), n)));
+        v.sort_unstable();
+        v
     }
 
     pub fn version_of_entry(&self, n: u32) -> Version {
@@ -276,29 +304,104 @@ impl Index {
         self.slot_at(n)
     }
 
-    /// Moves entry `n` to a new slot (compaction).
-    pub fn set_slot_of_entry(&mut self, n: u32, slot: Slot) {
-        let old = self.slot_at(n);
-        self.slot_bytes = self.slot_bytes - old.len + slot.len;
-        self.set_slot(n, slot);
-    }
-
-    /// Every record as (id, version, slot), in entry order.
-    pub fn entries(&self) -> impl Iterator<Item = (Key<'_>, Version, Slot)> + '_ {
-        let strs = self.str_keys();
-        (0..self.len).map(move |n| (self.key_at(n, &strs), self.version_at(n), self.slot_at(n)))
-    }
-
-    /// (offset, entry number) of every record, sorted by offset: 16 bytes per record.
-    pub fn order_by_offset(&self) -> Vec<(u64, u32)> {
-        let mut v: Vec<(u64, u32)> = (0..self.len).map(|n| (self.slot_at(n).offset, n)).collect();
-        v.sort_unstable();
-        v
-    }
-
     /// Greatest end offset of any slot (0 when empty).
     pub fn max_end(&self) -> u64 {
         (0..self.len).map(|n| self.slot_at(n).end()).max().unwrap_or(0)
+    }
+}
+
+/// The whole index: the snapshot of the current index log (on disk) overlaid with the entries
+/// of the frames committed after it (in memory).
+#[derive(Default)]
+pub(crate) struct Index {
+    pub run: Option<Run>,
+    pub mem: MemTable,
+}
+
+impl Index {
+    pub fn new(run: Option<Run>) -> Self {
+        Index { run, mem: MemTable::new() }
+    }
+
+    /// The state of `key`: the memtable's if it has one, else the snapshot's.
+    pub fn get(&self, key: Key<'_>) -> Result<Option<(Version, Slot)>, StoreError> {
+        if let Some(e) = self.mem.get(key) {
+            return Ok(Some(e));
+        }
+        match &self.run {
+            Some(run) => run.get(key),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set(&mut self, key: Key<'_>, version: Version, slot: Slot) {
+        self.mem.set(key, version, slot);
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.mem.heap_bytes() + self.run.as_ref().map_or(0, Run::heap_bytes)
+    }
+
+    /// Greatest slot end: exact for a snapshot with no frame after it; otherwise an upper bound
+    /// that still equals the data length when the log matches the file (appends only grow it).
+    pub fn max_end(&self) -> u64 {
+        self.mem.max_end().max(self.run.as_ref().map_or(0, |r| r.header.max_end))
+    }
+
+    /// Every entry in key order (the memtable's state wins over the snapshot's). Memory: the
+    /// sorted memtable (32 bytes per memtable entry) and one snapshot block.
+    pub fn merged(&self) -> Merged<'_> {
+        Merged {
+            run: self.run.as_ref().map(Run::iter),
+            run_next: None,
+            mem: &self.mem,
+            sorted: self.mem.sorted().into_iter().peekable(),
+        }
+    }
+}
+
+type Item = Result<(OwnedKey, Version, Slot), StoreError>;
+
+/// See [`Index::merged`].
+pub(crate) struct Merged<'a> {
+    run: Option<RunIter<'a>>,
+    run_next: Option<(OwnedKey, Version, Slot)>,
+    mem: &'a MemTable,
+    sorted: std::iter::Peekable<std::vec::IntoIter<(Key<'a>, u32)>>,
+}
+
+impl Iterator for Merged<'_> {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        if self.run_next.is_none() {
+            if let Some(it) = &mut self.run {
+                match it.next() {
+                    Some(Ok(e)) => self.run_next = Some(e),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => self.run = None,
+                }
+            }
+        }
+        let take_mem = match (&self.run_next, self.sorted.peek()) {
+            (None, None) => return None,
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+            (Some((rk, ..)), Some((mk, _))) => {
+                if rk.as_key() == *mk {
+                    self.run_next = None; // superseded by the memtable
+                    true
+                } else {
+                    *mk < rk.as_key()
+                }
+            }
+        };
+        if take_mem {
+            let (k, n) = self.sorted.next()?;
+            Some(Ok((k.to_owned_key(), self.mem.version_of_entry(n), self.mem.slot_of_entry(n))))
+        } else {
+            self.run_next.take().map(Ok)
+        }
     }
 }
 
@@ -324,7 +427,7 @@ mod tests {
 
     #[test]
     fn set_get_mixed_keys_and_big_slots() {
-        let mut ix = Index::new();
+        let mut ix = MemTable::new();
         for i in 0..100_000u64 {
             assert!(ix.set(Key::of(&i.to_string()), v(i as i64), Slot { offset: i * 10, len: 10 }));
         }
@@ -339,16 +442,17 @@ mod tests {
         assert_eq!(ix.get(Key::of("abc")).unwrap(), (v(3), Slot { offset: 7, len: 2 }));
         assert!(ix.big_locs.is_empty());
         assert_eq!(ix.slot_bytes(), 100_000 * 10 + 3 + 2);
-        assert_eq!(ix.entries().count(), 100_002);
-        assert_eq!(ix.entries().filter(|e| matches!(e.0, Key::Str(_))).count(), 2);
-        let sorted = ix.order_by_offset();
-        assert!(sorted.windows(2).all(|w| w[0].0 <= w[1].0));
+        let sorted = ix.sorted();
+        assert_eq!(sorted.len(), 100_002);
+        assert!(sorted.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(sorted[100_000].0, Key::Str("0123"));
+        assert_eq!(sorted[100_001].0, Key::Str("abc"));
         assert_eq!(ix.max_end(), 99_999 * 10 + 10);
     }
 
     #[test]
     fn memory_per_record_is_compact() {
-        let mut ix = Index::new();
+        let mut ix = MemTable::new();
         let n = 1_000_000u64;
         for i in 0..n {
             ix.set(Key::Num(i * 7 + 1_000), v(1), Slot { offset: i * 2000, len: 2000 });

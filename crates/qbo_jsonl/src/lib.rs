@@ -12,11 +12,13 @@
 //! ```text
 //! data/invoices.txt                     the data file: what users, `jq`, pandas read
 //! data/.qbo_rs/invoices.txt.manifest    commit record (replaced atomically)
-//! data/.qbo_rs/invoices.txt.idx         append-only index log (id -> slot, version)
+//! data/.qbo_rs/invoices.txt.idx         index log: sorted snapshot + appended frames (id -> slot, version)
 //! data/.qbo_rs/invoices.txt.journal     redo journal of the last batch
 //! data/.qbo_rs/invoices.txt.lock        exclusive lock held during every write
 //! data/.qbo_rs/invoices.txt.compact     temporary: the compacted data file until renamed
-//! data/.qbo_rs/invoices.txt.idx.tmp     temporary: an index-log snapshot until renamed
+//! data/.qbo_rs/invoices.txt.compact.map temporary: old -> new slot of every line, during compaction
+//! data/.qbo_rs/invoices.txt.idx.tmp     temporary: the next index log (a new snapshot) until renamed
+//! data/.qbo_rs/invoices.txt.idx.build0/1  temporary: partial snapshots during a rebuild
 //! data/.qbo_rs/invoices.txt.manifest.tmp  temporary: the next manifest until renamed
 //! ```
 //!
@@ -36,11 +38,23 @@
 //! **Manifest** (fixed 68 bytes, CRC-protected): generation, index-log epoch, committed data
 //! length, data-file inode, committed index-log length, waste bytes, record count.
 //!
-//! **Index log**: a 16-byte header (magic, epoch) then one CRC-protected frame per commit listing
-//! the new `(id, offset, slot length, version)` of every id the commit touched. A process loads
-//! it at open and then reads only the frames other processes appended since (by generation), so
-//! no operation rescans the data file. It is rewritten as a snapshot (new epoch) by compaction
-//! and when it has grown much larger than the index it describes.
+//! **Index log** (`QBOJIDX2`): a *snapshot* of every id's `(offset, slot length, version)`,
+//! sorted by id, then one CRC-protected *frame* per commit since, listing the new state of every
+//! id the commit touched. The snapshot is a 60-byte header (magic, epoch, the generation that
+//! wrote it, entry count, section lengths, greatest slot end; CRC), blocks of ≈ 4 KiB of
+//! entries (each block CRC-protected), and a *fence* section (CRC) naming each block's first id.
+//! A process keeps in memory only the fences (≈ 0.4 byte per record) and a *memtable* of the
+//! frames after the snapshot; a lookup is the memtable, else one block read (`pread`, one
+//! block cached). Numeric ids sort before other ids, so the neighbouring ids of one window
+//! share blocks. When the memtable reaches [`StoreOptions::index_memory_entries`] (or the
+//! frames have grown much larger than a snapshot), the writer *merges* it with the snapshot
+//! into a new index log: a new epoch, written to `idx.tmp` and committed like a batch (below).
+//! Other processes follow by generation: new frames are read into their memtable, a new epoch
+//! is opened afresh. The index log is derived data: when it is missing, torn, from another
+//! epoch, fails a checksum (the whole snapshot is checked, one block at a time, whenever a
+//! process opens a new epoch) or does not end at the committed data length, the store
+//! rebuilds it from the data file. A block found corrupt later makes that upsert rebuild
+//! first; `version_of` reports it as [`StoreError::CorruptIndex`].
 //!
 //! **Journal** (CRC-protected): the generation the batch will commit as, the committed length it
 //! appends to and how many bytes it appends, and every in-place change (overwrite or blank) as
@@ -76,9 +90,12 @@
 //! are replaced only by strictly greater ones. A rebuild that meets the same id twice keeps the
 //! greatest version, the later line on a tie.
 //!
-//! **Compaction** writes the live lines, in file order and without padding, to `.compact`, and a
-//! snapshot of the new offsets to `idx.tmp` (both fsynced), then commits a manifest naming the
-//! new file's inode and the snapshot's epoch, then renames both into place. Recovery finishes
+//! **Compaction** writes the live lines, in file order and without padding, to `.compact` while
+//! listing each line's old and new slot in `.compact.map` (file order, 32 bytes a line, one
+//! offset per 128 lines in memory), then walks the index in id order, moving each slot through
+//! the map into a new snapshot in `idx.tmp` (both fsynced), then commits a manifest naming the
+//! new file's inode and the snapshot's epoch, then renames both into place. An index that does
+//! not match the file's lines makes it rebuild first. Recovery finishes
 //! those renames when the committed manifest names the temporary files, and deletes them
 //! otherwise. Readers with the old file open keep reading the old, complete copy.
 //!
@@ -96,11 +113,21 @@
 //!
 //! An upsert reads nothing from the data file and writes O(batch): the new lines in one
 //! positioned write, in-place changes (coalesced when adjacent) twice (journal, then file), one
-//! index-log frame, a 68-byte manifest, and five fsyncs (six with in-place changes). A batch
-//! that is already stored writes nothing at all. The in-memory index costs about 41 bytes per
-//! record with numeric ids (a 32-byte entry plus a `u32` hash slot), so 1M records take ≈ 41 MB;
-//! other ids add their string. Compaction (O(file)) and index-log rewrites (O(records)) run
-//! only when waste or log growth has paid for them, and they hold the lock while they run.
+//! index-log frame, a 68-byte manifest, and five fsyncs (six with in-place changes). It reads
+//! at most one 4 KiB index block per distinct block its ids fall in (looked up in id order). A
+//! batch that is already stored writes nothing at all.
+//!
+//! Memory does not grow with the number of records: the memtable holds at most
+//! `index_memory_entries` (default 131072) entries of ≈ 40 bytes (≈ 5 MB, plus 32 bytes each
+//! while it is sorted for a merge), the fences ≈ 40 bytes per 100 records (0.4 MB at 1M).
+//! Opening a store reads the manifest, the snapshot (checked block by block, never held) and
+//! the frames after it, never the data file.
+//!
+//! A merge rewrites the snapshot (≈ 41 bytes per numeric-id record: 41 MB at 1M) once per
+//! `index_memory_entries` new or changed ids, so a first load of N records writes about
+//! N² / (2 × 131072) × 41 bytes of index in merges (≈ 160 MB for 1M records, next to 2 GB of
+//! data). A rebuild merges the same way while it scans. Compaction (O(file)), merges and
+//! rebuilds run only when waste, the memtable or damage call for them, holding the lock.
 //!
 //! # Other limits
 //!
@@ -112,6 +139,8 @@
 //! - When a record shrinks, the rest of its slot stays as padding for regrowth; padding is not
 //!   counted as waste (only blanked slots are), so it only goes away at the next compaction.
 //! - Ids are at most 65535 bytes; lines under 4 GiB.
+//! - The cost of merges grows with N² / `index_memory_entries` for a first load of N records;
+//!   for tens of millions of records raise `index_memory_entries` (memory) or accept the I/O.
 //! - Compaction replaces the data file by rename: a symlinked data file becomes a regular file.
 //! - Built and tested on Linux. Elsewhere there are no inodes, so a replaced data file is
 //!   detected by length only and a crash during compaction costs a rebuild.
@@ -122,6 +151,7 @@ mod error;
 mod format;
 mod index;
 mod io;
+mod run;
 mod store;
 
 #[cfg(test)]
@@ -181,6 +211,10 @@ pub struct StoreOptions {
     /// means a later rebuild would see different keys than the writes did; turn this on in
     /// tests of the code that builds the records.
     pub verify_lines: bool,
+    /// Index entries kept in memory before they are merged into the sorted on-disk snapshot
+    /// (default 131072, ≈ 5 MB): bounds the index's memory whatever the number of records.
+    /// Smaller means less memory and more frequent merges (each rewrites the snapshot, O(records)).
+    pub index_memory_entries: usize,
 }
 
 impl StoreOptions {
@@ -192,6 +226,7 @@ impl StoreOptions {
             compact_min_waste_ratio: 0.5,
             compact_min_waste_bytes: 64 << 20,
             verify_lines: false,
+            index_memory_entries: 1 << 17,
         }
     }
 }
@@ -240,6 +275,6 @@ pub struct StoreStats {
     pub generation: u64,
     /// Committed length of the index log.
     pub index_log_bytes: u64,
-    /// Approximate heap memory of the in-memory index.
+    /// Approximate heap memory of the index: the memtable, the fences and one cached block.
     pub index_memory_bytes: usize,
 }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::StoreError;
 use crate::format::{self, FrameBuilder, IdxEntry, Journal, Manifest, Op};
-use crate::index::{Index, Key, Slot};
+use crate::index::{Index, Key, OwnedKey, Slot};
 use crate::io::{self as fio, file_id, Io};
+use crate::run::{self, Run, RunHeader, RunWriter};
 use crate::{CompactOutcome, StoreOptions, StoreRecord, StoreStats, UpsertOutcome, Version};
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -47,6 +48,10 @@ pub struct JsonlStore {
     idx_tmp: PathBuf,
     journal_path: PathBuf,
     compact_tmp: PathBuf,
+    /// Temporary: old → new offsets of every line during a compaction.
+    compact_map: PathBuf,
+    /// Temporary: snapshots of a rebuild in progress (two, used in turn).
+    build_tmp: [PathBuf; 2],
     lock_path: PathBuf,
     options: StoreOptions,
     io: Io,
@@ -54,6 +59,7 @@ pub struct JsonlStore {
     data: File,
     idx: File,
     journal: File,
+    /// The snapshot of the index log (on disk) and the entries committed after it (in memory).
     index: Index,
     /// The committed state `index` reflects. `epoch == 0` means "nothing loaded".
     m: Manifest,
@@ -128,6 +134,8 @@ impl JsonlStore {
             manifest_tmp: sp("manifest.tmp"),
             idx_tmp: sp("idx.tmp"),
             compact_tmp: sp("compact"),
+            compact_map: sp("compact.map"),
+            build_tmp: [sp("idx.build0"), sp("idx.build1")],
             idx_path,
             journal_path,
             lock_path,
@@ -139,7 +147,7 @@ impl JsonlStore {
             data,
             idx,
             journal,
-            index: Index::new(),
+            index: Index::default(),
             m: Manifest::default(),
             buf: Vec::new(),
             #[cfg(test)]
@@ -166,24 +174,24 @@ impl JsonlStore {
 
     /// Number of distinct ids (as of the last operation).
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.m.records as usize
     }
 
     /// True when the store holds no record.
     pub fn is_empty(&self) -> bool {
-        self.index.len() == 0
+        self.m.records == 0
     }
 
     /// The stored version of `id` (as of the last operation), so callers can skip fetching or
-    /// sending what is already current.
-    pub fn version_of(&self, id: &str) -> Option<Version> {
-        self.index.get(Key::of(id)).map(|(v, _)| v)
+    /// sending what is already current. Reads at most one block of the on-disk index.
+    pub fn version_of(&self, id: &str) -> Result<Option<Version>> {
+        Ok(self.index.get(Key::of(id))?.map(|(v, _)| v))
     }
 
     /// Sizes as of the last operation.
     pub fn stats(&self) -> StoreStats {
         StoreStats {
-            records: self.index.len(),
+            records: self.m.records as usize,
             file_bytes: self.m.data_len,
             waste_bytes: self.m.waste,
             generation: self.m.generation,
@@ -201,7 +209,7 @@ impl JsonlStore {
     pub fn get(&mut self, id: &str) -> Result<Option<Vec<u8>>> {
         self.locked(|s| {
             s.sync()?;
-            match s.index.get(Key::of(id)) {
+            match s.index.get(Key::of(id))? {
                 None => Ok(None),
                 Some((_, slot)) => {
                     s.count_read(slot.len - 1);
@@ -245,8 +253,19 @@ impl JsonlStore {
         self.validate(&batch)?;
         self.locked(|s| {
             s.sync()?;
-            let mut out = s.upsert_locked(&batch)?;
-            s.maintain(&mut out)?;
+            // A snapshot block that fails its checksum is found before anything is written
+            // (lookups come first) or after the commit (merge): rebuild from the data file.
+            let mut out = match s.upsert_locked(&batch) {
+                Err(StoreError::CorruptIndex { detail, .. }) => {
+                    s.rebuild(&format!("the index log is corrupt: {detail}"))?;
+                    s.upsert_locked(&batch)?
+                }
+                r => r?,
+            };
+            match s.maintain(&mut out) {
+                Err(StoreError::CorruptIndex { detail, .. }) => s.rebuild(&format!("the index log is corrupt: {detail}"))?,
+                r => r?,
+            }
             Ok(out)
         })
     }
@@ -427,7 +446,7 @@ impl JsonlStore {
     /// Reads only the index-log frames committed since our last view. False if inconsistent.
     fn catch_up(&mut self, m: &Manifest) -> Result<bool> {
         let last = self.load_frames(self.m.idx_len, m, self.m.generation)?;
-        Ok(last == Some(m.generation) && self.index.len() as u64 == m.records)
+        Ok(last == Some(m.generation))
     }
 
     /// Applies the index-log frames in `[from, m.idx_len)` to the index, reading in chunks so
@@ -462,36 +481,36 @@ impl JsonlStore {
         Ok(Some(last))
     }
 
-    /// Loads the whole index log. False if it does not match the manifest / data file.
+    /// Opens the index log's snapshot (checking every block, one at a time) and loads the frames
+    /// after it. False if it does not match the manifest / data file.
     fn full_load(&mut self, m: &Manifest) -> Result<bool> {
-        self.index = Index::new();
+        self.index = Index::default();
         self.m = Manifest::default();
         // The index file may have been replaced (rewritten by another process): reopen it.
         self.idx = fio::open_rw(&self.idx_path, true)?;
         let len = self.idx.metadata().map_err(|e| StoreError::io("inspecting", &self.idx_path, e))?.len();
-        if len < m.idx_len || m.idx_len < format::IDX_HEADER_LEN {
+        if len < m.idx_len {
             return Ok(false);
         }
-        let header = fio::read_range(&self.idx, 0, format::IDX_HEADER_LEN, &self.idx_path)?;
-        if format::decode_idx_header(&header) != Some(m.epoch) {
+        let file = self.idx.try_clone().map_err(|e| StoreError::io("opening", &self.idx_path, e))?;
+        let Some(run) = Run::load(file, &self.idx_path, m.idx_len)? else { return Ok(false) };
+        let h = run.header;
+        if h.epoch != m.epoch || h.generation > m.generation || h.count > m.records || !run.verify()? {
             return Ok(false);
         }
-        let last = self.load_frames(format::IDX_HEADER_LEN, m, 0)?;
-        if last != Some(m.generation) || self.index.len() as u64 != m.records {
-            self.index = Index::new();
-            return Ok(false);
-        }
+        self.index = Index::new(Some(run));
+        let last = self.load_frames(h.frames_start(), m, h.generation)?;
+        let mem = self.index.mem.len() as u64;
         // Cheap consistency checks against the data file: the last line is live, ends the file.
-        let max_end = self.index.max_end();
-        if max_end != m.data_len || m.data_len.checked_sub(self.index.slot_bytes()) != Some(m.waste) {
-            self.index = Index::new();
+        if last != Some(m.generation) || m.records > h.count + mem || self.index.max_end() != m.data_len {
+            self.index = Index::default();
             return Ok(false);
         }
         if m.data_len > 0 {
             self.count_read(1);
             let last = fio::read_range(&self.data, m.data_len - 1, 1, &self.path)?;
             if last != b"\n" {
-                self.index = Index::new();
+                self.index = Index::default();
                 return Ok(false);
             }
         }
@@ -564,6 +583,17 @@ impl JsonlStore {
                 }
             }
         }
+        // Look every winner up in id order, so that neighbouring ids share one read of a
+        // snapshot block.
+        let mut found: Vec<Option<(Version, Slot)>> = vec![None; winners.len()];
+        {
+            let mut order: Vec<(Key<'_>, usize)> =
+                winners.iter().enumerate().map(|(w, &i)| (Key::of(&batch[i].id), w)).collect();
+            order.sort_unstable();
+            for (k, w) in order {
+                found[w] = self.index.get(k)?;
+            }
+        }
         let generation = self.m.generation + 1;
         let base = self.m.data_len;
         let mut append = std::mem::take(&mut self.buf);
@@ -572,10 +602,10 @@ impl JsonlStore {
         let mut changes: Vec<(usize, Slot)> = Vec::new();
         let mut waste = self.m.waste;
         let mut frame = FrameBuilder::new(generation);
-        for &i in &winners {
+        for (&i, stored) in winners.iter().zip(found) {
             let r = &batch[i];
             let line_len = r.line.len() as u64;
-            let slot = match self.index.get(Key::of(&r.id)) {
+            let slot = match stored {
                 None => {
                     out.inserted += 1;
                     None
@@ -629,7 +659,6 @@ impl JsonlStore {
             let r = &batch[i];
             self.index.set(Key::of(&r.id), r.version, slot);
         }
-        debug_assert_eq!(self.index.len() as u64, self.m.records);
         // Finish the in-place part. A failure here is repaired by the next sync (journal redo).
         if !journal.ops.is_empty() {
             self.apply_ops(&journal)?;
@@ -678,38 +707,68 @@ impl JsonlStore {
             out.compacted = true;
             return Ok(());
         }
-        let snapshot_estimate = self.m.records * 48 + format::IDX_HEADER_LEN;
-        if self.m.idx_len > IDX_REWRITE_MIN && self.m.idx_len > IDX_REWRITE_FACTOR * snapshot_estimate {
+        // Merge the memtable into a new snapshot when it is full, or when the frames after the
+        // snapshot have grown much larger than a fresh snapshot would be.
+        let snapshot_estimate = self.m.records * 48 + run::HEADER_LEN;
+        let full = self.index.mem.len() >= self.options.index_memory_entries.max(1);
+        if full || (self.m.idx_len > IDX_REWRITE_MIN && self.m.idx_len > IDX_REWRITE_FACTOR * snapshot_estimate) {
             self.rewrite_index_log()?;
         }
         Ok(())
     }
 
-    /// After the manifest naming a new index-log epoch committed: move the snapshot into place.
+    /// After the manifest naming a new index-log epoch committed: move the snapshot into place
+    /// and use it (the memtable's entries are all in it).
     fn install_snapshot(&mut self) -> Result<()> {
         let (tmp, path) = (self.idx_tmp.clone(), self.idx_path.clone());
         self.io.rename(&tmp, &path)?;
         self.io.sync_dir(path.parent().unwrap_or(Path::new(".")))?;
         self.idx = fio::open_rw(&self.idx_path, true)?;
+        let file = self.idx.try_clone().map_err(|e| StoreError::io("opening", &self.idx_path, e))?;
+        let run = Run::load(file, &self.idx_path, self.m.idx_len)?.ok_or_else(|| StoreError::CorruptIndex {
+            path: self.idx_path.clone(),
+            detail: "the snapshot just written cannot be read back".into(),
+        })?;
+        self.index = Index::new(Some(run));
         Ok(())
     }
 
     /// Redo half of `install_snapshot` after a crash: a snapshot for the committed epoch still
-    /// under its temporary name is moved into place; any other leftover is discarded.
+    /// under its temporary name is moved into place (and then loaded like any other index
+    /// log); any other leftover is discarded.
     fn finish_snapshot(&mut self, m: &Manifest) -> Result<()> {
-        let Some(b) = fio::read_optional(&self.idx_tmp)? else { return Ok(()) };
-        if format::decode_idx_header(&b) == Some(m.epoch) {
-            self.install_snapshot()
+        let Some(meta) = fio::metadata_optional(&self.idx_tmp)? else { return Ok(()) };
+        let f = File::open(&self.idx_tmp).map_err(|e| StoreError::io("reading", &self.idx_tmp, e))?;
+        let header = if meta.len() >= run::HEADER_LEN {
+            fio::read_range(&f, 0, run::HEADER_LEN, &self.idx_tmp)?
+        } else {
+            Vec::new()
+        };
+        drop(f);
+        if run::decode_epoch(&header) == Some(m.epoch) {
+            let (tmp, path) = (self.idx_tmp.clone(), self.idx_path.clone());
+            self.io.rename(&tmp, &path)?;
+            self.io.sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+            self.index = Index::default();
+            self.m = Manifest::default();
         } else {
             let _ = fs::remove_file(&self.idx_tmp);
-            Ok(())
         }
+        Ok(())
     }
 
+    /// Merges the memtable into a new snapshot: a new index-log epoch, committed like a batch.
     fn rewrite_index_log(&mut self) -> Result<()> {
         let generation = self.m.generation + 1;
-        let (epoch, idx_len) = write_snapshot(&mut self.io, &self.idx_tmp, generation, self.index.entries())?;
-        let m = Manifest { generation, epoch, idx_len, ..self.m };
+        let epoch = new_epoch();
+        let h = write_snapshot(&mut self.io, &self.idx_tmp, epoch, generation, self.index.merged())?;
+        if h.count != self.m.records {
+            return Err(StoreError::CorruptIndex {
+                path: self.idx_path.clone(),
+                detail: format!("the index holds {} ids, the manifest {}", h.count, self.m.records),
+            });
+        }
+        let m = Manifest { generation, epoch, idx_len: h.frames_start(), ..self.m };
         // Stale journal must not be mistaken for this generation's.
         self.write_journal(&Journal::plain(generation, m.data_len, 0))?;
         self.commit_manifest(&m)?;
@@ -717,87 +776,128 @@ impl JsonlStore {
         self.install_snapshot()
     }
 
-    fn compact_locked(&mut self) -> Result<CompactOutcome> {
-        let bytes_before = self.m.data_len;
-        // (offset, entry) sorted by offset; once a line is copied its offset is replaced by the
-        // new one, so the whole plan costs 20 bytes per record.
-        let mut order = self.index.order_by_offset();
-        let mut new_lens: Vec<u32> = Vec::with_capacity(order.len());
+    /// Pass 1 of a compaction: copies every line of the committed data file, without the
+    /// whitespace around it, to `.compact`, and lists each line's old and new slot in the
+    /// `.compact.map` file (in file order). Returns (new length, lines, map).
+    fn copy_compacted(&mut self) -> Result<(u64, u64, OffsetMap)> {
         let tmp_path = self.compact_tmp.clone();
         let tmp = fio::create_truncate(&tmp_path)?;
+        let mut map = OffsetMapWriter::create(&self.compact_map)?;
+        let data_path = self.path.clone();
+        let data_len = self.m.data_len;
         let mut out: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
         let mut out_off = 0u64;
+        let mut lines = 0u64;
+        // `window` holds data bytes from `win_start`; whole lines are consumed from it.
         let mut window: Vec<u8> = Vec::new();
         let mut win_start = 0u64;
-        let data_path = self.path.clone();
-        let strs = self.index.str_keys();
-        for item in order.iter_mut() {
-            let slot = self.index.slot_of_entry(item.1);
-            let win_end = win_start + window.len() as u64;
-            if slot.offset < win_start || slot.end() > win_end {
-                let len = (CHUNK as u64).max(slot.len).min(self.m.data_len - slot.offset);
-                #[cfg(test)]
-                {
-                    self.data_bytes_read += len;
-                }
-                window = fio::read_range(&self.data, slot.offset, len, &data_path)?;
-                win_start = slot.offset;
+        let mut pos = 0u64; // next byte to read
+        while pos < data_len || !window.is_empty() {
+            if pos < data_len {
+                let len = (CHUNK as u64).min(data_len - pos);
+                self.count_read(len);
+                let chunk = fio::read_range(&self.data, pos, len, &data_path)?;
+                window.extend_from_slice(&chunk);
+                pos += len;
             }
-            let s = (slot.offset - win_start) as usize;
-            let content = trim_end(&window[s..s + slot.len as usize - 1]);
-            let new_len = u32::try_from(content.len() + 1).map_err(|_| StoreError::TooLarge {
-                path: data_path.clone(),
-                detail: "a line is longer than 4 GiB".into(),
-            })?;
-            item.0 = out_off + out.len() as u64;
-            new_lens.push(new_len);
-            out.extend_from_slice(content);
-            out.push(b'\n');
-            if out.len() >= CHUNK {
-                self.io.write_at(&tmp, &out, out_off, &tmp_path)?;
-                out_off += out.len() as u64;
-                out.clear();
+            let mut consumed = 0usize;
+            while let Some(nl) = memchr::memchr(b'\n', &window[consumed..]) {
+                let body = &window[consumed..consumed + nl];
+                if let Some(lead) = body.iter().position(|&c| !is_ws(c)) {
+                    let content = trim_end(&body[lead..]);
+                    let old = Slot { offset: win_start + (consumed + lead) as u64, len: (nl - lead) as u64 + 1 };
+                    let new = Slot { offset: out_off + out.len() as u64, len: content.len() as u64 + 1 };
+                    map.push(old, new)?;
+                    out.extend_from_slice(content);
+                    out.push(b'\n');
+                    lines += 1;
+                    if out.len() >= CHUNK {
+                        self.io.write_at(&tmp, &out, out_off, &tmp_path)?;
+                        out_off += out.len() as u64;
+                        out.clear();
+                    }
+                }
+                consumed += nl + 1;
+            }
+            window.drain(..consumed);
+            win_start += consumed as u64;
+            if pos >= data_len && !window.is_empty() {
+                return Err(StoreError::CorruptIndex {
+                    path: data_path,
+                    detail: "the committed data does not end with a newline".into(),
+                });
             }
         }
         if !out.is_empty() {
             self.io.write_at(&tmp, &out, out_off, &tmp_path)?;
             out_off += out.len() as u64;
         }
-        drop((window, out));
         self.io.sync(&tmp, &tmp_path)?;
-        let tmp_ino = file_id(&tmp.metadata().map_err(|e| StoreError::io("inspecting", &tmp_path, e))?);
-        drop(tmp);
+        Ok((out_off, lines, map.finish()?))
+    }
+
+    fn compact_locked(&mut self) -> Result<CompactOutcome> {
+        match self.compact_once() {
+            Err(StoreError::CorruptIndex { detail, .. }) => {
+                // The index does not describe the data file: rebuild from the file, then compact.
+                let _ = fs::remove_file(&self.compact_tmp);
+                let _ = fs::remove_file(&self.compact_map);
+                tracing::warn!(path = %self.path.display(), detail, "the index does not match the data file");
+                self.rebuild("the index does not match the data file")?;
+                self.compact_once()
+            }
+            r => r,
+        }
+    }
+
+    fn compact_once(&mut self) -> Result<CompactOutcome> {
+        let bytes_before = self.m.data_len;
+        let (new_len, lines, mut map) = self.copy_compacted()?;
+        let tmp_path = self.compact_tmp.clone();
+        let tmp_ino = file_id(&fs::metadata(&tmp_path).map_err(|e| StoreError::io("inspecting", &tmp_path, e))?);
+        if lines != self.m.records {
+            return Err(StoreError::CorruptIndex {
+                path: self.path.clone(),
+                detail: format!("the data file has {lines} lines, the index {} ids", self.m.records),
+            });
+        }
+        // Pass 2: the new snapshot, in id order, each slot moved to its new place.
         let generation = self.m.generation + 1;
-        let index = &self.index;
-        let entries = order.iter().zip(&new_lens).map(|(&(off, n), &len)| {
-            (index.key_at(n, &strs), index.version_of_entry(n), Slot { offset: off, len: u64::from(len) })
+        let epoch = new_epoch();
+        let entries = self.index.merged().map(|e| {
+            let (k, v, old) = e?;
+            Ok((k, v, map.lookup(old)?))
         });
-        let (epoch, idx_len) = write_snapshot(&mut self.io, &self.idx_tmp, generation, entries)?;
-        drop(strs);
-        self.write_journal(&Journal::plain(generation, out_off, 0))?;
+        let h = write_snapshot(&mut self.io, &self.idx_tmp, epoch, generation, entries)?;
+        drop(map);
+        let _ = fs::remove_file(&self.compact_map);
+        if h.count != lines || h.max_end != new_len {
+            return Err(StoreError::CorruptIndex {
+                path: self.idx_path.clone(),
+                detail: "the compacted index does not cover the compacted file".into(),
+            });
+        }
+        self.write_journal(&Journal::plain(generation, new_len, 0))?;
         let m = Manifest {
             generation,
             epoch,
-            data_len: out_off,
+            data_len: new_len,
             data_ino: tmp_ino,
-            idx_len,
+            idx_len: h.frames_start(),
             waste: 0,
-            records: self.index.len() as u64,
+            records: self.m.records,
         };
         self.commit_manifest(&m)?;
-        // Committed: the in-memory index follows, and a crash from here on is finished by
-        // `sync` (it renames the temp files).
-        for (&(off, n), &len) in order.iter().zip(&new_lens) {
-            self.index.set_slot_of_entry(n, Slot { offset: off, len: u64::from(len) });
-        }
+        // Committed: a crash from here on is finished by `sync` (it renames the temp files).
         self.m = m;
         self.install_snapshot()?;
+        let data_path = self.path.clone();
         self.io.rename(&tmp_path, &data_path)?;
         let dir = self.dir.clone();
         self.io.sync_dir(&dir)?;
         self.reopen_data()?;
-        tracing::info!(path = %self.path.display(), bytes_before, bytes_after = out_off, "compacted");
-        Ok(CompactOutcome { bytes_before, bytes_after: out_off, records: self.index.len() })
+        tracing::info!(path = %self.path.display(), bytes_before, bytes_after = new_len, "compacted");
+        Ok(CompactOutcome { bytes_before, bytes_after: new_len, records: self.m.records as usize })
     }
 
     /// Rebuilds the index by scanning the data file, repairing it into the canonical format.
@@ -809,11 +909,20 @@ impl JsonlStore {
             tracing::warn!(path = %self.path.display(), reason = why, "rebuilding the index by scanning the data file");
         }
         let prev_gen = self.m.generation;
-        self.index = Index::new(); // free it before building the new one
+        self.index = Index::default(); // free it before building the new one
         self.m = Manifest::default();
+        // Generation must move past anything a stale journal or old manifest may claim.
+        let old_manifest_gen = self.read_manifest()?.map_or(0, |m| m.generation);
+        let old_journal_gen = self.read_journal()?.map_or(0, |j| j.generation);
+        let generation = prev_gen.max(old_manifest_gen).max(old_journal_gen) + 1;
         let scan = self.scan(file_len)?;
-        let mut index = scan.index;
-        let new_len = index.max_end();
+        let epoch = new_epoch();
+        let h = write_snapshot(&mut self.io, &self.idx_tmp, epoch, generation, scan.index.merged())?;
+        drop(scan.index);
+        for p in &self.build_tmp {
+            let _ = fs::remove_file(p);
+        }
+        let new_len = h.max_end;
         let path = self.path.clone();
         let mut cur_len = file_len;
         if scan.needs_newline && new_len == file_len + 1 {
@@ -822,29 +931,22 @@ impl JsonlStore {
             cur_len += 1;
         }
         let ops: Vec<Op> = scan.ops.into_iter().filter(|o| o.offset() < new_len).collect();
-        let mut journal = Journal::plain(0, new_len, 0);
+        let mut journal = Journal::plain(generation, new_len, 0);
         journal.ops = ops;
-        // Generation must move past anything a stale journal or old manifest may claim.
-        let old_manifest_gen = self.read_manifest()?.map_or(0, |m| m.generation);
-        let old_journal_gen = self.read_journal()?.map_or(0, |j| j.generation);
-        let generation = prev_gen.max(old_manifest_gen).max(old_journal_gen) + 1;
         // `append_len` here is the junk after the last live line that recovery may cut.
-        journal.generation = generation;
         journal.append_len = cur_len.saturating_sub(new_len);
         self.write_journal(&journal)?;
         self.io.sync(&self.data, &path)?;
-        let (epoch, idx_len) = write_snapshot(&mut self.io, &self.idx_tmp, generation, index.entries())?;
         let m = Manifest {
             generation,
             epoch,
             data_len: new_len,
             data_ino: self.fd_id()?,
-            idx_len,
-            waste: new_len - index.slot_bytes(),
-            records: index.len() as u64,
+            idx_len: h.frames_start(),
+            waste: new_len - scan.slot_bytes,
+            records: h.count,
         };
         self.commit_manifest(&m)?;
-        std::mem::swap(&mut self.index, &mut index);
         self.m = m;
         self.install_snapshot()?;
         if !journal.ops.is_empty() {
@@ -863,7 +965,8 @@ impl JsonlStore {
     }
 
     /// Scans the data file: builds the index (greatest version per id wins, later line on a tie)
-    /// and lists the repairs that make the file canonical.
+    /// and lists the repairs that make the file canonical. The index's memtable is merged into
+    /// a temporary snapshot whenever it fills up, so memory stays bounded.
     fn scan(&mut self, file_len: u64) -> Result<Scan> {
         self.count_read(file_len);
         let f = File::open(&self.path).map_err(|e| StoreError::io("reading", &self.path, e))?;
@@ -871,9 +974,12 @@ impl JsonlStore {
         let mut line: Vec<u8> = Vec::new();
         let mut pos = 0u64;
         let mut line_no = 0u64;
-        let mut index = Index::new();
+        let mut index = Index::default();
+        let mut slot_bytes = 0u64;
+        let mut builds = 0usize;
         let mut ops = Vec::new();
         let mut needs_newline = false;
+        let limit = self.options.index_memory_entries.max(1);
         loop {
             line.clear();
             let n = r.read_until(b'\n', &mut line).map_err(|e| StoreError::io("reading", &self.path, e))?;
@@ -912,24 +1018,40 @@ impl JsonlStore {
                     }
                     let slot = Slot { offset: pos + lead as u64, len: (body.len() - lead) as u64 + 1 };
                     let key = Key::of(&id);
-                    match index.get(key) {
+                    match index.get(key)? {
                         Some((old_v, old_slot)) => {
                             if version >= old_v {
                                 push_blank(&mut ops, old_slot);
                                 index.set(key, version, slot);
+                                slot_bytes = slot_bytes - old_slot.len + slot.len;
                             } else {
                                 push_blank(&mut ops, slot);
                             }
                         }
                         None => {
                             index.set(key, version, slot);
+                            slot_bytes += slot.len;
                         }
+                    }
+                    if index.mem.len() >= limit {
+                        let path = self.build_tmp[builds % 2].clone();
+                        builds += 1;
+                        // A private temporary file: no fsync, and not a crash-injection step.
+                        let mut io = Io::new(false);
+                        write_snapshot(&mut io, &path, 0, 0, index.merged())?;
+                        let file = File::open(&path).map_err(|e| StoreError::io("reading", &path, e))?;
+                        let len = file.metadata().map_err(|e| StoreError::io("inspecting", &path, e))?.len();
+                        let run = Run::load(file, &path, len)?.ok_or_else(|| StoreError::CorruptIndex {
+                            path: path.clone(),
+                            detail: "a temporary snapshot cannot be read back".into(),
+                        })?;
+                        index = Index::new(Some(run));
                     }
                 }
             }
             pos += n as u64;
         }
-        Ok(Scan { index, ops, needs_newline })
+        Ok(Scan { index, slot_bytes, ops, needs_newline })
     }
 
     fn unparseable(&self, line: u64, reason: &'static str, content: &[u8]) -> StoreError {
@@ -943,44 +1065,21 @@ impl JsonlStore {
     }
 }
 
-/// Writes a snapshot index log (new epoch) to `tmp` and syncs it; `install_snapshot` moves it
-/// into place once the manifest naming its epoch has committed. Returns (epoch, length).
-fn write_snapshot<'a>(
+/// Writes a snapshot (the start of a new index log, entries in id order) to `path` and syncs
+/// it; `install_snapshot` moves it into place once the manifest naming its epoch has committed.
+fn write_snapshot(
     io: &mut Io,
-    tmp: &Path,
+    path: &Path,
+    epoch: u64,
     generation: u64,
-    entries: impl Iterator<Item = (Key<'a>, Version, Slot)>,
-) -> Result<(u64, u64)> {
-    let epoch = new_epoch();
-    let f = fio::create_truncate(tmp)?;
-    let mut out = format::idx_header(epoch).to_vec();
-    let mut off = 0u64;
-    let mut num = [0u8; 20];
-    let mut fb = FrameBuilder::new(generation);
-    let mut wrote_frame = false;
-    for (k, version, s) in entries {
-        let id: &str = match k {
-            Key::Num(n) => fmt_u64(&mut num, n),
-            Key::Str(s) => s,
-        };
-        fb.push(&IdxEntry { id, version, offset: s.offset, len: s.len });
-        if fb.len() >= format::SNAPSHOT_FRAME_ENTRIES {
-            out.extend_from_slice(&std::mem::replace(&mut fb, FrameBuilder::new(generation)).finish());
-            wrote_frame = true;
-            if out.len() >= CHUNK {
-                io.write_at(&f, &out, off, tmp)?;
-                off += out.len() as u64;
-                out.clear();
-            }
-        }
+    entries: impl Iterator<Item = Result<(OwnedKey, Version, Slot)>>,
+) -> Result<RunHeader> {
+    let mut w = RunWriter::create(io, path, epoch, generation)?;
+    for e in entries {
+        let (k, v, s) = e?;
+        w.push(k.as_key(), v, s)?;
     }
-    if fb.len() > 0 || !wrote_frame {
-        out.extend_from_slice(&fb.finish());
-    }
-    io.write_at(&f, &out, off, tmp)?;
-    off += out.len() as u64;
-    io.sync(&f, tmp)?;
-    Ok((epoch, off))
+    w.finish()
 }
 
 fn push_blank(ops: &mut Vec<Op>, s: Slot) {
@@ -995,19 +1094,107 @@ fn push_blank(ops: &mut Vec<Op>, s: Slot) {
 
 struct Scan {
     index: Index,
+    /// Sum of the live slots' lengths.
+    slot_bytes: u64,
     ops: Vec<Op>,
     needs_newline: bool,
 }
 
-fn fmt_u64(buf: &mut [u8; 20], mut n: u64) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+/// Old → new slot of every line of a compaction, in file order: 32 bytes per line on disk
+/// (`.compact.map`), one old offset per 128 lines in memory.
+struct OffsetMapWriter {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    written: u64,
+    lines: u64,
+    fences: Vec<u64>,
+}
+
+const MAP_REC: usize = 32;
+const MAP_BLOCK: usize = 128;
+
+impl OffsetMapWriter {
+    fn create(path: &Path) -> Result<Self> {
+        let file = fio::create_truncate(path)?;
+        Ok(OffsetMapWriter { path: path.to_path_buf(), file, buf: Vec::with_capacity(1 << 20), written: 0, lines: 0, fences: Vec::new() })
+    }
+
+    fn push(&mut self, old: Slot, new: Slot) -> Result<()> {
+        if self.lines.is_multiple_of(MAP_BLOCK as u64) {
+            self.fences.push(old.offset);
+        }
+        self.lines += 1;
+        for x in [old.offset, old.len, new.offset, new.len] {
+            self.buf.extend_from_slice(&x.to_le_bytes());
+        }
+        if self.buf.len() >= 1 << 20 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        // A private temporary file: no fsync, and not a crash-injection step.
+        Io::new(false).write_at(&self.file, &self.buf, self.written, &self.path)?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<OffsetMap> {
+        self.flush()?;
+        Ok(OffsetMap { path: self.path, file: self.file, lines: self.lines, fences: self.fences, cached: None })
+    }
+}
+
+struct OffsetMap {
+    path: PathBuf,
+    file: File,
+    lines: u64,
+    fences: Vec<u64>,
+    /// (block number, its records).
+    cached: Option<(usize, Vec<u8>)>,
+}
+
+impl OffsetMap {
+    /// The new slot of the line whose old slot is `old`; an error when no line has exactly
+    /// that slot (the index does not describe the data file).
+    fn lookup(&mut self, old: Slot) -> Result<Slot> {
+        let mismatch = || StoreError::CorruptIndex {
+            path: self.path.clone(),
+            detail: format!("no line of the data file has the indexed slot {}+{}", old.offset, old.len),
+        };
+        let block = self.fences.partition_point(|&o| o <= old.offset);
+        if block == 0 {
+            return Err(mismatch());
+        }
+        let block = block - 1;
+        if self.cached.as_ref().is_none_or(|(b, _)| *b != block) {
+            let first = (block * MAP_BLOCK) as u64;
+            let n = (self.lines - first).min(MAP_BLOCK as u64);
+            let b = fio::read_range(&self.file, first * MAP_REC as u64, n * MAP_REC as u64, &self.path)?;
+            self.cached = Some((block, b));
+        }
+        let Some((_, recs)) = &self.cached else { return Err(mismatch()) };
+        let at = |i: usize, f: usize| {
+            let p = i * MAP_REC + f * 8;
+            u64::from_le_bytes(recs[p..p + 8].try_into().unwrap_or([0; 8]))
+        };
+        let n = recs.len() / MAP_REC;
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if at(mid, 0) < old.offset {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo < n && at(lo, 0) == old.offset && at(lo, 1) == old.len {
+            Ok(Slot { offset: at(lo, 2), len: at(lo, 3) })
+        } else {
+            Err(mismatch())
         }
     }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }

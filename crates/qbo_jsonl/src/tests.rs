@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 
 use crate::*;
+use crate::run;
 
 #[derive(serde::Deserialize)]
 struct K {
@@ -20,8 +21,16 @@ pub(crate) fn extract(line: &[u8]) -> Option<(String, Version)> {
     Some((k.id, Version { updated_at_ms: k.v, sync_token: k.t }))
 }
 
+/// Small memtables, so that merges into the on-disk snapshot happen all the time in tests.
+const MEM: usize = 5;
+
 fn opts() -> StoreOptions {
-    StoreOptions { fsync: false, ..StoreOptions::new(extract) }
+    StoreOptions { fsync: false, index_memory_entries: MEM, ..StoreOptions::new(extract) }
+}
+
+/// The default memtable: merges only when the index log is bloated.
+fn big_mem() -> StoreOptions {
+    StoreOptions { index_memory_entries: StoreOptions::new(extract).index_memory_entries, ..opts() }
 }
 
 fn line(id: &str, v: i64, t: u64, pad: usize) -> Vec<u8> {
@@ -78,7 +87,7 @@ fn check(store: &JsonlStore, model: &Model) {
     assert_eq!(&on_disk, model);
     assert_eq!(store.len(), model.len());
     for (id, (v, _)) in model {
-        assert_eq!(store.version_of(id), Some(*v), "id {id}");
+        assert_eq!(store.version_of(id).unwrap(), Some(*v), "id {id}");
     }
     let st = store.stats();
     assert_eq!(st.file_bytes, fs::metadata(store.path()).unwrap().len());
@@ -120,7 +129,7 @@ fn upsert_semantics_insert_update_unchanged_stale_duplicates() {
     apply_model(&mut model, &b1);
     assert_eq!((o.inserted, o.updated, o.unchanged, o.stale, o.duplicates_in_batch), (3, 0, 0, 0, 2));
     check(&s, &model);
-    assert_eq!(s.version_of("1").unwrap().updated_at_ms, 12);
+    assert_eq!(s.version_of("1").unwrap().unwrap().updated_at_ms, 12);
 
     // Re-upserting the same batch writes nothing at all.
     let before = fs::read(&p).unwrap();
@@ -163,7 +172,7 @@ fn upsert_semantics_insert_update_unchanged_stale_duplicates() {
     s.upsert(vec![r.clone()]).unwrap();
     apply_model(&mut model, &[r]);
     check(&s, &model);
-    assert_eq!(s.version_of("2").unwrap().sync_token, 3);
+    assert_eq!(s.version_of("2").unwrap().unwrap().sync_token, 3);
 }
 
 #[test]
@@ -438,14 +447,15 @@ fn threads_with_separate_instances_converge_to_max_versions() {
         let v = 39 * 4 + 3;
         assert_eq!(m[&i.to_string()].0.updated_at_ms, v);
         assert_eq!(m[&i.to_string()].1, line(&i.to_string(), v, 0, ((v as usize) * 7 + i) % 60));
-        assert_eq!(s.version_of(&i.to_string()).unwrap().updated_at_ms, v);
+        assert_eq!(s.version_of(&i.to_string()).unwrap().unwrap().updated_at_ms, v);
     }
 }
 
 #[test]
-fn many_records_use_multi_frame_snapshots() {
+fn many_records_use_multi_block_snapshots() {
     let (_d, p) = dir();
-    let mut s = JsonlStore::open(&p, opts()).unwrap();
+    let o = StoreOptions { index_memory_entries: 10_000, ..opts() };
+    let mut s = JsonlStore::open(&p, o).unwrap();
     let mut model = Model::new();
     for chunk in 0..3u64 {
         let b: Vec<_> = (chunk * 23_000..(chunk + 1) * 23_000).map(|i| rec(&i.to_string(), 1, (i % 5) as usize)).collect();
@@ -458,12 +468,145 @@ fn many_records_use_multi_frame_snapshots() {
     s.compact().unwrap(); // snapshot of 69k entries = 2 frames
     check(&s, &model);
     drop(s);
-    let s = JsonlStore::open(&p, StoreOptions { key_extractor: |_| None, ..opts() }).unwrap();
+    let s = JsonlStore::open(&p, StoreOptions { key_extractor: |_| None, ..o }).unwrap();
     check(&s, &model);
     assert!(s.stats().index_memory_bytes < 69_000 * 48 + (1 << 20), "{:?}", s.stats());
     drop(s);
     fs::remove_dir_all(p.parent().unwrap().join(".qbo_rs")).unwrap();
+    let s = JsonlStore::open(&p, o).unwrap();
+    check(&s, &model);
+}
+
+#[test]
+fn index_memory_is_bounded_and_reopen_loads_no_entry() {
+    let (_d, p) = dir();
+    let o = StoreOptions { index_memory_entries: 20_000, ..opts() };
+    let mut s = JsonlStore::open(&p, o).unwrap();
+    let mut model = Model::new();
+    let mut peak = 0;
+    for chunk in 0..100u64 {
+        // 2,000 new ids and 100 updates of old ones per batch: 200,000 records in the end.
+        let mut b: Vec<_> = (chunk * 2000..(chunk + 1) * 2000).map(|i| rec(&i.to_string(), 1, (i % 3) as usize)).collect();
+        b.extend((0..100).map(|i| rec(&(i * 17 % (chunk * 2000 + 1)).to_string(), chunk as i64 + 2, 1)));
+        s.upsert(b.clone()).unwrap();
+        apply_model(&mut model, &b);
+        peak = peak.max(s.stats().index_memory_bytes);
+    }
+    assert_eq!(s.len(), 200_000);
+    // An all-in-RAM index of 200,000 records takes ≥ 6.4 MB (32 bytes each).
+    assert!(peak < 3 << 20, "index memory peaked at {peak} bytes");
+    check(&s, &model);
+    drop(s);
+    // Reopening reads the snapshot's fences and the frames after it, never the data file.
+    let s = JsonlStore::open(&p, StoreOptions { key_extractor: |_| None, ..o }).unwrap();
+    assert!(s.stats().index_memory_bytes < 3 << 20, "{:?}", s.stats());
+    assert!(s.data_bytes_read <= 1, "{}", s.data_bytes_read);
+    check(&s, &model);
+}
+
+fn idx_file(p: &Path) -> PathBuf {
+    p.parent().unwrap().join(".qbo_rs/invoices.txt.idx")
+}
+
+/// A store with several snapshot blocks and frames after the snapshot.
+fn store_with_snapshot_and_frames(p: &Path) -> Model {
+    let mut s = JsonlStore::open(p, StoreOptions { index_memory_entries: 400, ..opts() }).unwrap();
+    let mut model = Model::new();
+    for k in 0..10i64 {
+        let b: Vec<_> = (0..90).map(|i| rec(&(k * 50 + i).to_string(), k, (i % 7) as usize)).chain([rec("s-1", k, 3)]).collect();
+        s.upsert(b.clone()).unwrap();
+        apply_model(&mut model, &b);
+    }
+    let st = s.stats();
+    let run_len = run::RunHeader::decode(&fs::read(idx_file(p)).unwrap()).unwrap().frames_start();
+    assert!(st.index_log_bytes > run_len, "frames after the snapshot: {st:?}");
+    assert!(run_len > 3 * 4096, "several blocks");
+    check(&s, &model);
+    model
+}
+
+#[test]
+fn torn_missing_stale_or_corrupt_index_log_is_detected_and_rebuilt() {
+    fn damage(name: &str, ix: &Path, b: &[u8]) {
+        let h = run::RunHeader::decode(b).unwrap();
+        let mut b = b.to_vec();
+        match name {
+            "missing" => return fs::remove_file(ix).unwrap(),
+            "empty" => b.clear(),
+            "torn in the blocks" => b.truncate(b.len() / 3),
+            "last frame lost" => b.truncate(b.len() - 1),
+            "header checksum" => b[20] ^= 0x20,
+            "block checksum" => b[run::HEADER_LEN as usize + 4096 + 100] ^= 0x20,
+            "fence checksum" => b[(run::HEADER_LEN + h.blocks_len + 20) as usize] ^= 0x20,
+            "old format" => b[..8].copy_from_slice(b"QBOJIDX1"),
+            _ => unreachable!(),
+        }
+        fs::write(ix, b).unwrap();
+    }
+    let cases = [
+        "missing",
+        "empty",
+        "torn in the blocks",
+        "last frame lost",
+        "header checksum",
+        "block checksum",
+        "fence checksum",
+        "old format",
+    ];
+    for name in cases {
+        let (_d, p) = dir();
+        let model = store_with_snapshot_and_frames(&p);
+        let gen = JsonlStore::open(&p, opts()).unwrap().stats().generation;
+        let ix = idx_file(&p);
+        let before = fs::read(&ix).unwrap();
+        damage(name, &ix, &before);
+        let s = JsonlStore::open(&p, opts()).unwrap();
+        assert!(s.stats().generation > gen, "{name}: not rebuilt");
+        assert!(s.data_bytes_read >= fs::metadata(&p).unwrap().len(), "{name}: rebuilt from the data file");
+        check(&s, &model);
+        drop(s);
+        // The rebuilt log is used as is by the next open.
+        let s = JsonlStore::open(&p, StoreOptions { key_extractor: |_| None, ..opts() }).unwrap();
+        check(&s, &model);
+    }
+}
+
+#[test]
+fn stale_index_log_from_an_older_epoch_is_rebuilt() {
+    let (_d, p) = dir();
+    let mut model = store_with_snapshot_and_frames(&p);
+    let ix = idx_file(&p);
+    let old = fs::read(&ix).unwrap();
+    {
+        let mut s = JsonlStore::open(&p, opts()).unwrap();
+        let b: Vec<_> = (0..30).map(|i| rec(&(1000 + i).to_string(), 1, 2)).collect();
+        s.upsert(b.clone()).unwrap();
+        apply_model(&mut model, &b);
+        s.compact().unwrap(); // new epoch
+    }
+    fs::write(&ix, &old).unwrap(); // an old copy restored (e.g. from a backup)
     let s = JsonlStore::open(&p, opts()).unwrap();
+    check(&s, &model);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_block_corrupted_after_open_is_detected_and_the_upsert_heals() {
+    let (_d, p) = dir();
+    let mut model = store_with_snapshot_and_frames(&p);
+    let mut s = JsonlStore::open(&p, opts()).unwrap();
+    let ix = idx_file(&p);
+    let mut b = fs::read(&ix).unwrap();
+    let at = run::HEADER_LEN as usize + 50;
+    b[at] ^= 0x20;
+    // Same inode, same length: only the checksum can tell.
+    std::os::unix::fs::FileExt::write_all_at(&fs::OpenOptions::new().write(true).open(&ix).unwrap(), &b[at..at + 1], at as u64).unwrap();
+    let e = s.version_of("3").unwrap_err();
+    assert!(matches!(e, StoreError::CorruptIndex { .. }), "{e}");
+    assert!(e.to_string().contains("delete the .qbo_rs directory"), "{e}");
+    let batch = vec![rec("3", 100, 1), rec("99999", 1, 1)];
+    s.upsert(batch.clone()).unwrap();
+    apply_model(&mut model, &batch);
     check(&s, &model);
 }
 
@@ -471,7 +614,7 @@ fn many_records_use_multi_frame_snapshots() {
 
 /// Builds a store with a known state, fsync on so every step is counted.
 fn prepared(p: &Path) -> (JsonlStore, Model) {
-    let o = StoreOptions { fsync: true, ..StoreOptions::new(extract) };
+    let o = StoreOptions { fsync: true, ..opts() };
     let mut s = JsonlStore::open(p, o).unwrap();
     let mut model = Model::new();
     let b: Vec<_> = (0..8).map(|i| rec(&i.to_string(), 1, 20)).chain([rec("k", 1, 5)]).collect();
@@ -580,17 +723,19 @@ fn crash_at_every_step_of_compaction_is_safe() {
 fn crash_at_every_step_of_an_index_log_rewrite_is_safe() {
     // A log of many one-record frames, one upsert short of being rewritten as a snapshot.
     let prepare = |p: &Path| {
-        let mut s = JsonlStore::open(p, opts()).unwrap();
+        let mut s = JsonlStore::open(p, big_mem()).unwrap();
         let mut model = Model::new();
         let mut v = 1;
         while s.stats().index_log_bytes < 3900 {
-            let b: Vec<_> = (0..10).map(|i| rec(&i.to_string(), v, 0)).collect();
+            // Small frames near the end, so the log stops between 3900 and 4096 bytes.
+            let n = if s.stats().index_log_bytes < 3500 { 10 } else { 1 };
+            let b: Vec<_> = (0..n).map(|i| rec(&i.to_string(), v, 0)).collect();
             s.upsert(b.clone()).unwrap();
             apply_model(&mut model, &b);
             v += 1;
         }
         drop(s);
-        let s = JsonlStore::open(p, StoreOptions { fsync: true, ..StoreOptions::new(extract) }).unwrap();
+        let s = JsonlStore::open(p, StoreOptions { fsync: true, ..big_mem() }).unwrap();
         (s, model)
     };
     let batch = || vec![rec("1", 1000, 3), rec("3", 1, 0), rec("30", 1, 0), rec("31", 1, 0), rec("32", 1, 0)];
@@ -628,7 +773,7 @@ fn crash_at_every_step_of_a_rebuild_is_safe() {
         m.insert("3".into(), (Version { updated_at_ms: 1, sync_token: 0 }, line("3", 1, 0, 0)));
         m
     };
-    let o = StoreOptions { fsync: true, ..StoreOptions::new(extract) };
+    let o = StoreOptions { fsync: true, ..opts() };
     let mut n = 1;
     loop {
         let (_d, p) = dir();
