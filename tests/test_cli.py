@@ -81,3 +81,13 @@ def test_emulator_command_prints_client_environment(tmp_path: Path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_the_command_line_caps_malloc_arenas_unless_told(monkeypatch):
+    # Keeps the backfill's peak RSS flat (glibc arena fragmentation; see qbo_rs.cli).
+    from qbo_rs.cli import limit_malloc_arenas
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert limit_malloc_arenas() is True
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False
