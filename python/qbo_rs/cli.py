@@ -31,7 +31,8 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     try:
         import ctypes
 
-        return ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas) == 1
+        result: int = ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas)
+        return result == 1
     except (OSError, AttributeError):
         return False
 
