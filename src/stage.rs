@@ -92,33 +92,19 @@ impl StageOutcome {
         let (entity, rows_fetched, server_count, pages) =
             (self.report.entity.slug().to_string(), window.rows_fetched, window.fetch.server_count, window.fetch.pages);
         let report = Py::new(py, BackfillReport::from_core(self.report))?;
-        Ok(match self.staged {
-            Some(staged) => StagedWindow {
-                label,
-                entity,
-                start,
-                end,
-                status: "ok".into(),
-                rows_fetched,
-                lines: staged.lines,
-                server_count,
-                pages,
-                manifest: Some(self.manifest),
-                report,
-            },
-            None => StagedWindow {
-                label,
-                entity,
-                start,
-                end,
-                status: "failed".into(),
-                rows_fetched,
-                lines: 0,
-                server_count,
-                pages,
-                manifest: None,
-                report,
-            },
+        let status = if self.staged.is_some() { "ok" } else { "failed" };
+        Ok(StagedWindow {
+            label,
+            entity,
+            start,
+            end,
+            status: status.into(),
+            rows_fetched,
+            lines: self.staged.as_ref().map_or(0, |s| s.lines),
+            server_count,
+            pages,
+            manifest: self.staged.is_some().then_some(self.manifest),
+            report,
         })
     }
 }
@@ -134,7 +120,7 @@ pub async fn export_task(args: ExportArgs) -> Result<BackfillReport, qbo_core::E
     let staged = CoreStaged::load(&args.manifest)?;
     let entity = staged.entity()?;
     let sinks = open_sinks(entity, &args.sinks).await?;
-    let window = export_staged(&args.manifest, &sinks, args.keep).await?;
+    let window = export_staged(&args.manifest, &staged, &sinks, args.keep).await?;
     Ok(BackfillReport::from_core(CoreReport {
         entity,
         windows: vec![window],

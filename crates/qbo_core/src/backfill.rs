@@ -155,14 +155,13 @@ pub async fn run_backfill(
     request: &BackfillRequest,
     progress: Option<Arc<dyn Progress>>,
 ) -> Result<BackfillReport, Error> {
-    use std::sync::atomic::Ordering::Relaxed;
     let windows = request.plan()?;
     if sinks.is_empty() {
         return Err(Error::config("no sink configured: choose txt, postgres or both"));
     }
     let started = Instant::now();
     let counters = client.counters();
-    let (req0, retry0, thr0) = (counters.requests.load(Relaxed), counters.retries.load(Relaxed), counters.throttled.load(Relaxed));
+    let (req0, retry0, thr0) = counters.snapshot();
     if let Some(p) = &progress {
         p.on_plan(&windows);
     }
@@ -197,13 +196,14 @@ pub async fn run_backfill(
         }
     }
     reports.sort_by_key(|(i, _)| *i);
+    let (req1, retry1, thr1) = counters.snapshot();
     let report = BackfillReport {
         entity: request.entity,
         windows: reports.into_iter().map(|(_, r)| r).collect(),
         duration: started.elapsed(),
-        requests: counters.requests.load(Relaxed) - req0,
-        retries: counters.retries.load(Relaxed) - retry0,
-        throttled: counters.throttled.load(Relaxed) - thr0,
+        requests: req1 - req0,
+        retries: retry1 - retry0,
+        throttled: thr1 - thr0,
     };
     log_run_validation(&report);
     Ok(report)

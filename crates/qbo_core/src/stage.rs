@@ -305,9 +305,10 @@ fn decode_chunk(chunk: Bytes, records_file: &Path, first_line: u64) -> Result<Ve
 
 /// Writes a staged window into `sinks` and checks rows staged vs rows each sink now holds.
 /// The stage is removed after a successful write unless `keep` is set.
-pub async fn export_staged(manifest: &Path, sinks: &[Arc<dyn Sink>], keep: bool) -> Result<WindowReport, Error> {
+/// `staged` is the manifest at `manifest`, as [`StagedWindow::load`] read it (the caller needs
+/// its entity to open the sinks first).
+pub async fn export_staged(manifest: &Path, staged: &StagedWindow, sinks: &[Arc<dyn Sink>], keep: bool) -> Result<WindowReport, Error> {
     let started = Instant::now();
-    let staged = StagedWindow::load(manifest)?;
     let entity = staged.entity()?;
     let records_path = manifest.with_file_name(&staged.records_file);
     let size = fs::metadata(&records_path).map(|m| m.len()).map_err(|e| {
