@@ -88,7 +88,7 @@ fn decode(page: &RawPage, field: FilterField, page_number: u32) -> Result<Vec<De
     let mut out = Vec::with_capacity(page.len());
     for i in 0..page.len() {
         let payload = page.record(i);
-        let head = head::scan(&payload);
+        let head = head::scan(&payload, field == FilterField::TxnDate);
         let id = head.id.as_deref().ok_or_else(|| Error::Decode("a record in the response has no Id".into()))?;
         let last_updated = head
             .last_updated_time

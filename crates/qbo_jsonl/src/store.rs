@@ -250,23 +250,45 @@ impl JsonlStore {
     /// Writes one batch atomically: after a crash at any instant the store holds either all of
     /// it or none of it. Costs O(batch) I/O; a batch that is already stored writes nothing.
     pub fn upsert(&mut self, batch: Vec<StoreRecord>) -> Result<UpsertOutcome> {
+        let mut outcomes = self.upsert_groups(vec![batch])?;
+        Ok(outcomes.pop().unwrap_or_default())
+    }
+
+    /// Writes several batches as **one** commit (group commit): one journal, one append, one
+    /// index frame, one manifest, so one set of fsyncs for all of them. After a crash the
+    /// store holds all of them or none. The batches are merged as one (the greatest version
+    /// of an id wins across them); each gets its own outcome: a record that lost to a copy in
+    /// another batch counts in its own batch's `duplicates_in_batch`, `bytes_written` is what
+    /// its own records cost, and `compacted` is set on every outcome when the commit ended
+    /// with a compaction.
+    pub fn upsert_groups(&mut self, groups: Vec<Vec<StoreRecord>>) -> Result<Vec<UpsertOutcome>> {
+        let mut ends = Vec::with_capacity(groups.len());
+        let mut batch = Vec::with_capacity(groups.iter().map(Vec::len).sum());
+        for group in groups {
+            batch.extend(group);
+            ends.push(batch.len());
+        }
         self.validate(&batch)?;
         self.locked(|s| {
             s.sync()?;
             // A snapshot block that fails its checksum is found before anything is written
             // (lookups come first) or after the commit (merge): rebuild from the data file.
-            let mut out = match s.upsert_locked(&batch) {
+            let mut outs = match s.upsert_locked(&batch, &ends) {
                 Err(StoreError::CorruptIndex { detail, .. }) => {
                     s.rebuild(&format!("the index log is corrupt: {detail}"))?;
-                    s.upsert_locked(&batch)?
+                    s.upsert_locked(&batch, &ends)?
                 }
                 r => r?,
             };
-            match s.maintain(&mut out) {
+            let mut compacted = false;
+            match s.maintain(&mut compacted) {
                 Err(StoreError::CorruptIndex { detail, .. }) => s.rebuild(&format!("the index log is corrupt: {detail}"))?,
                 r => r?,
             }
-            Ok(out)
+            for out in &mut outs {
+                out.compacted = compacted;
+            }
+            Ok(outs)
         })
     }
 
@@ -562,8 +584,11 @@ impl JsonlStore {
         self.io.replace_file(&tmp, &path, &m.encode())
     }
 
-    fn upsert_locked(&mut self, batch: &[StoreRecord]) -> Result<UpsertOutcome> {
-        let mut out = UpsertOutcome::default();
+    /// One commit of `batch`, whose records `..ends[0]`, `ends[0]..ends[1]`, ... are the groups
+    /// that each get an outcome.
+    fn upsert_locked(&mut self, batch: &[StoreRecord], ends: &[usize]) -> Result<Vec<UpsertOutcome>> {
+        let mut outs = vec![UpsertOutcome::default(); ends.len()];
+        let group = |i: usize| ends.partition_point(|&end| end <= i);
         // Greatest version per id; on a tie the first copy wins.
         let mut winners: Vec<usize> = Vec::with_capacity(batch.len());
         {
@@ -575,10 +600,12 @@ impl JsonlStore {
                         winners.push(i);
                     }
                     Some(&w) => {
-                        out.duplicates_in_batch += 1;
-                        if r.version > batch[winners[w]].version {
-                            winners[w] = i;
-                        }
+                        let loser = if r.version > batch[winners[w]].version {
+                            std::mem::replace(&mut winners[w], i)
+                        } else {
+                            i
+                        };
+                        outs[group(loser)].duplicates_in_batch += 1;
                     }
                 }
             }
@@ -604,6 +631,7 @@ impl JsonlStore {
         let mut frame = FrameBuilder::new(generation);
         for (&i, stored) in winners.iter().zip(found) {
             let r = &batch[i];
+            let out = &mut outs[group(i)];
             let line_len = r.line.len() as u64;
             let slot = match stored {
                 None => {
@@ -624,10 +652,12 @@ impl JsonlStore {
                         // Rewrite the whole slot, '\n' included (unchanged), so that the writes
                         // of neighbouring slots coalesce into one.
                         journal.write_slot(old.offset, &r.line, old.len as usize);
+                        out.bytes_written += old.len;
                         Some(old)
                     } else {
                         // Relocate: blank the old slot including its '\n'.
                         push_blank(&mut journal.ops, old);
+                        out.bytes_written += old.len;
                         waste += old.len;
                         None
                     }
@@ -637,6 +667,7 @@ impl JsonlStore {
                 let s = Slot { offset: base + append.len() as u64, len: line_len + 1 };
                 append.extend_from_slice(&r.line);
                 append.push(b'\n');
+                out.bytes_written += line_len + 1;
                 s
             });
             frame.push(&IdxEntry { id: &r.id, version: r.version, offset: slot.offset, len: slot.len });
@@ -644,12 +675,16 @@ impl JsonlStore {
         }
         if changes.is_empty() {
             self.buf = append;
-            return Ok(out);
+            return Ok(outs);
         }
         let frame = frame.finish();
         journal.append_len = append.len() as u64;
-        let result = self.commit_batch(&journal, &append, &frame, waste, out.inserted as u64);
-        out.bytes_written = append.len() as u64 + journal.ops.iter().map(|o| o.len()).sum::<u64>();
+        let inserted: usize = outs.iter().map(|o| o.inserted).sum();
+        let result = self.commit_batch(&journal, &append, &frame, waste, inserted as u64);
+        debug_assert_eq!(
+            outs.iter().map(|o| o.bytes_written).sum::<u64>(),
+            append.len() as u64 + journal.ops.iter().map(|o| o.len()).sum::<u64>()
+        );
         if append.capacity() <= 64 << 20 {
             self.buf = append;
         }
@@ -667,7 +702,7 @@ impl JsonlStore {
             let jp = self.journal_path.clone();
             self.io.set_len(&self.journal, 0, &jp)?;
         }
-        Ok(out)
+        Ok(outs)
     }
 
     /// Steps 3–6 of the protocol. On success `self.m` is the new manifest.
@@ -696,7 +731,7 @@ impl JsonlStore {
     }
 
     /// After an upsert: compact or rewrite the index log when they have grown wasteful.
-    fn maintain(&mut self, out: &mut UpsertOutcome) -> Result<()> {
+    fn maintain(&mut self, compacted: &mut bool) -> Result<()> {
         let o = &self.options;
         let waste = self.m.waste;
         if waste > 0
@@ -704,7 +739,7 @@ impl JsonlStore {
             && waste as f64 >= o.compact_min_waste_ratio * self.m.data_len as f64
         {
             self.compact_locked()?;
-            out.compacted = true;
+            *compacted = true;
             return Ok(());
         }
         // Merge the memtable into a new snapshot when it is full, or when the frames after the

@@ -176,6 +176,48 @@ fn upsert_semantics_insert_update_unchanged_stale_duplicates() {
 }
 
 #[test]
+fn group_commit_is_one_commit_with_an_outcome_per_group() {
+    let (_d, p) = dir();
+    let mut s = JsonlStore::open(&p, big_mem()).unwrap();
+    let mut model = Model::new();
+    let first = vec![rec("1", 10, 5), rec("2", 10, 5)];
+    s.upsert(first.clone()).unwrap();
+    apply_model(&mut model, &first);
+    let generation = s.stats().generation;
+
+    // Group a: one insert, one update that fits in place, and a copy of "9" that loses to
+    // group b's newer one. Group b: the winning "9", a stale "1", one more insert. Group c:
+    // an older copy of "2" than a's, dropped in the merge.
+    let a = vec![rec("3", 1, 0), rec("2", 11, 2), rec("9", 1, 0)];
+    let b = vec![rec("9", 2, 0), rec("1", 9, 0), rec("4", 1, 7)];
+    let c = vec![rec("2", 10, 5)];
+    let outs = s.upsert_groups(vec![a.clone(), b.clone(), c.clone()]).unwrap();
+    for g in [&a, &b, &c] {
+        apply_model(&mut model, g);
+    }
+    check(&s, &model);
+    assert_eq!(s.stats().generation, generation + 1, "three groups, one commit");
+    let counts: Vec<_> = outs.iter().map(|o| (o.inserted, o.updated, o.unchanged, o.stale, o.duplicates_in_batch)).collect();
+    assert_eq!(counts, vec![(1, 1, 0, 0, 1), (2, 0, 0, 1, 0), (0, 0, 0, 0, 1)]);
+    // Each group is charged for its own bytes: a's append and in-place slot, b's two appends.
+    let len = |r: &StoreRecord| r.line.len() as u64 + 1;
+    assert_eq!(outs[0].bytes_written, len(&a[0]) + len(&first[1]));
+    assert_eq!(outs[1].bytes_written, len(&b[0]) + len(&b[2]));
+    assert_eq!(outs[2].bytes_written, 0);
+    assert_eq!(
+        outs.iter().map(|o| o.bytes_written).sum::<u64>(),
+        fs::metadata(&p).unwrap().len() - (len(&first[0]) + len(&first[1])) + len(&first[1]),
+        "appends plus the one in-place slot"
+    );
+
+    // Groups that change nothing commit nothing.
+    let outs = s.upsert_groups(vec![c.clone(), vec![]]).unwrap();
+    assert_eq!(outs.len(), 2);
+    assert_eq!((outs[0].stale, outs[0].duplicates_in_batch, outs[1]), (1, 0, UpsertOutcome::default()));
+    assert_eq!(s.stats().generation, generation + 1);
+}
+
+#[test]
 fn state_persists_across_opens_without_rescan() {
     let (_d, p) = dir();
     let mut model = Model::new();
@@ -705,6 +747,23 @@ fn crash_at_every_step_of_a_mixed_batch_is_atomic() {
 }
 
 #[test]
+fn crash_at_every_step_of_a_group_commit_is_atomic_for_all_groups() {
+    let mixed = mixed_batch();
+    let (head, tail) = mixed.split_at(4);
+    let groups = || vec![head.to_vec(), tail.to_vec(), vec![rec("g", 3, 9)]];
+    crash_loop(
+        |s| s.upsert_groups(groups()).map(|_| ()),
+        |before| {
+            let mut m = before.clone();
+            for g in groups() {
+                apply_model(&mut m, &g);
+            }
+            m
+        },
+    );
+}
+
+#[test]
 fn crash_at_every_step_of_compaction_is_safe() {
     crash_loop(
         |s| {
@@ -826,7 +885,7 @@ fn pool_id(k: u8) -> String {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
-    fn model_based(steps in prop::collection::vec(step_strategy(), 1..25), small_compact in any::<bool>()) {
+    fn model_based(steps in prop::collection::vec(step_strategy(), 1..25), small_compact in any::<bool>(), split in 0usize..8) {
         let (_d, p) = dir();
         let o = StoreOptions {
             compact_min_waste_bytes: if small_compact { 200 } else { 64 << 20 },
@@ -845,10 +904,13 @@ proptest! {
                             StoreRecord { id, version: Version { updated_at_ms: v, sync_token: t }, line }
                         })
                         .collect();
-                    let out = s.upsert(batch.clone()).unwrap();
+                    // Sometimes as two groups of one commit: the sums must be the same.
+                    let (a, b) = batch.split_at(split.min(batch.len()));
+                    let outs = s.upsert_groups(vec![a.to_vec(), b.to_vec()]).unwrap();
+                    let sum = |f: fn(&UpsertOutcome) -> usize| outs.iter().map(f).sum::<usize>();
                     let distinct = batch.iter().map(|r| &r.id).collect::<std::collections::BTreeSet<_>>().len();
-                    prop_assert_eq!(out.inserted + out.updated + out.unchanged + out.stale, distinct);
-                    prop_assert_eq!(out.duplicates_in_batch, batch.len() - distinct);
+                    prop_assert_eq!(sum(|o| o.inserted + o.updated + o.unchanged + o.stale), distinct);
+                    prop_assert_eq!(sum(|o| o.duplicates_in_batch), batch.len() - distinct);
                     apply_model(&mut model, &batch);
                 }
                 Step::Reopen => {

@@ -1,20 +1,41 @@
 //! The embedded default sink: `data/invoices.txt` and friends, one JSON object a line,
 //! kept by [`qbo_jsonl::JsonlStore`] (crash-safe, one line per id, newest version wins).
+//!
+//! Every commit of the store costs a fixed set of fsyncs (journal, data, index, manifest), so
+//! the sink commits through one writer thread per file that takes every batch waiting at that
+//! moment and writes them as **one** commit (group commit). Windows build their lines in
+//! parallel and hand them over; while the writer syncs, the next batches queue up and go
+//! together in the next commit. The slower the disk, the larger the groups: fsyncs stop
+//! bounding the throughput, and each window still learns what its own batch did.
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use chrono::DateTime;
-use qbo_jsonl::{JsonlStore, StoreOptions, StoreRecord, Version};
+use qbo_jsonl::{JsonlStore, StoreOptions, StoreRecord, UpsertOutcome, Version};
+use tokio::sync::oneshot;
 
 use crate::entity::Entity;
 use crate::error::Error;
 use crate::sink::record::{raw_line, LineHead, LinePrefix};
 use crate::sink::{BoxFuture, Sink, WriteBatch, WriteOutcome};
 
+/// A group stops growing at this many line bytes, so one commit's append buffer stays bounded
+/// however far the writer falls behind.
+const MAX_GROUP_BYTES: usize = 32 << 20;
+
 pub struct JsonlSink {
     path: PathBuf,
     store: Arc<Mutex<JsonlStore>>,
+    commits: mpsc::Sender<Pending>,
+}
+
+/// One window's batch, its lines built, waiting for the writer.
+struct Pending {
+    records: Vec<StoreRecord>,
+    bytes: usize,
+    done: oneshot::Sender<Result<UpsertOutcome, String>>,
 }
 
 /// Reads `id` and the version from a RAW line (used only to rebuild the store's index).
@@ -29,12 +50,19 @@ fn key_of_line(line: &[u8]) -> Option<(String, Version)> {
 
 impl JsonlSink {
     /// Opens (creating if needed) `<data_dir>/<entity plural>.txt`, repairing it if a
-    /// previous run was killed mid-write.
+    /// previous run was killed mid-write, and starts its writer thread (it ends with the sink).
     pub fn open(data_dir: &Path, entity: Entity, fsync: bool) -> Result<Self, Error> {
         let path = data_dir.join(format!("{}.txt", entity.plural()));
         let options = StoreOptions { fsync, ..StoreOptions::new(key_of_line) };
         let store = JsonlStore::open(&path, options).map_err(|e| Error::Sink(e.to_string()))?;
-        Ok(JsonlSink { path, store: Arc::new(Mutex::new(store)) })
+        let store = Arc::new(Mutex::new(store));
+        let (commits, queue) = mpsc::channel();
+        let writer_store = Arc::clone(&store);
+        std::thread::Builder::new()
+            .name(format!("qbo-rs-{}-writer", entity.plural()))
+            .spawn(move || write_groups(&writer_store, &queue))
+            .map_err(|e| Error::Sink(format!("could not start the writer thread of {}: {e}", path.display())))?;
+        Ok(JsonlSink { path, store, commits })
     }
 
     pub fn path(&self) -> &Path {
@@ -51,6 +79,45 @@ impl JsonlSink {
     }
 }
 
+/// The writer thread: waits for a batch, takes every other batch already waiting (up to
+/// [`MAX_GROUP_BYTES`]), commits them together, answers each. Ends when the sink is dropped.
+fn write_groups(store: &Mutex<JsonlStore>, queue: &mpsc::Receiver<Pending>) {
+    let mut next = None;
+    loop {
+        let Some(first) = next.take().or_else(|| queue.recv().ok()) else { return };
+        let mut bytes = first.bytes;
+        let mut group = vec![first];
+        while bytes < MAX_GROUP_BYTES {
+            match queue.try_recv() {
+                Ok(p) if bytes + p.bytes > MAX_GROUP_BYTES => {
+                    next = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    bytes += p.bytes;
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let (records, answers): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.records, p.done)).unzip();
+        let result = store.lock().unwrap_or_else(|p| p.into_inner()).upsert_groups(records);
+        match result {
+            Ok(outcomes) => {
+                for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                    let _ = answer.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                for answer in answers {
+                    let _ = answer.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
 impl Sink for JsonlSink {
     fn name(&self) -> &str {
         "txt"
@@ -60,33 +127,47 @@ impl Sink for JsonlSink {
         self.path.display().to_string()
     }
 
+    /// With group commit a write mostly waits for the writer thread's fsyncs: let the window
+    /// fetch its next batch meanwhile.
+    fn overlap_writes(&self) -> bool {
+        true
+    }
+
     fn write(&self, batch: Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>> {
-        let store = Arc::clone(&self.store);
+        let commits = self.commits.clone();
         Box::pin(async move {
-            // Serialising and writing are blocking work: keep them off the async workers.
+            // Serialising is CPU work: build the lines on the blocking pool, in parallel with
+            // the other windows, and leave only the commit to the writer thread.
+            let (done, outcome) = oneshot::channel();
             tokio::task::spawn_blocking(move || {
                 let prefix = LinePrefix::new(&batch);
+                let mut bytes = 0;
                 let records = batch
                     .records
                     .iter()
                     .map(|r| {
                         let mut line = Vec::new();
                         raw_line(&batch, r, &prefix, &mut line);
+                        bytes += line.len() + 1;
                         let (updated_at_ms, sync_token) = r.version();
                         StoreRecord { id: r.id.clone(), version: Version { updated_at_ms, sync_token }, line }
                     })
                     .collect();
-                let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-                let outcome = store.upsert(records).map_err(|e| Error::Sink(e.to_string()))?;
-                Ok(WriteOutcome {
-                    inserted: outcome.inserted as u64,
-                    updated: outcome.updated as u64,
-                    unchanged: (outcome.unchanged + outcome.duplicates_in_batch) as u64,
-                    stale: outcome.stale as u64,
-                })
+                commits.send(Pending { records, bytes, done })
             })
             .await
-            .map_err(|e| Error::Sink(format!("the writer thread failed: {e}")))?
+            .map_err(|e| Error::Sink(format!("building the lines failed: {e}")))?
+            .map_err(|_| Error::Sink("the JSON-lines writer thread has stopped".into()))?;
+            let outcome = outcome
+                .await
+                .map_err(|_| Error::Sink("the JSON-lines writer thread stopped during the write".into()))?
+                .map_err(Error::Sink)?;
+            Ok(WriteOutcome {
+                inserted: outcome.inserted as u64,
+                updated: outcome.updated as u64,
+                unchanged: (outcome.unchanged + outcome.duplicates_in_batch) as u64,
+                stale: outcome.stale as u64,
+            })
         })
     }
 }
