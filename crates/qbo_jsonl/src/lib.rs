@@ -147,6 +147,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 mod error;
 mod format;
 mod index;
@@ -157,6 +158,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub use batch::LineBatch;
 pub use error::StoreError;
 pub use store::JsonlStore;
 

@@ -11,7 +11,8 @@ use crate::format::{self, FrameBuilder, IdxEntry, Journal, Manifest, Op};
 use crate::index::{Index, Key, OwnedKey, Slot};
 use crate::io::{self as fio, file_id, Io};
 use crate::run::{self, Run, RunHeader, RunWriter};
-use crate::{CompactOutcome, StoreOptions, StoreRecord, StoreStats, UpsertOutcome, Version};
+use crate::batch::RecordRef;
+use crate::{CompactOutcome, LineBatch, StoreOptions, StoreRecord, StoreStats, UpsertOutcome, Version};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -250,7 +251,8 @@ impl JsonlStore {
     /// Writes one batch atomically: after a crash at any instant the store holds either all of
     /// it or none of it. Costs O(batch) I/O; a batch that is already stored writes nothing.
     pub fn upsert(&mut self, batch: Vec<StoreRecord>) -> Result<UpsertOutcome> {
-        let mut outcomes = self.upsert_groups(vec![batch])?;
+        let records: Vec<RecordRef<'_>> = batch.iter().map(StoreRecord::as_ref).collect();
+        let mut outcomes = self.upsert_records(&records, &[records.len()])?;
         Ok(outcomes.pop().unwrap_or_default())
     }
 
@@ -260,23 +262,28 @@ impl JsonlStore {
     /// of an id wins across them); each gets its own outcome: a record that lost to a copy in
     /// another batch counts in its own batch's `duplicates_in_batch`, `bytes_written` is what
     /// its own records cost, and `compacted` is set on every outcome when the commit ended
-    /// with a compaction.
-    pub fn upsert_groups(&mut self, groups: Vec<Vec<StoreRecord>>) -> Result<Vec<UpsertOutcome>> {
+    /// with a compaction. A record refused by the checks of [`StoreRecord`] refuses the whole
+    /// commit; its `index` in the error counts across the groups.
+    pub fn upsert_groups(&mut self, groups: &[LineBatch]) -> Result<Vec<UpsertOutcome>> {
         let mut ends = Vec::with_capacity(groups.len());
-        let mut batch = Vec::with_capacity(groups.iter().map(Vec::len).sum());
+        let mut records = Vec::with_capacity(groups.iter().map(LineBatch::len).sum());
         for group in groups {
-            batch.extend(group);
-            ends.push(batch.len());
+            records.extend(group.records());
+            ends.push(records.len());
         }
-        self.validate(&batch)?;
+        self.upsert_records(&records, &ends)
+    }
+
+    fn upsert_records(&mut self, batch: &[RecordRef<'_>], ends: &[usize]) -> Result<Vec<UpsertOutcome>> {
+        self.validate(batch)?;
         self.locked(|s| {
             s.sync()?;
             // A snapshot block that fails its checksum is found before anything is written
             // (lookups come first) or after the commit (merge): rebuild from the data file.
-            let mut outs = match s.upsert_locked(&batch, &ends) {
+            let mut outs = match s.upsert_locked(batch, ends) {
                 Err(StoreError::CorruptIndex { detail, .. }) => {
                     s.rebuild(&format!("the index log is corrupt: {detail}"))?;
-                    s.upsert_locked(&batch, &ends)?
+                    s.upsert_locked(batch, ends)?
                 }
                 r => r?,
             };
@@ -325,11 +332,11 @@ impl JsonlStore {
         Ok(v)
     }
 
-    fn validate(&self, batch: &[StoreRecord]) -> Result<()> {
+    fn validate(&self, batch: &[RecordRef<'_>]) -> Result<()> {
         for (index, r) in batch.iter().enumerate() {
             let reason = if r.line.is_empty() {
                 Some("the line is empty")
-            } else if memchr::memchr(b'\n', &r.line).is_some() {
+            } else if memchr::memchr(b'\n', r.line).is_some() {
                 Some("the line contains a newline")
             } else if is_ws(r.line[0]) || is_ws(r.line[r.line.len() - 1]) {
                 Some("the line starts or ends with whitespace")
@@ -340,7 +347,7 @@ impl JsonlStore {
             };
             let reason = reason.or_else(|| {
                 let verify = self.options.verify_lines;
-                let agrees = || match (self.options.key_extractor)(&r.line) {
+                let agrees = || match (self.options.key_extractor)(r.line) {
                     Some((id, v)) => id == r.id && v == r.version,
                     None => false,
                 };
@@ -349,7 +356,7 @@ impl JsonlStore {
                 )
             });
             if let Some(reason) = reason {
-                return Err(StoreError::InvalidRecord { path: self.path.clone(), index, id: r.id.clone(), reason });
+                return Err(StoreError::InvalidRecord { path: self.path.clone(), index, id: r.id.to_string(), reason });
             }
         }
         Ok(())
@@ -586,7 +593,7 @@ impl JsonlStore {
 
     /// One commit of `batch`, whose records `..ends[0]`, `ends[0]..ends[1]`, ... are the groups
     /// that each get an outcome.
-    fn upsert_locked(&mut self, batch: &[StoreRecord], ends: &[usize]) -> Result<Vec<UpsertOutcome>> {
+    fn upsert_locked(&mut self, batch: &[RecordRef<'_>], ends: &[usize]) -> Result<Vec<UpsertOutcome>> {
         let mut outs = vec![UpsertOutcome::default(); ends.len()];
         let group = |i: usize| ends.partition_point(|&end| end <= i);
         // Greatest version per id; on a tie the first copy wins.
@@ -594,9 +601,9 @@ impl JsonlStore {
         {
             let mut pos: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
             for (i, r) in batch.iter().enumerate() {
-                match pos.get(r.id.as_str()) {
+                match pos.get(r.id) {
                     None => {
-                        pos.insert(&r.id, winners.len());
+                        pos.insert(r.id, winners.len());
                         winners.push(i);
                     }
                     Some(&w) => {
@@ -615,7 +622,7 @@ impl JsonlStore {
         let mut found: Vec<Option<(Version, Slot)>> = vec![None; winners.len()];
         {
             let mut order: Vec<(Key<'_>, usize)> =
-                winners.iter().enumerate().map(|(w, &i)| (Key::of(&batch[i].id), w)).collect();
+                winners.iter().enumerate().map(|(w, &i)| (Key::of(batch[i].id), w)).collect();
             order.sort_unstable();
             for (k, w) in order {
                 found[w] = self.index.get(k)?;
@@ -651,7 +658,7 @@ impl JsonlStore {
                     if line_len < old.len {
                         // Rewrite the whole slot, '\n' included (unchanged), so that the writes
                         // of neighbouring slots coalesce into one.
-                        journal.write_slot(old.offset, &r.line, old.len as usize);
+                        journal.write_slot(old.offset, r.line, old.len as usize);
                         out.bytes_written += old.len;
                         Some(old)
                     } else {
@@ -665,12 +672,12 @@ impl JsonlStore {
             };
             let slot = slot.unwrap_or_else(|| {
                 let s = Slot { offset: base + append.len() as u64, len: line_len + 1 };
-                append.extend_from_slice(&r.line);
+                append.extend_from_slice(r.line);
                 append.push(b'\n');
                 out.bytes_written += line_len + 1;
                 s
             });
-            frame.push(&IdxEntry { id: &r.id, version: r.version, offset: slot.offset, len: slot.len });
+            frame.push(&IdxEntry { id: r.id, version: r.version, offset: slot.offset, len: slot.len });
             changes.push((i, slot));
         }
         if changes.is_empty() {
@@ -692,7 +699,7 @@ impl JsonlStore {
         // Committed: the in-memory index follows.
         for (i, slot) in changes {
             let r = &batch[i];
-            self.index.set(Key::of(&r.id), r.version, slot);
+            self.index.set(Key::of(r.id), r.version, slot);
         }
         // Finish the in-place part. A failure here is repaired by the next sync (journal redo).
         if !journal.ops.is_empty() {

@@ -191,7 +191,7 @@ fn group_commit_is_one_commit_with_an_outcome_per_group() {
     let a = vec![rec("3", 1, 0), rec("2", 11, 2), rec("9", 1, 0)];
     let b = vec![rec("9", 2, 0), rec("1", 9, 0), rec("4", 1, 7)];
     let c = vec![rec("2", 10, 5)];
-    let outs = s.upsert_groups(vec![a.clone(), b.clone(), c.clone()]).unwrap();
+    let outs = s.upsert_groups(&[a.clone().into(), b.clone().into(), c.clone().into()]).unwrap();
     for g in [&a, &b, &c] {
         apply_model(&mut model, g);
     }
@@ -211,10 +211,34 @@ fn group_commit_is_one_commit_with_an_outcome_per_group() {
     );
 
     // Groups that change nothing commit nothing.
-    let outs = s.upsert_groups(vec![c.clone(), vec![]]).unwrap();
+    let outs = s.upsert_groups(&[c.clone().into(), LineBatch::default()]).unwrap();
     assert_eq!(outs.len(), 2);
     assert_eq!((outs[0].stale, outs[0].duplicates_in_batch, outs[1]), (1, 0, UpsertOutcome::default()));
     assert_eq!(s.stats().generation, generation + 1);
+}
+
+#[test]
+fn line_batches_hold_what_was_pushed_and_are_checked_like_records() {
+    let recs = vec![rec("1", 1, 3), rec("ü", 2, 0)];
+    let mut built = LineBatch::with_capacity(2, 64);
+    built.push_with("1", recs[0].version, |buf| buf.extend_from_slice(&recs[0].line));
+    built.push("ü", recs[1].version, &recs[1].line);
+    assert_eq!(built, LineBatch::from(recs.clone()));
+    assert_eq!((built.len(), built.line_bytes()), (2, recs[0].line.len() + recs[1].line.len()));
+
+    let (_d, p) = dir();
+    let mut s = JsonlStore::open(&p, opts()).unwrap();
+    let mut bad = LineBatch::default();
+    bad.push("x", Version::default(), b"{\"id\":\"x\"}\n");
+    match s.upsert_groups(&[built.clone(), bad]) {
+        Err(StoreError::InvalidRecord { index, id, .. }) => assert_eq!((index, id.as_str()), (2, "x")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.len(), 0, "a refused record refuses the whole commit");
+    s.upsert_groups(&[built]).unwrap();
+    let mut model = Model::new();
+    apply_model(&mut model, &recs);
+    check(&s, &model);
 }
 
 #[test]
@@ -752,7 +776,7 @@ fn crash_at_every_step_of_a_group_commit_is_atomic_for_all_groups() {
     let (head, tail) = mixed.split_at(4);
     let groups = || vec![head.to_vec(), tail.to_vec(), vec![rec("g", 3, 9)]];
     crash_loop(
-        |s| s.upsert_groups(groups()).map(|_| ()),
+        |s| s.upsert_groups(&groups().into_iter().map(LineBatch::from).collect::<Vec<_>>()).map(|_| ()),
         |before| {
             let mut m = before.clone();
             for g in groups() {
@@ -906,7 +930,7 @@ proptest! {
                         .collect();
                     // Sometimes as two groups of one commit: the sums must be the same.
                     let (a, b) = batch.split_at(split.min(batch.len()));
-                    let outs = s.upsert_groups(vec![a.to_vec(), b.to_vec()]).unwrap();
+                    let outs = s.upsert_groups(&[a.to_vec().into(), b.to_vec().into()]).unwrap();
                     let sum = |f: fn(&UpsertOutcome) -> usize| outs.iter().map(f).sum::<usize>();
                     let distinct = batch.iter().map(|r| &r.id).collect::<std::collections::BTreeSet<_>>().len();
                     prop_assert_eq!(sum(|o| o.inserted + o.updated + o.unchanged + o.stale), distinct);

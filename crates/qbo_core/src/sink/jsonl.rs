@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use chrono::DateTime;
-use qbo_jsonl::{JsonlStore, StoreOptions, StoreRecord, UpsertOutcome, Version};
+use qbo_jsonl::{JsonlStore, LineBatch, StoreOptions, UpsertOutcome, Version};
 use tokio::sync::oneshot;
 
 use crate::entity::Entity;
@@ -33,8 +33,7 @@ pub struct JsonlSink {
 
 /// One window's batch, its lines built, waiting for the writer.
 struct Pending {
-    records: Vec<StoreRecord>,
-    bytes: usize,
+    lines: LineBatch,
     done: oneshot::Sender<Result<UpsertOutcome, String>>,
 }
 
@@ -85,23 +84,23 @@ fn write_groups(store: &Mutex<JsonlStore>, queue: &mpsc::Receiver<Pending>) {
     let mut next = None;
     loop {
         let Some(first) = next.take().or_else(|| queue.recv().ok()) else { return };
-        let mut bytes = first.bytes;
+        let mut bytes = first.lines.line_bytes();
         let mut group = vec![first];
         while bytes < MAX_GROUP_BYTES {
             match queue.try_recv() {
-                Ok(p) if bytes + p.bytes > MAX_GROUP_BYTES => {
+                Ok(p) if bytes + p.lines.line_bytes() > MAX_GROUP_BYTES => {
                     next = Some(p);
                     break;
                 }
                 Ok(p) => {
-                    bytes += p.bytes;
+                    bytes += p.lines.line_bytes();
                     group.push(p);
                 }
                 Err(_) => break,
             }
         }
-        let (records, answers): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.records, p.done)).unzip();
-        let result = store.lock().unwrap_or_else(|p| p.into_inner()).upsert_groups(records);
+        let (batches, answers): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.lines, p.done)).unzip();
+        let result = store.lock().unwrap_or_else(|p| p.into_inner()).upsert_groups(&batches);
         match result {
             Ok(outcomes) => {
                 for (answer, outcome) in answers.into_iter().zip(outcomes) {
@@ -141,19 +140,15 @@ impl Sink for JsonlSink {
             let (done, outcome) = oneshot::channel();
             tokio::task::spawn_blocking(move || {
                 let prefix = LinePrefix::new(&batch);
-                let mut bytes = 0;
-                let records = batch
-                    .records
-                    .iter()
-                    .map(|r| {
-                        let mut line = Vec::new();
-                        raw_line(&batch, r, &prefix, &mut line);
-                        bytes += line.len() + 1;
-                        let (updated_at_ms, sync_token) = r.version();
-                        StoreRecord { id: r.id.clone(), version: Version { updated_at_ms, sync_token }, line }
-                    })
-                    .collect();
-                commits.send(Pending { records, bytes, done })
+                let payload_bytes: usize = batch.records.iter().map(|r| r.payload.len()).sum();
+                let mut lines = LineBatch::with_capacity(batch.records.len(), payload_bytes + batch.records.len() * prefix.len_estimate());
+                for r in &batch.records {
+                    let (updated_at_ms, sync_token) = r.version();
+                    lines.push_with(&r.id, Version { updated_at_ms, sync_token }, |buf| raw_line(&batch, r, &prefix, buf));
+                }
+                // The fetched pages can go now: only the lines are needed from here on.
+                drop(batch);
+                commits.send(Pending { lines, done })
             })
             .await
             .map_err(|e| Error::Sink(format!("building the lines failed: {e}")))?

@@ -33,6 +33,11 @@ pub struct LinePrefix {
 }
 
 impl LinePrefix {
+    /// About how many bytes a line adds around its payload (for sizing buffers).
+    pub fn len_estimate(&self) -> usize {
+        self.realm_entity.len() + self.tail.len() + 160
+    }
+
     pub fn new(batch: &WriteBatch) -> Self {
         let q = |s: &str| serde_json::to_string(s).expect("strings serialise");
         LinePrefix {
