@@ -60,6 +60,9 @@ pub(crate) struct Manifest {
 
 pub(crate) const MANIFEST_LEN: usize = 8 + 7 * 8 + 4;
 
+/// The manifest file holds this many manifests, written in turn (see `commit_manifest`).
+pub(crate) const MANIFEST_SLOTS: usize = 2;
+
 impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(MANIFEST_LEN);

@@ -157,17 +157,6 @@ impl Io {
         }
         fs::rename(from, to).map_err(|e| StoreError::io("renaming", from, e))
     }
-
-    /// Writes a whole new file at `tmp`, syncs it and renames it to `path`, then syncs the
-    /// directory: after this returns, `path` holds either the old or the new content, never a mix.
-    pub fn replace_file(&mut self, tmp: &Path, path: &Path, content: &[u8]) -> Result<()> {
-        let f = create_truncate(tmp)?;
-        self.write_at(&f, content, 0, tmp)?;
-        self.sync(&f, tmp)?;
-        drop(f);
-        self.rename(tmp, path)?;
-        self.sync_dir(path.parent().unwrap_or(Path::new(".")))
-    }
 }
 
 pub(crate) fn open_rw(path: &Path, create: bool) -> Result<File> {

@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! data/invoices.txt                     the data file: what users, `jq`, pandas read
-//! data/.qbo_rs/invoices.txt.manifest    commit record (replaced atomically)
+//! data/.qbo_rs/invoices.txt.manifest    commit record (two slots, written in turn)
 //! data/.qbo_rs/invoices.txt.idx         index log: sorted snapshot + appended frames (id -> slot, version)
 //! data/.qbo_rs/invoices.txt.journal     redo journal of the last batch
 //! data/.qbo_rs/invoices.txt.lock        exclusive lock held during every write
@@ -19,7 +19,6 @@
 //! data/.qbo_rs/invoices.txt.compact.map temporary: old -> new slot of every line, during compaction
 //! data/.qbo_rs/invoices.txt.idx.tmp     temporary: the next index log (a new snapshot) until renamed
 //! data/.qbo_rs/invoices.txt.idx.build0/1  temporary: partial snapshots during a rebuild
-//! data/.qbo_rs/invoices.txt.manifest.tmp  temporary: the next manifest until renamed
 //! ```
 //!
 //! **Data file.** Every line is: optional ASCII spaces, exactly the caller's JSON object bytes,
@@ -36,7 +35,11 @@
 //! (temp file + rename), automatically once waste is both large and a large share of the file.
 //!
 //! **Manifest** (fixed 68 bytes, CRC-protected): generation, index-log epoch, committed data
-//! length, data-file inode, committed index-log length, waste bytes, record count.
+//! length, data-file inode, committed index-log length, waste bytes, record count. The file
+//! holds two such slots; a commit overwrites the one *not* holding the newest manifest, so a
+//! torn write fails its checksum and the other slot still names the state before. The newest
+//! valid slot (by generation) wins. A file of one slot, as written before slots, reads as
+//! slot 0.
 //!
 //! **Index log** (`QBOJIDX2`): a *snapshot* of every id's `(offset, slot length, version)`,
 //! sorted by id, then one CRC-protected *frame* per commit since, listing the new state of every
@@ -69,8 +72,8 @@
 //! 3. Write the journal, fsync.
 //! 4. Append all new lines beyond the committed length with **one** positioned write, fsync.
 //! 5. Append the batch's frame to the index log, fsync.
-//! 6. **Commit point:** write the new manifest to a temp file, fsync, rename over the manifest,
-//!    fsync the directory.
+//! 6. **Commit point:** write the new manifest over the older of the two slots, fsync (same
+//!    file, same size: no rename, no directory sync).
 //! 7. Apply the journal's in-place changes to the data file, fsync, empty the journal.
 //!
 //! Recovery (run under the lock by `open` and before every operation): if the journal belongs to
@@ -83,8 +86,8 @@
 //! extractor cannot read stops the rebuild with an error naming the file and line: data is never
 //! dropped silently.
 //!
-//! A SIGKILL before the rename of step 6 therefore leaves the state before the batch; after it,
-//! the state after it. No torn line, no duplicate id survives the next open.
+//! A SIGKILL before the manifest write of step 6 therefore leaves the state before the batch;
+//! after it, the state after it. With fsync on, a power loss leaves one or the other too. No torn line, no duplicate id survives the next open.
 //!
 //! Within a batch the greatest version of an id wins, the first copy on a tie; stored versions
 //! are replaced only by strictly greater ones. A rebuild that meets the same id twice keeps the
@@ -113,7 +116,9 @@
 //!
 //! An upsert reads nothing from the data file and writes O(batch): the new lines in one
 //! positioned write, in-place changes (coalesced when adjacent) twice (journal, then file), one
-//! index-log frame, a 68-byte manifest, and five fsyncs (six with in-place changes). It reads
+//! index-log frame, a 68-byte manifest, and four fsyncs (five with in-place changes), of which
+//! only two (data and index log, which grow) make the filesystem commit its own journal.
+//! [`JsonlStore::upsert_groups`] commits several batches for the price of one. It reads
 //! at most one 4 KiB index block per distinct block its ids fall in (looked up in id order). A
 //! batch that is already stored writes nothing at all.
 //!

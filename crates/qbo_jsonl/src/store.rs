@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use crate::error::StoreError;
-use crate::format::{self, FrameBuilder, IdxEntry, Journal, Manifest, Op};
+use crate::format::{self, FrameBuilder, IdxEntry, Journal, Manifest, Op, MANIFEST_LEN, MANIFEST_SLOTS};
 use crate::index::{Index, Key, OwnedKey, Slot};
 use crate::io::{self as fio, file_id, Io};
 use crate::run::{self, Run, RunHeader, RunWriter};
@@ -44,7 +44,8 @@ pub struct JsonlStore {
     path: PathBuf,
     dir: PathBuf,
     manifest_path: PathBuf,
-    manifest_tmp: PathBuf,
+    /// The manifest slot holding the newest commit (the next commit writes the other one).
+    manifest_slot: usize,
     idx_path: PathBuf,
     idx_tmp: PathBuf,
     journal_path: PathBuf,
@@ -132,7 +133,7 @@ impl JsonlStore {
         let journal = fio::open_rw(&journal_path, true)?;
         let mut s = JsonlStore {
             manifest_path: sp("manifest"),
-            manifest_tmp: sp("manifest.tmp"),
+            manifest_slot: 0,
             idx_tmp: sp("idx.tmp"),
             compact_tmp: sp("compact"),
             compact_map: sp("compact.map"),
@@ -362,8 +363,16 @@ impl JsonlStore {
         Ok(())
     }
 
-    fn read_manifest(&self) -> Result<Option<Manifest>> {
-        Ok(fio::read_optional(&self.manifest_path)?.and_then(|b| Manifest::decode(&b)))
+    /// The newest valid manifest and the slot it is in. The file holds two slots, written in
+    /// turn, so a torn write leaves the other one; a file of one slot (the format before
+    /// slots) reads as slot 0.
+    fn read_manifest(&self) -> Result<Option<(Manifest, usize)>> {
+        let Some(b) = fio::read_optional(&self.manifest_path)? else { return Ok(None) };
+        Ok(b.chunks_exact(MANIFEST_LEN)
+            .take(MANIFEST_SLOTS)
+            .enumerate()
+            .filter_map(|(slot, c)| Manifest::decode(c).map(|m| (m, slot)))
+            .max_by_key(|(m, _)| m.generation))
     }
 
     fn read_journal(&self) -> Result<Option<Journal>> {
@@ -395,7 +404,7 @@ impl JsonlStore {
     /// Brings the in-memory index to the committed state and repairs crash leftovers.
     /// Must be called under the lock.
     fn sync(&mut self) -> Result<()> {
-        let Some(m) = self.read_manifest()? else {
+        let Some((m, slot)) = self.read_manifest()? else {
             let why = if fio::metadata_optional(&self.manifest_path)?.is_some() {
                 "the manifest is corrupt"
             } else {
@@ -403,6 +412,7 @@ impl JsonlStore {
             };
             return self.rebuild(why);
         };
+        self.manifest_slot = slot;
         // A compaction that committed but did not get to rename its new file into place.
         if let Some(meta) = fio::metadata_optional(&self.compact_tmp)? {
             if m.data_ino != 0 && file_id(&meta) == m.data_ino {
@@ -586,9 +596,23 @@ impl JsonlStore {
         self.io.sync(&self.journal, &p)
     }
 
+    /// The commit point: writes `m` over the slot that does *not* hold the newest manifest and
+    /// syncs it. Until that write is complete the other slot still names the state before; a
+    /// torn slot fails its checksum and is ignored. Same size, same file: no rename, no
+    /// directory sync (except when the file is first created).
     fn commit_manifest(&mut self, m: &Manifest) -> Result<()> {
-        let (tmp, path) = (self.manifest_tmp.clone(), self.manifest_path.clone());
-        self.io.replace_file(&tmp, &path, &m.encode())
+        let slot = (self.manifest_slot + 1) % MANIFEST_SLOTS;
+        let path = self.manifest_path.clone();
+        let existed = fio::metadata_optional(&path)?.is_some();
+        let f = fio::open_rw(&path, true)?;
+        self.io.write_at(&f, &m.encode(), (slot * MANIFEST_LEN) as u64, &path)?;
+        self.io.sync(&f, &path)?;
+        if !existed {
+            let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            self.io.sync_dir(&dir)?;
+        }
+        self.manifest_slot = slot;
+        Ok(())
     }
 
     /// One commit of `batch`, whose records `..ends[0]`, `ends[0]..ends[1]`, ... are the groups
@@ -954,7 +978,7 @@ impl JsonlStore {
         self.index = Index::default(); // free it before building the new one
         self.m = Manifest::default();
         // Generation must move past anything a stale journal or old manifest may claim.
-        let old_manifest_gen = self.read_manifest()?.map_or(0, |m| m.generation);
+        let old_manifest_gen = self.read_manifest()?.map_or(0, |(m, _)| m.generation);
         let old_journal_gen = self.read_journal()?.map_or(0, |j| j.generation);
         let generation = prev_gen.max(old_manifest_gen).max(old_journal_gen) + 1;
         let scan = self.scan(file_len)?;

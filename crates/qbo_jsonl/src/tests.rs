@@ -261,6 +261,42 @@ fn state_persists_across_opens_without_rescan() {
 }
 
 #[test]
+fn the_manifest_alternates_between_two_slots_and_reads_the_one_slot_format() {
+    let (_d, p) = dir();
+    let mut s = JsonlStore::open(&p, big_mem()).unwrap();
+    let mut model = Model::new();
+    let mp = s.side_dir().join("invoices.txt.manifest");
+    for v in 1..=3 {
+        let b = vec![rec("1", v, 3), rec(&format!("n{v}"), 1, 0)];
+        s.upsert(b.clone()).unwrap();
+        apply_model(&mut model, &b);
+    }
+    let bytes = fs::read(&mp).unwrap();
+    assert_eq!(bytes.len(), 2 * crate::format::MANIFEST_LEN, "two slots");
+    let slots: Vec<_> = bytes.chunks(crate::format::MANIFEST_LEN).map(|c| crate::format::Manifest::decode(c).unwrap().generation).collect();
+    let newest = *slots.iter().max().unwrap();
+    assert_eq!(slots.iter().min().copied(), Some(newest - 1), "the other slot holds the commit before");
+    assert_eq!(newest, s.stats().generation);
+    drop(s);
+    let plain_open_reads = JsonlStore::open(&p, big_mem()).unwrap().data_bytes_read;
+
+    // A manifest file of one slot (the format before slots) holding the newest commit opens
+    // as it is: no rebuild, no read of the data file, and commits go on in the other slot.
+    let i = slots.iter().position(|&g| g == newest).unwrap();
+    fs::write(&mp, &bytes[i * crate::format::MANIFEST_LEN..(i + 1) * crate::format::MANIFEST_LEN]).unwrap();
+    let mut s = JsonlStore::open(&p, big_mem()).unwrap();
+    assert_eq!((s.data_bytes_read, s.stats().generation), (plain_open_reads, newest), "no rebuild");
+    check(&s, &model);
+    let b = vec![rec("1", 9, 0)];
+    s.upsert(b.clone()).unwrap();
+    apply_model(&mut model, &b);
+    drop(s);
+    let s = JsonlStore::open(&p, big_mem()).unwrap();
+    check(&s, &model);
+    assert_eq!(s.stats().generation, newest + 1);
+}
+
+#[test]
 fn upserts_never_read_the_data_file() {
     let (_d, p) = dir();
     let mut s = JsonlStore::open(&p, opts()).unwrap();
