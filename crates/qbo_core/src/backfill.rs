@@ -297,8 +297,12 @@ impl WindowWriter<'_> {
         let sinks = self.sinks.to_vec();
         state.in_flight = Some(InFlight(tokio::spawn(async move {
             let mut outcomes = Vec::with_capacity(sinks.len());
-            for sink in &sinks {
-                outcomes.push(sink.write(Arc::clone(&batch)).await?);
+            // The last sink gets the only reference, so it can free the fetched pages as soon
+            // as it no longer needs them (the JSON-lines sink does, once its lines are built).
+            let mut batch = Some(batch);
+            for (i, sink) in sinks.iter().enumerate() {
+                let this = if i + 1 == sinks.len() { batch.take() } else { batch.clone() };
+                outcomes.push(sink.write(this.expect("a batch for every sink")).await?);
             }
             Ok(outcomes)
         })));

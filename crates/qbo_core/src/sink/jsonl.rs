@@ -23,7 +23,7 @@ use crate::sink::{BoxFuture, Sink, WriteBatch, WriteOutcome};
 
 /// A group stops growing at this many line bytes, so one commit's append buffer stays bounded
 /// however far the writer falls behind.
-const MAX_GROUP_BYTES: usize = 32 << 20;
+const MAX_GROUP_BYTES: usize = 8 << 20;
 
 pub struct JsonlSink {
     path: PathBuf,

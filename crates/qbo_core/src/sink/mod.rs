@@ -71,8 +71,8 @@ pub trait Sink: Send + Sync {
 
     /// Whether a window should fetch its next batch while this sink writes the previous one.
     /// It then holds two batches in memory instead of one, so a sink asks for it only when a
-    /// write takes about as long as fetching a batch (a PostgreSQL transaction), not when it is
-    /// a short file append (the JSON-lines store, whose peak memory the README states).
+    /// write mostly waits: on a PostgreSQL transaction, or on the JSON-lines writer thread's
+    /// group commit and its fsyncs.
     fn overlap_writes(&self) -> bool {
         false
     }
