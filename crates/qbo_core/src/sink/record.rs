@@ -12,7 +12,7 @@ use crate::time::format_utc;
 ///   "extract_window_start_utc":…,"extract_window_end_utc":…,"page_number":…,"page_size":…,
 ///   "payload":{…exactly as QBO sent it…}}`
 pub fn raw_line(batch: &WriteBatch, record: &FetchedRecord, prefix: &LinePrefix, out: &mut Vec<u8>) {
-    out.reserve(prefix.tail.len() + record.payload.len() + 192);
+    out.reserve(prefix.len_estimate() + record.payload.len());
     out.extend_from_slice(b"{\"id\":");
     write_json_str(out, &record.id);
     out.extend_from_slice(prefix.realm_entity.as_bytes());
@@ -33,9 +33,10 @@ pub struct LinePrefix {
 }
 
 impl LinePrefix {
-    /// About how many bytes a line adds around its payload (for sizing buffers).
+    /// About how many bytes a line adds around its payload (for sizing buffers): the shared
+    /// parts plus room for the id, timestamps, sync token and page fields.
     pub fn len_estimate(&self) -> usize {
-        self.realm_entity.len() + self.tail.len() + 160
+        self.realm_entity.len() + self.tail.len() + 192
     }
 
     pub fn new(batch: &WriteBatch) -> Self {
