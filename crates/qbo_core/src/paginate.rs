@@ -119,7 +119,7 @@ pub struct WindowReader<'a, F> {
     page_size: u32,
     emit: F,
     /// Latest version and filter key held per id, to drop overlap and keep the newest.
-    seen: HashMap<String, ((i64, u64), DateTime<Utc>)>,
+    seen: SeenIds,
     stats: WindowFetch,
 }
 
@@ -129,7 +129,7 @@ where
     Fut: Future<Output = Result<(), Error>>,
 {
     pub fn new(client: &'a QboClient, entity: Entity, field: FilterField, window: &'a Window, page_size: u32, emit: F) -> Self {
-        WindowReader { client, entity, field, window, page_size, emit, seen: HashMap::new(), stats: WindowFetch::default() }
+        WindowReader { client, entity, field, window, page_size, emit, seen: SeenIds::default(), stats: WindowFetch::default() }
     }
 
     pub async fn run(mut self) -> Result<WindowFetch, Error> {
@@ -157,7 +157,7 @@ where
     }
 
     fn in_window(&self) -> u64 {
-        self.seen.values().filter(|(_, key)| self.window.contains(*key)).count() as u64
+        self.seen.held().filter(|h| self.window.contains_millis(h.key_ms)).count() as u64
     }
 
     /// One keyset pass over the window. Returns true when a single short page answered it,
@@ -253,18 +253,107 @@ where
     async fn accept(&mut self, page: Vec<Decoded>) -> Result<(), Error> {
         let mut fresh = Vec::with_capacity(page.len());
         for d in page {
-            let version = d.record.version();
-            match self.seen.get(&d.record.id) {
-                Some((held, _)) if *held >= version => continue,
-                _ => {
-                    self.seen.insert(d.record.id.clone(), (version, d.key));
-                    fresh.push(d.record);
-                }
+            let held = Held { version: d.record.version(), key_ms: d.key.timestamp_millis() };
+            if self.seen.keep_newer(&d.record.id, held) {
+                fresh.push(d.record);
             }
         }
         if fresh.is_empty() {
             return Ok(());
         }
         (self.emit)(fresh).await
+    }
+}
+
+/// What a window holds of a record it has read: its version and its filter key (in ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    version: (i64, u64),
+    key_ms: i64,
+}
+
+/// The ids a window has read. QBO ids are decimal numbers, kept as `u64` keys so that a window
+/// of many thousand records holds no allocation per record (small allocations that live as long
+/// as the window, among the pages' short-lived ones, are what kept the heap from shrinking);
+/// any other id goes to a map of strings.
+#[derive(Debug, Default)]
+struct SeenIds {
+    numeric: HashMap<u64, Held>,
+    other: HashMap<String, Held>,
+}
+
+impl SeenIds {
+    /// Records `held` for `id` unless a version at least as new is held; true when recorded.
+    fn keep_newer(&mut self, id: &str, held: Held) -> bool {
+        fn keep<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Held>, key: K, held: Held) -> bool {
+            match map.entry(key) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    if e.get().version >= held.version {
+                        return false;
+                    }
+                    e.insert(held);
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(held);
+                }
+            }
+            true
+        }
+        match canonical_u64(id) {
+            Some(n) => keep(&mut self.numeric, n, held),
+            None => keep(&mut self.other, id.to_string(), held),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.numeric.len() + self.other.len()
+    }
+
+    fn held(&self) -> impl Iterator<Item = &Held> {
+        self.numeric.values().chain(self.other.values())
+    }
+}
+
+/// The value of a canonical decimal id ("0", "123"; not "0123", "+1" or " 1"), which maps
+/// back to exactly one string.
+fn canonical_u64(id: &str) -> Option<u64> {
+    if id.is_empty() || (id.len() > 1 && id.starts_with('0')) || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(ms: i64, token: u64) -> Held {
+        Held { version: (ms, token), key_ms: ms }
+    }
+
+    #[test]
+    fn seen_ids_keep_only_newer_versions_numeric_or_not() {
+        let mut seen = SeenIds::default();
+        for id in ["123", "A-7", "0123"] {
+            assert!(seen.keep_newer(id, held(10, 1)), "{id} first seen");
+            assert!(!seen.keep_newer(id, held(10, 1)), "{id} same version");
+            assert!(!seen.keep_newer(id, held(9, 5)), "{id} older version");
+            assert!(seen.keep_newer(id, held(10, 2)), "{id} newer sync token");
+        }
+        // "0123" is not the number 123: both are held, apart.
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen.numeric.len(), 1);
+        let mut versions: Vec<_> = seen.held().map(|h| h.version).collect();
+        versions.sort();
+        assert_eq!(versions, [(10, 2); 3]);
+    }
+
+    #[test]
+    fn only_canonical_decimal_ids_are_numbers() {
+        assert_eq!(canonical_u64("0"), Some(0));
+        assert_eq!(canonical_u64("18446744073709551615"), Some(u64::MAX));
+        for id in ["", "0123", "+1", " 1", "1 ", "18446744073709551616", "1e3", "A-1"] {
+            assert_eq!(canonical_u64(id), None, "{id:?}");
+        }
     }
 }

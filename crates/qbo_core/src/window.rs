@@ -36,6 +36,12 @@ impl Window {
     pub fn contains(&self, t: DateTime<Utc>) -> bool {
         self.start <= t && t < self.end
     }
+
+    /// [`Window::contains`] for a time in Unix milliseconds (exact: the bounds are whole
+    /// milliseconds).
+    pub fn contains_millis(&self, ms: i64) -> bool {
+        self.start.timestamp_millis() <= ms && ms < self.end.timestamp_millis()
+    }
 }
 
 fn is_midnight(t: DateTime<Utc>) -> bool {
@@ -138,6 +144,20 @@ mod tests {
     }
 
     proptest! {
+        // contains_millis agrees with contains for any time, sub-millisecond ones included.
+        #[test]
+        fn contains_millis_agrees_with_contains(
+            start_secs in 0i64..4_000_000_000,
+            chunk in 1u32..60,
+            offset_ns in -10_000_000_000i64..6_000_000_000_000_000,
+        ) {
+            let start = Utc.timestamp_opt(start_secs, 0).unwrap();
+            let w = &plan_windows(start, start + Duration::days(i64::from(chunk)), chunk, "p").unwrap()[0];
+            for t in [start + Duration::nanoseconds(offset_ns), w.end - Duration::nanoseconds(1), w.end, start - Duration::nanoseconds(1)] {
+                prop_assert_eq!(w.contains_millis(t.timestamp_millis()), w.contains(t), "{}", t);
+            }
+        }
+
         // Any range, any chunk: windows tile [start, end) with no gap and no overlap,
         // each at most chunk_days long, labels unique.
         #[test]

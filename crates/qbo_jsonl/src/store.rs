@@ -65,8 +65,6 @@ pub struct JsonlStore {
     index: Index,
     /// The committed state `index` reflects. `epoch == 0` means "nothing loaded".
     m: Manifest,
-    /// Reused append buffer.
-    buf: Vec<u8>,
     /// Bytes read from the data file (tests check upserts read none).
     #[cfg(test)]
     pub(crate) data_bytes_read: u64,
@@ -151,7 +149,6 @@ impl JsonlStore {
             journal,
             index: Index::default(),
             m: Manifest::default(),
-            buf: Vec::new(),
             #[cfg(test)]
             data_bytes_read: 0,
         };
@@ -654,8 +651,10 @@ impl JsonlStore {
         }
         let generation = self.m.generation + 1;
         let base = self.m.data_len;
-        let mut append = std::mem::take(&mut self.buf);
-        append.clear();
+        // The appended lines, written straight from the batches (line, "\n", line, ...): a
+        // group is several MiB, and a copy of it would be the largest buffer the store holds.
+        let mut append: Vec<&[u8]> = Vec::new();
+        let mut append_len = 0u64;
         let mut journal = Journal::plain(generation, base, 0);
         let mut changes: Vec<(usize, Slot)> = Vec::new();
         let mut waste = self.m.waste;
@@ -695,9 +694,10 @@ impl JsonlStore {
                 }
             };
             let slot = slot.unwrap_or_else(|| {
-                let s = Slot { offset: base + append.len() as u64, len: line_len + 1 };
-                append.extend_from_slice(r.line);
-                append.push(b'\n');
+                let s = Slot { offset: base + append_len, len: line_len + 1 };
+                append.push(r.line);
+                append.push(b"\n");
+                append_len += line_len + 1;
                 out.bytes_written += line_len + 1;
                 s
             });
@@ -705,20 +705,17 @@ impl JsonlStore {
             changes.push((i, slot));
         }
         if changes.is_empty() {
-            self.buf = append;
             return Ok(outs);
         }
         let frame = frame.finish();
-        journal.append_len = append.len() as u64;
+        journal.append_len = append_len;
         let inserted: usize = outs.iter().map(|o| o.inserted).sum();
         let result = self.commit_batch(&journal, &append, &frame, waste, inserted as u64);
         debug_assert_eq!(
             outs.iter().map(|o| o.bytes_written).sum::<u64>(),
-            append.len() as u64 + journal.ops.iter().map(|o| o.len()).sum::<u64>()
+            append_len + journal.ops.iter().map(|o| o.len()).sum::<u64>()
         );
-        if append.capacity() <= 64 << 20 {
-            self.buf = append;
-        }
+        drop(append);
         result?;
         // Committed: the in-memory index follows.
         for (i, slot) in changes {
@@ -737,11 +734,11 @@ impl JsonlStore {
     }
 
     /// Steps 3–6 of the protocol. On success `self.m` is the new manifest.
-    fn commit_batch(&mut self, journal: &Journal, append: &[u8], frame: &[u8], waste: u64, new_records: u64) -> Result<()> {
+    fn commit_batch(&mut self, journal: &Journal, append: &[&[u8]], frame: &[u8], waste: u64, new_records: u64) -> Result<()> {
         self.write_journal(journal)?;
         let path = self.path.clone();
-        if !append.is_empty() {
-            self.io.write_at(&self.data, append, journal.base_len, &path)?;
+        if journal.append_len > 0 {
+            self.io.write_parts_at(&self.data, append, journal.base_len, &path)?;
             self.io.sync(&self.data, &path)?;
         }
         let ip = self.idx_path.clone();
@@ -750,7 +747,7 @@ impl JsonlStore {
         let m = Manifest {
             generation: journal.generation,
             epoch: self.m.epoch,
-            data_len: journal.base_len + append.len() as u64,
+            data_len: journal.base_len + journal.append_len,
             data_ino: self.fd_id()?,
             idx_len: self.m.idx_len + frame.len() as u64,
             waste,

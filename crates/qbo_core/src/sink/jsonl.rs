@@ -21,8 +21,8 @@ use crate::error::Error;
 use crate::sink::record::{raw_line, LineHead, LinePrefix};
 use crate::sink::{BoxFuture, Sink, WriteBatch, WriteOutcome};
 
-/// A group stops growing at this many line bytes, so one commit's append buffer stays bounded
-/// however far the writer falls behind.
+/// A group stops growing at this many line bytes, so a commit stays short however far the
+/// writer falls behind: no window in a group hears back before all of it is durable.
 const MAX_GROUP_BYTES: usize = 8 << 20;
 
 pub struct JsonlSink {
