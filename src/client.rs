@@ -132,6 +132,7 @@ fn backfill_args(
     data_dir: PathBuf,
     filter_field: &str,
     max_concurrent_windows: i64,
+    max_buffer_mb: i64,
     windows: Option<Vec<String>>,
     fsync: bool,
     dsn: Option<String>,
@@ -147,6 +148,7 @@ fn backfill_args(
         .map_err(|_| config_error(py, format!("page_size must be between 1 and 1000 (QBO's MAXRESULTS limit), got {page_size}")))?;
     request.filter_field = convert::filter_field(py, filter_field)?;
     request.max_concurrent_windows = convert::positive_u32(py, "max_concurrent_windows", max_concurrent_windows)? as usize;
+    request.max_buffer_bytes = u64::from(convert::positive_u32(py, "max_buffer_mb", max_buffer_mb)?) << 20;
     request.only_labels = windows;
     request.plan().map_err(|e| to_py(py, e))?;
     let sinks = sink_options(py, sink, data_dir, fsync, dsn, pg_schema, pg_table_prefix, postgres)?;
@@ -187,16 +189,8 @@ async fn fetch_window_task(
     window: qbo_core::Window,
     page_size: u32,
 ) -> Result<Vec<u8>, qbo_core::Error> {
-    let collected = tokio::sync::Mutex::new(Vec::new());
-    let sink = &collected;
-    qbo_core::paginate::WindowReader::new(&client, entity, field, &window, page_size, move |recs| async move {
-        sink.lock().await.extend(recs);
-        Ok(())
-    })
-    .run()
-    .await?;
+    let mut records = qbo_core::paginate::read_window_records(&client, entity, field, &window, page_size).await?;
     // Keep only the newest version of each id, in filter order, as one JSON array.
-    let mut records = collected.into_inner();
     records.sort_by(|a, b| a.id.cmp(&b.id).then(b.version().cmp(&a.version())));
     records.dedup_by(|a, b| a.id == b.id);
     records.sort_by_key(|r| (r.last_updated_utc, r.id.parse::<u64>().unwrap_or(u64::MAX)));
@@ -329,7 +323,7 @@ impl QboClient {
         })
     }
 
-    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, windows = None, fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_", postgres = None))]
+    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, max_buffer_mb = 16, windows = None, fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_", postgres = None))]
     #[allow(clippy::too_many_arguments)]
     fn _backfill(
         &self,
@@ -343,6 +337,7 @@ impl QboClient {
         data_dir: PathBuf,
         filter_field: &str,
         max_concurrent_windows: i64,
+        max_buffer_mb: i64,
         windows: Option<Vec<String>>,
         fsync: bool,
         dsn: Option<String>,
@@ -350,12 +345,12 @@ impl QboClient {
         pg_table_prefix: &str,
         postgres: Option<PyRef<'_, PostgresWriter>>,
     ) -> PyResult<BackfillReport> {
-        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, windows, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
+        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, max_buffer_mb, windows, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
         let client = self.client.clone();
         block_on(py, backfill_task(client, args))?.map_err(|e| to_py(py, e))
     }
 
-    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, windows = None, fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_", postgres = None))]
+    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, max_buffer_mb = 16, windows = None, fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_", postgres = None))]
     #[allow(clippy::too_many_arguments)]
     fn _backfill_future<'py>(
         &self,
@@ -369,6 +364,7 @@ impl QboClient {
         data_dir: PathBuf,
         filter_field: &str,
         max_concurrent_windows: i64,
+        max_buffer_mb: i64,
         windows: Option<Vec<String>>,
         fsync: bool,
         dsn: Option<String>,
@@ -376,7 +372,7 @@ impl QboClient {
         pg_table_prefix: &str,
         postgres: Option<PyRef<'_, PostgresWriter>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, windows, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
+        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, max_buffer_mb, windows, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
         let client = self.client.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let result = backfill_task(client, args).await;

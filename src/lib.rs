@@ -1,6 +1,8 @@
 //! The thin PyO3 layer of qbo_rs: argument conversion, GIL release, error mapping.
 //! No business logic lives here; it all lives in the pure-Rust crates under `crates/`.
 
+#[cfg(all(unix, not(target_env = "musl")))]
+mod allocator;
 mod client;
 mod convert;
 mod emulator;

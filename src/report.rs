@@ -70,6 +70,8 @@ pub struct BackfillReport {
     pub requests: u64,
     pub retries: u64,
     pub throttled: u64,
+    /// The most bytes of fetched records held in memory at once (bounded by `max_buffer_mb`).
+    pub peak_buffer_bytes: u64,
     /// Where each sink wrote (`{"txt": "data/invoices.txt"}`).
     pub targets: HashMap<String, String>,
 }
@@ -106,6 +108,7 @@ impl BackfillReport {
         d.set_item("requests", self.requests)?;
         d.set_item("retries", self.retries)?;
         d.set_item("throttled", self.throttled)?;
+        d.set_item("peak_buffer_bytes", self.peak_buffer_bytes)?;
         d.set_item("targets", self.targets.clone())?;
         let windows = self.windows.iter().map(|w| w.to_dict(py)).collect::<PyResult<Vec<_>>>()?;
         d.set_item("windows", windows)?;
@@ -152,6 +155,7 @@ impl BackfillReport {
             requests: r.requests,
             retries: r.retries,
             throttled: r.throttled,
+            peak_buffer_bytes: r.peak_buffer_bytes,
             targets,
         }
     }

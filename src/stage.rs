@@ -81,6 +81,8 @@ pub async fn stage_task(client: QboClient, args: StageArgs) -> Result<StageOutco
         requests: after.0 - before.0,
         retries: after.1 - before.1,
         throttled: after.2 - before.2,
+        // Not measured for one staged window (its stage file is written a batch at a time).
+        peak_buffer_bytes: 0,
     };
     Ok(StageOutcome { report, staged, manifest })
 }
@@ -128,6 +130,7 @@ pub async fn export_task(args: ExportArgs) -> Result<BackfillReport, qbo_core::E
         requests: 0,
         retries: 0,
         throttled: 0,
+        peak_buffer_bytes: 0,
     }))
 }
 

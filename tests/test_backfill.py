@@ -104,3 +104,16 @@ def test_report_is_small_and_serialisable(emulator: QboEmulator, client_factory,
     as_dict = report.to_dict()
     json.dumps(as_dict)
     assert as_dict["total_rows"] == report.total_rows and as_dict["ok"] is True
+
+
+def test_memory_budget_bounds_the_records_held(emulator: QboEmulator, client_factory, tmp_path: Path):
+    client = client_factory(emulator)
+    # 1 MB holds a few pages of 100 invoices: the windows take turns, and nothing is lost.
+    tight = client.backfill("invoice", RANGE_START, RANGE_END, chunk_days=365, page_size=100, max_buffer_mb=1, data_dir=tmp_path / "tight")
+    landed = read_raw(tmp_path / "tight" / "invoices.txt")
+    assert tight.ok and landed_versions(landed) == truth_versions(emulator, "Invoice")
+    # Each of the 4 windows may go over by one page (one it had not reserved enough for).
+    largest_payload = max(len(json.dumps(r["payload"], separators=(",", ":"))) for r in landed.values())
+    bound = (1 << 20) + 4 * 100 * largest_payload
+    assert 0 < tight.peak_buffer_bytes <= bound, (tight.peak_buffer_bytes, bound)
+    assert tight.to_dict()["peak_buffer_bytes"] == tight.peak_buffer_bytes

@@ -32,6 +32,7 @@ CASES = [
     ("unknown window label", dict(windows=["invoice_backfill_1999-01-01"]), "no window"),
     ("too many windows", dict(start="1700-01-01", end="2100-01-01", chunk_days=1), "chunk_days"),
     ("concurrency zero", dict(max_concurrent_windows=0), "max_concurrent_windows"),
+    ("memory budget zero", dict(max_buffer_mb=0), "max_buffer_mb"),
 ]
 
 

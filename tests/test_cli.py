@@ -83,11 +83,12 @@ def test_emulator_command_prints_client_environment(tmp_path: Path):
         assert proc.wait(timeout=10) == 0
 
 
-def test_the_command_line_caps_malloc_arenas_unless_told(monkeypatch):
-    # Keeps the backfill's peak RSS flat (glibc arena fragmentation; see qbo_rs.cli).
-    from qbo_rs.cli import limit_malloc_arenas
-
-    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    assert limit_malloc_arenas() is True
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert limit_malloc_arenas() is False
+def test_the_engine_allocates_with_jemalloc_as_configured():
+    # src/allocator.rs: the engine's memory is jemalloc's, one arena, unused pages returned after
+    # 100 ms (what keeps the backfill's peak RSS flat); jemalloc prints its options at exit when asked.
+    env = dict(os.environ, _RJEM_MALLOC_CONF="stats_print:true")
+    code = "import qbo_rs; qbo_rs.plan_windows('2025-01-01', '2025-03-01')"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for option in ("opt.narenas: 1", "opt.dirty_decay_ms: 100", "opt.muzzy_decay_ms: 0"):
+        assert option in out.stderr, option

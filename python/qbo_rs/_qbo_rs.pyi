@@ -121,6 +121,7 @@ class QboClient:
         data_dir: Union[str, "os.PathLike[str]"] = ...,
         filter_field: str = "LastUpdatedTime",
         max_concurrent_windows: int = 4,
+        max_buffer_mb: int = 16,
         windows: Optional[List[str]] = None,
         fsync: bool = True,
         dsn: Optional[str] = None,
@@ -140,6 +141,7 @@ class QboClient:
         data_dir: Union[str, "os.PathLike[str]"] = ...,
         filter_field: str = "LastUpdatedTime",
         max_concurrent_windows: int = 4,
+        max_buffer_mb: int = 16,
         windows: Optional[List[str]] = None,
         fsync: bool = True,
         dsn: Optional[str] = None,
@@ -246,6 +248,8 @@ class BackfillReport:
     def retries(self) -> int: ...
     @property
     def throttled(self) -> int: ...
+    @property
+    def peak_buffer_bytes(self) -> int: ...
     @property
     def targets(self) -> Dict[str, str]: ...
     def to_dict(self) -> Dict[str, Any]: ...

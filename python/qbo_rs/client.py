@@ -137,6 +137,7 @@ class QboClient(_qbo_rs.QboClient):
         data_dir: PathLike = "data",
         filter_field: str = "LastUpdatedTime",
         max_concurrent_windows: int = 4,
+        max_buffer_mb: int = 16,
         windows: Optional[Sequence[str]] = None,
         fsync: bool = True,
         dsn: Optional[str] = None,
@@ -150,6 +151,8 @@ class QboClient(_qbo_rs.QboClient):
         Windows of ``chunk_days`` run concurrently under the realm's pace; each is read
         completely (keyset paging, COUNT reconciliation) and written idempotently (one line
         per id, newest version wins, crash-safe). ``windows`` re-runs only those labels.
+        ``max_buffer_mb`` bounds the fetched records held in memory at once, across the
+        windows (the report's ``peak_buffer_bytes`` says how much was held).
         Raises :class:`~qbo_rs.exceptions.BackfillError` (with ``.report``) if any window
         failed, unless ``raise_on_failure=False``. The GIL is released throughout; Ctrl-C
         stops the run between requests, keeping every committed batch.
@@ -164,6 +167,7 @@ class QboClient(_qbo_rs.QboClient):
             data_dir=os.fspath(data_dir),
             filter_field=filter_field,
             max_concurrent_windows=max_concurrent_windows,
+            max_buffer_mb=max_buffer_mb,
             windows=None if windows is None else list(windows),
             fsync=fsync,
             dsn=dsn,
@@ -187,6 +191,7 @@ class QboClient(_qbo_rs.QboClient):
         data_dir: PathLike = "data",
         filter_field: str = "LastUpdatedTime",
         max_concurrent_windows: int = 4,
+        max_buffer_mb: int = 16,
         windows: Optional[Sequence[str]] = None,
         fsync: bool = True,
         dsn: Optional[str] = None,
@@ -206,6 +211,7 @@ class QboClient(_qbo_rs.QboClient):
             data_dir=os.fspath(data_dir),
             filter_field=filter_field,
             max_concurrent_windows=max_concurrent_windows,
+            max_buffer_mb=max_buffer_mb,
             windows=None if windows is None else list(windows),
             fsync=fsync,
             dsn=dsn,

@@ -71,6 +71,9 @@ struct BackfillArgs {
     windows: Vec<String>,
     #[arg(long, default_value_t = 4)]
     max_concurrent_windows: usize,
+    /// Megabytes of fetched records held in memory at once, across the windows.
+    #[arg(long, default_value_t = qbo_core::budget::DEFAULT_MAX_BUFFER_MB)]
+    max_buffer_mb: u32,
     /// Requests per minute for this realm (Intuit allows 500).
     #[arg(long, default_value_t = qbo_core::limiter::DEFAULT_REQUESTS_PER_MINUTE)]
     requests_per_minute: u32,
@@ -200,6 +203,7 @@ async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
     request.page_size = a.page_size;
     request.filter_field = a.filter_field.parse()?;
     request.max_concurrent_windows = a.max_concurrent_windows;
+    request.max_buffer_bytes = u64::from(a.max_buffer_mb) << 20;
     request.only_labels = (!a.windows.is_empty()).then_some(a.windows);
     request.plan()?;
     let kind: SinkKind = a.sink.parse()?;

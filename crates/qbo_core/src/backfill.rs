@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, Semaphore};
 
+use crate::budget::{Charge, MemoryBudget, DEFAULT_MAX_BUFFER_MB};
 use crate::client::QboClient;
 use crate::entity::{Entity, FilterField};
 use crate::error::Error;
-use crate::paginate::{FetchedRecord, WindowFetch, WindowReader};
+use crate::paginate::{FetchedRecord, PageSink, WindowFetch, WindowReader};
 use crate::query::MAX_PAGE_SIZE;
 use crate::sink::{Sink, WriteBatch, WriteOutcome};
 use crate::window::{plan_windows, Window};
@@ -30,6 +31,9 @@ pub struct BackfillRequest {
     pub page_size: u32,
     pub filter_field: FilterField,
     pub max_concurrent_windows: usize,
+    /// Bytes of fetched records the backfill holds in memory at once, across its windows
+    /// (see [`crate::budget`]; the CLI and Python take megabytes).
+    pub max_buffer_bytes: u64,
     /// Run exactly these windows instead of planning (re-running one window by label).
     pub only_labels: Option<Vec<String>>,
 }
@@ -44,6 +48,7 @@ impl BackfillRequest {
             page_size: DEFAULT_PAGE_SIZE,
             filter_field: FilterField::default(),
             max_concurrent_windows: DEFAULT_CONCURRENT_WINDOWS,
+            max_buffer_bytes: u64::from(DEFAULT_MAX_BUFFER_MB) << 20,
             only_labels: None,
         }
     }
@@ -58,6 +63,9 @@ impl BackfillRequest {
         self.filter_field.check_supported_by(self.entity)?;
         if self.max_concurrent_windows == 0 {
             return Err(Error::config("max_concurrent_windows must be at least 1"));
+        }
+        if self.max_buffer_bytes == 0 {
+            return Err(Error::config("max_buffer_mb must be at least 1 (megabytes of records held in memory)"));
         }
         let windows = plan_windows(self.start, self.end, self.chunk_days, &self.label_prefix())?;
         match &self.only_labels {
@@ -126,6 +134,8 @@ pub struct BackfillReport {
     pub requests: u64,
     pub retries: u64,
     pub throttled: u64,
+    /// The most bytes of fetched records held in memory at once (see [`crate::budget`]).
+    pub peak_buffer_bytes: u64,
 }
 
 impl BackfillReport {
@@ -171,16 +181,18 @@ pub async fn run_backfill(
         sinks.iter().map(|s| s.target()).collect::<Vec<_>>().join(", "));
 
     let gate = Arc::new(Semaphore::new(request.max_concurrent_windows));
+    let budget = MemoryBudget::new(request.max_buffer_bytes);
     let mut tasks = tokio::task::JoinSet::new();
     for (index, window) in windows.into_iter().enumerate() {
         let gate = Arc::clone(&gate);
         let client = client.clone();
         let sinks = sinks.clone();
         let progress = progress.clone();
+        let budget = Arc::clone(&budget);
         let (entity, field, page_size) = (request.entity, request.filter_field, request.page_size);
         tasks.spawn(async move {
             let _slot = gate.acquire_owned().await.expect("gate never closed");
-            let spec = ReadSpec { entity, field, page_size };
+            let spec = ReadSpec { entity, field, page_size, budget };
             let report = run_window(&client, &sinks, spec, window, Utc::now(), progress.as_deref()).await;
             if let Some(p) = &progress {
                 p.on_window_done(&report);
@@ -196,6 +208,7 @@ pub async fn run_backfill(
         }
     }
     reports.sort_by_key(|(i, _)| *i);
+
     let (req1, retry1, thr1) = counters.snapshot();
     let report = BackfillReport {
         entity: request.entity,
@@ -204,7 +217,9 @@ pub async fn run_backfill(
         requests: req1 - req0,
         retries: retry1 - retry0,
         throttled: thr1 - thr0,
+        peak_buffer_bytes: budget.peak(),
     };
+    tracing::debug!(target: "qbo_rs", "records held in memory at most: {} KiB (budget {} KiB)", budget.peak() >> 10, budget.capacity() >> 10);
     log_run_validation(&report);
     Ok(report)
 }
@@ -229,6 +244,7 @@ pub(crate) struct WindowWriter<'a> {
     pub(crate) page_size: u32,
     pub(crate) ingested_at: DateTime<Utc>,
     pub(crate) progress: Option<&'a dyn Progress>,
+    pub(crate) budget: Arc<MemoryBudget>,
     pub(crate) state: Mutex<WriterState>,
 }
 
@@ -240,6 +256,10 @@ pub(crate) struct WriterState {
     pub(crate) outcomes: Vec<WriteOutcome>,
     /// The batch being written while the next one fills (at most one per window).
     in_flight: Option<InFlight>,
+    /// Budget room held for the buffered records.
+    buffer_charge: Option<Charge>,
+    /// Budget room reserved for the page being requested.
+    reserved: Option<Charge>,
 }
 
 /// A batch's write, running on its own task so the window keeps fetching meanwhile. Dropped
@@ -262,7 +282,15 @@ impl WindowWriter<'_> {
         if let Some(p) = self.progress {
             p.on_rows(&self.window.label, records.len() as u64);
         }
-        state.buffered_bytes += records.iter().map(|r| r.payload.len()).sum::<usize>();
+        let bytes = records.iter().map(|r| r.payload.len()).sum::<usize>();
+        self.budget.note_page(bytes as u64);
+        let mut charge = state.reserved.take().unwrap_or_else(|| self.budget.empty());
+        charge.resize(bytes as u64);
+        match &mut state.buffer_charge {
+            Some(held) => held.absorb(charge),
+            None => state.buffer_charge = Some(charge),
+        }
+        state.buffered_bytes += bytes;
         state.buffer.extend(records);
         // Batches as large as the hungriest sink wants; each sink says why (see Sink::batch_bytes).
         let flush_bytes = self.sinks.iter().map(|s| s.batch_bytes()).max().unwrap_or(2 << 20);
@@ -295,7 +323,10 @@ impl WindowWriter<'_> {
         });
         state.buffered_bytes = 0;
         let sinks = self.sinks.to_vec();
+        // The batch's budget room comes back when its write is over (or aborted).
+        let charge = state.buffer_charge.take();
         state.in_flight = Some(InFlight(tokio::spawn(async move {
+            let _charge = charge;
             let mut outcomes = Vec::with_capacity(sinks.len());
             // The last sink gets the only reference, so it can free the fetched pages as soon
             // as it no longer needs them (the JSON-lines sink does, once its lines are built).
@@ -338,12 +369,42 @@ impl WindowWriter<'_> {
     }
 }
 
-/// How to read one window: what, by which field, in pages of what size.
-#[derive(Debug, Clone, Copy)]
+impl WindowWriter<'_> {
+    /// Holds budget room for the next page before it is requested. When there is none, the
+    /// buffered records go to a write first, so the window waits holding only what writes
+    /// give back on their own (see [`crate::budget`]: no deadlock).
+    pub(crate) async fn admit(&self) -> Result<(), Error> {
+        let mut state = self.state.lock().await;
+        // A reservation whose page brought no new record.
+        drop(state.reserved.take());
+        let estimate = self.budget.page_estimate();
+        if let Some(charge) = self.budget.try_reserve(estimate) {
+            state.reserved = Some(charge);
+            return Ok(());
+        }
+        self.flush(&mut state).await?;
+        state.reserved = Some(self.budget.reserve(estimate).await);
+        Ok(())
+    }
+}
+
+impl PageSink for WindowWriter<'_> {
+    fn before_fetch(&self) -> impl std::future::Future<Output = Result<(), Error>> + Send {
+        self.admit()
+    }
+
+    fn accept(&self, records: Vec<FetchedRecord>) -> impl std::future::Future<Output = Result<(), Error>> + Send {
+        self.push(records)
+    }
+}
+
+/// How to read one window: what, by which field, in pages of what size, within which budget.
+#[derive(Debug, Clone)]
 pub(crate) struct ReadSpec {
     pub(crate) entity: Entity,
     pub(crate) field: FilterField,
     pub(crate) page_size: u32,
+    pub(crate) budget: Arc<MemoryBudget>,
 }
 
 /// Reads one window and writes it to `sinks`, stamping every line `ingested_at`.
@@ -355,7 +416,7 @@ pub(crate) async fn run_window(
     ingested_at: DateTime<Utc>,
     progress: Option<&dyn Progress>,
 ) -> WindowReport {
-    let ReadSpec { entity, field, page_size } = spec;
+    let ReadSpec { entity, field, page_size, budget } = spec;
     let started = Instant::now();
     let writer = WindowWriter {
         sinks,
@@ -365,11 +426,11 @@ pub(crate) async fn run_window(
         page_size,
         ingested_at,
         progress,
+        budget,
         state: Mutex::new(WriterState::default()),
     };
     let result = async {
-        let w = &writer;
-        let fetch = WindowReader::new(client, entity, field, &window, page_size, move |recs| w.push(recs)).run().await?;
+        let fetch = WindowReader::new(client, entity, field, &window, page_size, &writer).run().await?;
         let mut state = writer.state.lock().await;
         writer.finish(&mut state).await?;
         Ok::<_, Error>(fetch)
@@ -512,6 +573,8 @@ mod tests {
         /// Rows were fetched (pushed) for a window while one of its batches was being written.
         fetched_during_write: AtomicBool,
         writes: AtomicUsize,
+        /// Payload bytes of the largest batch written.
+        largest_batch: AtomicUsize,
         fail_write: Option<usize>,
         overlap: bool,
         stored: std::sync::Mutex<HashMap<String, (i64, u64)>>,
@@ -544,6 +607,7 @@ mod tests {
                 };
                 probe.most_in_flight_per_window.fetch_max(now, Ordering::SeqCst);
                 let nth = probe.writes.fetch_add(1, Ordering::SeqCst) + 1;
+                probe.largest_batch.fetch_max(batch.records.iter().map(|r| r.payload.len()).sum(), Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(15)).await;
                 *probe.writing.lock().unwrap().get_mut(&label).unwrap() -= 1;
                 if probe.fail_write == Some(nth) {
@@ -640,6 +704,36 @@ mod tests {
                 assert_eq!(stored[&t.id].1, t.sync_token.parse::<u64>().unwrap(), "id {}", t.id);
             }
         }
+        emu.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_memory_budget_bounds_what_the_windows_hold_and_never_deadlocks() {
+        let (emu, client) = emulator_and_client().await;
+        let truth = emu.truth("Invoice").unwrap();
+        let mut peaks = Vec::new();
+        // 1 byte: smaller than any page, so the windows take turns; 40 KiB: a couple of pages.
+        for cap in [1u64, 40 << 10, u64::from(DEFAULT_MAX_BUFFER_MB) << 20] {
+            let probe = Arc::new(Probe { overlap: true, ..Probe::default() });
+            let sink: Arc<dyn Sink> = Arc::new(SlowSink(Arc::clone(&probe)));
+            let mut req = request(365);
+            req.max_buffer_bytes = cap;
+            let report = tokio::time::timeout(Duration::from_secs(120), run_backfill(&client, vec![sink], &req, None))
+                .await
+                .expect("the backfill finished: no deadlock")
+                .unwrap();
+            assert!(report.ok(), "{:?}", report.failed().iter().map(|w| &w.error).collect::<Vec<_>>());
+            assert_eq!(probe.stored.lock().unwrap().len(), truth.len(), "budget {cap}: everything written");
+            // Each window can go over by at most one page (a page larger than it reserved); with
+            // a 1-byte budget only one window holds anything at a time: one page in all.
+            let page = probe.largest_batch.load(Ordering::SeqCst) as u64;
+            let bound = if cap == 1 { page } else { cap + req.max_concurrent_windows as u64 * page };
+            assert!(report.peak_buffer_bytes <= bound, "budget {cap}: held {} > {bound}", report.peak_buffer_bytes);
+            peaks.push((report.peak_buffer_bytes, page));
+        }
+        // Unbounded, these windows hold several pages each: the 1-byte bound above binds.
+        let (default_peak, page) = peaks[2];
+        assert!(default_peak > 2 * page, "the default-budget run held only {default_peak} bytes");
         emu.shutdown().await;
     }
 

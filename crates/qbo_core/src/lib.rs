@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod backfill;
+pub mod budget;
 pub mod client;
 pub mod credentials;
 pub mod entity;

@@ -109,27 +109,30 @@ fn decode(page: &RawPage, field: FilterField, page_number: u32) -> Result<Vec<De
     Ok(out)
 }
 
-/// Reads `window` completely and hands each page's new records to `emit` (which can apply
-/// back-pressure by awaiting a sink).
-pub struct WindowReader<'a, F> {
+/// Where a window's pages go. Both calls can make the read wait (back-pressure).
+pub trait PageSink {
+    /// Called before each page is requested: a memory budget can hold the read here.
+    fn before_fetch(&self) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Takes a page's new records (records not seen before, or seen in an older version).
+    fn accept(&self, records: Vec<FetchedRecord>) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// Reads `window` completely and hands each page's new records to `sink`.
+pub struct WindowReader<'a, S> {
     client: &'a QboClient,
     entity: Entity,
     field: FilterField,
     window: &'a Window,
     page_size: u32,
-    emit: F,
+    sink: &'a S,
     /// Latest version and filter key held per id, to drop overlap and keep the newest.
     seen: SeenIds,
     stats: WindowFetch,
 }
 
-impl<'a, F, Fut> WindowReader<'a, F>
-where
-    F: FnMut(Vec<FetchedRecord>) -> Fut,
-    Fut: Future<Output = Result<(), Error>>,
-{
-    pub fn new(client: &'a QboClient, entity: Entity, field: FilterField, window: &'a Window, page_size: u32, emit: F) -> Self {
-        WindowReader { client, entity, field, window, page_size, emit, seen: SeenIds::default(), stats: WindowFetch::default() }
+impl<'a, S: PageSink> WindowReader<'a, S> {
+    pub fn new(client: &'a QboClient, entity: Entity, field: FilterField, window: &'a Window, page_size: u32, sink: &'a S) -> Self {
+        WindowReader { client, entity, field, window, page_size, sink, seen: SeenIds::default(), stats: WindowFetch::default() }
     }
 
     pub async fn run(mut self) -> Result<WindowFetch, Error> {
@@ -244,6 +247,7 @@ where
     }
 
     async fn fetch(&mut self, statement: &str) -> Result<Vec<Decoded>, Error> {
+        self.sink.before_fetch().await?;
         self.stats.pages += 1;
         let page = self.client.select(self.entity, statement).await?;
         decode(&page, self.field, self.stats.pages)
@@ -261,8 +265,32 @@ where
         if fresh.is_empty() {
             return Ok(());
         }
-        (self.emit)(fresh).await
+        self.sink.accept(fresh).await
     }
+}
+
+/// Reads `window` completely and returns every record version read, in the order read (an id
+/// edited during the read can appear more than once; the newest copy comes last).
+pub async fn read_window_records(
+    client: &QboClient,
+    entity: Entity,
+    field: FilterField,
+    window: &Window,
+    page_size: u32,
+) -> Result<Vec<FetchedRecord>, Error> {
+    struct Collect(std::sync::Mutex<Vec<FetchedRecord>>);
+    impl PageSink for Collect {
+        async fn before_fetch(&self) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn accept(&self, records: Vec<FetchedRecord>) -> Result<(), Error> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend(records);
+            Ok(())
+        }
+    }
+    let collected = Collect(std::sync::Mutex::new(Vec::new()));
+    WindowReader::new(client, entity, field, window, page_size, &collected).run().await?;
+    Ok(collected.0.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
 /// What a window holds of a record it has read: its version and its filter key (in ms).

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{MemoryBudget, DEFAULT_MAX_BUFFER_MB};
 use crate::backfill::{conclude, run_window, ReadSpec, sink_reports, write_alerts, WindowReport, WindowStatus, WindowWriter};
 use crate::client::QboClient;
 use crate::entity::{Entity, FilterField};
@@ -218,7 +219,9 @@ pub async fn stage_window(
     let stage = Arc::new(StageSink::create(paths.partial.clone())?);
     let sinks: Vec<Arc<dyn Sink>> = vec![Arc::clone(&stage) as Arc<dyn Sink>];
     let ingested_at = Utc::now();
-    let spec = ReadSpec { entity, field, page_size };
+    // One window, staged to a local file: the default budget bounds it as it would a backfill.
+    let budget = MemoryBudget::new(u64::from(DEFAULT_MAX_BUFFER_MB) << 20);
+    let spec = ReadSpec { entity, field, page_size, budget };
     let mut report = run_window(client, &sinks, spec, window.clone(), ingested_at, None).await;
     if report.status != WindowStatus::Ok {
         let _ = stage.finish();
@@ -330,6 +333,8 @@ pub async fn export_staged(manifest: &Path, staged: &StagedWindow, sinks: &[Arc<
         page_size: staged.page_size,
         ingested_at: staged.ingested_at,
         progress: None,
+        // Reads a local file a batch at a time, waiting for each write: nothing to bound.
+        budget: MemoryBudget::unlimited(),
         state: tokio::sync::Mutex::new(Default::default()),
     };
     let chunk_bytes = sinks.iter().map(|s| s.batch_bytes()).max().unwrap_or(2 << 20);
