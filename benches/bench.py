@@ -169,7 +169,7 @@ def main() -> int:
         else:
             throughput(200_000, work)
             pacing(120, work)
-            memory([200_000, 1_000_000], work)
+            memory([200_000, 1_000_000, 2_000_000], work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
