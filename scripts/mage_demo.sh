@@ -20,15 +20,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bindir/qbo-rs" emulator --port 0 --seed 42 --invoices 5000 --customers 400 --items 200 \
-    >"$work/env" 2>"$work/emulator.log" &
-emu_pid=$!
-for _ in $(seq 1 100); do
-    [ "$(grep -c '^QBO_' "$work/env" 2>/dev/null || true)" -ge 6 ] && break
-    sleep 0.1
-done
-[ "$(grep -c '^QBO_' "$work/env" || true)" -ge 6 ] || { echo "emulator did not start:"; cat "$work/emulator.log"; exit 1; }
-set -a; . "$work/env"; set +a
+. "$repo/scripts/demo_emulator.sh"
+start_demo_emulator "$bindir/qbo-rs" "$work"
 export MAGE_DATA_DIR="${MAGE_DATA_DIR:-$work/mage_data}"
 export QBO_DATA_DIR="$repo/data"
 echo "emulator at $QBO_BASE_URL (realm $QBO_REALM_ID); MAGE_DATA_DIR=$MAGE_DATA_DIR; window [$start, $end), chunk_days=$chunk_days"
