@@ -11,7 +11,9 @@
 #     TLS on with a self-signed certificate for 127.0.0.1 (data/server.crt) when openssl exists.
 #     If initdb is unavailable (or QBO_PG_MODE=debian) we fall back to Debian's cluster (pg_ctlcluster 15 main).
 #     Either way we create role qbo_test (password qbo_test) owning database qbo_test, and role
-#     qbo_noperm (password qbo_noperm, LOGIN, no privilege on any schema) for privilege tests.
+#     qbo_noperm (password qbo_noperm, LOGIN, no privilege on any schema) for privilege tests,
+#     and qbo_slots (password qbo_slots, LOGIN, CONNECTION LIMIT 2) for the pool's test of a
+#     server with no connection slot left.
 #   * Idempotent: a second run finds the server the first one started (state in $STATE_DIR)
 #     and just prints its DSN again.
 #   * Leases: each run records a lease for its caller's process group ($STATE_DIR/leases/PGID).
@@ -115,6 +117,12 @@ provision() {  # provision SOCKET_DIR PORT
         created="$created role:qbo_noperm"
     else
         as_postgres_sql "$sock" "$port" "alter role qbo_noperm login password 'qbo_noperm' nosuperuser nocreatedb nocreaterole"
+    fi
+    if [ "$(as_postgres_sql "$sock" "$port" "select 1 from pg_roles where rolname='qbo_slots'")" != "1" ]; then
+        as_postgres_sql "$sock" "$port" "create role qbo_slots login password 'qbo_slots' connection limit 2 nosuperuser nocreatedb nocreaterole"
+        created="$created role:qbo_slots"
+    else
+        as_postgres_sql "$sock" "$port" "alter role qbo_slots login password 'qbo_slots' connection limit 2 nosuperuser nocreatedb nocreaterole"
     fi
     if [ "$(as_postgres_sql "$sock" "$port" "select 1 from pg_database where datname='qbo_test'")" != "1" ]; then
         as_postgres_sql "$sock" "$port" "create database qbo_test owner qbo_test"

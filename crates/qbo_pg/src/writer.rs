@@ -145,6 +145,8 @@ struct Inner {
     permits: Arc<Semaphore>,
     /// Sessions currently open (idle or in use).
     open: AtomicUsize,
+    /// Sessions the server refused for want of a connection slot (each lowered the limit by one).
+    refused: AtomicUsize,
     /// The server can compress TOAST values with lz4 (PostgreSQL 14+ built `--with-lz4`).
     lz4: bool,
 }
@@ -192,6 +194,7 @@ impl PgWriter {
                 idle: std::sync::Mutex::new(vec![client]),
                 permits: Arc::new(Semaphore::new(config.max_connections().max(1))),
                 open: AtomicUsize::new(1),
+                refused: AtomicUsize::new(0),
                 lz4,
             }),
         })
@@ -285,9 +288,15 @@ impl PgWriter {
         result
     }
 
-    /// Sessions currently open (idle or in use); at most [`PgConfig::max_connections`].
+    /// Sessions currently open (idle or in use); at most [`PgWriter::session_limit`].
     pub fn open_sessions(&self) -> usize {
         self.inner.open.load(Ordering::SeqCst)
+    }
+
+    /// Sessions this writer may hold at once: [`PgConfig::max_connections`], less one for each
+    /// session the server refused for want of a connection slot.
+    pub fn session_limit(&self) -> usize {
+        self.inner.config.max_connections().max(1) - self.inner.refused.load(Ordering::SeqCst)
     }
 
     /// A session for one operation: an idle one if there is one that is still open, else a new
@@ -324,6 +333,7 @@ impl PgWriter {
                 {
                     // No slot left on the server: make do with the sessions already open.
                     permit.forget();
+                    inner.refused.fetch_add(1, Ordering::SeqCst);
                     tracing::warn!(
                         target = %inner.config.target(),
                         sessions = inner.open.load(Ordering::SeqCst),

@@ -882,6 +882,60 @@ async fn one_writer_upserts_overlapping_batches_concurrently_on_its_pool_without
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_no_connection_slot_left_shrinks_the_pool_instead_of_failing() {
+    let dsn = dsn_or_skip!("a_server_with_no_connection_slot_left_shrinks_the_pool_instead_of_failing");
+    let f = Fixture::new(&dsn).await;
+    let t = f.table("qb_invoices");
+    writer(&f).await.ensure_table(&t).await.unwrap();
+    // qbo_slots may hold 2 sessions (scripts/pg-up.sh): the server refuses a third with 53300,
+    // exactly what a server out of connection slots answers.
+    f.sql
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA \"{s}\" TO qbo_slots; GRANT SELECT, INSERT, UPDATE ON \"{s}\".qb_invoices TO qbo_slots",
+            s = f.schema
+        ))
+        .await
+        .unwrap();
+    let app = format!("qbo_pg_slots_{}", f.schema);
+    let config = PgConfig::from_dsn(&dsn_with_user(&dsn, "qbo_slots", "qbo_slots"))
+        .unwrap()
+        .with_application_name(&app)
+        .with_max_connections(4);
+    let w = match PgWriter::connect(&config).await {
+        Ok(w) => w,
+        Err(e) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("role qbo_slots cannot log in ({e}); scripts/pg-up.sh creates it");
+            }
+            eprintln!("SKIPPED a_server_with_no_connection_slot_left...: qbo_slots cannot log in ({e}); run scripts/pg-up.sh");
+            return;
+        }
+    };
+    // Six concurrent upserts want four sessions; the server grants two.
+    let mut tasks = Vec::new();
+    for task in 0..6i64 {
+        let (w, t) = (w.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            for round in 0..3i64 {
+                let v = 1 + task + round * 6;
+                w.upsert(&t, &raws(&batch(&format!("s{task}-"), 200, v, v, 1500))).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(60), task).await.expect("no deadlock").unwrap();
+    }
+    assert_eq!(f.count("qb_invoices").await, 6 * 200, "every batch written");
+    // At least one session was refused (how many depends on how many upserts wanted one at once).
+    let limit = w.session_limit();
+    assert!((2..=3).contains(&limit), "the pool shrank towards the server's 2 slots (limit {limit})");
+    assert_eq!(w.open_sessions(), 2, "it works on with the sessions the server granted");
+    assert_eq!(server_sessions(&f, &app).await, 2);
+    let stale = f.scalar(&format!("SELECT count(*) FROM \"{}\".qb_invoices WHERE sync_token < 13", f.schema)).await;
+    assert_eq!(stale, 0, "each id holds its last round's version");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sequential_writer_keeps_to_one_session() {
     let dsn = dsn_or_skip!("a_sequential_writer_keeps_to_one_session");
     let f = Fixture::new(&dsn).await;
