@@ -2,11 +2,13 @@
 //! block): `QboClient._stage_window*` parks it on disk, `_export_window*` writes it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 
 use qbo_core::backfill::BackfillReport as CoreReport;
+use qbo_core::budget::{MemoryBudget, DEFAULT_MAX_BUFFER_MB};
 use qbo_core::sink::{open_sinks, SinkOptions};
 use qbo_core::stage::{export_staged, StagePaths, StagedWindow as CoreStaged};
 use qbo_core::{Entity, FilterField, QboClient, Window};
@@ -71,8 +73,18 @@ pub async fn stage_task(client: QboClient, args: StageArgs) -> Result<StageOutco
     let manifest = StagePaths::new(&args.stage_dir, args.entity, &args.window.label)?.manifest;
     let counters = client.counters();
     let before = counters.snapshot();
-    let (window_report, staged) =
-        qbo_core::stage::stage_window(&client, args.entity, args.field, args.page_size, args.window, &args.stage_dir).await?;
+    // One window staged to a local file, bounded by the same default budget as a backfill.
+    let budget = MemoryBudget::new(u64::from(DEFAULT_MAX_BUFFER_MB) << 20);
+    let (window_report, staged) = qbo_core::stage::stage_window(
+        &client,
+        args.entity,
+        args.field,
+        args.page_size,
+        args.window,
+        &args.stage_dir,
+        Arc::clone(&budget),
+    )
+    .await?;
     let after = counters.snapshot();
     let report = CoreReport {
         entity: args.entity,
@@ -81,8 +93,7 @@ pub async fn stage_task(client: QboClient, args: StageArgs) -> Result<StageOutco
         requests: after.0 - before.0,
         retries: after.1 - before.1,
         throttled: after.2 - before.2,
-        // Not measured for one staged window (its stage file is written a batch at a time).
-        peak_buffer_bytes: 0,
+        peak_buffer_bytes: budget.peak(),
     };
     Ok(StageOutcome { report, staged, manifest })
 }
@@ -130,6 +141,7 @@ pub async fn export_task(args: ExportArgs) -> Result<BackfillReport, qbo_core::E
         requests: 0,
         retries: 0,
         throttled: 0,
+        // An export reads the staged file a batch at a time and fetches nothing.
         peak_buffer_bytes: 0,
     }))
 }

@@ -27,6 +27,8 @@ def test_staged_then_exported_equals_the_truth_and_cleans_up(emulator: QboEmulat
     manifest = json.loads(staged.manifest.read_text())
     assert manifest["rows_fetched"] == len(truth) and manifest["records_file"] == f"{staged.label}.jsonl"
     assert not data.exists(), "staging writes nothing to the sinks"
+    # The fetch held its pages within the default budget (16 MB); 200 customers are far less.
+    assert 0 < staged.report.peak_buffer_bytes < 16 << 20
 
     report = qbo_rs.export_window(staged.manifest, data_dir=data)
     assert report.ok and report.total_rows == len(truth)

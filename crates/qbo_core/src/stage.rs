@@ -27,7 +27,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{MemoryBudget, DEFAULT_MAX_BUFFER_MB};
+use crate::budget::MemoryBudget;
 use crate::backfill::{conclude, run_window, ReadSpec, sink_reports, write_alerts, WindowReport, WindowStatus, WindowWriter};
 use crate::client::QboClient;
 use crate::entity::{Entity, FilterField};
@@ -203,7 +203,8 @@ fn write_manifest(paths: &StagePaths, staged: &StagedWindow) -> Result<(), Error
 
 /// Fetches one window completely (keyset paging, COUNT reconciliation, the realm's pace)
 /// into `<stage_dir>/<entity plural>/<label>.jsonl`. Returns the window's report (with the
-/// fetch's validation lines logged) and, when the read succeeded, the committed stage.
+/// fetch's validation lines logged) and, when the read succeeded, the committed stage. The
+/// records held in memory meanwhile stay within `budget` (see [`crate::budget`]).
 pub async fn stage_window(
     client: &QboClient,
     entity: Entity,
@@ -211,6 +212,7 @@ pub async fn stage_window(
     page_size: u32,
     window: Window,
     stage_dir: &Path,
+    budget: Arc<MemoryBudget>,
 ) -> Result<(WindowReport, Option<StagedWindow>), Error> {
     crate::backfill::validate_page_size(page_size)?;
     field.check_supported_by(entity)?;
@@ -219,8 +221,6 @@ pub async fn stage_window(
     let stage = Arc::new(StageSink::create(paths.partial.clone())?);
     let sinks: Vec<Arc<dyn Sink>> = vec![Arc::clone(&stage) as Arc<dyn Sink>];
     let ingested_at = Utc::now();
-    // One window, staged to a local file: the default budget bounds it as it would a backfill.
-    let budget = MemoryBudget::new(u64::from(DEFAULT_MAX_BUFFER_MB) << 20);
     let spec = ReadSpec { entity, field, page_size, budget };
     let mut report = run_window(client, &sinks, spec, window.clone(), ingested_at, None).await;
     if report.status != WindowStatus::Ok {
