@@ -115,45 +115,41 @@ pub struct QboClient {
     client: qbo_core::QboClient,
 }
 
+#[derive(Clone)]
 struct BackfillArgs {
     request: BackfillRequest,
     sinks: SinkOptions,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn backfill_args(
-    py: Python<'_>,
-    entity: &str,
-    start: &Bound<'_, PyAny>,
-    end: &Bound<'_, PyAny>,
-    chunk_days: i64,
-    page_size: i64,
-    sink: &str,
-    data_dir: PathBuf,
-    filter_field: &str,
-    max_concurrent_windows: i64,
-    max_buffer_mb: i64,
-    windows: Option<Vec<String>>,
-    fsync: bool,
-    dsn: Option<String>,
-    pg_schema: &str,
-    pg_table_prefix: &str,
-    postgres: Option<PostgresOptions>,
-) -> PyResult<BackfillArgs> {
-    let entity = convert::entity(py, entity)?;
-    let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
-    request.chunk_days = convert::positive_u32(py, "chunk_days", chunk_days)?;
-    request.page_size = u32::try_from(page_size).unwrap_or(0);
-    qbo_core::backfill::validate_page_size(request.page_size)
-        .map_err(|_| config_error(py, format!("page_size must be between 1 and 1000 (QBO's MAXRESULTS limit), got {page_size}")))?;
-    request.filter_field = convert::filter_field(py, filter_field)?;
-    request.max_concurrent_windows = convert::positive_u32(py, "max_concurrent_windows", max_concurrent_windows)? as usize;
-    request.max_buffer_bytes = u64::from(convert::positive_u32(py, "max_buffer_mb", max_buffer_mb)?) << 20;
-    request.only_labels = windows;
-    request.plan().map_err(|e| to_py(py, e))?;
-    let sinks = sink_options(py, sink, data_dir, fsync, dsn, pg_schema, pg_table_prefix, postgres)?;
-    Ok(BackfillArgs { request, sinks })
+/// A backfill ready to run (from `QboClient._backfill_job`): checked options and the client.
+#[pyclass(frozen, module = "qbo_rs")]
+pub struct BackfillJob {
+    client: qbo_core::QboClient,
+    args: BackfillArgs,
 }
+
+#[pymethods]
+impl BackfillJob {
+    /// Runs the backfill with the GIL released; Ctrl-C stops it between requests.
+    fn run(&self, py: Python<'_>) -> PyResult<BackfillReport> {
+        block_on(py, backfill_task(self.client.clone(), self.args.clone()))?.map_err(|e| to_py(py, e))
+    }
+
+    /// The same, as an awaitable on the shared tokio runtime.
+    fn run_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (client, args) = (self.client.clone(), self.args.clone());
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let result = backfill_task(client, args).await;
+            Python::attach(|py| result.map_err(|e| to_py(py, e)))
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        let r = &self.args.request;
+        format!("BackfillJob(entity={:?}, start={}, end={})", r.entity.slug(), r.start.to_rfc3339(), r.end.to_rfc3339())
+    }
+}
+
 
 /// Where records go: the sink choice and what each sink needs, checked before any request.
 #[allow(clippy::too_many_arguments)]
@@ -323,9 +319,11 @@ impl QboClient {
         })
     }
 
+    /// A backfill with its options parsed and checked (nothing is sent yet); the Python face
+    /// runs it with `run()` or awaits `run_future()`, so the options are listed once.
     #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, max_buffer_mb = 16, windows = None, fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_", postgres = None))]
     #[allow(clippy::too_many_arguments)]
-    fn _backfill(
+    fn _backfill_job(
         &self,
         py: Python<'_>,
         entity: &str,
@@ -344,40 +342,20 @@ impl QboClient {
         pg_schema: &str,
         pg_table_prefix: &str,
         postgres: Option<PyRef<'_, PostgresWriter>>,
-    ) -> PyResult<BackfillReport> {
-        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, max_buffer_mb, windows, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
-        let client = self.client.clone();
-        block_on(py, backfill_task(client, args))?.map_err(|e| to_py(py, e))
-    }
-
-    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, max_buffer_mb = 16, windows = None, fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_", postgres = None))]
-    #[allow(clippy::too_many_arguments)]
-    fn _backfill_future<'py>(
-        &self,
-        py: Python<'py>,
-        entity: &str,
-        start: &Bound<'_, PyAny>,
-        end: &Bound<'_, PyAny>,
-        chunk_days: i64,
-        page_size: i64,
-        sink: &str,
-        data_dir: PathBuf,
-        filter_field: &str,
-        max_concurrent_windows: i64,
-        max_buffer_mb: i64,
-        windows: Option<Vec<String>>,
-        fsync: bool,
-        dsn: Option<String>,
-        pg_schema: &str,
-        pg_table_prefix: &str,
-        postgres: Option<PyRef<'_, PostgresWriter>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let args = backfill_args(py, entity, start, end, chunk_days, page_size, sink, data_dir, filter_field, max_concurrent_windows, max_buffer_mb, windows, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
-        let client = self.client.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let result = backfill_task(client, args).await;
-            Python::attach(|py| result.map_err(|e| to_py(py, e)))
-        })
+    ) -> PyResult<BackfillJob> {
+        let entity = convert::entity(py, entity)?;
+        let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
+        request.chunk_days = convert::positive_u32(py, "chunk_days", chunk_days)?;
+        request.page_size = u32::try_from(page_size).unwrap_or(0);
+        qbo_core::backfill::validate_page_size(request.page_size)
+            .map_err(|_| config_error(py, format!("page_size must be between 1 and 1000 (QBO's MAXRESULTS limit), got {page_size}")))?;
+        request.filter_field = convert::filter_field(py, filter_field)?;
+        request.max_concurrent_windows = convert::positive_u32(py, "max_concurrent_windows", max_concurrent_windows)? as usize;
+        request.max_buffer_bytes = u64::from(convert::positive_u32(py, "max_buffer_mb", max_buffer_mb)?) << 20;
+        request.only_labels = windows;
+        request.plan().map_err(|e| to_py(py, e))?;
+        let sinks = sink_options(py, sink, data_dir, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
+        Ok(BackfillJob { client: self.client.clone(), args: BackfillArgs { request, sinks } })
     }
 
     #[pyo3(signature = (entity, start, end, *, label = None, page_size = 100, filter_field = "LastUpdatedTime", stage_dir = PathBuf::from("data/.qbo_rs/stage")))]

@@ -38,7 +38,7 @@ fn default_limiter_dir() -> std::path::PathBuf {
 #[pymodule(gil_used = false)]
 mod _qbo_rs {
     #[pymodule_export]
-    use super::client::{Credentials, QboClient};
+    use super::client::{BackfillJob, Credentials, QboClient};
     #[pymodule_export]
     use super::emulator::NativeEmulator;
     #[pymodule_export]

@@ -12,6 +12,7 @@ _Self = TypeVar("_Self", bound="QboClient")
 
 __version__: str
 __all__ = [
+    "BackfillJob",
     "BackfillReport",
     "Credentials",
     "NativeEmulator",
@@ -109,7 +110,7 @@ class QboClient:
     def _fetch_window_future(
         self, entity: str, start: _DateLike, end: _DateLike, page_size: int = 100, filter_field: str = "LastUpdatedTime"
     ) -> Awaitable[List[Dict[str, Any]]]: ...
-    def _backfill(
+    def _backfill_job(
         self,
         entity: str,
         start: _DateLike,
@@ -128,27 +129,7 @@ class QboClient:
         pg_schema: str = "raw",
         pg_table_prefix: str = "qb_",
         postgres: Optional["PostgresWriter"] = None,
-    ) -> "BackfillReport": ...
-    def _backfill_future(
-        self,
-        entity: str,
-        start: _DateLike,
-        end: _DateLike,
-        *,
-        chunk_days: int = 50,
-        page_size: int = 100,
-        sink: str = "txt",
-        data_dir: Union[str, "os.PathLike[str]"] = ...,
-        filter_field: str = "LastUpdatedTime",
-        max_concurrent_windows: int = 4,
-        max_buffer_mb: int = 16,
-        windows: Optional[List[str]] = None,
-        fsync: bool = True,
-        dsn: Optional[str] = None,
-        pg_schema: str = "raw",
-        pg_table_prefix: str = "qb_",
-        postgres: Optional["PostgresWriter"] = None,
-    ) -> Awaitable["BackfillReport"]: ...
+    ) -> "BackfillJob": ...
     def _stage_window(
         self,
         entity: str,
@@ -225,6 +206,13 @@ class WindowReport:
     @property
     def duration_s(self) -> float: ...
     def to_dict(self) -> Dict[str, Any]: ...
+
+@final
+class BackfillJob:
+    """A backfill with its options checked, not yet run (``QboClient._backfill_job``)."""
+
+    def run(self) -> "BackfillReport": ...
+    def run_future(self) -> Awaitable["BackfillReport"]: ...
 
 @final
 class BackfillReport:

@@ -157,7 +157,7 @@ class QboClient(_qbo_rs.QboClient):
         failed, unless ``raise_on_failure=False``. The GIL is released throughout; Ctrl-C
         stops the run between requests, keeping every committed batch.
         """
-        report = self._backfill(
+        report = self._backfill_job(
             entity,
             start,
             end,
@@ -174,7 +174,7 @@ class QboClient(_qbo_rs.QboClient):
             pg_schema=pg_schema,
             pg_table_prefix=pg_table_prefix,
             postgres=postgres,
-        )
+        ).run()
         if raise_on_failure and not report.ok:
             raise _failure(report)
         return report
@@ -201,7 +201,7 @@ class QboClient(_qbo_rs.QboClient):
         raise_on_failure: bool = True,
     ) -> BackfillReport:
         """Async twin of :meth:`backfill` (runs on the shared tokio runtime)."""
-        report = await self._backfill_future(
+        report = await self._backfill_job(
             entity,
             start,
             end,
@@ -218,7 +218,7 @@ class QboClient(_qbo_rs.QboClient):
             pg_schema=pg_schema,
             pg_table_prefix=pg_table_prefix,
             postgres=postgres,
-        )
+        ).run_future()
         if raise_on_failure and not report.ok:
             raise _failure(report)
         return report
