@@ -20,7 +20,7 @@ use crate::errors::{config_error, to_py};
 use crate::postgres::PostgresWriter;
 use crate::report::BackfillReport;
 use crate::runtime::block_on;
-use crate::stage::{stage_task, StageArgs, StagedWindow};
+use crate::stage::{StageArgs, StageJob};
 
 /// QBO credentials. Secrets are held in Rust and never shown by `repr` or in errors.
 #[pyclass(frozen, module = "qbo_rs")]
@@ -358,9 +358,11 @@ impl QboClient {
         Ok(BackfillJob { client: self.client.clone(), args: BackfillArgs { request, sinks } })
     }
 
+    /// A window's fetch-to-stage with its options checked (nothing is sent yet); the Python face
+    /// runs it with `run()` or awaits `run_future()`.
     #[pyo3(signature = (entity, start, end, *, label = None, page_size = 100, filter_field = "LastUpdatedTime", stage_dir = PathBuf::from("data/.qbo_rs/stage")))]
     #[allow(clippy::too_many_arguments)]
-    fn _stage_window(
+    fn _stage_job(
         &self,
         py: Python<'_>,
         entity: &str,
@@ -370,31 +372,15 @@ impl QboClient {
         page_size: i64,
         filter_field: &str,
         stage_dir: PathBuf,
-    ) -> PyResult<StagedWindow> {
-        let args = self.stage_args(py, entity, start, end, label, page_size, filter_field, stage_dir)?;
-        let client = self.client.clone();
-        block_on(py, stage_task(client, args))?.map_err(|e| to_py(py, e))?.into_py(py)
-    }
-
-    #[pyo3(signature = (entity, start, end, *, label = None, page_size = 100, filter_field = "LastUpdatedTime", stage_dir = PathBuf::from("data/.qbo_rs/stage")))]
-    #[allow(clippy::too_many_arguments)]
-    fn _stage_window_future<'py>(
-        &self,
-        py: Python<'py>,
-        entity: &str,
-        start: &Bound<'_, PyAny>,
-        end: &Bound<'_, PyAny>,
-        label: Option<String>,
-        page_size: i64,
-        filter_field: &str,
-        stage_dir: PathBuf,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let args = self.stage_args(py, entity, start, end, label, page_size, filter_field, stage_dir)?;
-        let client = self.client.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let outcome = stage_task(client, args).await;
-            Python::attach(|py| outcome.map_err(|e| to_py(py, e))?.into_py(py))
-        })
+    ) -> PyResult<StageJob> {
+        let (entity, field, mut window, page_size) = self.window_args(py, entity, start, end, page_size, filter_field)?;
+        // The label plan_windows (and so backfill) gives a window starting here.
+        window.label = match label {
+            Some(label) => label,
+            None => qbo_core::Window::new(window.start, window.end, &format!("{}_backfill", entity.slug())).label,
+        };
+        qbo_core::stage::StagePaths::new(&stage_dir, entity, &window.label).map_err(|e| to_py(py, e))?;
+        Ok(StageJob { client: self.client.clone(), args: StageArgs { entity, field, window, page_size, stage_dir } })
     }
 
     fn __repr__(&self) -> String {
@@ -403,28 +389,6 @@ impl QboClient {
 }
 
 impl QboClient {
-    #[allow(clippy::too_many_arguments)]
-    fn stage_args(
-        &self,
-        py: Python<'_>,
-        entity: &str,
-        start: &Bound<'_, PyAny>,
-        end: &Bound<'_, PyAny>,
-        label: Option<String>,
-        page_size: i64,
-        filter_field: &str,
-        stage_dir: PathBuf,
-    ) -> PyResult<StageArgs> {
-        let (entity, field, mut window, page_size) = self.window_args(py, entity, start, end, page_size, filter_field)?;
-        // The label plan_windows (and so backfill) gives a window starting here.
-        window.label = match label {
-            Some(label) => label,
-            None => qbo_core::Window::new(window.start, window.end, &format!("{}_backfill", entity.slug())).label,
-        };
-        qbo_core::stage::StagePaths::new(&stage_dir, entity, &window.label).map_err(|e| to_py(py, e))?;
-        Ok(StageArgs { entity, field, window, page_size, stage_dir })
-    }
-
     fn window_args(
         &self,
         py: Python<'_>,

@@ -48,7 +48,7 @@ mod _qbo_rs {
     #[pymodule_export]
     use super::{default_limiter_dir, default_token_store, run_cli};
     #[pymodule_export]
-    use super::stage::{StagedWindow, _export_window, _export_window_future};
+    use super::stage::{ExportJob, StageJob, StagedWindow, _export_job};
     #[pymodule_export]
     use super::windows::{plan_windows, Window};
 

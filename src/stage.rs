@@ -1,5 +1,6 @@
 //! A window fetched in one call and written in another (Mage's fetch block and exporter
-//! block): `QboClient._stage_window*` parks it on disk, `_export_window*` writes it.
+//! block): `QboClient._stage_job` builds a [`StageJob`] that parks it on disk, `_export_job` an
+//! [`ExportJob`] that writes it; each runs blocking (`run`) or awaited (`run_future`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +54,7 @@ impl StagedWindow {
     }
 }
 
+#[derive(Clone)]
 pub struct StageArgs {
     pub entity: Entity,
     pub field: FilterField,
@@ -122,6 +124,7 @@ impl StageOutcome {
     }
 }
 
+#[derive(Clone)]
 pub struct ExportArgs {
     pub manifest: PathBuf,
     pub sinks: SinkOptions,
@@ -146,11 +149,12 @@ pub async fn export_task(args: ExportArgs) -> Result<BackfillReport, qbo_core::E
     }))
 }
 
-/// Writes a staged window (the `manifest` of `QboClient.stage_window`) into the sinks.
+/// A staged window's write (the `manifest` of `QboClient.stage_window`) with its sink options
+/// checked; the Python face runs it with `run()` or awaits `run_future()`.
 #[pyfunction]
 #[pyo3(signature = (manifest, *, sink = "txt", data_dir = PathBuf::from("data"), fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_", postgres = None, keep_staged = false))]
 #[allow(clippy::too_many_arguments)]
-pub fn _export_window(
+pub fn _export_job(
     py: Python<'_>,
     manifest: PathBuf,
     sink: &str,
@@ -161,31 +165,54 @@ pub fn _export_window(
     pg_table_prefix: &str,
     postgres: Option<PyRef<'_, crate::postgres::PostgresWriter>>,
     keep_staged: bool,
-) -> PyResult<BackfillReport> {
+) -> PyResult<ExportJob> {
     let sinks = crate::client::sink_options(py, sink, data_dir, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
-    block_on(py, export_task(ExportArgs { manifest, sinks, keep: keep_staged }))?.map_err(|e| to_py(py, e))
+    Ok(ExportJob { args: ExportArgs { manifest, sinks, keep: keep_staged } })
 }
 
-/// Awaitable twin of `_export_window` (wrapped by the Python face's `async def`).
-#[pyfunction]
-#[pyo3(signature = (manifest, *, sink = "txt", data_dir = PathBuf::from("data"), fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_", postgres = None, keep_staged = false))]
-#[allow(clippy::too_many_arguments)]
-pub fn _export_window_future<'py>(
-    py: Python<'py>,
-    manifest: PathBuf,
-    sink: &str,
-    data_dir: PathBuf,
-    fsync: bool,
-    dsn: Option<String>,
-    pg_schema: &str,
-    pg_table_prefix: &str,
-    postgres: Option<PyRef<'_, crate::postgres::PostgresWriter>>,
-    keep_staged: bool,
-) -> PyResult<Bound<'py, PyAny>> {
-    let sinks = crate::client::sink_options(py, sink, data_dir, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
-    let args = ExportArgs { manifest, sinks, keep: keep_staged };
-    pyo3_async_runtimes::tokio::future_into_py(py, async move {
-        let result = export_task(args).await;
-        Python::attach(|py| result.map_err(|e| to_py(py, e)))
-    })
+/// A window's fetch into a stage, ready to run (from `QboClient._stage_job`).
+#[pyclass(frozen, module = "qbo_rs")]
+pub struct StageJob {
+    pub(crate) client: QboClient,
+    pub(crate) args: StageArgs,
+}
+
+#[pymethods]
+impl StageJob {
+    /// Fetches the window into its stage with the GIL released.
+    fn run(&self, py: Python<'_>) -> PyResult<StagedWindow> {
+        block_on(py, stage_task(self.client.clone(), self.args.clone()))?.map_err(|e| to_py(py, e))?.into_py(py)
+    }
+
+    /// The same, as an awaitable on the shared tokio runtime.
+    fn run_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (client, args) = (self.client.clone(), self.args.clone());
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let outcome = stage_task(client, args).await;
+            Python::attach(|py| outcome.map_err(|e| to_py(py, e))?.into_py(py))
+        })
+    }
+}
+
+/// A staged window's write, ready to run (from `_export_job`).
+#[pyclass(frozen, module = "qbo_rs")]
+pub struct ExportJob {
+    args: ExportArgs,
+}
+
+#[pymethods]
+impl ExportJob {
+    /// Writes the staged window into the sinks with the GIL released.
+    fn run(&self, py: Python<'_>) -> PyResult<BackfillReport> {
+        block_on(py, export_task(self.args.clone()))?.map_err(|e| to_py(py, e))
+    }
+
+    /// The same, as an awaitable on the shared tokio runtime.
+    fn run_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let args = self.args.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let result = export_task(args).await;
+            Python::attach(|py| result.map_err(|e| to_py(py, e)))
+        })
+    }
 }

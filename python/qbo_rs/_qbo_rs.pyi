@@ -15,15 +15,16 @@ __all__ = [
     "BackfillJob",
     "BackfillReport",
     "Credentials",
+    "ExportJob",
     "NativeEmulator",
     "PostgresWriter",
     "QboClient",
+    "StageJob",
     "StagedWindow",
     "Window",
     "WindowReport",
     "__version__",
-    "_export_window",
-    "_export_window_future",
+    "_export_job",
     "default_limiter_dir",
     "default_token_store",
     "plan_windows",
@@ -130,7 +131,7 @@ class QboClient:
         pg_table_prefix: str = "qb_",
         postgres: Optional["PostgresWriter"] = None,
     ) -> "BackfillJob": ...
-    def _stage_window(
+    def _stage_job(
         self,
         entity: str,
         start: _DateLike,
@@ -140,18 +141,7 @@ class QboClient:
         page_size: int = 100,
         filter_field: str = "LastUpdatedTime",
         stage_dir: Union[str, "os.PathLike[str]"] = ...,
-    ) -> "StagedWindow": ...
-    def _stage_window_future(
-        self,
-        entity: str,
-        start: _DateLike,
-        end: _DateLike,
-        *,
-        label: Optional[str] = None,
-        page_size: int = 100,
-        filter_field: str = "LastUpdatedTime",
-        stage_dir: Union[str, "os.PathLike[str]"] = ...,
-    ) -> Awaitable["StagedWindow"]: ...
+    ) -> "StageJob": ...
 
 @final
 class PostgresWriter:
@@ -271,7 +261,7 @@ class StagedWindow:
     @property
     def report(self) -> BackfillReport: ...
 
-def _export_window(
+def _export_job(
     manifest: Union[str, "os.PathLike[str]"],
     *,
     sink: str = "txt",
@@ -282,19 +272,21 @@ def _export_window(
     pg_table_prefix: str = "qb_",
     postgres: Optional[PostgresWriter] = None,
     keep_staged: bool = False,
-) -> BackfillReport: ...
-def _export_window_future(
-    manifest: Union[str, "os.PathLike[str]"],
-    *,
-    sink: str = "txt",
-    data_dir: Union[str, "os.PathLike[str]"] = ...,
-    fsync: bool = True,
-    dsn: Optional[str] = None,
-    pg_schema: str = "raw",
-    pg_table_prefix: str = "qb_",
-    postgres: Optional[PostgresWriter] = None,
-    keep_staged: bool = False,
-) -> Awaitable[BackfillReport]: ...
+) -> "ExportJob": ...
+
+@final
+class StageJob:
+    """A window's fetch into a stage, not yet run (``QboClient._stage_job``)."""
+
+    def run(self) -> "StagedWindow": ...
+    def run_future(self) -> Awaitable["StagedWindow"]: ...
+
+@final
+class ExportJob:
+    """A staged window's write, not yet run (``_export_job``)."""
+
+    def run(self) -> BackfillReport: ...
+    def run_future(self) -> Awaitable[BackfillReport]: ...
 
 @final
 class NativeEmulator:

@@ -246,8 +246,8 @@ class QboClient(_qbo_rs.QboClient):
         label; a failed fetch leaves none. Raises :class:`~qbo_rs.exceptions.BackfillError`
         (with ``.report``) if the fetch failed, unless ``raise_on_failure=False``.
         """
-        staged = self._stage_window(entity, start, end, label=label, page_size=page_size,
-                                    filter_field=filter_field, stage_dir=os.fspath(stage_dir))
+        staged = self._stage_job(entity, start, end, label=label, page_size=page_size,
+                                 filter_field=filter_field, stage_dir=os.fspath(stage_dir)).run()
         if raise_on_failure and not staged.ok:
             raise _failure(staged.report)
         return staged
@@ -265,8 +265,8 @@ class QboClient(_qbo_rs.QboClient):
         raise_on_failure: bool = True,
     ) -> StagedWindow:
         """Async twin of :meth:`stage_window`."""
-        staged = await self._stage_window_future(entity, start, end, label=label, page_size=page_size,
-                                                 filter_field=filter_field, stage_dir=os.fspath(stage_dir))
+        staged = await self._stage_job(entity, start, end, label=label, page_size=page_size,
+                                       filter_field=filter_field, stage_dir=os.fspath(stage_dir)).run_future()
         if raise_on_failure and not staged.ok:
             raise _failure(staged.report)
         return staged
@@ -301,10 +301,10 @@ def export_window(
     Raises :class:`~qbo_rs.exceptions.BackfillError` if the write failed validation, unless
     ``raise_on_failure=False``; a missing or damaged stage raises at once.
     """
-    report = _qbo_rs._export_window(
+    report = _qbo_rs._export_job(
         _manifest(staged), sink=sink, data_dir=os.fspath(data_dir), fsync=fsync, dsn=dsn, pg_schema=pg_schema,
         pg_table_prefix=pg_table_prefix, postgres=postgres, keep_staged=keep_staged,
-    )
+    ).run()
     if raise_on_failure and not report.ok:
         raise _failure(report)
     return report
@@ -324,10 +324,10 @@ async def export_window_async(
     raise_on_failure: bool = True,
 ) -> BackfillReport:
     """Async twin of :func:`export_window`."""
-    report = await _qbo_rs._export_window_future(
+    report = await _qbo_rs._export_job(
         _manifest(staged), sink=sink, data_dir=os.fspath(data_dir), fsync=fsync, dsn=dsn, pg_schema=pg_schema,
         pg_table_prefix=pg_table_prefix, postgres=postgres, keep_staged=keep_staged,
-    )
+    ).run_future()
     if raise_on_failure and not report.ok:
         raise _failure(report)
     return report
