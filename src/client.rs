@@ -150,7 +150,6 @@ impl BackfillJob {
     }
 }
 
-
 /// Where records go: the sink choice and what each sink needs, checked before any request.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sink_options(

@@ -251,12 +251,11 @@ pub(crate) struct WindowWriter<'a> {
 #[derive(Default)]
 pub(crate) struct WriterState {
     buffer: Vec<FetchedRecord>,
-    buffered_bytes: usize,
     pub(crate) emitted: u64,
     pub(crate) outcomes: Vec<WriteOutcome>,
     /// The batch being written while the next one fills (at most one per window).
     in_flight: Option<InFlight>,
-    /// Budget room held for the buffered records.
+    /// Budget room held for the buffered records: their payload bytes.
     buffer_charge: Option<Charge>,
     /// Budget room reserved for the page being requested.
     reserved: Option<Charge>,
@@ -282,19 +281,17 @@ impl WindowWriter<'_> {
         if let Some(p) = self.progress {
             p.on_rows(&self.window.label, records.len() as u64);
         }
-        let bytes = records.iter().map(|r| r.payload.len()).sum::<usize>();
-        self.budget.note_page(bytes as u64);
+        let bytes = records.iter().map(|r| r.payload.len() as u64).sum::<u64>();
+        self.budget.note_page(bytes);
         let mut charge = state.reserved.take().unwrap_or_else(|| self.budget.empty());
-        charge.resize(bytes as u64);
-        match &mut state.buffer_charge {
-            Some(held) => held.absorb(charge),
-            None => state.buffer_charge = Some(charge),
-        }
-        state.buffered_bytes += bytes;
+        charge.resize(bytes);
+        let buffered = state.buffer_charge.get_or_insert_with(|| self.budget.empty());
+        buffered.absorb(charge);
+        let buffered_bytes = buffered.bytes();
         state.buffer.extend(records);
         // Batches as large as the hungriest sink wants; each sink says why (see Sink::batch_bytes).
         let flush_bytes = self.sinks.iter().map(|s| s.batch_bytes()).max().unwrap_or(2 << 20);
-        if state.buffered_bytes >= flush_bytes {
+        if buffered_bytes >= flush_bytes as u64 {
             self.flush(&mut state).await?;
         }
         Ok(())
@@ -321,7 +318,6 @@ impl WindowWriter<'_> {
             ingested_at: self.ingested_at,
             records: std::mem::take(&mut state.buffer),
         });
-        state.buffered_bytes = 0;
         let sinks = self.sinks.to_vec();
         // The batch's budget room comes back when its write is over (or aborted).
         let charge = state.buffer_charge.take();
@@ -367,9 +363,7 @@ impl WindowWriter<'_> {
         self.flush(state).await?;
         self.wait_in_flight(state).await
     }
-}
 
-impl WindowWriter<'_> {
     /// Holds budget room for the next page before it is requested. When there is none, the
     /// buffered records go to a write first, so the window waits holding only what writes
     /// give back on their own (see [`crate::budget`]: no deadlock).

@@ -300,7 +300,8 @@ struct Held {
     key_ms: i64,
 }
 
-/// The ids a window has read. QBO ids are decimal numbers, kept as `u64` keys so that a window
+/// The ids a window has read. QBO ids are decimal numbers, kept as `u64` keys (the same
+/// canonical form the JSON-lines index uses, [`qbo_jsonl::numeric_id`]) so that a window
 /// of many thousand records holds no allocation per record (small allocations that live as long
 /// as the window, among the pages' short-lived ones, are what kept the heap from shrinking);
 /// any other id goes to a map of strings.
@@ -327,7 +328,7 @@ impl SeenIds {
             }
             true
         }
-        match canonical_u64(id) {
+        match qbo_jsonl::numeric_id(id) {
             Some(n) => keep(&mut self.numeric, n, held),
             None => keep(&mut self.other, id.to_string(), held),
         }
@@ -340,15 +341,6 @@ impl SeenIds {
     fn held(&self) -> impl Iterator<Item = &Held> {
         self.numeric.values().chain(self.other.values())
     }
-}
-
-/// The value of a canonical decimal id ("0", "123"; not "0123", "+1" or " 1"), which maps
-/// back to exactly one string.
-fn canonical_u64(id: &str) -> Option<u64> {
-    if id.is_empty() || (id.len() > 1 && id.starts_with('0')) || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    id.parse().ok()
 }
 
 #[cfg(test)]
@@ -374,14 +366,5 @@ mod tests {
         let mut versions: Vec<_> = seen.held().map(|h| h.version).collect();
         versions.sort();
         assert_eq!(versions, [(10, 2); 3]);
-    }
-
-    #[test]
-    fn only_canonical_decimal_ids_are_numbers() {
-        assert_eq!(canonical_u64("0"), Some(0));
-        assert_eq!(canonical_u64("18446744073709551615"), Some(u64::MAX));
-        for id in ["", "0123", "+1", " 1", "1 ", "18446744073709551616", "1e3", "A-1"] {
-            assert_eq!(canonical_u64(id), None, "{id:?}");
-        }
     }
 }

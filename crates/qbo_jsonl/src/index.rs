@@ -46,8 +46,10 @@ struct Entry {
     loc: u64,
 }
 
-/// Parses the canonical decimal form of a u64 ("0", "123"; not "0123", "+1", " 1").
-pub(crate) fn numeric_id(id: &str) -> Option<u64> {
+/// Parses the canonical decimal form of a u64 ("0", "123"; not "0123", "+1", " 1"), the one
+/// form that maps back to exactly one id string. The index keys such ids (QuickBooks' ids) by
+/// their value; callers that keep ids in memory can do the same.
+pub fn numeric_id(id: &str) -> Option<u64> {
     let b = id.as_bytes();
     if b.is_empty() || b.len() > 20 || (b.len() > 1 && b[0] == b'0') {
         return None;
@@ -423,6 +425,9 @@ mod tests {
         assert_eq!(numeric_id("+1"), None);
         assert_eq!(numeric_id(""), None);
         assert_eq!(numeric_id("1a"), None);
+        for id in [" 1", "1 ", "1e3", "A-1"] {
+            assert_eq!(numeric_id(id), None, "{id:?}");
+        }
     }
 
     #[test]

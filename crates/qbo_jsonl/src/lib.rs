@@ -165,6 +165,7 @@ mod tests;
 
 pub use batch::LineBatch;
 pub use error::StoreError;
+pub use index::numeric_id;
 pub use store::JsonlStore;
 
 /// Which of two copies of a record is newer: last-updated time first, then the sync token (an

@@ -285,11 +285,13 @@ impl JsonlStore {
                 }
                 r => r?,
             };
-            let mut compacted = false;
-            match s.maintain(&mut compacted) {
-                Err(StoreError::CorruptIndex { detail, .. }) => s.rebuild(&format!("the index log is corrupt: {detail}"))?,
+            let compacted = match s.maintain() {
+                Err(StoreError::CorruptIndex { detail, .. }) => {
+                    s.rebuild(&format!("the index log is corrupt: {detail}"))?;
+                    false
+                }
                 r => r?,
-            }
+            };
             for out in &mut outs {
                 out.compacted = compacted;
             }
@@ -715,7 +717,6 @@ impl JsonlStore {
             outs.iter().map(|o| o.bytes_written).sum::<u64>(),
             append_len + journal.ops.iter().map(|o| o.len()).sum::<u64>()
         );
-        drop(append);
         result?;
         // Committed: the in-memory index follows.
         for (i, slot) in changes {
@@ -759,7 +760,8 @@ impl JsonlStore {
     }
 
     /// After an upsert: compact or rewrite the index log when they have grown wasteful.
-    fn maintain(&mut self, compacted: &mut bool) -> Result<()> {
+    /// Returns whether it compacted.
+    fn maintain(&mut self) -> Result<bool> {
         let o = &self.options;
         let waste = self.m.waste;
         if waste > 0
@@ -767,8 +769,7 @@ impl JsonlStore {
             && waste as f64 >= o.compact_min_waste_ratio * self.m.data_len as f64
         {
             self.compact_locked()?;
-            *compacted = true;
-            return Ok(());
+            return Ok(true);
         }
         // Merge the memtable into a new snapshot when it is full, or when the frames after the
         // snapshot have grown much larger than a fresh snapshot would be.
@@ -777,7 +778,7 @@ impl JsonlStore {
         if full || (self.m.idx_len > IDX_REWRITE_MIN && self.m.idx_len > IDX_REWRITE_FACTOR * snapshot_estimate) {
             self.rewrite_index_log()?;
         }
-        Ok(())
+        Ok(false)
     }
 
     /// After the manifest naming a new index-log epoch committed: move the snapshot into place

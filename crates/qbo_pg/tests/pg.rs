@@ -17,6 +17,21 @@ macro_rules! dsn_or_skip {
     };
 }
 
+/// A writer logged in as `role`, one of the roles scripts/pg-up.sh creates for the tests. A
+/// server set up otherwise may lack it: CI=true fails, elsewhere the test says why and skips.
+async fn provisioned_role_writer(test: &str, role: &str, config: &PgConfig) -> Option<PgWriter> {
+    match PgWriter::connect(config).await {
+        Ok(w) => Some(w),
+        Err(e) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: role {role} cannot log in ({e}); scripts/pg-up.sh creates it");
+            }
+            eprintln!("SKIPPED {test}: role {role} cannot log in ({e}); run scripts/pg-up.sh");
+            None
+        }
+    }
+}
+
 fn expect_privilege<T: std::fmt::Debug>(r: Result<T, PgError>) -> (String, Vec<MissingPrivilege>) {
     match r {
         Err(PgError::Privilege(p)) => (PgError::Privilege(p.clone()).to_string(), p.missing),
@@ -484,15 +499,10 @@ async fn role_without_privileges_is_told_which_ones_it_lacks() {
 
     let noperm_dsn = std::env::var("QBO_RS_TEST_NOPERM_DSN")
         .unwrap_or_else(|_| dsn_with_user(&dsn, "qbo_noperm", "qbo_noperm"));
-    let noperm = match PgWriter::connect(&PgConfig::from_dsn(&noperm_dsn).unwrap()).await {
-        Ok(w) => w,
-        Err(e) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("role qbo_noperm cannot log in ({e}); scripts/pg-up.sh creates it");
-            }
-            eprintln!("SKIPPED role_without_privileges...: qbo_noperm cannot log in ({e}); run scripts/pg-up.sh");
-            return;
-        }
+    let config = PgConfig::from_dsn(&noperm_dsn).unwrap();
+    let Some(noperm) = provisioned_role_writer("role_without_privileges_is_told_which_ones_it_lacks", "qbo_noperm", &config).await
+    else {
+        return;
     };
     // 1. Nothing granted: USAGE on the schema and the table privileges are named.
     let (m, missing) = expect_privilege(noperm.ensure_table(&t).await);
@@ -901,15 +911,9 @@ async fn a_server_with_no_connection_slot_left_shrinks_the_pool_instead_of_faili
         .unwrap()
         .with_application_name(&app)
         .with_max_connections(4);
-    let w = match PgWriter::connect(&config).await {
-        Ok(w) => w,
-        Err(e) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("role qbo_slots cannot log in ({e}); scripts/pg-up.sh creates it");
-            }
-            eprintln!("SKIPPED a_server_with_no_connection_slot_left...: qbo_slots cannot log in ({e}); run scripts/pg-up.sh");
-            return;
-        }
+    let test = "a_server_with_no_connection_slot_left_shrinks_the_pool_instead_of_failing";
+    let Some(w) = provisioned_role_writer(test, "qbo_slots", &config).await else {
+        return;
     };
     // Six concurrent upserts want four sessions; the server grants two.
     let mut tasks = Vec::new();
