@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use qbo_core::backfill::{run_backfill, BackfillRequest};
 use qbo_core::sink::postgres::PostgresOptions;
 use qbo_core::sink::{open_sinks, SinkKind, SinkOptions};
+use qbo_core::stage::StageRequest;
 use qbo_core::limiter::LimiterScope;
 use qbo_core::{ClientConfig, Entity, FilterField};
 
@@ -20,7 +21,7 @@ use crate::errors::{config_error, to_py};
 use crate::postgres::PostgresWriter;
 use crate::report::BackfillReport;
 use crate::runtime::block_on;
-use crate::stage::{StageArgs, StageJob};
+use crate::stage::StageJob;
 
 /// QBO credentials. Secrets are held in Rust and never shown by `repr` or in errors.
 #[pyclass(frozen, module = "qbo_rs")]
@@ -359,7 +360,7 @@ impl QboClient {
 
     /// A window's fetch-to-stage with its options checked (nothing is sent yet); the Python face
     /// runs it with `run()` or awaits `run_future()`.
-    #[pyo3(signature = (entity, start, end, *, label = None, page_size = 100, filter_field = "LastUpdatedTime", stage_dir = PathBuf::from("data/.qbo_rs/stage")))]
+    #[pyo3(signature = (entity, start, end, *, label = None, page_size = 100, filter_field = "LastUpdatedTime", stage_dir = PathBuf::from("data/.qbo_rs/stage"), run_id = None))]
     #[allow(clippy::too_many_arguments)]
     fn _stage_job(
         &self,
@@ -371,6 +372,7 @@ impl QboClient {
         page_size: i64,
         filter_field: &str,
         stage_dir: PathBuf,
+        run_id: Option<String>,
     ) -> PyResult<StageJob> {
         let (entity, field, mut window, page_size) = self.window_args(py, entity, start, end, page_size, filter_field)?;
         // The label plan_windows (and so backfill) gives a window starting here.
@@ -378,8 +380,9 @@ impl QboClient {
             Some(label) => label,
             None => qbo_core::Window::new(window.start, window.end, &format!("{}_backfill", entity.slug())).label,
         };
-        qbo_core::stage::StagePaths::new(&stage_dir, entity, &window.label).map_err(|e| to_py(py, e))?;
-        Ok(StageJob { client: self.client.clone(), args: StageArgs { entity, field, window, page_size, stage_dir } })
+        let request = StageRequest { entity, field, page_size, window, stage_dir, run_id };
+        request.check().map_err(|e| to_py(py, e))?;
+        Ok(StageJob { client: self.client.clone(), request })
     }
 
     fn __repr__(&self) -> String {

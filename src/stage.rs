@@ -10,9 +10,9 @@ use pyo3::prelude::*;
 
 use qbo_core::backfill::BackfillReport as CoreReport;
 use qbo_core::budget::{MemoryBudget, DEFAULT_MAX_BUFFER_MB};
-use qbo_core::sink::{open_sinks, SinkOptions};
-use qbo_core::stage::{export_staged, StagePaths, StagedWindow as CoreStaged};
-use qbo_core::{Entity, FilterField, QboClient, Window};
+use qbo_core::sink::SinkOptions;
+use qbo_core::stage::{StageRequest, StageResult};
+use qbo_core::QboClient;
 
 use crate::errors::to_py;
 use crate::report::BackfillReport;
@@ -35,6 +35,9 @@ pub struct StagedWindow {
     pub pages: u32,
     /// The handle `export_window` takes; None when the fetch failed.
     pub manifest: Option<PathBuf>,
+    /// True when an earlier call with the same `run_id` had staged (or already written) this
+    /// window: it was returned as it was and nothing was asked of QuickBooks.
+    pub reused: bool,
     /// The fetch as a one-window report (requests, retries, 429s, the error if any).
     pub report: Py<BackfillReport>,
 }
@@ -48,77 +51,60 @@ impl StagedWindow {
 
     fn __repr__(&self) -> String {
         format!(
-            "StagedWindow(label={:?}, status={:?}, rows_fetched={}, manifest={:?})",
-            self.label, self.status, self.rows_fetched, self.manifest
+            "StagedWindow(label={:?}, status={:?}, rows_fetched={}, reused={}, manifest={:?})",
+            self.label,
+            self.status,
+            self.rows_fetched,
+            if self.reused { "True" } else { "False" },
+            self.manifest
         )
     }
-}
-
-#[derive(Clone)]
-pub struct StageArgs {
-    pub entity: Entity,
-    pub field: FilterField,
-    pub window: Window,
-    pub page_size: u32,
-    pub stage_dir: PathBuf,
 }
 
 /// The fetch, in core types (built into Python objects once the GIL is back).
 pub struct StageOutcome {
     report: CoreReport,
-    staged: Option<CoreStaged>,
-    manifest: PathBuf,
+    result: StageResult,
 }
 
-pub async fn stage_task(client: QboClient, args: StageArgs) -> Result<StageOutcome, qbo_core::Error> {
+pub async fn stage_task(client: QboClient, request: StageRequest) -> Result<StageOutcome, qbo_core::Error> {
     let started = std::time::Instant::now();
-    let manifest = StagePaths::new(&args.stage_dir, args.entity, &args.window.label)?.manifest;
+    let entity = request.entity;
     let counters = client.counters();
     let before = counters.snapshot();
     // One window staged to a local file, bounded by the same default budget as a backfill.
     let budget = MemoryBudget::new(u64::from(DEFAULT_MAX_BUFFER_MB) << 20);
-    let (window_report, staged) = qbo_core::stage::stage_window(
-        &client,
-        args.entity,
-        args.field,
-        args.page_size,
-        args.window,
-        &args.stage_dir,
-        Arc::clone(&budget),
-    )
-    .await?;
+    let result = qbo_core::stage::stage_window(&client, request, Arc::clone(&budget)).await?;
     let after = counters.snapshot();
     let report = CoreReport {
-        entity: args.entity,
-        windows: vec![window_report],
+        entity,
+        windows: vec![result.report.clone()],
         duration: started.elapsed(),
         requests: after.0 - before.0,
         retries: after.1 - before.1,
         throttled: after.2 - before.2,
         peak_buffer_bytes: budget.peak(),
     };
-    Ok(StageOutcome { report, staged, manifest })
+    Ok(StageOutcome { report, result })
 }
 
 impl StageOutcome {
     pub fn into_py(self, py: Python<'_>) -> PyResult<StagedWindow> {
-        let window = &self.report.windows[0];
-        let (label, start, end) = (window.label.clone(), window.start, window.end);
-        let (entity, rows_fetched, server_count, pages) =
-            (self.report.entity.slug().to_string(), window.rows_fetched, window.fetch.server_count, window.fetch.pages);
+        let StageResult { report: window, staged, manifest, reused } = self.result;
+        let entity = self.report.entity.slug().to_string();
         let report = Py::new(py, BackfillReport::from_core(self.report))?;
-        let status = if self.staged.is_some() { "ok" } else { "failed" };
         Ok(StagedWindow {
-            label,
+            label: window.label,
             entity,
-            start,
-            end,
-            status: status.into(),
-            rows_fetched,
-            lines: self.staged.as_ref().map_or(0, |s| s.lines),
-            server_count,
-            pages,
-            manifest: self.staged.is_some().then_some(self.manifest),
+            start: window.start,
+            end: window.end,
+            status: if staged.is_some() { "ok" } else { "failed" }.into(),
+            rows_fetched: window.rows_fetched,
+            lines: staged.as_ref().map_or(0, |s| s.lines),
+            server_count: window.fetch.server_count,
+            pages: window.fetch.pages,
+            manifest: staged.is_some().then_some(manifest),
+            reused,
             report,
         })
     }
@@ -133,10 +119,7 @@ pub struct ExportArgs {
 
 pub async fn export_task(args: ExportArgs) -> Result<BackfillReport, qbo_core::Error> {
     let started = std::time::Instant::now();
-    let staged = CoreStaged::load(&args.manifest)?;
-    let entity = staged.entity()?;
-    let sinks = open_sinks(entity, &args.sinks).await?;
-    let window = export_staged(&args.manifest, &staged, &sinks, args.keep).await?;
+    let (entity, window) = qbo_core::stage::export_window(&args.manifest, &args.sinks, args.keep).await?;
     Ok(BackfillReport::from_core(CoreReport {
         entity,
         windows: vec![window],
@@ -174,21 +157,21 @@ pub fn _export_job(
 #[pyclass(frozen, module = "qbo_rs")]
 pub struct StageJob {
     pub(crate) client: QboClient,
-    pub(crate) args: StageArgs,
+    pub(crate) request: StageRequest,
 }
 
 #[pymethods]
 impl StageJob {
     /// Fetches the window into its stage with the GIL released.
     fn run(&self, py: Python<'_>) -> PyResult<StagedWindow> {
-        block_on(py, stage_task(self.client.clone(), self.args.clone()))?.map_err(|e| to_py(py, e))?.into_py(py)
+        block_on(py, stage_task(self.client.clone(), self.request.clone()))?.map_err(|e| to_py(py, e))?.into_py(py)
     }
 
     /// The same, as an awaitable on the shared tokio runtime.
     fn run_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let (client, args) = (self.client.clone(), self.args.clone());
+        let (client, request) = (self.client.clone(), self.request.clone());
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let outcome = stage_task(client, args).await;
+            let outcome = stage_task(client, request).await;
             Python::attach(|py| outcome.map_err(|e| to_py(py, e))?.into_py(py))
         })
     }

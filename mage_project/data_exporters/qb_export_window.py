@@ -3,11 +3,13 @@ window with qbo_rs, idempotently, to TXT, PostgreSQL or both (runtime variable `
 
 ``qbo_rs.export_window`` checks the stage against its manifest, streams it into the sinks
 (newest version of an id wins, a re-run writes nothing new, a crash leaves nothing torn), checks
-rows staged against rows each sink now holds (``Validation: [ALERT]`` on a mismatch) and removes
-the stage after a successful write. No request goes to QuickBooks here. A failed write raises and
-keeps the stage, so only this child fails and a retry of this block run re-exports the same
-stage without fetching again. Returns a small summary for qb_backfill_summary
-(``reduce_output: true``: the summary receives the list of every window's summary).
+rows staged against rows each sink now holds (``Validation: [ALERT]`` on a mismatch) and, after a
+successful write, replaces the stage with a small receipt. Mage executes a block run at least
+once: a repeated execution finds the receipt and returns the same summary without writing again.
+No request goes to QuickBooks here. A failed write raises and keeps the stage, so only this child
+fails and a retry of this block run re-exports the same stage without fetching again. Returns a
+small summary for qb_backfill_summary (``reduce_output: true``: the summary receives the list of
+every window's summary).
 """
 import os
 
@@ -46,10 +48,9 @@ def export_staged_window(handle, *args, **kwargs):
             if os.path.exists(handle['manifest']):
                 raise WindowExportFailed(f'window {label} could not be written: {err}. {retry_hint}') from err
             raise WindowExportFailed(
-                f'window {label}: no stage at {handle["manifest"]} ({err}). Either this window was already '
-                'written (a stage is removed after its export succeeds) or the stage folder is not shared with '
-                'the fetch block (QBO_STAGE_DIR): re-run the window, fetch included '
-                f'(--window {label})') from err
+                f'window {label}: no stage at {handle["manifest"]} and no receipt of its export ({err}): the '
+                'stage folder is not shared with the fetch block (QBO_STAGE_DIR) or was emptied by hand; re-run '
+                f'the window, fetch included (--window {label})') from err
         except Exception as err:  # PostgreSQL down, disk full, a damaged stage, ...
             raise WindowExportFailed(f'window {label} could not be written: {err}. {retry_hint}') from err
     if len(report.windows) != 1 or report.windows[0].label != label:

@@ -6,6 +6,10 @@ commit point; this block returns only a small handle (label, bounds, the manifes
 counts, requests), which Mage pickles to disk and hands to this window's qb_export_window run.
 Records never pass through Python or Mage's block outputs.
 
+Mage executes a block run at least once (a finished one has been seen running again): the stage
+belongs to this pipeline run (``stage_run_id``), so a repeated execution gets the stage it made
+the first time, or the one its export already wrote, without asking QuickBooks again.
+
 This is the only block that talks to QuickBooks, so it also writes a rotated refresh token back
 to the ``qb_refresh_token`` Mage secret. A failed fetch stages nothing and raises: this child
 fails alone (Mage then holds back every export until it is re-run: see mage_project/README.md);
@@ -14,7 +18,7 @@ re-run it by its block run (runner: ``--retry-run <pipeline_run_id>``) or by its
 """
 import os
 
-from mage_project.utils.qb_mage import engine_logs, log, make_client, run_params
+from mage_project.utils.qb_mage import engine_logs, log, make_client, run_params, stage_run_id
 
 if 'transformer' not in globals():
     from mage_ai.data_preparation.decorators import transformer
@@ -40,6 +44,7 @@ def fetch_window(window, *args, **kwargs):
                 label=window['label'],
                 page_size=params.page_size,
                 stage_dir=params.stage_dir,
+                run_id=stage_run_id(kwargs),
                 raise_on_failure=False,
             )
         finally:
@@ -55,9 +60,13 @@ def fetch_window(window, *args, **kwargs):
             f'--window {staged.label} with the same fecha_inicio/fecha_fin/chunk_days; Mage UI: retry this '
             'block run)')
     duration = report.windows[0].duration_s if report.windows else report.duration_s
-    log(kwargs, f'window {staged.label}: {staged.rows_fetched} fetched ({staged.lines} line(s) staged), '
-                f'{staged.pages} page(s), {report.requests} request(s), {report.retries} retried, '
-                f'{report.throttled} throttled, {duration:.2f} s')
+    if staged.reused:
+        log(kwargs, f'window {staged.label}: {staged.rows_fetched} fetched by an earlier execution of this block '
+                    f'run, {staged.lines} line(s) staged; 0 requests now')
+    else:
+        log(kwargs, f'window {staged.label}: {staged.rows_fetched} fetched ({staged.lines} line(s) staged), '
+                    f'{staged.pages} page(s), {report.requests} request(s), {report.retries} retried, '
+                    f'{report.throttled} throttled, {duration:.2f} s')
     # The handle: small and JSON-friendly (Mage writes it to disk), never records.
     return dict(
         entity=params.entity,

@@ -287,6 +287,18 @@ def run_params(kwargs: Dict[str, Any]) -> RunParams:
     )
 
 
+def stage_run_id(kwargs: Dict[str, Any]) -> Optional[str]:
+    """The run id of this pipeline run's stages: the same in every execution of its blocks
+    (Mage executes a block run at least once), different in every other run, even of another
+    Mage database sharing the stage folder. None outside a pipeline run (a fresh fetch)."""
+    run = kwargs.get('pipeline_run_id')
+    if run is None:
+        return None
+    stamp = str(kwargs.get('execution_partition') or '').rsplit('/', 1)[-1]
+    text = f'{kwargs.get("pipeline_uuid") or "run"}-{run}-{stamp}'.strip('-')
+    return re.sub(r'[^A-Za-z0-9_.:-]', '_', text)[:120]
+
+
 def check_sink_config(params: RunParams) -> None:
     """Fail at planning time, naming what is missing, rather than once per window."""
     if params.sink in ('postgres', 'both'):

@@ -141,6 +141,7 @@ class QboClient:
         page_size: int = 100,
         filter_field: str = "LastUpdatedTime",
         stage_dir: Union[str, "os.PathLike[str]"] = ...,
+        run_id: Optional[str] = None,
     ) -> "StageJob": ...
 
 @final
@@ -258,6 +259,8 @@ class StagedWindow:
     def pages(self) -> int: ...
     @property
     def manifest(self) -> Optional[Path]: ...
+    @property
+    def reused(self) -> bool: ...
     @property
     def report(self) -> BackfillReport: ...
 

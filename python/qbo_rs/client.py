@@ -234,6 +234,7 @@ class QboClient(_qbo_rs.QboClient):
         page_size: int = 100,
         filter_field: str = "LastUpdatedTime",
         stage_dir: PathLike = "data/.qbo_rs/stage",
+        run_id: Optional[str] = None,
         raise_on_failure: bool = True,
     ) -> StagedWindow:
         """Fetches one window ``[start, end)`` completely (keyset paging, COUNT reconciliation,
@@ -242,12 +243,17 @@ class QboClient(_qbo_rs.QboClient):
         (Mage's exporter block). Records never pass through Python.
 
         ``label`` defaults to the one :func:`plan_windows` gives a window starting at
-        ``start`` (``invoice_backfill_2025-01-01``). A fetch replaces any earlier stage of its
-        label; a failed fetch leaves none. Raises :class:`~qbo_rs.exceptions.BackfillError`
-        (with ``.report``) if the fetch failed, unless ``raise_on_failure=False``.
+        ``start`` (``invoice_backfill_2025-01-01``). ``run_id`` names the run the stage
+        belongs to (its files live in ``<stage_dir>/<entity>s/<run_id>/``): a call repeated
+        with the same ``run_id`` and label, as orchestrators that run a step at least once do,
+        returns the earlier call's stage, or the stage its export already wrote, without a
+        request to QBO (``reused`` is then true). Without ``run_id`` every call fetches
+        afresh into files of its own. A fetch never touches another call's files; a failed
+        fetch stages nothing. Raises :class:`~qbo_rs.exceptions.BackfillError` (with
+        ``.report``) if the fetch failed, unless ``raise_on_failure=False``.
         """
         staged = self._stage_job(entity, start, end, label=label, page_size=page_size,
-                                 filter_field=filter_field, stage_dir=os.fspath(stage_dir)).run()
+                                 filter_field=filter_field, stage_dir=os.fspath(stage_dir), run_id=run_id).run()
         if raise_on_failure and not staged.ok:
             raise _failure(staged.report)
         return staged
@@ -262,11 +268,12 @@ class QboClient(_qbo_rs.QboClient):
         page_size: int = 100,
         filter_field: str = "LastUpdatedTime",
         stage_dir: PathLike = "data/.qbo_rs/stage",
+        run_id: Optional[str] = None,
         raise_on_failure: bool = True,
     ) -> StagedWindow:
         """Async twin of :meth:`stage_window`."""
         staged = await self._stage_job(entity, start, end, label=label, page_size=page_size,
-                                       filter_field=filter_field, stage_dir=os.fspath(stage_dir)).run_future()
+                                       filter_field=filter_field, stage_dir=os.fspath(stage_dir), run_id=run_id).run_future()
         if raise_on_failure and not staged.ok:
             raise _failure(staged.report)
         return staged
@@ -296,8 +303,10 @@ def export_window(
     """Writes a window staged by :meth:`QboClient.stage_window` (the handle or its
     ``manifest`` path) to ``sink`` (``txt``, ``postgres`` or ``both``), idempotently and
     crash-safe like :meth:`QboClient.backfill`, then checks rows staged against rows each
-    sink holds (the ``Validation`` lines). The stage is removed after a successful write
-    unless ``keep_staged``; exporting a stage twice changes nothing. No request goes to QBO.
+    sink holds (the ``Validation`` lines). After a successful write a small receipt replaces
+    the stage (unless ``keep_staged``): an export repeated after that returns the first one's
+    report and writes nothing, so a step that runs twice ends as it did the first time.
+    Exporting a kept stage twice changes nothing. No request goes to QBO.
     Raises :class:`~qbo_rs.exceptions.BackfillError` if the write failed validation, unless
     ``raise_on_failure=False``; a missing or damaged stage raises at once.
     """

@@ -52,8 +52,9 @@ def reset_by_retry(run):
 
 
 def staged_files(tmp_path: Path, plural: str):
+    """Manifests and records staged and not yet written (the receipts of written ones aside)."""
     folder = tmp_path / "data" / ".qbo_rs" / "stage" / plural
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    return sorted(p.name for p in folder.rglob("*") if p.suffix in (".json", ".jsonl", ".partial"))
 
 
 def block_output_files(tmp_path: Path, pipeline: str):

@@ -175,4 +175,5 @@ def test_under_the_scheduler_failed_fetches_fail_alone_and_hold_back_the_exports
                     if "2014-09-01T00:00:00Z" <= r["last_updated_utc"] < "2025-09-12T00:00:00Z"}
     assert read_txt(tmp_path / "data" / "invoices.txt") == expected
     assert f"Total invoices descargadas: {len(expected)}" in retried.stdout
-    assert not list((tmp_path / "data" / ".qbo_rs" / "stage" / "invoices").iterdir())
+    assert not [p for p in (tmp_path / "data" / ".qbo_rs" / "stage" / "invoices").rglob("*")
+                if p.suffix in (".json", ".jsonl", ".partial")], "every stage was written and removed"

@@ -97,7 +97,7 @@ pub enum WindowStatus {
     Failed,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SinkReport {
     pub sink: String,
     pub target: String,

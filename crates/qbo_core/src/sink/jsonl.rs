@@ -21,6 +21,9 @@ use crate::error::Error;
 use crate::sink::record::{raw_line, LineHead, LinePrefix};
 use crate::sink::{BoxFuture, Sink, WriteBatch, WriteOutcome};
 
+/// This sink's [`Sink::name`].
+pub const NAME: &str = "txt";
+
 /// A group stops growing at this many line bytes, so a commit stays short however far the
 /// writer falls behind: no window in a group hears back before all of it is durable.
 const MAX_GROUP_BYTES: usize = 8 << 20;
@@ -119,7 +122,7 @@ fn write_groups(store: &Mutex<JsonlStore>, queue: &mpsc::Receiver<Pending>) {
 
 impl Sink for JsonlSink {
     fn name(&self) -> &str {
-        "txt"
+        NAME
     }
 
     fn target(&self) -> String {

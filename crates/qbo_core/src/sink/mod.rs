@@ -31,7 +31,7 @@ pub struct WriteBatch {
 
 /// What a batch did to a sink. `written()` counts every record the sink now holds at this
 /// version or newer, which is what reconciliation compares with rows fetched.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WriteOutcome {
     pub inserted: u64,
     pub updated: u64,
@@ -93,6 +93,11 @@ impl SinkKind {
 
     pub fn writes_postgres(self) -> bool {
         matches!(self, SinkKind::Postgres | SinkKind::Both)
+    }
+
+    /// The [`Sink::name`]s of the sinks this kind opens.
+    pub fn sink_names(self) -> Vec<&'static str> {
+        [(self.writes_txt(), jsonl::NAME), (self.writes_postgres(), postgres::NAME)].into_iter().filter_map(|(on, name)| on.then_some(name)).collect()
     }
 }
 

@@ -13,6 +13,9 @@ use crate::entity::Entity;
 use crate::error::Error;
 use crate::sink::{BoxFuture, Sink, WriteBatch, WriteOutcome};
 
+/// This sink's [`Sink::name`].
+pub const NAME: &str = "postgres";
+
 /// Where the PostgreSQL sink writes.
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
@@ -67,7 +70,7 @@ impl PostgresSink {
 
 impl Sink for PostgresSink {
     fn name(&self) -> &str {
-        "postgres"
+        NAME
     }
 
     fn target(&self) -> String {

@@ -1,0 +1,212 @@
+//! The fetch step: one window read completely from QuickBooks into its stage.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+
+use super::{forget_old_receipts, new_run_id, publish, stage_io, ExportReceipt, StagePaths, StagedWindow, FORMAT};
+use crate::backfill::{run_window, ReadSpec, WindowReport, WindowStatus};
+use crate::budget::MemoryBudget;
+use crate::client::QboClient;
+use crate::entity::{Entity, FilterField};
+use crate::error::Error;
+use crate::sink::record::{raw_line, LinePrefix};
+use crate::sink::{BoxFuture, Sink, WriteBatch, WriteOutcome};
+use crate::window::Window;
+
+/// What [`stage_window`] did.
+#[derive(Debug)]
+pub struct StageResult {
+    /// The read as a window report (with the fetch's validation lines logged).
+    pub report: WindowReport,
+    /// The committed stage; None when the read failed.
+    pub staged: Option<StagedWindow>,
+    /// The export step's handle (a manifest path), whether or not the read succeeded.
+    pub manifest: PathBuf,
+    /// The stage (or its export's receipt) of an earlier call with the same run id: nothing
+    /// was asked of QuickBooks this time.
+    pub reused: bool,
+}
+
+/// A sink that appends RAW lines to the window's `.partial` file.
+struct StageSink {
+    path: PathBuf,
+    out: Mutex<Option<BufWriter<File>>>,
+    bytes: AtomicU64,
+}
+
+impl StageSink {
+    fn create(path: PathBuf) -> Result<Self, Error> {
+        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&path).map_err(|e| stage_io("create", &path, e))?;
+        Ok(StageSink { path, out: Mutex::new(Some(BufWriter::with_capacity(1 << 20, file))), bytes: AtomicU64::new(0) })
+    }
+
+    /// Flushes and fsyncs the file so the rename that follows publishes complete bytes.
+    fn finish(&self) -> Result<u64, Error> {
+        let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(out) = guard.take() {
+            let file = out.into_inner().map_err(|e| stage_io("write", &self.path, e.into_error()))?;
+            file.sync_all().map_err(|e| stage_io("fsync", &self.path, e))?;
+        }
+        Ok(self.bytes.load(Ordering::Relaxed))
+    }
+}
+
+impl Sink for StageSink {
+    fn name(&self) -> &str {
+        "stage"
+    }
+
+    fn target(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn write(&self, batch: Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>> {
+        Box::pin(async move {
+            let prefix = LinePrefix::new(&batch);
+            let mut line = Vec::with_capacity(4096);
+            let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
+            let out = guard.as_mut().ok_or_else(|| Error::Sink("the stage file is already closed".into()))?;
+            let mut written = 0u64;
+            for record in &batch.records {
+                line.clear();
+                raw_line(&batch, record, &prefix, &mut line);
+                line.push(b'\n');
+                out.write_all(&line).map_err(|e| stage_io("write", &self.path, e))?;
+                written += line.len() as u64;
+            }
+            self.bytes.fetch_add(written, Ordering::Relaxed);
+            Ok(WriteOutcome { inserted: batch.records.len() as u64, ..WriteOutcome::default() })
+        })
+    }
+}
+
+/// How one window is read into its stage.
+#[derive(Debug, Clone)]
+pub struct StageRequest {
+    pub entity: Entity,
+    pub field: FilterField,
+    pub page_size: u32,
+    pub window: Window,
+    pub stage_dir: PathBuf,
+    /// The run this stage belongs to; None gives the call a fresh one (see the module docs).
+    pub run_id: Option<String>,
+}
+
+impl StageRequest {
+    /// Everything that can be wrong with the request, found before any file or request.
+    pub fn check(&self) -> Result<(), Error> {
+        crate::backfill::validate_page_size(self.page_size)?;
+        self.field.check_supported_by(self.entity)?;
+        StagePaths::new(&self.stage_dir, self.entity, self.run_id.as_deref().unwrap_or("run"), &self.window.label).map(drop)
+    }
+}
+
+/// Fetches one window completely (keyset paging, COUNT reconciliation, the realm's pace)
+/// into `<stage_dir>/<entity plural>/<run id>/<label>.jsonl`, unless that (run id, label) is
+/// already staged or written, which is then returned as it is. The records held in memory
+/// meanwhile stay within `budget` (see [`crate::budget`]). Only this call's own files are
+/// ever created or removed.
+pub async fn stage_window(client: &QboClient, request: StageRequest, budget: Arc<MemoryBudget>) -> Result<StageResult, Error> {
+    request.check()?;
+    let StageRequest { entity, field, page_size, window, stage_dir, run_id } = request;
+    let run_id = run_id.unwrap_or_else(new_run_id);
+    let paths = StagePaths::new(&stage_dir, entity, &run_id, &window.label)?;
+    let _lock = paths.lock().await?;
+    if let Some(earlier) = earlier_stage(&paths, entity, &window)? {
+        tracing::info!(target: "qbo_rs", "window {}: {} record(s) already {} by run {run_id}; not fetched again",
+            window.label, earlier.lines, if paths.manifest.exists() { "staged" } else { "written" });
+        return Ok(StageResult { report: earlier.fetch_report(), staged: Some(earlier), manifest: paths.manifest, reused: true });
+    }
+    forget_old_receipts(&stage_dir.join(entity.plural()), paths.dir());
+    let stage = Arc::new(StageSink::create(paths.partial.clone())?);
+    let sinks: Vec<Arc<dyn Sink>> = vec![Arc::clone(&stage) as Arc<dyn Sink>];
+    let ingested_at = Utc::now();
+    let spec = ReadSpec { entity, field, page_size, budget };
+    let mut report = run_window(client, &sinks, spec, window.clone(), ingested_at, None).await;
+    if report.status != WindowStatus::Ok {
+        let _ = stage.finish();
+        let _ = fs::remove_file(&paths.partial);
+        return Ok(StageResult { report, staged: None, manifest: paths.manifest, reused: false });
+    }
+    let committed = (|| {
+        let bytes = stage.finish()?;
+        fs::rename(&paths.partial, &paths.records).map_err(|e| stage_io("publish", &paths.records, e))?;
+        let staged = StagedWindow {
+            format: FORMAT,
+            entity: entity.slug().to_string(),
+            realm_id: client.realm_id().to_string(),
+            label: window.label.clone(),
+            start: window.start,
+            end: window.end,
+            page_size,
+            ingested_at,
+            rows_fetched: report.rows_fetched,
+            lines: report.rows_emitted,
+            bytes,
+            pages: report.fetch.pages,
+            server_count: report.fetch.server_count,
+            moved_out: report.fetch.moved_out,
+            records_file: paths.records.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        };
+        let body = serde_json::to_vec_pretty(&staged).map_err(|e| Error::Sink(format!("cannot encode the stage manifest: {e}")))?;
+        publish(&paths.manifest, &body)?;
+        Ok::<_, Error>(staged)
+    })();
+    match committed {
+        Ok(staged) => {
+            tracing::info!(target: "qbo_rs", "window {}: {} record(s) staged in {}", window.label, staged.lines, paths.records.display());
+            Ok(StageResult { report, staged: Some(staged), manifest: paths.manifest, reused: false })
+        }
+        Err(e) => {
+            let _ = paths.remove_stage();
+            report.status = WindowStatus::Failed;
+            report.error = Some(e.to_string());
+            tracing::error!(target: "qbo_rs", "window {} failed: {e}", window.label);
+            Ok(StageResult { report, staged: None, manifest: paths.manifest, reused: false })
+        }
+    }
+}
+
+/// The stage of `paths`, or the one its receipt recorded, if it is of this same window.
+fn earlier_stage(paths: &StagePaths, entity: Entity, window: &Window) -> Result<Option<StagedWindow>, Error> {
+    let staged = match ExportReceipt::load(&paths.receipt)? {
+        Some(receipt) if !paths.manifest.exists() => receipt.staged,
+        _ if paths.manifest.exists() => {
+            let staged = StagedWindow::load(&paths.manifest)?;
+            if !records_match(paths, &staged) {
+                // A stage damaged after its commit: fetch it again rather than export garbage.
+                paths.remove_stage()?;
+                return Ok(None);
+            }
+            staged
+        }
+        _ => {
+            // A fetch killed mid-read left its partial file: start over.
+            super::remove_if_present(&paths.partial)?;
+            return Ok(None);
+        }
+    };
+    if staged.entity()? != entity || staged.window() != *window {
+        return Err(Error::config(format!(
+            "run {} already staged {} {} over [{}, {}), not {} over [{}, {}): use another run id",
+            paths.dir().file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+            staged.entity,
+            staged.label,
+            crate::time::format_utc(staged.start),
+            crate::time::format_utc(staged.end),
+            entity.slug(),
+            crate::time::format_utc(window.start),
+            crate::time::format_utc(window.end),
+        )));
+    }
+    Ok(Some(staged))
+}
+
+fn records_match(paths: &StagePaths, staged: &StagedWindow) -> bool {
+    fs::metadata(&paths.records).is_ok_and(|m| m.len() == staged.bytes)
+}

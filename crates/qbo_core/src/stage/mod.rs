@@ -1,0 +1,382 @@
+//! A window fetched in one step and written in another. Mage's pipelines fetch a window in
+//! one block and write it in a downstream exporter block, each in its own process, and
+//! Mage pickles every block output to disk: records must not travel through it. So the
+//! fetch step parks the window's RAW lines in a staging file and hands on a small handle
+//! (the manifest's path); the export step streams that file into the sinks.
+//!
+//! ```text
+//! <stage_dir>/<entity plural>/<run id>/<label>.jsonl          RAW lines, exactly as in data/*.txt
+//! <stage_dir>/<entity plural>/<run id>/<label>.json           manifest: window, counts, the read's figures
+//! <stage_dir>/<entity plural>/<run id>/<label>.jsonl.partial  while the fetch runs
+//! <stage_dir>/<entity plural>/<run id>/<label>.receipt        once written: what the export did
+//! <stage_dir>/<entity plural>/<run id>/<label>.lock           held by the fetch or export at work
+//! ```
+//!
+//! Orchestrators execute a step *at least once* (Mage has been seen running a finished block
+//! run again), and two runs may share a stage folder, so every step is safe to repeat:
+//! - A stage belongs to a *run id*. Steps of one run share it; a fetch without one gets a
+//!   fresh id, so two fetches never touch each other's files.
+//! - The fetch and the export of one (run id, label) take its lock, so they never overlap.
+//! - A fetch that finds its (run id, label) already staged, or already written (a receipt),
+//!   returns that instead of asking QuickBooks again: a repeated fetch costs no request.
+//! - The manifest is written last (temp file, fsync, rename, directory fsync): it is the
+//!   commit point of a fetch.
+//! - An export checks the file against the manifest (size, line count), writes through the
+//!   sinks' own idempotent, crash-safe path (newest version wins, nothing partial), then
+//!   writes a small receipt of what it did and removes the stage (unless asked to keep it).
+//!   An export that finds no stage but a receipt returns the receipt's report, so a repeated
+//!   export ends as the first did.
+
+mod export;
+mod fetch;
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::backfill::{SinkReport, WindowReport, WindowStatus};
+use crate::entity::Entity;
+use crate::error::Error;
+use crate::paginate::WindowFetch;
+use crate::window::Window;
+
+pub use export::{export_staged, export_window};
+pub use fetch::{stage_window, StageRequest, StageResult};
+
+const FORMAT: u32 = 1;
+
+/// Run folders holding nothing but receipts are removed once untouched this long.
+const RECEIPT_LIFETIME: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// The manifest of a staged window: everything the export step needs besides the records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StagedWindow {
+    pub format: u32,
+    /// `invoice`, `customer` or `item`.
+    pub entity: String,
+    pub realm_id: String,
+    pub label: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub page_size: u32,
+    /// When the records were fetched: the `ingested_at_utc` every line keeps.
+    pub ingested_at: DateTime<Utc>,
+    /// Distinct records fetched (what `Rango … -> N filas` said).
+    pub rows_fetched: u64,
+    /// Lines in the records file (an id edited during the read may appear twice).
+    pub lines: u64,
+    pub bytes: u64,
+    pub pages: u32,
+    pub server_count: Option<u64>,
+    pub moved_out: u64,
+    /// The records file's name, beside the manifest.
+    pub records_file: String,
+}
+
+impl StagedWindow {
+    pub fn entity(&self) -> Result<Entity, Error> {
+        self.entity.parse()
+    }
+
+    pub fn window(&self) -> Window {
+        Window { start: self.start, end: self.end, label: self.label.clone() }
+    }
+
+    /// What the fetch found, as a window report (for a stage that was not fetched now).
+    fn fetch_report(&self) -> WindowReport {
+        WindowReport {
+            label: self.label.clone(),
+            start: self.start,
+            end: self.end,
+            status: WindowStatus::Ok,
+            rows_fetched: self.rows_fetched,
+            rows_emitted: self.lines,
+            sinks: Vec::new(),
+            fetch: WindowFetch {
+                pages: self.pages,
+                records: self.rows_fetched,
+                moved_out: self.moved_out,
+                server_count: self.server_count,
+                ..WindowFetch::default()
+            },
+            error: None,
+            duration: Duration::ZERO,
+        }
+    }
+
+    /// Reads and checks a manifest.
+    pub fn load(manifest: &Path) -> Result<Self, Error> {
+        let text = fs::read(manifest).map_err(|e| {
+            Error::config(format!(
+                "no staged window at {} ({e}): run the fetch step for this window (again) first",
+                manifest.display()
+            ))
+        })?;
+        let staged: StagedWindow = serde_json::from_slice(&text).map_err(|e| {
+            Error::Integrity(format!("the stage manifest {} is unreadable ({e}): re-run the fetch step", manifest.display()))
+        })?;
+        if staged.format != FORMAT {
+            return Err(Error::Integrity(format!(
+                "the stage manifest {} has format {} (this qbo_rs reads {FORMAT}): re-run the fetch step",
+                manifest.display(),
+                staged.format
+            )));
+        }
+        staged.entity()?;
+        Ok(staged)
+    }
+}
+
+/// What an export did, kept where its stage was: a repeated export (or fetch) of the same
+/// run and label answers from it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportReceipt {
+    pub format: u32,
+    pub staged: StagedWindow,
+    pub exported_at: DateTime<Utc>,
+    /// Records handed to the sinks.
+    pub rows_emitted: u64,
+    pub sinks: Vec<SinkReport>,
+    pub duration_ms: u64,
+}
+
+impl ExportReceipt {
+    fn new(staged: &StagedWindow, report: &WindowReport) -> Self {
+        ExportReceipt {
+            format: FORMAT,
+            staged: staged.clone(),
+            exported_at: Utc::now(),
+            rows_emitted: report.rows_emitted,
+            sinks: report.sinks.clone(),
+            duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The export's report, as the first export returned it.
+    pub fn report(&self) -> WindowReport {
+        WindowReport {
+            rows_emitted: self.rows_emitted,
+            sinks: self.sinks.clone(),
+            duration: Duration::from_millis(self.duration_ms),
+            ..self.staged.fetch_report()
+        }
+    }
+
+    /// Whether the export wrote to every sink in `names` (`txt`, `postgres`).
+    pub fn covers<'a>(&self, mut names: impl Iterator<Item = &'a str>) -> bool {
+        names.all(|name| self.sinks.iter().any(|s| s.sink == name))
+    }
+
+    fn load(path: &Path) -> Result<Option<Self>, Error> {
+        let text = match fs::read(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(stage_io("read", path, e)),
+        };
+        let receipt: ExportReceipt = serde_json::from_slice(&text)
+            .map_err(|e| Error::Integrity(format!("the export receipt {} is unreadable ({e}): remove it and re-run the window", path.display())))?;
+        Ok(Some(receipt))
+    }
+}
+
+/// Where a (run id, label)'s stage files live.
+#[derive(Debug, Clone)]
+pub struct StagePaths {
+    pub manifest: PathBuf,
+    pub records: PathBuf,
+    partial: PathBuf,
+    receipt: PathBuf,
+    lock: PathBuf,
+}
+
+/// A run id, a label: each names files, so each must be a plain file name.
+fn check_name(what: &str, name: &str) -> Result<(), Error> {
+    let plain = !name.is_empty()
+        && name.len() <= 120
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+        && !name.starts_with('.');
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::config(format!("{what} {name:?} cannot name a stage file: use letters, digits and _ - . : (as plan_windows does)")))
+    }
+}
+
+impl StagePaths {
+    pub fn new(stage_dir: &Path, entity: Entity, run_id: &str, label: &str) -> Result<Self, Error> {
+        check_name("window label", label)?;
+        check_name("run id", run_id)?;
+        Ok(Self::in_dir(&stage_dir.join(entity.plural()).join(run_id), label))
+    }
+
+    fn in_dir(dir: &Path, label: &str) -> Self {
+        StagePaths {
+            manifest: dir.join(format!("{label}.json")),
+            records: dir.join(format!("{label}.jsonl")),
+            partial: dir.join(format!("{label}.jsonl.partial")),
+            receipt: dir.join(format!("{label}.receipt")),
+            lock: dir.join(format!("{label}.lock")),
+        }
+    }
+
+    /// The paths of the stage whose manifest is `manifest` (an export's handle).
+    pub fn of_manifest(manifest: &Path) -> Result<Self, Error> {
+        let label = manifest
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+            .ok_or_else(|| Error::config(format!("{} is not a stage manifest (<label>.json)", manifest.display())))?;
+        check_name("window label", label)?;
+        Ok(Self::in_dir(manifest.parent().unwrap_or(Path::new(".")), label))
+    }
+
+    fn dir(&self) -> &Path {
+        self.manifest.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Takes the (run id, label)'s lock, waiting for a fetch or export that holds it.
+    async fn lock(&self) -> Result<StageLock, Error> {
+        let path = self.lock.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(|e| stage_io("create the folder of", &path, e))?;
+            }
+            let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(|e| stage_io("open", &path, e))?;
+            file.lock().map_err(|e| stage_io("lock", &path, e))?;
+            Ok(StageLock { _file: file })
+        })
+        .await
+        .map_err(|e| Error::Sink(format!("waiting for the stage lock failed: {e}")))?
+    }
+
+    fn remove_stage(&self) -> Result<(), Error> {
+        // The manifest goes first: without it the records file is an orphan, never exported.
+        for path in [&self.manifest, &self.records, &self.partial] {
+            remove_if_present(path)?;
+        }
+        Ok(())
+    }
+
+    fn write_receipt(&self, receipt: &ExportReceipt) -> Result<(), Error> {
+        let body = serde_json::to_vec_pretty(receipt).map_err(|e| Error::Sink(format!("cannot encode the export receipt: {e}")))?;
+        publish(&self.receipt, &body)
+    }
+}
+
+/// Held while a fetch or an export works on one (run id, label); released on drop.
+struct StageLock {
+    _file: File,
+}
+
+/// A fresh run id for a fetch that was given none: unique per call, sortable by time.
+pub fn new_run_id() -> String {
+    format!("{}-{}-{:08x}", Utc::now().format("%Y%m%dT%H%M%S%.6f"), std::process::id(), rand::random::<u32>())
+}
+
+fn remove_if_present(path: &Path) -> Result<(), Error> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(stage_io("remove", path, e)),
+    }
+}
+
+fn stage_io(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::Sink(format!("cannot {what} the stage file {}: {e}", path.display()))
+}
+
+/// Writes `body` at `path` atomically and durably (temp file, fsync, rename, directory fsync).
+fn publish(path: &Path, body: &[u8]) -> Result<(), Error> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = File::create(&tmp).map_err(|e| stage_io("create", &tmp, e))?;
+    file.write_all(body).and_then(|_| file.sync_all()).map_err(|e| stage_io("write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| stage_io("publish", path, e))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| stage_io("fsync the folder of", path, e))?;
+    }
+    Ok(())
+}
+
+/// Removes the run folders of `entity_dir` (other than `keep`) that hold only receipts and
+/// locks and were last touched more than [`RECEIPT_LIFETIME`] ago. A stage that was never
+/// written is never removed: it holds records not yet in any sink.
+fn forget_old_receipts(entity_dir: &Path, keep: &Path) {
+    let Ok(runs) = fs::read_dir(entity_dir) else { return };
+    let now = SystemTime::now();
+    for run in runs.flatten() {
+        let dir = run.path();
+        let old = run.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| now.duration_since(t).ok()).is_some_and(|age| age > RECEIPT_LIFETIME);
+        if dir == keep || !old || !dir.is_dir() {
+            continue;
+        }
+        let Ok(entries) = fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>()) else { continue };
+        let only_receipts = entries.iter().all(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("receipt" | "lock")));
+        if only_receipts && fs::remove_dir_all(&dir).is_ok() {
+            tracing::debug!(target: "qbo_rs", "removed the old export receipts in {}", dir.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_run_ids_must_be_plain_file_names() {
+        let dir = Path::new("/tmp/stage");
+        assert!(StagePaths::new(dir, Entity::Item, "run-1", "item_backfill_2025-01-01").is_ok());
+        for bad in ["", "../x", "a/b", ".x", "a b", &"x".repeat(121)] {
+            assert!(StagePaths::new(dir, Entity::Item, "run-1", bad).is_err(), "{bad:?}");
+            assert!(StagePaths::new(dir, Entity::Item, bad, "w").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_path_gives_back_its_stage_files() {
+        let paths = StagePaths::new(Path::new("/s"), Entity::Invoice, "r7", "invoice_backfill_2025-01-01").unwrap();
+        let again = StagePaths::of_manifest(&paths.manifest).unwrap();
+        assert_eq!(again.records, paths.records);
+        assert_eq!(again.receipt, paths.receipt);
+        assert_eq!(again.lock, paths.lock);
+        assert_eq!(paths.manifest, Path::new("/s/invoices/r7/invoice_backfill_2025-01-01.json"));
+        assert!(StagePaths::of_manifest(Path::new("/s/x.jsonl")).is_err());
+    }
+
+    #[test]
+    fn run_ids_are_unique_and_plain() {
+        let (a, b) = (new_run_id(), new_run_id());
+        assert_ne!(a, b);
+        check_name("run id", &a).unwrap();
+    }
+
+    #[test]
+    fn only_old_folders_of_receipts_are_forgotten() {
+        let root = tempfile::tempdir().unwrap();
+        let old = |name: &str, files: &[&str]| {
+            let dir = root.path().join(name);
+            fs::create_dir_all(&dir).unwrap();
+            for f in files {
+                fs::write(dir.join(f), b"{}").unwrap();
+            }
+            let long_ago = SystemTime::now() - RECEIPT_LIFETIME - Duration::from_secs(60);
+            File::open(&dir).unwrap().set_modified(long_ago).unwrap();
+            dir
+        };
+        let receipts = old("r1", &["w.receipt", "w.lock"]);
+        let unwritten = old("r2", &["w.json", "w.jsonl", "w.lock"]);
+        let current = old("r3", &["w.receipt"]);
+        let recent = root.path().join("r4");
+        fs::create_dir_all(&recent).unwrap();
+        fs::write(recent.join("w.receipt"), b"{}").unwrap();
+        forget_old_receipts(root.path(), &current);
+        assert!(!receipts.exists());
+        assert!(unwritten.join("w.jsonl").exists(), "a stage never written is kept");
+        assert!(current.exists() && recent.exists());
+    }
+}
