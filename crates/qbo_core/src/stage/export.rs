@@ -40,7 +40,7 @@ pub async fn export_window(manifest: &Path, options: &SinkOptions, keep: bool) -
                 )));
             }
             tracing::info!(target: "qbo_rs", "window {}: already written at {} (receipt {}); nothing to write again",
-                receipt.staged.label, crate::time::format_utc(receipt.exported_at), paths.receipt.display());
+                receipt.staged.label, receipt.exported_at.format("%Y-%m-%dT%H:%M:%SZ"), paths.receipt.display());
             return Ok((entity, receipt.report()));
         }
     }

@@ -141,7 +141,7 @@ pub struct ExportReceipt {
     /// Records handed to the sinks.
     pub rows_emitted: u64,
     pub sinks: Vec<SinkReport>,
-    pub duration_ms: u64,
+    pub duration_ns: u64,
 }
 
 impl ExportReceipt {
@@ -152,7 +152,7 @@ impl ExportReceipt {
             exported_at: Utc::now(),
             rows_emitted: report.rows_emitted,
             sinks: report.sinks.clone(),
-            duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+            duration_ns: u64::try_from(report.duration.as_nanos()).unwrap_or(u64::MAX),
         }
     }
 
@@ -161,7 +161,7 @@ impl ExportReceipt {
         WindowReport {
             rows_emitted: self.rows_emitted,
             sinks: self.sinks.clone(),
-            duration: Duration::from_millis(self.duration_ms),
+            duration: Duration::from_nanos(self.duration_ns),
             ..self.staged.fetch_report()
         }
     }
