@@ -4,22 +4,21 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use secrecy::SecretString;
 
-use qbo_core::backfill::{run_backfill, BackfillRequest};
-use qbo_core::sink::postgres::PostgresOptions;
-use qbo_core::sink::{open_sinks, SinkKind, SinkOptions};
+use qbo_core::backfill::{run_backfill, BackfillReport as CoreReport, BackfillRequest};
+use qbo_core::options::OptionSet;
+use qbo_core::read_plan::ReadPlan;
+use qbo_core::sink::{open_sinks, SinkConfig, SinkOptions};
 use qbo_core::stage::StageRequest;
-use qbo_core::limiter::LimiterScope;
-use qbo_core::{ClientConfig, Entity, FilterField};
+use qbo_core::client::ClientOptions;
 
 use crate::convert;
 use crate::errors::{config_error, to_py};
-use crate::postgres::PostgresWriter;
-use crate::report::BackfillReport;
+use crate::report::{BackfillReport, Estimate};
 use crate::runtime::block_on;
 use crate::stage::StageJob;
 
@@ -133,7 +132,8 @@ pub struct BackfillJob {
 impl BackfillJob {
     /// Runs the backfill with the GIL released; Ctrl-C stops it between requests.
     fn run(&self, py: Python<'_>) -> PyResult<BackfillReport> {
-        block_on(py, backfill_task(self.client.clone(), self.args.clone()))?.map_err(|e| to_py(py, e))
+        let report = block_on(py, backfill_task(self.client.clone(), self.args.clone()))?.map_err(|e| to_py(py, e))?;
+        BackfillReport::from_core(py, report)
     }
 
     /// The same, as an awaitable on the shared tokio runtime.
@@ -141,7 +141,7 @@ impl BackfillJob {
         let (client, args) = (self.client.clone(), self.args.clone());
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let result = backfill_task(client, args).await;
-            Python::attach(|py| result.map_err(|e| to_py(py, e)))
+            Python::attach(|py| BackfillReport::from_core(py, result.map_err(|e| to_py(py, e))?))
         })
     }
 
@@ -151,40 +151,47 @@ impl BackfillJob {
     }
 }
 
-/// Where records go: the sink choice and what each sink needs, checked before any request.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sink_options(
-    py: Python<'_>,
-    sink: &str,
-    data_dir: PathBuf,
-    fsync: bool,
-    dsn: Option<String>,
-    pg_schema: &str,
-    pg_table_prefix: &str,
-    postgres: Option<PostgresOptions>,
-) -> PyResult<SinkOptions> {
-    let kind: SinkKind = sink.parse().map_err(|e| to_py(py, e))?;
-    let postgres = match (kind.writes_postgres(), postgres) {
-        (false, _) => None,
-        (true, Some(options)) => Some(options),
-        (true, None) => Some(PostgresWriter::build(py, dsn.as_deref(), pg_schema, pg_table_prefix)?),
-    };
-    Ok(SinkOptions { kind, data_dir, fsync, postgres })
-}
-
-async fn backfill_task(client: qbo_core::QboClient, args: BackfillArgs) -> Result<BackfillReport, qbo_core::Error> {
-    let sinks = open_sinks(args.request.entity, &args.sinks).await?;
-    let report = run_backfill(&client, sinks, &args.request, None).await?;
-    Ok(BackfillReport::from_core(report))
-}
-
-async fn fetch_window_task(
+/// A backfill's plan to count (from `QboClient._estimate_job`).
+#[pyclass(frozen, module = "qbo_rs")]
+pub struct EstimateJob {
     client: qbo_core::QboClient,
-    entity: Entity,
-    field: FilterField,
-    window: qbo_core::Window,
-    page_size: u32,
-) -> Result<Vec<u8>, qbo_core::Error> {
+    request: BackfillRequest,
+}
+
+async fn estimate_task(client: qbo_core::QboClient, request: BackfillRequest) -> Result<qbo_core::read_plan::Estimate, qbo_core::Error> {
+    let windows = request.plan()?;
+    let plan = ReadPlan::make(&client, request.entity, request.filter_field, request.page_size, windows, request.max_concurrent_windows).await;
+    if let Some((_, error)) = plan.uncounted.first() {
+        return Err(qbo_core::Error::Sink(format!("counting failed: {error}")));
+    }
+    Ok(plan.estimate(client.requests_per_minute()))
+}
+
+#[pymethods]
+impl EstimateJob {
+    /// Counts with the GIL released (COUNT requests only).
+    fn run(&self, py: Python<'_>) -> PyResult<Estimate> {
+        let inner = block_on(py, estimate_task(self.client.clone(), self.request.clone()))?.map_err(|e| to_py(py, e))?;
+        Ok(Estimate { inner })
+    }
+
+    /// The same, as an awaitable on the shared tokio runtime.
+    fn run_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (client, request) = (self.client.clone(), self.request.clone());
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let result = estimate_task(client, request).await;
+            Python::attach(|py| result.map(|inner| Estimate { inner }).map_err(|e| to_py(py, e)))
+        })
+    }
+}
+
+async fn backfill_task(client: qbo_core::QboClient, args: BackfillArgs) -> Result<CoreReport, qbo_core::Error> {
+    let sinks = open_sinks(args.request.entity, &args.sinks).await?;
+    run_backfill(&client, sinks, &args.request, None).await
+}
+
+async fn fetch_window_task(client: qbo_core::QboClient, read: StageRequest) -> Result<Vec<u8>, qbo_core::Error> {
+    let StageRequest { entity, field, window, page_size, .. } = read;
     let mut records = qbo_core::paginate::read_window_records(&client, entity, field, &window, page_size).await?;
     // Keep only the newest version of each id, in filter order, as one JSON array.
     records.sort_by(|a, b| a.id.cmp(&b.id).then(b.version().cmp(&a.version())));
@@ -208,36 +215,22 @@ fn json_loads<'py>(py: Python<'py>, bytes: Vec<u8>) -> PyResult<Bound<'py, PyAny
 
 #[pymethods]
 impl QboClient {
+    /// Options and defaults: the core's `ClientOptions` (`token_store` and `limiter_dir` take
+    /// `"auto"`, their default, None or a path), plus `on_token_rotated`, a callable.
     #[new]
-    #[pyo3(signature = (credentials, *, requests_per_minute = 490, max_in_flight = 10, max_retries = 6, backoff_base = 1.0, timeout = 120.0, token_store = None, on_token_rotated = None, limiter_dir = None))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        py: Python<'_>,
-        credentials: &Credentials,
-        requests_per_minute: i64,
-        max_in_flight: i64,
-        max_retries: i64,
-        backoff_base: f64,
-        timeout: f64,
-        token_store: Option<PathBuf>,
-        on_token_rotated: Option<Py<PyAny>>,
-        limiter_dir: Option<PathBuf>,
-    ) -> PyResult<Self> {
-        let mut config = ClientConfig::default();
-        config.pacing.requests_per_minute = convert::positive_u32(py, "requests_per_minute", requests_per_minute)?;
-        config.pacing.max_in_flight = convert::positive_u32(py, "max_in_flight", max_in_flight)?;
-        config.retry.max_retries = u32::try_from(max_retries)
-            .map_err(|_| config_error(py, format!("max_retries must be 0 or more, got {max_retries}")))?;
-        if !(backoff_base.is_finite() && backoff_base > 0.0 && backoff_base <= 60.0) {
-            return Err(config_error(py, format!("backoff_base must be between 0 and 60 seconds, got {backoff_base}")));
+    #[pyo3(signature = (credentials, **options))]
+    fn new(py: Python<'_>, credentials: &Credentials, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let mut client_options = ClientOptions::new(&credentials.inner.realm_id);
+        let mut on_token_rotated: Option<Py<PyAny>> = None;
+        for (key, value) in options.into_iter().flatten() {
+            let name: String = key.extract()?;
+            match name.as_str() {
+                "on_token_rotated" => on_token_rotated = (!value.is_none()).then(|| value.unbind()),
+                n if ClientOptions::NAMES.contains(&n) => convert::set_option(py, &mut client_options, n, &value)?,
+                n => return Err(convert::unknown_option(py, n, &[ClientOptions::NAMES, &["on_token_rotated"]])),
+            }
         }
-        config.retry.base = Duration::from_secs_f64(backoff_base);
-        if !(timeout.is_finite() && timeout > 0.0) {
-            return Err(config_error(py, format!("timeout must be a positive number of seconds, got {timeout}")));
-        }
-        config.timeout = Duration::from_secs_f64(timeout);
-        config.token_store = token_store;
-        config.limiter_scope = limiter_dir.map_or(LimiterScope::Process, LimiterScope::Machine);
+        let mut config = client_options.finish().map_err(|e| to_py(py, e))?;
         config.on_rotate = on_token_rotated.map(|callback| {
             let hook: qbo_core::auth::RotationHook = Arc::new(move |rotated: &qbo_core::auth::RotatedToken| {
                 use secrecy::ExposeSecret;
@@ -282,36 +275,37 @@ impl QboClient {
         block_on(py, async move { client.count(entity, &statement).await })?.map_err(|e| to_py(py, e))
     }
 
-    #[pyo3(signature = (entity, start, end, page_size = 100, filter_field = "LastUpdatedTime"))]
+    /// One window's records as QBO payload dicts. Options: `page_size`, `filter_field`
+    /// (the core's defaults, as for a stage).
+    #[pyo3(signature = (entity, start, end, **options))]
     fn _fetch_window_json(
         &self,
         py: Python<'_>,
         entity: &str,
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
-        page_size: i64,
-        filter_field: &str,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let (entity, field, window, page_size) = self.window_args(py, entity, start, end, page_size, filter_field)?;
+        let read = window_read(py, entity, start, end, options)?;
         let client = self.client.clone();
-        let bytes = block_on(py, fetch_window_task(client, entity, field, window, page_size))?.map_err(|e| to_py(py, e))?;
+        let bytes = block_on(py, fetch_window_task(client, read))?.map_err(|e| to_py(py, e))?;
         Ok(json_loads(py, bytes)?.unbind())
     }
 
-    #[pyo3(signature = (entity, start, end, page_size = 100, filter_field = "LastUpdatedTime"))]
+    /// The same, as an awaitable.
+    #[pyo3(signature = (entity, start, end, **options))]
     fn _fetch_window_future<'py>(
         &self,
         py: Python<'py>,
         entity: &str,
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
-        page_size: i64,
-        filter_field: &str,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (entity, field, window, page_size) = self.window_args(py, entity, start, end, page_size, filter_field)?;
+        let read = window_read(py, entity, start, end, options)?;
         let client = self.client.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let bytes = fetch_window_task(client, entity, field, window, page_size).await;
+            let bytes = fetch_window_task(client, read).await;
             Python::attach(|py| match bytes {
                 Ok(b) => json_loads(py, b).map(Bound::unbind),
                 Err(e) => Err(to_py(py, e)),
@@ -320,67 +314,75 @@ impl QboClient {
     }
 
     /// A backfill with its options parsed and checked (nothing is sent yet); the Python face
-    /// runs it with `run()` or awaits `run_future()`, so the options are listed once.
-    #[pyo3(signature = (entity, start, end, *, chunk_days = 50, page_size = 100, sink = "txt", data_dir = PathBuf::from("data"), filter_field = "LastUpdatedTime", max_concurrent_windows = 4, max_buffer_mb = 16, windows = None, fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_", postgres = None))]
-    #[allow(clippy::too_many_arguments)]
+    /// runs it with `run()` or awaits `run_future()`. The options and their defaults are the
+    /// core's (`BackfillRequest`, `SinkConfig`, plus `postgres`, a `PostgresWriter`).
+    #[pyo3(signature = (entity, start, end, **options))]
     fn _backfill_job(
         &self,
         py: Python<'_>,
         entity: &str,
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
-        chunk_days: i64,
-        page_size: i64,
-        sink: &str,
-        data_dir: PathBuf,
-        filter_field: &str,
-        max_concurrent_windows: i64,
-        max_buffer_mb: i64,
-        windows: Option<Vec<String>>,
-        fsync: bool,
-        dsn: Option<String>,
-        pg_schema: &str,
-        pg_table_prefix: &str,
-        postgres: Option<PyRef<'_, PostgresWriter>>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<BackfillJob> {
         let entity = convert::entity(py, entity)?;
         let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
-        request.chunk_days = convert::positive_u32(py, "chunk_days", chunk_days)?;
-        request.page_size = u32::try_from(page_size).unwrap_or(0);
-        qbo_core::backfill::validate_page_size(request.page_size)
-            .map_err(|_| config_error(py, format!("page_size must be between 1 and 1000 (QBO's MAXRESULTS limit), got {page_size}")))?;
-        request.filter_field = convert::filter_field(py, filter_field)?;
-        request.max_concurrent_windows = convert::positive_u32(py, "max_concurrent_windows", max_concurrent_windows)? as usize;
-        request.max_buffer_bytes = u64::from(convert::positive_u32(py, "max_buffer_mb", max_buffer_mb)?) << 20;
-        request.only_labels = windows;
+        let mut sinks = SinkConfig::default();
+        for (key, value) in options.into_iter().flatten() {
+            let name: String = key.extract()?;
+            match name.as_str() {
+                "postgres" => sinks.postgres = convert::postgres_target(py, &value)?,
+                n if BackfillRequest::NAMES.contains(&n) => convert::set_option(py, &mut request, n, &value)?,
+                n if SinkConfig::NAMES.contains(&n) => convert::set_option(py, &mut sinks, n, &value)?,
+                n => return Err(convert::unknown_option(py, n, &[BackfillRequest::NAMES, SinkConfig::NAMES, &["postgres"]])),
+            }
+        }
         request.plan().map_err(|e| to_py(py, e))?;
-        let sinks = sink_options(py, sink, data_dir, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
+        let sinks = sinks.resolve().map_err(|e| to_py(py, e))?;
         Ok(BackfillJob { client: self.client.clone(), args: BackfillArgs { request, sinks } })
     }
 
+    /// A backfill's plan, counted but not read: what it will cost. Options: the backfill's
+    /// (sink options make no difference and are refused).
+    #[pyo3(signature = (entity, start, end, **options))]
+    fn _estimate_job(
+        &self,
+        py: Python<'_>,
+        entity: &str,
+        start: &Bound<'_, PyAny>,
+        end: &Bound<'_, PyAny>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<EstimateJob> {
+        let entity = convert::entity(py, entity)?;
+        let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
+        for (key, value) in options.into_iter().flatten() {
+            let name: String = key.extract()?;
+            match name.as_str() {
+                n if BackfillRequest::NAMES.contains(&n) => convert::set_option(py, &mut request, n, &value)?,
+                n => return Err(convert::unknown_option(py, n, &[BackfillRequest::NAMES])),
+            }
+        }
+        request.plan().map_err(|e| to_py(py, e))?;
+        Ok(EstimateJob { client: self.client.clone(), request })
+    }
+
     /// A window's fetch-to-stage with its options checked (nothing is sent yet); the Python face
-    /// runs it with `run()` or awaits `run_future()`.
-    #[pyo3(signature = (entity, start, end, *, label = None, page_size = 100, filter_field = "LastUpdatedTime", stage_dir = PathBuf::from("data/.qbo_rs/stage"), run_id = None))]
-    #[allow(clippy::too_many_arguments)]
+    /// runs it with `run()` or awaits `run_future()`. Options and defaults: `StageRequest`'s.
+    #[pyo3(signature = (entity, start, end, **options))]
     fn _stage_job(
         &self,
         py: Python<'_>,
         entity: &str,
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
-        label: Option<String>,
-        page_size: i64,
-        filter_field: &str,
-        stage_dir: PathBuf,
-        run_id: Option<String>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<StageJob> {
-        let (entity, field, mut window, page_size) = self.window_args(py, entity, start, end, page_size, filter_field)?;
-        // The label plan_windows (and so backfill) gives a window starting here.
-        window.label = match label {
-            Some(label) => label,
-            None => qbo_core::Window::new(window.start, window.end, &format!("{}_backfill", entity.slug())).label,
-        };
-        let request = StageRequest { entity, field, page_size, window, stage_dir, run_id };
+        let entity = convert::entity(py, entity)?;
+        let mut request = StageRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
+        for (key, value) in options.into_iter().flatten() {
+            let name: String = key.extract()?;
+            convert::set_option(py, &mut request, &name, &value)?;
+        }
         request.check().map_err(|e| to_py(py, e))?;
         Ok(StageJob { client: self.client.clone(), request })
     }
@@ -390,27 +392,24 @@ impl QboClient {
     }
 }
 
-impl QboClient {
-    fn window_args(
-        &self,
-        py: Python<'_>,
-        entity: &str,
-        start: &Bound<'_, PyAny>,
-        end: &Bound<'_, PyAny>,
-        page_size: i64,
-        filter_field: &str,
-    ) -> PyResult<(Entity, FilterField, qbo_core::Window, u32)> {
-        let entity = convert::entity(py, entity)?;
-        let field = convert::filter_field(py, filter_field)?;
-        field.check_supported_by(entity).map_err(|e| to_py(py, e))?;
-        let page_size_u32 = u32::try_from(page_size).unwrap_or(0);
-        qbo_core::backfill::validate_page_size(page_size_u32).map_err(|e| to_py(py, e))?;
-        let (start, end) = (convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
-        if end <= start {
-            return Err(config_error(py, "end must be after start"));
+/// A window read's options (`page_size`, `filter_field`), parsed as a stage's are.
+fn window_read(
+    py: Python<'_>,
+    entity: &str,
+    start: &Bound<'_, PyAny>,
+    end: &Bound<'_, PyAny>,
+    options: Option<&Bound<'_, PyDict>>,
+) -> PyResult<StageRequest> {
+    let entity = convert::entity(py, entity)?;
+    let mut read = StageRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
+    for (key, value) in options.into_iter().flatten() {
+        let name: String = key.extract()?;
+        match name.as_str() {
+            n @ ("page_size" | "filter_field") => convert::set_option(py, &mut read, n, &value)?,
+            n => return Err(convert::unknown_option(py, n, &[&["page_size", "filter_field"]])),
         }
-        let window = qbo_core::Window::new(start, end, &format!("{}_window", entity.slug()));
-        Ok((entity, field, window, page_size_u32))
     }
+    read.check().map_err(|e| to_py(py, e))?;
+    Ok(read)
 }
 

@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use pyo3::prelude::*;
-use pyo3::types::{PyDate, PyDateTime, PyString};
+use pyo3::types::{PyBool, PyDate, PyDateTime, PyFloat, PyInt, PyList, PyString, PyTuple};
+use qbo_core::options::{OptionSet, OptionValue};
+use qbo_core::sink::postgres::PostgresOptions;
 
 use crate::errors::{config_error, to_py};
 
@@ -39,4 +41,53 @@ pub fn filter_field(py: Python<'_>, value: &str) -> PyResult<qbo_core::FilterFie
 /// Python ints arrive as i64 so that negative values get our message, not an OverflowError.
 pub fn positive_u32(py: Python<'_>, what: &str, value: i64) -> PyResult<u32> {
     u32::try_from(value).ok().filter(|v| *v > 0).ok_or_else(|| config_error(py, format!("{what} must be a positive integer, got {value}")))
+}
+
+/// A keyword option's value, converted once into the core's [`OptionValue`]: `bool` before
+/// `int` (a bool is an int in Python), path-likes as their path, lists and tuples of strings.
+pub fn option_value(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<OptionValue> {
+    if value.is_none() {
+        return Ok(OptionValue::None);
+    }
+    if let Ok(b) = value.cast::<PyBool>() {
+        return Ok(OptionValue::Bool(b.is_true()));
+    }
+    if value.is_instance_of::<PyInt>() {
+        return value.extract::<i128>().map(OptionValue::Int).map_err(|_| config_error(py, format!("{name} is out of range: {value}")));
+    }
+    if let Ok(x) = value.cast::<PyFloat>() {
+        return Ok(OptionValue::Float(x.value()));
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        return Ok(OptionValue::Text(s.to_cow()?.into_owned()));
+    }
+    if value.hasattr("__fspath__")? {
+        let path = py.import("os")?.call_method1("fspath", (value,))?;
+        return option_value(py, name, &path);
+    }
+    if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
+        let items = value.try_iter()?.map(|item| item.and_then(|i| i.str().map(|s| s.to_string()))).collect::<PyResult<Vec<_>>>()?;
+        return Ok(OptionValue::List(items));
+    }
+    Err(config_error(py, format!("{name} cannot be a {}", value.get_type().name()?)))
+}
+
+/// Sets `name` on `set` from a Python value.
+pub fn set_option<S: OptionSet>(py: Python<'_>, set: &mut S, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    let value = option_value(py, name, value)?;
+    set.set(name, &value).map_err(|e| to_py(py, e))
+}
+
+/// The `postgres` option: a `PostgresWriter` (its target) or None.
+pub fn postgres_target(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Option<PostgresOptions>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    let writer = value.cast::<crate::postgres::PostgresWriter>().map_err(|_| config_error(py, "postgres must be a qbo_rs.PostgresWriter"))?;
+    Ok(Some(writer.get().options.clone()))
+}
+
+/// The error for a keyword no option set of the call takes.
+pub fn unknown_option(py: Python<'_>, name: &str, known: &[&[&str]]) -> PyErr {
+    to_py(py, qbo_core::options::unknown_option(name, known))
 }

@@ -38,6 +38,12 @@ pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
         Error::Decode(_) => raise(py, "DecodeError", (message,)),
         Error::Sink(_) => raise(py, "SinkError", (message,)),
         Error::Integrity(_) => raise(py, "IntegrityError", (message,)),
+        Error::OverBudget { estimate, .. } => {
+            match Py::new(py, crate::report::Estimate { inner: *estimate }) {
+                Ok(estimate) => raise(py, "RequestBudgetError", (message, estimate)),
+                Err(e) => e,
+            }
+        }
         Error::Cancelled => pyo3::exceptions::PyKeyboardInterrupt::new_err("cancelled"),
     }
 }

@@ -38,13 +38,13 @@ fn default_limiter_dir() -> std::path::PathBuf {
 #[pymodule(gil_used = false)]
 mod _qbo_rs {
     #[pymodule_export]
-    use super::client::{BackfillJob, Credentials, QboClient};
+    use super::client::{BackfillJob, Credentials, EstimateJob, QboClient};
     #[pymodule_export]
     use super::emulator::NativeEmulator;
     #[pymodule_export]
     use super::postgres::PostgresWriter;
     #[pymodule_export]
-    use super::report::{BackfillReport, WindowReport};
+    use super::report::{BackfillReport, Estimate, WindowReport};
     #[pymodule_export]
     use super::{default_limiter_dir, default_token_store, run_cli};
     #[pymodule_export]

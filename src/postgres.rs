@@ -3,7 +3,7 @@
 //! Pass it to `QboClient.backfill(..., sink="postgres", postgres=writer)`.
 
 use pyo3::prelude::*;
-use qbo_core::sink::postgres::{pg_error, PostgresOptions};
+use qbo_core::sink::postgres::PostgresOptions;
 use qbo_core::Entity;
 
 use crate::convert;
@@ -17,16 +17,7 @@ pub struct PostgresWriter {
 
 impl PostgresWriter {
     pub fn build(py: Python<'_>, dsn: Option<&str>, schema: &str, table_prefix: &str) -> PyResult<PostgresOptions> {
-        let config = match dsn {
-            Some(dsn) => qbo_pg::PgConfig::from_dsn(dsn),
-            None => qbo_pg::PgConfig::from_env(),
-        }
-        .map_err(|e| to_py(py, pg_error(e)))?;
-        let options = PostgresOptions { config, schema: schema.to_string(), table_prefix: table_prefix.to_string() };
-        for entity in Entity::ALL {
-            options.table(entity).map_err(|e| to_py(py, e))?;
-        }
-        Ok(options)
+        PostgresOptions::from_dsn_or_env(dsn, schema, table_prefix).map_err(|e| to_py(py, e))
     }
 }
 

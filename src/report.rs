@@ -70,6 +70,15 @@ pub struct BackfillReport {
     pub requests: u64,
     pub retries: u64,
     pub throttled: u64,
+    /// Requests by kind: `page`, `count`, `retry` (`requests` is their sum, what Intuit meters)
+    /// and `token` (calls to Intuit's token endpoint).
+    pub requests_by_kind: HashMap<String, u64>,
+    /// What the plan estimated before reading (None for a staged window's fetch or export).
+    pub estimate: Option<Py<Estimate>>,
+    /// Seconds holding more than half a page, read as groups by offset, and the requests they
+    /// cost: what no estimate can foresee.
+    pub tie_groups: u64,
+    pub tie_requests: u64,
     /// The most bytes of fetched records held in memory at once (bounded by `max_buffer_mb`).
     pub peak_buffer_bytes: u64,
     /// Where each sink wrote (`{"txt": "data/invoices.txt"}`).
@@ -108,6 +117,10 @@ impl BackfillReport {
         d.set_item("requests", self.requests)?;
         d.set_item("retries", self.retries)?;
         d.set_item("throttled", self.throttled)?;
+        d.set_item("requests_by_kind", self.requests_by_kind.clone())?;
+        d.set_item("tie_groups", self.tie_groups)?;
+        d.set_item("tie_requests", self.tie_requests)?;
+        d.set_item("estimate", self.estimate.as_ref().map(|e| e.bind(py).get().to_dict(py)).transpose()?)?;
         d.set_item("peak_buffer_bytes", self.peak_buffer_bytes)?;
         d.set_item("targets", self.targets.clone())?;
         let windows = self.windows.iter().map(|w| w.to_dict(py)).collect::<PyResult<Vec<_>>>()?;
@@ -117,7 +130,7 @@ impl BackfillReport {
 }
 
 impl BackfillReport {
-    pub fn from_core(r: qbo_core::backfill::BackfillReport) -> Self {
+    pub fn from_core(py: Python<'_>, r: qbo_core::backfill::BackfillReport) -> PyResult<Self> {
         let mut targets = HashMap::new();
         let windows = r
             .windows
@@ -147,16 +160,96 @@ impl BackfillReport {
                 }
             })
             .collect();
-        BackfillReport {
+        Ok(BackfillReport {
             entity: r.entity.qbo_name().to_string(),
             total_rows: r.total_rows(),
             windows,
             duration_s: r.duration.as_secs_f64(),
-            requests: r.requests,
-            retries: r.retries,
-            throttled: r.throttled,
+            requests: r.requests.api_calls(),
+            retries: r.requests.retries,
+            throttled: r.requests.throttled,
+            requests_by_kind: requests_by_kind(&r.requests),
+            estimate: r.estimate.map(|e| Py::new(py, Estimate { inner: e })).transpose()?,
+            tie_groups: r.read.tie_groups,
+            tie_requests: r.read.tie_requests,
             peak_buffer_bytes: r.peak_buffer_bytes,
             targets,
-        }
+        })
+    }
+}
+
+fn requests_by_kind(r: &qbo_core::client::RequestCounts) -> HashMap<String, u64> {
+    [("page", r.pages), ("count", r.counts), ("retry", r.retries), ("token", r.tokens)].into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// What a backfill will read and spend, from counts alone (`QboClient.estimate`, or the
+/// plan a backfill made before reading).
+#[pyclass(frozen, module = "qbo_rs")]
+pub struct Estimate {
+    pub inner: qbo_core::read_plan::Estimate,
+}
+
+#[pymethods]
+impl Estimate {
+    #[getter]
+    fn entity(&self) -> &str {
+        &self.inner.entity
+    }
+
+    #[getter]
+    fn windows(&self) -> usize {
+        self.inner.windows
+    }
+
+    #[getter]
+    fn records(&self) -> u64 {
+        self.inner.records
+    }
+
+    /// Streams the plan reads (each a run of consecutive windows, or part of a dense one).
+    #[getter]
+    fn streams(&self) -> usize {
+        self.inner.streams.len()
+    }
+
+    /// Every request the backfill makes, the plan's counts included (retries aside).
+    #[getter]
+    fn requests(&self) -> u64 {
+        self.inner.requests
+    }
+
+    #[getter]
+    fn count_requests(&self) -> u64 {
+        self.inner.count_requests
+    }
+
+    #[getter]
+    fn page_requests(&self) -> u64 {
+        self.inner.page_requests
+    }
+
+    /// `requests` at the realm's pace.
+    #[getter]
+    fn minutes(&self) -> f64 {
+        self.inner.minutes
+    }
+
+    /// Everything, the streams included, as plain Python values (what `qbo-rs estimate --json` prints).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let text = serde_json::to_string(&self.inner).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        py.import("json")?.call_method1("loads", (text,))
+    }
+
+    fn __repr__(&self) -> String {
+        let e = &self.inner;
+        format!(
+            "Estimate(entity={:?}, records={}, windows={}, streams={}, requests={}, minutes={:.1})",
+            e.entity,
+            e.records,
+            e.windows,
+            e.streams.len(),
+            e.requests,
+            e.minutes
+        )
     }
 }

@@ -7,13 +7,16 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use qbo_core::backfill::BackfillReport as CoreReport;
 use qbo_core::budget::{MemoryBudget, DEFAULT_MAX_BUFFER_MB};
-use qbo_core::sink::SinkOptions;
+use qbo_core::options::OptionSet;
+use qbo_core::sink::{SinkConfig, SinkOptions};
 use qbo_core::stage::{StageRequest, StageResult};
 use qbo_core::QboClient;
 
+use crate::convert;
 use crate::errors::to_py;
 use crate::report::BackfillReport;
 use crate::runtime::block_on;
@@ -70,19 +73,17 @@ pub struct StageOutcome {
 pub async fn stage_task(client: QboClient, request: StageRequest) -> Result<StageOutcome, qbo_core::Error> {
     let started = std::time::Instant::now();
     let entity = request.entity;
-    let counters = client.counters();
-    let before = counters.snapshot();
+    let before = client.request_counts();
     // One window staged to a local file, bounded by the same default budget as a backfill.
     let budget = MemoryBudget::new(u64::from(DEFAULT_MAX_BUFFER_MB) << 20);
     let result = qbo_core::stage::stage_window(&client, request, Arc::clone(&budget)).await?;
-    let after = counters.snapshot();
     let report = CoreReport {
         entity,
         windows: vec![result.report.clone()],
         duration: started.elapsed(),
-        requests: after.0 - before.0,
-        retries: after.1 - before.1,
-        throttled: after.2 - before.2,
+        requests: client.request_counts() - before,
+        estimate: None,
+        read: Default::default(),
         peak_buffer_bytes: budget.peak(),
     };
     Ok(StageOutcome { report, result })
@@ -92,7 +93,7 @@ impl StageOutcome {
     pub fn into_py(self, py: Python<'_>) -> PyResult<StagedWindow> {
         let StageResult { report: window, staged, manifest, reused } = self.result;
         let entity = self.report.entity.slug().to_string();
-        let report = Py::new(py, BackfillReport::from_core(self.report))?;
+        let report = Py::new(py, BackfillReport::from_core(py, self.report)?)?;
         Ok(StagedWindow {
             label: window.label,
             entity,
@@ -117,40 +118,40 @@ pub struct ExportArgs {
     pub keep: bool,
 }
 
-pub async fn export_task(args: ExportArgs) -> Result<BackfillReport, qbo_core::Error> {
+pub async fn export_task(args: ExportArgs) -> Result<CoreReport, qbo_core::Error> {
     let started = std::time::Instant::now();
     let (entity, window) = qbo_core::stage::export_window(&args.manifest, &args.sinks, args.keep).await?;
-    Ok(BackfillReport::from_core(CoreReport {
+    Ok(CoreReport {
         entity,
         windows: vec![window],
         duration: started.elapsed(),
-        requests: 0,
-        retries: 0,
-        throttled: 0,
-        // An export reads the staged file a batch at a time and fetches nothing.
+        // An export sends no request, and reads the staged file a batch at a time.
+        requests: Default::default(),
+        estimate: None,
+        read: Default::default(),
         peak_buffer_bytes: 0,
-    }))
+    })
 }
 
 /// A staged window's write (the `manifest` of `QboClient.stage_window`) with its sink options
-/// checked; the Python face runs it with `run()` or awaits `run_future()`.
+/// checked; the Python face runs it with `run()` or awaits `run_future()`. Options: the core's
+/// `SinkConfig`, `postgres` (a `PostgresWriter`) and `keep_staged`.
 #[pyfunction]
-#[pyo3(signature = (manifest, *, sink = "txt", data_dir = PathBuf::from("data"), fsync = true, dsn = None, pg_schema = "raw", pg_table_prefix = "qb_", postgres = None, keep_staged = false))]
-#[allow(clippy::too_many_arguments)]
-pub fn _export_job(
-    py: Python<'_>,
-    manifest: PathBuf,
-    sink: &str,
-    data_dir: PathBuf,
-    fsync: bool,
-    dsn: Option<String>,
-    pg_schema: &str,
-    pg_table_prefix: &str,
-    postgres: Option<PyRef<'_, crate::postgres::PostgresWriter>>,
-    keep_staged: bool,
-) -> PyResult<ExportJob> {
-    let sinks = crate::client::sink_options(py, sink, data_dir, fsync, dsn, pg_schema, pg_table_prefix, postgres.map(|p| p.options.clone()))?;
-    Ok(ExportJob { args: ExportArgs { manifest, sinks, keep: keep_staged } })
+#[pyo3(signature = (manifest, **options))]
+pub fn _export_job(py: Python<'_>, manifest: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<ExportJob> {
+    let mut sinks = SinkConfig::default();
+    let mut keep = false;
+    for (key, value) in options.into_iter().flatten() {
+        let name: String = key.extract()?;
+        match name.as_str() {
+            "postgres" => sinks.postgres = convert::postgres_target(py, &value)?,
+            "keep_staged" => keep = convert::option_value(py, "keep_staged", &value)?.boolean("keep_staged").map_err(|e| to_py(py, e))?,
+            n if SinkConfig::NAMES.contains(&n) => convert::set_option(py, &mut sinks, n, &value)?,
+            n => return Err(convert::unknown_option(py, n, &[SinkConfig::NAMES, &["postgres", "keep_staged"]])),
+        }
+    }
+    let sinks = sinks.resolve().map_err(|e| to_py(py, e))?;
+    Ok(ExportJob { args: ExportArgs { manifest, sinks, keep } })
 }
 
 /// A window's fetch into a stage, ready to run (from `QboClient._stage_job`).
@@ -187,7 +188,8 @@ pub struct ExportJob {
 impl ExportJob {
     /// Writes the staged window into the sinks with the GIL released.
     fn run(&self, py: Python<'_>) -> PyResult<BackfillReport> {
-        block_on(py, export_task(self.args.clone()))?.map_err(|e| to_py(py, e))
+        let report = block_on(py, export_task(self.args.clone()))?.map_err(|e| to_py(py, e))?;
+        BackfillReport::from_core(py, report)
     }
 
     /// The same, as an awaitable on the shared tokio runtime.
@@ -195,7 +197,7 @@ impl ExportJob {
         let args = self.args.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let result = export_task(args).await;
-            Python::attach(|py| result.map_err(|e| to_py(py, e)))
+            Python::attach(|py| BackfillReport::from_core(py, result.map_err(|e| to_py(py, e))?))
         })
     }
 }

@@ -66,6 +66,26 @@ def test_one_window_rerun_by_label(emulator: QboEmulator, client_factory, tmp_pa
     assert landed and all(plan[3].start.isoformat().replace("+00:00", "Z") == r["extract_window_start_utc"] for r in landed.values())
 
 
+def test_one_label_as_a_plain_string_is_one_window(emulator: QboEmulator, client_factory, tmp_path: Path):
+    label = qbo_rs.plan_windows(RANGE_START, RANGE_END, chunk_days=365)[3].label
+    report = client_factory(emulator).backfill("invoice", RANGE_START, RANGE_END, chunk_days=365, data_dir=tmp_path,
+                                               windows=label)
+    assert [w.label for w in report.windows] == [label]
+
+
+def test_the_one_call_backfill_takes_every_option_of_the_client_and_the_backfill(
+        emulator: QboEmulator, tmp_path: Path, monkeypatch):
+    for key, value in emulator.env().items():
+        monkeypatch.setenv(key, value)
+    report = qbo_rs.backfill("invoice", RANGE_START, RANGE_END, fsync=False, max_buffer_mb=1, max_concurrent_windows=2,
+                             chunk_days=400, page_size=200, data_dir=tmp_path, token_store=tmp_path / "t.json",
+                             requests_per_minute=100_000, limiter_dir=None, backoff_base=0.01)
+    assert report.ok and 0 < report.peak_buffer_bytes <= (1 << 20) + 2 * 200 * 4096
+    assert landed_versions(read_raw(tmp_path / "invoices.txt")) == truth_versions(emulator, "Invoice")
+    with pytest.raises(qbo_rs.exceptions.ConfigError, match="unknown option"):
+        qbo_rs.backfill("invoice", RANGE_START, RANGE_END, data_dir=tmp_path, token_store=None, chunk_dayz=5)  # type: ignore[call-arg]
+
+
 def test_edits_during_paging_lose_nothing(client_factory, tmp_path: Path):
     with QboEmulator(seed=5, invoices=3000, customers=50, items=20, edit_rate=0.25) as emu:
         client = client_factory(emu)

@@ -19,6 +19,7 @@ CASES = [
     ("impossible date", dict(start="2024-02-30"), "ISO"),
     ("words for a date", dict(end="yesterday"), "ISO"),
     ("empty date", dict(start=""), "ISO"),
+    ("leap second", dict(end="2016-12-31T23:59:60Z"), "leap second"),
     ("page_size zero", dict(page_size=0), "page_size"),
     ("page_size negative", dict(page_size=-5), "page_size"),
     ("page_size above QBO max", dict(page_size=1001), "page_size"),
@@ -33,6 +34,12 @@ CASES = [
     ("too many windows", dict(start="1700-01-01", end="2100-01-01", chunk_days=1), "chunk_days"),
     ("concurrency zero", dict(max_concurrent_windows=0), "max_concurrent_windows"),
     ("memory budget zero", dict(max_buffer_mb=0), "max_buffer_mb"),
+    ("page_size a boolean", dict(page_size=True), "page_size must be a whole number"),
+    ("page_size a word", dict(page_size="abc"), "page_size must be a whole number"),
+    ("page_size beyond any integer type", dict(page_size=2**70), "page_size is out of range"),
+    ("data_dir empty", dict(data_dir=""), "data_dir is empty"),
+    ("fsync a string", dict(fsync="no"), "fsync must be True or False"),
+    ("misspelt option", dict(fsnyc=False), "unknown option \"fsnyc\""),
 ]
 
 
@@ -58,6 +65,10 @@ CREDENTIAL_CASES = [
     ("bad environment", dict(environment="staging"), "sandbox or production"),
     ("base url not a url", dict(base_url="not a url"), "base_url"),
     ("base url ftp", dict(base_url="ftp://example.com"), "http"),
+    ("base url with a password", dict(base_url="http://user:Secr3t@127.0.0.1:8765"), "user name or password"),
+    ("token url with a password", dict(token_url="https://user:Secr3t@oauth.example/token"), "user name or password"),
+    ("base url with a query", dict(base_url="http://127.0.0.1:8765/?minorversion=75"), "query string"),
+    ("token url with a fragment", dict(token_url="https://oauth.example/token#x"), "fragment"),
 ]
 
 
@@ -65,8 +76,9 @@ CREDENTIAL_CASES = [
 def test_credentials_reject(name, override, needle):
     args = dict(client_id="ABc", client_secret="s", refresh_token="r", realm_id="123")
     args.update(override)
-    with pytest.raises(ConfigError, match=needle):
+    with pytest.raises(ConfigError, match=needle) as refused:
         qbo_rs.Credentials(**args)
+    assert "Secr3t" not in str(refused.value)
 
 
 def test_from_env_names_every_missing_variable():

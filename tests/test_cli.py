@@ -49,6 +49,31 @@ def test_backfill_case_insensitive_entity(tmp_path: Path):
         assert landed_versions(read_raw(tmp_path / "d" / "customers.txt")) == truth_versions(emu, "Customer")
 
 
+def test_estimate_counts_only_and_max_requests_refuses_with_exit_2(tmp_path: Path):
+    import json
+
+    with QboEmulator(seed=2, invoices=2500, customers=5, items=5) as emu:
+        env = dict(os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
+        window = ["--start", "2015-01-01", "--end", "2025-11-01", "--chunk-days", "1", "--page-size", "100"]
+        out = run(["estimate", "invoice", *window, "--json"], env=env)
+        assert out.returncode == 0, out.stderr
+        estimate = json.loads(out.stdout)
+        assert {"records", "windows", "streams", "requests", "minutes"} <= set(estimate)
+        assert estimate["records"] == 2500 and estimate["windows"] == 3957
+        assert emu.stats()["query_requests"] == estimate["count_requests"] == 1
+        text = run(["estimate", "invoice", *window], env=env)
+        assert text.returncode == 0 and f"{estimate['requests']} request(s)" in text.stdout, text.stdout
+        before = emu.stats()["query_requests"]
+        refused = run(["backfill", "invoice", *window, "--max-requests", "5", "--data-dir", str(tmp_path / "d")], env=env)
+        assert refused.returncode == 2, refused.stderr
+        assert f"needs about {estimate['requests']} request(s)" in refused.stderr and "max_requests=5" in refused.stderr
+        assert emu.stats()["query_requests"] - before == 1, "only the plan's count was sent"
+        done = run(["backfill", "invoice", *window, "--max-requests", str(estimate["requests"]), "--data-dir",
+                    str(tmp_path / "d"), "--no-progress"], env=env)
+        assert done.returncode == 0, done.stderr
+        assert f"{estimate['requests']} request(s) (" in done.stderr and f"estimated {estimate['requests']}" in done.stderr
+
+
 def test_backfill_shares_the_realm_budget_where_told(tmp_path: Path):
     with QboEmulator(seed=2, invoices=20, customers=5, items=5) as emu:
         env = dict(os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"), QBO_LIMITER_DIR=str(tmp_path / "env-dir"))
@@ -69,7 +94,9 @@ def test_backfill_shares_the_realm_budget_where_told(tmp_path: Path):
 
 
 def test_emulator_command_prints_client_environment(tmp_path: Path):
-    proc = subprocess.Popen(QBO + ["emulator", "--port", "0", "--invoices", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # 0 means "no limit" for both throttles, as the help says (and as in QboEmulator).
+    proc = subprocess.Popen(QBO + ["emulator", "--port", "0", "--invoices", "30", "--throttle-per-minute", "0",
+                                   "--max-in-flight", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = [proc.stdout.readline().strip() for _ in range(6)]
         names = [line.split("=", 1)[0] for line in lines]

@@ -47,3 +47,27 @@ def test_credentials_repr_is_redacted():
     shown = repr(creds)
     assert "very-secret-value" not in shown and "AB11-refresh-token-value" not in shown
     assert "ABCDEFGHIJ" not in shown and "ABCD***" in shown
+
+
+def test_a_dsn_password_with_a_slash_or_question_mark_is_never_echoed(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    from qbo_rs.exceptions import ConfigError
+
+    for dsn in ("postgresql://rt:rtpass/Secr3t@db.example/raw", "postgresql://rt:rtpass?Secr3t@db.example/raw"):
+        with pytest.raises(ConfigError) as refused:
+            qbo_rs.PostgresWriter(dsn)
+        message = str(refused.value)
+        assert "percent-encode" in message and "%2F" in message
+        assert "rtpass" not in message and "Secr3t" not in message, message
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QBO_")}
+        env.update(QBO_CLIENT_ID="x", QBO_CLIENT_SECRET="y", QBO_REFRESH_TOKEN="z", QBO_REALM_ID="1")
+        cli = subprocess.run([sys.executable, "-m", "qbo_rs", "backfill", "item", "--start", "2025-01-01", "--end",
+                              "2025-02-01", "--sink", "postgres", "--dsn", dsn, "--data-dir", str(tmp_path)],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert cli.returncode == 2 and "percent-encode" in cli.stderr, cli.stderr
+        assert "rtpass" not in cli.stderr + cli.stdout and "Secr3t" not in cli.stderr + cli.stdout

@@ -94,3 +94,11 @@ def test_persistent_throttle_raises_rate_limit_error(emulator: QboEmulator, clie
     with pytest.raises(RateLimitError) as e:
         client_factory(emulator, max_retries=1).count("invoice", RANGE_START, RANGE_END)
     assert e.value.attempts == 2
+
+
+def test_a_zero_throttle_means_no_limit_as_on_the_command_line(client_factory, tmp_path: Path):
+    with QboEmulator(seed=4, invoices=400, customers=10, items=10, throttle_per_minute=0, max_in_flight=0) as emu:
+        report = client_factory(emu).backfill("invoice", RANGE_START, RANGE_END, chunk_days=200, page_size=20,
+                                              data_dir=tmp_path)
+        assert report.ok and report.throttled == 0 and report.requests > 20
+        assert landed_versions(read_raw(tmp_path / "invoices.txt")) == truth_versions(emu, "Invoice")

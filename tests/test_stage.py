@@ -71,7 +71,7 @@ def test_staged_lines_are_the_raw_lines_and_a_second_export_changes_nothing(emul
     # The same payloads and lineage as a one-step backfill, down to the byte of the payload.
     direct = read_raw(tmp_path / "direct" / "items.txt")
     assert {k: v["payload"] for k, v in exported.items()} == {k: v["payload"] for k, v in direct.items()}
-    assert {v["page_size"] for v in exported.values()} == {100}
+    assert {v["page_size"] for v in exported.values()} == {1000}  # the default
 
 
 def test_a_failed_fetch_stages_nothing_and_leaves_other_stages_alone(emulator: QboEmulator, client_factory, tmp_path: Path) -> None:

@@ -25,6 +25,21 @@ def _ts(text):
     return datetime.fromisoformat(text.replace('Z', '+00:00'))
 
 
+def _ranges(windows):
+    """Consecutive windows as one range: ``2025-01-01..2025-01-05 (5 windows), 2025-03-02``."""
+    parts, run = [], []
+    for w in windows:
+        if run and run[-1]['end'] != w['start']:
+            parts.append(run)
+            run = []
+        run.append(w)
+    if run:
+        parts.append(run)
+    day = lambda text: text[:10] if text.endswith('T00:00:00Z') else text  # noqa: E731
+    return ', '.join(day(r[0]['start']) if len(r) == 1 else f'{day(r[0]["start"])}..{day(r[-1]["start"])} ({len(r)} windows)'
+                     for r in parts)
+
+
 @custom
 def backfill_summary(reports, *args, **kwargs):
     params = run_params(kwargs)
@@ -42,8 +57,10 @@ def backfill_summary(reports, *args, **kwargs):
             alerts.append(f'window {w["label"]}: {w["rows_fetched"]} fetched but {w["rows_written"]} written')
         if w.get('server_count') is not None and w['rows_fetched'] < w['server_count']:
             alerts.append(f'window {w["label"]}: QBO counts {w["server_count"]} but {w["rows_fetched"]} fetched')
-        if w['rows_fetched'] == 0:
-            log(kwargs, f'window {w["label"]} returned 0 rows: confirm it is a period without activity', 'warning')
+    empty = [w for w in windows if w['rows_fetched'] == 0]
+    if empty:
+        log(kwargs, f'{len(empty)} window(s) returned 0 rows: {_ranges(empty)}; confirm they are periods without '
+                    'activity', 'warning')
     labels = [w['label'] for w in windows]
     if len(set(labels)) != len(labels):
         alerts.append('a window was reported twice')

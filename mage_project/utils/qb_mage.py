@@ -30,7 +30,7 @@ ENTITY_BY_PIPELINE = {
 }
 PLURAL = {'invoice': 'invoices', 'customer': 'customers', 'item': 'items'}
 SINKS = ('txt', 'postgres', 'both')
-DEFAULT_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000
 DEFAULT_CHUNK_DAYS = 50
 MAX_CHUNK_DAYS = 36600
@@ -307,6 +307,11 @@ def check_sink_config(params: RunParams) -> None:
             raise RunVariableError(
                 f'sink={params.sink} needs PostgreSQL: set {", ".join(missing)} in the environment '
                 '(POSTGRES_PORT defaults to 5432, POSTGRES_SSLMODE to prefer)')
+        try:  # the table names, checked now (no connection) rather than after every window is fetched
+            qbo_rs.PostgresWriter(schema=params.pg_schema, table_prefix=params.pg_table_prefix)
+        except ConfigError as err:
+            raise RunVariableError(f'pg_schema={params.pg_schema!r}, pg_table_prefix={params.pg_table_prefix!r}: '
+                                   f'{err}') from None
     if params.sink in ('txt', 'both'):
         os.makedirs(params.data_dir, exist_ok=True)
         if not os.access(params.data_dir, os.W_OK):

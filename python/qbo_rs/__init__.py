@@ -14,6 +14,7 @@ Nothing runs at import time: the tokio runtime is created on first use.
 from qbo_rs._qbo_rs import (
     BackfillReport,
     Credentials,
+    Estimate,
     PostgresWriter,
     StagedWindow,
     Window,
@@ -30,11 +31,12 @@ from qbo_rs.client import (
     export_window,
     export_window_async,
 )
-from qbo_rs import exceptions
+from qbo_rs import exceptions, options
 
 __all__ = [
     "BackfillReport",
     "Credentials",
+    "Estimate",
     "PostgresWriter",
     "QboClient",
     "StagedWindow",
@@ -48,5 +50,6 @@ __all__ = [
     "exceptions",
     "export_window",
     "export_window_async",
+    "options",
     "plan_windows",
 ]

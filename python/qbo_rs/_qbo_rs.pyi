@@ -5,7 +5,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, List, Optional, TypeVar, Union, final
 
-from typing_extensions import disjoint_base
+from typing_extensions import Unpack, disjoint_base
+
+from qbo_rs.options import BackfillOptions, ClientOptions, ExportOptions, PlanOptions, ReadOptions, StageOptions
 
 _DateLike = Union[str, date, datetime]
 _Self = TypeVar("_Self", bound="QboClient")
@@ -15,6 +17,8 @@ __all__ = [
     "BackfillJob",
     "BackfillReport",
     "Credentials",
+    "Estimate",
+    "EstimateJob",
     "ExportJob",
     "NativeEmulator",
     "PostgresWriter",
@@ -83,21 +87,9 @@ class Credentials:
 
 @disjoint_base
 class QboClient:
-    """The native client; use :class:`qbo_rs.QboClient`, which adds defaults and async twins."""
+    """The native client; use :class:`qbo_rs.QboClient`, which adds the async twins."""
 
-    def __new__(
-        cls: "type[_Self]",
-        credentials: Credentials,
-        *,
-        requests_per_minute: int = 490,
-        max_in_flight: int = 10,
-        max_retries: int = 6,
-        backoff_base: float = 1.0,
-        timeout: float = 120.0,
-        token_store: Optional[Union[str, "os.PathLike[str]"]] = None,
-        on_token_rotated: Optional[Callable[[str, str], Any]] = None,
-        limiter_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
-    ) -> "_Self": ...
+    def __new__(cls: "type[_Self]", credentials: Credentials, **options: Unpack[ClientOptions]) -> "_Self": ...
     @property
     def realm_id(self) -> str: ...
     @property
@@ -106,43 +98,20 @@ class QboClient:
     def count(self, entity: str, start: _DateLike, end: _DateLike, filter_field: str = "LastUpdatedTime") -> int:
         """``SELECT COUNT(*)`` of ``entity`` in ``[start, end)``, inactive list records included."""
     def _fetch_window_json(
-        self, entity: str, start: _DateLike, end: _DateLike, page_size: int = 100, filter_field: str = "LastUpdatedTime"
+        self, entity: str, start: _DateLike, end: _DateLike, **options: Unpack[ReadOptions]
     ) -> List[Dict[str, Any]]: ...
     def _fetch_window_future(
-        self, entity: str, start: _DateLike, end: _DateLike, page_size: int = 100, filter_field: str = "LastUpdatedTime"
+        self, entity: str, start: _DateLike, end: _DateLike, **options: Unpack[ReadOptions]
     ) -> Awaitable[List[Dict[str, Any]]]: ...
     def _backfill_job(
-        self,
-        entity: str,
-        start: _DateLike,
-        end: _DateLike,
-        *,
-        chunk_days: int = 50,
-        page_size: int = 100,
-        sink: str = "txt",
-        data_dir: Union[str, "os.PathLike[str]"] = ...,
-        filter_field: str = "LastUpdatedTime",
-        max_concurrent_windows: int = 4,
-        max_buffer_mb: int = 16,
-        windows: Optional[List[str]] = None,
-        fsync: bool = True,
-        dsn: Optional[str] = None,
-        pg_schema: str = "raw",
-        pg_table_prefix: str = "qb_",
-        postgres: Optional["PostgresWriter"] = None,
+        self, entity: str, start: _DateLike, end: _DateLike, **options: Unpack[BackfillOptions]
     ) -> "BackfillJob": ...
     def _stage_job(
-        self,
-        entity: str,
-        start: _DateLike,
-        end: _DateLike,
-        *,
-        label: Optional[str] = None,
-        page_size: int = 100,
-        filter_field: str = "LastUpdatedTime",
-        stage_dir: Union[str, "os.PathLike[str]"] = ...,
-        run_id: Optional[str] = None,
+        self, entity: str, start: _DateLike, end: _DateLike, **options: Unpack[StageOptions]
     ) -> "StageJob": ...
+    def _estimate_job(
+        self, entity: str, start: _DateLike, end: _DateLike, **options: Unpack[PlanOptions]
+    ) -> "EstimateJob": ...
 
 @final
 class PostgresWriter:
@@ -228,10 +197,50 @@ class BackfillReport:
     @property
     def throttled(self) -> int: ...
     @property
+    def requests_by_kind(self) -> Dict[str, int]:
+        """``page``, ``count``, ``retry`` (``requests`` is their sum) and ``token``."""
+    @property
+    def estimate(self) -> Optional["Estimate"]: ...
+    @property
+    def tie_groups(self) -> int:
+        """Seconds holding more than half a page, read as groups by offset."""
+    @property
+    def tie_requests(self) -> int:
+        """The counts and pages those groups cost: what no estimate can foresee."""
+    @property
     def peak_buffer_bytes(self) -> int: ...
     @property
     def targets(self) -> Dict[str, str]: ...
     def to_dict(self) -> Dict[str, Any]: ...
+
+@final
+class Estimate:
+    """What a backfill will read and spend, known from COUNT requests alone."""
+
+    @property
+    def entity(self) -> str: ...
+    @property
+    def windows(self) -> int: ...
+    @property
+    def records(self) -> int: ...
+    @property
+    def streams(self) -> int: ...
+    @property
+    def requests(self) -> int: ...
+    @property
+    def count_requests(self) -> int: ...
+    @property
+    def page_requests(self) -> int: ...
+    @property
+    def minutes(self) -> float: ...
+    def to_dict(self) -> Dict[str, Any]: ...
+
+@final
+class EstimateJob:
+    """A backfill's plan, not yet counted (``QboClient._estimate_job``)."""
+
+    def run(self) -> Estimate: ...
+    def run_future(self) -> Awaitable[Estimate]: ...
 
 @final
 class StagedWindow:
@@ -265,16 +274,7 @@ class StagedWindow:
     def report(self) -> BackfillReport: ...
 
 def _export_job(
-    manifest: Union[str, "os.PathLike[str]"],
-    *,
-    sink: str = "txt",
-    data_dir: Union[str, "os.PathLike[str]"] = ...,
-    fsync: bool = True,
-    dsn: Optional[str] = None,
-    pg_schema: str = "raw",
-    pg_table_prefix: str = "qb_",
-    postgres: Optional[PostgresWriter] = None,
-    keep_staged: bool = False,
+    manifest: Union[str, "os.PathLike[str]"], **options: Unpack[ExportOptions]
 ) -> "ExportJob": ...
 
 @final

@@ -10,17 +10,28 @@ from __future__ import annotations
 import os
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
 from qbo_rs import _qbo_rs
-from qbo_rs._qbo_rs import BackfillReport, Credentials, PostgresWriter, StagedWindow
+from qbo_rs._qbo_rs import BackfillReport, Credentials, Estimate, PostgresWriter, StagedWindow
 from qbo_rs.exceptions import BackfillError, ConfigError
+from qbo_rs.options import (
+    CLIENT_OPTION_NAMES,
+    BackfillOptions,
+    ClientOptions,
+    ExportOptions,
+    OneCallBackfillOptions,
+    PathLike,
+    PlanOptions,
+    ReadOptions,
+    StageOptions,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 DateLike = Union[str, date, datetime]
-PathLike = Union[str, "os.PathLike[str]"]
-RotationCallback = Callable[[str, str], None]
 
-_AUTO = "auto"
 
 
 def default_token_store(realm_id: str) -> Path:
@@ -57,73 +68,49 @@ class QboClient(_qbo_rs.QboClient):
 
     Args:
         credentials: from :meth:`Credentials.from_env` or built by hand.
-        requests_per_minute: pace for this realm (Intuit allows 500; 490 leaves margin).
-        max_in_flight: concurrent requests for this realm (Intuit allows 10).
-        max_retries: retries after the first attempt on 429/5xx/timeouts/resets.
-        backoff_base: seconds; waits are ``min(base * 2**retries + uniform(0, base), 60)``.
-        timeout: seconds per request.
-        token_store: file that keeps rotated refresh tokens (0600, locked). ``"auto"`` uses
-            :func:`default_token_store`; ``None`` keeps tokens in memory only.
-        on_token_rotated: called as ``callback(realm_id, new_refresh_token)`` whenever Intuit
-            rotates the refresh token (e.g. to write it back to a Mage secret).
-        limiter_dir: the directory through which every process on this machine shares the
-            realm's budget (``requests_per_minute`` and ``max_in_flight`` hold across all of
-            them, e.g. Mage's parallel block-run processes). ``"auto"`` uses
-            :func:`default_limiter_dir`; ``None`` paces this process alone.
+        **options: :class:`~qbo_rs.options.ClientOptions`, each with the engine's default:
+
+            - ``requests_per_minute``: pace for this realm (default 490; Intuit allows 500).
+            - ``max_in_flight``: concurrent requests for this realm (default 10, Intuit's limit).
+            - ``max_retries``: retries after the first attempt on 429/5xx/timeouts/resets
+              (default 6).
+            - ``backoff_base``: seconds; waits are ``min(base * 2**retries + uniform(0, base), 60)``
+              (default 1.0).
+            - ``timeout``: seconds per request (default 120).
+            - ``token_store``: file that keeps rotated refresh tokens (0600, locked). ``"auto"``
+              (the default) uses :func:`default_token_store`; ``None`` keeps tokens in memory only.
+            - ``on_token_rotated``: called as ``callback(realm_id, new_refresh_token)`` whenever
+              Intuit rotates the refresh token (e.g. to write it back to a Mage secret).
+            - ``limiter_dir``: the directory through which every process on this machine shares
+              the realm's budget (``requests_per_minute`` and ``max_in_flight`` hold across all
+              of them, e.g. Mage's parallel block-run processes). ``"auto"`` (the default) uses
+              :func:`default_limiter_dir`; ``None`` paces this process alone.
     """
 
-    def __new__(
-        cls,
-        credentials: Credentials,
-        *,
-        requests_per_minute: int = 490,
-        max_in_flight: int = 10,
-        max_retries: int = 6,
-        backoff_base: float = 1.0,
-        timeout: float = 120.0,
-        token_store: Optional[PathLike] = _AUTO,
-        on_token_rotated: Optional[RotationCallback] = None,
-        limiter_dir: Optional[PathLike] = _AUTO,
-    ) -> "QboClient":
-        if token_store == _AUTO:
-            token_store = default_token_store(credentials.realm_id)
-        if limiter_dir == _AUTO:
-            limiter_dir = default_limiter_dir()
-        return super().__new__(
-            cls,
-            credentials,
-            requests_per_minute=requests_per_minute,
-            max_in_flight=max_in_flight,
-            max_retries=max_retries,
-            backoff_base=backoff_base,
-            timeout=timeout,
-            token_store=None if token_store is None else os.fspath(token_store),
-            on_token_rotated=on_token_rotated,
-            limiter_dir=None if limiter_dir is None else os.fspath(limiter_dir),
-        )
+    def __new__(cls, credentials: Credentials, **options: Unpack[ClientOptions]) -> "QboClient":
+        return super().__new__(cls, credentials, **options)
 
-    def fetch_window(
-        self,
-        entity: str,
-        start: DateLike,
-        end: DateLike,
-        page_size: int = 100,
-        filter_field: str = "LastUpdatedTime",
-    ) -> List[Dict[str, Any]]:
+    def fetch_window(self, entity: str, start: DateLike, end: DateLike, **options: Unpack[ReadOptions]) -> List[Dict[str, Any]]:
         """Every record of ``entity`` in ``[start, end)`` as QBO payload dicts (newest version
-        of each id). Meant for notebooks: a whole window is held in memory."""
-        return self._fetch_window_json(entity, start, end, page_size, filter_field)
+        of each id). Meant for notebooks: a whole window is held in memory. Options:
+        :class:`~qbo_rs.options.ReadOptions`."""
+        return self._fetch_window_json(entity, start, end, **options)
 
     async def fetch_window_async(
-        self,
-        entity: str,
-        start: DateLike,
-        end: DateLike,
-        page_size: int = 100,
-        filter_field: str = "LastUpdatedTime",
+        self, entity: str, start: DateLike, end: DateLike, **options: Unpack[ReadOptions]
     ) -> List[Dict[str, Any]]:
         """Async twin of :meth:`fetch_window`."""
-        return await self._fetch_window_future(entity, start, end, page_size, filter_field)
+        return await self._fetch_window_future(entity, start, end, **options)
+
+    def estimate(self, entity: str, start: DateLike, end: DateLike, **options: Unpack[PlanOptions]) -> Estimate:
+        """What :meth:`backfill` with these options would read and spend, from COUNT requests
+        alone (no page is read): records, windows, streams, requests and minutes at the realm's
+        pace. A backfill spends the same requests (plus retries), counts included."""
+        return self._estimate_job(entity, start, end, **options).run()
+
+    async def estimate_async(self, entity: str, start: DateLike, end: DateLike, **options: Unpack[PlanOptions]) -> Estimate:
+        """Async twin of :meth:`estimate`."""
+        return await self._estimate_job(entity, start, end, **options).run_future()
 
     def backfill(
         self,
@@ -131,22 +118,12 @@ class QboClient(_qbo_rs.QboClient):
         start: DateLike,
         end: DateLike,
         *,
-        chunk_days: int = 50,
-        page_size: int = 100,
-        sink: str = "txt",
-        data_dir: PathLike = "data",
-        filter_field: str = "LastUpdatedTime",
-        max_concurrent_windows: int = 4,
-        max_buffer_mb: int = 16,
-        windows: Optional[Sequence[str]] = None,
-        fsync: bool = True,
-        dsn: Optional[str] = None,
-        pg_schema: str = "raw",
-        pg_table_prefix: str = "qb_",
-        postgres: Optional[PostgresWriter] = None,
         raise_on_failure: bool = True,
+        **options: Unpack[BackfillOptions],
     ) -> BackfillReport:
-        """Backfills ``entity`` over ``[start, end)`` into ``<data_dir>/<entity>s.txt``.
+        """Backfills ``entity`` over ``[start, end)`` into ``<data_dir>/<entity>s.txt`` (or
+        PostgreSQL: see :class:`~qbo_rs.options.BackfillOptions` for every option and its
+        default).
 
         Windows of ``chunk_days`` run concurrently under the realm's pace; each is read
         completely (keyset paging, COUNT reconciliation) and written idempotently (one line
@@ -157,24 +134,7 @@ class QboClient(_qbo_rs.QboClient):
         failed, unless ``raise_on_failure=False``. The GIL is released throughout; Ctrl-C
         stops the run between requests, keeping every committed batch.
         """
-        report = self._backfill_job(
-            entity,
-            start,
-            end,
-            chunk_days=chunk_days,
-            page_size=page_size,
-            sink=sink,
-            data_dir=os.fspath(data_dir),
-            filter_field=filter_field,
-            max_concurrent_windows=max_concurrent_windows,
-            max_buffer_mb=max_buffer_mb,
-            windows=None if windows is None else list(windows),
-            fsync=fsync,
-            dsn=dsn,
-            pg_schema=pg_schema,
-            pg_table_prefix=pg_table_prefix,
-            postgres=postgres,
-        ).run()
+        report = self._backfill_job(entity, start, end, **options).run()
         if raise_on_failure and not report.ok:
             raise _failure(report)
         return report
@@ -185,44 +145,14 @@ class QboClient(_qbo_rs.QboClient):
         start: DateLike,
         end: DateLike,
         *,
-        chunk_days: int = 50,
-        page_size: int = 100,
-        sink: str = "txt",
-        data_dir: PathLike = "data",
-        filter_field: str = "LastUpdatedTime",
-        max_concurrent_windows: int = 4,
-        max_buffer_mb: int = 16,
-        windows: Optional[Sequence[str]] = None,
-        fsync: bool = True,
-        dsn: Optional[str] = None,
-        pg_schema: str = "raw",
-        pg_table_prefix: str = "qb_",
-        postgres: Optional[PostgresWriter] = None,
         raise_on_failure: bool = True,
+        **options: Unpack[BackfillOptions],
     ) -> BackfillReport:
         """Async twin of :meth:`backfill` (runs on the shared tokio runtime)."""
-        report = await self._backfill_job(
-            entity,
-            start,
-            end,
-            chunk_days=chunk_days,
-            page_size=page_size,
-            sink=sink,
-            data_dir=os.fspath(data_dir),
-            filter_field=filter_field,
-            max_concurrent_windows=max_concurrent_windows,
-            max_buffer_mb=max_buffer_mb,
-            windows=None if windows is None else list(windows),
-            fsync=fsync,
-            dsn=dsn,
-            pg_schema=pg_schema,
-            pg_table_prefix=pg_table_prefix,
-            postgres=postgres,
-        ).run_future()
+        report = await self._backfill_job(entity, start, end, **options).run_future()
         if raise_on_failure and not report.ok:
             raise _failure(report)
         return report
-
 
     def stage_window(
         self,
@@ -230,12 +160,8 @@ class QboClient(_qbo_rs.QboClient):
         start: DateLike,
         end: DateLike,
         *,
-        label: Optional[str] = None,
-        page_size: int = 100,
-        filter_field: str = "LastUpdatedTime",
-        stage_dir: PathLike = "data/.qbo_rs/stage",
-        run_id: Optional[str] = None,
         raise_on_failure: bool = True,
+        **options: Unpack[StageOptions],
     ) -> StagedWindow:
         """Fetches one window ``[start, end)`` completely (keyset paging, COUNT reconciliation,
         the realm's pace) into ``<stage_dir>/<entity>s/<label>.jsonl`` and returns a small
@@ -252,8 +178,7 @@ class QboClient(_qbo_rs.QboClient):
         fetch stages nothing. Raises :class:`~qbo_rs.exceptions.BackfillError` (with
         ``.report``) if the fetch failed, unless ``raise_on_failure=False``.
         """
-        staged = self._stage_job(entity, start, end, label=label, page_size=page_size,
-                                 filter_field=filter_field, stage_dir=os.fspath(stage_dir), run_id=run_id).run()
+        staged = self._stage_job(entity, start, end, **options).run()
         if raise_on_failure and not staged.ok:
             raise _failure(staged.report)
         return staged
@@ -264,16 +189,11 @@ class QboClient(_qbo_rs.QboClient):
         start: DateLike,
         end: DateLike,
         *,
-        label: Optional[str] = None,
-        page_size: int = 100,
-        filter_field: str = "LastUpdatedTime",
-        stage_dir: PathLike = "data/.qbo_rs/stage",
-        run_id: Optional[str] = None,
         raise_on_failure: bool = True,
+        **options: Unpack[StageOptions],
     ) -> StagedWindow:
         """Async twin of :meth:`stage_window`."""
-        staged = await self._stage_job(entity, start, end, label=label, page_size=page_size,
-                                       filter_field=filter_field, stage_dir=os.fspath(stage_dir), run_id=run_id).run_future()
+        staged = await self._stage_job(entity, start, end, **options).run_future()
         if raise_on_failure and not staged.ok:
             raise _failure(staged.report)
         return staged
@@ -290,15 +210,8 @@ def _manifest(staged: Union[StagedWindow, PathLike]) -> str:
 def export_window(
     staged: Union[StagedWindow, PathLike],
     *,
-    sink: str = "txt",
-    data_dir: PathLike = "data",
-    fsync: bool = True,
-    dsn: Optional[str] = None,
-    pg_schema: str = "raw",
-    pg_table_prefix: str = "qb_",
-    postgres: Optional[PostgresWriter] = None,
-    keep_staged: bool = False,
     raise_on_failure: bool = True,
+    **options: Unpack[ExportOptions],
 ) -> BackfillReport:
     """Writes a window staged by :meth:`QboClient.stage_window` (the handle or its
     ``manifest`` path) to ``sink`` (``txt``, ``postgres`` or ``both``), idempotently and
@@ -310,10 +223,7 @@ def export_window(
     Raises :class:`~qbo_rs.exceptions.BackfillError` if the write failed validation, unless
     ``raise_on_failure=False``; a missing or damaged stage raises at once.
     """
-    report = _qbo_rs._export_job(
-        _manifest(staged), sink=sink, data_dir=os.fspath(data_dir), fsync=fsync, dsn=dsn, pg_schema=pg_schema,
-        pg_table_prefix=pg_table_prefix, postgres=postgres, keep_staged=keep_staged,
-    ).run()
+    report = _qbo_rs._export_job(_manifest(staged), **options).run()
     if raise_on_failure and not report.ok:
         raise _failure(report)
     return report
@@ -322,24 +232,21 @@ def export_window(
 async def export_window_async(
     staged: Union[StagedWindow, PathLike],
     *,
-    sink: str = "txt",
-    data_dir: PathLike = "data",
-    fsync: bool = True,
-    dsn: Optional[str] = None,
-    pg_schema: str = "raw",
-    pg_table_prefix: str = "qb_",
-    postgres: Optional[PostgresWriter] = None,
-    keep_staged: bool = False,
     raise_on_failure: bool = True,
+    **options: Unpack[ExportOptions],
 ) -> BackfillReport:
     """Async twin of :func:`export_window`."""
-    report = await _qbo_rs._export_job(
-        _manifest(staged), sink=sink, data_dir=os.fspath(data_dir), fsync=fsync, dsn=dsn, pg_schema=pg_schema,
-        pg_table_prefix=pg_table_prefix, postgres=postgres, keep_staged=keep_staged,
-    ).run_future()
+    report = await _qbo_rs._export_job(_manifest(staged), **options).run_future()
     if raise_on_failure and not report.ok:
         raise _failure(report)
     return report
+
+
+def _one_call_client(credentials: Optional[Credentials], options: Dict[str, Any]) -> QboClient:
+    """The client of a one-call backfill; takes the client's options out of ``options``."""
+    client_options = {name: options.pop(name) for name in list(options) if name in CLIENT_OPTION_NAMES}
+    return QboClient(credentials or Credentials.from_env(), **client_options)
+
 
 def backfill(
     entity: str,
@@ -347,38 +254,15 @@ def backfill(
     end: DateLike,
     *,
     credentials: Optional[Credentials] = None,
-    chunk_days: int = 50,
-    page_size: int = 100,
-    sink: str = "txt",
-    data_dir: PathLike = "data",
-    filter_field: str = "LastUpdatedTime",
-    windows: Optional[Sequence[str]] = None,
-    dsn: Optional[str] = None,
-    pg_schema: str = "raw",
-    pg_table_prefix: str = "qb_",
-    postgres: Optional[PostgresWriter] = None,
     raise_on_failure: bool = True,
-    **client_options: Any,
+    **options: Unpack[OneCallBackfillOptions],
 ) -> BackfillReport:
     """One-call backfill: builds a :class:`QboClient` (credentials from the environment when
-    not given) and runs :meth:`QboClient.backfill`. ``client_options`` go to the client."""
-    client = QboClient(credentials or Credentials.from_env(), **client_options)
-    return client.backfill(
-        entity,
-        start,
-        end,
-        chunk_days=chunk_days,
-        page_size=page_size,
-        sink=sink,
-        data_dir=data_dir,
-        filter_field=filter_field,
-        windows=windows,
-        dsn=dsn,
-        pg_schema=pg_schema,
-        pg_table_prefix=pg_table_prefix,
-        postgres=postgres,
-        raise_on_failure=raise_on_failure,
-    )
+    not given) and runs :meth:`QboClient.backfill`. Takes every option of both
+    (:class:`~qbo_rs.options.ClientOptions`, :class:`~qbo_rs.options.BackfillOptions`)."""
+    rest: Dict[str, Any] = dict(options)
+    client = _one_call_client(credentials, rest)
+    return client.backfill(entity, start, end, raise_on_failure=raise_on_failure, **rest)
 
 
 async def backfill_async(
@@ -387,34 +271,10 @@ async def backfill_async(
     end: DateLike,
     *,
     credentials: Optional[Credentials] = None,
-    chunk_days: int = 50,
-    page_size: int = 100,
-    sink: str = "txt",
-    data_dir: PathLike = "data",
-    filter_field: str = "LastUpdatedTime",
-    windows: Optional[Sequence[str]] = None,
-    dsn: Optional[str] = None,
-    pg_schema: str = "raw",
-    pg_table_prefix: str = "qb_",
-    postgres: Optional[PostgresWriter] = None,
     raise_on_failure: bool = True,
-    **client_options: Any,
+    **options: Unpack[OneCallBackfillOptions],
 ) -> BackfillReport:
     """Async twin of :func:`backfill`: ``asyncio.run(qbo_rs.backfill_async(...))`` works."""
-    client = QboClient(credentials or Credentials.from_env(), **client_options)
-    return await client.backfill_async(
-        entity,
-        start,
-        end,
-        chunk_days=chunk_days,
-        page_size=page_size,
-        sink=sink,
-        data_dir=data_dir,
-        filter_field=filter_field,
-        windows=windows,
-        dsn=dsn,
-        pg_schema=pg_schema,
-        pg_table_prefix=pg_table_prefix,
-        postgres=postgres,
-        raise_on_failure=raise_on_failure,
-    )
+    rest: Dict[str, Any] = dict(options)
+    client = _one_call_client(credentials, rest)
+    return await client.backfill_async(entity, start, end, raise_on_failure=raise_on_failure, **rest)

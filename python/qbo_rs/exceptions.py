@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
-    from qbo_rs._qbo_rs import BackfillReport
+    from qbo_rs._qbo_rs import BackfillReport, Estimate
 
 __all__ = [
     "QboError",
     "ConfigError",
+    "RequestBudgetError",
     "AuthError",
     "TokenStoreError",
     "ApiError",
@@ -35,6 +36,16 @@ class QboError(Exception):
 
 class ConfigError(QboError, ValueError):
     """Bad input, caught before any request or write: dates, page_size, entity, secrets, DSN."""
+
+
+class RequestBudgetError(ConfigError):
+    """A backfill's estimate needs more requests than ``max_requests`` allows; it was refused
+    before its first page (only the plan's COUNT requests were spent). ``estimate`` holds the
+    :class:`~qbo_rs.Estimate`."""
+
+    def __init__(self, message: str, estimate: "Estimate") -> None:
+        super().__init__(message)
+        self.estimate = estimate
 
 
 class AuthError(QboError):

@@ -278,6 +278,17 @@ def test_bad_runtime_variable_fails_the_planner_with_a_clear_error(variables, me
     assert emulator.stats()["query_requests"] == 0
 
 
+def test_unsafe_table_names_fail_the_planner_before_any_request(emulator, env):
+    env.update(POSTGRES_HOST="127.0.0.1", POSTGRES_DB="raw", POSTGRES_USER="u", POSTGRES_PASSWORD="p")
+    for variables in ({"pg_schema": 'raw"; drop table x; --'}, {"pg_table_prefix": "qb-"}):
+        run = run_pipeline("qb_item_backfill", env, dict(variables, fecha_inicio="2025-01-01", fecha_fin="2025-02-01",
+                                                          sink="postgres"))
+        assert run.rc == 1 and "pg_schema=" in run.err and "pg_table_prefix=" in run.err, run
+        assert "block_run qb_plan_windows" in run.out and not [l for l in run.out.splitlines()
+                                                               if l.strip().startswith("block_run qb_fetch_window:")]
+    assert emulator.stats()["query_requests"] == 0
+
+
 def test_runtime_variables_are_coerced_from_what_mage_passes():
     result = mage_python(r"""
 import json
@@ -309,7 +320,7 @@ print(json.dumps([ok, bad]))
                      "/x/data"]
     assert ok[1] == ["invoice", "2025-01-01T00:00:00+00:00", "2025-02-02T00:00:00+00:00", 1000, 1, "txt",
                      ["invoice_backfill_2025-01-01", "invoice_backfill_2025-01-02"], "/x/data"]
-    assert ok[2][1:6] == ["2025-01-01T00:00:00+00:00", "2025-01-01T12:30:00+00:00", 100, 50, "txt"]
+    assert ok[2][1:6] == ["2025-01-01T00:00:00+00:00", "2025-01-01T12:30:00+00:00", 1000, 50, "txt"]  # the default page
     assert bad == [
         "fecha_inicio is required: an ISO date or datetime in UTC, e.g. 2025-01-01",
         "fecha_fin must be an ISO date or datetime in UTC, like 2025-01-01 or 2025-01-01T00:00:00Z (got '2025-13-01')",

@@ -41,7 +41,7 @@ print(json.dumps(out))
     assert result["qb_invoice_trigger"] == dict(
         pipeline="qb_invoice_backfill", type="time", interval="@once", start="2025-09-12T00:00:00+00:00",
         status="active", valid=True, settings={"skip_if_previous_running": True, "allow_blocks_to_fail": True},
-        variables={"fecha_inicio": "2014-09-01", "fecha_fin": "2025-09-12", "page_size": 100, "chunk_days": 50,
+        variables={"fecha_inicio": "2014-09-01", "fecha_fin": "2025-09-12", "page_size": 1000, "chunk_days": 50,
                    "sink": "txt"})
     for name in ("qb_customer_trigger", "qb_item_trigger"):  # the same pattern, not scheduled
         assert result[name]["interval"] == "@once" and result[name]["status"] == "inactive"
@@ -88,7 +88,7 @@ def test_scheduler_fires_the_trigger_once_in_parallel_workers_within_the_realm_l
     triggers = project / "pipelines" / "qb_invoice_backfill" / "triggers.yaml"
     text = triggers.read_text()
     # Enough requests to outrun the throttle below, few enough to finish in ~1.5 min.
-    text = text.replace("page_size: 100", "page_size: 20").replace("chunk_days: 50", "chunk_days: 800")
+    text = text.replace("page_size: 1000", "page_size: 20").replace("chunk_days: 50", "chunk_days: 800")
     triggers.write_text(text)
     meta = project / "metadata.yaml"
     meta.write_text(meta.read_text().replace("concurrency: 10", "concurrency: 3"))

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use qbo_core::backfill::{run_backfill, BackfillRequest, Progress};
-use qbo_core::sink::postgres::{pg_error, PostgresOptions};
-use qbo_core::sink::{open_sinks, SinkKind, SinkOptions};
+use qbo_core::sink::{open_sinks, SinkConfig};
 use qbo_core::limiter::LimiterScope;
+use qbo_core::read_plan::ReadPlan;
 use qbo_core::{ClientConfig, Credentials, Entity, Error};
 use tokio::runtime::Runtime;
 
@@ -29,12 +29,16 @@ enum Command {
     Backfill(Box<BackfillArgs>),
     /// Print the windows a backfill would run.
     Plan(PlanArgs),
+    /// Count first, read nothing: the records, streams, requests and minutes a backfill needs
+    /// (it spends only COUNT requests).
+    Estimate(Box<EstimateArgs>),
     /// Serve the bundled QBO emulator until stopped (Ctrl-C).
     Emulator(EmulatorArgs),
 }
 
+/// What to read: one entity over a range, planned in windows.
 #[derive(Args, Debug)]
-struct BackfillArgs {
+struct ReadArgs {
     /// invoice, customer or item (any case).
     entity: String,
     /// First instant, inclusive: YYYY-MM-DD (midnight UTC) or an ISO datetime.
@@ -43,43 +47,48 @@ struct BackfillArgs {
     /// Last instant, exclusive: YYYY-MM-DD (midnight UTC) or an ISO datetime.
     #[arg(long)]
     end: String,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = qbo_core::backfill::DEFAULT_CHUNK_DAYS)]
     chunk_days: u32,
-    /// Records per request, 1..1000.
-    #[arg(long, default_value_t = 100)]
+    /// Records per request, 1..1000 (QuickBooks' maximum, the default: every request is metered).
+    #[arg(long, default_value_t = qbo_core::backfill::DEFAULT_PAGE_SIZE)]
     page_size: u32,
-    /// Where to write: txt, postgres or both.
-    #[arg(long, default_value = "txt")]
-    sink: String,
-    /// PostgreSQL DSN (postgresql://user:pass@host:5432/db?sslmode=prefer); without it the
-    /// POSTGRES_HOST, POSTGRES_PORT, POSTGRES_DB, POSTGRES_USER, POSTGRES_PASSWORD variables.
-    #[arg(long)]
-    dsn: Option<String>,
-    /// Schema of the RAW tables.
-    #[arg(long, default_value = "raw")]
-    pg_schema: String,
-    /// Prefix of the RAW tables (<prefix>invoices, <prefix>customers, <prefix>items).
-    #[arg(long, default_value = "qb_")]
-    pg_table_prefix: String,
-    #[arg(long, default_value = "data")]
-    data_dir: PathBuf,
     /// LastUpdatedTime (default), CreateTime or TxnDate.
     #[arg(long, default_value = "LastUpdatedTime")]
     filter_field: String,
-    /// Re-run only the window with this label (repeatable); labels come from `qbo-rs plan`.
+    /// Only the window with this label (repeatable); labels come from `qbo-rs plan`.
     #[arg(long = "window")]
     windows: Vec<String>,
-    #[arg(long, default_value_t = 4)]
+    /// Streams read at once (consecutive windows read as one keyset pass each).
+    #[arg(long, default_value_t = qbo_core::backfill::DEFAULT_CONCURRENT_WINDOWS)]
     max_concurrent_windows: usize,
-    /// Megabytes of fetched records held in memory at once, across the windows.
-    #[arg(long, default_value_t = qbo_core::budget::DEFAULT_MAX_BUFFER_MB)]
-    max_buffer_mb: u32,
+}
+
+impl ReadArgs {
+    fn request(&self) -> Result<BackfillRequest, Error> {
+        let entity: Entity = self.entity.parse()?;
+        let mut request = BackfillRequest::new(
+            entity,
+            qbo_core::time::parse_user_instant("--start", &self.start)?,
+            qbo_core::time::parse_user_instant("--end", &self.end)?,
+        );
+        request.chunk_days = self.chunk_days;
+        request.page_size = self.page_size;
+        request.filter_field = self.filter_field.parse()?;
+        request.max_concurrent_windows = self.max_concurrent_windows;
+        request.only_labels = (!self.windows.is_empty()).then(|| self.windows.clone());
+        Ok(request)
+    }
+}
+
+/// How to talk to QuickBooks: the realm's pace, retries, the shared budget, the token store.
+#[derive(Args, Debug)]
+struct ClientArgs {
     /// Requests per minute for this realm (Intuit allows 500).
     #[arg(long, default_value_t = qbo_core::limiter::DEFAULT_REQUESTS_PER_MINUTE)]
     requests_per_minute: u32,
     #[arg(long, default_value_t = qbo_core::limiter::DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: u32,
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = qbo_core::retry::DEFAULT_MAX_RETRIES)]
     max_retries: u32,
     /// Directory of the request budget every process on this machine shares per realm
     /// (default: $QBO_LIMITER_DIR, else $XDG_RUNTIME_DIR/qbo_rs, else /tmp/qbo_rs-<uid>).
@@ -92,6 +101,54 @@ struct BackfillArgs {
     /// ~/.local/state/qbo_rs/tokens-<realm>.json).
     #[arg(long)]
     token_store: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The client, with credentials from the QBO_* environment.
+    fn client(&self) -> Result<qbo_core::QboClient, Error> {
+        let creds = Credentials::from_lookup(|k| std::env::var(k).ok())?;
+        let mut config = ClientConfig::default();
+        config.pacing.requests_per_minute = self.requests_per_minute;
+        config.pacing.max_in_flight = self.max_in_flight;
+        config.retry.max_retries = self.max_retries;
+        config.limiter_scope = match (self.process_limiter, &self.limiter_dir) {
+            (true, _) => LimiterScope::Process,
+            (false, Some(dir)) => LimiterScope::Machine(dir.clone()),
+            (false, None) => LimiterScope::machine_default(),
+        };
+        config.token_store = self.token_store.clone().or_else(|| qbo_core::token_store::default_path(&creds.realm_id));
+        qbo_core::QboClient::new(creds, config)
+    }
+}
+
+#[derive(Args, Debug)]
+struct BackfillArgs {
+    #[command(flatten)]
+    read: ReadArgs,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Where to write: txt, postgres or both.
+    #[arg(long, default_value = "txt")]
+    sink: String,
+    /// PostgreSQL DSN (postgresql://user:pass@host:5432/db?sslmode=prefer); without it the
+    /// POSTGRES_HOST, POSTGRES_PORT, POSTGRES_DB, POSTGRES_USER, POSTGRES_PASSWORD variables.
+    #[arg(long)]
+    dsn: Option<String>,
+    /// Schema of the RAW tables.
+    #[arg(long, default_value_t = SinkConfig::default().pg_schema)]
+    pg_schema: String,
+    /// Prefix of the RAW tables (<prefix>invoices, <prefix>customers, <prefix>items).
+    #[arg(long, default_value_t = SinkConfig::default().pg_table_prefix)]
+    pg_table_prefix: String,
+    #[arg(long, default_value_os_t = SinkConfig::default().data_dir)]
+    data_dir: PathBuf,
+    /// Refuse (exit 2, nothing read or written) a backfill whose estimate needs more requests
+    /// than this (see `qbo-rs estimate`).
+    #[arg(long)]
+    max_requests: Option<u64>,
+    /// Megabytes of fetched records held in memory at once, across the windows.
+    #[arg(long, default_value_t = qbo_core::budget::DEFAULT_MAX_BUFFER_MB)]
+    max_buffer_mb: u32,
     /// Skip fsync (a killed process still never tears a line; a power cut might).
     #[arg(long)]
     no_fsync: bool,
@@ -101,12 +158,23 @@ struct BackfillArgs {
 }
 
 #[derive(Args, Debug)]
+struct EstimateArgs {
+    #[command(flatten)]
+    read: ReadArgs,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Print the estimate as one JSON object (records, windows, streams, requests, minutes, ...).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 struct PlanArgs {
     #[arg(long)]
     start: String,
     #[arg(long)]
     end: String,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = qbo_core::backfill::DEFAULT_CHUNK_DAYS)]
     chunk_days: u32,
     #[arg(long, default_value = "invoice")]
     entity: String,
@@ -147,7 +215,8 @@ struct EmulatorArgs {
     rotate_after: u64,
 }
 
-/// Exit codes: 0 done, 1 a run failed (see the log), 2 bad arguments or configuration.
+/// Exit codes: 0 done, 1 a run failed (see the log), 2 bad arguments or configuration, or a
+/// backfill over `--max-requests` (refused before any page).
 pub fn run(args: Vec<String>, runtime: &Runtime) -> i32 {
     let cli = match Cli::try_parse_from(std::iter::once("qbo-rs".to_string()).chain(args)) {
         Ok(c) => c,
@@ -160,13 +229,14 @@ pub fn run(args: Vec<String>, runtime: &Runtime) -> i32 {
     let result = match cli.command {
         Command::Plan(a) => plan(a),
         Command::Backfill(a) => runtime.block_on(backfill(*a)),
+        Command::Estimate(a) => runtime.block_on(estimate(*a)),
         Command::Emulator(a) => runtime.block_on(emulator(a)),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("qbo-rs: {}", one_line(&e.to_string()));
-            if matches!(e, Error::Config(_)) {
+            if matches!(e, Error::Config(_) | Error::OverBudget { .. }) {
                 2
             } else {
                 1
@@ -192,51 +262,62 @@ fn plan(a: PlanArgs) -> Result<i32, Error> {
     Ok(0)
 }
 
-async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
-    let entity: Entity = a.entity.parse()?;
-    let mut request = BackfillRequest::new(
-        entity,
-        qbo_core::time::parse_user_instant("--start", &a.start)?,
-        qbo_core::time::parse_user_instant("--end", &a.end)?,
-    );
-    request.chunk_days = a.chunk_days;
-    request.page_size = a.page_size;
-    request.filter_field = a.filter_field.parse()?;
-    request.max_concurrent_windows = a.max_concurrent_windows;
-    request.max_buffer_bytes = u64::from(a.max_buffer_mb) << 20;
-    request.only_labels = (!a.windows.is_empty()).then_some(a.windows);
-    request.plan()?;
-    let kind: SinkKind = a.sink.parse()?;
-    let postgres = if kind.writes_postgres() {
-        let config = match &a.dsn {
-            Some(dsn) => qbo_pg::PgConfig::from_dsn(dsn),
-            None => qbo_pg::PgConfig::from_env(),
-        }
-        .map_err(pg_error)?;
-        let options = PostgresOptions { config, schema: a.pg_schema, table_prefix: a.pg_table_prefix };
-        options.table(entity)?;
-        Some(options)
+async fn estimate(a: EstimateArgs) -> Result<i32, Error> {
+    let request = a.read.request()?;
+    let windows = request.plan()?;
+    let client = a.client.client()?;
+    let plan = ReadPlan::make(&client, request.entity, request.filter_field, request.page_size, windows, request.max_concurrent_windows).await;
+    if let Some((_, error)) = plan.uncounted.first() {
+        return Err(Error::Sink(format!("counting failed: {error}")));
+    }
+    let estimate = plan.estimate(client.requests_per_minute());
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let _ = writeln!(out, "{}", serde_json::to_string(&estimate).map_err(|e| Error::Sink(e.to_string()))?);
     } else {
-        None
-    };
-    let sink_options = SinkOptions { kind, data_dir: a.data_dir, fsync: !a.no_fsync, postgres };
-    sink_options.validate()?;
-    let creds = Credentials::from_lookup(|k| std::env::var(k).ok())?;
+        let _ = writeln!(
+            out,
+            "{} {}: {} record(s) in {} window(s), read as {} stream(s): {} request(s) ({} count(s) spent, {} page(s), {} closing count(s)), ~{:.1} min at {} requests/min",
+            estimate.entity,
+            a.read.start,
+            estimate.records,
+            estimate.windows,
+            estimate.streams.len(),
+            estimate.requests,
+            estimate.count_requests,
+            estimate.page_requests,
+            estimate.closing_counts,
+            estimate.minutes,
+            client.requests_per_minute()
+        );
+        for s in &estimate.streams {
+            let _ = writeln!(out, "  stream {} .. {}: {} record(s), {} window(s)", qbo_core::time::format_utc(s.start), qbo_core::time::format_utc(s.end), s.records, s.windows);
+        }
+    }
+    Ok(0)
+}
 
-    let mut config = ClientConfig::default();
-    config.pacing.requests_per_minute = a.requests_per_minute;
-    config.pacing.max_in_flight = a.max_in_flight;
-    config.retry.max_retries = a.max_retries;
-    config.limiter_scope = match (a.process_limiter, a.limiter_dir) {
-        (true, _) => LimiterScope::Process,
-        (false, Some(dir)) => LimiterScope::Machine(dir),
-        (false, None) => LimiterScope::machine_default(),
-    };
-    config.token_store = a.token_store.or_else(|| qbo_core::token_store::default_path(&creds.realm_id));
-    let client = qbo_core::QboClient::new(creds, config)?;
+async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
+    let mut request = a.read.request()?;
+    let entity = request.entity;
+    request.max_buffer_bytes = u64::from(a.max_buffer_mb) << 20;
+    request.max_requests = a.max_requests;
+    request.plan()?;
+    let sink_options = SinkConfig {
+        kind: a.sink.parse()?,
+        data_dir: a.data_dir,
+        fsync: !a.no_fsync,
+        dsn: a.dsn,
+        pg_schema: a.pg_schema,
+        pg_table_prefix: a.pg_table_prefix,
+        postgres: None,
+    }
+    .resolve()?;
+    let client = a.client.client()?;
 
     let show_bar = !a.no_progress && std::io::stderr().is_terminal();
-    let bar = progress::Bar::new(show_bar);
+    let counted = client.clone();
+    let bar = progress::Bar::new(show_bar, Arc::new(move || counted.request_counts().api_calls()));
     progress::install_logging(bar.clone());
     let sinks = open_sinks(entity, &sink_options).await?;
     let observer: Option<Arc<dyn Progress>> = Some(Arc::new(bar.clone()));
@@ -251,15 +332,19 @@ async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
     };
     bar.finish();
     let failed = report.failed();
+    let r = report.requests;
     eprintln!(
-        "{} {} row(s) in {} window(s), {:.1} s, {} request(s), {} retr{}",
+        "{} {} row(s) in {} window(s), {:.1} s, {} request(s) ({} page, {} count, {} retry; {} token){}",
         entity.plural(),
         report.total_rows(),
         report.windows.len(),
         report.duration.as_secs_f64(),
-        report.requests,
-        report.retries,
-        if report.retries == 1 { "y" } else { "ies" }
+        r.api_calls(),
+        r.pages,
+        r.counts,
+        r.retries,
+        r.tokens,
+        report.estimate.as_ref().map(|e| format!(", estimated {}", e.requests)).unwrap_or_default()
     );
     if failed.is_empty() {
         Ok(0)
@@ -281,8 +366,8 @@ async fn emulator(a: EmulatorArgs) -> Result<i32, Error> {
         items: a.items,
         ..Default::default()
     };
-    config.knobs.throttle_per_minute = Some(a.throttle_per_minute).filter(|n| *n > 0);
-    config.knobs.max_in_flight = Some(a.max_in_flight).filter(|n| *n > 0);
+    config.knobs.throttle_per_minute = Some(a.throttle_per_minute);
+    config.knobs.max_in_flight = Some(a.max_in_flight);
     config.knobs.latency_ms = a.latency_ms;
     config.knobs.fault_rate = a.fault_rate;
     config.knobs.edit_rate = a.edit_rate;

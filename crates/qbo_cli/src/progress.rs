@@ -6,24 +6,38 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use qbo_core::backfill::{Progress, WindowReport};
-use qbo_core::Window;
+use qbo_core::backfill::Progress;
+use qbo_core::read_plan::Estimate;
+
+/// Reads how many API requests the run has sent so far.
+pub type RequestCounter = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Bar {
     bar: ProgressBar,
     rows: Arc<AtomicU64>,
+    requests: RequestCounter,
+    estimated_requests: Arc<AtomicU64>,
 }
 
 impl Bar {
-    pub fn new(visible: bool) -> Self {
+    /// A bar of records fetched against the plan's count, with an ETA and the requests spent
+    /// against the estimate (`requests` reads the client's count).
+    pub fn new(visible: bool, requests: RequestCounter) -> Self {
         let bar = if visible { ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()) } else { ProgressBar::hidden() };
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} windows  {msg}")
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {human_pos}/{human_len} records  ETA {eta}  {msg}")
                 .expect("valid template")
                 .progress_chars("=> "),
         );
-        Bar { bar, rows: Arc::new(AtomicU64::new(0)) }
+        bar.set_message("counting");
+        Bar { bar, rows: Arc::new(AtomicU64::new(0)), requests, estimated_requests: Arc::new(AtomicU64::new(0)) }
+    }
+
+    fn show_requests(&self) {
+        let done = (self.requests)();
+        let estimated = self.estimated_requests.load(Ordering::Relaxed);
+        self.bar.set_message(format!("{done} of ~{estimated} requests"));
     }
 
     pub fn finish(&self) {
@@ -32,17 +46,17 @@ impl Bar {
 }
 
 impl Progress for Bar {
-    fn on_plan(&self, windows: &[Window]) {
-        self.bar.set_length(windows.len() as u64);
+    fn on_estimate(&self, estimate: &Estimate) {
+        self.bar.set_length(estimate.records);
+        self.estimated_requests.store(estimate.requests, Ordering::Relaxed);
+        self.show_requests();
     }
 
     fn on_rows(&self, _window: &str, rows: u64) {
         let total = self.rows.fetch_add(rows, Ordering::Relaxed) + rows;
-        self.bar.set_message(format!("{total} rows"));
-    }
-
-    fn on_window_done(&self, _report: &WindowReport) {
-        self.bar.inc(1);
+        // Records edited during the read can come twice: never past the plan's count.
+        self.bar.set_position(total.min(self.bar.length().unwrap_or(total)));
+        self.show_requests();
     }
 }
 

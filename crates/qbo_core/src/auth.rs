@@ -58,6 +58,8 @@ pub struct TokenManager {
     store: Option<FileTokenStore>,
     on_rotate: Option<RotationHook>,
     state: Mutex<TokenState>,
+    /// Calls made to the token endpoint (each attempt).
+    requests: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +112,7 @@ impl TokenManager {
             store,
             on_rotate,
             state: Mutex::new(TokenState { access: None, refresh, generation: 0 }),
+            requests: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -263,6 +266,11 @@ impl TokenManager {
         Ok(token)
     }
 
+    /// Calls made to the token endpoint so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn exchange(&self, refresh_token: &SecretString) -> Result<TokenResponse, ExchangeError> {
         let url = self.creds.token_endpoint();
         let mut last_error = String::new();
@@ -270,6 +278,7 @@ impl TokenManager {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
             }
+            self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let sent = self
                 .http
                 .post(&url)

@@ -7,18 +7,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Mutex, Semaphore};
 
-use crate::budget::{Charge, MemoryBudget, DEFAULT_MAX_BUFFER_MB};
-use crate::client::QboClient;
+use crate::budget::{MemoryBudget, DEFAULT_MAX_BUFFER_MB};
+use crate::client::{QboClient, RequestCounts};
+use crate::read_plan::{Estimate, ReadPlan};
 use crate::entity::{Entity, FilterField};
 use crate::error::Error;
-use crate::paginate::{FetchedRecord, PageSink, WindowFetch, WindowReader};
+use crate::options::{unknown_option, OptionSet, OptionValue};
+use crate::paginate::{WindowFetch, WindowReader};
 use crate::query::MAX_PAGE_SIZE;
-use crate::sink::{Sink, WriteBatch, WriteOutcome};
+use crate::sink::{Sink, WriteOutcome};
+use crate::writer::{WindowWriter, WriterState};
 use crate::window::{plan_windows, Window};
 
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// QuickBooks' maximum: every request is metered, so the fewest requests are the cheapest.
+pub const DEFAULT_PAGE_SIZE: u32 = MAX_PAGE_SIZE;
 pub const DEFAULT_CHUNK_DAYS: u32 = 50;
 pub const DEFAULT_CONCURRENT_WINDOWS: usize = 4;
 
@@ -36,6 +39,8 @@ pub struct BackfillRequest {
     pub max_buffer_bytes: u64,
     /// Run exactly these windows instead of planning (re-running one window by label).
     pub only_labels: Option<Vec<String>>,
+    /// Refuse, before the first page, a backfill whose estimate needs more requests.
+    pub max_requests: Option<u64>,
 }
 
 impl BackfillRequest {
@@ -50,6 +55,7 @@ impl BackfillRequest {
             max_concurrent_windows: DEFAULT_CONCURRENT_WINDOWS,
             max_buffer_bytes: u64::from(DEFAULT_MAX_BUFFER_MB) << 20,
             only_labels: None,
+            max_requests: None,
         }
     }
 
@@ -81,6 +87,30 @@ impl BackfillRequest {
                 Ok(windows.into_iter().filter(|w| labels.contains(&w.label)).collect())
             }
         }
+    }
+}
+
+impl OptionSet for BackfillRequest {
+    const NAMES: &'static [&'static str] =
+        &["chunk_days", "page_size", "filter_field", "max_concurrent_windows", "max_buffer_mb", "windows", "max_requests"];
+
+    fn set(&mut self, name: &str, value: &OptionValue) -> Result<(), Error> {
+        match name {
+            "chunk_days" => self.chunk_days = value.whole(name)?,
+            "page_size" => self.page_size = value.whole(name)?,
+            "filter_field" => self.filter_field = value.text(name)?.parse()?,
+            "max_concurrent_windows" => self.max_concurrent_windows = value.whole(name)?,
+            "max_buffer_mb" => self.max_buffer_bytes = u64::from(value.whole::<u32>(name)?) << 20,
+            "windows" => self.only_labels = value.labels(name)?,
+            "max_requests" => {
+                self.max_requests = match value {
+                    OptionValue::None => None,
+                    other => Some(other.whole(name)?),
+                }
+            }
+            _ => return Err(unknown_option(name, &[Self::NAMES])),
+        }
+        Ok(())
     }
 }
 
@@ -131,9 +161,12 @@ pub struct BackfillReport {
     pub entity: Entity,
     pub windows: Vec<WindowReport>,
     pub duration: Duration,
-    pub requests: u64,
-    pub retries: u64,
-    pub throttled: u64,
+    /// Requests by kind (`requests.api_calls()` is what Intuit meters).
+    pub requests: RequestCounts,
+    /// What the plan said it would cost before reading (None for a staged window).
+    pub estimate: Option<Estimate>,
+    /// What reading found that no plan foresees.
+    pub read: ReadStats,
     /// The most bytes of fetched records held in memory at once (see [`crate::budget`]).
     pub peak_buffer_bytes: u64,
 }
@@ -152,9 +185,22 @@ impl BackfillReport {
     }
 }
 
+/// What the reads found beyond the plan: why requests can exceed the estimate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Seconds holding more than half a page of records, read as groups by offset.
+    pub tie_groups: u64,
+    /// The counts and pages those groups cost.
+    pub tie_requests: u64,
+    /// Streams read again because they came up short of their count.
+    pub rereads: u64,
+}
+
 /// Hooks for a progress bar; every method has a no-op default.
 pub trait Progress: Send + Sync {
     fn on_plan(&self, _windows: &[Window]) {}
+    /// The plan is counted: what the read will cost.
+    fn on_estimate(&self, _estimate: &Estimate) {}
     fn on_rows(&self, _window: &str, _rows: u64) {}
     fn on_window_done(&self, _report: &WindowReport) {}
 }
@@ -170,53 +216,35 @@ pub async fn run_backfill(
         return Err(Error::config("no sink configured: choose txt, postgres or both"));
     }
     let started = Instant::now();
-    let counters = client.counters();
-    let (req0, retry0, thr0) = counters.snapshot();
+    let before = client.request_counts();
     if let Some(p) = &progress {
         p.on_plan(&windows);
     }
-    tracing::info!(target: "qbo_rs", "backfill {}: {} window(s) from {} to {} ({} day chunks, page size {}, sinks: {})",
-        request.entity, windows.len(), windows.first().map(Window::start_text).unwrap_or_default(),
-        windows.last().map(Window::end_text).unwrap_or_default(), request.chunk_days, request.page_size,
+    let plan = ReadPlan::make(client, request.entity, request.filter_field, request.page_size, windows, request.max_concurrent_windows).await;
+    let estimate = plan.estimate(client.requests_per_minute());
+    if let Some(refusal) = request.max_requests.and_then(|max| estimate.over(max)) {
+        return Err(refusal);
+    }
+    if let Some(p) = &progress {
+        p.on_estimate(&estimate);
+    }
+    tracing::info!(target: "qbo_rs", "backfill {}: {} window(s) from {} to {} ({} day chunks, page size {}): {} record(s) in {} stream(s), about {} request(s) ({:.1} min); sinks: {}",
+        request.entity, plan.windows.len(), plan.windows.first().map(Window::start_text).unwrap_or_default(),
+        plan.windows.last().map(Window::end_text).unwrap_or_default(), request.chunk_days, request.page_size,
+        estimate.records, estimate.streams.len(), estimate.requests, estimate.minutes,
         sinks.iter().map(|s| s.target()).collect::<Vec<_>>().join(", "));
 
-    let gate = Arc::new(Semaphore::new(request.max_concurrent_windows));
     let budget = MemoryBudget::new(request.max_buffer_bytes);
-    let mut tasks = tokio::task::JoinSet::new();
-    for (index, window) in windows.into_iter().enumerate() {
-        let gate = Arc::clone(&gate);
-        let client = client.clone();
-        let sinks = sinks.clone();
-        let progress = progress.clone();
-        let budget = Arc::clone(&budget);
-        let (entity, field, page_size) = (request.entity, request.filter_field, request.page_size);
-        tasks.spawn(async move {
-            let _slot = gate.acquire_owned().await.expect("gate never closed");
-            let spec = ReadSpec { entity, field, page_size, budget };
-            let report = run_window(&client, &sinks, spec, window, Utc::now(), progress.as_deref()).await;
-            if let Some(p) = &progress {
-                p.on_window_done(&report);
-            }
-            (index, report)
-        });
-    }
-    let mut reports = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(r) => reports.push(r),
-            Err(e) => return Err(Error::Sink(format!("a window task crashed: {e}"))),
-        }
-    }
-    reports.sort_by_key(|(i, _)| *i);
+    let spec = ReadSpec { entity: request.entity, field: request.filter_field, page_size: request.page_size, budget: Arc::clone(&budget) };
+    let (windows, read) = crate::stream_run::read_planned(client, &sinks, &spec, plan, request.max_concurrent_windows, progress).await;
 
-    let (req1, retry1, thr1) = counters.snapshot();
     let report = BackfillReport {
         entity: request.entity,
-        windows: reports.into_iter().map(|(_, r)| r).collect(),
+        windows,
         duration: started.elapsed(),
-        requests: req1 - req0,
-        retries: retry1 - retry0,
-        throttled: thr1 - thr0,
+        requests: client.request_counts() - before,
+        estimate: Some(estimate),
+        read,
         peak_buffer_bytes: budget.peak(),
     };
     tracing::debug!(target: "qbo_rs", "records held in memory at most: {} KiB (budget {} KiB)", budget.peak() >> 10, budget.capacity() >> 10);
@@ -233,162 +261,6 @@ fn log_run_validation(report: &BackfillReport) {
         let labels: Vec<_> = failed.iter().map(|w| w.label.as_str()).collect();
         tracing::error!(target: "qbo_rs", "Validation: [ALERT] {} of {} window(s) failed: {} — re-run them by label",
             failed.len(), report.windows.len(), labels.join(", "));
-    }
-}
-
-pub(crate) struct WindowWriter<'a> {
-    pub(crate) sinks: &'a [Arc<dyn Sink>],
-    pub(crate) entity: Entity,
-    pub(crate) realm_id: String,
-    pub(crate) window: &'a Window,
-    pub(crate) page_size: u32,
-    pub(crate) ingested_at: DateTime<Utc>,
-    pub(crate) progress: Option<&'a dyn Progress>,
-    pub(crate) budget: Arc<MemoryBudget>,
-    pub(crate) state: Mutex<WriterState>,
-}
-
-#[derive(Default)]
-pub(crate) struct WriterState {
-    buffer: Vec<FetchedRecord>,
-    pub(crate) emitted: u64,
-    pub(crate) outcomes: Vec<WriteOutcome>,
-    /// The batch being written while the next one fills (at most one per window).
-    in_flight: Option<InFlight>,
-    /// Budget room held for the buffered records: their payload bytes.
-    buffer_charge: Option<Charge>,
-    /// Budget room reserved for the page being requested.
-    reserved: Option<Charge>,
-}
-
-/// A batch's write, running on its own task so the window keeps fetching meanwhile. Dropped
-/// unfinished (the backfill itself was cancelled), it aborts the write: the sinks see their
-/// write future dropped, exactly as when a sequential write is cancelled (PostgreSQL rolls the
-/// batch back; the JSON-lines store is crash-safe), and nothing keeps writing after the caller
-/// has given up.
-struct InFlight(tokio::task::JoinHandle<Result<Vec<WriteOutcome>, Error>>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl WindowWriter<'_> {
-    pub(crate) async fn push(&self, records: Vec<FetchedRecord>) -> Result<(), Error> {
-        let mut state = self.state.lock().await;
-        state.emitted += records.len() as u64;
-        if let Some(p) = self.progress {
-            p.on_rows(&self.window.label, records.len() as u64);
-        }
-        let bytes = records.iter().map(|r| r.payload.len() as u64).sum::<u64>();
-        self.budget.note_page(bytes);
-        let mut charge = state.reserved.take().unwrap_or_else(|| self.budget.empty());
-        charge.resize(bytes);
-        let buffered = state.buffer_charge.get_or_insert_with(|| self.budget.empty());
-        buffered.absorb(charge);
-        let buffered_bytes = buffered.bytes();
-        state.buffer.extend(records);
-        // Batches as large as the hungriest sink wants; each sink says why (see Sink::batch_bytes).
-        let flush_bytes = self.sinks.iter().map(|s| s.batch_bytes()).max().unwrap_or(2 << 20);
-        if buffered_bytes >= flush_bytes as u64 {
-            self.flush(&mut state).await?;
-        }
-        Ok(())
-    }
-
-    /// Starts writing the buffered records, after the previous batch's write has finished.
-    ///
-    /// When a sink asks for it ([`Sink::overlap_writes`]), fetching and writing overlap: while
-    /// batch n is written (on its own task), the window fetches the pages of batch n+1, and only
-    /// waits when batch n+1 is full before batch n is written. Batches of one window are still
-    /// written one at a time and in order, each to every sink in turn, so a window never has
-    /// more than one transaction open per sink, and holds at most two batches in memory.
-    /// Otherwise the write is awaited at once (one batch in memory).
-    pub(crate) async fn flush(&self, state: &mut WriterState) -> Result<(), Error> {
-        self.wait_in_flight(state).await?;
-        if state.buffer.is_empty() {
-            return Ok(());
-        }
-        let batch = Arc::new(WriteBatch {
-            entity: self.entity,
-            realm_id: self.realm_id.clone(),
-            window: self.window.clone(),
-            page_size: self.page_size,
-            ingested_at: self.ingested_at,
-            records: std::mem::take(&mut state.buffer),
-        });
-        let sinks = self.sinks.to_vec();
-        // The batch's budget room comes back when its write is over (or aborted).
-        let charge = state.buffer_charge.take();
-        state.in_flight = Some(InFlight(tokio::spawn(async move {
-            let _charge = charge;
-            let mut outcomes = Vec::with_capacity(sinks.len());
-            // The last sink gets the only reference, so it can free the fetched pages as soon
-            // as it no longer needs them (the JSON-lines sink does, once its lines are built).
-            let mut batch = Some(batch);
-            for (i, sink) in sinks.iter().enumerate() {
-                let this = if i + 1 == sinks.len() { batch.take() } else { batch.clone() };
-                outcomes.push(sink.write(this.expect("a batch for every sink")).await?);
-            }
-            Ok(outcomes)
-        })));
-        if !self.sinks.iter().any(|s| s.overlap_writes()) {
-            // No sink wants the overlap (see Sink::overlap_writes): one batch in memory at a time.
-            self.wait_in_flight(state).await?;
-        }
-        Ok(())
-    }
-
-    /// Waits for the batch being written, if any, and adds its outcome.
-    pub(crate) async fn wait_in_flight(&self, state: &mut WriterState) -> Result<(), Error> {
-        let Some(mut in_flight) = state.in_flight.take() else {
-            return Ok(());
-        };
-        let outcomes = match (&mut in_flight.0).await {
-            Ok(result) => result?,
-            Err(e) => return Err(Error::Sink(format!("a batch write crashed: {e}"))),
-        };
-        if state.outcomes.len() < self.sinks.len() {
-            state.outcomes.resize(self.sinks.len(), WriteOutcome::default());
-        }
-        for (total, outcome) in state.outcomes.iter_mut().zip(outcomes) {
-            total.add(outcome);
-        }
-        Ok(())
-    }
-
-    /// Writes what is left and waits until every batch of the window is written.
-    pub(crate) async fn finish(&self, state: &mut WriterState) -> Result<(), Error> {
-        self.flush(state).await?;
-        self.wait_in_flight(state).await
-    }
-
-    /// Holds budget room for the next page before it is requested. When there is none, the
-    /// buffered records go to a write first, so the window waits holding only what writes
-    /// give back on their own (see [`crate::budget`]: no deadlock).
-    pub(crate) async fn admit(&self) -> Result<(), Error> {
-        let mut state = self.state.lock().await;
-        // A reservation whose page brought no new record.
-        drop(state.reserved.take());
-        let estimate = self.budget.page_estimate();
-        if let Some(charge) = self.budget.try_reserve(estimate) {
-            state.reserved = Some(charge);
-            return Ok(());
-        }
-        self.flush(&mut state).await?;
-        state.reserved = Some(self.budget.reserve(estimate).await);
-        Ok(())
-    }
-}
-
-impl PageSink for WindowWriter<'_> {
-    fn before_fetch(&self) -> impl std::future::Future<Output = Result<(), Error>> + Send {
-        self.admit()
-    }
-
-    fn accept(&self, records: Vec<FetchedRecord>) -> impl std::future::Future<Output = Result<(), Error>> + Send {
-        self.push(records)
     }
 }
 
@@ -412,17 +284,7 @@ pub(crate) async fn run_window(
 ) -> WindowReport {
     let ReadSpec { entity, field, page_size, budget } = spec;
     let started = Instant::now();
-    let writer = WindowWriter {
-        sinks,
-        entity,
-        realm_id: client.realm_id().to_string(),
-        window: &window,
-        page_size,
-        ingested_at,
-        progress,
-        budget,
-        state: Mutex::new(WriterState::default()),
-    };
+    let writer = WindowWriter::new(sinks, entity, client.realm_id(), &window, page_size, ingested_at, progress, budget);
     let result = async {
         let fetch = WindowReader::new(client, entity, field, &window, page_size, &writer).run().await?;
         let mut state = writer.state.lock().await;
@@ -489,9 +351,7 @@ fn validate_window(report: &mut WindowReport) {
 /// What the read found: the runbook's `Rango … -> N filas` line, an empty-window warning,
 /// and an alert when QBO counts more rows than were fetched.
 pub(crate) fn fetch_alerts(report: &WindowReport) -> Vec<String> {
-    let start = report.start_text();
-    let end = report.end_text();
-    tracing::info!(target: "qbo_rs", "Rango {start} a {end} -> {} filas", report.rows_fetched);
+    log_rango(report);
     if report.rows_fetched == 0 {
         tracing::warn!(target: "qbo_rs", "window {} returned 0 rows: confirm it is a period without activity", report.label);
     }
@@ -502,6 +362,11 @@ pub(crate) fn fetch_alerts(report: &WindowReport) -> Vec<String> {
         }
     }
     alerts
+}
+
+/// The runbook's line for one window.
+pub(crate) fn log_rango(report: &WindowReport) {
+    tracing::info!(target: "qbo_rs", "Rango {} a {} -> {} filas", report.start_text(), report.end_text(), report.rows_fetched);
 }
 
 /// Rows handed to each sink vs rows the sink now holds (seed B's rows_fetched vs rows_upserted).
@@ -554,6 +419,7 @@ mod tests {
 
     use super::*;
     use crate::client::ClientConfig;
+    use crate::sink::WriteBatch;
     use crate::credentials::{Credentials, Environment};
     use crate::limiter::Pacing;
     use crate::sink::BoxFuture;

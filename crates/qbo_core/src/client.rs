@@ -15,6 +15,7 @@ use crate::credentials::Credentials;
 use crate::entity::Entity;
 use crate::error::{retry_after, Error};
 use crate::limiter::{shared_limiter, LimiterScope, Pacing, RealmLimiter};
+use crate::options::{unknown_option, OptionSet, OptionValue};
 use crate::query::MINOR_VERSION;
 use crate::response::{parse_envelope, parse_xml_fault, Envelope, Fault};
 use crate::retry::RetryPolicy;
@@ -57,24 +58,131 @@ impl ClientConfig {
         if self.retry.max_retries > 20 {
             return Err(Error::config("max_retries above 20 would wait for hours: use at most 20"));
         }
+        if self.retry.base.is_zero() || self.retry.base > Duration::from_secs(60) {
+            return Err(Error::config(format!("backoff_base must be between 0 and 60 seconds, got {:?}", self.retry.base)));
+        }
         Ok(())
     }
 }
 
-/// Counters a caller can read to see how a run went.
-#[derive(Debug, Default)]
-pub struct ClientCounters {
-    pub requests: std::sync::atomic::AtomicU64,
-    pub retries: std::sync::atomic::AtomicU64,
-    pub throttled: std::sync::atomic::AtomicU64,
+fn default_token_store(realm_id: &str) -> Result<PathBuf, Error> {
+    crate::token_store::default_path(realm_id)
+        .ok_or_else(|| Error::config("no place for the token store: set QBO_TOKEN_STORE (or HOME), or pass token_store=None"))
 }
 
-impl ClientCounters {
-    /// (requests, retries, throttled) right now; subtract two snapshots to see one call's share.
-    pub fn snapshot(&self) -> (u64, u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.requests.load(Relaxed), self.retries.load(Relaxed), self.throttled.load(Relaxed))
+/// A client's options by name, for one realm. Unless told otherwise it keeps the realm's
+/// tokens where the CLI and the Python face do ([`crate::token_store::default_path`], the
+/// option's `"auto"`) and shares the realm's budget with every process on the machine. The
+/// hook `on_rotate` is not a value: callers set it on the finished config.
+pub struct ClientOptions<'a> {
+    config: ClientConfig,
+    realm_id: &'a str,
+    /// No `token_store` was given: [`ClientOptions::finish`] picks the realm's default file.
+    default_token_store: bool,
+}
+
+impl<'a> ClientOptions<'a> {
+    pub fn new(realm_id: &'a str) -> Self {
+        ClientOptions { config: ClientConfig::default(), realm_id, default_token_store: true }
     }
+
+    pub fn finish(mut self) -> Result<ClientConfig, Error> {
+        if self.default_token_store {
+            self.config.token_store = Some(default_token_store(self.realm_id)?);
+        }
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+fn seconds(name: &str, value: &OptionValue) -> Result<Duration, Error> {
+    let secs = value.seconds(name)?;
+    Duration::try_from_secs_f64(secs).map_err(|_| Error::config(format!("{name} must be a positive number of seconds, got {secs}")))
+}
+
+impl OptionSet for ClientOptions<'_> {
+    const NAMES: &'static [&'static str] =
+        &["requests_per_minute", "max_in_flight", "max_retries", "backoff_base", "timeout", "token_store", "limiter_dir"];
+
+    fn set(&mut self, name: &str, value: &OptionValue) -> Result<(), Error> {
+        let config = &mut self.config;
+        match name {
+            "requests_per_minute" => config.pacing.requests_per_minute = value.whole(name)?,
+            "max_in_flight" => config.pacing.max_in_flight = value.whole(name)?,
+            "max_retries" => config.retry.max_retries = value.whole(name)?,
+            "backoff_base" => config.retry.base = seconds(name, value)?,
+            "timeout" => config.timeout = seconds(name, value)?,
+            "token_store" => {
+                self.default_token_store = false;
+                config.token_store = match value.optional_text(name)?.as_deref() {
+                    None => None,
+                    Some("auto") => Some(default_token_store(self.realm_id)?),
+                    Some(_) => Some(value.path(name)?),
+                }
+            }
+            "limiter_dir" => {
+                config.limiter_scope = match value.optional_text(name)?.as_deref() {
+                    None => LimiterScope::Process,
+                    Some("auto") => LimiterScope::machine_default(),
+                    Some(_) => LimiterScope::Machine(value.path(name)?),
+                }
+            }
+            _ => return Err(unknown_option(name, &[Self::NAMES])),
+        }
+        Ok(())
+    }
+}
+
+/// Requests by kind, as a client counted them; subtract two to see one call's share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RequestCounts {
+    /// Page reads (`SELECT *`), first attempts.
+    pub pages: u64,
+    /// `SELECT COUNT(*)`, first attempts.
+    pub counts: u64,
+    /// Attempts repeated after a 429, a 5xx, a timeout, a reset or a 401 (any kind).
+    pub retries: u64,
+    /// Of the retries, those after a 429.
+    pub throttled: u64,
+    /// Calls to Intuit's token endpoint.
+    pub tokens: u64,
+}
+
+impl RequestCounts {
+    /// Calls to the QuickBooks API: what Intuit meters (token calls are OAuth, not API reads).
+    pub fn api_calls(&self) -> u64 {
+        self.pages + self.counts + self.retries
+    }
+}
+
+impl std::ops::Sub for RequestCounts {
+    type Output = RequestCounts;
+
+    fn sub(self, before: RequestCounts) -> RequestCounts {
+        RequestCounts {
+            pages: self.pages - before.pages,
+            counts: self.counts - before.counts,
+            retries: self.retries - before.retries,
+            throttled: self.throttled - before.throttled,
+            tokens: self.tokens - before.tokens,
+        }
+    }
+}
+
+/// What kind of API request a statement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestKind {
+    Page,
+    Count,
+}
+
+/// Counters a caller can read to see how a run went.
+#[derive(Debug, Default)]
+struct ClientCounters {
+    pages: std::sync::atomic::AtomicU64,
+    counts: std::sync::atomic::AtomicU64,
+    retries: std::sync::atomic::AtomicU64,
+    throttled: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -85,6 +193,7 @@ struct Inner {
     limiter: Arc<RealmLimiter>,
     retry: RetryPolicy,
     counters: ClientCounters,
+    pacing: Pacing,
 }
 
 /// A cheap-to-clone handle; clones share tokens, limiter and connection pool.
@@ -136,6 +245,7 @@ impl QboClient {
                 limiter,
                 retry: config.retry,
                 counters: ClientCounters::default(),
+                pacing: config.pacing,
             }),
         })
     }
@@ -144,8 +254,22 @@ impl QboClient {
         &self.inner.realm_id
     }
 
-    pub fn counters(&self) -> &ClientCounters {
-        &self.inner.counters
+    /// The pace this client keeps for its realm (requests per minute).
+    pub fn requests_per_minute(&self) -> u32 {
+        self.inner.pacing.requests_per_minute
+    }
+
+    /// Requests sent so far, by kind.
+    pub fn request_counts(&self) -> RequestCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.inner.counters;
+        RequestCounts {
+            pages: c.pages.load(Relaxed),
+            counts: c.counts.load(Relaxed),
+            retries: c.retries.load(Relaxed),
+            throttled: c.throttled.load(Relaxed),
+            tokens: self.inner.tokens.requests(),
+        }
     }
 
     /// The file every process shares this realm's request budget through, if any.
@@ -155,13 +279,13 @@ impl QboClient {
 
     /// Runs `SELECT COUNT(*) …` and returns `totalCount` (a missing value reads as 0).
     pub async fn count(&self, entity: Entity, statement: &str) -> Result<u64, Error> {
-        self.execute(entity, statement, |env| Ok(env.total_count.unwrap_or(0))).await
+        self.execute_raw(RequestKind::Count, entity, statement, |_, env| Ok(env.total_count.unwrap_or(0))).await
     }
 
     /// Runs a SELECT and returns the body plus the byte ranges of each record inside it,
     /// so records can be written without being copied or re-serialised.
     pub async fn select(&self, entity: Entity, statement: &str) -> Result<RawPage, Error> {
-        self.execute_raw(entity, statement, |body, env| {
+        self.execute_raw(RequestKind::Page, entity, statement, |body, env| {
             let base = body.as_ptr() as usize;
             let records = env
                 .records
@@ -177,12 +301,9 @@ impl QboClient {
         .await
     }
 
-    async fn execute<T>(&self, entity: Entity, statement: &str, read: impl Fn(&Envelope<'_>) -> Result<T, Error>) -> Result<T, Error> {
-        self.execute_raw(entity, statement, |_, env| read(env)).await
-    }
-
     async fn execute_raw<T>(
         &self,
+        kind: RequestKind,
         entity: Entity,
         statement: &str,
         read: impl Fn(&Bytes, &Envelope<'_>) -> Result<T, Error>,
@@ -192,11 +313,18 @@ impl QboClient {
         let mut rng = rand::rngs::StdRng::from_os_rng();
         let mut retries = 0u32;
         let mut refreshed_after_401 = false;
+        let mut first = true;
         loop {
             let token = inner.tokens.access_token().await?;
             let outcome = {
                 let _permit = inner.limiter.acquire().await;
-                inner.counters.requests.fetch_add(1, Relaxed);
+                let counter = match (first, kind) {
+                    (false, _) => &inner.counters.retries,
+                    (true, RequestKind::Page) => &inner.counters.pages,
+                    (true, RequestKind::Count) => &inner.counters.counts,
+                };
+                counter.fetch_add(1, Relaxed);
+                first = false;
                 self.attempt(entity, statement, &token.bearer(), &read).await
             };
             match outcome {
@@ -240,7 +368,6 @@ impl QboClient {
                         inner.limiter.pause(wait);
                     }
                     retries += 1;
-                    inner.counters.retries.fetch_add(1, Relaxed);
                     let tid_text = tid.map(|t| format!(", intuit_tid {t}")).unwrap_or_default();
                     if throttled {
                         tracing::warn!(target: "qbo_rs", "API Limit: 429 ({reason}{tid_text}); retry {retries}/{} in {:.1} s", inner.retry.max_retries, wait.as_secs_f64());

@@ -120,10 +120,24 @@ impl Credentials {
         }
         for (name, url) in [("api_base_url", &self.api_base_url), ("token_url", &self.token_url)] {
             if let Some(url) = url {
+                // The URL is not echoed: a user:password in it would be a secret.
                 let parsed = reqwest::Url::parse(url)
-                    .map_err(|e| Error::config(format!("{name} {url:?} is not a URL: {e}")))?;
+                    .map_err(|e| Error::config(format!("{name} is not a URL ({e}): give http(s)://host[:port][/path]")))?;
+                if !parsed.username().is_empty() || parsed.password().is_some() {
+                    return Err(Error::config(format!(
+                        "{name} must not carry a user name or password (user:pass@host): QuickBooks is authorised by the \
+                         client id and secret, never by the URL; remove them"
+                    )));
+                }
                 if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(Error::config(format!("{name} {url:?} must be http or https")));
+                    return Err(Error::config(format!("{name} must be http or https (got {}:)", parsed.scheme())));
+                }
+                if parsed.query().is_some() || parsed.fragment().is_some() {
+                    return Err(Error::config(format!(
+                        "{name} {}://{} must not have a query string or a fragment: give the base URL only",
+                        parsed.scheme(),
+                        parsed.host_str().unwrap_or_default()
+                    )));
                 }
             }
         }

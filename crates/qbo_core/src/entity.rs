@@ -97,6 +97,13 @@ impl FilterField {
         }
     }
 
+    /// Whether an edit can only move a record's value forward, to "now": true for the two
+    /// timestamps QBO sets itself (CreateTime never changes), false for TxnDate, which a user
+    /// may set to any day.
+    pub fn only_moves_forward(self) -> bool {
+        self != FilterField::TxnDate
+    }
+
     pub fn check_supported_by(self, entity: Entity) -> Result<(), Error> {
         if self == FilterField::TxnDate && !entity.has_txn_date() {
             return Err(Error::config(format!(

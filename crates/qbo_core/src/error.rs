@@ -46,6 +46,11 @@ pub enum Error {
     #[error("{0}")]
     Integrity(String),
 
+    /// The plan needs more requests than the caller allowed (`max_requests`); nothing was
+    /// read or written.
+    #[error("{message}")]
+    OverBudget { message: String, estimate: Box<crate::read_plan::Estimate> },
+
     /// The caller gave up (Ctrl-C in Python, a dropped future).
     #[error("cancelled")]
     Cancelled,

@@ -34,6 +34,9 @@ pub struct FetchedRecord {
     pub id: String,
     pub sync_token: String,
     pub last_updated_utc: DateTime<Utc>,
+    /// The filter field's value (LastUpdatedTime, CreateTime or TxnDate) in Unix milliseconds:
+    /// the window a record belongs to is the one this falls in.
+    pub key_ms: i64,
     pub page_number: u32,
     pub payload: Bytes,
 }
@@ -55,6 +58,9 @@ pub struct WindowFetch {
     /// Records fetched in the window that were edited during the read and now lie after it.
     pub moved_out: u64,
     pub tie_groups: u32,
+    /// Requests spent reading tie groups (their counts and pages): the part of a read no plan
+    /// can foresee, since only reading finds a second holding more than half a page.
+    pub tie_requests: u32,
     /// The server's COUNT(*) for the window after the read (None when one page was a snapshot).
     pub server_count: Option<u64>,
     /// Full re-reads needed because the window came up short.
@@ -101,6 +107,7 @@ fn decode(page: &RawPage, field: FilterField, page_number: u32) -> Result<Vec<De
             id: id.to_string(),
             sync_token: head.sync_token.as_deref().unwrap_or("0").to_string(),
             last_updated_utc: last_updated,
+            key_ms: key.timestamp_millis(),
             page_number,
             payload: payload.clone(),
         };
@@ -128,19 +135,47 @@ pub struct WindowReader<'a, S> {
     /// Latest version and filter key held per id, to drop overlap and keep the newest.
     seen: SeenIds,
     stats: WindowFetch,
+    /// A COUNT of the range taken before the read, trusted as the closing count when the read
+    /// holds exactly that many (see [`WindowReader::expecting`]).
+    expected: Option<u64>,
 }
 
 impl<'a, S: PageSink> WindowReader<'a, S> {
     pub fn new(client: &'a QboClient, entity: Entity, field: FilterField, window: &'a Window, page_size: u32, sink: &'a S) -> Self {
-        WindowReader { client, entity, field, window, page_size, sink, seen: SeenIds::default(), stats: WindowFetch::default() }
+        WindowReader {
+            client,
+            entity,
+            field,
+            window,
+            page_size,
+            sink,
+            seen: SeenIds::default(),
+            stats: WindowFetch::default(),
+            expected: None,
+        }
     }
 
-    pub async fn run(mut self) -> Result<WindowFetch, Error> {
+    /// `count` records were in the range when it was counted before the read. When nothing can
+    /// have entered the range since (it ended before the read began and the filter field only
+    /// moves forward, to "now"), a read that holds exactly `count` records is complete and
+    /// needs no closing COUNT: one request saved per range.
+    pub fn expecting(mut self, count: u64) -> Self {
+        self.expected = Some(count);
+        self
+    }
+
+    pub async fn run(&mut self) -> Result<WindowFetch, Error> {
         let snapshot = self.pass().await?;
         if snapshot {
             self.stats.records = self.in_window();
             self.stats.server_count = None;
-            return Ok(self.stats);
+            return Ok(self.stats.clone());
+        }
+        if let Some(expected) = self.expected.filter(|e| *e == self.in_window()) {
+            self.stats.records = expected;
+            self.stats.server_count = Some(expected);
+            self.stats.moved_out = self.seen.len() as u64 - expected;
+            return Ok(self.stats.clone());
         }
         loop {
             let statement = query::count_statement(self.entity, self.field, self.window.start, self.window.end);
@@ -151,7 +186,7 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
             self.stats.records = held;
             self.stats.moved_out = self.seen.len() as u64 - held;
             if held >= server || self.stats.rereads >= 1 {
-                return Ok(self.stats);
+                return Ok(self.stats.clone());
             }
             tracing::warn!(target: "qbo_rs", "window {}: QBO counts {server} records but the read found {held}; reading the window again", self.window.label);
             self.stats.rereads += 1;
@@ -161,6 +196,18 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
 
     fn in_window(&self) -> u64 {
         self.seen.held().filter(|h| self.window.contains_millis(h.key_ms)).count() as u64
+    }
+
+    /// Distinct records held whose filter value falls in each of `windows` (sorted,
+    /// non-overlapping): the rows each window fetched.
+    pub fn held_per_window(&self, windows: &[Window]) -> Vec<u64> {
+        let mut counts = vec![0u64; windows.len()];
+        for held in self.seen.held() {
+            if let Some(i) = crate::window::window_index(windows, held.key_ms) {
+                counts[i] += 1;
+            }
+        }
+        counts
     }
 
     /// One keyset pass over the window. Returns true when a single short page answered it,
@@ -208,6 +255,13 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
     /// Reads every record whose filter value is exactly `key`, until a read is stable.
     async fn read_tie(&mut self, key: DateTime<Utc>) -> Result<(), Error> {
         self.stats.tie_groups += 1;
+        let spent_before = self.stats.pages + self.stats.count_requests;
+        let result = self.read_tie_group(key).await;
+        self.stats.tie_requests += self.stats.pages + self.stats.count_requests - spent_before;
+        result
+    }
+
+    async fn read_tie_group(&mut self, key: DateTime<Utc>) -> Result<(), Error> {
         let literal = key_literal(self.field, key);
         for attempt in 0..TIE_ATTEMPTS {
             // Escalate to the largest page on retries: fewer pages, fewer chances to move.

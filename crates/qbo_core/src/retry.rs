@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use rand::Rng;
 
+/// Retries after the first attempt before a window fails (seed B's choice).
+pub const DEFAULT_MAX_RETRIES: u32 = 6;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (seed B's circuit breaker: 6).
@@ -17,7 +20,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_retries: 6, base: Duration::from_secs(1), cap: Duration::from_secs(60) }
+        RetryPolicy { max_retries: DEFAULT_MAX_RETRIES, base: Duration::from_secs(1), cap: Duration::from_secs(60) }
     }
 }
 

@@ -1,28 +1,36 @@
 //! Parsing user dates and QBO timestamps into UTC instants. QBO speaks Pacific time
 //! (-08:00 / -07:00); everything we compare or store is UTC.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc, Timelike};
 
 use crate::error::Error;
 
 /// Parses a user-supplied bound: `2025-01-31` (midnight UTC), `2025-01-31T10:00:00`
 /// (UTC), or an RFC 3339 datetime with any offset (converted to UTC).
 pub fn parse_user_instant(what: &str, value: &str) -> Result<DateTime<Utc>, Error> {
-    let v = value.trim();
+    let parsed = parse_instant_text(value.trim()).ok_or_else(|| {
+        Error::config(format!(
+            "{what} = {value:?} is not an ISO date: use YYYY-MM-DD (midnight UTC) or an ISO datetime such as 2025-01-31T00:00:00Z"
+        ))
+    })?;
+    // chrono reads a 60th second as a leap second; QuickBooks' query language cannot say it.
+    if parsed.nanosecond() >= 1_000_000_000 {
+        return Err(Error::config(format!("{what} = {value:?} is a leap second (:60): use :59 or the next minute")));
+    }
+    Ok(parsed)
+}
+
+fn parse_instant_text(v: &str) -> Option<DateTime<Utc>> {
     if let Ok(d) = NaiveDate::parse_from_str(v, "%Y-%m-%d") {
-        return Ok(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists")));
+        return Some(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists")));
     }
     if let Ok(dt) = DateTime::parse_from_rfc3339(v) {
-        return Ok(dt.with_timezone(&Utc));
+        return Some(dt.with_timezone(&Utc));
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
-        if let Ok(naive) = NaiveDateTime::parse_from_str(v, fmt) {
-            return Ok(Utc.from_utc_datetime(&naive));
-        }
-    }
-    Err(Error::config(format!(
-        "{what} = {value:?} is not an ISO date: use YYYY-MM-DD (midnight UTC) or an ISO datetime such as 2025-01-31T00:00:00Z"
-    )))
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|fmt| NaiveDateTime::parse_from_str(v, fmt).ok())
+        .map(|naive| Utc.from_utc_datetime(&naive))
 }
 
 /// Parses a QBO `MetaData` timestamp (`2015-10-01T16:48:43-07:00`) into UTC.

@@ -112,26 +112,38 @@ impl FileTokenStore {
         Ok(StoreLock { file })
     }
 
-    /// Reads the saved tokens; `None` when there is no store yet.
+    /// Reads the saved tokens; `None` when there is no store yet. A store that is a symbolic
+    /// link, or not a regular file, is refused without touching what it points to, and a file
+    /// is tightened to 0600 only once it has read as a valid store.
     pub fn load(&self) -> Result<Option<SavedTokens>, Error> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
+        let meta = match fs::symlink_metadata(&self.path) {
+            Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.err("read", e)),
         };
-        if let Ok(meta) = fs::metadata(&self.path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(target: "qbo_rs", path = %self.path.display(),
-                    "token store is readable by other users; tightening it to 0600");
-                let _ = fs::set_permissions(&self.path, fs::Permissions::from_mode(0o600));
-            }
+        if meta.file_type().is_symlink() {
+            return Err(Error::TokenStore(format!(
+                "token store {} is a symbolic link: refused (a link could hand the refresh token to another file); \
+                 point QBO_TOKEN_STORE or token_store at a regular file",
+                self.path.display()
+            )));
         }
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        if !meta.is_file() {
+            return Err(Error::TokenStore(format!("token store {} is not a regular file: point QBO_TOKEN_STORE or token_store at a file", self.path.display())));
+        }
+        let bytes = fs::read(&self.path).map_err(|e| self.err("read", e))?;
+        let saved: SavedTokens = serde_json::from_slice(&bytes).map_err(|e| {
             Error::TokenStore(format!(
                 "token store {} is not valid JSON ({e}): delete it to start again from QBO_REFRESH_TOKEN",
                 self.path.display()
             ))
-        })
+        })?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(target: "qbo_rs", path = %self.path.display(),
+                "token store is readable by other users; tightening it to 0600");
+            let _ = fs::set_permissions(&self.path, fs::Permissions::from_mode(0o600));
+        }
+        Ok(Some(saved))
     }
 
     /// Replaces the store atomically: a crash leaves either the old or the new file.
@@ -173,6 +185,25 @@ mod tests {
             access_token_expires_at: None,
             updated_at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn a_symlinked_or_invalid_store_is_refused_and_its_target_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("someone-elses.json");
+        fs::write(&target, b"{\"not\": \"a store\"}").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.path().join("tokens.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = FileTokenStore::new(&link).load().unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o644, "the target was not chmod-ed");
+        // A regular file that is not a store is refused too, and keeps its mode.
+        let err = FileTokenStore::new(&target).load().unwrap_err().to_string();
+        assert!(err.contains("not valid JSON") || err.contains("missing field"), "{err}");
+        assert_eq!(fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o644);
+        let err = FileTokenStore::new(dir.path()).load().unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -100,9 +100,71 @@ pub fn plan_windows(
     Ok(windows)
 }
 
+/// The window of `windows` (sorted, non-overlapping) whose `[start, end)` holds `key_ms`
+/// (Unix milliseconds): the one a record with that filter value belongs to.
+pub fn window_index(windows: &[Window], key_ms: i64) -> Option<usize> {
+    let i = windows.partition_point(|w| w.end.timestamp_millis() <= key_ms);
+    (i < windows.len() && windows[i].contains_millis(key_ms)).then_some(i)
+}
+
+/// Windows as compact ranges of consecutive ones, for one log line about many windows:
+/// `2025-01-01..2025-01-05 (5 windows), 2025-03-02`; past `most` ranges, how many more.
+pub fn ranges_text(windows: &[&Window], most: usize) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < windows.len() {
+        let mut j = i;
+        while j + 1 < windows.len() && windows[j + 1].start == windows[j].end {
+            j += 1;
+        }
+        parts.push(if i == j {
+            windows[i].start_text()
+        } else {
+            format!("{}..{} ({} windows)", windows[i].start_text(), windows[j].start_text(), j - i + 1)
+        });
+        i = j + 1;
+    }
+    if parts.len() > most {
+        let more = parts.len() - most;
+        parts.truncate(most);
+        parts.push(format!("and {more} more range(s)"));
+    }
+    parts.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_on_a_boundary_belongs_to_the_window_it_starts() {
+        let start = Utc.with_ymd_and_hms(2025, 3, 8, 0, 0, 0).unwrap();
+        // Daily windows over the US spring-forward weekend: windows are UTC days, whatever
+        // offset QuickBooks stamped the record with.
+        let windows = plan_windows(start, start + Duration::days(3), 1, "w").unwrap();
+        let ms = |t: DateTime<Utc>| t.timestamp_millis();
+        assert_eq!(window_index(&windows, ms(start)), Some(0));
+        assert_eq!(window_index(&windows, ms(start + Duration::days(1)) - 1), Some(0));
+        assert_eq!(window_index(&windows, ms(start + Duration::days(1))), Some(1));
+        // 2025-03-09T02:30:00-07:00 (PDT, just after the change) is 09:30 UTC on the 9th.
+        let pdt = DateTime::parse_from_rfc3339("2025-03-09T02:30:00-07:00").unwrap().with_timezone(&Utc);
+        assert_eq!(window_index(&windows, ms(pdt)), Some(1));
+        // 2025-03-09T23:30:00-07:00 is 06:30 UTC on the 10th: the next UTC day's window.
+        let late = DateTime::parse_from_rfc3339("2025-03-09T23:30:00-07:00").unwrap().with_timezone(&Utc);
+        assert_eq!(window_index(&windows, ms(late)), Some(2));
+        assert_eq!(window_index(&windows, ms(start) - 1), None);
+        assert_eq!(window_index(&windows, ms(start + Duration::days(3))), None);
+        assert_eq!(window_index(&[], 0), None);
+    }
+
+    #[test]
+    fn empty_windows_read_as_compact_ranges() {
+        let start = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+        let windows = plan_windows(start, start + Duration::days(10), 1, "w").unwrap();
+        let picked: Vec<&Window> = [0, 1, 2, 3, 6, 8, 9].iter().map(|&i| &windows[i]).collect();
+        assert_eq!(ranges_text(&picked, 5), "2025-01-01..2025-01-04 (4 windows), 2025-01-07, 2025-01-09..2025-01-10 (2 windows)");
+        assert_eq!(ranges_text(&picked, 1), "2025-01-01..2025-01-04 (4 windows), and 2 more range(s)");
+    }
     use chrono::TimeZone;
     use proptest::prelude::*;
 

@@ -117,10 +117,10 @@ pub enum ThrottleBody {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Knobs {
-    /// Accepted query requests allowed in any sliding 60 s window per realm; `None` = no limit.
+    /// Accepted query requests allowed in any sliding 60 s window per realm; `None` or 0 = no limit.
     /// Default `Some(500)` (Intuit's documented per-realm limit).
     pub throttle_per_minute: Option<u32>,
-    /// Concurrent query requests allowed per realm; `None` = no limit. Default `Some(10)`.
+    /// Concurrent query requests allowed per realm; `None` or 0 = no limit. Default `Some(10)`.
     pub max_in_flight: Option<u32>,
     /// Added to every API response (a tokio sleep, no CPU). Default 0.
     pub latency_ms: u64,

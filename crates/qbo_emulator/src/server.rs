@@ -127,14 +127,14 @@ impl Shared {
                 break;
             }
         }
-        if let Some(lim) = k.throttle_per_minute {
+        if let Some(lim) = k.throttle_per_minute.filter(|n| *n > 0) {
             if w.len() >= lim as usize {
                 return Err(Reject::Limit);
             }
         }
         let cur = self.in_flight.fetch_add(1, AtOrd::SeqCst) + 1;
         let guard = InFlight(self.clone());
-        if let Some(m) = k.max_in_flight {
+        if let Some(m) = k.max_in_flight.filter(|n| *n > 0) {
             if cur > m {
                 return Err(Reject::Limit);
             }

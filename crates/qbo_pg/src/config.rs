@@ -150,6 +150,18 @@ impl PgConfig {
                 "DSN contains '#': percent-encode it as %23 (in a password too)".into(),
             ));
         }
+        // The user info ends at the last '@'. A '/' or '?' before it means a password (or user)
+        // with those characters unencoded: splitting there would put part of the password in
+        // the host, the port or the path, and an error would echo it.
+        if let Some(at) = rest.rfind('@') {
+            if rest[..at].contains(['/', '?']) {
+                return Err(PgError::Config(
+                    "the DSN's user:password part contains '/' or '?' (or the database name or a \
+                     parameter contains '@'): percent-encode them, '/' as %2F, '?' as %3F, '@' as %40"
+                        .into(),
+                ));
+            }
+        }
         let (before_query, query) = match rest.split_once('?') {
             Some((a, q)) => (a, Some(q)),
             None => (rest, None),

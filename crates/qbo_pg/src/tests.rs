@@ -46,7 +46,11 @@ fn dsn_defaults_ipv6_socket_and_unencoded_at() {
 #[test]
 fn malformed_dsns_name_the_problem_and_never_echo_the_password() {
     let secret = "Pa55w0rd-XYZ";
-    let cases: [(String, &str); 12] = [
+    let cases: [(String, &str); 14] = [
+        // An unencoded '/' or '?' in the password once split the DSN there and echoed its first
+        // half as a port ("port must be ... (got \"rtpass\")").
+        (format!("postgresql://u:{secret}/{secret}@h/db"), "percent-encode them, '/' as %2F"),
+        (format!("postgresql://u:{secret}?{secret}@h/db"), "'?' as %3F"),
         (format!("mysql://u:{secret}@h/db"), "must start with postgresql://"),
         (format!("postgresql://u:{secret}@h:notaport/db"), "port must be a number"),
         (format!("postgresql://u:{secret}@h:0/db"), "port must be a number"),

@@ -649,7 +649,7 @@ async fn upsert_on(
             Err(privilege_error(client, config, table, false, &e).await)
         }
         Err((e, step)) => {
-            let mut err = query_error(format!("{} ({step}; batch rolled back)", context()), &e);
+            let mut err = query_error(format!("{} ({})", context(), failure_outcome(step, e.as_db_error().is_none())), &e);
             let code = e.code().cloned();
             let culprit = match (e.as_db_error().and_then(|db| db.where_()).and_then(copy_line), &code) {
                 // "COPY qbo_pg_staging, line 17, column payload": name the record, not the line.
@@ -1002,10 +1002,30 @@ async fn check_shape(
     }
 }
 
+/// What a failed batch left behind. A statement the server refused rolls the transaction back;
+/// but a connection lost during COMMIT leaves no answer: the server may have committed.
+fn failure_outcome(step: &str, connection_lost: bool) -> String {
+    if step == "COMMIT" && connection_lost {
+        "the connection was lost during COMMIT, so whether the batch was committed is unknown; \
+         re-run the window, which converges either way"
+            .into()
+    } else {
+        format!("{step}; batch rolled back")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_connection_lost_during_commit_is_an_unknown_outcome_not_a_rollback() {
+        let lost = failure_outcome("COMMIT", true);
+        assert!(lost.contains("unknown") && !lost.contains("rolled back"), "{lost}");
+        assert_eq!(failure_outcome("COMMIT", false), "COMMIT; batch rolled back", "the server refused the COMMIT");
+        assert_eq!(failure_outcome("COPY", true), "COPY; batch rolled back", "no COMMIT was sent");
+    }
 
     fn row<'a>(id: &'a str, payload: &'a [u8], secs: i64, token: i64) -> RawRow<'a> {
         let t = Utc.timestamp_opt(secs, 0).unwrap();

@@ -114,6 +114,67 @@ impl std::str::FromStr for SinkKind {
     }
 }
 
+/// Where a run writes, as its caller says it: the one definition of the sink options, their
+/// defaults and how they become [`SinkOptions`].
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub kind: SinkKind,
+    pub data_dir: std::path::PathBuf,
+    /// fsync each batch (survives power loss, not just a killed process).
+    pub fsync: bool,
+    /// PostgreSQL DSN; without it the `POSTGRES_*` variables.
+    pub dsn: Option<String>,
+    pub pg_schema: String,
+    pub pg_table_prefix: String,
+    /// A PostgreSQL target built already; it wins over `dsn`, `pg_schema`, `pg_table_prefix`.
+    pub postgres: Option<postgres::PostgresOptions>,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            kind: SinkKind::Txt,
+            data_dir: "data".into(),
+            fsync: true,
+            dsn: None,
+            pg_schema: "raw".into(),
+            pg_table_prefix: "qb_".into(),
+            postgres: None,
+        }
+    }
+}
+
+impl SinkConfig {
+    /// The sinks to open, with the PostgreSQL target (if written to) built and checked; no I/O.
+    pub fn resolve(&self) -> Result<SinkOptions, Error> {
+        let postgres = match (self.kind.writes_postgres(), &self.postgres) {
+            (false, _) => None,
+            (true, Some(target)) => Some(target.clone()),
+            (true, None) => Some(postgres::PostgresOptions::from_dsn_or_env(self.dsn.as_deref(), &self.pg_schema, &self.pg_table_prefix)?),
+        };
+        let options = SinkOptions { kind: self.kind, data_dir: self.data_dir.clone(), fsync: self.fsync, postgres };
+        options.validate()?;
+        Ok(options)
+    }
+}
+
+impl crate::options::OptionSet for SinkConfig {
+    const NAMES: &'static [&'static str] = &["sink", "data_dir", "fsync", "dsn", "pg_schema", "pg_table_prefix"];
+
+    fn set(&mut self, name: &str, value: &crate::options::OptionValue) -> Result<(), Error> {
+        match name {
+            "sink" => self.kind = value.text(name)?.parse()?,
+            "data_dir" => self.data_dir = value.path(name)?,
+            "fsync" => self.fsync = value.boolean(name)?,
+            "dsn" => self.dsn = value.optional_text(name)?,
+            "pg_schema" => self.pg_schema = value.text(name)?,
+            "pg_table_prefix" => self.pg_table_prefix = value.text(name)?,
+            _ => return Err(crate::options::unknown_option(name, &[Self::NAMES])),
+        }
+        Ok(())
+    }
+}
+
 /// Everything needed to open the sinks of a run.
 #[derive(Debug, Clone)]
 pub struct SinkOptions {

@@ -27,8 +27,19 @@ pub struct PostgresOptions {
 }
 
 impl PostgresOptions {
-    pub fn new(config: PgConfig) -> Self {
-        PostgresOptions { config, schema: "raw".into(), table_prefix: "qb_".into() }
+    /// The target of `dsn` (or, without one, of the `POSTGRES_*` variables), with its table
+    /// names checked for every entity; no I/O.
+    pub fn from_dsn_or_env(dsn: Option<&str>, schema: &str, table_prefix: &str) -> Result<Self, Error> {
+        let config = match dsn {
+            Some(dsn) => PgConfig::from_dsn(dsn),
+            None => PgConfig::from_env(),
+        }
+        .map_err(pg_error)?;
+        let options = PostgresOptions { config, schema: schema.to_string(), table_prefix: table_prefix.to_string() };
+        for entity in Entity::ALL {
+            options.table(entity)?;
+        }
+        Ok(options)
     }
 
     pub fn table(&self, entity: Entity) -> Result<TableRef, Error> {

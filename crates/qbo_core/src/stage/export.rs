@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{stage_io, ExportReceipt, StagePaths, StagedWindow};
-use crate::backfill::{conclude, sink_reports, write_alerts, WindowReport, WindowStatus, WindowWriter};
+use crate::backfill::{conclude, sink_reports, write_alerts, WindowReport, WindowStatus};
+use crate::writer::WindowWriter;
 use crate::budget::MemoryBudget;
 use crate::entity::Entity;
 use crate::error::Error;
@@ -91,6 +92,8 @@ fn decode_chunk(chunk: Bytes, records_file: &Path, first_line: u64) -> Result<Ve
             id: parsed.id.into_owned(),
             sync_token: parsed.sync_token.into_owned(),
             last_updated_utc,
+            // A staged line is written into the window it was staged for: its key routes nothing.
+            key_ms: last_updated_utc.timestamp_millis(),
             page_number: parsed.page_number,
             payload,
         });
@@ -117,18 +120,8 @@ pub async fn export_staged(manifest: &Path, staged: &StagedWindow, sinks: &[Arc<
         )));
     }
     let window = staged.window();
-    let writer = WindowWriter {
-        sinks,
-        entity,
-        realm_id: staged.realm_id.clone(),
-        window: &window,
-        page_size: staged.page_size,
-        ingested_at: staged.ingested_at,
-        progress: None,
-        // Reads a local file a batch at a time, waiting for each write: nothing to bound.
-        budget: MemoryBudget::unlimited(),
-        state: tokio::sync::Mutex::new(Default::default()),
-    };
+    // Reads a local file a batch at a time, waiting for each write: nothing to bound.
+    let writer = WindowWriter::new(sinks, entity, &staged.realm_id, &window, staged.page_size, staged.ingested_at, None, MemoryBudget::unlimited());
     let chunk_bytes = sinks.iter().map(|s| s.batch_bytes()).max().unwrap_or(2 << 20);
     let file = File::open(&records_path).map_err(|e| stage_io("open", &records_path, e))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -206,6 +199,7 @@ mod tests {
             id: id.into(),
             sync_token: "3".into(),
             last_updated_utc: Utc.with_ymd_and_hms(2025, 2, 3, 4, 5, 6).unwrap() + chrono::Duration::milliseconds(789),
+            key_ms: 0,
             page_number: 7,
             payload: Bytes::copy_from_slice(payload.as_bytes()),
         }

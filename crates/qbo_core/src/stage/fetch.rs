@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::{forget_old_receipts, new_run_id, publish, stage_io, ExportReceipt, StagePaths, StagedWindow, FORMAT};
 use crate::backfill::{run_window, ReadSpec, WindowReport, WindowStatus};
@@ -14,6 +14,7 @@ use crate::budget::MemoryBudget;
 use crate::client::QboClient;
 use crate::entity::{Entity, FilterField};
 use crate::error::Error;
+use crate::options::{unknown_option, OptionSet, OptionValue};
 use crate::sink::record::{raw_line, LinePrefix};
 use crate::sink::{BoxFuture, Sink, WriteBatch, WriteOutcome};
 use crate::window::Window;
@@ -98,11 +99,47 @@ pub struct StageRequest {
 }
 
 impl StageRequest {
+    /// A request for `[start, end)` with the defaults: the label plan_windows gives a window
+    /// starting at `start`, the backfill's page size and filter field, `data/.qbo_rs/stage`.
+    pub fn new(entity: Entity, start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
+        StageRequest {
+            entity,
+            field: FilterField::default(),
+            page_size: crate::backfill::DEFAULT_PAGE_SIZE,
+            window: Window::new(start, end, &format!("{}_backfill", entity.slug())),
+            stage_dir: PathBuf::from("data/.qbo_rs/stage"),
+            run_id: None,
+        }
+    }
+
     /// Everything that can be wrong with the request, found before any file or request.
     pub fn check(&self) -> Result<(), Error> {
+        if self.window.end <= self.window.start {
+            return Err(Error::config("end must be after start"));
+        }
         crate::backfill::validate_page_size(self.page_size)?;
         self.field.check_supported_by(self.entity)?;
         StagePaths::new(&self.stage_dir, self.entity, self.run_id.as_deref().unwrap_or("run"), &self.window.label).map(drop)
+    }
+}
+
+impl OptionSet for StageRequest {
+    const NAMES: &'static [&'static str] = &["label", "page_size", "filter_field", "stage_dir", "run_id"];
+
+    fn set(&mut self, name: &str, value: &OptionValue) -> Result<(), Error> {
+        match name {
+            "label" => {
+                if let Some(label) = value.optional_text(name)? {
+                    self.window.label = label;
+                }
+            }
+            "page_size" => self.page_size = value.whole(name)?,
+            "filter_field" => self.field = value.text(name)?.parse()?,
+            "stage_dir" => self.stage_dir = value.path(name)?,
+            "run_id" => self.run_id = value.optional_text(name)?,
+            _ => return Err(unknown_option(name, &[Self::NAMES])),
+        }
+        Ok(())
     }
 }
 

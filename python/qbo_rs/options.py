@@ -1,0 +1,123 @@
+"""The keyword options of qbo_rs's calls, each set listed once.
+
+The engine owns every default and every check; these ``TypedDict``s only name the options and
+their types for IDEs and type checkers (``**options: Unpack[BackfillOptions]``). A call passes
+the options it was given straight to the engine, which refuses an unknown name or a bad value
+with a :class:`~qbo_rs.exceptions.ConfigError` before any request or file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, TypedDict, Union
+
+if TYPE_CHECKING:
+    from qbo_rs._qbo_rs import PostgresWriter
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class SinkOptions(TypedDict, total=False):
+    """Where records land.
+
+    - ``sink``: ``"txt"`` (default), ``"postgres"`` or ``"both"``.
+    - ``data_dir``: folder of the JSON-lines files (default ``"data"``).
+    - ``fsync``: fsync every commit (default True); False still never tears a line on a
+      killed process, a power cut might.
+    - ``dsn``: PostgreSQL DSN; without it the ``POSTGRES_*`` variables.
+    - ``pg_schema`` / ``pg_table_prefix``: tables ``<schema>.<prefix><entity>s``
+      (default ``raw`` / ``qb_``).
+    - ``postgres``: a :class:`~qbo_rs.PostgresWriter`, instead of the three above.
+    """
+
+    sink: str
+    data_dir: PathLike
+    fsync: bool
+    dsn: Optional[str]
+    pg_schema: str
+    pg_table_prefix: str
+    postgres: Optional["PostgresWriter"]
+
+
+class ReadOptions(TypedDict, total=False):
+    """How a window is read.
+
+    - ``page_size``: records per request, 1..1000 (default 1000, QuickBooks' maximum).
+    - ``filter_field``: ``LastUpdatedTime`` (default), ``CreateTime`` or ``TxnDate``.
+    """
+
+    page_size: int
+    filter_field: str
+
+
+class PlanOptions(ReadOptions, total=False):
+    """How a range is planned and read: the read options, and
+
+    - ``chunk_days``: days per window (default 50).
+    - ``windows``: only these window labels (one label or a list).
+    - ``max_concurrent_windows``: streams read at once (default 4). Consecutive windows are
+      read as one keyset stream; a range's data decides how many streams it gets.
+    """
+
+    chunk_days: int
+    windows: Optional[Union[str, Sequence[str]]]
+    max_concurrent_windows: int
+
+
+class BackfillOptions(PlanOptions, SinkOptions, total=False):
+    """A backfill's options: the plan's, the sink's, and
+
+    - ``max_buffer_mb``: megabytes of fetched records held in memory across the streams
+      (default 16).
+    - ``max_requests``: refuse, before the first page, a backfill whose estimate needs more
+      requests (:class:`~qbo_rs.exceptions.RequestBudgetError`, stating the estimate).
+    """
+
+    max_buffer_mb: int
+    max_requests: Optional[int]
+
+
+class StageOptions(ReadOptions, total=False):
+    """A window's fetch into a stage (:meth:`~qbo_rs.QboClient.stage_window`), the read
+    options included.
+
+    - ``label``: the window's label (default: the one :func:`~qbo_rs.plan_windows` gives a
+      window starting at ``start``).
+    - ``stage_dir``: where stages wait for their export (default ``"data/.qbo_rs/stage"``).
+    - ``run_id``: the run the stage belongs to; a call repeated with it returns the first
+      one's stage (default: a fresh one per call).
+    """
+
+    label: Optional[str]
+    stage_dir: PathLike
+    run_id: Optional[str]
+
+
+class ExportOptions(SinkOptions, total=False):
+    """A staged window's write (:func:`~qbo_rs.export_window`), the sink options included.
+
+    - ``keep_staged``: keep the stage after a successful write (default False: a receipt
+      replaces it).
+    """
+
+    keep_staged: bool
+
+
+class ClientOptions(TypedDict, total=False):
+    """A :class:`~qbo_rs.QboClient`'s options (see its docstring for each)."""
+
+    requests_per_minute: int
+    max_in_flight: int
+    max_retries: int
+    backoff_base: float
+    timeout: float
+    token_store: Optional[PathLike]
+    on_token_rotated: Optional[Callable[[str, str], None]]
+    limiter_dir: Optional[PathLike]
+
+
+class OneCallBackfillOptions(BackfillOptions, ClientOptions, total=False):
+    """:func:`qbo_rs.backfill`'s options: the client's and the backfill's."""
+
+
+CLIENT_OPTION_NAMES = frozenset(ClientOptions.__annotations__)
