@@ -139,7 +139,7 @@ impl BackfillJob {
     /// The same, as an awaitable on the shared tokio runtime.
     fn run_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (client, args) = (self.client.clone(), self.args.clone());
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let result = backfill_task(client, args).await;
             Python::attach(|py| BackfillReport::from_core(py, result.map_err(|e| to_py(py, e))?))
         })
@@ -178,7 +178,7 @@ impl EstimateJob {
     /// The same, as an awaitable on the shared tokio runtime.
     fn run_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (client, request) = (self.client.clone(), self.request.clone());
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let result = estimate_task(client, request).await;
             Python::attach(|py| result.map(|inner| Estimate { inner }).map_err(|e| to_py(py, e)))
         })
@@ -304,7 +304,7 @@ impl QboClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let read = window_read(py, entity, start, end, options)?;
         let client = self.client.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let bytes = fetch_window_task(client, read).await;
             Python::attach(|py| match bytes {
                 Ok(b) => json_loads(py, b).map(Bound::unbind),

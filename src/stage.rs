@@ -171,7 +171,7 @@ impl StageJob {
     /// The same, as an awaitable on the shared tokio runtime.
     fn run_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (client, request) = (self.client.clone(), self.request.clone());
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let outcome = stage_task(client, request).await;
             Python::attach(|py| outcome.map_err(|e| to_py(py, e))?.into_py(py))
         })
@@ -195,7 +195,7 @@ impl ExportJob {
     /// The same, as an awaitable on the shared tokio runtime.
     fn run_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let args = self.args.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        crate::runtime::future_into_py(py, async move {
             let result = export_task(args).await;
             Python::attach(|py| BackfillReport::from_core(py, result.map_err(|e| to_py(py, e))?))
         })

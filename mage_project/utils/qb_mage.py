@@ -313,6 +313,9 @@ def check_sink_config(params: RunParams) -> None:
             raise RunVariableError(f'pg_schema={params.pg_schema!r}, pg_table_prefix={params.pg_table_prefix!r}: '
                                    f'{err}') from None
     if params.sink in ('txt', 'both'):
+        if os.path.exists(params.data_dir) and not os.path.isdir(params.data_dir):
+            raise RunVariableError(f'data_dir {params.data_dir} is a file, not a folder: set the variable data_dir or '
+                                   'QBO_DATA_DIR to a folder')
         os.makedirs(params.data_dir, exist_ok=True)
         if not os.access(params.data_dir, os.W_OK):
             raise RunVariableError(f'data_dir {params.data_dir} is not writable')

@@ -289,6 +289,15 @@ def test_unsafe_table_names_fail_the_planner_before_any_request(emulator, env):
     assert emulator.stats()["query_requests"] == 0
 
 
+def test_a_data_dir_that_is_a_file_fails_the_planner_by_name(emulator, env, tmp_path: Path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    run = run_pipeline("qb_item_backfill", env, dict(fecha_inicio="2025-01-01", fecha_fin="2025-02-01", data_dir=str(a_file)))
+    assert run.rc == 1 and "is a file, not a folder: set the variable data_dir" in run.err, run
+    assert "FileExistsError" not in run.err
+    assert emulator.stats()["query_requests"] == 0
+
+
 def test_runtime_variables_are_coerced_from_what_mage_passes():
     result = mage_python(r"""
 import json

@@ -54,7 +54,7 @@ struct TokenState {
 
 pub struct TokenManager {
     creds: Credentials,
-    http: reqwest::Client,
+    http: Arc<crate::http::Http>,
     store: Option<FileTokenStore>,
     on_rotate: Option<RotationHook>,
     state: Mutex<TokenState>,
@@ -101,7 +101,7 @@ fn refresh_margin(expires_in: u64) -> Duration {
 impl TokenManager {
     pub fn new(
         creds: Credentials,
-        http: reqwest::Client,
+        http: Arc<crate::http::Http>,
         store: Option<FileTokenStore>,
         on_rotate: Option<RotationHook>,
     ) -> Self {
@@ -185,6 +185,14 @@ impl TokenManager {
             }
         }
 
+        // Intuit may rotate the refresh token: room to save its successor is set aside before
+        // the current one is spent (a full disk must not cost the company its authorisation).
+        if let Some(store) = &self.store {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.reserve())
+                .await
+                .map_err(|e| Error::TokenStore(format!("token store task failed: {e}")))??;
+        }
         let mut outcome = None;
         for (i, candidate) in candidates.iter().enumerate() {
             match self.exchange(candidate).await {
@@ -214,8 +222,12 @@ impl TokenManager {
         let hard_expires_at = resp.x_refresh_token_hard_expires_in.map(|s| now + chrono::Duration::seconds(s as i64));
         let access_expires_at = now + chrono::Duration::seconds(resp.expires_in as i64);
 
-        if let Some(store) = &self.store {
-            store.save(&SavedTokens {
+        // The new token lives in memory first, whatever the store does next.
+        state.generation += 1;
+        state.refresh = SecretString::from(resp.refresh_token.clone());
+        let saved = match &self.store {
+            None => Ok(()),
+            Some(store) => store.save(&SavedTokens {
                 realm_id: self.creds.realm_id.clone(),
                 client_id: self.creds.client_id.clone(),
                 refresh_token: resp.refresh_token.clone(),
@@ -224,12 +236,10 @@ impl TokenManager {
                 access_token: Some(resp.access_token.clone()),
                 access_token_expires_at: Some(access_expires_at),
                 updated_at: now,
-            })?;
-        }
+            }),
+        };
         drop(guard);
 
-        state.generation += 1;
-        state.refresh = SecretString::from(resp.refresh_token.clone());
         let token = AccessToken {
             value: SecretString::from(resp.access_token),
             fresh_until: Instant::now() + Duration::from_secs(resp.expires_in).saturating_sub(refresh_margin(resp.expires_in)),
@@ -239,9 +249,14 @@ impl TokenManager {
         tracing::info!(target: "qbo_rs", "access token refreshed for realm {} (valid {} s)", self.creds.realm_id, resp.expires_in);
 
         if rotated {
-            match &self.store {
-                Some(store) => tracing::info!(target: "qbo_rs", "Intuit rotated the refresh token; saved to {}", store.path().display()),
-                None => tracing::warn!(target: "qbo_rs", "Intuit rotated the refresh token and no token store is configured: persist it through the rotation hook or it is lost"),
+            let hooked = if self.on_rotate.is_some() { "handed to the rotation hook and " } else { "" };
+            match (&self.store, &saved) {
+                (Some(store), Ok(())) => tracing::info!(target: "qbo_rs", "Intuit rotated the refresh token; saved to {}", store.path().display()),
+                (Some(store), Err(e)) => tracing::error!(target: "qbo_rs",
+                    "Intuit rotated the refresh token but it could not be saved to {} ({e}); it was {hooked}kept by this process, \
+                     which goes on: fix the store (free space, permissions) before this process ends, or the company must be \
+                     re-authorised", store.path().display()),
+                (None, _) => tracing::warn!(target: "qbo_rs", "Intuit rotated the refresh token and no token store is configured: persist it through the rotation hook or it is lost"),
             }
             if let Some(hook) = &self.on_rotate {
                 let hook = Arc::clone(hook);
@@ -279,8 +294,8 @@ impl TokenManager {
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
             }
             self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let sent = self
-                .http
+            let http = self.http.client().map_err(ExchangeError::Fatal)?;
+            let sent = http
                 .post(&url)
                 .basic_auth(&self.creds.client_id, Some(self.creds.client_secret.expose_secret()))
                 .header(reqwest::header::ACCEPT, "application/json")

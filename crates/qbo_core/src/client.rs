@@ -14,6 +14,7 @@ use crate::auth::{RotationHook, TokenManager};
 use crate::credentials::Credentials;
 use crate::entity::Entity;
 use crate::error::{retry_after, Error};
+use crate::http::Http;
 use crate::limiter::{shared_limiter, LimiterScope, Pacing, RealmLimiter};
 use crate::options::{unknown_option, OptionSet, OptionValue};
 use crate::query::MINOR_VERSION;
@@ -186,7 +187,7 @@ struct ClientCounters {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    http: Arc<Http>,
     query_url: String,
     realm_id: String,
     tokens: TokenManager,
@@ -224,18 +225,12 @@ impl QboClient {
     pub fn new(creds: Credentials, config: ClientConfig) -> Result<Self, Error> {
         creds.validate()?;
         config.validate()?;
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("qbo_rs/", env!("CARGO_PKG_VERSION")))
-            .timeout(config.timeout)
-            .connect_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(32)
-            .build()
-            .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?;
+        let http = Arc::new(Http::new(config.timeout)?);
         // A slot outlives a killed process (in another PID namespace) at most this long.
         let lease = config.timeout + Duration::from_secs(60);
         let limiter = shared_limiter(&creds.api_base(), &creds.realm_id, config.pacing, &config.limiter_scope, lease);
         let tokens =
-            TokenManager::new(creds.clone(), http.clone(), config.token_store.map(FileTokenStore::new), config.on_rotate);
+            TokenManager::new(creds.clone(), Arc::clone(&http), config.token_store.map(FileTokenStore::new), config.on_rotate);
         Ok(QboClient {
             inner: Arc::new(Inner {
                 http,
@@ -388,8 +383,11 @@ impl QboClient {
         read: &impl Fn(&Bytes, &Envelope<'_>) -> Result<T, Error>,
     ) -> Outcome<T> {
         let inner = &*self.inner;
-        let sent = inner
-            .http
+        let http = match inner.http.client() {
+            Ok(http) => http,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let sent = http
             .post(&inner.query_url)
             .query(&[("minorversion", MINOR_VERSION)])
             .header(AUTHORIZATION, bearer)

@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod entity;
 pub mod error;
 pub mod head;
+mod http;
 pub mod limiter;
 pub mod options;
 pub mod paginate;

@@ -51,6 +51,9 @@ pub fn default_path(realm_id: &str) -> Option<PathBuf> {
     Some(state.join("qbo_rs").join(format!("tokens-{realm_id}.json")))
 }
 
+/// Disk space set aside for the next save: a saved store is well under 2 KiB.
+pub const RESERVED_BYTES: u64 = 8 << 10;
+
 #[derive(Debug, Clone)]
 pub struct FileTokenStore {
     path: PathBuf,
@@ -74,6 +77,38 @@ impl FileTokenStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Room set aside for the next save (see [`FileTokenStore::reserve`]).
+    fn reserve_path(&self) -> PathBuf {
+        let mut name = self.path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(".reserve");
+        self.path.with_file_name(name)
+    }
+
+    /// Sets aside, before a refresh token is spent, the disk space its successor will need:
+    /// a file of [`RESERVED_BYTES`] written out (not sparse). [`FileTokenStore::save`] writes
+    /// into it and renames it over the store, so a disk that fills up meanwhile cannot make
+    /// Intuit's rotated token unsavable. An error here means the old token must not be spent.
+    pub fn reserve(&self) -> Result<(), Error> {
+        let path = self.reserve_path();
+        if fs::metadata(&path).is_ok_and(|m| m.len() >= RESERVED_BYTES) {
+            return Ok(());
+        }
+        self.ensure_dir()?;
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path)?;
+            f.write_all(&[0u8; RESERVED_BYTES as usize])?;
+            f.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&path);
+            Error::TokenStore(format!(
+                "no room to save a rotated refresh token beside {} ({e}): free some space there (or set QBO_TOKEN_STORE \
+                 elsewhere); the current refresh token was not spent",
+                self.path.display()
+            ))
+        })
     }
 
     fn lock_path(&self) -> PathBuf {
@@ -146,14 +181,20 @@ impl FileTokenStore {
         Ok(Some(saved))
     }
 
-    /// Replaces the store atomically: a crash leaves either the old or the new file.
+    /// Replaces the store atomically (a crash leaves either the old or the new file), writing
+    /// into the room [`FileTokenStore::reserve`] set aside when there is some, so it needs no
+    /// new disk space; then sets aside room for the next save, if it can.
     pub fn save(&self, tokens: &SavedTokens) -> Result<(), Error> {
         self.ensure_dir()?;
-        let tmp = self.path.with_extension(format!("tmp.{}", std::process::id()));
         let body = serde_json::to_vec_pretty(tokens).map_err(|e| self.err("serialise", e))?;
+        let reserved = self.reserve_path();
+        let into_reserve = fs::metadata(&reserved).is_ok_and(|m| m.len() >= body.len() as u64);
+        let tmp = if into_reserve { reserved } else { self.path.with_extension(format!("tmp.{}", std::process::id())) };
         let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+            // Overwritten in place, then shortened: no block the file does not have already.
+            let mut f = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&tmp)?;
             f.write_all(&body)?;
+            f.set_len(body.len() as u64)?;
             f.sync_all()?;
             fs::rename(&tmp, &self.path)?;
             if let Some(dir) = self.path.parent() {
@@ -164,9 +205,15 @@ impl FileTokenStore {
             Ok(())
         };
         write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
+            if !into_reserve {
+                let _ = fs::remove_file(&tmp);
+            }
             self.err("write", e)
-        })
+        })?;
+        if let Err(e) = self.reserve() {
+            tracing::warn!(target: "qbo_rs", "{e}");
+        }
+        Ok(())
     }
 }
 

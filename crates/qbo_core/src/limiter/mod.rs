@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -146,7 +147,11 @@ impl RealmLimiter {
         let local = Arc::clone(&self.local_slots).acquire_owned().await.expect("semaphore never closed");
         match &self.schedule {
             Schedule::Process { rate, pause_until } => {
-                rate.until_ready().await;
+                // Waited on tokio's timer, not governor's `until_ready` (futures-timer's global
+                // thread, which a forked process does not have: it would wait forever).
+                while let Err(not_until) = rate.check() {
+                    tokio::time::sleep(not_until.wait_time_from(rate.clock().now())).await;
+                }
                 let pause = *pause_until.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(until) = pause {
                     tokio::time::sleep_until(until).await;

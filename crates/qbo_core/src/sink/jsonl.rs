@@ -54,6 +54,9 @@ impl JsonlSink {
     /// Opens (creating if needed) `<data_dir>/<entity plural>.txt`, repairing it if a
     /// previous run was killed mid-write, and starts its writer thread (it ends with the sink).
     pub fn open(data_dir: &Path, entity: Entity, fsync: bool) -> Result<Self, Error> {
+        if data_dir.exists() && !data_dir.is_dir() {
+            return Err(Error::config(format!("data_dir {} is a file, not a folder: give a folder for the RAW files", data_dir.display())));
+        }
         let path = data_dir.join(format!("{}.txt", entity.plural()));
         let options = StoreOptions { fsync, ..StoreOptions::new(key_of_line) };
         let store = JsonlStore::open(&path, options).map_err(|e| Error::Sink(e.to_string()))?;
