@@ -183,7 +183,10 @@ def parse_labels(value: Any) -> Optional[List[str]]:
 
 
 def utc_text(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+    """ISO 8601 in UTC that reads back exactly: four-digit years (``0001``, which ``strftime``
+    writes ``1``) and sub-second instants kept (``2025-01-01T00:00:00.5Z``)."""
+    text = moment.astimezone(timezone.utc).isoformat()
+    return text.replace('+00:00', 'Z')
 
 
 @dataclass(frozen=True)

@@ -289,6 +289,28 @@ def test_unsafe_table_names_fail_the_planner_before_any_request(emulator, env):
     assert emulator.stats()["query_requests"] == 0
 
 
+def test_window_bounds_in_handles_read_back_exactly():
+    result = mage_python(r"""
+import json
+from datetime import datetime, timezone
+from mage_project.utils.qb_mage import utc_text, parse_instant
+out = []
+for text in ('0001-01-01', '2025-01-01T00:00:00.250Z', '2025-03-09T02:30:00-07:00'):
+    moment = parse_instant('fecha_inicio', text)
+    out.append([utc_text(moment), datetime.fromisoformat(utc_text(moment).replace('Z', '+00:00')) == moment])
+print(json.dumps(out))
+""")
+    assert result == [["0001-01-01T00:00:00Z", True], ["2025-01-01T00:00:00.250000Z", True],
+                      ["2025-03-09T09:30:00Z", True]]
+
+
+def test_a_sub_second_range_runs_without_an_alert(emulator, env):
+    run = run_pipeline("qb_item_backfill", env, dict(fecha_inicio="2015-01-01T00:00:00.250Z",
+                                                     fecha_fin="2026-01-01T00:00:00.750Z", chunk_days="3650"))
+    assert run.rc == 0, run
+    assert "Validation: Integrity Check Passed" in run.out and "[ALERT]" not in run.out + run.err
+
+
 def test_a_data_dir_that_is_a_file_fails_the_planner_by_name(emulator, env, tmp_path: Path):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
