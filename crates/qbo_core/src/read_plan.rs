@@ -163,3 +163,220 @@ impl Estimate {
         })
     }
 }
+
+/// A part of a plan that one worker reads and writes on its own (a Mage child block run):
+/// consecutive windows and the streams that cover them, with the plan's counts, so the
+/// worker counts nothing again. Serialisable: it travels to the worker as a block output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadShare {
+    pub entity: Entity,
+    pub field: FilterField,
+    pub page_size: u32,
+    /// A file-safe name: the first window's label, `..` and the last window's start.
+    pub label: String,
+    /// 0-based place among the plan's `of` shares.
+    pub index: usize,
+    pub of: usize,
+    pub windows: Vec<Window>,
+    /// Indices into this share's `windows`.
+    pub streams: Vec<PlannedStream>,
+    /// Records the plan counted in these windows.
+    pub records: u64,
+}
+
+impl ReadShare {
+    /// Page requests this share's streams need.
+    pub fn page_requests(&self) -> u64 {
+        self.streams.iter().map(|s| s.stream.expected / u64::from(self.page_size.max(1)) + 1).sum()
+    }
+
+    /// The reads of the windows not in `done`, with the plan's counts where a stream is read
+    /// whole. A stream that covers done windows too is narrowed to the others, one stream per
+    /// run of them; its count no longer applies, so it closes with a count of its own.
+    pub fn remaining(&self, done: &dyn Fn(&Window) -> bool) -> ReadPlan {
+        let keep: Vec<bool> = self.windows.iter().map(|w| !done(w)).collect();
+        let mut index_of = vec![usize::MAX; self.windows.len()];
+        let mut windows = Vec::new();
+        for (i, w) in self.windows.iter().enumerate() {
+            if keep[i] {
+                index_of[i] = windows.len();
+                windows.push(w.clone());
+            }
+        }
+        let mut streams = Vec::new();
+        for planned in &self.streams {
+            let range = planned.windows.clone();
+            if range.clone().all(|i| keep[i]) {
+                let windows = index_of[range.start]..index_of[range.end - 1] + 1;
+                streams.push(PlannedStream { windows, ..planned.clone() });
+                continue;
+            }
+            let mut i = range.start;
+            while i < range.end {
+                if !keep[i] {
+                    i += 1;
+                    continue;
+                }
+                let first = i;
+                while i < range.end && keep[i] {
+                    i += 1;
+                }
+                let start = self.windows[first].start.max(planned.stream.start);
+                let end = self.windows[i - 1].end.min(planned.stream.end);
+                let stream = Stream { start, end, expected: 0 };
+                streams.push(PlannedStream { stream, windows: index_of[first]..index_of[i - 1] + 1, open: true });
+            }
+        }
+        let records = streams.iter().map(|s| s.stream.expected).sum();
+        ReadPlan { entity: self.entity, field: self.field, page_size: self.page_size, windows, streams, uncounted: Vec::new(), records, count_requests: 0 }
+    }
+}
+
+impl ReadPlan {
+    /// Cuts the plan into at most `max_shares` shares of about equal work (pages), one per
+    /// stream at most, so small data is one share. A share ends where a window ends and no
+    /// stream goes on; a plan whose counts failed cannot be shared (its reads are unknown).
+    pub fn shares(&self, max_shares: usize) -> Result<Vec<ReadShare>, Error> {
+        if let Some((run, error)) = self.uncounted.first() {
+            return Err(Error::Server {
+                message: format!(
+                    "counting {} window(s) from {} failed ({error}); nothing was read: run again",
+                    run.len(),
+                    self.windows[run.start].start_text()
+                ),
+                status: None,
+                intuit_tid: None,
+                attempts: 1,
+            });
+        }
+        let n = self.windows.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let pages = |s: &PlannedStream| s.stream.expected / u64::from(self.page_size.max(1)) + 1;
+        // Pages of the streams starting at each window, and where a share may end.
+        let mut weight = vec![0u64; n];
+        let mut cuttable = vec![true; n + 1];
+        for s in &self.streams {
+            weight[s.windows.start] += pages(s);
+            cuttable[s.windows.start + 1..s.windows.end.max(s.windows.start + 1)].fill(false);
+        }
+        let mut before = vec![0u64; n + 1]; // pages of the streams starting before window `i`
+        for i in 0..n {
+            before[i + 1] = before[i] + weight[i];
+        }
+        let total = before[n];
+        let wanted = max_shares.max(1).min(self.streams.len().max(1)) as u64;
+        let mut cuts = vec![0usize];
+        for g in 1..wanted {
+            let target = total * g / wanted;
+            let last = cuts[cuts.len() - 1];
+            // Every share reads something: pages before the cut and after it.
+            let next = (last + 1..n).find(|&c| cuttable[c] && before[c] >= target && before[c] > before[last] && before[c] < total);
+            match next {
+                Some(c) => cuts.push(c),
+                None => break,
+            }
+        }
+        cuts.push(n);
+        let of = cuts.len() - 1;
+        let mut shares = Vec::with_capacity(of);
+        for (index, pair) in cuts.windows(2).enumerate() {
+            let (lo, hi) = (pair[0], pair[1]);
+            let windows = self.windows[lo..hi].to_vec();
+            let streams: Vec<PlannedStream> = self
+                .streams
+                .iter()
+                .filter(|s| lo <= s.windows.start && s.windows.end <= hi)
+                .map(|s| PlannedStream { windows: s.windows.start - lo..s.windows.end - lo, ..s.clone() })
+                .collect();
+            let records = streams.iter().map(|s| s.stream.expected).sum();
+            let label = if windows.len() == 1 { windows[0].label.clone() } else { format!("{}..{}", windows[0].label, windows[windows.len() - 1].start_text()) };
+            shares.push(ReadShare { entity: self.entity, field: self.field, page_size: self.page_size, label, index, of, windows, streams, records });
+        }
+        Ok(shares)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::window::plan_windows;
+
+    fn day(d: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::days(i64::from(d))
+    }
+
+    /// A plan over 30 daily windows with streams `(first window, last window + 1, records)`.
+    fn plan(streams: &[(usize, usize, u64)]) -> ReadPlan {
+        let windows = plan_windows(day(0), day(30), 1, "invoice_backfill").unwrap();
+        let streams = streams
+            .iter()
+            .map(|&(a, b, n)| PlannedStream { stream: Stream { start: windows[a].start, end: windows[b - 1].end, expected: n }, windows: a..b, open: false })
+            .collect();
+        ReadPlan { entity: Entity::Invoice, field: FilterField::LastUpdatedTime, page_size: 1000, windows, streams, uncounted: Vec::new(), records: 0, count_requests: 1 }
+    }
+
+    #[test]
+    fn shares_tile_the_windows_and_balance_the_pages() {
+        let plan = plan(&[(0, 8, 40_000), (8, 15, 40_000), (15, 22, 40_000), (22, 30, 40_000)]);
+        let shares = plan.shares(2).unwrap();
+        assert_eq!(shares.len(), 2);
+        assert_eq!(shares.iter().map(|s| s.windows.len()).sum::<usize>(), 30);
+        assert_eq!(shares[0].windows.last().unwrap().end, shares[1].windows[0].start);
+        assert_eq!((shares[0].records, shares[1].records), (80_000, 80_000));
+        assert_eq!(shares[1].streams[0].windows, 0..7, "stream indices are the share's own");
+        assert_eq!(shares[0].label, "invoice_backfill_2025-01-01..2025-01-15");
+        assert_eq!((shares[1].index, shares[1].of), (1, 2));
+    }
+
+    #[test]
+    fn small_data_is_one_share_and_empty_data_one_share_without_streams() {
+        assert_eq!(plan(&[(0, 30, 300)]).shares(4).unwrap().len(), 1);
+        let empty = plan(&[]).shares(4).unwrap();
+        assert_eq!(empty.len(), 1);
+        assert!(empty[0].streams.is_empty());
+        assert_eq!(empty[0].windows.len(), 30);
+    }
+
+    #[test]
+    fn a_window_two_streams_share_is_never_cut_between_shares() {
+        // Streams 1 and 2 both cover window 10 (a dense day cut in two).
+        let plan = plan(&[(0, 11, 50_000), (10, 11, 50_000), (10, 30, 50_000)]);
+        for max in 1..=4 {
+            for share in plan.shares(max).unwrap() {
+                for s in &share.streams {
+                    assert!(s.windows.end <= share.windows.len());
+                }
+                let streams: u64 = share.streams.iter().map(|s| s.stream.expected).sum();
+                assert_eq!(streams, share.records);
+            }
+            let total: u64 = plan.shares(max).unwrap().iter().map(|s| s.records).sum();
+            assert_eq!(total, 150_000, "every stream in exactly one share (max {max})");
+        }
+    }
+
+    #[test]
+    fn a_failed_count_cannot_be_shared() {
+        let mut p = plan(&[(0, 30, 300)]);
+        p.uncounted.push((0..30, "boom".into()));
+        assert!(p.shares(4).is_err());
+    }
+
+    #[test]
+    fn what_remains_of_a_share_reads_only_windows_not_done() {
+        let share = plan(&[(0, 10, 5_000), (10, 30, 5_000)]).shares(1).unwrap().remove(0);
+        let all = share.remaining(&|_| false);
+        assert_eq!((all.windows.len(), all.streams.len(), all.records), (30, 2, 10_000));
+        // Windows 3..5 and the whole second stream are done.
+        let rest = share.remaining(&|w| (day(3)..day(5)).contains(&w.start) || w.start >= day(10));
+        assert_eq!(rest.windows.len(), 8);
+        assert_eq!(rest.streams.len(), 2, "the first stream narrowed around the done windows");
+        assert_eq!((rest.streams[0].stream.start, rest.streams[0].stream.end), (day(0), day(3)));
+        assert_eq!((rest.streams[1].stream.start, rest.streams[1].stream.end), (day(5), day(10)));
+        assert_eq!(rest.streams[1].windows, 3..8);
+        assert!(rest.streams.iter().all(|s| s.open), "narrowed streams close with their own count");
+    }
+}

@@ -11,7 +11,7 @@ use crate::time::format_utc;
 /// caller almost certainly passed the wrong unit.
 pub const MAX_WINDOWS: usize = 100_000;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,

@@ -1,7 +1,7 @@
 //! The export step: a staged window streamed into the sinks, once, whatever repeats it.
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +17,7 @@ use crate::budget::MemoryBudget;
 use crate::entity::Entity;
 use crate::error::Error;
 use crate::paginate::FetchedRecord;
+use crate::window::Window;
 use crate::sink::{open_sinks, Sink, SinkOptions};
 
 /// Writes the stage whose manifest is `manifest` into the sinks of `options` and checks rows
@@ -102,12 +103,35 @@ fn decode_chunk(chunk: Bytes, records_file: &Path, first_line: u64) -> Result<Ve
     Ok(records)
 }
 
+/// Hands every line `reader` holds to `writer`, about `chunk_bytes` at a time, counting them
+/// into `lines` (which numbers them in errors).
+pub(super) async fn push_lines<R: BufRead>(reader: &mut R, records_path: &Path, writer: &WindowWriter<'_>, chunk_bytes: usize, lines: &mut u64) -> Result<(), Error> {
+    loop {
+        // Read whole lines up to about a batch, then hand them over without copying payloads.
+        let mut buf = Vec::with_capacity(chunk_bytes + 64 * 1024);
+        let first_line = *lines;
+        while buf.len() < chunk_bytes {
+            let n = reader.read_until(b'\n', &mut buf).map_err(|e| stage_io("read", records_path, e))?;
+            if n == 0 {
+                break;
+            }
+            if buf.last() != Some(&b'\n') {
+                return Err(Error::Integrity(format!("{} ends with a torn line: re-run the fetch step", records_path.display())));
+            }
+            *lines += 1;
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let records = decode_chunk(Bytes::from(buf), records_path, first_line)?;
+        writer.push(records).await?;
+    }
+}
+
 /// Writes a staged window into `sinks` and checks rows staged vs rows each sink now holds.
 /// `staged` is the manifest at `manifest`, as [`StagedWindow::load`] read it. The stage is
 /// left as it is (see [`export_window`]).
 pub async fn export_staged(manifest: &Path, staged: &StagedWindow, sinks: &[Arc<dyn Sink>]) -> Result<WindowReport, Error> {
-    let started = Instant::now();
-    let entity = staged.entity()?;
     let records_path = manifest.with_file_name(&staged.records_file);
     let size = fs::metadata(&records_path)
         .map(|m| m.len())
@@ -119,40 +143,59 @@ pub async fn export_staged(manifest: &Path, staged: &StagedWindow, sinks: &[Arc<
             staged.bytes
         )));
     }
-    let window = staged.window();
+    let lines = StagedLines {
+        entity: staged.entity()?,
+        realm_id: &staged.realm_id,
+        page_size: staged.page_size,
+        ingested_at: staged.ingested_at,
+        records_path: &records_path,
+        segments: &[Segment { offset: 0, bytes: staged.bytes }],
+        lines: staged.lines,
+    };
+    Ok(write_staged_lines(lines, staged.fetch_report(), sinks).await)
+}
+
+/// Where a staged window's lines lie in a records file: the whole file, or the parts of a
+/// share's file its batches went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Segment {
+    pub offset: u64,
+    pub bytes: u64,
+}
+
+/// A staged window's lines and the lineage they are written with.
+pub(super) struct StagedLines<'a> {
+    pub entity: Entity,
+    pub realm_id: &'a str,
+    pub page_size: u32,
+    pub ingested_at: DateTime<Utc>,
+    pub records_path: &'a Path,
+    pub segments: &'a [Segment],
+    /// Lines the segments hold, as the fetch counted them.
+    pub lines: u64,
+}
+
+/// Writes the lines of the window `fetched` reports (its fetch) into `sinks`, checks rows
+/// staged vs rows each sink now holds, and returns the window's report.
+pub(super) async fn write_staged_lines(staged: StagedLines<'_>, fetched: WindowReport, sinks: &[Arc<dyn Sink>]) -> WindowReport {
+    let started = Instant::now();
+    let path = staged.records_path;
+    let window = Window { start: fetched.start, end: fetched.end, label: fetched.label.clone() };
     // Reads a local file a batch at a time, waiting for each write: nothing to bound.
-    let writer = WindowWriter::new(sinks, entity, &staged.realm_id, &window, staged.page_size, staged.ingested_at, None, MemoryBudget::unlimited());
+    let writer = WindowWriter::new(sinks, staged.entity, staged.realm_id, &window, staged.page_size, staged.ingested_at, None, MemoryBudget::unlimited());
     let chunk_bytes = sinks.iter().map(|s| s.batch_bytes()).max().unwrap_or(2 << 20);
-    let file = File::open(&records_path).map_err(|e| stage_io("open", &records_path, e))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut lines = 0u64;
     let result = async {
-        loop {
-            // Read whole lines up to about a batch, then hand them over without copying payloads.
-            let mut buf = Vec::with_capacity(chunk_bytes + 64 * 1024);
-            let first_line = lines;
-            while buf.len() < chunk_bytes {
-                let n = reader.read_until(b'\n', &mut buf).map_err(|e| stage_io("read", &records_path, e))?;
-                if n == 0 {
-                    break;
-                }
-                if buf.last() != Some(&b'\n') {
-                    return Err(Error::Integrity(format!("{} ends with a torn line: re-run the fetch step", records_path.display())));
-                }
-                lines += 1;
+        let mut lines = 0u64;
+        if !staged.segments.iter().all(|s| s.bytes == 0) {
+            let mut file = File::open(path).map_err(|e| stage_io("open", path, e))?;
+            for segment in staged.segments {
+                file.seek(SeekFrom::Start(segment.offset)).map_err(|e| stage_io("read", path, e))?;
+                let mut reader = BufReader::with_capacity(1 << 20, (&file).take(segment.bytes));
+                push_lines(&mut reader, path, &writer, chunk_bytes, &mut lines).await?;
             }
-            if buf.is_empty() {
-                break;
-            }
-            let records = decode_chunk(Bytes::from(buf), &records_path, first_line)?;
-            writer.push(records).await?;
         }
         if lines != staged.lines {
-            return Err(Error::Integrity(format!(
-                "{} holds {lines} lines, the manifest says {}: re-run the fetch step",
-                records_path.display(),
-                staged.lines
-            )));
+            return Err(Error::Integrity(format!("{} holds {lines} lines for window {}, the manifest says {}: re-run the fetch step", path.display(), window.label, staged.lines)));
         }
         let mut state = writer.state.lock().await;
         writer.finish(&mut state).await
@@ -164,17 +207,12 @@ pub async fn export_staged(manifest: &Path, staged: &StagedWindow, sinks: &[Arc<
         let _ = writer.wait_in_flight(&mut state).await;
     }
     let state = writer.state.into_inner();
-    let mut report = WindowReport {
-        sinks: sink_reports(sinks, &state),
-        rows_emitted: state.emitted,
-        duration: started.elapsed(),
-        ..staged.fetch_report()
-    };
+    let mut report = WindowReport { sinks: sink_reports(sinks, &state), rows_emitted: state.emitted, duration: started.elapsed(), ..fetched };
     if let Err(e) = result {
         report.status = WindowStatus::Failed;
         tracing::error!(target: "qbo_rs", "window {} failed: {e}", report.label);
         report.error = Some(e.to_string());
-        return Ok(report);
+        return report;
     }
     for sink in &report.sinks {
         let o = sink.outcome;
@@ -183,7 +221,7 @@ pub async fn export_staged(manifest: &Path, staged: &StagedWindow, sinks: &[Arc<
     }
     let alerts = write_alerts(&report);
     conclude(&mut report, alerts);
-    Ok(report)
+    report
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@
 
 mod export;
 mod fetch;
+mod share;
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -45,7 +46,9 @@ use crate::paginate::WindowFetch;
 use crate::window::Window;
 
 pub use export::{export_staged, export_window};
+pub use export::Segment;
 pub use fetch::{stage_window, StageRequest, StageResult};
+pub use share::{export_share, stage_share, ShareExport, ShareManifest, ShareStageRequest, ShareStageResult, StagedPart};
 
 const FORMAT: u32 = 1;
 
@@ -240,17 +243,7 @@ impl StagePaths {
 
     /// Takes the (run id, label)'s lock, waiting for a fetch or export that holds it.
     async fn lock(&self) -> Result<StageLock, Error> {
-        let path = self.lock.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Some(dir) = path.parent() {
-                fs::create_dir_all(dir).map_err(|e| stage_io("create the folder of", &path, e))?;
-            }
-            let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(|e| stage_io("open", &path, e))?;
-            file.lock().map_err(|e| stage_io("lock", &path, e))?;
-            Ok(StageLock { _file: file })
-        })
-        .await
-        .map_err(|e| Error::Sink(format!("waiting for the stage lock failed: {e}")))?
+        StageLock::take(self.lock.clone()).await
     }
 
     fn remove_stage(&self) -> Result<(), Error> {
@@ -270,6 +263,22 @@ impl StagePaths {
 /// Held while a fetch or an export works on one (run id, label); released on drop.
 struct StageLock {
     _file: File,
+}
+
+impl StageLock {
+    /// Locks `path` (created if need be), waiting for whoever holds it.
+    async fn take(path: PathBuf) -> Result<StageLock, Error> {
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(|e| stage_io("create the folder of", &path, e))?;
+            }
+            let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(|e| stage_io("open", &path, e))?;
+            file.lock().map_err(|e| stage_io("lock", &path, e))?;
+            Ok(StageLock { _file: file })
+        })
+        .await
+        .map_err(|e| Error::Sink(format!("waiting for the stage lock failed: {e}")))?
+    }
 }
 
 /// A fresh run id for a fetch that was given none: unique per call, sortable by time.

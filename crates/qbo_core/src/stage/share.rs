@@ -1,0 +1,558 @@
+//! A share of a plan (see [`ReadShare`]) fetched in one step and written in another: what a
+//! Mage child does, so that a backfill costs a few block runs whatever the number of windows.
+//!
+//! ```text
+//! <run dir>/<share label>.share.json        manifest: the share's windows, and each fetch attempt's
+//!                                           records file with, per window written, where its lines lie
+//! <run dir>/<share label>.a<N>.jsonl        RAW lines of attempt N, every window's batches in one file
+//! <run dir>/<share label>.a<N>.jsonl.partial  while attempt N runs
+//! <run dir>/<share label>.receipt           once written: what the export did, window by window
+//! <run dir>/<share label>.lock              held by the fetch or export at work
+//! ```
+//!
+//! A fetch reads only the share's windows that no earlier attempt of the same (run id, label)
+//! staged: a fetch repeated after a success asks QuickBooks nothing, and one repeated after a
+//! partial failure reads only the windows that failed. The manifest, rewritten atomically
+//! after each attempt, is the commit point; a window is in it only once all its records are.
+//! The export writes every window of the share through the sinks' idempotent path, then
+//! leaves a receipt and removes the stage, so a repeated export returns the receipt.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::export::{write_staged_lines, Segment, StagedLines};
+use super::{check_name, forget_old_receipts, new_run_id, publish, remove_if_present, stage_io, StageLock, FORMAT};
+use crate::backfill::{ReadSpec, ReadStats, SinkReport, WindowReport, WindowStatus};
+use crate::budget::MemoryBudget;
+use crate::client::QboClient;
+use crate::entity::Entity;
+use crate::error::Error;
+use crate::paginate::WindowFetch;
+use crate::read_plan::ReadShare;
+use crate::sink::record::{raw_line, LinePrefix};
+use crate::sink::{open_sinks, BoxFuture, Sink, SinkOptions, WriteBatch, WriteOutcome};
+use crate::window::Window;
+
+/// Windows of a share written at once by its export: their batches reach the JSON-lines
+/// writer together and share its fsyncs.
+const EXPORT_WINDOWS_AT_ONCE: usize = 8;
+
+/// A window of a share that a fetch attempt staged completely.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StagedPart {
+    pub label: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Distinct records fetched (what `Rango … -> N filas` said).
+    pub rows_fetched: u64,
+    /// Lines staged (an id edited during the read may appear twice).
+    pub lines: u64,
+    /// The `ingested_at_utc` its lines keep.
+    pub ingested_at: DateTime<Utc>,
+    pub segments: Vec<Segment>,
+}
+
+impl StagedPart {
+    fn fetch_report(&self) -> WindowReport {
+        WindowReport {
+            label: self.label.clone(),
+            start: self.start,
+            end: self.end,
+            status: WindowStatus::Ok,
+            rows_fetched: self.rows_fetched,
+            rows_emitted: self.lines,
+            sinks: Vec::new(),
+            fetch: WindowFetch { records: self.rows_fetched, ..WindowFetch::default() },
+            error: None,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
+/// One fetch attempt's records file and the windows it staged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StagedAttempt {
+    pub records_file: String,
+    pub bytes: u64,
+    pub parts: Vec<StagedPart>,
+}
+
+/// The manifest of a staged share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareManifest {
+    pub format: u32,
+    pub entity: Entity,
+    pub realm_id: String,
+    pub label: String,
+    pub page_size: u32,
+    /// Every window of the share, staged or not.
+    pub windows: Vec<Window>,
+    pub attempts: Vec<StagedAttempt>,
+}
+
+impl ShareManifest {
+    fn load(path: &Path) -> Result<Option<Self>, Error> {
+        let text = match fs::read(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(stage_io("read", path, e)),
+        };
+        let manifest: ShareManifest = serde_json::from_slice(&text)
+            .map_err(|e| Error::Integrity(format!("the stage manifest {} is unreadable ({e}): remove it and re-run the fetch step", path.display())))?;
+        if manifest.format != FORMAT {
+            return Err(Error::Integrity(format!("the stage manifest {} has format {} (this qbo_rs reads {FORMAT}): re-run the fetch step", path.display(), manifest.format)));
+        }
+        Ok(Some(manifest))
+    }
+
+    /// The staged windows, in time order, with the file each one's lines are in.
+    fn parts(&self) -> Vec<(&StagedAttempt, &StagedPart)> {
+        let mut parts: Vec<_> = self.attempts.iter().flat_map(|a| a.parts.iter().map(move |p| (a, p))).collect();
+        parts.sort_by_key(|(_, p)| p.start);
+        parts
+    }
+
+    fn staged(&self, label: &str) -> bool {
+        self.attempts.iter().any(|a| a.parts.iter().any(|p| p.label == label))
+    }
+}
+
+/// What an export of a share did, kept where its stage was.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ShareReceipt {
+    format: u32,
+    entity: Entity,
+    label: String,
+    exported_at: DateTime<Utc>,
+    windows: Vec<PartReceipt>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PartReceipt {
+    part: StagedPart,
+    rows_emitted: u64,
+    sinks: Vec<SinkReport>,
+    duration_ns: u64,
+}
+
+impl PartReceipt {
+    fn report(&self) -> WindowReport {
+        WindowReport {
+            rows_emitted: self.rows_emitted,
+            sinks: self.sinks.clone(),
+            duration: Duration::from_nanos(self.duration_ns),
+            ..self.part.fetch_report()
+        }
+    }
+}
+
+impl ShareReceipt {
+    fn load(path: &Path) -> Result<Option<Self>, Error> {
+        let text = match fs::read(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(stage_io("read", path, e)),
+        };
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| Error::Integrity(format!("the export receipt {} is unreadable ({e}): remove it and re-run the share", path.display())))
+    }
+}
+
+/// Where a (run id, share label)'s files live.
+struct SharePaths {
+    dir: PathBuf,
+    label: String,
+}
+
+impl SharePaths {
+    fn new(stage_dir: &Path, entity: Entity, run_id: &str, label: &str) -> Result<Self, Error> {
+        check_name("share label", label)?;
+        check_name("run id", run_id)?;
+        Ok(SharePaths { dir: stage_dir.join(entity.plural()).join(run_id), label: label.to_string() })
+    }
+
+    fn of_manifest(manifest: &Path) -> Result<Self, Error> {
+        let label = manifest
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".share.json"))
+            .ok_or_else(|| Error::config(format!("{} is not a share manifest (<label>.share.json)", manifest.display())))?;
+        check_name("share label", label)?;
+        Ok(SharePaths { dir: manifest.parent().unwrap_or(Path::new(".")).to_path_buf(), label: label.to_string() })
+    }
+
+    fn file(&self, suffix: &str) -> PathBuf {
+        self.dir.join(format!("{}{suffix}", self.label))
+    }
+
+    fn manifest(&self) -> PathBuf {
+        self.file(".share.json")
+    }
+
+    fn receipt(&self) -> PathBuf {
+        self.file(".receipt")
+    }
+
+    fn records(&self, attempt: usize) -> PathBuf {
+        self.file(&format!(".a{attempt}.jsonl"))
+    }
+
+    async fn lock(&self) -> Result<StageLock, Error> {
+        StageLock::take(self.file(".lock")).await
+    }
+
+    /// Removes the stage: the manifest first (without it the records are orphans), then every
+    /// attempt's records, partial ones included.
+    fn remove_stage(&self, manifest: &ShareManifest) -> Result<(), Error> {
+        remove_if_present(&self.manifest())?;
+        for attempt in 1..=manifest.attempts.len() + 1 {
+            let records = self.records(attempt);
+            remove_if_present(&records)?;
+            remove_if_present(&records.with_extension("jsonl.partial"))?;
+        }
+        Ok(())
+    }
+}
+
+/// How a share is fetched into its stage.
+#[derive(Debug, Clone)]
+pub struct ShareStageRequest {
+    pub share: ReadShare,
+    pub stage_dir: PathBuf,
+    /// The run this stage belongs to; None gives the call a fresh one.
+    pub run_id: Option<String>,
+    /// Streams read at once.
+    pub max_streams: usize,
+}
+
+/// What [`stage_share`] did.
+#[derive(Debug)]
+pub struct ShareStageResult {
+    /// One report per window of the share, in time order: fetched now, or staged (or written)
+    /// by an earlier attempt of the same run.
+    pub windows: Vec<WindowReport>,
+    pub read: ReadStats,
+    /// The export step's handle; it exists once any window is staged.
+    pub manifest: PathBuf,
+    /// Windows an earlier attempt had staged or written: not asked of QuickBooks now.
+    pub reused: usize,
+    /// The share is already written (a receipt): nothing is left to export.
+    pub exported: bool,
+}
+
+/// A sink that appends every window's RAW lines to one file and notes where each window's
+/// batches went.
+struct ShareFileSink {
+    path: PathBuf,
+    out: Mutex<Option<(BufWriter<File>, u64)>>,
+    /// Per window label: where its lines are, how many, and their ingestion time.
+    parts: Mutex<HashMap<String, WrittenPart>>,
+}
+
+/// Where one window's lines went: segments, lines, their ingestion time.
+type WrittenPart = (Vec<Segment>, u64, DateTime<Utc>);
+
+impl ShareFileSink {
+    fn create(path: PathBuf) -> Result<Self, Error> {
+        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&path).map_err(|e| stage_io("create", &path, e))?;
+        Ok(ShareFileSink { path, out: Mutex::new(Some((BufWriter::with_capacity(1 << 20, file), 0))), parts: Mutex::new(HashMap::new()) })
+    }
+
+    /// Flushes and fsyncs the file; returns its size.
+    fn finish(&self) -> Result<u64, Error> {
+        let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((out, bytes)) = guard.take() else { return Ok(0) };
+        let file = out.into_inner().map_err(|e| stage_io("write", &self.path, e.into_error()))?;
+        file.sync_all().map_err(|e| stage_io("fsync", &self.path, e))?;
+        Ok(bytes)
+    }
+}
+
+impl Sink for ShareFileSink {
+    fn name(&self) -> &str {
+        "stage"
+    }
+
+    fn target(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn write(&self, batch: Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>> {
+        Box::pin(async move {
+            let prefix = LinePrefix::new(&batch);
+            let mut lines = Vec::with_capacity(batch.records.len() * 2048);
+            for record in &batch.records {
+                raw_line(&batch, record, &prefix, &mut lines);
+                lines.push(b'\n');
+            }
+            let offset = {
+                let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
+                let (out, bytes) = guard.as_mut().ok_or_else(|| Error::Sink("the stage file is already closed".into()))?;
+                out.write_all(&lines).map_err(|e| stage_io("write", &self.path, e))?;
+                let offset = *bytes;
+                *bytes += lines.len() as u64;
+                offset
+            };
+            let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+            let part = parts.entry(batch.window.label.clone()).or_insert_with(|| (Vec::new(), 0, batch.ingested_at));
+            part.0.push(Segment { offset, bytes: lines.len() as u64 });
+            part.1 += batch.records.len() as u64;
+            Ok(WriteOutcome { inserted: batch.records.len() as u64, ..WriteOutcome::default() })
+        })
+    }
+}
+
+/// Fetches the windows of a share that no earlier attempt of its (run id, label) staged,
+/// reading the share's streams with the plan's counts, into one records file; then commits
+/// the windows read completely to the share's manifest. Windows that failed are reported
+/// failed and left for the next attempt. Records held in memory stay within `budget`.
+pub async fn stage_share(client: &QboClient, request: ShareStageRequest, budget: Arc<MemoryBudget>) -> Result<ShareStageResult, Error> {
+    let ShareStageRequest { share, stage_dir, run_id, max_streams } = request;
+    crate::backfill::validate_page_size(share.page_size)?;
+    let run_id = run_id.unwrap_or_else(new_run_id);
+    let paths = SharePaths::new(&stage_dir, share.entity, &run_id, &share.label)?;
+    let _lock = paths.lock().await?;
+    if !paths.manifest().exists() {
+        if let Some(receipt) = ShareReceipt::load(&paths.receipt())? {
+            check_same_share(&paths, &run_id, &share, receipt.entity, &receipt.windows.iter().map(|w| w.part.label.as_str()).collect::<Vec<_>>())?;
+            tracing::info!(target: "qbo_rs", "share {}: already written by run {run_id}; not fetched again", share.label);
+            let windows: Vec<WindowReport> = receipt.windows.iter().map(|w| w.part.fetch_report()).collect();
+            return Ok(ShareStageResult { reused: windows.len(), windows, read: ReadStats::default(), manifest: paths.manifest(), exported: true });
+        }
+    }
+    let mut manifest = match ShareManifest::load(&paths.manifest())? {
+        Some(manifest) => {
+            let labels: Vec<&str> = manifest.windows.iter().map(|w| w.label.as_str()).collect();
+            check_same_share(&paths, &run_id, &share, manifest.entity, &labels)?;
+            if manifest.windows != share.windows {
+                return Err(same_share_error(&paths, &run_id, &share));
+            }
+            manifest
+        }
+        None => {
+            forget_old_receipts(&stage_dir.join(share.entity.plural()), &paths.dir);
+            ShareManifest {
+                format: FORMAT,
+                entity: share.entity,
+                realm_id: client.realm_id().to_string(),
+                label: share.label.clone(),
+                page_size: share.page_size,
+                windows: share.windows.clone(),
+                attempts: Vec::new(),
+            }
+        }
+    };
+    let plan = share.remaining(&|w| manifest.staged(&w.label));
+    let reused = share.windows.len() - plan.windows.len();
+    let mut fetched = HashMap::new();
+    let mut read = ReadStats::default();
+    if !plan.windows.is_empty() {
+        if reused > 0 {
+            tracing::info!(target: "qbo_rs", "share {}: {reused} window(s) staged by an earlier attempt; reading the other {}", share.label, plan.windows.len());
+        }
+        let attempt = manifest.attempts.len() + 1;
+        let records = paths.records(attempt);
+        let partial = records.with_extension("jsonl.partial");
+        let file = Arc::new(ShareFileSink::create(partial.clone())?);
+        let sinks: Vec<Arc<dyn Sink>> = vec![Arc::clone(&file) as Arc<dyn Sink>];
+        let spec = ReadSpec { entity: share.entity, field: share.field, page_size: share.page_size, budget };
+        let (reports, stats) = crate::stream_run::read_planned(client, &sinks, &spec, plan, max_streams, None).await;
+        read = stats;
+        let committed = commit_attempt(&paths, &mut manifest, &file, &partial, &records, &reports);
+        for mut report in reports {
+            if let Err(e) = &committed {
+                if report.status == WindowStatus::Ok {
+                    report.status = WindowStatus::Failed;
+                    report.error = Some(e.to_string());
+                }
+            }
+            fetched.insert(report.label.clone(), report);
+        }
+        if let Err(e) = committed {
+            tracing::error!(target: "qbo_rs", "share {}: staging failed: {e}", share.label);
+        }
+    }
+    let earlier: HashMap<&str, &StagedPart> = manifest.attempts.iter().flat_map(|a| a.parts.iter()).map(|p| (p.label.as_str(), p)).collect();
+    let windows = share
+        .windows
+        .iter()
+        .map(|w| fetched.remove(&w.label).unwrap_or_else(|| earlier.get(w.label.as_str()).map_or_else(|| unstaged(w), |p| p.fetch_report())))
+        .collect();
+    Ok(ShareStageResult { windows, read, manifest: paths.manifest(), reused, exported: false })
+}
+
+/// A window with no report: only when committing the attempt failed before it was read.
+fn unstaged(window: &Window) -> WindowReport {
+    WindowReport {
+        label: window.label.clone(),
+        start: window.start,
+        end: window.end,
+        status: WindowStatus::Failed,
+        rows_fetched: 0,
+        rows_emitted: 0,
+        sinks: Vec::new(),
+        fetch: WindowFetch::default(),
+        error: Some("not staged".into()),
+        duration: Duration::ZERO,
+    }
+}
+
+/// Publishes the attempt's records file and adds the windows it read completely to the
+/// manifest (written atomically: the commit point). An attempt with nothing to keep leaves
+/// no file.
+fn commit_attempt(paths: &SharePaths, manifest: &mut ShareManifest, file: &ShareFileSink, partial: &Path, records: &Path, reports: &[WindowReport]) -> Result<(), Error> {
+    let bytes = file.finish()?;
+    let mut written = file.parts.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Utc::now();
+    let parts: Vec<StagedPart> = reports
+        .iter()
+        .filter(|r| r.status == WindowStatus::Ok)
+        .map(|r| {
+            let (segments, lines, ingested_at) = written.remove(&r.label).unwrap_or_else(|| (Vec::new(), 0, now));
+            StagedPart { label: r.label.clone(), start: r.start, end: r.end, rows_fetched: r.rows_fetched, lines, ingested_at, segments }
+        })
+        .collect();
+    if parts.is_empty() {
+        remove_if_present(partial)?;
+        return Ok(());
+    }
+    if parts.iter().any(|p| p.lines > 0) {
+        fs::rename(partial, records).map_err(|e| stage_io("publish", records, e))?;
+    } else {
+        remove_if_present(partial)?;
+    }
+    let records_file = records.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    manifest.attempts.push(StagedAttempt { records_file, bytes, parts });
+    let body = serde_json::to_vec(&*manifest).map_err(|e| Error::Sink(format!("cannot encode the stage manifest: {e}")))?;
+    publish(&paths.manifest(), &body).inspect_err(|_| {
+        manifest.attempts.pop();
+    })?;
+    Ok(())
+}
+
+fn check_same_share(paths: &SharePaths, run_id: &str, share: &ReadShare, entity: Entity, labels: &[&str]) -> Result<(), Error> {
+    let same = entity == share.entity && labels.len() == share.windows.len() && labels.iter().zip(&share.windows).all(|(a, w)| *a == w.label);
+    if same {
+        Ok(())
+    } else {
+        Err(same_share_error(paths, run_id, share))
+    }
+}
+
+fn same_share_error(paths: &SharePaths, run_id: &str, share: &ReadShare) -> Error {
+    Error::config(format!(
+        "run {run_id} already staged a share labelled {} in {} with other windows than this {} share of {} window(s): use another run id",
+        share.label,
+        paths.dir.display(),
+        share.entity.slug(),
+        share.windows.len()
+    ))
+}
+
+/// What [`export_share`] did.
+#[derive(Debug)]
+pub struct ShareExport {
+    pub entity: Entity,
+    /// One report per window, in time order.
+    pub windows: Vec<WindowReport>,
+    /// The export had been done already (a receipt): nothing was written now.
+    pub from_receipt: bool,
+}
+
+/// Writes every window of the share staged at `manifest` into the sinks of `options`, a few
+/// windows at once, and checks rows staged against rows each sink now holds. Once every
+/// window is written it keeps a receipt and removes the stage (unless `keep`); run again, it
+/// returns the receipt's reports and writes nothing. A share with a window not staged is
+/// refused before anything is written.
+pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) -> Result<ShareExport, Error> {
+    let paths = SharePaths::of_manifest(manifest)?;
+    let _lock = paths.lock().await?;
+    let Some(staged) = ShareManifest::load(&paths.manifest())? else {
+        let Some(receipt) = ShareReceipt::load(&paths.receipt())? else {
+            return Err(Error::config(format!("no staged share at {}: run the fetch step for it (again) first", manifest.display())));
+        };
+        let wanted = options.kind.sink_names();
+        let written: Vec<&str> = receipt.windows.first().map(|w| w.sinks.iter().map(|s| s.sink.as_str()).collect()).unwrap_or_default();
+        if !receipt.windows.is_empty() && !wanted.iter().all(|n| written.contains(n)) {
+            return Err(Error::config(format!(
+                "share {} was written to {} (receipt {}) and its stage removed; to write it to {} too, run its fetch step again",
+                receipt.label,
+                written.join(" and "),
+                paths.receipt().display(),
+                wanted.join(" and ")
+            )));
+        }
+        tracing::info!(target: "qbo_rs", "share {}: already written at {} (receipt {}); nothing to write again",
+            receipt.label, receipt.exported_at.format("%Y-%m-%dT%H:%M:%SZ"), paths.receipt().display());
+        return Ok(ShareExport { entity: receipt.entity, windows: receipt.windows.iter().map(PartReceipt::report).collect(), from_receipt: true });
+    };
+    let missing: Vec<&Window> = staged.windows.iter().filter(|w| !staged.staged(&w.label)).collect();
+    if !missing.is_empty() {
+        return Err(Error::config(format!(
+            "share {}: {} of its {} window(s) are not staged ({}): run its fetch step again, which reads only those",
+            staged.label,
+            missing.len(),
+            staged.windows.len(),
+            crate::window::ranges_text(&missing, 6)
+        )));
+    }
+    for attempt in &staged.attempts {
+        let path = paths.dir.join(&attempt.records_file);
+        let size = if attempt.parts.iter().all(|p| p.lines == 0) { 0 } else { fs::metadata(&path).map(|m| m.len()).unwrap_or(u64::MAX) };
+        let expected = if attempt.parts.iter().all(|p| p.lines == 0) { 0 } else { attempt.bytes };
+        if size != expected {
+            return Err(Error::Integrity(format!("the staged records {} are missing or hold other bytes than the manifest says: re-run the fetch step", path.display())));
+        }
+    }
+    let sinks = open_sinks(staged.entity, options).await?;
+    let gate = Arc::new(tokio::sync::Semaphore::new(EXPORT_WINDOWS_AT_ONCE));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (order, (attempt, part)) in staged.parts().into_iter().enumerate() {
+        let (sinks, gate, part) = (sinks.clone(), Arc::clone(&gate), part.clone());
+        let (path, entity, realm_id, page_size) = (paths.dir.join(&attempt.records_file), staged.entity, staged.realm_id.clone(), staged.page_size);
+        tasks.spawn(async move {
+            let _slot = gate.acquire_owned().await.expect("gate never closed");
+            let lines = StagedLines { entity, realm_id: &realm_id, page_size, ingested_at: part.ingested_at, records_path: &path, segments: &part.segments, lines: part.lines };
+            let report = write_staged_lines(lines, part.fetch_report(), &sinks).await;
+            (order, part, report)
+        });
+    }
+    let mut done = Vec::with_capacity(staged.windows.len());
+    while let Some(joined) = tasks.join_next().await {
+        done.push(joined.map_err(|e| Error::Sink(format!("a window's export crashed: {e}")))?);
+    }
+    done.sort_by_key(|(order, _, _)| *order);
+    let all_ok = done.iter().all(|(_, _, r)| r.status == WindowStatus::Ok);
+    if all_ok && !keep {
+        // The receipt first: from then on a repeated export answers from it.
+        let receipt = ShareReceipt {
+            format: FORMAT,
+            entity: staged.entity,
+            label: staged.label.clone(),
+            exported_at: Utc::now(),
+            windows: done
+                .iter()
+                .map(|(_, part, r)| PartReceipt {
+                    part: StagedPart { segments: Vec::new(), ..part.clone() },
+                    rows_emitted: r.rows_emitted,
+                    sinks: r.sinks.clone(),
+                    duration_ns: u64::try_from(r.duration.as_nanos()).unwrap_or(u64::MAX),
+                })
+                .collect(),
+        };
+        let body = serde_json::to_vec(&receipt).map_err(|e| Error::Sink(format!("cannot encode the export receipt: {e}")))?;
+        publish(&paths.receipt(), &body)?;
+        if let Err(e) = paths.remove_stage(&staged) {
+            tracing::warn!(target: "qbo_rs", "share {} was written but its stage could not be removed: {e}", staged.label);
+        }
+    }
+    Ok(ShareExport { entity: staged.entity, windows: done.into_iter().map(|(_, _, r)| r).collect(), from_receipt: false })
+}
