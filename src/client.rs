@@ -387,6 +387,35 @@ impl QboClient {
         Ok(StageJob { client: self.client.clone(), request })
     }
 
+    /// A backfill's plan, counted and cut into at most `max_shares` shares (nothing is sent
+    /// yet). Options: the backfill's and `ShareOptions`'.
+    #[pyo3(signature = (entity, start, end, **options))]
+    fn _share_plan_job(
+        &self,
+        py: Python<'_>,
+        entity: &str,
+        start: &Bound<'_, PyAny>,
+        end: &Bound<'_, PyAny>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<crate::share::SharePlanJob> {
+        let entity = convert::entity(py, entity)?;
+        let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
+        let shares = crate::share::share_plan_options(py, &mut request, options)?;
+        Ok(crate::share::SharePlanJob { client: self.client.clone(), request, shares })
+    }
+
+    /// A share's fetch-to-stage with its options checked. Options: `ShareStageRequest`'s.
+    #[pyo3(signature = (share, **options))]
+    fn _share_stage_job(&self, py: Python<'_>, share: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<crate::share::ShareStageJob> {
+        let mut request = qbo_core::stage::ShareStageRequest::new(crate::share::share_of(py, share)?);
+        for (key, value) in options.into_iter().flatten() {
+            let name: String = key.extract()?;
+            convert::set_option(py, &mut request, &name, &value)?;
+        }
+        request.check().map_err(|e| to_py(py, e))?;
+        Ok(crate::share::ShareStageJob { client: self.client.clone(), request })
+    }
+
     fn __repr__(&self) -> String {
         format!("QboClient(realm_id={:?})", self.client.realm_id())
     }

@@ -10,6 +10,7 @@ mod errors;
 mod postgres;
 mod report;
 mod runtime;
+mod share;
 mod stage;
 mod windows;
 
@@ -47,6 +48,8 @@ mod _qbo_rs {
     use super::report::{BackfillReport, Estimate, WindowReport};
     #[pymodule_export]
     use super::{default_limiter_dir, default_token_store, run_cli};
+    #[pymodule_export]
+    use super::share::{ReadShare, ShareExportJob, SharePlan, SharePlanJob, ShareStageJob, StagedShare, _export_share_job};
     #[pymodule_export]
     use super::stage::{ExportJob, StageJob, StagedWindow, _export_job};
     #[pymodule_export]

@@ -139,6 +139,13 @@ pub async fn export_task(args: ExportArgs) -> Result<CoreReport, qbo_core::Error
 #[pyfunction]
 #[pyo3(signature = (manifest, **options))]
 pub fn _export_job(py: Python<'_>, manifest: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<ExportJob> {
+    let (sinks, keep) = export_options(py, options)?;
+    Ok(ExportJob { args: ExportArgs { manifest, sinks, keep } })
+}
+
+/// An export's options: the core's `SinkConfig`, `postgres` (a `PostgresWriter`) and
+/// `keep_staged`.
+pub fn export_options(py: Python<'_>, options: Option<&Bound<'_, PyDict>>) -> PyResult<(SinkOptions, bool)> {
     let mut sinks = SinkConfig::default();
     let mut keep = false;
     for (key, value) in options.into_iter().flatten() {
@@ -150,8 +157,7 @@ pub fn _export_job(py: Python<'_>, manifest: PathBuf, options: Option<&Bound<'_,
             n => return Err(convert::unknown_option(py, n, &[SinkConfig::NAMES, &["postgres", "keep_staged"]])),
         }
     }
-    let sinks = sinks.resolve().map_err(|e| to_py(py, e))?;
-    Ok(ExportJob { args: ExportArgs { manifest, sinks, keep } })
+    Ok((sinks.resolve().map_err(|e| to_py(py, e))?, keep))
 }
 
 /// A window's fetch into a stage, ready to run (from `QboClient._stage_job`).

@@ -1,21 +1,21 @@
-"""DYNAMIC CHILD (one block run per window, downstream of qb_fetch_window): writes ONE staged
-window with qbo_rs, idempotently, to TXT, PostgreSQL or both (runtime variable ``sink``).
+"""DYNAMIC CHILD (one block run per share, downstream of qb_fetch_window): writes ONE staged share
+with qbo_rs, idempotently, to TXT, PostgreSQL or both (runtime variable ``sink``).
 
-``qbo_rs.export_window`` checks the stage against its manifest, streams it into the sinks
-(newest version of an id wins, a re-run writes nothing new, a crash leaves nothing torn), checks
-rows staged against rows each sink now holds (``Validation: [ALERT]`` on a mismatch) and, after a
-successful write, replaces the stage with a small receipt. Mage executes a block run at least
-once: a repeated execution finds the receipt and returns the same summary without writing again.
-No request goes to QuickBooks here. A failed write raises and keeps the stage, so only this child
-fails and a retry of this block run re-exports the same stage without fetching again. Returns a
-small summary for qb_backfill_summary (``reduce_output: true``: the summary receives the list of
-every window's summary).
+``qbo_rs.export_share`` checks the stage against its manifest, writes it window by window into
+the sinks (newest version of an id wins, a re-run writes nothing new, a crash leaves nothing
+torn), checks rows staged against rows each sink now holds per window (``Validation: [ALERT]`` on
+a mismatch) and, after a successful write, replaces the stage with a small receipt. Mage
+executes a block run at least once: a repeated execution finds the receipt and returns the same
+summary without writing again. No request goes to QuickBooks here. A failed write raises and
+keeps the stage, so only this child fails and a retry of this block run writes the same stage
+without fetching again. Returns a small summary, with one short entry per window, for
+qb_backfill_summary (``reduce_output: true``: the summary receives every share's summary).
 """
 import os
 
 import qbo_rs
 
-from mage_project.utils.qb_mage import engine_logs, log, run_params
+from mage_project.utils.qb_mage import engine_logs, log, run_params, utc_text
 
 if 'data_exporter' not in globals():
     from mage_ai.data_preparation.decorators import data_exporter
@@ -30,14 +30,14 @@ def export_staged_window(handle, *args, **kwargs):
     params = run_params(kwargs)
     label = handle.get('label')
     if handle.get('entity') != params.entity:
-        raise WindowExportFailed(f'window {label} belongs to {handle.get("entity")}, not to {params.entity}')
-    retry_hint = (f'The stage {handle["manifest"]} is kept: fix the cause and retry this block run (runner: '
-                  '--retry-run <pipeline_run_id>; Mage UI: retry this block run); it is written without '
-                  'fetching again.')
+        raise WindowExportFailed(f'share {label} belongs to {handle.get("entity")}, not to {params.entity}')
+    manifest = handle.get('manifest')
+    retry_hint = (f'The stage {manifest} is kept: fix the cause and retry this block run (runner: --retry-run '
+                  '<pipeline_run_id>; Mage UI: retry the run); it is written without fetching again.')
     with engine_logs(kwargs):
         try:
-            report = qbo_rs.export_window(
-                handle['manifest'],
+            report = qbo_rs.export_share(
+                manifest,
                 sink=params.sink,
                 data_dir=params.data_dir,
                 pg_schema=params.pg_schema,
@@ -45,42 +45,41 @@ def export_staged_window(handle, *args, **kwargs):
                 raise_on_failure=False,
             )
         except qbo_rs.exceptions.ConfigError as err:
-            if os.path.exists(handle['manifest']):
-                raise WindowExportFailed(f'window {label} could not be written: {err}. {retry_hint}') from err
+            if manifest and os.path.exists(manifest):
+                raise WindowExportFailed(f'share {label} could not be written: {err}. {retry_hint}') from err
             raise WindowExportFailed(
-                f'window {label}: no stage at {handle["manifest"]} and no receipt of its export ({err}): the '
-                'stage folder is not shared with the fetch block (QBO_STAGE_DIR) or was emptied by hand; re-run '
-                f'the window, fetch included (--window {label})') from err
+                f'share {label}: no stage at {manifest} and no receipt of its export ({err}): the stage folder '
+                'is not shared with the fetch block (QBO_STAGE_DIR) or was emptied by hand; re-run the run, '
+                'fetch included') from err
         except Exception as err:  # PostgreSQL down, disk full, a damaged stage, ...
-            raise WindowExportFailed(f'window {label} could not be written: {err}. {retry_hint}') from err
-    if len(report.windows) != 1 or report.windows[0].label != label:
-        raise WindowExportFailed(f'window {label}: the engine exported {[w.label for w in report.windows]} instead')
-    w = report.windows[0]
-    if not w.ok:
-        raise WindowExportFailed(f'window {label} [{handle["start"]}, {handle["end"]}) was not written correctly: '
-                                 f'{w.error}. {retry_hint}')
-    log(kwargs, f'window {label}: {w.rows_written} written, {w.inserted} inserted, {w.updated} updated, '
-                f'{w.unchanged} unchanged, {w.duration_s:.2f} s -> {", ".join(sorted(report.targets.values()))}')
+            raise WindowExportFailed(f'share {label} could not be written: {err}. {retry_hint}') from err
+    if len(report.windows) != handle['windows']:
+        raise WindowExportFailed(f'share {label}: {len(report.windows)} window(s) written, {handle["windows"]} fetched')
+    failed = [w for w in report.windows if not w.ok]
+    if failed:
+        raise WindowExportFailed(f'share {label}: {len(failed)} window(s) were not written correctly ('
+                                 f'{failed[0].label}: {failed[0].error}). {retry_hint}')
+    inserted = sum(w.inserted for w in report.windows)
+    updated = sum(w.updated for w in report.windows)
+    written = sum(w.rows_written for w in report.windows)
+    log(kwargs, f'share {label}: {len(report.windows)} window(s), {written} written, {inserted} inserted, '
+                f'{updated} updated, {written - inserted - updated} unchanged, {report.duration_s:.2f} s -> '
+                f'{", ".join(sorted(report.targets.values()))}')
     return dict(
         entity=params.entity,
         label=label,
-        start=handle['start'],
-        end=handle['end'],
         planned=handle.get('planned'),
-        status=w.status,
+        plan_requests=handle.get('plan_requests', 0),
+        estimate_requests=handle.get('estimate_requests'),
+        # One short entry per window: (label, start, end, status, fetched, written, inserted, updated).
+        windows=[[w.label, utc_text(w.start), utc_text(w.end),
+                  w.status, w.rows_fetched, w.rows_written, w.inserted, w.updated] for w in report.windows],
         rows_fetched=handle['rows_fetched'],
-        rows_staged=handle['lines'],
-        rows_written=w.rows_written,
-        server_count=handle.get('server_count'),
-        pages=handle['pages'],
-        inserted=w.inserted,
-        updated=w.updated,
-        unchanged=w.unchanged,
-        fetch_s=handle.get('fetch_s'),
-        export_s=round(w.duration_s, 3),
         requests=handle['requests'],
         retries=handle['retries'],
         throttled=handle['throttled'],
+        fetch_s=handle.get('fetch_s'),
+        export_s=round(report.duration_s, 3),
         targets=dict(report.targets),
         sink=params.sink,
         pid=handle.get('pid'),

@@ -1,16 +1,24 @@
-"""DYNAMIC block: plans the backfill's windows with qbo_rs; Mage runs one child per window.
+"""DYNAMIC block: plans the backfill with qbo_rs and fans out by work, not by day.
 
-Returns ``[items, metadata]``: ``items[i]`` is a small dict (the window's label and bounds) that
-the child receives as its first argument, and ``metadata[i]['block_uuid']`` is the window's
-label, so each fetch run is named ``qb_fetch_window:<label>`` (e.g.
-``qb_fetch_window:invoice_backfill_2025-10-15``) and can be found and re-run by that label. Its
-export run, ``qb_export_window:<i>``, is numbered by Mage in plan order (i-th window).
+Windows are planned from the calendar (``chunk_days``, labels like ``invoice_backfill_2025-10-15``),
+but read by the data: ``QboClient.plan_shares`` counts the range with a few ``SELECT COUNT(*)``
+requests, groups consecutive windows into keyset streams sized by those counts, and cuts the plan
+into at most ``max_children`` shares of about equal work (small data is one share). Mage runs one
+fetch child and one export child per share, so a backfill costs at most 2 x max_children + 2
+block runs whatever ``chunk_days`` is.
+
+Returns ``[items, metadata]``: ``items[i]`` is the i-th share (its label, bounds, windows and
+the plan's counts as JSON) and ``metadata[i]['block_uuid']`` is the share's label, so its fetch
+run is named ``qb_fetch_window:<first window label>..<last window start>``. The plan's estimate
+(records, streams, requests, minutes) is logged, and a plan over ``max_requests`` is refused here,
+before any page is read.
 """
 from mage_project.utils.qb_mage import (
     RunVariableError,
     check_sink_config,
+    engine_logs,
     log,
-    read_credentials,
+    make_client,
     run_params,
     utc_text,
 )
@@ -21,36 +29,62 @@ if 'data_loader' not in globals():
     from mage_ai.data_preparation.decorators import data_loader
 
 
+def _check_labels(params):
+    """Names unknown ``windows`` labels with the plan's own, before any request."""
+    planned = qbo_rs.plan_windows(params.start, params.end, params.chunk_days, params.entity)
+    known = {w.label for w in planned}
+    unknown = [label for label in params.windows or [] if label not in known]
+    if unknown:
+        sample = ', '.join(w.label for w in planned[:3])
+        raise RunVariableError(
+            f'windows: {", ".join(unknown)} not among the {len(planned)} window(s) planned for '
+            f'[{utc_text(params.start)}, {utc_text(params.end)}) with chunk_days={params.chunk_days} '
+            f'(labels look like {sample}, ...): re-run with the same fecha_inicio, fecha_fin and chunk_days')
+    return len(planned)
+
+
 @data_loader
 def plan_windows(*args, **kwargs):
     params = run_params(kwargs)
     check_sink_config(params)
-    read_credentials()  # a missing secret is named now, before any window runs (no request made)
-    planned = qbo_rs.plan_windows(params.start, params.end, params.chunk_days, params.entity)
-    windows = planned
-    if params.windows:
-        by_label = {w.label: w for w in planned}
-        unknown = [label for label in params.windows if label not in by_label]
-        if unknown:
-            sample = ', '.join(w.label for w in planned[:3])
-            raise RunVariableError(
-                f'windows: {", ".join(unknown)} not among the {len(planned)} window(s) planned for '
-                f'[{utc_text(params.start)}, {utc_text(params.end)}) with chunk_days={params.chunk_days} '
-                f'(labels look like {sample}, ...): re-run with the same fecha_inicio, fecha_fin and chunk_days')
-        wanted = set(params.windows)
-        windows = [w for w in planned if w.label in wanted]
+    calendar = _check_labels(params)
     log(kwargs, f'{params.pipeline_uuid}: {params.describe()}')
-    log(kwargs, f'Plan: {len(windows)} window(s) to run'
-                + (f' (of {len(planned)} planned)' if len(windows) != len(planned) else '')
-                + ': ' + ', '.join(w.label for w in windows[:5]) + (' ...' if len(windows) > 5 else ''))
+    with engine_logs(kwargs):
+        client, sources, rotation = make_client(kwargs)  # a missing secret is named here
+        try:
+            plan = client.plan_shares(
+                params.entity,
+                params.start,
+                params.end,
+                chunk_days=params.chunk_days,
+                page_size=params.page_size,
+                windows=params.windows,
+                max_shares=params.max_children,
+                max_requests=params.max_requests,
+            )
+        finally:
+            rotation.flush(kwargs, sources['qb_refresh_token'])
+    estimate = plan.estimate
+    windows = estimate.windows
+    log(kwargs, f'Plan: {windows} window(s)' + (f' (of {calendar} planned)' if windows != calendar else '')
+                + f', {estimate.records} record(s) in {estimate.streams} stream(s): about {estimate.requests} '
+                f'request(s) ({estimate.count_requests} count(s) spent now), {estimate.minutes:.1f} min at the '
+                f"realm's pace; {len(plan.shares)} child(ren) (max_children={params.max_children})")
     items, metadata = [], []
-    for w in windows:
+    for share in plan.shares:
+        log(kwargs, f'  {share.label}: {len(share)} window(s), {share.records} record(s), {share.streams} '
+                    f'stream(s), ~{share.page_requests} page request(s)')
         items.append(dict(
             entity=params.entity,
-            label=w.label,
-            start=utc_text(w.start),
-            end=utc_text(w.end),
-            planned=len(windows),
+            label=share.label,
+            start=utc_text(share.start),
+            end=utc_text(share.end),
+            windows=len(share),
+            records=share.records,
+            share=share.to_json(),
+            planned=windows,
+            plan_requests=estimate.count_requests,
+            estimate_requests=estimate.requests,
         ))
-        metadata.append(dict(block_uuid=w.label))
+        metadata.append(dict(block_uuid=share.label))
     return [items, metadata]

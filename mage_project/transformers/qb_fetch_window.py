@@ -1,20 +1,20 @@
-"""DYNAMIC CHILD (one block run per window): fetches ONE window from QuickBooks with qbo_rs.
+"""DYNAMIC CHILD (one block run per share of the plan): fetches ONE share's windows from
+QuickBooks with qbo_rs.
 
-``QboClient.stage_window`` pages the window (keyset paging, COUNT(*) reconciliation, the realm's
-shared pace and retries) into ``<stage_dir>/<entity>s/<label>.jsonl`` plus a manifest, its
-commit point; this block returns only a small handle (label, bounds, the manifest's path,
-counts, requests), which Mage pickles to disk and hands to this window's qb_export_window run.
-Records never pass through Python or Mage's block outputs.
+``QboClient.stage_share`` reads the share's streams (keyset paging with the plan's counts, COUNT
+reconciliation, the realm's shared pace and retries), attributes every record to its window (one
+``Rango … -> N filas`` line per window) and stages them in one file under
+``<stage_dir>/<entity>s/<run id>/`` plus a manifest, its commit point; this block returns only a
+small handle (label, the manifest's path, counts, requests), which Mage hands to this share's
+qb_export_window run. Records never pass through Python or Mage's block outputs.
 
 Mage executes a block run at least once (a finished one has been seen running again): the stage
-belongs to this pipeline run (``stage_run_id``), so a repeated execution gets the stage it made
-the first time, or the one its export already wrote, without asking QuickBooks again.
-
-This is the only block that talks to QuickBooks, so it also writes a rotated refresh token back
-to the ``qb_refresh_token`` Mage secret. A failed fetch stages nothing and raises: this child
-fails alone (Mage then holds back every export until it is re-run: see mage_project/README.md);
-re-run it by its block run (runner: ``--retry-run <pipeline_run_id>``) or by its label
-(``--window <label>``).
+belongs to this pipeline run (``stage_run_id``), so a repeated execution reads only the windows
+no earlier execution staged: nothing after a success, only the failed windows after a partial
+failure. This is the only block besides the plan that talks to QuickBooks, so it also writes a
+rotated refresh token back to the ``qb_refresh_token`` Mage secret. A share with a failed window
+raises after keeping the windows it read: retry this block run (runner: ``--retry-run
+<pipeline_run_id>``; Mage UI: retry the run), or re-run the windows by label (``--window``).
 """
 import os
 
@@ -29,20 +29,16 @@ class WindowFetchFailed(RuntimeError):
 
 
 @transformer
-def fetch_window(window, *args, **kwargs):
+def fetch_window(share, *args, **kwargs):
     params = run_params(kwargs)
-    if window.get('entity') != params.entity:
-        raise WindowFetchFailed(f'window {window.get("label")} belongs to {window.get("entity")}, '
-                                f'not to {params.entity}: re-plan the run')
+    label = share.get('label')
+    if share.get('entity') != params.entity:
+        raise WindowFetchFailed(f'share {label} belongs to {share.get("entity")}, not to {params.entity}: re-plan the run')
     with engine_logs(kwargs):
         client, sources, rotation = make_client(kwargs)
         try:
-            staged = client.stage_window(
-                params.entity,
-                window['start'],
-                window['end'],
-                label=window['label'],
-                page_size=params.page_size,
+            staged = client.stage_share(
+                share['share'],
                 stage_dir=params.stage_dir,
                 run_id=stage_run_id(kwargs),
                 raise_on_failure=False,
@@ -50,38 +46,38 @@ def fetch_window(window, *args, **kwargs):
         finally:
             rotation.flush(kwargs, sources['qb_refresh_token'])
     report = staged.report
-    if staged.label != window['label']:
-        raise WindowFetchFailed(f'window {window["label"]}: the engine staged {staged.label} instead')
-    if not staged.ok or staged.manifest is None:
-        error = report.windows[0].error if report.windows else None
+    if staged.label != label:
+        raise WindowFetchFailed(f'share {label}: the engine staged {staged.label} instead')
+    if not staged.ok:
+        failed = report.failed_windows
+        errors = {w.label: w.error for w in report.windows if not w.ok}
+        first = failed[0] if failed else '?'
         raise WindowFetchFailed(
-            f'window {staged.label} [{window["start"]}, {window["end"]}) could not be fetched: {error}. Nothing '
-            f'was staged or written; re-run this window alone (runner: --retry-run <pipeline_run_id>, or '
-            f'--window {staged.label} with the same fecha_inicio/fecha_fin/chunk_days; Mage UI: retry this '
-            'block run)')
-    duration = report.windows[0].duration_s if report.windows else report.duration_s
-    if staged.reused:
-        log(kwargs, f'window {staged.label}: {staged.rows_fetched} fetched by an earlier execution of this block '
-                    f'run, {staged.lines} line(s) staged; 0 requests now')
-    else:
-        log(kwargs, f'window {staged.label}: {staged.rows_fetched} fetched ({staged.lines} line(s) staged), '
-                    f'{staged.pages} page(s), {report.requests} request(s), {report.retries} retried, '
-                    f'{report.throttled} throttled, {duration:.2f} s')
+            f'share {label}: {len(failed)} of {len(report.windows)} window(s) could not be fetched '
+            f'({", ".join(failed[:5])}{" ..." if len(failed) > 5 else ""}; {first}: {errors.get(first)}). The '
+            f'{len(report.windows) - len(failed)} window(s) read are kept; retry this block run (runner: --retry-run '
+            '<pipeline_run_id>; Mage UI: retry the run), which reads only the failed windows, or re-run them by label '
+            '(--window LABEL with the same fecha_inicio/fecha_fin/chunk_days)')
+    by_kind = ', '.join(f'{n} {kind}' for kind, n in report.requests_by_kind.items() if n)
+    reused = f'; {staged.reused} window(s) staged by an earlier execution of this block run' if staged.reused else ''
+    log(kwargs, f'share {label}: {len(report.windows)} window(s), {report.total_rows} record(s) fetched, '
+                f'{report.requests} request(s) ({by_kind or "none"}), {report.throttled} throttled, '
+                f'{report.duration_s:.2f} s{reused}')
     # The handle: small and JSON-friendly (Mage writes it to disk), never records.
     return dict(
         entity=params.entity,
-        label=staged.label,
-        start=window['start'],
-        end=window['end'],
-        planned=window.get('planned'),
-        manifest=str(staged.manifest),
-        rows_fetched=staged.rows_fetched,
-        lines=staged.lines,
-        server_count=staged.server_count,
-        pages=staged.pages,
+        label=label,
+        start=share['start'],
+        end=share['end'],
+        windows=len(report.windows),
+        planned=share.get('planned'),
+        plan_requests=share.get('plan_requests', 0),
+        estimate_requests=share.get('estimate_requests'),
+        manifest=str(staged.manifest) if staged.manifest is not None else None,
+        rows_fetched=report.total_rows,
         requests=report.requests,
         retries=report.retries,
         throttled=report.throttled,
-        fetch_s=round(duration, 3),
+        fetch_s=round(report.duration_s, 3),
         pid=os.getpid(),
     )

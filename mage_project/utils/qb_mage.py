@@ -2,9 +2,10 @@
 
 Blocks import it as ``from mage_project.utils.qb_mage import ...`` (Mage puts the project's
 parent folder on ``sys.path``). Only qbo_rs's public API is used; records never pass through
-Python or Mage's block outputs: the fetch block has the engine stage each window on disk
-(``QboClient.stage_window``) and passes on a small handle, the export block has the engine
-write that stage (``qbo_rs.export_window``) and passes on a small summary.
+Python or Mage's block outputs: the plan block has the engine count and share out the backfill
+(``QboClient.plan_shares``), each fetch child has it stage its share on disk
+(``QboClient.stage_share``) and passes on a small handle, each export child has it write that
+stage (``qbo_rs.export_share``) and passes on a small summary.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000
 DEFAULT_CHUNK_DAYS = 50
 MAX_CHUNK_DAYS = 36600
+# Children (fetch + export block runs) a backfill fans out to, at most: each Mage block-run
+# process costs 200-300 MB, and the engine reads every child's streams concurrently anyway.
+DEFAULT_MAX_CHILDREN = 4
+MAX_CHILDREN = 10000
 
 # (Mage secret, environment fallback) — DESIGN §4.
 QB_SECRETS = (
@@ -70,10 +75,11 @@ class _ToMage(logging.Handler):
         super().__init__(logging.INFO)
         self.kwargs = kwargs
 
-    # The engine's run-level lines describe this one window here; the final step logs the
-    # run's own ``Total ... descargadas`` and ``Validation`` lines, so these two are dropped
-    # (the per-window ``Rango ... -> N filas`` and every [ALERT] are kept).
-    DROPPED = ('Total ', 'Validation: Integrity Check Passed', 'backfill ')
+    # The engine's run-level lines describe this one share here; the final step logs the run's
+    # own ``Rango ... -> N filas`` line per window, in time order, and its ``Total ...
+    # descargadas`` and ``Validation`` lines, so those are dropped here (every WARNING and
+    # [ALERT] is kept).
+    DROPPED = ('Total ', 'Validation: Integrity Check Passed', 'backfill ', 'Rango ')
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -202,6 +208,8 @@ class RunParams:
     pg_schema: str
     pg_table_prefix: str
     stage_dir: str
+    max_children: int = DEFAULT_MAX_CHILDREN
+    max_requests: Optional[int] = None
     windows: Optional[List[str]] = field(default=None)
 
     @property
@@ -214,8 +222,10 @@ class RunParams:
             target.append(os.path.join(self.data_dir, f'{self.plural}.txt'))
         if self.sink in ('postgres', 'both'):
             target.append(f'PostgreSQL {self.pg_schema}.{self.pg_table_prefix}{self.plural}')
+        budget = f' max_requests={self.max_requests}' if self.max_requests is not None else ''
         return (f'{self.entity} [{utc_text(self.start)}, {utc_text(self.end)}) chunk_days={self.chunk_days} '
-                f'page_size={self.page_size} sink={self.sink} -> {" + ".join(target)}')
+                f'page_size={self.page_size} max_children={self.max_children}{budget} sink={self.sink} '
+                f'-> {" + ".join(target)}')
 
 
 def repo_path(kwargs: Dict[str, Any]) -> str:
@@ -286,6 +296,9 @@ def run_params(kwargs: Dict[str, Any]) -> RunParams:
         pg_schema=schema,
         pg_table_prefix=prefix,
         stage_dir=os.path.abspath(stage_dir),
+        max_children=parse_int('max_children', kwargs.get('max_children'), DEFAULT_MAX_CHILDREN, 1, MAX_CHILDREN),
+        max_requests=(None if _blank(kwargs.get('max_requests'))
+                      else parse_int('max_requests', kwargs.get('max_requests'), 0, 1, 10**12)),
         windows=parse_labels(kwargs.get('windows')),
     )
 

@@ -7,7 +7,16 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, TypeVar, Unio
 
 from typing_extensions import Unpack, disjoint_base
 
-from qbo_rs.options import BackfillOptions, ClientOptions, ExportOptions, PlanOptions, ReadOptions, StageOptions
+from qbo_rs.options import (
+    BackfillOptions,
+    ClientOptions,
+    ExportOptions,
+    PlanOptions,
+    ReadOptions,
+    SharePlanOptions,
+    ShareStageOptions,
+    StageOptions,
+)
 
 _DateLike = Union[str, date, datetime]
 _Self = TypeVar("_Self", bound="QboClient")
@@ -23,12 +32,19 @@ __all__ = [
     "NativeEmulator",
     "PostgresWriter",
     "QboClient",
+    "ReadShare",
+    "ShareExportJob",
+    "SharePlan",
+    "SharePlanJob",
+    "ShareStageJob",
     "StageJob",
+    "StagedShare",
     "StagedWindow",
     "Window",
     "WindowReport",
     "__version__",
     "_export_job",
+    "_export_share_job",
     "default_limiter_dir",
     "default_token_store",
     "plan_windows",
@@ -112,6 +128,10 @@ class QboClient:
     def _estimate_job(
         self, entity: str, start: _DateLike, end: _DateLike, **options: Unpack[PlanOptions]
     ) -> "EstimateJob": ...
+    def _share_plan_job(
+        self, entity: str, start: _DateLike, end: _DateLike, **options: Unpack[SharePlanOptions]
+    ) -> "SharePlanJob": ...
+    def _share_stage_job(self, share: Union["ReadShare", str], **options: Unpack[ShareStageOptions]) -> "ShareStageJob": ...
 
 @final
 class PostgresWriter:
@@ -287,6 +307,94 @@ class StageJob:
 @final
 class ExportJob:
     """A staged window's write, not yet run (``_export_job``)."""
+
+    def run(self) -> BackfillReport: ...
+    def run_future(self) -> Awaitable[BackfillReport]: ...
+
+@final
+class ReadShare:
+    """One worker's part of a backfill (:meth:`qbo_rs.QboClient.plan_shares`): consecutive
+    windows and the streams that read them, with the plan's counts."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def entity(self) -> str: ...
+    @property
+    def index(self) -> int:
+        """0-based place among ``of`` shares."""
+    @property
+    def of(self) -> int: ...
+    @property
+    def start(self) -> Optional[datetime]: ...
+    @property
+    def end(self) -> Optional[datetime]: ...
+    @property
+    def window_labels(self) -> List[str]: ...
+    @property
+    def records(self) -> int:
+        """Records the plan counted in its windows."""
+    @property
+    def streams(self) -> int: ...
+    @property
+    def page_requests(self) -> int: ...
+    def to_json(self) -> str: ...
+    @staticmethod
+    def from_json(text: str) -> "ReadShare": ...
+    def __len__(self) -> int: ...
+
+@final
+class SharePlan:
+    """A backfill's plan, counted and cut into shares."""
+
+    @property
+    def estimate(self) -> Estimate: ...
+    @property
+    def shares(self) -> List[ReadShare]: ...
+
+@final
+class SharePlanJob:
+    """A plan to count and share, not yet run (``QboClient._share_plan_job``)."""
+
+    def run(self) -> SharePlan: ...
+    def run_future(self) -> Awaitable[SharePlan]: ...
+
+@final
+class StagedShare:
+    """A fetched share waiting on disk for :func:`qbo_rs.export_share` (pass it, or its ``manifest`` path)."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def entity(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def manifest(self) -> Optional[Path]: ...
+    @property
+    def reused(self) -> int:
+        """Windows an earlier fetch with the same ``run_id`` had staged or written."""
+    @property
+    def exported(self) -> bool: ...
+    @property
+    def report(self) -> BackfillReport: ...
+
+@final
+class ShareStageJob:
+    """A share's fetch into its stage, not yet run (``QboClient._share_stage_job``)."""
+
+    def run(self) -> StagedShare: ...
+    def run_future(self) -> Awaitable[StagedShare]: ...
+
+def _export_share_job(
+    manifest: Union[str, "os.PathLike[str]"], **options: Unpack[ExportOptions]
+) -> "ShareExportJob": ...
+
+@final
+class ShareExportJob:
+    """A staged share's write, not yet run (``_export_share_job``)."""
 
     def run(self) -> BackfillReport: ...
     def run_future(self) -> Awaitable[BackfillReport]: ...

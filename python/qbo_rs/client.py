@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
 from qbo_rs import _qbo_rs
-from qbo_rs._qbo_rs import BackfillReport, Credentials, Estimate, PostgresWriter, StagedWindow
+from qbo_rs._qbo_rs import (
+    BackfillReport,
+    Credentials,
+    Estimate,
+    PostgresWriter,
+    ReadShare,
+    SharePlan,
+    StagedShare,
+    StagedWindow,
+)
 from qbo_rs.exceptions import BackfillError, ConfigError
 from qbo_rs.options import (
     CLIENT_OPTION_NAMES,
@@ -24,6 +33,8 @@ from qbo_rs.options import (
     PathLike,
     PlanOptions,
     ReadOptions,
+    SharePlanOptions,
+    ShareStageOptions,
     StageOptions,
 )
 
@@ -198,11 +209,59 @@ class QboClient(_qbo_rs.QboClient):
             raise _failure(staged.report)
         return staged
 
+    def plan_shares(self, entity: str, start: DateLike, end: DateLike, **options: Unpack[SharePlanOptions]) -> SharePlan:
+        """Plans a backfill as :meth:`backfill` would (windows, streams sized by COUNT; only
+        COUNT requests are sent) and cuts it into at most ``max_shares`` shares of about equal
+        work for separate workers (Mage's children). Each :class:`~qbo_rs.ReadShare` carries
+        its windows and the plan's counts, so its worker counts nothing again; send it to
+        another process as ``share.to_json()``. ``estimate`` is what the whole backfill costs.
+        Raises :class:`~qbo_rs.exceptions.RequestBudgetError` over ``max_requests``."""
+        return self._share_plan_job(entity, start, end, **options).run()
 
-def _manifest(staged: Union[StagedWindow, PathLike]) -> str:
-    if isinstance(staged, StagedWindow):
+    async def plan_shares_async(self, entity: str, start: DateLike, end: DateLike, **options: Unpack[SharePlanOptions]) -> SharePlan:
+        """Async twin of :meth:`plan_shares`."""
+        return await self._share_plan_job(entity, start, end, **options).run_future()
+
+    def stage_share(
+        self,
+        share: Union[ReadShare, str],
+        *,
+        raise_on_failure: bool = True,
+        **options: Unpack[ShareStageOptions],
+    ) -> StagedShare:
+        """Fetches a share (a :class:`~qbo_rs.ReadShare` or its ``to_json()`` text) into one
+        stage under ``<stage_dir>/<entity>s/<run_id>/``, reading its streams with the plan's
+        counts and attributing every record to its window (one ``Rango … -> N filas`` line
+        per window); :func:`export_share` writes it later, in this process or another.
+
+        Repeated with the same ``run_id`` (orchestrators run a step at least once), it reads
+        only the windows no earlier call staged: nothing after a success, the failed windows
+        after a partial failure (``reused`` counts the others). Raises
+        :class:`~qbo_rs.exceptions.BackfillError` (with ``.report``) if a window failed, unless
+        ``raise_on_failure=False``; the windows read are kept either way."""
+        staged = self._share_stage_job(share, **options).run()
+        if raise_on_failure and not staged.ok:
+            raise _failure(staged.report)
+        return staged
+
+    async def stage_share_async(
+        self,
+        share: Union[ReadShare, str],
+        *,
+        raise_on_failure: bool = True,
+        **options: Unpack[ShareStageOptions],
+    ) -> StagedShare:
+        """Async twin of :meth:`stage_share`."""
+        staged = await self._share_stage_job(share, **options).run_future()
+        if raise_on_failure and not staged.ok:
+            raise _failure(staged.report)
+        return staged
+
+
+def _manifest(staged: Union[StagedWindow, StagedShare, PathLike]) -> str:
+    if isinstance(staged, (StagedWindow, StagedShare)):
         if staged.manifest is None:
-            raise ConfigError(f"window {staged.label} was not staged (its fetch failed): fetch it again first")
+            raise ConfigError(f"{staged.label} was not staged (its fetch failed): fetch it again first")
         return os.fspath(staged.manifest)
     return os.fspath(staged)
 
@@ -237,6 +296,37 @@ async def export_window_async(
 ) -> BackfillReport:
     """Async twin of :func:`export_window`."""
     report = await _qbo_rs._export_job(_manifest(staged), **options).run_future()
+    if raise_on_failure and not report.ok:
+        raise _failure(report)
+    return report
+
+
+def export_share(
+    staged: Union[StagedShare, PathLike],
+    *,
+    raise_on_failure: bool = True,
+    **options: Unpack[ExportOptions],
+) -> BackfillReport:
+    """Writes a share staged by :meth:`QboClient.stage_share` (the handle or its ``manifest``
+    path) to ``sink``, window by window, exactly as :func:`export_window` writes one window:
+    idempotent, crash-safe, rows staged checked against rows each sink holds, one report per
+    window. Refuses a share with a window not staged (fetch it again first). Once every
+    window is written a receipt replaces the stage (unless ``keep_staged``), so a repeated
+    export returns the first one's report and writes nothing. No request goes to QBO."""
+    report = _qbo_rs._export_share_job(_manifest(staged), **options).run()
+    if raise_on_failure and not report.ok:
+        raise _failure(report)
+    return report
+
+
+async def export_share_async(
+    staged: Union[StagedShare, PathLike],
+    *,
+    raise_on_failure: bool = True,
+    **options: Unpack[ExportOptions],
+) -> BackfillReport:
+    """Async twin of :func:`export_share`."""
+    report = await _qbo_rs._export_share_job(_manifest(staged), **options).run_future()
     if raise_on_failure and not report.ok:
         raise _failure(report)
     return report

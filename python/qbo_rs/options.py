@@ -77,6 +77,32 @@ class BackfillOptions(PlanOptions, SinkOptions, total=False):
     max_requests: Optional[int]
 
 
+class SharePlanOptions(PlanOptions, total=False):
+    """A plan shared out between workers (:meth:`~qbo_rs.QboClient.plan_shares`): the plan's
+    options, and
+
+    - ``max_shares``: shares at most (default 4); small data gets fewer, one per stream at most.
+    - ``max_requests``: refuse a plan whose estimate needs more requests, as a backfill does.
+    """
+
+    max_shares: int
+    max_requests: Optional[int]
+
+
+class ShareStageOptions(TypedDict, total=False):
+    """A share's fetch into its stage (:meth:`~qbo_rs.QboClient.stage_share`).
+
+    - ``stage_dir``: where stages wait for their export (default ``"data/.qbo_rs/stage"``).
+    - ``run_id``: the run the stage belongs to; a call repeated with it reads only the windows
+      no earlier call staged (default: a fresh one per call).
+    - ``max_streams``: streams read at once (default: every stream of the share).
+    """
+
+    stage_dir: PathLike
+    run_id: Optional[str]
+    max_streams: int
+
+
 class StageOptions(ReadOptions, total=False):
     """A window's fetch into a stage (:meth:`~qbo_rs.QboClient.stage_window`), the read
     options included.
@@ -94,7 +120,8 @@ class StageOptions(ReadOptions, total=False):
 
 
 class ExportOptions(SinkOptions, total=False):
-    """A staged window's write (:func:`~qbo_rs.export_window`), the sink options included.
+    """A staged window's or share's write (:func:`~qbo_rs.export_window`,
+    :func:`~qbo_rs.export_share`), the sink options included.
 
     - ``keep_staged``: keep the stage after a successful write (default False: a receipt
       replaces it).

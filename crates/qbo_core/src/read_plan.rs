@@ -164,6 +164,38 @@ impl Estimate {
     }
 }
 
+/// How many shares a plan is cut into at most (Mage children: each costs a worker process).
+pub const DEFAULT_MAX_SHARES: usize = 4;
+
+/// How a plan is shared out between workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareOptions {
+    pub max_shares: usize,
+}
+
+impl Default for ShareOptions {
+    fn default() -> Self {
+        ShareOptions { max_shares: DEFAULT_MAX_SHARES }
+    }
+}
+
+impl crate::options::OptionSet for ShareOptions {
+    const NAMES: &'static [&'static str] = &["max_shares"];
+
+    fn set(&mut self, name: &str, value: &crate::options::OptionValue) -> Result<(), Error> {
+        match name {
+            "max_shares" => {
+                self.max_shares = value.whole(name)?;
+                if self.max_shares == 0 {
+                    return Err(Error::config("max_shares must be at least 1"));
+                }
+            }
+            _ => return Err(crate::options::unknown_option(name, &[Self::NAMES])),
+        }
+        Ok(())
+    }
+}
+
 /// A part of a plan that one worker reads and writes on its own (a Mage child block run):
 /// consecutive windows and the streams that cover them, with the plan's counts, so the
 /// worker counts nothing again. Serialisable: it travels to the worker as a block output.
@@ -271,8 +303,10 @@ impl ReadPlan {
         for g in 1..wanted {
             let target = total * g / wanted;
             let last = cuts[cuts.len() - 1];
-            // Every share reads something: pages before the cut and after it.
-            let next = (last + 1..n).find(|&c| cuttable[c] && before[c] >= target && before[c] > before[last] && before[c] < total);
+            // The place nearest the target where every share still reads something.
+            let next = (last + 1..n)
+                .filter(|&c| cuttable[c] && before[c] > before[last] && before[c] < total)
+                .min_by_key(|&c| before[c].abs_diff(target));
             match next {
                 Some(c) => cuts.push(c),
                 None => break,

@@ -34,6 +34,7 @@ use crate::budget::MemoryBudget;
 use crate::client::QboClient;
 use crate::entity::Entity;
 use crate::error::Error;
+use crate::options::{unknown_option, OptionSet, OptionValue};
 use crate::paginate::WindowFetch;
 use crate::read_plan::ReadShare;
 use crate::sink::record::{raw_line, LinePrefix};
@@ -233,6 +234,38 @@ pub struct ShareStageRequest {
     pub max_streams: usize,
 }
 
+impl ShareStageRequest {
+    /// The defaults: `data/.qbo_rs/stage`, a fresh run id, every stream of the share at once
+    /// (the plan made as many as the data deserves).
+    pub fn new(share: ReadShare) -> Self {
+        let max_streams = share.streams.len().max(1);
+        ShareStageRequest { share, stage_dir: PathBuf::from("data/.qbo_rs/stage"), run_id: None, max_streams }
+    }
+
+    /// Everything that can be wrong with the request, found before any file or request.
+    pub fn check(&self) -> Result<(), Error> {
+        crate::backfill::validate_page_size(self.share.page_size)?;
+        if self.max_streams == 0 {
+            return Err(Error::config("max_streams must be at least 1"));
+        }
+        SharePaths::new(&self.stage_dir, self.share.entity, self.run_id.as_deref().unwrap_or("run"), &self.share.label).map(drop)
+    }
+}
+
+impl OptionSet for ShareStageRequest {
+    const NAMES: &'static [&'static str] = &["stage_dir", "run_id", "max_streams"];
+
+    fn set(&mut self, name: &str, value: &OptionValue) -> Result<(), Error> {
+        match name {
+            "stage_dir" => self.stage_dir = value.path(name)?,
+            "run_id" => self.run_id = value.optional_text(name)?,
+            "max_streams" => self.max_streams = value.whole(name)?,
+            _ => return Err(unknown_option(name, &[Self::NAMES])),
+        }
+        Ok(())
+    }
+}
+
 /// What [`stage_share`] did.
 #[derive(Debug)]
 pub struct ShareStageResult {
@@ -315,8 +348,8 @@ impl Sink for ShareFileSink {
 /// the windows read completely to the share's manifest. Windows that failed are reported
 /// failed and left for the next attempt. Records held in memory stay within `budget`.
 pub async fn stage_share(client: &QboClient, request: ShareStageRequest, budget: Arc<MemoryBudget>) -> Result<ShareStageResult, Error> {
+    request.check()?;
     let ShareStageRequest { share, stage_dir, run_id, max_streams } = request;
-    crate::backfill::validate_page_size(share.page_size)?;
     let run_id = run_id.unwrap_or_else(new_run_id);
     let paths = SharePaths::new(&stage_dir, share.entity, &run_id, &share.label)?;
     let _lock = paths.lock().await?;

@@ -1,0 +1,355 @@
+//! A backfill shared out between workers (Mage's children): `QboClient._share_plan_job`
+//! counts and cuts the plan into [`ReadShare`]s, `_share_stage_job` fetches one share into its
+//! stage, `_export_share_job` writes it. Each job runs blocking (`run`) or awaited
+//! (`run_future`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use qbo_core::backfill::{BackfillReport as CoreReport, BackfillRequest};
+use qbo_core::budget::{MemoryBudget, DEFAULT_MAX_BUFFER_MB};
+use qbo_core::options::OptionSet;
+use qbo_core::read_plan::{ReadPlan, ReadShare as CoreShare, ShareOptions};
+use qbo_core::sink::SinkOptions;
+use qbo_core::stage::{ShareStageRequest, ShareStageResult};
+use qbo_core::QboClient;
+
+use crate::convert;
+use crate::errors::{config_error, to_py};
+use crate::report::{BackfillReport, Estimate};
+use crate::runtime::block_on;
+
+/// One worker's part of a backfill: consecutive windows and the streams that read them, with
+/// the plan's counts. Pass it to another process as `to_json()`; `ReadShare.from_json` reads it.
+#[pyclass(frozen, module = "qbo_rs")]
+#[derive(Clone)]
+pub struct ReadShare {
+    pub inner: CoreShare,
+}
+
+#[pymethods]
+impl ReadShare {
+    #[getter]
+    fn label(&self) -> &str {
+        &self.inner.label
+    }
+
+    #[getter]
+    fn entity(&self) -> &str {
+        self.inner.entity.slug()
+    }
+
+    /// 0-based place among `of` shares.
+    #[getter]
+    fn index(&self) -> usize {
+        self.inner.index
+    }
+
+    #[getter]
+    fn of(&self) -> usize {
+        self.inner.of
+    }
+
+    #[getter]
+    fn start(&self) -> Option<DateTime<Utc>> {
+        self.inner.windows.first().map(|w| w.start)
+    }
+
+    #[getter]
+    fn end(&self) -> Option<DateTime<Utc>> {
+        self.inner.windows.last().map(|w| w.end)
+    }
+
+    /// The labels of its windows, in time order.
+    #[getter]
+    fn window_labels(&self) -> Vec<String> {
+        self.inner.windows.iter().map(|w| w.label.clone()).collect()
+    }
+
+    /// Records the plan counted in its windows.
+    #[getter]
+    fn records(&self) -> u64 {
+        self.inner.records
+    }
+
+    #[getter]
+    fn streams(&self) -> usize {
+        self.inner.streams.len()
+    }
+
+    /// Page requests its streams need.
+    #[getter]
+    fn page_requests(&self) -> u64 {
+        self.inner.page_requests()
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(&self.inner).expect("a share always encodes")
+    }
+
+    #[staticmethod]
+    fn from_json(py: Python<'_>, text: &str) -> PyResult<Self> {
+        let inner: CoreShare = serde_json::from_str(text).map_err(|e| config_error(py, format!("not a share from plan_shares: {e}")))?;
+        Ok(ReadShare { inner })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.windows.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ReadShare(label={:?}, index={}, of={}, windows={}, records={}, streams={})",
+            self.inner.label,
+            self.inner.index,
+            self.inner.of,
+            self.inner.windows.len(),
+            self.inner.records,
+            self.inner.streams.len()
+        )
+    }
+}
+
+/// A backfill's plan, counted and cut into shares: `estimate` says what it costs (counts
+/// included), `shares` who reads what.
+#[pyclass(frozen, module = "qbo_rs", get_all)]
+pub struct SharePlan {
+    pub estimate: Py<Estimate>,
+    pub shares: Vec<Py<ReadShare>>,
+}
+
+#[pymethods]
+impl SharePlan {
+    fn __repr__(&self) -> String {
+        let e = &self.estimate.get().inner;
+        format!("SharePlan(shares={}, windows={}, records={}, requests={})", self.shares.len(), e.windows, e.records, e.requests)
+    }
+}
+
+/// A plan to count and share (from `QboClient._share_plan_job`).
+#[pyclass(frozen, module = "qbo_rs")]
+pub struct SharePlanJob {
+    pub(crate) client: QboClient,
+    pub(crate) request: BackfillRequest,
+    pub(crate) shares: ShareOptions,
+}
+
+type PlanOutcome = (qbo_core::read_plan::Estimate, Vec<CoreShare>);
+
+async fn share_plan_task(client: QboClient, request: BackfillRequest, options: ShareOptions) -> Result<PlanOutcome, qbo_core::Error> {
+    let windows = request.plan()?;
+    let plan = ReadPlan::make(&client, request.entity, request.filter_field, request.page_size, windows, request.max_concurrent_windows).await;
+    let estimate = plan.estimate(client.requests_per_minute());
+    let shares = plan.shares(options.max_shares)?;
+    if let Some(refusal) = request.max_requests.and_then(|max| estimate.over(max)) {
+        return Err(refusal);
+    }
+    Ok((estimate, shares))
+}
+
+fn plan_into_py(py: Python<'_>, (estimate, shares): PlanOutcome) -> PyResult<SharePlan> {
+    Ok(SharePlan {
+        estimate: Py::new(py, Estimate { inner: estimate })?,
+        shares: shares.into_iter().map(|inner| Py::new(py, ReadShare { inner })).collect::<PyResult<_>>()?,
+    })
+}
+
+#[pymethods]
+impl SharePlanJob {
+    /// Counts with the GIL released (COUNT requests only) and cuts the plan.
+    fn run(&self, py: Python<'_>) -> PyResult<SharePlan> {
+        let outcome = block_on(py, share_plan_task(self.client.clone(), self.request.clone(), self.shares))?.map_err(|e| to_py(py, e))?;
+        plan_into_py(py, outcome)
+    }
+
+    /// The same, as an awaitable on the shared tokio runtime.
+    fn run_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (client, request, shares) = (self.client.clone(), self.request.clone(), self.shares);
+        crate::runtime::future_into_py(py, async move {
+            let outcome = share_plan_task(client, request, shares).await;
+            Python::attach(|py| plan_into_py(py, outcome.map_err(|e| to_py(py, e))?))
+        })
+    }
+}
+
+/// The options of `_share_plan_job`: the backfill's, and `ShareOptions`.
+pub fn share_plan_options(py: Python<'_>, request: &mut BackfillRequest, options: Option<&Bound<'_, PyDict>>) -> PyResult<ShareOptions> {
+    let mut shares = ShareOptions::default();
+    for (key, value) in options.into_iter().flatten() {
+        let name: String = key.extract()?;
+        match name.as_str() {
+            n if BackfillRequest::NAMES.contains(&n) => convert::set_option(py, request, n, &value)?,
+            n if ShareOptions::NAMES.contains(&n) => convert::set_option(py, &mut shares, n, &value)?,
+            n => return Err(convert::unknown_option(py, n, &[BackfillRequest::NAMES, ShareOptions::NAMES])),
+        }
+    }
+    request.plan().map_err(|e| to_py(py, e))?;
+    Ok(shares)
+}
+
+/// A share fetched into its stage (from `QboClient.stage_share`): a small handle, safe to pass
+/// between processes as its `manifest` path.
+#[pyclass(frozen, module = "qbo_rs", get_all)]
+pub struct StagedShare {
+    pub label: String,
+    pub entity: String,
+    /// "ok" (every window staged) or "failed" (see `report.failed_windows`; the windows that
+    /// were read are kept, and a fetch with the same `run_id` reads only the others).
+    pub status: String,
+    /// The export's handle; None when no window could be staged.
+    pub manifest: Option<PathBuf>,
+    /// Windows staged or written by an earlier fetch with the same `run_id`: not read now.
+    pub reused: usize,
+    /// The share is already written (its export's receipt): nothing is left to export.
+    pub exported: bool,
+    /// The fetch, window by window, with the requests it made now.
+    pub report: Py<BackfillReport>,
+}
+
+#[pymethods]
+impl StagedShare {
+    #[getter]
+    fn ok(&self) -> bool {
+        self.status == "ok"
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "StagedShare(label={:?}, status={:?}, reused={}, exported={}, manifest={:?})",
+            self.label,
+            self.status,
+            self.reused,
+            if self.exported { "True" } else { "False" },
+            self.manifest
+        )
+    }
+}
+
+/// A share's fetch, ready to run (from `QboClient._share_stage_job`).
+#[pyclass(frozen, module = "qbo_rs")]
+pub struct ShareStageJob {
+    pub(crate) client: QboClient,
+    pub(crate) request: ShareStageRequest,
+}
+
+struct StageOutcome {
+    report: CoreReport,
+    result: ShareStageResult,
+    label: String,
+}
+
+async fn share_stage_task(client: QboClient, request: ShareStageRequest) -> Result<StageOutcome, qbo_core::Error> {
+    let started = std::time::Instant::now();
+    let (entity, label) = (request.share.entity, request.share.label.clone());
+    let before = client.request_counts();
+    let budget = MemoryBudget::new(u64::from(DEFAULT_MAX_BUFFER_MB) << 20);
+    let result = qbo_core::stage::stage_share(&client, request, Arc::clone(&budget)).await?;
+    let report = CoreReport {
+        entity,
+        windows: result.windows.clone(),
+        duration: started.elapsed(),
+        requests: client.request_counts() - before,
+        estimate: None,
+        read: result.read,
+        peak_buffer_bytes: budget.peak(),
+    };
+    Ok(StageOutcome { report, result, label })
+}
+
+impl StageOutcome {
+    fn into_py(self, py: Python<'_>) -> PyResult<StagedShare> {
+        let ok = self.report.ok();
+        let manifest = (self.result.exported || self.result.manifest.exists()).then_some(self.result.manifest);
+        Ok(StagedShare {
+            label: self.label,
+            entity: self.report.entity.slug().to_string(),
+            status: if ok { "ok" } else { "failed" }.into(),
+            manifest,
+            reused: self.result.reused,
+            exported: self.result.exported,
+            report: Py::new(py, BackfillReport::from_core(py, self.report)?)?,
+        })
+    }
+}
+
+#[pymethods]
+impl ShareStageJob {
+    /// Fetches the share with the GIL released.
+    fn run(&self, py: Python<'_>) -> PyResult<StagedShare> {
+        block_on(py, share_stage_task(self.client.clone(), self.request.clone()))?.map_err(|e| to_py(py, e))?.into_py(py)
+    }
+
+    /// The same, as an awaitable on the shared tokio runtime.
+    fn run_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (client, request) = (self.client.clone(), self.request.clone());
+        crate::runtime::future_into_py(py, async move {
+            let outcome = share_stage_task(client, request).await;
+            Python::attach(|py| outcome.map_err(|e| to_py(py, e))?.into_py(py))
+        })
+    }
+}
+
+/// The share of a `ReadShare` or its JSON text.
+pub fn share_of(py: Python<'_>, share: &Bound<'_, PyAny>) -> PyResult<CoreShare> {
+    if let Ok(share) = share.cast::<ReadShare>() {
+        return Ok(share.get().inner.clone());
+    }
+    match share.extract::<String>() {
+        Ok(text) => Ok(ReadShare::from_json(py, &text)?.inner),
+        Err(_) => Err(config_error(py, format!("share must be a ReadShare from plan_shares or its to_json() text, not {}", share.get_type().name()?))),
+    }
+}
+
+/// A staged share's write, ready to run (from `_export_share_job`).
+#[pyclass(frozen, module = "qbo_rs")]
+pub struct ShareExportJob {
+    manifest: PathBuf,
+    sinks: SinkOptions,
+    keep: bool,
+}
+
+async fn share_export_task(manifest: PathBuf, sinks: SinkOptions, keep: bool) -> Result<CoreReport, qbo_core::Error> {
+    let started = std::time::Instant::now();
+    let done = qbo_core::stage::export_share(&manifest, &sinks, keep).await?;
+    Ok(CoreReport {
+        entity: done.entity,
+        windows: done.windows,
+        duration: started.elapsed(),
+        // An export sends no request, and reads the staged file a batch at a time.
+        requests: Default::default(),
+        estimate: None,
+        read: Default::default(),
+        peak_buffer_bytes: 0,
+    })
+}
+
+#[pymethods]
+impl ShareExportJob {
+    /// Writes the staged share into the sinks with the GIL released.
+    fn run(&self, py: Python<'_>) -> PyResult<BackfillReport> {
+        let report = block_on(py, share_export_task(self.manifest.clone(), self.sinks.clone(), self.keep))?.map_err(|e| to_py(py, e))?;
+        BackfillReport::from_core(py, report)
+    }
+
+    /// The same, as an awaitable on the shared tokio runtime.
+    fn run_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (manifest, sinks, keep) = (self.manifest.clone(), self.sinks.clone(), self.keep);
+        crate::runtime::future_into_py(py, async move {
+            let result = share_export_task(manifest, sinks, keep).await;
+            Python::attach(|py| BackfillReport::from_core(py, result.map_err(|e| to_py(py, e))?))
+        })
+    }
+}
+
+/// A staged share's write (the `manifest` of `QboClient.stage_share`) with its sink options
+/// checked. Options: the core's `SinkConfig`, `postgres` (a `PostgresWriter`), `keep_staged`.
+#[pyfunction]
+#[pyo3(signature = (manifest, **options))]
+pub fn _export_share_job(py: Python<'_>, manifest: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<ShareExportJob> {
+    let (sinks, keep) = crate::stage::export_options(py, options)?;
+    Ok(ShareExportJob { manifest, sinks, keep })
+}
