@@ -36,17 +36,16 @@ def test_every_block_run_executed_again_ends_as_the_first_time(emulator, env, tm
     assert first.rc == 0, first
     txt = tmp_path / "data" / "invoices.txt"
     written, requests = txt.read_bytes(), emulator.stats()["query_requests"]
-    output = export_output(tmp_path, first, 2)
+    output = export_output(tmp_path, first, 0)
     fetch = next(l.split()[0] for l in first.out.splitlines() if l.strip().startswith("qb_fetch_window:invoice"))
 
     again = block_runs(env, PROJECT, "reexecute", str(first.run_id), "qb_plan_windows", fetch,
-                       "qb_export_window:2", "qb_export_window:0", "qb_backfill_summary")
-    assert {k: again[k] for k in ("qb_plan_windows", fetch, "qb_export_window:2", "qb_export_window:0",
-                                  "qb_backfill_summary")} == dict.fromkeys(
-        ("qb_plan_windows", fetch, "qb_export_window:2", "qb_export_window:0", "qb_backfill_summary"), "completed")
-    assert emulator.stats()["query_requests"] == requests, "a repeated fetch asks QuickBooks nothing"
+                       "qb_export_window:0", "qb_backfill_summary")
+    assert {k: again[k] for k in ("qb_plan_windows", fetch, "qb_export_window:0", "qb_backfill_summary")} == \
+        dict.fromkeys(("qb_plan_windows", fetch, "qb_export_window:0", "qb_backfill_summary"), "completed")
+    assert emulator.stats()["query_requests"] == requests, "a repeated plan or fetch asks QuickBooks nothing"
     assert txt.read_bytes() == written
-    assert export_output(tmp_path, first, 2) == output, "a repeated export returns the first one's summary"
+    assert export_output(tmp_path, first, 0) == output, "a repeated export returns the first one's summary"
     assert read_txt(txt) == truth(emulator, "invoice")
 
 
@@ -60,14 +59,14 @@ def test_a_failed_run_is_made_green_by_the_ui_retry_under_mages_scheduler(emulat
     first = run_pipeline("qb_invoice_backfill", env, FULL, project=project)
     assert first.rc == 0, first
     requests = emulator.stats()["query_requests"]
-    block_runs(env, project, "reexecute", str(first.run_id), "qb_export_window:3")
-    state = block_runs(env, project, "set", str(first.run_id), "failed", "qb_export_window:3=failed",
+    block_runs(env, project, "reexecute", str(first.run_id), "qb_export_window:0")
+    state = block_runs(env, project, "set", str(first.run_id), "failed", "qb_export_window:0=failed",
                        "qb_backfill_summary=upstream_failed")
     assert state["<pipeline run>"] == "failed"
 
     retried = block_runs(env, project, "ui-retry", str(first.run_id))
     assert retried["<pipeline run>"] == "running"
-    assert (retried["qb_export_window:3"], retried["qb_backfill_summary"]) == ("initial", "initial")
+    assert (retried["qb_export_window:0"], retried["qb_backfill_summary"]) == ("initial", "initial")
     scheduled = mage_script(SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1",
                             "--max-seconds", "180", timeout=240)
     assert scheduled.returncode == 0, scheduled.stdout + scheduled.stderr[-3000:]

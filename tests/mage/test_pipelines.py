@@ -27,6 +27,33 @@ from .conftest import (
 )
 
 FULL = {"fecha_inicio": RANGE_START, "fecha_fin": RANGE_END, "chunk_days": "400", "page_size": "50"}
+# 600 invoices in pages of 3 are 200 pages: three streams (one more per 80 pages), three shares.
+SHARED = dict(FULL, page_size="3")
+
+
+CONTROLLERS = ("qb_fetch_window", "qb_export_window")  # Mage's records of the dynamic children
+
+
+def work_runs(runs):
+    """The block runs that do work: the planner, each child, the summary (Mage also keeps a
+    record per dynamic child block, which runs no code of ours)."""
+    return [r for r in runs if r not in CONTROLLERS]
+
+
+def children(run) -> int:
+    """The shares the planner fanned out to, from its ``Plan:`` line."""
+    line = next(l for l in run.lines("Plan: ") if "max_children=" in l)
+    return int(line.rsplit("; ", 1)[1].split()[0])
+
+
+def planned_requests(emulator, variables) -> int:
+    """The COUNT requests the planner spends on ``variables`` (the same plan, counted aside)."""
+    import qbo_rs
+
+    client = qbo_rs.QboClient(emulator.credentials(), token_store=None, requests_per_minute=100000)
+    estimate = client.estimate("invoice", variables["fecha_inicio"], variables["fecha_fin"],
+                               chunk_days=int(variables["chunk_days"]), page_size=int(variables["page_size"]))
+    return estimate.count_requests
 
 
 def summary_line(run, prefix: str) -> str:
@@ -61,6 +88,19 @@ def block_output_files(tmp_path: Path, pipeline: str):
     return [p for p in (tmp_path / "mage_data").glob(f"*/pipelines/{pipeline}/.variables/**/*") if p.is_file()]
 
 
+def windows_and_rows(slug, expected, emulator):
+    """Each window of FULL with the records its filter timestamp puts in it, from the truth."""
+    import qbo_rs
+
+    rows = emulator.truth({"invoice": "Invoice", "customer": "Customer", "item": "Item"}[slug])
+    out = []
+    for w in qbo_rs.plan_windows(RANGE_START, RANGE_END, int(FULL["chunk_days"]), slug):
+        lo, hi = w.start.strftime("%Y-%m-%dT%H:%M:%S"), w.end.strftime("%Y-%m-%dT%H:%M:%S")
+        out.append((w, sum(1 for r in rows if lo <= r["last_updated_utc"][:19] < hi)))
+    assert sum(n for _, n in out) == len(expected)
+    return out
+
+
 @pytest.mark.parametrize("slug", ["invoice", "customer", "item"])
 def test_pipeline_lands_ground_truth_in_txt_and_postgres_and_rerun_adds_nothing(
         slug, emulator, env, tmp_path: Path, pg_schema):
@@ -75,26 +115,24 @@ def test_pipeline_lands_ground_truth_in_txt_and_postgres_and_rerun_adds_nothing(
     assert summary_line(first, "Total ") == f"Total {PLURAL[slug]} descargadas: {len(expected)}"
     assert summary_line(first, "Validation:") == "Validation: Integrity Check Passed"
     rango = first.lines("Rango ")
-    assert f"{len(rango)} window(s) to run" in first.out
+    assert f"Plan: {len(rango)} window(s), {len(expected)} record(s)" in first.out
+    assert rango == [f"Rango {w.range_text[6:]} -> {n} filas" for w, n in windows_and_rows(slug, expected, emulator)]
 
-    # Two block runs per window: qb_fetch_window:<label> (it logs Rango) and qb_export_window:<n>
-    # (Mage numbers the children of a dynamic child), each export tied to its own fetch.
+    # Two block runs per share (fetch and export, the export tied to its own fetch), whatever
+    # the number of windows: small data is one share.
     runs = block_runs(first)
     fetches = sorted(k for k in runs if k.startswith("qb_fetch_window:"))
     exports = {k: v for k, v in runs.items() if k.startswith("qb_export_window:")}
-    assert len(fetches) == len(exports) == len(rango) > 5, first
+    assert len(fetches) == len(exports) == children(first) == 1 and len(rango) > 5, first
+    assert len(work_runs(runs)) <= 2 * children(first) + 2, runs
     assert all(status == "completed" for status, _ in runs.values()), first
     assert sorted(up for _, up in exports.values()) == fetches
-    # qb_export_window:<n> belongs to the n-th window of the plan (the order the fetches ran and logged).
-    fetch_labels = [l.split()[0].split(":", 1)[1] for l in first.out.splitlines()
-                    if l.strip().startswith("qb_fetch_window:") and "| Rango " in l]
-    assert [exports[f"qb_export_window:{i}"][1] for i in range(len(exports))] == \
-        [f"qb_fetch_window:{label}" for label in fetch_labels]
-    # The stage is gone once every window is written; block outputs stay small (handles, summaries).
+    # The stage is gone once every window is written; block outputs carry no record.
     assert staged_files(tmp_path, PLURAL[slug]) == []
     outputs = block_output_files(tmp_path, f"qb_{slug}_backfill")
-    assert len(outputs) > 2 * len(rango)
-    too_big = {str(p.relative_to(tmp_path)): p.stat().st_size for p in outputs if p.stat().st_size > 4096}
+    assert len(outputs) >= 4
+    assert not [p for p in outputs if b"SyncToken" in p.read_bytes()], "a record in a block output"
+    too_big = {str(p.relative_to(tmp_path)): p.stat().st_size for p in outputs if p.stat().st_size > 4096 + 256 * len(rango)}
     assert too_big == {}
 
     before = txt.read_bytes()
@@ -106,48 +144,72 @@ def test_pipeline_lands_ground_truth_in_txt_and_postgres_and_rerun_adds_nothing(
 
 
 def test_failed_fetch_fails_only_its_child_and_a_retry_fetches_it_again_and_exports_all(emulator, env, tmp_path: Path):
-    # 7 attempts (max_retries=6) exhaust the first window; the next window absorbs 2 more 429s.
-    emulator.set_knobs(force_429_next=9)
-    failed = run_pipeline("qb_invoice_backfill", env, FULL)
+    # After the planner's counts, a 429 storm of 7 (max_retries=6) exhausts the first share's
+    # first request; the other shares read normally.
+    emulator.set_knobs(force_429_after=planned_requests(emulator, SHARED), force_429_next=7)
+    failed = run_pipeline("qb_invoice_backfill", env, SHARED)
     assert failed.rc == 1, failed
+    assert children(failed) == 3, failed
     runs = block_runs(failed)
     fetches = {k: v[0] for k, v in runs.items() if k.startswith("qb_fetch_window:")}
-    assert sorted(fetches.values()).count("failed") == 1, failed
+    assert len(fetches) == 3 and sorted(fetches.values()).count("failed") == 1, failed
     bad = next(k for k, v in fetches.items() if v == "failed")
-    assert bad == "qb_fetch_window:invoice_backfill_2015-01-01"
-    assert all(v == "completed" for k, v in fetches.items() if k != bad)
+    assert bad.startswith("qb_fetch_window:invoice_backfill_2015-01-01..")
+    assert "window(s) read are kept; retry this block run" in failed.err
     # mage-ai 0.9.80 (dynamic blocks v1) starts the children of a dynamic child only once every
-    # upstream child completed: no export ran, the other windows wait in the stage, fetched once.
+    # upstream child completed: no export ran, the other shares wait in the stage, fetched once.
     assert not [k for k in runs if k.startswith("qb_export_window:")], failed
     assert runs["qb_export_window"][0] in ("initial", "upstream_failed"), failed
     assert runs["qb_backfill_summary"][0] != "completed"
     assert not (tmp_path / "data" / "invoices.txt").exists()
-    assert len(staged_files(tmp_path, "invoices")) == 2 * (len(fetches) - 1)  # manifest + records each
+    assert len([f for f in staged_files(tmp_path, "invoices") if f.endswith(".share.json")]) == 2
     requests = emulator.stats()["query_requests"]
 
     retried = run_pipeline("qb_invoice_backfill", env, None, "--retry-run", str(failed.run_id))
     assert retried.rc == 0, retried
     assert retried.run_id == failed.run_id
-    # The runner stops at the first failure, so the export controller and the summary are still
-    # `initial` (under Mage's scheduler: `upstream_failed`, which --retry-run resets too).
     reset = reset_by_retry(retried)
     assert bad in reset and not [r for r in reset if r.startswith("qb_fetch_window:") and r != bad], retried
     expected = truth(emulator, "invoice")
     assert read_txt(tmp_path / "data" / "invoices.txt") == expected
     assert summary_line(retried, "Total ") == f"Total invoices descargadas: {len(expected)}"
     assert summary_line(retried, "Validation:") == "Validation: Integrity Check Passed"
-    # Only the failed window was fetched again (the others were exported from their stage).
-    assert retried.lines("Rango ") == retried.lines("Rango 2015-01-01 ") != []
-    assert emulator.stats()["query_requests"] - requests <= 3
+    # Only the failed share was read again: about its pages (a third of the data), no count.
+    again = emulator.stats()["query_requests"] - requests
+    assert 0 < again <= 200 // 3 + 12, again
     assert all(status == "completed" for status, _ in block_runs(retried).values()), retried
     assert staged_files(tmp_path, "invoices") == []
 
-    # Or re-run one window alone by its label, in a new run: it writes nothing new.
-    alone = run_pipeline("qb_invoice_backfill", env, FULL, "--window", "invoice_backfill_2015-01-01")
+    # Or re-run one window alone by its label, in a new run: it reads and writes only that window.
+    before = emulator.stats()["query_requests"]
+    alone = run_pipeline("qb_invoice_backfill", env, SHARED, "--window", "invoice_backfill_2015-01-01")
     assert alone.rc == 0, alone
-    assert "1 window(s) to run (of " in alone.out
+    assert "Plan: 1 window(s) (of " in alone.out
     assert ", 0 inserted, 0 updated," in summary_line(alone, "Summary: 1 window(s)")
-    assert block_runs(alone)["qb_export_window:0"] == ("completed", "qb_fetch_window:invoice_backfill_2015-01-01")
+    assert alone.lines("Rango ") == [l for l in alone.lines("Rango ") if l.startswith("Rango 2015-01-01 ")] != []
+    runs = block_runs(alone)
+    assert runs["qb_export_window:0"] == ("completed", "qb_fetch_window:invoice_backfill_2015-01-01")
+    in_window = sum(1 for r in emulator.truth("Invoice") if r["last_updated_utc"][:10] < "2016-02-05")
+    assert emulator.stats()["query_requests"] - before <= -(-in_window // 3) + 4
+
+
+def test_daily_windows_over_eleven_years_cost_a_few_block_runs_and_requests(emulator, env, tmp_path: Path):
+    """Seed B's shape: chunk_days=1 from 2014-09-01 to 2025-09-12 is 4,029 windows; read by the
+    data they are one share (600 invoices): four block runs and a handful of requests."""
+    variables = {"fecha_inicio": "2014-09-01", "fecha_fin": "2025-09-12", "chunk_days": "1"}
+    run = run_pipeline("qb_invoice_backfill", env, variables)
+    assert run.rc == 0, run
+    rango = run.lines("Rango ")
+    assert len(rango) == 4029 and rango[0] == "Rango 2014-09-01 a 2014-09-02 -> 0 filas", rango[:3]
+    runs = block_runs(run)
+    assert children(run) == 1 and len(work_runs(runs)) == 4, runs
+    expected = {r["id"]: str(r["sync_token"]) for r in emulator.truth("Invoice")
+                if "2014-09-01T00:00:00Z" <= r["last_updated_utc"] < "2025-09-12T00:00:00Z"}
+    assert read_txt(tmp_path / "data" / "invoices.txt") == expected
+    assert summary_line(run, "Total ") == f"Total invoices descargadas: {len(expected)}"
+    assert emulator.stats()["query_requests"] <= 4, emulator.stats()  # a count, a page (ties aside)
+    empty = [l for l in run.lines("returned 0 rows")]
+    assert len(empty) <= 2 and all("windows)" in l for l in empty), empty  # compact ranges, not 3,000 lines
 
 
 def test_failed_exports_keep_their_stage_and_a_retry_writes_them_without_fetching_again(emulator, env, tmp_path: Path):
@@ -170,7 +232,6 @@ def test_failed_exports_keep_their_stage_and_a_retry_writes_them_without_fetchin
     retried = run_pipeline("qb_invoice_backfill", env, None, "--retry-run", str(failed.run_id))
     assert retried.rc == 0, retried
     assert [r for r in reset_by_retry(retried) if r != "qb_backfill_summary"] == sorted(exports), retried
-    assert retried.lines("Rango ") == []
     assert emulator.stats()["query_requests"] == requests, "a retried export never asks QBO again"
     expected = truth(emulator, "invoice")
     assert read_txt(target) == expected
@@ -180,8 +241,8 @@ def test_failed_exports_keep_their_stage_and_a_retry_writes_them_without_fetchin
 
 def test_one_failed_export_fails_only_its_child_and_its_retry_completes_the_data(
         emulator, env, tmp_path: Path, pg_schema):
-    """PostgreSQL refuses one window's rows (a CHECK constraint on one id): that window's export
-    fails alone, its stage is kept, and a retry of the run writes it from the stage."""
+    """PostgreSQL refuses one window's rows (a CHECK constraint on one id): the export of that
+    window's share fails alone, its stage is kept, and a retry of the run writes it from the stage."""
     import qbo_rs
 
     env.update(postgres_env(DSN))
@@ -195,13 +256,17 @@ def test_one_failed_export_fails_only_its_child_and_its_retry_completes_the_data
          'extract_window_end_utc timestamptz not null, page_number integer not null, page_size integer not null, '
          'last_updated_utc timestamptz not null, sync_token bigint not null, realm_id varchar not null, '
          f"constraint not_this_one check (id <> '{victim}'))")
-    failed = run_pipeline("qb_invoice_backfill", env, dict(FULL, sink="postgres", pg_schema=pg_schema))
+    failed = run_pipeline("qb_invoice_backfill", env, dict(SHARED, sink="postgres", pg_schema=pg_schema))
     assert failed.rc == 1, failed
+    assert children(failed) == 3, failed
     runs = block_runs(failed)
     bad = [k for k, (status, _) in runs.items() if status == "failed"]
-    assert bad == ["qb_export_window:3"] and runs["qb_export_window:3"][1] == f"qb_fetch_window:{victim_window.label}"
+    assert len(bad) == 1 and bad[0].startswith("qb_export_window:"), failed
+    share = runs[bad[0]][1].split(":", 1)[1]  # the label of the share its fetch read
+    first, last_start = share.split("..")
+    assert first <= victim_window.label and victim_window.start.strftime("%Y-%m-%d") <= last_start, (share, victim_window)
     assert all(runs[k][0] == "completed" for k in runs if k not in bad and k != "qb_backfill_summary"), failed
-    assert staged_files(tmp_path, "invoices") == sorted([f"{victim_window.label}.json", f"{victim_window.label}.jsonl"])
+    assert staged_files(tmp_path, "invoices") == sorted([f"{share}.a1.jsonl", f"{share}.share.json"])
     expected = truth(emulator, "invoice")
     landed = table_versions(pg_schema, "qb_invoices")
     assert set(landed) < set(expected) and victim not in landed
@@ -210,7 +275,7 @@ def test_one_failed_export_fails_only_its_child_and_its_retry_completes_the_data
     psql(f"alter table {table} drop constraint not_this_one")
     retried = run_pipeline("qb_invoice_backfill", env, None, "--retry-run", str(failed.run_id))
     assert retried.rc == 0, retried
-    assert [r for r in reset_by_retry(retried) if r != "qb_backfill_summary"] == ["qb_export_window:3"], retried
+    assert [r for r in reset_by_retry(retried) if r != "qb_backfill_summary"] == bad, retried
     assert emulator.stats()["query_requests"] == requests
     assert table_versions(pg_schema, "qb_invoices") == expected
     assert summary_line(retried, "Total ") == f"Total invoices descargadas: {len(expected)}"

@@ -42,7 +42,7 @@ print(json.dumps(out))
         pipeline="qb_invoice_backfill", type="time", interval="@once", start="2025-09-12T00:00:00+00:00",
         status="active", valid=True, settings={"skip_if_previous_running": True, "allow_blocks_to_fail": True},
         variables={"fecha_inicio": "2014-09-01", "fecha_fin": "2025-09-12", "page_size": 1000, "chunk_days": 50,
-                   "sink": "txt"})
+                   "max_children": 4, "sink": "txt"})
     for name in ("qb_customer_trigger", "qb_item_trigger"):  # the same pattern, not scheduled
         assert result[name]["interval"] == "@once" and result[name]["status"] == "inactive"
     check = mage_script(TRIGGERS, base_env(tmp_path), "check")
@@ -78,22 +78,24 @@ print(json.dumps([disable_once_trigger(%r, 'qb_invoice_trigger'), disable_once_t
 
 @pytest.mark.slow
 def test_scheduler_fires_the_trigger_once_in_parallel_workers_within_the_realm_limit(tmp_path: Path):
-    """Mage's scheduler (its own schedule_all loop) fires qb_invoice_trigger, runs the windows in
-    parallel worker processes that stay under the emulator's realm throttle, completes, and the
-    trigger is left inactive in the DB and in triggers.yaml (so a fresh DB does not fire it)."""
+    """Mage's scheduler (its own schedule_all loop) fires qb_invoice_trigger with seed B's daily
+    windows over eleven years (4,029 windows), fans out to a few shares in parallel worker
+    processes that stay under the emulator's realm throttle, in at most 2 x children + 2 block
+    runs, completes, and the trigger is left inactive in the DB and in triggers.yaml (so a fresh
+    DB does not fire it)."""
     from qbo_rs.testing import QboEmulator
 
     project = tmp_path / "copy" / "mage_project"
     shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))
     triggers = project / "pipelines" / "qb_invoice_backfill" / "triggers.yaml"
     text = triggers.read_text()
-    # Enough requests to outrun the throttle below, few enough to finish in ~1.5 min.
-    text = text.replace("page_size: 1000", "page_size: 20").replace("chunk_days: 50", "chunk_days: 800")
+    # 120 pages: two streams, so two shares, and enough requests to outrun the throttle below.
+    text = text.replace("page_size: 1000", "page_size: 5").replace("chunk_days: 50", "chunk_days: 1")
     triggers.write_text(text)
     meta = project / "metadata.yaml"
-    meta.write_text(meta.read_text().replace("concurrency: 10", "concurrency: 3"))
+    meta.write_text(meta.read_text().replace("concurrency: 4", "concurrency: 3"))
 
-    limit = 30  # the emulator's realm throttle, requests per sliding 60 s
+    limit = 120  # the emulator's realm throttle, requests per sliding 60 s
     with QboEmulator(seed=5, invoices=600, customers=20, items=20, throttle_per_minute=limit,
                      max_in_flight=10, latency_ms=20) as emu:
         env = base_env(tmp_path)
@@ -113,8 +115,15 @@ def test_scheduler_fires_the_trigger_once_in_parallel_workers_within_the_realm_l
 
     summary = "".join(p.read_text() for p in (tmp_path / "mage_data" / "mage_project").glob(
         "pipelines/qb_invoice_backfill/.logs/*/*/qb_backfill_summary.log"))
-    workers = int(re.search(r"Summary: \d+ window\(s\) in (\d+) worker process", summary).group(1))
-    assert workers >= 2, summary
+    found = re.search(r"Summary: (\d+) window\(s\) in (\d+) share\(s\), (\d+) worker process", summary)
+    windows, shares, workers = map(int, found.groups())
+    assert windows == 4029 and shares == 2 and workers == 2, summary
+    assert summary.count("Rango ") >= 4029, "one Rango line per window"
+    with sqlite3.connect(tmp_path / "mage_data" / "mage_project" / "mage-ai.db") as db:
+        runs = [r[0] for r in db.execute("select block_uuid from block_run where pipeline_run_id = 1")]
+    # The planner, a fetch and an export per share, the summary (Mage also keeps a record per
+    # dynamic child block, which runs no code of ours).
+    assert len([r for r in runs if r not in ("qb_fetch_window", "qb_export_window")]) <= 2 * shares + 2, runs
     assert f"Total invoices descargadas: {len(expected)}" in summary
     # Parallel processes, one realm: demand exceeded the limit, yet no request was refused.
     assert stats["query_requests"] > limit, stats
@@ -138,22 +147,26 @@ def test_scheduler_fires_the_trigger_once_in_parallel_workers_within_the_realm_l
 
 @pytest.mark.slow
 def test_under_the_scheduler_failed_fetches_fail_alone_and_hold_back_the_exports_until_retried(tmp_path: Path):
-    """The trigger's allow_blocks_to_fail: every window's fetch runs even when others fail (Mage
+    """The trigger's allow_blocks_to_fail: every share's fetch runs even when others fail (Mage
     would otherwise cancel the queued ones); mage-ai 0.9.80 starts the exports only once every
-    fetch completed, so none runs; the runner's --retry-run then fetches the failed windows
+    fetch completed, so none runs; the runner's --retry-run then fetches the failed shares
     and exports all of them."""
+    import qbo_rs
     from qbo_rs.testing import QboEmulator
 
     project = tmp_path / "copy" / "mage_project"
     shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))
     triggers = project / "pipelines" / "qb_invoice_backfill" / "triggers.yaml"
-    triggers.write_text(triggers.read_text().replace("chunk_days: 50", "chunk_days: 800"))
+    # 120 pages of 5: two streams, two shares.
+    triggers.write_text(triggers.read_text().replace("chunk_days: 50", "chunk_days: 800").replace("page_size: 1000", "page_size: 5"))
     meta = project / "metadata.yaml"
-    meta.write_text(meta.read_text().replace("concurrency: 10", "concurrency: 2"))
-    with QboEmulator(seed=5, invoices=300, customers=20, items=20) as emu:
+    meta.write_text(meta.read_text().replace("concurrency: 4", "concurrency: 2"))
+    with QboEmulator(seed=5, invoices=600, customers=20, items=20) as emu:
         env = base_env(tmp_path)
         env.update(emu.env())
-        emu.set_knobs(force_429_next=1_000_000)  # every fetch exhausts its retries
+        counts = qbo_rs.QboClient(emu.credentials(), token_store=None).estimate(
+            "invoice", "2014-09-01", "2025-09-12", chunk_days=800, page_size=5).count_requests
+        emu.set_knobs(force_429_after=counts, force_429_next=1_000_000)  # every fetch exhausts its retries
         first = mage_script(SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1",
                             "--max-seconds", "300", timeout=350)
         assert "[final] schedule qb_invoice_backfill/qb_invoice_trigger @once" in first.stdout, first.stdout
@@ -161,7 +174,7 @@ def test_under_the_scheduler_failed_fetches_fail_alone_and_hold_back_the_exports
         with sqlite3.connect(tmp_path / "mage_data" / "mage_project" / "mage-ai.db") as db:
             statuses = dict(db.execute("select block_uuid, status from block_run where pipeline_run_id = 1").fetchall())
         fetches = {k: v for k, v in statuses.items() if k.startswith("qb_fetch_window:")}
-        assert len(fetches) == 6 and set(fetches.values()) == {"FAILED"}, statuses  # none cancelled
+        assert len(fetches) == 2 and set(fetches.values()) == {"FAILED"}, statuses  # none cancelled
         assert statuses["qb_export_window"] == "UPSTREAM_FAILED" and statuses["qb_backfill_summary"] == "UPSTREAM_FAILED"
         assert not [k for k in statuses if k.startswith("qb_export_window:")], statuses
         assert not (tmp_path / "data" / "invoices.txt").exists()
@@ -170,7 +183,7 @@ def test_under_the_scheduler_failed_fetches_fail_alone_and_hold_back_the_exports
         retried = mage_script(RUNNER, env, "qb_invoice_backfill", "--project",
                               str(project), "--retry-run", "1")
         assert retried.returncode == 0, retried.stdout + retried.stderr[-3000:]
-        assert "8 block run(s) reset" in retried.stdout
+        assert "4 block run(s) reset" in retried.stdout
         expected = {r["id"]: str(r["sync_token"]) for r in emu.truth("Invoice")
                     if "2014-09-01T00:00:00Z" <= r["last_updated_utc"] < "2025-09-12T00:00:00Z"}
     assert read_txt(tmp_path / "data" / "invoices.txt") == expected

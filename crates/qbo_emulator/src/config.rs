@@ -136,6 +136,9 @@ pub struct Knobs {
     pub retry_after_secs: Option<u32>,
     /// The next N query requests get a 429 regardless of the limits (a "429 storm"). Counts down.
     pub force_429_next: u32,
+    /// Query requests served normally before `force_429_next` takes effect (a storm that hits
+    /// a later step of a run, after its planning counts). Counts down. Default 0.
+    pub force_429_after: u32,
     /// Probability per `SELECT *` request of an edit that attacks STARTPOSITION paging. Default 0.
     pub edit_rate: f64,
     /// Lifetime of new access tokens (`expires_in`). Default 3600.
@@ -163,6 +166,7 @@ impl Default for Knobs {
             throttle_body: ThrottleBody::Json,
             retry_after_secs: None,
             force_429_next: 0,
+            force_429_after: 0,
             edit_rate: 0.0,
             access_token_ttl_secs: 3600,
             refresh_rotate_after_secs: 86400,

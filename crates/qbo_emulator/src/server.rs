@@ -114,8 +114,12 @@ impl Shared {
         if k.force_429_next > 0 {
             let mut kn = wl(&self.knobs);
             if kn.force_429_next > 0 {
-                kn.force_429_next -= 1;
-                return Err(Reject::Forced);
+                if kn.force_429_after > 0 {
+                    kn.force_429_after -= 1;
+                } else {
+                    kn.force_429_next -= 1;
+                    return Err(Reject::Forced);
+                }
             }
         }
         let now = Instant::now();
