@@ -313,12 +313,11 @@ pub struct ShareExportJob {
 }
 
 async fn share_export_task(manifest: PathBuf, sinks: SinkOptions, keep: bool) -> Result<CoreReport, qbo_core::Error> {
-    let started = std::time::Instant::now();
     let done = qbo_core::stage::export_share(&manifest, &sinks, keep).await?;
     Ok(CoreReport {
         entity: done.entity,
         windows: done.windows,
-        duration: started.elapsed(),
+        duration: done.duration,
         // An export sends no request, and reads the staged file a batch at a time.
         requests: Default::default(),
         estimate: None,

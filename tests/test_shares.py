@@ -165,3 +165,20 @@ def test_share_options_are_checked_before_any_request(client_factory) -> None:
         with pytest.raises(ConfigError, match="not a share from plan_shares"):
             client.stage_share("{}")
         assert emu.stats()["query_requests"] == 0
+
+
+def test_as_many_shares_as_windows_gives_a_share_per_window(client_factory, tmp_path: Path) -> None:
+    with QboEmulator(seed=9, invoices=3000, customers=5, items=5) as emu:
+        client = client_factory(emu)
+        plan = client.plan_shares("invoice", START, CLOSED_END, chunk_days=365, max_shares=100)
+        windows = qbo_rs.plan_windows(START, CLOSED_END, 365, "invoice")
+        assert [s.window_labels for s in plan.shares] == [[w.label] for w in windows]
+        assert [s.label for s in plan.shares] == [w.label for w in windows], "a share is named by its window"
+        data = tmp_path / "data"
+        counted = sent(emu)
+        for share in plan.shares:
+            staged = client.stage_share(share, stage_dir=tmp_path / "stage", run_id="r")
+            qbo_rs.export_share(staged, data_dir=data)
+        assert landed_versions(read_raw(data / "invoices.txt")) == truth_versions(emu, "Invoice")
+        # Each window's part of the stream closes with its own count: about two requests a window.
+        assert sent(emu) - counted <= 2 * len(windows) + 2, sent(emu) - counted

@@ -17,18 +17,17 @@ Mage executes a block run at least once: the plan is kept beside this pipeline r
 (``plan.receipt``), and a repeated execution returns it as it was, without counting again, so its
 children always read the shares they were created for.
 """
-import json
-import os
-import tempfile
 
 from mage_project.utils.qb_mage import (
     RunVariableError,
     check_sink_config,
     engine_logs,
+    keep,
+    kept,
     log,
     make_client,
     run_params,
-    stage_run_id,
+    run_receipt,
     utc_text,
 )
 
@@ -52,31 +51,15 @@ def _check_labels(params):
     return len(planned)
 
 
-def _plan_receipt(params, kwargs):
-    run_id = stage_run_id(kwargs)
-    return None if run_id is None else os.path.join(params.stage_dir, f'{params.plural}', run_id, 'plan.receipt')
-
-
-def _keep(path, output):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.plan.')
-    with os.fdopen(fd, 'w') as f:
-        json.dump(output, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 @data_loader
 def plan_windows(*args, **kwargs):
     params = run_params(kwargs)
     check_sink_config(params)
     calendar = _check_labels(params)
     log(kwargs, f'{params.pipeline_uuid}: {params.describe()}')
-    receipt = _plan_receipt(params, kwargs)
-    if receipt is not None and os.path.exists(receipt):
-        with open(receipt) as f:
-            output = json.load(f)
+    receipt = run_receipt(params, kwargs, 'plan')
+    output = kept(receipt)
+    if output is not None:
         log(kwargs, f'Plan: kept from an earlier execution of this block run ({receipt}): '
                     f'{len(output[0])} child(ren); no request now')
         return output
@@ -118,6 +101,5 @@ def plan_windows(*args, **kwargs):
             estimate_requests=estimate.requests,
         ))
         metadata.append(dict(block_uuid=share.label))
-    if receipt is not None:
-        _keep(receipt, [items, metadata])
+    keep(receipt, [items, metadata])
     return [items, metadata]

@@ -18,7 +18,16 @@ raises after keeping the windows it read: retry this block run (runner: ``--retr
 """
 import os
 
-from mage_project.utils.qb_mage import engine_logs, log, make_client, run_params, stage_run_id
+from mage_project.utils.qb_mage import (
+    engine_logs,
+    keep,
+    kept,
+    log,
+    make_client,
+    run_params,
+    run_receipt,
+    stage_run_id,
+)
 
 if 'transformer' not in globals():
     from mage_ai.data_preparation.decorators import transformer
@@ -34,6 +43,8 @@ def fetch_window(share, *args, **kwargs):
     label = share.get('label')
     if share.get('entity') != params.entity:
         raise WindowFetchFailed(f'share {label} belongs to {share.get("entity")}, not to {params.entity}: re-plan the run')
+    receipt = run_receipt(params, kwargs, f'{label}.fetch')
+    earlier = kept(receipt) or {}
     with engine_logs(kwargs):
         client, sources, rotation = make_client(kwargs)
         try:
@@ -46,6 +57,14 @@ def fetch_window(share, *args, **kwargs):
         finally:
             rotation.flush(kwargs, sources['qb_refresh_token'])
     report = staged.report
+    # What every execution of this block run spent, failed ones included: the run's true cost.
+    spent = earlier.get('spent', dict(requests=0, retries=0, throttled=0, fetch_s=0.0))
+    spent = dict(requests=spent['requests'] + report.requests, retries=spent['retries'] + report.retries,
+                 throttled=spent['throttled'] + report.throttled, fetch_s=round(spent['fetch_s'] + report.duration_s, 3))
+    if earlier.get('handle') is not None and report.requests == 0 and staged.ok and staged.reused == len(report.windows):
+        log(kwargs, f'share {label}: staged by an earlier execution of this block run; 0 requests now')
+        return earlier['handle']
+    keep(receipt, dict(spent=spent))
     if staged.label != label:
         raise WindowFetchFailed(f'share {label}: the engine staged {staged.label} instead')
     if not staged.ok:
@@ -64,7 +83,7 @@ def fetch_window(share, *args, **kwargs):
                 f'{report.requests} request(s) ({by_kind or "none"}), {report.throttled} throttled, '
                 f'{report.duration_s:.2f} s{reused}')
     # The handle: small and JSON-friendly (Mage writes it to disk), never records.
-    return dict(
+    handle = dict(
         entity=params.entity,
         label=label,
         start=share['start'],
@@ -75,9 +94,8 @@ def fetch_window(share, *args, **kwargs):
         estimate_requests=share.get('estimate_requests'),
         manifest=str(staged.manifest) if staged.manifest is not None else None,
         rows_fetched=report.total_rows,
-        requests=report.requests,
-        retries=report.retries,
-        throttled=report.throttled,
-        fetch_s=round(report.duration_s, 3),
         pid=os.getpid(),
+        **spent,
     )
+    keep(receipt, dict(spent=spent, handle=handle))
+    return handle

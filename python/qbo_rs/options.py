@@ -82,6 +82,8 @@ class SharePlanOptions(PlanOptions, total=False):
     options, and
 
     - ``max_shares``: shares at most (default 4); small data gets fewer, one per stream at most.
+      Raised past the default to the number of windows or more, it gives one share per window
+      (each window's part of a stream then closes with a count of its own).
     - ``max_requests``: refuse a plan whose estimate needs more requests, as a backfill does.
     """
 

@@ -266,7 +266,8 @@ impl ReadShare {
 
 impl ReadPlan {
     /// Cuts the plan into at most `max_shares` shares of about equal work (pages), one per
-    /// stream at most, so small data is one share. A share ends where a window ends and no
+    /// stream at most, so small data is one share; `max_shares` raised past the default to the
+    /// number of windows or more gives one share per window. A share ends where a window ends and no
     /// stream goes on; a plan whose counts failed cannot be shared (its reads are unknown).
     pub fn shares(&self, max_shares: usize) -> Result<Vec<ReadShare>, Error> {
         if let Some((run, error)) = self.uncounted.first() {
@@ -284,6 +285,11 @@ impl ReadPlan {
         let n = self.windows.len();
         if n == 0 {
             return Ok(Vec::new());
+        }
+        // Raised past the default to cover every window: a deliberate request for a child per
+        // window. At the default, a plan of a few windows is still shared out by its data.
+        if max_shares >= n && max_shares > DEFAULT_MAX_SHARES {
+            return Ok(self.share_per_window());
         }
         let pages = |s: &PlannedStream| s.stream.expected / u64::from(self.page_size.max(1)) + 1;
         // Pages of the streams starting at each window, and where a share may end.
@@ -329,6 +335,34 @@ impl ReadPlan {
             shares.push(ReadShare { entity: self.entity, field: self.field, page_size: self.page_size, label, index, of, windows, streams, records });
         }
         Ok(shares)
+    }
+
+    /// One share per window, as asked for by as many shares as windows (a child per window):
+    /// a stream over several windows is cut at their bounds, and each part, whose count the plan
+    /// did not take, closes with a count of its own. A window the counts found empty reads nothing.
+    fn share_per_window(&self) -> Vec<ReadShare> {
+        let of = self.windows.len();
+        self.windows
+            .iter()
+            .enumerate()
+            .map(|(index, window)| {
+                let streams: Vec<PlannedStream> = self
+                    .streams
+                    .iter()
+                    .filter(|s| s.windows.contains(&index))
+                    .map(|s| {
+                        if s.windows == (index..index + 1) {
+                            PlannedStream { windows: 0..1, ..s.clone() }
+                        } else {
+                            let stream = Stream { start: s.stream.start.max(window.start), end: s.stream.end.min(window.end), expected: 0 };
+                            PlannedStream { stream, windows: 0..1, open: true }
+                        }
+                    })
+                    .collect();
+                let records = streams.iter().map(|s| s.stream.expected).sum();
+                ReadShare { entity: self.entity, field: self.field, page_size: self.page_size, label: window.label.clone(), index, of, windows: vec![window.clone()], streams, records }
+            })
+            .collect()
     }
 }
 
@@ -390,6 +424,20 @@ mod tests {
             let total: u64 = plan.shares(max).unwrap().iter().map(|s| s.records).sum();
             assert_eq!(total, 150_000, "every stream in exactly one share (max {max})");
         }
+    }
+
+    #[test]
+    fn as_many_shares_as_windows_is_a_share_per_window() {
+        let plan = plan(&[(0, 10, 5_000), (10, 11, 3_000), (10, 30, 5_000)]);
+        let shares = plan.shares(30).unwrap();
+        assert_eq!(shares.len(), 30);
+        assert!(shares.iter().all(|s| s.windows.len() == 1 && s.of == 30 && s.label == s.windows[0].label));
+        // A stream over several windows is cut at their bounds and closes with its own count.
+        assert_eq!(shares[3].streams.len(), 1);
+        assert!(shares[3].streams[0].open && shares[3].streams[0].stream.start == day(3) && shares[3].streams[0].stream.end == day(4));
+        // The dense window read by two streams keeps both parts.
+        assert_eq!(shares[10].streams.len(), 2);
+        assert_eq!(shares[10].records, 3_000, "the stream inside the window keeps the plan's count");
     }
 
     #[test]

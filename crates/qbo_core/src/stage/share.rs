@@ -132,6 +132,8 @@ struct ShareReceipt {
     entity: Entity,
     label: String,
     exported_at: DateTime<Utc>,
+    /// How long the export took.
+    duration_ns: u64,
     windows: Vec<PartReceipt>,
 }
 
@@ -498,6 +500,8 @@ pub struct ShareExport {
     pub windows: Vec<WindowReport>,
     /// The export had been done already (a receipt): nothing was written now.
     pub from_receipt: bool,
+    /// How long the export took (the first one's, when answered from its receipt).
+    pub duration: Duration,
 }
 
 /// Writes every window of the share staged at `manifest` into the sinks of `options`, a few
@@ -525,7 +529,12 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
         }
         tracing::info!(target: "qbo_rs", "share {}: already written at {} (receipt {}); nothing to write again",
             receipt.label, receipt.exported_at.format("%Y-%m-%dT%H:%M:%SZ"), paths.receipt().display());
-        return Ok(ShareExport { entity: receipt.entity, windows: receipt.windows.iter().map(PartReceipt::report).collect(), from_receipt: true });
+        return Ok(ShareExport {
+            entity: receipt.entity,
+            windows: receipt.windows.iter().map(PartReceipt::report).collect(),
+            from_receipt: true,
+            duration: Duration::from_nanos(receipt.duration_ns),
+        });
     };
     let missing: Vec<&Window> = staged.windows.iter().filter(|w| !staged.staged(&w.label)).collect();
     if !missing.is_empty() {
@@ -545,6 +554,7 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
             return Err(Error::Integrity(format!("the staged records {} are missing or hold other bytes than the manifest says: re-run the fetch step", path.display())));
         }
     }
+    let started = std::time::Instant::now();
     let sinks = open_sinks(staged.entity, options).await?;
     let gate = Arc::new(tokio::sync::Semaphore::new(EXPORT_WINDOWS_AT_ONCE));
     let mut tasks = tokio::task::JoinSet::new();
@@ -571,6 +581,7 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
             entity: staged.entity,
             label: staged.label.clone(),
             exported_at: Utc::now(),
+            duration_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
             windows: done
                 .iter()
                 .map(|(_, part, r)| PartReceipt {
@@ -587,5 +598,5 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
             tracing::warn!(target: "qbo_rs", "share {} was written but its stage could not be removed: {e}", staged.label);
         }
     }
-    Ok(ShareExport { entity: staged.entity, windows: done.into_iter().map(|(_, _, r)| r).collect(), from_receipt: false })
+    Ok(ShareExport { entity: staged.entity, windows: done.into_iter().map(|(_, _, r)| r).collect(), from_receipt: false, duration: started.elapsed() })
 }
