@@ -84,14 +84,16 @@ stubtest: $(WHEEL_STAMP) ## check the .pyi stubs against the compiled module, an
 	$(PY) -m mypy.stubtest qbo_rs._qbo_rs --allowlist .stubtest-allowlist
 	$(PY) -m mypy
 
-bench: $(WHEEL_STAMP) $(MAGE_STAMP) ## benchmarks (prints figures): throughput vs plain Python, pacing, RSS, Mage overhead per window
+bench: $(WHEEL_STAMP) $(MAGE_STAMP) ## benchmarks (prints figures): throughput vs plain Python, pacing, RSS, Mage overhead per window, requests/time/RSS/block runs per path at QBO's limits
 	$(PY) benches/bench.py
 	./scripts/with-pg.sh $(PY) benches/pg_bench.py
 	$(MAGE_PY) scripts/mage_bench.py
+	$(MAGE_PY) scripts/data_bench.py
 
 bench-smoke: $(WHEEL_STAMP) $(MAGE_STAMP) ## the benchmarks at tiny sizes, so they never rot
 	$(PY) benches/bench.py --smoke
 	$(MAGE_PY) scripts/mage_bench.py --smoke
+	$(MAGE_PY) scripts/data_bench.py --smoke
 
 clean:
 	rm -rf target/wheels $(VENV) $(MAGE_VENV) data bench-results
