@@ -41,7 +41,8 @@ from datetime import datetime, timezone
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Lines from the blocks' logs printed after the run (the runbook's lines and the failures).
-SHOWN = ('Rango ', 'Total ', 'Validation:', 'post-run policy', 'Intuit rotated', 'API Limit', 'Plan: ', 'Summary: ')
+SHOWN = ('Rango ', 'Total ', 'Validation:', 'post-run policy', 'Intuit rotated', 'API Limit', 'Plan: ', 'Share ',
+         'Summary: ')
 
 
 def parse_args(argv):

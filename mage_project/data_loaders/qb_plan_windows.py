@@ -86,7 +86,7 @@ def plan_windows(*args, **kwargs):
                 f"realm's pace; {len(plan.shares)} child(ren) (max_children={params.max_children})")
     items, metadata = [], []
     for share in plan.shares:
-        log(kwargs, f'  {share.label}: {len(share)} window(s), {share.records} record(s), {share.streams} '
+        log(kwargs, f'Share {share.label}: {len(share)} window(s), {share.records} record(s), {share.streams} '
                     f'stream(s), ~{share.page_requests} page request(s)')
         items.append(dict(
             entity=params.entity,

@@ -176,7 +176,7 @@ def test_failed_fetch_fails_only_its_child_and_a_retry_fetches_it_again_and_expo
     assert summary_line(retried, "Validation:") == "Validation: Integrity Check Passed"
     # Only the failed share was read again: its pages as planned, no count of the plan again
     # (pages of 3 make most seconds a tie group, read by offset: up to half as many again).
-    pages = next(int(l.rsplit("~", 1)[1].split()[0]) for l in failed.lines(f"{bad.split(':', 1)[1]}: "))
+    pages = next(int(l.rsplit("~", 1)[1].split()[0]) for l in failed.lines(f"Share {bad.split(':', 1)[1]}: "))
     again = emulator.stats()["query_requests"] - requests
     assert pages <= again <= 1.5 * pages + 5, (again, pages)
     assert again < 200 * 0.6, "a retry reads one share, not the data"

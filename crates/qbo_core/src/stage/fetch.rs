@@ -1,14 +1,12 @@
 //! The fetch step: one window read completely from QuickBooks into its stage.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::fs;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{forget_old_receipts, new_run_id, publish, stage_io, ExportReceipt, StagePaths, StagedWindow, FORMAT};
+use super::{forget_old_receipts, new_run_id, publish, stage_io, ExportReceipt, StageFile, StagePaths, StagedWindow, FORMAT};
 use crate::backfill::{run_window, ReadSpec, WindowReport, WindowStatus};
 use crate::budget::MemoryBudget;
 use crate::client::QboClient;
@@ -35,26 +33,7 @@ pub struct StageResult {
 
 /// A sink that appends RAW lines to the window's `.partial` file.
 struct StageSink {
-    path: PathBuf,
-    out: Mutex<Option<BufWriter<File>>>,
-    bytes: AtomicU64,
-}
-
-impl StageSink {
-    fn create(path: PathBuf) -> Result<Self, Error> {
-        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&path).map_err(|e| stage_io("create", &path, e))?;
-        Ok(StageSink { path, out: Mutex::new(Some(BufWriter::with_capacity(1 << 20, file))), bytes: AtomicU64::new(0) })
-    }
-
-    /// Flushes and fsyncs the file so the rename that follows publishes complete bytes.
-    fn finish(&self) -> Result<u64, Error> {
-        let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(out) = guard.take() {
-            let file = out.into_inner().map_err(|e| stage_io("write", &self.path, e.into_error()))?;
-            file.sync_all().map_err(|e| stage_io("fsync", &self.path, e))?;
-        }
-        Ok(self.bytes.load(Ordering::Relaxed))
-    }
+    file: StageFile,
 }
 
 impl Sink for StageSink {
@@ -63,27 +42,26 @@ impl Sink for StageSink {
     }
 
     fn target(&self) -> String {
-        self.path.display().to_string()
+        self.file.path.display().to_string()
     }
 
     fn write(&self, batch: Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>> {
         Box::pin(async move {
-            let prefix = LinePrefix::new(&batch);
-            let mut line = Vec::with_capacity(4096);
-            let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
-            let out = guard.as_mut().ok_or_else(|| Error::Sink("the stage file is already closed".into()))?;
-            let mut written = 0u64;
-            for record in &batch.records {
-                line.clear();
-                raw_line(&batch, record, &prefix, &mut line);
-                line.push(b'\n');
-                out.write_all(&line).map_err(|e| stage_io("write", &self.path, e))?;
-                written += line.len() as u64;
-            }
-            self.bytes.fetch_add(written, Ordering::Relaxed);
+            self.file.append(&raw_lines(&batch))?;
             Ok(WriteOutcome { inserted: batch.records.len() as u64, ..WriteOutcome::default() })
         })
     }
+}
+
+/// A batch's RAW lines, exactly as the JSON-lines sink writes them.
+pub(super) fn raw_lines(batch: &WriteBatch) -> Vec<u8> {
+    let prefix = LinePrefix::new(batch);
+    let mut lines = Vec::with_capacity(batch.records.iter().map(|r| r.payload.len() + 512).sum());
+    for record in &batch.records {
+        raw_line(batch, record, &prefix, &mut lines);
+        lines.push(b'\n');
+    }
+    lines
 }
 
 /// How one window is read into its stage.
@@ -160,18 +138,18 @@ pub async fn stage_window(client: &QboClient, request: StageRequest, budget: Arc
         return Ok(StageResult { report: earlier.fetch_report(), staged: Some(earlier), manifest: paths.manifest, reused: true });
     }
     forget_old_receipts(&stage_dir.join(entity.plural()), paths.dir());
-    let stage = Arc::new(StageSink::create(paths.partial.clone())?);
+    let stage = Arc::new(StageSink { file: StageFile::create(paths.partial.clone())? });
     let sinks: Vec<Arc<dyn Sink>> = vec![Arc::clone(&stage) as Arc<dyn Sink>];
     let ingested_at = Utc::now();
     let spec = ReadSpec { entity, field, page_size, budget };
     let mut report = run_window(client, &sinks, spec, window.clone(), ingested_at, None).await;
     if report.status != WindowStatus::Ok {
-        let _ = stage.finish();
+        let _ = stage.file.finish();
         let _ = fs::remove_file(&paths.partial);
         return Ok(StageResult { report, staged: None, manifest: paths.manifest, reused: false });
     }
     let committed = (|| {
-        let bytes = stage.finish()?;
+        let bytes = stage.file.finish()?;
         fs::rename(&paths.partial, &paths.records).map_err(|e| stage_io("publish", &paths.records, e))?;
         let staged = StagedWindow {
             format: FORMAT,

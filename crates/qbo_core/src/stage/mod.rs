@@ -91,24 +91,8 @@ impl StagedWindow {
 
     /// What the fetch found, as a window report (for a stage that was not fetched now).
     fn fetch_report(&self) -> WindowReport {
-        WindowReport {
-            label: self.label.clone(),
-            start: self.start,
-            end: self.end,
-            status: WindowStatus::Ok,
-            rows_fetched: self.rows_fetched,
-            rows_emitted: self.lines,
-            sinks: Vec::new(),
-            fetch: WindowFetch {
-                pages: self.pages,
-                records: self.rows_fetched,
-                moved_out: self.moved_out,
-                server_count: self.server_count,
-                ..WindowFetch::default()
-            },
-            error: None,
-            duration: Duration::ZERO,
-        }
+        let fetch = WindowFetch { pages: self.pages, moved_out: self.moved_out, server_count: self.server_count, ..WindowFetch::default() };
+        staged_report(&self.window(), self.rows_fetched, self.lines, fetch)
     }
 
     /// Reads and checks a manifest.
@@ -175,14 +159,69 @@ impl ExportReceipt {
     }
 
     fn load(path: &Path) -> Result<Option<Self>, Error> {
-        let text = match fs::read(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(stage_io("read", path, e)),
-        };
-        let receipt: ExportReceipt = serde_json::from_slice(&text)
-            .map_err(|e| Error::Integrity(format!("the export receipt {} is unreadable ({e}): remove it and re-run the window", path.display())))?;
-        Ok(Some(receipt))
+        load_json(path, "export receipt", "remove it and re-run the window")
+    }
+}
+
+/// A window's report from what a stage holds (for a window not fetched now): `rows_fetched`
+/// distinct records in `lines` lines.
+fn staged_report(window: &Window, rows_fetched: u64, lines: u64, fetch: WindowFetch) -> WindowReport {
+    WindowReport {
+        label: window.label.clone(),
+        start: window.start,
+        end: window.end,
+        status: WindowStatus::Ok,
+        rows_fetched,
+        rows_emitted: lines,
+        sinks: Vec::new(),
+        fetch: WindowFetch { records: rows_fetched, ..fetch },
+        error: None,
+        duration: Duration::ZERO,
+    }
+}
+
+/// The JSON at `path` (a manifest or receipt), None when there is none; unreadable JSON is an
+/// integrity error that says what to do.
+fn load_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str, remedy: &str) -> Result<Option<T>, Error> {
+    let text = match fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(stage_io("read", path, e)),
+    };
+    serde_json::from_slice(&text).map(Some).map_err(|e| Error::Integrity(format!("the {what} {} is unreadable ({e}): {remedy}", path.display())))
+}
+
+/// A stage's records file being written: lines appended through a large buffer, then flushed
+/// and fsynced so that the rename publishing it publishes complete bytes.
+struct StageFile {
+    path: PathBuf,
+    /// The writer and the bytes written so far; None once finished.
+    out: std::sync::Mutex<Option<(std::io::BufWriter<File>, u64)>>,
+}
+
+impl StageFile {
+    fn create(path: PathBuf) -> Result<Self, Error> {
+        let file = File::options().write(true).create(true).truncate(true).open(&path).map_err(|e| stage_io("create", &path, e))?;
+        Ok(StageFile { path, out: std::sync::Mutex::new(Some((std::io::BufWriter::with_capacity(1 << 20, file), 0))) })
+    }
+
+    /// Appends `bytes`; returns the offset they start at.
+    fn append(&self, bytes: &[u8]) -> Result<u64, Error> {
+        let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let (out, written) = guard.as_mut().ok_or_else(|| Error::Sink("the stage file is already closed".into()))?;
+        out.write_all(bytes).map_err(|e| stage_io("write", &self.path, e))?;
+        let offset = *written;
+        *written += bytes.len() as u64;
+        Ok(offset)
+    }
+
+    /// Flushes and fsyncs the file; returns its size.
+    fn finish(&self) -> Result<u64, Error> {
+        let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((out, written)) = guard.take() else { return Ok(0) };
+        let file = out.into_inner().map_err(|e| stage_io("write", &self.path, e.into_error()))?;
+        file.sync_all().map_err(|e| stage_io("fsync", &self.path, e))?;
+        Ok(written)
     }
 }
 

@@ -18,8 +18,7 @@
 //! leaves a receipt and removes the stage, so a repeated export returns the receipt.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +27,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::export::{write_staged_lines, Segment, StagedLines};
-use super::{check_name, forget_old_receipts, new_run_id, publish, remove_if_present, stage_io, StageLock, FORMAT};
+use super::fetch::raw_lines;
+use super::{check_name, forget_old_receipts, load_json, new_run_id, publish, remove_if_present, staged_report, stage_io, StageFile, StageLock, FORMAT};
 use crate::backfill::{ReadSpec, ReadStats, SinkReport, WindowReport, WindowStatus};
 use crate::budget::MemoryBudget;
 use crate::client::QboClient;
@@ -37,7 +37,6 @@ use crate::error::Error;
 use crate::options::{unknown_option, OptionSet, OptionValue};
 use crate::paginate::WindowFetch;
 use crate::read_plan::ReadShare;
-use crate::sink::record::{raw_line, LinePrefix};
 use crate::sink::{open_sinks, BoxFuture, Sink, SinkOptions, WriteBatch, WriteOutcome};
 use crate::window::Window;
 
@@ -62,18 +61,8 @@ pub struct StagedPart {
 
 impl StagedPart {
     fn fetch_report(&self) -> WindowReport {
-        WindowReport {
-            label: self.label.clone(),
-            start: self.start,
-            end: self.end,
-            status: WindowStatus::Ok,
-            rows_fetched: self.rows_fetched,
-            rows_emitted: self.lines,
-            sinks: Vec::new(),
-            fetch: WindowFetch { records: self.rows_fetched, ..WindowFetch::default() },
-            error: None,
-            duration: Duration::ZERO,
-        }
+        let window = Window { start: self.start, end: self.end, label: self.label.clone() };
+        staged_report(&window, self.rows_fetched, self.lines, WindowFetch::default())
     }
 }
 
@@ -100,13 +89,7 @@ pub struct ShareManifest {
 
 impl ShareManifest {
     fn load(path: &Path) -> Result<Option<Self>, Error> {
-        let text = match fs::read(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(stage_io("read", path, e)),
-        };
-        let manifest: ShareManifest = serde_json::from_slice(&text)
-            .map_err(|e| Error::Integrity(format!("the stage manifest {} is unreadable ({e}): remove it and re-run the fetch step", path.display())))?;
+        let Some(manifest) = load_json::<ShareManifest>(path, "stage manifest", "remove it and re-run the fetch step")? else { return Ok(None) };
         if manifest.format != FORMAT {
             return Err(Error::Integrity(format!("the stage manifest {} has format {} (this qbo_rs reads {FORMAT}): re-run the fetch step", path.display(), manifest.format)));
         }
@@ -158,14 +141,7 @@ impl PartReceipt {
 
 impl ShareReceipt {
     fn load(path: &Path) -> Result<Option<Self>, Error> {
-        let text = match fs::read(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(stage_io("read", path, e)),
-        };
-        serde_json::from_slice(&text)
-            .map(Some)
-            .map_err(|e| Error::Integrity(format!("the export receipt {} is unreadable ({e}): remove it and re-run the share", path.display())))
+        load_json(path, "export receipt", "remove it and re-run the share")
     }
 }
 
@@ -286,8 +262,7 @@ pub struct ShareStageResult {
 /// A sink that appends every window's RAW lines to one file and notes where each window's
 /// batches went.
 struct ShareFileSink {
-    path: PathBuf,
-    out: Mutex<Option<(BufWriter<File>, u64)>>,
+    file: StageFile,
     /// Per window label: where its lines are, how many, and their ingestion time.
     parts: Mutex<HashMap<String, WrittenPart>>,
 }
@@ -295,47 +270,19 @@ struct ShareFileSink {
 /// Where one window's lines went: segments, lines, their ingestion time.
 type WrittenPart = (Vec<Segment>, u64, DateTime<Utc>);
 
-impl ShareFileSink {
-    fn create(path: PathBuf) -> Result<Self, Error> {
-        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&path).map_err(|e| stage_io("create", &path, e))?;
-        Ok(ShareFileSink { path, out: Mutex::new(Some((BufWriter::with_capacity(1 << 20, file), 0))), parts: Mutex::new(HashMap::new()) })
-    }
-
-    /// Flushes and fsyncs the file; returns its size.
-    fn finish(&self) -> Result<u64, Error> {
-        let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((out, bytes)) = guard.take() else { return Ok(0) };
-        let file = out.into_inner().map_err(|e| stage_io("write", &self.path, e.into_error()))?;
-        file.sync_all().map_err(|e| stage_io("fsync", &self.path, e))?;
-        Ok(bytes)
-    }
-}
-
 impl Sink for ShareFileSink {
     fn name(&self) -> &str {
         "stage"
     }
 
     fn target(&self) -> String {
-        self.path.display().to_string()
+        self.file.path.display().to_string()
     }
 
     fn write(&self, batch: Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>> {
         Box::pin(async move {
-            let prefix = LinePrefix::new(&batch);
-            let mut lines = Vec::with_capacity(batch.records.len() * 2048);
-            for record in &batch.records {
-                raw_line(&batch, record, &prefix, &mut lines);
-                lines.push(b'\n');
-            }
-            let offset = {
-                let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
-                let (out, bytes) = guard.as_mut().ok_or_else(|| Error::Sink("the stage file is already closed".into()))?;
-                out.write_all(&lines).map_err(|e| stage_io("write", &self.path, e))?;
-                let offset = *bytes;
-                *bytes += lines.len() as u64;
-                offset
-            };
+            let lines = raw_lines(&batch);
+            let offset = self.file.append(&lines)?;
             let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
             let part = parts.entry(batch.window.label.clone()).or_insert_with(|| (Vec::new(), 0, batch.ingested_at));
             part.0.push(Segment { offset, bytes: lines.len() as u64 });
@@ -396,7 +343,7 @@ pub async fn stage_share(client: &QboClient, request: ShareStageRequest, budget:
         let attempt = manifest.attempts.len() + 1;
         let records = paths.records(attempt);
         let partial = records.with_extension("jsonl.partial");
-        let file = Arc::new(ShareFileSink::create(partial.clone())?);
+        let file = Arc::new(ShareFileSink { file: StageFile::create(partial.clone())?, parts: Mutex::new(HashMap::new()) });
         let sinks: Vec<Arc<dyn Sink>> = vec![Arc::clone(&file) as Arc<dyn Sink>];
         let spec = ReadSpec { entity: share.entity, field: share.field, page_size: share.page_size, budget };
         let (reports, stats) = crate::stream_run::read_planned(client, &sinks, &spec, plan, max_streams, None).await;
@@ -426,25 +373,14 @@ pub async fn stage_share(client: &QboClient, request: ShareStageRequest, budget:
 
 /// A window with no report: only when committing the attempt failed before it was read.
 fn unstaged(window: &Window) -> WindowReport {
-    WindowReport {
-        label: window.label.clone(),
-        start: window.start,
-        end: window.end,
-        status: WindowStatus::Failed,
-        rows_fetched: 0,
-        rows_emitted: 0,
-        sinks: Vec::new(),
-        fetch: WindowFetch::default(),
-        error: Some("not staged".into()),
-        duration: Duration::ZERO,
-    }
+    WindowReport { status: WindowStatus::Failed, error: Some("not staged".into()), ..staged_report(window, 0, 0, WindowFetch::default()) }
 }
 
 /// Publishes the attempt's records file and adds the windows it read completely to the
 /// manifest (written atomically: the commit point). An attempt with nothing to keep leaves
 /// no file.
 fn commit_attempt(paths: &SharePaths, manifest: &mut ShareManifest, file: &ShareFileSink, partial: &Path, records: &Path, reports: &[WindowReport]) -> Result<(), Error> {
-    let bytes = file.finish()?;
+    let bytes = file.file.finish()?;
     let mut written = file.parts.lock().unwrap_or_else(|p| p.into_inner());
     let now = Utc::now();
     let parts: Vec<StagedPart> = reports
@@ -574,6 +510,8 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
     }
     done.sort_by_key(|(order, _, _)| *order);
     let all_ok = done.iter().all(|(_, _, r)| r.status == WindowStatus::Ok);
+    // One measure for the receipt and the report, so a repeated export says the same.
+    let duration = started.elapsed();
     if all_ok && !keep {
         // The receipt first: from then on a repeated export answers from it.
         let receipt = ShareReceipt {
@@ -581,7 +519,7 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
             entity: staged.entity,
             label: staged.label.clone(),
             exported_at: Utc::now(),
-            duration_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            duration_ns: u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
             windows: done
                 .iter()
                 .map(|(_, part, r)| PartReceipt {
@@ -598,5 +536,5 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
             tracing::warn!(target: "qbo_rs", "share {} was written but its stage could not be removed: {e}", staged.label);
         }
     }
-    Ok(ShareExport { entity: staged.entity, windows: done.into_iter().map(|(_, _, r)| r).collect(), from_receipt: false, duration: started.elapsed() })
+    Ok(ShareExport { entity: staged.entity, windows: done.into_iter().map(|(_, _, r)| r).collect(), from_receipt: false, duration })
 }
