@@ -193,7 +193,8 @@ def test_failed_fetch_fails_only_its_child_and_a_retry_fetches_it_again_and_expo
     runs = block_runs(alone)
     assert runs["qb_export_window:0"] == ("completed", "qb_fetch_window:invoice_backfill_2015-01-01")
     in_window = sum(1 for r in emulator.truth("Invoice") if r["last_updated_utc"][:10] < "2016-02-05")
-    assert emulator.stats()["query_requests"] - before <= -(-in_window // 3) + 4
+    # Its pages (and tie groups, as above), a count: not the other windows'.
+    assert emulator.stats()["query_requests"] - before <= 1.5 * -(-in_window // 3) + 4
 
 
 def test_daily_windows_over_eleven_years_cost_a_few_block_runs_and_requests(emulator, env, tmp_path: Path):
