@@ -182,3 +182,46 @@ def test_as_many_shares_as_windows_gives_a_share_per_window(client_factory, tmp_
         assert landed_versions(read_raw(data / "invoices.txt")) == truth_versions(emu, "Invoice")
         # Each window's part of the stream closes with its own count: about two requests a window.
         assert sent(emu) - counted <= 2 * len(windows) + 2, sent(emu) - counted
+
+
+def _instant(text: str):
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _window_of(record: dict) -> str:
+    """The UTC day a RAW line's filter timestamp falls in."""
+    from datetime import datetime, timezone
+
+    moment = datetime.fromisoformat(record["last_updated_utc"].replace("Z", "+00:00")).astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT00:00:00Z")
+
+
+def test_every_record_lands_in_the_day_it_belongs_to_across_dst_and_streams_and_shares(client_factory, tmp_path: Path) -> None:
+    """QBO (and the emulator) write LastUpdatedTime in Pacific time, -08:00 or -07:00 by the
+    season: daily UTC windows over years of DST changes, read as a few streams, by one process
+    and by shares, put each record in the UTC day of its instant."""
+    with QboEmulator(seed=4, invoices=12000, customers=5, items=5) as emu:
+        client = client_factory(emu)
+        options = dict(chunk_days=1, page_size=100)  # 120 pages: two streams, two shares
+        report = client.backfill("invoice", START, CLOSED_END, data_dir=tmp_path / "one", **options)
+        assert report.ok and report.estimate is not None and report.estimate.streams == 2
+        plan = client.plan_shares("invoice", START, CLOSED_END, max_shares=4, **options)
+        assert len(plan.shares) == 2
+        for share in plan.shares:
+            staged = client.stage_share(share, stage_dir=tmp_path / "stage", run_id="dst")
+            qbo_rs.export_share(staged, data_dir=tmp_path / "shared")
+        pacific = [r["last_updated_utc"] for r in emu.truth("Invoice")]
+        instants = {r["id"]: _instant(r["last_updated_utc"]) for r in emu.truth("Invoice")}
+        for folder in ("one", "shared"):
+            lines = read_raw(tmp_path / folder / "invoices.txt")
+            assert len(lines) == len(pacific) and landed_versions(lines) == truth_versions(emu, "Invoice")
+            # The Pacific timestamps QBO sent, read back as the same instants.
+            assert {i: _instant(r["last_updated_utc"]) for i, r in lines.items()} == instants
+            wrong = [(r["id"], r["last_updated_utc"], r["extract_window_start_utc"]) for r in lines.values()
+                     if r["extract_window_start_utc"] != _window_of(r)]
+            assert wrong == [], wrong[:5]
+        # The data does cross the DST changes, in both directions, every year.
+        days = {_window_of({"last_updated_utc": t})[:10] for t in pacific}
+        assert {"2024-03-10", "2024-11-03", "2023-03-12", "2023-11-05"} <= days, sorted(days)[:5]
