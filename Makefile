@@ -22,10 +22,11 @@ DEMO_END ?= 2026-01-01
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.deps:
+# The dev dependency group of pyproject.toml (pip >= 25.1 reads dependency groups).
+$(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet "maturin>=1.9,<2" "pytest>=8" "pytest-timeout>=2.3" "mypy>=1.11" "requests>=2.31" "python-quickbooks>=0.9" "psycopg2-binary>=2.9"
+	$(PIP) install --quiet --upgrade "pip>=25.1"
+	$(PIP) install --quiet --group dev
 	touch $@
 
 # Build a release wheel (abi3) and install it into the venv, only when sources changed.
@@ -71,8 +72,12 @@ compose-check: compose-tool ## validate docker-compose.yaml with a real compose 
 test: $(WHEEL_STAMP) ## build the wheel and run every test (Rust, Python, PostgreSQL) and a benchmark smoke run
 	./scripts/with-pg.sh $(MAKE) --no-print-directory test-rust test-python bench-smoke
 
-lint: ## clippy on every crate, warnings are errors
+lint: $(VENV)/.deps ## rustfmt, clippy (warnings are errors), ruff lint and format, mypy
+	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
+	$(PY) -m mypy
 
 test-rust: lint ## cargo tests of the pure-Rust crates (PostgreSQL ones use $$QBO_RS_TEST_DSN; `make test` provides one)
 	cargo test --workspace --exclude qbo_rs --quiet
@@ -80,9 +85,8 @@ test-rust: lint ## cargo tests of the pure-Rust crates (PostgreSQL ones use $$QB
 test-python: $(WHEEL_STAMP) $(MAGE_STAMP) compose-tool stubtest ## pytest against the installed wheel (Mage tests drive .venv-mage)
 	QBO_RS_MAGE_PYTHON="$(abspath $(MAGE_PY))" $(PY) -m pytest -q
 
-stubtest: $(WHEEL_STAMP) ## check the .pyi stubs against the compiled module, and mypy the package
+stubtest: $(WHEEL_STAMP) ## check the .pyi stubs against the compiled module
 	$(PY) -m mypy.stubtest qbo_rs._qbo_rs --allowlist .stubtest-allowlist
-	$(PY) -m mypy
 
 bench: $(WHEEL_STAMP) $(MAGE_STAMP) ## benchmarks (prints figures): throughput vs plain Python, pacing, RSS, Mage overhead per window, requests/time/RSS/block runs per path at QBO's limits
 	$(PY) benches/bench.py

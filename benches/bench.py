@@ -36,7 +36,9 @@ PLAIN = "plain Python (requests + json)"
 
 class Emulator:
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(QBO + ["emulator", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            QBO + ["emulator", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         assert self.proc.stdout is not None
         lines = [self.proc.stdout.readline().strip() for _ in range(6)]
         self.env: Dict[str, str] = dict(line.split("=", 1) for line in lines)
@@ -51,7 +53,9 @@ class Emulator:
         self.proc.wait(timeout=30)
 
 
-def run_measured(cmd: List[str], env: Dict[str, str], timeout: Optional[float] = None) -> Tuple[int, float, float, int, str]:
+def run_measured(
+    cmd: List[str], env: Dict[str, str], timeout: Optional[float] = None
+) -> Tuple[int, float, float, int, str]:
     """Runs cmd; returns (exit code, wall s, cpu s, peak RSS KiB, stderr tail)."""
     os.sync()  # no run pays for the previous one's dirty pages (each writes ~0.5 GB)
     t0 = time.perf_counter()
@@ -79,31 +83,69 @@ def count_lines(path: Path) -> int:
 
 
 def throughput(invoices: int, work: Path, rounds: int = 3) -> None:
-    print(f"\n## 1. Throughput: {invoices:,} invoices, no throttle, no latency, page size 1000, 365-day windows, {rounds} round(s)")
-    emu = Emulator("--invoices", str(invoices), "--customers", "200", "--items", "100", "--seed", "1", "--throttle-per-minute", "0", "--max-in-flight", "0")
+    print(
+        f"\n## 1. Throughput: {invoices:,} invoices, no throttle, no latency, page size 1000, 365-day windows, {rounds} round(s)"
+    )
+    emu = Emulator(
+        "--invoices",
+        str(invoices),
+        "--customers",
+        "200",
+        "--items",
+        "100",
+        "--seed",
+        "1",
+        "--throttle-per-minute",
+        "0",
+        "--max-in-flight",
+        "0",
+    )
     clients: Dict[str, List[Tuple[int, float, float, int]]] = {}
     try:
         env = dict(os.environ, **emu.env)
         # The clients take turns, round after round: whoever runs first on a fresh machine pays for
         # the kernel finding half a gigabyte of page cache, so no client always goes first.
-        for r in range(rounds):
+        for _round in range(rounds):
             for label, fsync in (("qbo-rs (fsync per commit)", True), ("qbo-rs (--no-fsync)", False)):
                 data = work / f"rs-{fsync}"
                 env["QBO_TOKEN_STORE"] = str(work / f"tokens-{fsync}.json")
-                cmd = QBO + ["backfill", "invoice", "--start", START, "--end", END, "--chunk-days", "365", "--page-size", "1000",
-                             "--data-dir", str(data), "--no-progress", "--requests-per-minute", "1000000"] + ([] if fsync else ["--no-fsync"])
+                cmd = (
+                    QBO
+                    + [
+                        "backfill",
+                        "invoice",
+                        "--start",
+                        START,
+                        "--end",
+                        END,
+                        "--chunk-days",
+                        "365",
+                        "--page-size",
+                        "1000",
+                        "--data-dir",
+                        str(data),
+                        "--no-progress",
+                        "--requests-per-minute",
+                        "1000000",
+                    ]
+                    + ([] if fsync else ["--no-fsync"])
+                )
                 code, wall, cpu, rss, tail = run_measured(cmd, env)
                 assert code == 0, tail
                 clients.setdefault(label, []).append((count_lines(data / "invoices.txt"), wall, cpu, rss))
                 shutil.rmtree(data)
             out = work / "plain.txt"
-            code, wall, cpu, rss, tail = run_measured([sys.executable, str(HERE / "plain_python.py"), str(out), START, END, "365", "1000"], env)
+            code, wall, cpu, rss, tail = run_measured(
+                [sys.executable, str(HERE / "plain_python.py"), str(out), START, END, "365", "1000"], env
+            )
             assert code == 0, tail
             clients.setdefault(PLAIN, []).append((count_lines(out), wall, cpu, rss))
             out.unlink()
     finally:
         emu.stop()
-    print(f"{'client':34} {'records':>9} {'wall s':>8} {'records/s':>11} {'CPU s/M rec':>12} {'peak RSS MB':>12}   records/s of each round")
+    print(
+        f"{'client':34} {'records':>9} {'wall s':>8} {'records/s':>11} {'CPU s/M rec':>12} {'peak RSS MB':>12}   records/s of each round"
+    )
     median_rate = {}
     for label, runs in clients.items():
         rates = [n / wall for n, wall, _, _ in runs]
@@ -119,12 +161,41 @@ def throughput(invoices: int, work: Path, rounds: int = 3) -> None:
 
 def pacing(seconds: float, work: Path) -> None:
     print(f"\n## 2. Pacing: emulator throttle 500/min, 10 in flight, 200 ms latency; qbo-rs runs {seconds:.0f} s")
-    emu = Emulator("--invoices", "60000", "--customers", "10", "--items", "10", "--seed", "2",
-                   "--throttle-per-minute", "500", "--max-in-flight", "10", "--latency-ms", "200")
+    emu = Emulator(
+        "--invoices",
+        "60000",
+        "--customers",
+        "10",
+        "--items",
+        "10",
+        "--seed",
+        "2",
+        "--throttle-per-minute",
+        "500",
+        "--max-in-flight",
+        "10",
+        "--latency-ms",
+        "200",
+    )
     try:
         env = dict(os.environ, **emu.env, QBO_TOKEN_STORE=str(work / "tokens-pacing.json"))
-        cmd = QBO + ["backfill", "invoice", "--start", START, "--end", END, "--chunk-days", "30", "--page-size", "20",
-                     "--data-dir", str(work / "pacing"), "--no-progress", "--max-concurrent-windows", "10"]
+        cmd = QBO + [
+            "backfill",
+            "invoice",
+            "--start",
+            START,
+            "--end",
+            END,
+            "--chunk-days",
+            "30",
+            "--page-size",
+            "20",
+            "--data-dir",
+            str(work / "pacing"),
+            "--no-progress",
+            "--max-concurrent-windows",
+            "10",
+        ]
         before = emu.stats()
         code, wall, _, _, tail = run_measured(cmd, env, timeout=seconds)
         after = emu.stats()
@@ -133,21 +204,53 @@ def pacing(seconds: float, work: Path) -> None:
     requests = after["query_requests"] - before["query_requests"]
     throttled = after["throttled"] - before["throttled"]
     per_minute = requests / wall * 60
-    print(f"requests sent: {requests} in {wall:.1f} s = {per_minute:.1f}/min = {per_minute / 500:.1%} of the 500/min limit (target >= 95%)")
+    print(
+        f"requests sent: {requests} in {wall:.1f} s = {per_minute:.1f}/min = {per_minute / 500:.1%} of the 500/min limit (target >= 95%)"
+    )
     print(f"answered 429: {throttled} = {throttled / max(requests, 1):.2%} of requests (target <= 1%)")
-    print(f"max in flight seen by the emulator: {after.get('max_in_flight')}; busiest 60 s window: {after.get('max_requests_in_60s')}")
+    print(
+        f"max in flight seen by the emulator: {after.get('max_in_flight')}; busiest 60 s window: {after.get('max_requests_in_60s')}"
+    )
 
 
 def memory(sizes: List[int], work: Path) -> None:
     print("\n## 3. Peak RSS of the qbo-rs process (target: flat, < 150 MB)")
     print(f"{'invoices':>10} {'records':>10} {'wall s':>8} {'peak RSS MB':>12}")
     for n in sizes:
-        emu = Emulator("--invoices", str(n), "--customers", "100", "--items", "50", "--seed", "3", "--throttle-per-minute", "0", "--max-in-flight", "0")
+        emu = Emulator(
+            "--invoices",
+            str(n),
+            "--customers",
+            "100",
+            "--items",
+            "50",
+            "--seed",
+            "3",
+            "--throttle-per-minute",
+            "0",
+            "--max-in-flight",
+            "0",
+        )
         try:
             env = dict(os.environ, **emu.env, QBO_TOKEN_STORE=str(work / f"tokens-mem-{n}.json"))
             data = work / f"mem-{n}"
-            cmd = QBO + ["backfill", "invoice", "--start", START, "--end", END, "--chunk-days", "50", "--page-size", "1000",
-                         "--data-dir", str(data), "--no-progress", "--requests-per-minute", "1000000"]
+            cmd = QBO + [
+                "backfill",
+                "invoice",
+                "--start",
+                START,
+                "--end",
+                END,
+                "--chunk-days",
+                "50",
+                "--page-size",
+                "1000",
+                "--data-dir",
+                str(data),
+                "--no-progress",
+                "--requests-per-minute",
+                "1000000",
+            ]
             code, wall, _, rss, tail = run_measured(cmd, env)
             assert code == 0, tail
             print(f"{n:>10,} {count_lines(data / 'invoices.txt'):>10,} {wall:>8.1f} {rss / 1024:>12.1f}")

@@ -17,7 +17,13 @@ import requests
 
 
 def main() -> int:
-    out_path, start, end, chunk_days, page_size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    out_path, start, end, chunk_days, page_size = (
+        sys.argv[1],
+        sys.argv[2],
+        sys.argv[3],
+        int(sys.argv[4]),
+        int(sys.argv[5]),
+    )
     env = os.environ
     token = requests.post(
         env["QBO_TOKEN_URL"],
@@ -27,7 +33,9 @@ def main() -> int:
         timeout=60,
     ).json()["access_token"]
     session = requests.Session()
-    session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json", "Content-Type": "application/text"})
+    session.headers.update(
+        {"Authorization": f"Bearer {token}", "Accept": "application/json", "Content-Type": "application/text"}
+    )
     url = f"{env['QBO_BASE_URL']}/v3/company/{env['QBO_REALM_ID']}/query"
     lo = datetime.fromisoformat(start).replace(tzinfo=timezone.utc)
     hi = datetime.fromisoformat(end).replace(tzinfo=timezone.utc)

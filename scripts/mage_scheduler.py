@@ -18,6 +18,7 @@ Usage: MAGE_DATA_DIR=... scripts/mage_scheduler.py [--project PATH] [--max-secon
 finished run. Exit code 0, or 1 if a run created while this ran failed or time ran out first.
 Never run it beside a `mage start` on the same MAGE_DATA_DIR (two schedulers, one database).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,38 +38,43 @@ def restart_stalled_pool(job_manager) -> None:
     tick skips it ("Job ... exists. Skip enqueue") — the pipeline run hangs in `running`.
     Seen here with the dynamic children's controller block. Restart the pool when jobs wait
     and no pool is alive."""
-    queue = getattr(job_manager, 'queue', None)
-    if queue is None or not hasattr(queue, 'start_worker_pool'):
+    queue = getattr(job_manager, "queue", None)
+    if queue is None or not hasattr(queue, "start_worker_pool"):
         return
     try:
         waiting = not queue.queue.empty()
     except Exception:
         return
     if waiting and not queue.is_worker_pool_alive():
-        print('[watchdog] jobs waiting and no Mage worker pool alive: restarting it '
-              '(mage-ai 0.9.80 ProcessQueue race)', flush=True)
+        print(
+            "[watchdog] jobs waiting and no Mage worker pool alive: restarting it (mage-ai 0.9.80 ProcessQueue race)",
+            flush=True,
+        )
         queue.start_worker_pool()
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument('--project', default=os.path.join(REPO, 'mage_project'))
-    p.add_argument('--max-seconds', type=float, default=300)
-    p.add_argument('--interval', type=float, default=2)
-    p.add_argument('--until-idle', action='store_true')
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
+    p.add_argument("--project", default=os.path.join(REPO, "mage_project"))
+    p.add_argument("--max-seconds", type=float, default=300)
+    p.add_argument("--interval", type=float, default=2)
+    p.add_argument("--until-idle", action="store_true")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     project_path = os.path.abspath(args.project)
-    os.environ.setdefault('MAGE_DATA_DIR', os.path.join(REPO, 'mage_data'))
-    os.environ['MAGE_DATA_DIR'] = os.path.abspath(os.environ['MAGE_DATA_DIR'])
+    os.environ.setdefault("MAGE_DATA_DIR", os.path.join(REPO, "mage_data"))
+    os.environ["MAGE_DATA_DIR"] = os.path.abspath(os.environ["MAGE_DATA_DIR"])
 
     with contextlib.redirect_stdout(sys.stderr):
         from mage_ai.settings.repo import set_repo_path
+
         set_repo_path(project_path)
         from mage_ai.orchestration.db import db_connection
         from mage_ai.orchestration.db.database_manager import database_manager
+
         db_connection.start_session()
-        database_manager.run_migrations(log_level='WARNING')
+        database_manager.run_migrations(log_level="WARNING")
         from mage_ai.orchestration.db.models.schedules import PipelineRun, PipelineSchedule
         from mage_ai.orchestration.job_manager import get_job_manager
         from mage_ai.orchestration.pipeline_scheduler import schedule_all
@@ -89,18 +95,18 @@ def main(argv=None) -> int:
                 schedule_all()
             restart_stalled_pool(job_manager)
             db_connection.session.expire_all()
-            active = PipelineRun.query.filter(PipelineRun.status.in_(['initial', 'running'])).all()
+            active = PipelineRun.query.filter(PipelineRun.status.in_(["initial", "running"])).all()
             pending_once = []
             now = datetime.now(tz=timezone.utc)
-            for s in PipelineSchedule.query.filter(PipelineSchedule.schedule_interval == '@once').all():
-                due = s.status.value == 'active' and (
-                    s.start_time is None or s.start_time.replace(tzinfo=timezone.utc) <= now)
+            for s in PipelineSchedule.query.filter(PipelineSchedule.schedule_interval == "@once").all():
+                due = s.status.value == "active" and (
+                    s.start_time is None or s.start_time.replace(tzinfo=timezone.utc) <= now
+                )
                 if due and not s.pipeline_runs_count:
-                    pending_once.append(f'{s.pipeline_uuid}/{s.name}')
-            line = (f'running={[(r.id, r.pipeline_uuid) for r in active]} '
-                    f'due_once_without_run={pending_once}')
+                    pending_once.append(f"{s.pipeline_uuid}/{s.name}")
+            line = f"running={[(r.id, r.pipeline_uuid) for r in active]} due_once_without_run={pending_once}"
             if line != last_line:  # print changes only
-                print(f'[tick {tick}, {time.time() - t0:.0f} s] {line}', flush=True)
+                print(f"[tick {tick}, {time.time() - t0:.0f} s] {line}", flush=True)
                 last_line = line
             if args.until_idle and not active and not pending_once and tick > 1:
                 with contextlib.redirect_stdout(sys.stderr):
@@ -111,11 +117,11 @@ def main(argv=None) -> int:
     finally:
         job_manager.stop()
         queue = job_manager.queue
-        proc = getattr(queue, 'worker_pool_proc', None)
+        proc = getattr(queue, "worker_pool_proc", None)
         if proc is not None and proc.is_alive():
             proc.terminate()  # our own child process, by its handle
             proc.join(10)
-        manager = getattr(queue, 'mp_manager', None)
+        manager = getattr(queue, "mp_manager", None)
         if manager is not None:
             with contextlib.suppress(Exception):
                 manager.shutdown()
@@ -124,14 +130,16 @@ def main(argv=None) -> int:
     failed = False
     for s in PipelineSchedule.query.order_by(PipelineSchedule.id).all():
         runs = PipelineRun.query.filter(PipelineRun.pipeline_schedule_id == s.id).all()
-        print(f'[final] schedule {s.pipeline_uuid}/{s.name} {s.schedule_interval} status={s.status.value} '
-              f'runs={[(r.id, r.status.value) for r in runs]}')
-        failed |= any(r.id not in known_runs and r.status.value == 'failed' for r in runs)
+        print(
+            f"[final] schedule {s.pipeline_uuid}/{s.name} {s.schedule_interval} status={s.status.value} "
+            f"runs={[(r.id, r.status.value) for r in runs]}"
+        )
+        failed |= any(r.id not in known_runs and r.status.value == "failed" for r in runs)
     if args.until_idle and not idle:
-        print(f'[final] not idle after {args.max_seconds:.0f} s (started {started.isoformat()})')
+        print(f"[final] not idle after {args.max_seconds:.0f} s (started {started.isoformat()})")
         return 1
     return 1 if failed else 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

@@ -16,6 +16,7 @@
       this catches runs that completed another way).
 Options: --project PATH (default <repo>/mage_project). MAGE_DATA_DIR default <repo>/mage_data.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,53 +29,58 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _setup(project_path: str, with_db: bool):
-    os.environ.setdefault('MAGE_DATA_DIR', os.path.join(REPO, 'mage_data'))
-    os.environ['MAGE_DATA_DIR'] = os.path.abspath(os.environ['MAGE_DATA_DIR'])
+    os.environ.setdefault("MAGE_DATA_DIR", os.path.join(REPO, "mage_data"))
+    os.environ["MAGE_DATA_DIR"] = os.path.abspath(os.environ["MAGE_DATA_DIR"])
     with contextlib.redirect_stdout(sys.stderr):
         from mage_ai.settings.repo import set_repo_path
+
         set_repo_path(project_path)
         if with_db:
             from mage_ai.orchestration.db import db_connection
             from mage_ai.orchestration.db.database_manager import database_manager
+
             db_connection.start_session()
-            database_manager.run_migrations(log_level='WARNING')
+            database_manager.run_migrations(log_level="WARNING")
         from importlib import import_module
-        return import_module(f'{os.path.basename(project_path)}.utils.qb_mage')
+
+        return import_module(f"{os.path.basename(project_path)}.utils.qb_mage")
 
 
 def pipelines_with_triggers(project_path: str):
-    root = os.path.join(project_path, 'pipelines')
-    return sorted(p for p in os.listdir(root) if os.path.exists(os.path.join(root, p, 'triggers.yaml')))
+    root = os.path.join(project_path, "pipelines")
+    return sorted(p for p in os.listdir(root) if os.path.exists(os.path.join(root, p, "triggers.yaml")))
 
 
 def cmd_check(project_path: str, pipelines) -> int:
     _setup(project_path, with_db=False)
     from mage_ai.data_preparation.models.triggers import load_trigger_configs, load_triggers_file_content
+
     bad = 0
     for uuid in pipelines or pipelines_with_triggers(project_path):
         content = load_triggers_file_content(uuid, repo_path=project_path)
         try:
-            triggers = load_trigger_configs(content, pipeline_uuid=uuid, repo_path=project_path,
-                                            raise_exception=True)
+            triggers = load_trigger_configs(content, pipeline_uuid=uuid, repo_path=project_path, raise_exception=True)
         except Exception as err:
-            print(f'{uuid}: INVALID triggers.yaml: {err}')
+            print(f"{uuid}: INVALID triggers.yaml: {err}")
             bad += 1
             continue
         for t in triggers:
             problems = []
             if not t.has_valid_schedule_interval:
-                problems.append('invalid schedule_interval')
+                problems.append("invalid schedule_interval")
             if not isinstance(t.start_time, datetime):
-                problems.append('start_time is not a YAML timestamp (quote removed? see the file notes)')
+                problems.append("start_time is not a YAML timestamp (quote removed? see the file notes)")
             elif t.start_time.utcoffset() != timezone.utc.utcoffset(None):
-                problems.append(f'start_time offset {t.start_time.utcoffset()} is not UTC (Mage would read it as UTC)')
-            for key in ('fecha_inicio', 'fecha_fin'):
+                problems.append(f"start_time offset {t.start_time.utcoffset()} is not UTC (Mage would read it as UTC)")
+            for key in ("fecha_inicio", "fecha_fin"):
                 if key in (t.variables or {}) and not isinstance(t.variables[key], str):
-                    problems.append(f'variables.{key} must be a quoted string')
+                    problems.append(f"variables.{key} must be a quoted string")
             start = t.start_time.isoformat() if isinstance(t.start_time, datetime) else repr(t.start_time)
-            print(f'{uuid}: {t.name} {t.schedule_type.value} {t.schedule_interval} start_time={start} '
-                  f'status={t.status.value} variables={t.variables}'
-                  + (f'  PROBLEMS: {"; ".join(problems)}' if problems else ''))
+            print(
+                f"{uuid}: {t.name} {t.schedule_type.value} {t.schedule_interval} start_time={start} "
+                f"status={t.status.value} variables={t.variables}"
+                + (f"  PROBLEMS: {'; '.join(problems)}" if problems else "")
+            )
             bad += bool(problems)
     return 1 if bad else 0
 
@@ -82,25 +88,29 @@ def cmd_check(project_path: str, pipelines) -> int:
 def cmd_status(project_path: str) -> int:
     _setup(project_path, with_db=True)
     from mage_ai.orchestration.db.models.schedules import PipelineRun, PipelineSchedule
+
     for s in PipelineSchedule.query.order_by(PipelineSchedule.id).all():
         runs = PipelineRun.query.filter(PipelineRun.pipeline_schedule_id == s.id).all()
-        print(f'{s.pipeline_uuid}/{s.name}: {s.schedule_type.value} {s.schedule_interval} '
-              f'status={s.status.value} runs={[(r.id, r.status.value) for r in runs]}')
+        print(
+            f"{s.pipeline_uuid}/{s.name}: {s.schedule_type.value} {s.schedule_interval} "
+            f"status={s.status.value} runs={[(r.id, r.status.value) for r in runs]}"
+        )
     return 0
 
 
 def cmd_apply_policy(project_path: str) -> int:
     helpers = _setup(project_path, with_db=True)
     from mage_ai.orchestration.db.models.schedules import PipelineRun, PipelineSchedule
+
     changed = 0
-    for s in PipelineSchedule.query.filter(PipelineSchedule.schedule_interval == '@once').all():
+    for s in PipelineSchedule.query.filter(PipelineSchedule.schedule_interval == "@once").all():
         runs = PipelineRun.query.filter(PipelineRun.pipeline_schedule_id == s.id).all()
         if any(r.status == PipelineRun.PipelineRunStatus.COMPLETED for r in runs):
-            path = os.path.join(project_path, 'pipelines', s.pipeline_uuid, 'triggers.yaml')
+            path = os.path.join(project_path, "pipelines", s.pipeline_uuid, "triggers.yaml")
             if helpers.disable_once_trigger(path, s.name):
-                print(f'{s.pipeline_uuid}/{s.name}: completed; set status: inactive in {path}')
+                print(f"{s.pipeline_uuid}/{s.name}: completed; set status: inactive in {path}")
                 changed += 1
-    print(f'{changed} trigger file(s) changed')
+    print(f"{changed} trigger file(s) changed")
     return 0
 
 
@@ -108,75 +118,88 @@ def cmd_once(project_path: str, args) -> int:
     _setup(project_path, with_db=False)
     import yaml
     from mage_ai.data_preparation.models.triggers import load_trigger_configs
-    path = os.path.join(project_path, 'pipelines', args.pipeline, 'triggers.yaml')
+
+    path = os.path.join(project_path, "pipelines", args.pipeline, "triggers.yaml")
     if not os.path.isdir(os.path.dirname(path)):
-        print(f'error: no pipeline {args.pipeline}', file=sys.stderr)
+        print(f"error: no pipeline {args.pipeline}", file=sys.stderr)
         return 2
     try:
-        start = datetime.fromisoformat(args.start.replace('Z', '+00:00'))
+        start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
     except ValueError:
         print(f'error: --start must be ISO, e.g. "2025-09-12 00:00" (UTC) (got {args.start!r})', file=sys.stderr)
         return 2
     start = (start if start.tzinfo else start.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
-    data = {}
+    data: dict = {}
     if os.path.exists(path):
         with open(path) as f:
             data = yaml.safe_load(f) or {}
-    triggers = data.setdefault('triggers', [])
-    name = args.name or args.pipeline.replace('_backfill', '') + '_trigger'
-    trigger = next((t for t in triggers if t.get('name') == name), None)
+    triggers = data.setdefault("triggers", [])
+    name = args.name or args.pipeline.replace("_backfill", "") + "_trigger"
+    trigger = next((t for t in triggers if t.get("name") == name), None)
     if trigger is None:
-        trigger = dict(name=name, description=f'One-time backfill ({args.pipeline})', variables={},
-                       settings=dict(skip_if_previous_running=True, allow_blocks_to_fail=True))
+        trigger = dict(
+            name=name,
+            description=f"One-time backfill ({args.pipeline})",
+            variables={},
+            settings=dict(skip_if_previous_running=True, allow_blocks_to_fail=True),
+        )
         triggers.append(trigger)
-    trigger.update(schedule_type='time', schedule_interval='@once', start_time=start,
-                   last_enabled_at=start, status='active' if args.activate else 'inactive')
+    trigger.update(
+        schedule_type="time",
+        schedule_interval="@once",
+        start_time=start,
+        last_enabled_at=start,
+        status="active" if args.activate else "inactive",
+    )
     for item in args.var:
-        key, sep, value = item.partition('=')
+        key, sep, value = item.partition("=")
         if not sep:
-            print(f'error: --var expects K=V (got {item!r})', file=sys.stderr)
+            print(f"error: --var expects K=V (got {item!r})", file=sys.stderr)
             return 2
-        trigger.setdefault('variables', {})[key] = int(value) if value.isdigit() and key != 'windows' else value
+        trigger.setdefault("variables", {})[key] = int(value) if value.isdigit() and key != "windows" else value
     header = []
     if os.path.exists(path):
         with open(path) as f:
-            header = [line for line in f.read().splitlines(keepends=True) if line.startswith('#')]
-    text = ''.join(header) + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+            header = [line for line in f.read().splitlines(keepends=True) if line.startswith("#")]
+    text = "".join(header) + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
     load_trigger_configs(text, pipeline_uuid=args.pipeline, repo_path=project_path, raise_exception=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
-    print(f'{args.pipeline}/{name}: @once at {start.isoformat()} status={trigger["status"]} '
-          f'variables={trigger.get("variables")} -> {path}')
+    print(
+        f"{args.pipeline}/{name}: @once at {start.isoformat()} status={trigger['status']} "
+        f"variables={trigger.get('variables')} -> {path}"
+    )
     return 0
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument('--project', default=os.path.join(REPO, 'mage_project'))
-    sub = p.add_subparsers(dest='cmd', required=True)
-    c = sub.add_parser('check')
-    c.add_argument('pipelines', nargs='*')
-    sub.add_parser('status')
-    sub.add_parser('apply-policy')
-    o = sub.add_parser('once')
-    o.add_argument('pipeline')
-    o.add_argument('--name')
-    o.add_argument('--start', default='2025-09-12 00:00')
-    o.add_argument('--var', action='append', default=[])
-    o.add_argument('--activate', action='store_true')
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
+    p.add_argument("--project", default=os.path.join(REPO, "mage_project"))
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check")
+    c.add_argument("pipelines", nargs="*")
+    sub.add_parser("status")
+    sub.add_parser("apply-policy")
+    o = sub.add_parser("once")
+    o.add_argument("pipeline")
+    o.add_argument("--name")
+    o.add_argument("--start", default="2025-09-12 00:00")
+    o.add_argument("--var", action="append", default=[])
+    o.add_argument("--activate", action="store_true")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     project_path = os.path.abspath(args.project)
-    if args.cmd == 'check':
+    if args.cmd == "check":
         return cmd_check(project_path, args.pipelines)
-    if args.cmd == 'status':
+    if args.cmd == "status":
         return cmd_status(project_path)
-    if args.cmd == 'apply-policy':
+    if args.cmd == "apply-policy":
         return cmd_apply_policy(project_path)
     return cmd_once(project_path, args)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

@@ -10,11 +10,11 @@ use pyo3::types::PyDict;
 use secrecy::SecretString;
 
 use qbo_core::backfill::{run_backfill, BackfillReport as CoreReport, BackfillRequest};
+use qbo_core::client::ClientOptions;
 use qbo_core::options::OptionSet;
 use qbo_core::read_plan::ReadPlan;
 use qbo_core::sink::{open_sinks, SinkConfig, SinkOptions};
 use qbo_core::stage::StageRequest;
-use qbo_core::client::ClientOptions;
 
 use crate::convert;
 use crate::errors::{config_error, to_py};
@@ -422,13 +422,7 @@ impl QboClient {
 }
 
 /// A window read's options (`page_size`, `filter_field`), parsed as a stage's are.
-fn window_read(
-    py: Python<'_>,
-    entity: &str,
-    start: &Bound<'_, PyAny>,
-    end: &Bound<'_, PyAny>,
-    options: Option<&Bound<'_, PyDict>>,
-) -> PyResult<StageRequest> {
+fn window_read(py: Python<'_>, entity: &str, start: &Bound<'_, PyAny>, end: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<StageRequest> {
     let entity = convert::entity(py, entity)?;
     let mut read = StageRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
     for (key, value) in options.into_iter().flatten() {
@@ -441,4 +435,3 @@ fn window_read(
     read.check().map_err(|e| to_py(py, e))?;
     Ok(read)
 }
-

@@ -24,10 +24,7 @@ pub fn instant(py: Python<'_>, what: &str, value: &Bound<'_, PyAny>) -> PyResult
         let d: NaiveDate = value.extract()?;
         return Ok(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists")));
     }
-    Err(config_error(
-        py,
-        format!("{what} must be an ISO date string, a date or a datetime, not {}", value.get_type().name()?),
-    ))
+    Err(config_error(py, format!("{what} must be an ISO date string, a date or a datetime, not {}", value.get_type().name()?)))
 }
 
 pub fn entity(py: Python<'_>, value: &str) -> PyResult<qbo_core::Entity> {

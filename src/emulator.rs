@@ -27,11 +27,9 @@ impl NativeEmulator {
     /// Starts the emulator on the shared runtime from a JSON `EmulatorConfig`.
     #[staticmethod]
     fn start(py: Python<'_>, config_json: &str) -> PyResult<Self> {
-        let config: qbo_emulator::EmulatorConfig =
-            serde_json::from_str(config_json).map_err(|e| config_error(py, format!("emulator configuration: {e}")))?;
-        let emu = py
-            .detach(|| runtime().block_on(qbo_emulator::Emulator::start(config)))
-            .map_err(|e| config_error(py, format!("emulator failed to start: {e}")))?;
+        let config: qbo_emulator::EmulatorConfig = serde_json::from_str(config_json).map_err(|e| config_error(py, format!("emulator configuration: {e}")))?;
+        let emu =
+            py.detach(|| runtime().block_on(qbo_emulator::Emulator::start(config))).map_err(|e| config_error(py, format!("emulator failed to start: {e}")))?;
         Ok(NativeEmulator { inner: Some(emu) })
     }
 
@@ -85,8 +83,7 @@ impl NativeEmulator {
 
     /// Replaces the run-time knobs with a JSON `Knobs` object (the Python face merges).
     fn set_knobs(&self, py: Python<'_>, knobs_json: &str) -> PyResult<()> {
-        let knobs: qbo_emulator::Knobs =
-            serde_json::from_str(knobs_json).map_err(|e| config_error(py, format!("emulator knobs: {e}")))?;
+        let knobs: qbo_emulator::Knobs = serde_json::from_str(knobs_json).map_err(|e| config_error(py, format!("emulator knobs: {e}")))?;
         self.running(py)?.set_knobs(knobs);
         Ok(())
     }

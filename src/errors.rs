@@ -9,9 +9,7 @@ use qbo_core::Error;
 
 fn exceptions(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-    MODULE
-        .get_or_try_init(py, || PyModule::import(py, "qbo_rs.exceptions").map(Bound::unbind))
-        .map(|m| m.bind(py))
+    MODULE.get_or_try_init(py, || PyModule::import(py, "qbo_rs.exceptions").map(Bound::unbind)).map(|m| m.bind(py))
 }
 
 fn raise<'py>(py: Python<'py>, class: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
@@ -28,22 +26,16 @@ pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
         Error::Config(_) => raise(py, "ConfigError", (message,)),
         Error::Auth { intuit_tid, .. } => raise(py, "AuthError", (message, intuit_tid)),
         Error::TokenStore(_) => raise(py, "TokenStoreError", (message,)),
-        Error::RateLimited { intuit_tid, attempts, .. } => {
-            raise(py, "RateLimitError", (message, Some(429u16), intuit_tid, attempts))
-        }
+        Error::RateLimited { intuit_tid, attempts, .. } => raise(py, "RateLimitError", (message, Some(429u16), intuit_tid, attempts)),
         Error::Server { status, intuit_tid, attempts, .. } => raise(py, "ServerError", (message, status, intuit_tid, attempts)),
-        Error::Validation { code, detail, intuit_tid, .. } => {
-            raise(py, "QueryValidationError", (message, code, detail, intuit_tid))
-        }
+        Error::Validation { code, detail, intuit_tid, .. } => raise(py, "QueryValidationError", (message, code, detail, intuit_tid)),
         Error::Decode(_) => raise(py, "DecodeError", (message,)),
         Error::Sink(_) => raise(py, "SinkError", (message,)),
         Error::Integrity(_) => raise(py, "IntegrityError", (message,)),
-        Error::OverBudget { estimate, .. } => {
-            match Py::new(py, crate::report::Estimate { inner: *estimate }) {
-                Ok(estimate) => raise(py, "RequestBudgetError", (message, estimate)),
-                Err(e) => e,
-            }
-        }
+        Error::OverBudget { estimate, .. } => match Py::new(py, crate::report::Estimate { inner: *estimate }) {
+            Ok(estimate) => raise(py, "RequestBudgetError", (message, estimate)),
+            Err(e) => e,
+        },
         Error::Cancelled => pyo3::exceptions::PyKeyboardInterrupt::new_err("cancelled"),
     }
 }

@@ -47,13 +47,13 @@ mod _qbo_rs {
     #[pymodule_export]
     use super::report::{BackfillReport, Estimate, WindowReport};
     #[pymodule_export]
-    use super::{default_limiter_dir, default_token_store, run_cli};
+    use super::share::{_export_share_job, ReadShare, ShareExportJob, SharePlan, SharePlanJob, ShareStageJob, StagedShare};
     #[pymodule_export]
-    use super::share::{ReadShare, ShareExportJob, SharePlan, SharePlanJob, ShareStageJob, StagedShare, _export_share_job};
-    #[pymodule_export]
-    use super::stage::{ExportJob, StageJob, StagedWindow, _export_job};
+    use super::stage::{_export_job, ExportJob, StageJob, StagedWindow};
     #[pymodule_export]
     use super::windows::{plan_windows, Window};
+    #[pymodule_export]
+    use super::{default_limiter_dir, default_token_store, run_cli};
 
     use pyo3::prelude::*;
 

@@ -72,11 +72,6 @@ impl PostgresWriter {
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "PostgresWriter(target={:?}, schema={:?}, table_prefix={:?})",
-            self.options.config.target(),
-            self.options.schema,
-            self.options.table_prefix
-        )
+        format!("PostgresWriter(target={:?}, schema={:?}, table_prefix={:?})", self.options.config.target(), self.options.schema, self.options.table_prefix)
     }
 }

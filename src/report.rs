@@ -35,10 +35,7 @@ impl WindowReport {
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "WindowReport(label={:?}, status={:?}, rows_fetched={}, rows_written={})",
-            self.label, self.status, self.rows_fetched, self.rows_written
-        )
+        format!("WindowReport(label={:?}, status={:?}, rows_fetched={}, rows_written={})", self.label, self.status, self.rows_fetched, self.rows_written)
     }
 
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
@@ -98,13 +95,7 @@ impl BackfillReport {
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "BackfillReport(entity={:?}, windows={}, total_rows={}, failed={:?})",
-            self.entity,
-            self.windows.len(),
-            self.total_rows,
-            self.failed_windows()
-        )
+        format!("BackfillReport(entity={:?}, windows={}, total_rows={}, failed={:?})", self.entity, self.windows.len(), self.total_rows, self.failed_windows())
     }
 
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {

@@ -27,9 +27,8 @@ pub fn runtime() -> &'static Runtime {
     match *forked {
         Some((owner, rt)) if owner == pid => rt,
         _ => {
-            let rt: &'static Runtime = Box::leak(Box::new(
-                tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime for this forked process"),
-            ));
+            let rt: &'static Runtime =
+                Box::leak(Box::new(tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime for this forked process")));
             *forked = Some((pid, rt));
             rt
         }

@@ -18,12 +18,7 @@ pub struct Window {
 #[pymethods]
 impl Window {
     fn __repr__(&self) -> String {
-        format!(
-            "Window(label={:?}, start={:?}, end={:?})",
-            self.label,
-            qbo_core::time::format_utc(self.start),
-            qbo_core::time::format_utc(self.end)
-        )
+        format!("Window(label={:?}, start={:?}, end={:?})", self.label, qbo_core::time::format_utc(self.start), qbo_core::time::format_utc(self.end))
     }
 
     /// `Rango 2025-01-01 a 2025-02-20`, as the logs print it.
@@ -47,13 +42,7 @@ impl Window {
 /// Splits `[start, end)` into windows of `chunk_days` days labelled `<entity>_backfill_<date>`.
 #[pyfunction]
 #[pyo3(signature = (start, end, chunk_days = 50, entity = "invoice"))]
-pub fn plan_windows(
-    py: Python<'_>,
-    start: &Bound<'_, PyAny>,
-    end: &Bound<'_, PyAny>,
-    chunk_days: i64,
-    entity: &str,
-) -> PyResult<Vec<Window>> {
+pub fn plan_windows(py: Python<'_>, start: &Bound<'_, PyAny>, end: &Bound<'_, PyAny>, chunk_days: i64, entity: &str) -> PyResult<Vec<Window>> {
     let start = convert::instant(py, "start", start)?;
     let end = convert::instant(py, "end", end)?;
     let chunk_days = convert::positive_u32(py, "chunk_days", chunk_days)?;

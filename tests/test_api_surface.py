@@ -6,8 +6,6 @@ import subprocess
 import sys
 from datetime import date, datetime, timezone
 
-import pytest
-
 import qbo_rs
 from qbo_rs import exceptions
 
@@ -15,7 +13,10 @@ from qbo_rs import exceptions
 def test_plan_windows_tiles_the_range():
     windows = qbo_rs.plan_windows("2024-02-27", date(2024, 3, 2), chunk_days=1, entity="Customer")
     assert [w.label for w in windows] == [
-        "customer_backfill_2024-02-27", "customer_backfill_2024-02-28", "customer_backfill_2024-02-29", "customer_backfill_2024-03-01",
+        "customer_backfill_2024-02-27",
+        "customer_backfill_2024-02-28",
+        "customer_backfill_2024-02-29",
+        "customer_backfill_2024-03-01",
     ]
     assert windows[0].start == datetime(2024, 2, 27, tzinfo=timezone.utc)
     assert all(a.end == b.start for a, b in zip(windows, windows[1:]))

@@ -7,13 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
 
 import qbo_rs
 from qbo_rs.testing import QboEmulator
 
-from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
-
-ENTITIES = [("invoice", "Invoice", "invoices.txt"), ("customer", "Customer", "customers.txt"), ("item", "Item", "items.txt")]
+ENTITIES = [
+    ("invoice", "Invoice", "invoices.txt"),
+    ("customer", "Customer", "customers.txt"),
+    ("item", "Item", "items.txt"),
+]
 
 
 @pytest.mark.parametrize("slug,entity,filename", ENTITIES)
@@ -35,7 +38,15 @@ def test_raw_line_shape_and_utc_lineage(emulator: QboEmulator, client_factory, t
     client.backfill("invoice", RANGE_START, RANGE_END, chunk_days=365, page_size=50, data_dir=tmp_path)
     records = read_raw(tmp_path / "invoices.txt")
     one = next(iter(records.values()))
-    for key in ("id", "ingested_at_utc", "extract_window_start_utc", "extract_window_end_utc", "page_number", "page_size", "payload"):
+    for key in (
+        "id",
+        "ingested_at_utc",
+        "extract_window_start_utc",
+        "extract_window_end_utc",
+        "page_number",
+        "page_size",
+        "payload",
+    ):
         assert key in one
     assert one["page_size"] == 50
     assert one["payload"]["Id"] == one["id"]
@@ -51,7 +62,9 @@ def test_rerun_in_any_order_changes_nothing(emulator: QboEmulator, client_factor
     before = (tmp_path / "invoices.txt").read_bytes()
     plan = qbo_rs.plan_windows(RANGE_START, RANGE_END, chunk_days=200)
     labels = [w.label for w in plan]
-    again = client.backfill("invoice", RANGE_START, RANGE_END, chunk_days=200, data_dir=tmp_path, windows=list(reversed(labels[:5])))
+    again = client.backfill(
+        "invoice", RANGE_START, RANGE_END, chunk_days=200, data_dir=tmp_path, windows=list(reversed(labels[:5]))
+    )
     assert again.ok
     assert sum(w.inserted + w.updated for w in again.windows) == 0
     assert (tmp_path / "invoices.txt").read_bytes() == before
@@ -60,26 +73,44 @@ def test_rerun_in_any_order_changes_nothing(emulator: QboEmulator, client_factor
 def test_one_window_rerun_by_label(emulator: QboEmulator, client_factory, tmp_path: Path):
     client = client_factory(emulator)
     plan = qbo_rs.plan_windows(RANGE_START, RANGE_END, chunk_days=365)
-    report = client.backfill("invoice", RANGE_START, RANGE_END, chunk_days=365, data_dir=tmp_path, windows=[plan[3].label])
+    report = client.backfill(
+        "invoice", RANGE_START, RANGE_END, chunk_days=365, data_dir=tmp_path, windows=[plan[3].label]
+    )
     assert [w.label for w in report.windows] == [plan[3].label]
     landed = read_raw(tmp_path / "invoices.txt")
-    assert landed and all(plan[3].start.isoformat().replace("+00:00", "Z") == r["extract_window_start_utc"] for r in landed.values())
+    assert landed and all(
+        plan[3].start.isoformat().replace("+00:00", "Z") == r["extract_window_start_utc"] for r in landed.values()
+    )
 
 
 def test_one_label_as_a_plain_string_is_one_window(emulator: QboEmulator, client_factory, tmp_path: Path):
     label = qbo_rs.plan_windows(RANGE_START, RANGE_END, chunk_days=365)[3].label
-    report = client_factory(emulator).backfill("invoice", RANGE_START, RANGE_END, chunk_days=365, data_dir=tmp_path,
-                                               windows=label)
+    report = client_factory(emulator).backfill(
+        "invoice", RANGE_START, RANGE_END, chunk_days=365, data_dir=tmp_path, windows=label
+    )
     assert [w.label for w in report.windows] == [label]
 
 
 def test_the_one_call_backfill_takes_every_option_of_the_client_and_the_backfill(
-        emulator: QboEmulator, tmp_path: Path, monkeypatch):
+    emulator: QboEmulator, tmp_path: Path, monkeypatch
+):
     for key, value in emulator.env().items():
         monkeypatch.setenv(key, value)
-    report = qbo_rs.backfill("invoice", RANGE_START, RANGE_END, fsync=False, max_buffer_mb=1, max_concurrent_windows=2,
-                             chunk_days=400, page_size=200, data_dir=tmp_path, token_store=tmp_path / "t.json",
-                             requests_per_minute=100_000, limiter_dir=None, backoff_base=0.01)
+    report = qbo_rs.backfill(
+        "invoice",
+        RANGE_START,
+        RANGE_END,
+        fsync=False,
+        max_buffer_mb=1,
+        max_concurrent_windows=2,
+        chunk_days=400,
+        page_size=200,
+        data_dir=tmp_path,
+        token_store=tmp_path / "t.json",
+        requests_per_minute=100_000,
+        limiter_dir=None,
+        backoff_base=0.01,
+    )
     assert report.ok and 0 < report.peak_buffer_bytes <= (1 << 20) + 2 * 200 * 4096
     assert landed_versions(read_raw(tmp_path / "invoices.txt")) == truth_versions(emulator, "Invoice")
     with pytest.raises(qbo_rs.exceptions.ConfigError, match="unknown option"):
@@ -105,7 +136,9 @@ def test_async_twin_under_asyncio_run(emulator: QboEmulator, tmp_path: Path, mon
     for key, value in emulator.env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("QBO_TOKEN_STORE", str(tmp_path / "tokens.json"))
-    report = asyncio.run(qbo_rs.backfill_async("customer", RANGE_START, RANGE_END, data_dir=tmp_path, requests_per_minute=100000))
+    report = asyncio.run(
+        qbo_rs.backfill_async("customer", RANGE_START, RANGE_END, data_dir=tmp_path, requests_per_minute=100000)
+    )
     assert report.ok
     assert landed_versions(read_raw(tmp_path / "customers.txt")) == truth_versions(emulator, "Customer")
 
@@ -129,7 +162,9 @@ def test_report_is_small_and_serialisable(emulator: QboEmulator, client_factory,
 def test_memory_budget_bounds_the_records_held(emulator: QboEmulator, client_factory, tmp_path: Path):
     client = client_factory(emulator)
     # 1 MB holds a few pages of 100 invoices: the windows take turns, and nothing is lost.
-    tight = client.backfill("invoice", RANGE_START, RANGE_END, chunk_days=365, page_size=100, max_buffer_mb=1, data_dir=tmp_path / "tight")
+    tight = client.backfill(
+        "invoice", RANGE_START, RANGE_END, chunk_days=365, page_size=100, max_buffer_mb=1, data_dir=tmp_path / "tight"
+    )
     landed = read_raw(tmp_path / "tight" / "invoices.txt")
     assert tight.ok and landed_versions(landed) == truth_versions(emulator, "Invoice")
     # Each of the 4 windows may go over by one page (one it had not reserved enough for).

@@ -39,7 +39,7 @@ CASES = [
     ("page_size beyond any integer type", dict(page_size=2**70), "page_size is out of range"),
     ("data_dir empty", dict(data_dir=""), "data_dir is empty"),
     ("fsync a string", dict(fsync="no"), "fsync must be True or False"),
-    ("misspelt option", dict(fsnyc=False), "unknown option \"fsnyc\""),
+    ("misspelt option", dict(fsnyc=False), 'unknown option "fsnyc"'),
 ]
 
 
@@ -54,7 +54,9 @@ def test_backfill_rejects(emulator: QboEmulator, client_factory, tmp_path: Path,
     assert needle.lower() in str(e.value).lower(), str(e.value)
     assert isinstance(e.value, ValueError) and isinstance(e.value, QboError)
     assert not (tmp_path / "data").exists(), "nothing may be written for bad input"
-    assert sum(sum(by_status.values()) for by_status in emulator.stats()["requests"].values()) == 0, "no request may be sent for bad input"
+    assert sum(sum(by_status.values()) for by_status in emulator.stats()["requests"].values()) == 0, (
+        "no request may be sent for bad input"
+    )
 
 
 CREDENTIAL_CASES = [
@@ -89,7 +91,13 @@ def test_from_env_names_every_missing_variable():
 
 
 def test_client_options_rejected(emulator: QboEmulator):
-    for bad in (dict(requests_per_minute=0), dict(max_in_flight=-1), dict(max_retries=-1), dict(timeout=0), dict(backoff_base=float("nan"))):
+    for bad in (
+        dict(requests_per_minute=0),
+        dict(max_in_flight=-1),
+        dict(max_retries=-1),
+        dict(timeout=0),
+        dict(backoff_base=float("nan")),
+    ):
         with pytest.raises(ConfigError):
             qbo_rs.QboClient(emulator.credentials(), token_store=None, **bad)
 
@@ -118,7 +126,25 @@ def test_a_data_dir_that_is_a_file_is_a_config_error_with_exit_2(emulator: QboEm
     with pytest.raises(ConfigError, match="is a file, not a folder"):
         client_factory(emulator).backfill("item", GOOD["start"], GOOD["end"], data_dir=a_file)
     env = dict(os.environ, **emulator.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
-    cli = subprocess.run([sys.executable, "-m", "qbo_rs", "backfill", "item", "--start", GOOD["start"], "--end", GOOD["end"],
-                          "--data-dir", str(a_file), "--no-progress"], capture_output=True, text=True, env=env, timeout=60)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qbo_rs",
+            "backfill",
+            "item",
+            "--start",
+            GOOD["start"],
+            "--end",
+            GOOD["end"],
+            "--data-dir",
+            str(a_file),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert cli.returncode == 2 and "is a file, not a folder" in cli.stderr, cli.stderr
     assert a_file.read_text() == "x"

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qbo_rs.testing import QboEmulator
-
 from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
+
+from qbo_rs.testing import QboEmulator
 
 QBO = [sys.executable, "-m", "qbo_rs"]
 
@@ -22,7 +22,10 @@ def test_plan_prints_windows():
     out = run(["plan", "--start", "2025-01-01", "--end", "2025-03-01", "--chunk-days", "50"])
     assert out.returncode == 0
     lines = out.stdout.strip().splitlines()
-    assert lines == ["invoice_backfill_2025-01-01\t2025-01-01\t2025-02-20", "invoice_backfill_2025-02-20\t2025-02-20\t2025-03-01"]
+    assert lines == [
+        "invoice_backfill_2025-01-01\t2025-01-01\t2025-02-20",
+        "invoice_backfill_2025-02-20\t2025-02-20\t2025-03-01",
+    ]
 
 
 def test_bad_arguments_exit_2_with_one_line():
@@ -35,7 +38,9 @@ def test_bad_arguments_exit_2_with_one_line():
 
 def test_missing_credentials_are_named(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QBO_")}
-    out = run(["backfill", "item", "--start", "2025-01-01", "--end", "2025-02-01", "--data-dir", str(tmp_path)], env=env)
+    out = run(
+        ["backfill", "item", "--start", "2025-01-01", "--end", "2025-02-01", "--data-dir", str(tmp_path)], env=env
+    )
     assert out.returncode == 2 and "QBO_CLIENT_ID" in out.stderr
     assert not any(tmp_path.iterdir())
 
@@ -43,7 +48,10 @@ def test_missing_credentials_are_named(tmp_path: Path):
 def test_backfill_case_insensitive_entity(tmp_path: Path):
     with QboEmulator(seed=2, invoices=100, customers=60, items=10) as emu:
         env = dict(os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
-        out = run(["backfill", "CUSTOMER", "--start", RANGE_START, "--end", RANGE_END, "--data-dir", str(tmp_path / "d")], env=env)
+        out = run(
+            ["backfill", "CUSTOMER", "--start", RANGE_START, "--end", RANGE_END, "--data-dir", str(tmp_path / "d")],
+            env=env,
+        )
         assert out.returncode == 0, out.stderr
         assert "Total customers descargadas: 60" in out.stderr
         assert landed_versions(read_raw(tmp_path / "d" / "customers.txt")) == truth_versions(emu, "Customer")
@@ -64,19 +72,36 @@ def test_estimate_counts_only_and_max_requests_refuses_with_exit_2(tmp_path: Pat
         text = run(["estimate", "invoice", *window], env=env)
         assert text.returncode == 0 and f"{estimate['requests']} request(s)" in text.stdout, text.stdout
         before = emu.stats()["query_requests"]
-        refused = run(["backfill", "invoice", *window, "--max-requests", "5", "--data-dir", str(tmp_path / "d")], env=env)
+        refused = run(
+            ["backfill", "invoice", *window, "--max-requests", "5", "--data-dir", str(tmp_path / "d")], env=env
+        )
         assert refused.returncode == 2, refused.stderr
         assert f"needs about {estimate['requests']} request(s)" in refused.stderr and "max_requests=5" in refused.stderr
         assert emu.stats()["query_requests"] - before == 1, "only the plan's count was sent"
-        done = run(["backfill", "invoice", *window, "--max-requests", str(estimate["requests"]), "--data-dir",
-                    str(tmp_path / "d"), "--no-progress"], env=env)
+        done = run(
+            [
+                "backfill",
+                "invoice",
+                *window,
+                "--max-requests",
+                str(estimate["requests"]),
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--no-progress",
+            ],
+            env=env,
+        )
         assert done.returncode == 0, done.stderr
-        assert f"{estimate['requests']} request(s) (" in done.stderr and f"estimated {estimate['requests']}" in done.stderr
+        assert (
+            f"{estimate['requests']} request(s) (" in done.stderr and f"estimated {estimate['requests']}" in done.stderr
+        )
 
 
 def test_backfill_shares_the_realm_budget_where_told(tmp_path: Path):
     with QboEmulator(seed=2, invoices=20, customers=5, items=5) as emu:
-        env = dict(os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"), QBO_LIMITER_DIR=str(tmp_path / "env-dir"))
+        env = dict(
+            os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"), QBO_LIMITER_DIR=str(tmp_path / "env-dir")
+        )
         args = ["backfill", "item", "--start", RANGE_START, "--end", RANGE_END, "--no-progress"]
         out = run(args + ["--data-dir", str(tmp_path / "a"), "--limiter-dir", str(tmp_path / "flag-dir")], env=env)
         assert out.returncode == 0, out.stderr
@@ -85,7 +110,10 @@ def test_backfill_shares_the_realm_budget_where_told(tmp_path: Path):
         out = run(args + ["--data-dir", str(tmp_path / "b")], env=env)
         assert out.returncode == 0, out.stderr
         assert len(list((tmp_path / "env-dir").iterdir())) == 1
-        out = run(args + ["--data-dir", str(tmp_path / "c"), "--process-limiter", "--limiter-dir", str(tmp_path / "x")], env=env)
+        out = run(
+            args + ["--data-dir", str(tmp_path / "c"), "--process-limiter", "--limiter-dir", str(tmp_path / "x")],
+            env=env,
+        )
         assert out.returncode == 2 and "cannot be used with" in out.stderr
         (tmp_path / "env-dir" / next((tmp_path / "env-dir").iterdir()).name).unlink()
         out = run(args + ["--data-dir", str(tmp_path / "c"), "--process-limiter"], env=env)
@@ -95,14 +123,27 @@ def test_backfill_shares_the_realm_budget_where_told(tmp_path: Path):
 
 def test_emulator_command_prints_client_environment(tmp_path: Path):
     # 0 means "no limit" for both throttles, as the help says (and as in QboEmulator).
-    proc = subprocess.Popen(QBO + ["emulator", "--port", "0", "--invoices", "30", "--throttle-per-minute", "0",
-                                   "--max-in-flight", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        QBO + ["emulator", "--port", "0", "--invoices", "30", "--throttle-per-minute", "0", "--max-in-flight", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines = [proc.stdout.readline().strip() for _ in range(6)]
         names = [line.split("=", 1)[0] for line in lines]
-        assert names == ["QBO_BASE_URL", "QBO_TOKEN_URL", "QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN", "QBO_REALM_ID"]
+        assert names == [
+            "QBO_BASE_URL",
+            "QBO_TOKEN_URL",
+            "QBO_CLIENT_ID",
+            "QBO_CLIENT_SECRET",
+            "QBO_REFRESH_TOKEN",
+            "QBO_REALM_ID",
+        ]
         env = dict(os.environ, **dict(line.split("=", 1) for line in lines), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
-        out = run(["backfill", "invoice", "--start", RANGE_START, "--end", RANGE_END, "--data-dir", str(tmp_path)], env=env)
+        out = run(
+            ["backfill", "invoice", "--start", RANGE_START, "--end", RANGE_END, "--data-dir", str(tmp_path)], env=env
+        )
         assert out.returncode == 0, out.stderr
         assert len(read_raw(tmp_path / "invoices.txt")) == 30
     finally:

@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from qbo_rs.testing import QboEmulator
-
 from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
+
+from qbo_rs.testing import QboEmulator
 
 
 def _cli_env(emu: QboEmulator, tmp_path: Path) -> dict:
@@ -25,8 +25,24 @@ def test_sigkill_mid_backfill_then_rerun(tmp_path: Path):
     data = tmp_path / "data"
     with QboEmulator(seed=9, invoices=6000, customers=10, items=10, latency_ms=3) as emu:
         env = _cli_env(emu, tmp_path)
-        cmd = [sys.executable, "-m", "qbo_rs", "backfill", "invoice", "--start", RANGE_START, "--end", RANGE_END,
-               "--chunk-days", "30", "--page-size", "40", "--data-dir", str(data), "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "qbo_rs",
+            "backfill",
+            "invoice",
+            "--start",
+            RANGE_START,
+            "--end",
+            RANGE_END,
+            "--chunk-days",
+            "30",
+            "--page-size",
+            "40",
+            "--data-dir",
+            str(data),
+            "--no-progress",
+        ]
         kills = 0
         for delay in (0.6, 1.1, 1.7):
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -8,11 +8,11 @@ import multiprocessing
 from pathlib import Path
 from typing import Any, Dict
 
+from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
+
 import qbo_rs
 from qbo_rs.exceptions import ConfigError
 from qbo_rs.testing import QboEmulator
-
-from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
 
 
 def _child(client: Any, env: Dict[str, str], data: Path, result: Path) -> None:

@@ -6,15 +6,23 @@ import json
 import logging
 from pathlib import Path
 
+from conftest import RANGE_END, RANGE_START
+
 import qbo_rs
 from qbo_rs.testing import QboEmulator
-
-from conftest import RANGE_END, RANGE_START
 
 
 def test_seed_log_lines_and_no_tokens(caplog, tmp_path: Path):
     caplog.set_level(logging.DEBUG)
-    with QboEmulator(seed=8, invoices=400, customers=10, items=10, refresh_rotate_after_secs=0, access_token_ttl_secs=2, force_429_next=2) as emu:
+    with QboEmulator(
+        seed=8,
+        invoices=400,
+        customers=10,
+        items=10,
+        refresh_rotate_after_secs=0,
+        access_token_ttl_secs=2,
+        force_429_next=2,
+    ) as emu:
         creds = emu.credentials()
         secrets = {emu.native.client_secret, emu.native.refresh_token}
         client = qbo_rs.QboClient(creds, token_store=tmp_path / "t.json", backoff_base=0.01)
@@ -66,8 +74,28 @@ def test_a_dsn_password_with_a_slash_or_question_mark_is_never_echoed(tmp_path: 
         assert "rtpass" not in message and "Secr3t" not in message, message
         env = {k: v for k, v in os.environ.items() if not k.startswith("QBO_")}
         env.update(QBO_CLIENT_ID="x", QBO_CLIENT_SECRET="y", QBO_REFRESH_TOKEN="z", QBO_REALM_ID="1")
-        cli = subprocess.run([sys.executable, "-m", "qbo_rs", "backfill", "item", "--start", "2025-01-01", "--end",
-                              "2025-02-01", "--sink", "postgres", "--dsn", dsn, "--data-dir", str(tmp_path)],
-                             capture_output=True, text=True, env=env, timeout=60)
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "qbo_rs",
+                "backfill",
+                "item",
+                "--start",
+                "2025-01-01",
+                "--end",
+                "2025-02-01",
+                "--sink",
+                "postgres",
+                "--dsn",
+                dsn,
+                "--data-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert cli.returncode == 2 and "percent-encode" in cli.stderr, cli.stderr
         assert "rtpass" not in cli.stderr + cli.stdout and "Secr3t" not in cli.stderr + cli.stdout

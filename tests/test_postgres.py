@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Dict, Iterator
 
 import pytest
+from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
 
 from qbo_rs.exceptions import ConfigError, SinkError
 from qbo_rs.testing import QboEmulator
-
-from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
 
 DSN = os.environ.get("QBO_RS_TEST_DSN", "")
 if not DSN:
@@ -24,7 +23,9 @@ if not DSN:
 
 
 def psql(sql: str, dsn: str = DSN) -> str:
-    out = subprocess.run(["psql", dsn, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["psql", dsn, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -41,7 +42,10 @@ def table_versions(schema: str, table: str) -> Dict[str, str]:
     return dict(line.split("|") for line in rows)
 
 
-@pytest.mark.parametrize("slug,entity,table", [("invoice", "Invoice", "qb_invoices"), ("customer", "Customer", "qb_customers"), ("item", "Item", "qb_items")])
+@pytest.mark.parametrize(
+    "slug,entity,table",
+    [("invoice", "Invoice", "qb_invoices"), ("customer", "Customer", "qb_customers"), ("item", "Item", "qb_items")],
+)
 def test_postgres_equals_ground_truth(emulator: QboEmulator, client_factory, schema, slug, entity, table):
     report = client_factory(emulator).backfill(slug, RANGE_START, RANGE_END, sink="postgres", dsn=DSN, pg_schema=schema)
     assert report.ok
@@ -54,7 +58,9 @@ def test_both_sinks_hold_the_same_records(emulator: QboEmulator, client_factory,
     client.backfill("invoice", RANGE_START, RANGE_END, sink="both", dsn=DSN, pg_schema=schema, data_dir=tmp_path)
     assert table_versions(schema, "qb_invoices") == landed_versions(read_raw(tmp_path / "invoices.txt"))
     # Re-running in another order leaves the table unchanged.
-    again = client.backfill("invoice", RANGE_START, RANGE_END, chunk_days=30, sink="postgres", dsn=DSN, pg_schema=schema)
+    again = client.backfill(
+        "invoice", RANGE_START, RANGE_END, chunk_days=30, sink="postgres", dsn=DSN, pg_schema=schema
+    )
     assert sum(w.inserted + w.updated for w in again.windows) == 0
     assert table_versions(schema, "qb_invoices") == truth_versions(emulator, "Invoice")
 
@@ -83,16 +89,44 @@ def test_wrong_password_and_missing_privileges_are_named(emulator: QboEmulator, 
     noperm = DSN.replace("qbo_test:qbo_test@", "qbo_noperm:qbo_noperm@")
     with pytest.raises(SinkError, match="USAGE"):
         client.backfill("item", RANGE_START, RANGE_END, sink="postgres", dsn=noperm)
-    assert sum(sum(v.values()) for v in emulator.stats()["requests"].values()) == 0, "the database is checked before QBO"
+    assert sum(sum(v.values()) for v in emulator.stats()["requests"].values()) == 0, (
+        "the database is checked before QBO"
+    )
 
 
 def test_cli_sink_both(emulator: QboEmulator, schema, tmp_path: Path):
     env = dict(os.environ, **emulator.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
-    out = subprocess.run([sys.executable, "-m", "qbo_rs", "backfill", "customer", "--start", RANGE_START, "--end", RANGE_END,
-                          "--sink", "both", "--dsn", DSN, "--pg-schema", schema, "--data-dir", str(tmp_path)],
-                         capture_output=True, text=True, env=env, timeout=180)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qbo_rs",
+            "backfill",
+            "customer",
+            "--start",
+            RANGE_START,
+            "--end",
+            RANGE_END,
+            "--sink",
+            "both",
+            "--dsn",
+            DSN,
+            "--pg-schema",
+            schema,
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr
-    assert table_versions(schema, "qb_customers") == landed_versions(read_raw(tmp_path / "customers.txt")) == truth_versions(emulator, "Customer")
+    assert (
+        table_versions(schema, "qb_customers")
+        == landed_versions(read_raw(tmp_path / "customers.txt"))
+        == truth_versions(emulator, "Customer")
+    )
 
 
 def test_postgres_writer_handle(emulator: QboEmulator, client_factory, schema):
@@ -117,8 +151,28 @@ def test_sigkill_mid_postgres_backfill_then_rerun(schema, tmp_path: Path):
 
     with QboEmulator(seed=10, invoices=5000, customers=10, items=10, latency_ms=3) as emu:
         env = dict(os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
-        cmd = [sys.executable, "-m", "qbo_rs", "backfill", "invoice", "--start", RANGE_START, "--end", RANGE_END,
-               "--chunk-days", "30", "--page-size", "40", "--sink", "postgres", "--dsn", DSN, "--pg-schema", schema, "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "qbo_rs",
+            "backfill",
+            "invoice",
+            "--start",
+            RANGE_START,
+            "--end",
+            RANGE_END,
+            "--chunk-days",
+            "30",
+            "--page-size",
+            "40",
+            "--sink",
+            "postgres",
+            "--dsn",
+            DSN,
+            "--pg-schema",
+            schema,
+            "--no-progress",
+        ]
         killed = 0
         for delay in (0.8, 1.5):
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

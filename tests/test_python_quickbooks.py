@@ -21,8 +21,11 @@ def test_python_quickbooks_reads_the_emulator(monkeypatch):
     with QboEmulator(seed=21, invoices=300, customers=80, items=20, refresh_rotate_after_secs=0) as emu:
         env = emu.env()
         auth = intuitlib.client.AuthClient(
-            env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"], "http://localhost/callback",
-            environment=emu.base_url + "/.well-known/openid_configuration", refresh_token=env["QBO_REFRESH_TOKEN"],
+            env["QBO_CLIENT_ID"],
+            env["QBO_CLIENT_SECRET"],
+            "http://localhost/callback",
+            environment=emu.base_url + "/.well-known/openid_configuration",
+            refresh_token=env["QBO_REFRESH_TOKEN"],
         )
         auth.refresh()
         assert auth.refresh_token != env["QBO_REFRESH_TOKEN"], "the emulator rotates on every refresh here"
@@ -31,7 +34,9 @@ def test_python_quickbooks_reads_the_emulator(monkeypatch):
 
         customers = emu.truth("Customer")
         assert Invoice.count(qb=qb) == 300
-        assert Customer.count(qb=qb) == sum(1 for c in customers if c["active"]), "inactive hidden by default, as in QBO"
+        assert Customer.count(qb=qb) == sum(1 for c in customers if c["active"]), (
+            "inactive hidden by default, as in QBO"
+        )
         assert Customer.count(where_clause="Active IN (true, false)", qb=qb) == len(customers)
         invoices = Invoice.query(
             "SELECT * FROM Invoice ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 MAXRESULTS 1000", qb=qb
@@ -41,6 +46,10 @@ def test_python_quickbooks_reads_the_emulator(monkeypatch):
         with pytest.raises(QuickbooksException) as fault:
             Invoice.query("SELECT * FROM Invoic", qb=qb)
         assert str(fault.value.error_code) == "4001"
-        old = requests.post(env["QBO_TOKEN_URL"], auth=(env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"]),
-                            data={"grant_type": "refresh_token", "refresh_token": env["QBO_REFRESH_TOKEN"]}, timeout=10)
+        old = requests.post(
+            env["QBO_TOKEN_URL"],
+            auth=(env["QBO_CLIENT_ID"], env["QBO_CLIENT_SECRET"]),
+            data={"grant_type": "refresh_token", "refresh_token": env["QBO_REFRESH_TOKEN"]},
+            timeout=10,
+        )
         assert old.status_code == 400 and old.json()["error"] == "invalid_grant"

@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
 
 import qbo_rs
 from qbo_rs.exceptions import AuthError, BackfillError, RateLimitError
 from qbo_rs.testing import QboEmulator
-
-from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
 
 
 @pytest.mark.parametrize("body", ["Json", "Xml"])
@@ -74,7 +73,9 @@ def test_rotation_is_persisted_and_reused(tmp_path: Path):
     store = tmp_path / "state" / "tokens.json"
     rotated = []
     with QboEmulator(seed=4, invoices=50, customers=10, items=10, refresh_rotate_after_secs=0) as emu:
-        first = qbo_rs.QboClient(emu.credentials(), token_store=store, on_token_rotated=lambda realm, tok: rotated.append((realm, tok)))
+        first = qbo_rs.QboClient(
+            emu.credentials(), token_store=store, on_token_rotated=lambda realm, tok: rotated.append((realm, tok))
+        )
         first.count("invoice", RANGE_START, RANGE_END)
         saved = json.loads(store.read_text())
         assert oct(store.stat().st_mode & 0o777) == "0o600"
@@ -98,7 +99,8 @@ def test_persistent_throttle_raises_rate_limit_error(emulator: QboEmulator, clie
 
 def test_a_zero_throttle_means_no_limit_as_on_the_command_line(client_factory, tmp_path: Path):
     with QboEmulator(seed=4, invoices=400, customers=10, items=10, throttle_per_minute=0, max_in_flight=0) as emu:
-        report = client_factory(emu).backfill("invoice", RANGE_START, RANGE_END, chunk_days=200, page_size=20,
-                                              data_dir=tmp_path)
+        report = client_factory(emu).backfill(
+            "invoice", RANGE_START, RANGE_END, chunk_days=200, page_size=20, data_dir=tmp_path
+        )
         assert report.ok and report.throttled == 0 and report.requests > 20
         assert landed_versions(read_raw(tmp_path / "invoices.txt")) == truth_versions(emu, "Invoice")

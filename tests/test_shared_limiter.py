@@ -60,8 +60,18 @@ def run_workers(emu: QboEmulator, tmp_path: Path, limiter_dir: Optional[Path]) -
     start_at = time.time() + 1.5  # every worker imported and ready before the start line
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(start_at), str(SECONDS), "-" if limiter_dir is None else str(limiter_dir)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-c",
+                WORKER,
+                str(start_at),
+                str(SECONDS),
+                "-" if limiter_dir is None else str(limiter_dir),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(WORKERS)
     ]
@@ -86,8 +96,15 @@ def run_workers(emu: QboEmulator, tmp_path: Path, limiter_dir: Optional[Path]) -
 def strict_realm() -> QboEmulator:
     # The emulator enforces the realm's in-flight limit and answers 429 above it; each
     # request takes 150 ms, so unpaced workers overlap.
-    with QboEmulator(seed=5, invoices=300, customers=20, items=20, throttle_per_minute=100_000,
-                     max_in_flight=IN_FLIGHT, latency_ms=150) as emu:
+    with QboEmulator(
+        seed=5,
+        invoices=300,
+        customers=20,
+        items=20,
+        throttle_per_minute=100_000,
+        max_in_flight=IN_FLIGHT,
+        latency_ms=150,
+    ) as emu:
         yield emu
 
 
@@ -130,7 +147,9 @@ def test_budget_file_is_private_and_names_the_realm(emulator: QboEmulator, tmp_p
     assert emulator.env()["QBO_CLIENT_SECRET"].encode() not in text
 
 
-def test_an_unwritable_budget_directory_falls_back_to_this_process(emulator: QboEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unwritable_budget_directory_falls_back_to_this_process(
+    emulator: QboEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     client = qbo_rs.QboClient(emulator.credentials(), token_store=None, limiter_dir=blocker / "sub")

@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import landed_versions, read_raw, truth_versions
 
 import qbo_rs
 from qbo_rs.exceptions import BackfillError, ConfigError, RequestBudgetError
 from qbo_rs.testing import QboEmulator
-
-from conftest import landed_versions, read_raw, truth_versions
 
 # The emulator's data spans 2015-01-01 .. 2025-10-31; a range that ends before "now" is closed.
 START, CLOSED_END = "2015-01-01", "2025-11-01"
@@ -32,7 +31,9 @@ def test_shares_tile_the_plan_and_together_land_the_truth_in_about_the_floor(cli
         shares = plan.shares
         assert len(shares) == 3 and [s.index for s in shares] == [0, 1, 2] and {s.of for s in shares} == {3}
         labels = [label for s in shares for label in s.window_labels]
-        assert labels == [w.label for w in qbo_rs.plan_windows(START, CLOSED_END, 1, "invoice")], "every window in one share, in order"
+        assert labels == [w.label for w in qbo_rs.plan_windows(START, CLOSED_END, 1, "invoice")], (
+            "every window in one share, in order"
+        )
         assert sum(s.records for s in shares) == plan.estimate.records == len(truth_versions(emu, "Invoice"))
         assert all(a.end == b.start for a, b in zip(shares, shares[1:]))
 
@@ -64,10 +65,13 @@ def test_shares_tile_the_plan_and_together_land_the_truth_in_about_the_floor(cli
         assert written == plan.estimate.records
         assert landed_versions(read_raw(data / "invoices.txt")) == truth_versions(emu, "Invoice")
         assert sorted(p.name for p in stage.rglob("*") if p.is_file() and p.suffix != ".lock") == sorted(
-            f"{s.label}.receipt" for s in shares), "written stages leave only receipts"
+            f"{s.label}.receipt" for s in shares
+        ), "written stages leave only receipts"
 
 
-def test_a_share_fetched_or_exported_again_with_its_run_id_asks_nothing_and_writes_nothing(client_factory, tmp_path: Path) -> None:
+def test_a_share_fetched_or_exported_again_with_its_run_id_asks_nothing_and_writes_nothing(
+    client_factory, tmp_path: Path
+) -> None:
     with QboEmulator(seed=3, invoices=3000, customers=5, items=5) as emu:
         client = client_factory(emu)
         (share,) = client.plan_shares("invoice", START, CLOSED_END, chunk_days=50).shares
@@ -83,7 +87,9 @@ def test_a_share_fetched_or_exported_again_with_its_run_id_asks_nothing_and_writ
         text = (data / "invoices.txt").read_bytes()
         repeated = qbo_rs.export_share(first.manifest, data_dir=data)
         assert (data / "invoices.txt").read_bytes() == text
-        assert [w.to_dict() | {"duration_s": 0} for w in repeated.windows] == [w.to_dict() | {"duration_s": 0} for w in exported.windows]
+        assert [w.to_dict() | {"duration_s": 0} for w in repeated.windows] == [
+            w.to_dict() | {"duration_s": 0} for w in exported.windows
+        ]
         # The fetch after the export finds the receipt: still nothing asked.
         third = client.stage_share(share, stage_dir=stage, run_id="r")
         assert third.exported and third.reused == len(share) and sent(emu) == before
@@ -198,7 +204,9 @@ def _window_of(record: dict) -> str:
     return moment.strftime("%Y-%m-%dT00:00:00Z")
 
 
-def test_every_record_lands_in_the_day_it_belongs_to_across_dst_and_streams_and_shares(client_factory, tmp_path: Path) -> None:
+def test_every_record_lands_in_the_day_it_belongs_to_across_dst_and_streams_and_shares(
+    client_factory, tmp_path: Path
+) -> None:
     """QBO (and the emulator) write LastUpdatedTime in Pacific time, -08:00 or -07:00 by the
     season: daily UTC windows over years of DST changes, read as a few streams, by one process
     and by shares, put each record in the UTC day of its instant."""
@@ -219,8 +227,11 @@ def test_every_record_lands_in_the_day_it_belongs_to_across_dst_and_streams_and_
             assert len(lines) == len(pacific) and landed_versions(lines) == truth_versions(emu, "Invoice")
             # The Pacific timestamps QBO sent, read back as the same instants.
             assert {i: _instant(r["last_updated_utc"]) for i, r in lines.items()} == instants
-            wrong = [(r["id"], r["last_updated_utc"], r["extract_window_start_utc"]) for r in lines.values()
-                     if r["extract_window_start_utc"] != _window_of(r)]
+            wrong = [
+                (r["id"], r["last_updated_utc"], r["extract_window_start_utc"])
+                for r in lines.values()
+                if r["extract_window_start_utc"] != _window_of(r)
+            ]
             assert wrong == [], wrong[:5]
         # The data does cross the DST changes, in both directions, every year.
         days = {_window_of({"last_updated_utc": t})[:10] for t in pacific}

@@ -9,15 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
 
 import qbo_rs
 from qbo_rs.exceptions import BackfillError, ConfigError, IntegrityError
 from qbo_rs.testing import QboEmulator
 
-from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
 
-
-def test_staged_then_exported_equals_the_truth_and_leaves_a_receipt(emulator: QboEmulator, client_factory, tmp_path: Path) -> None:
+def test_staged_then_exported_equals_the_truth_and_leaves_a_receipt(
+    emulator: QboEmulator, client_factory, tmp_path: Path
+) -> None:
     client = client_factory(emulator)
     stage_dir, data = tmp_path / "stage", tmp_path / "data"
     staged = client.stage_window("customer", RANGE_START, RANGE_END, stage_dir=stage_dir, page_size=37)
@@ -57,7 +58,9 @@ def receipts(stage_dir: Path) -> list:
     return sorted(p.name for p in stage_dir.rglob("*.receipt"))
 
 
-def test_staged_lines_are_the_raw_lines_and_a_second_export_changes_nothing(emulator: QboEmulator, client_factory, tmp_path: Path) -> None:
+def test_staged_lines_are_the_raw_lines_and_a_second_export_changes_nothing(
+    emulator: QboEmulator, client_factory, tmp_path: Path
+) -> None:
     client = client_factory(emulator)
     client.backfill("item", RANGE_START, RANGE_END, data_dir=tmp_path / "direct", chunk_days=100_000)
     staged = client.stage_window("item", RANGE_START, RANGE_END, stage_dir=tmp_path / "s")
@@ -74,7 +77,9 @@ def test_staged_lines_are_the_raw_lines_and_a_second_export_changes_nothing(emul
     assert {v["page_size"] for v in exported.values()} == {1000}  # the default
 
 
-def test_a_failed_fetch_stages_nothing_and_leaves_other_stages_alone(emulator: QboEmulator, client_factory, tmp_path: Path) -> None:
+def test_a_failed_fetch_stages_nothing_and_leaves_other_stages_alone(
+    emulator: QboEmulator, client_factory, tmp_path: Path
+) -> None:
     client = client_factory(emulator, max_retries=1)
     old = client.stage_window("invoice", RANGE_START, RANGE_END, stage_dir=tmp_path / "s", label="w1")
     assert old.manifest is not None and old.manifest.exists()
@@ -84,7 +89,9 @@ def test_a_failed_fetch_stages_nothing_and_leaves_other_stages_alone(emulator: Q
     assert failure.value.report.failed_windows == ["w1"]
     # Each fetch touches only files it created: the earlier stage is still there to export.
     assert stage_files(tmp_path / "s") == ["w1.json", "w1.jsonl"]
-    failed = client.stage_window("invoice", RANGE_START, RANGE_END, stage_dir=tmp_path / "s", label="w1", raise_on_failure=False)
+    failed = client.stage_window(
+        "invoice", RANGE_START, RANGE_END, stage_dir=tmp_path / "s", label="w1", raise_on_failure=False
+    )
     assert not failed.ok and failed.manifest is None and "429" in (failed.report.windows[0].error or "")
     with pytest.raises(ConfigError, match="was not staged"):
         qbo_rs.export_window(failed, data_dir=tmp_path / "data")
@@ -94,7 +101,8 @@ def test_a_failed_fetch_stages_nothing_and_leaves_other_stages_alone(emulator: Q
 
 
 def test_a_step_repeated_with_its_run_id_asks_qbo_nothing_and_ends_as_the_first(
-        emulator: QboEmulator, client_factory, tmp_path: Path) -> None:
+    emulator: QboEmulator, client_factory, tmp_path: Path
+) -> None:
     """Orchestrators run a step at least once (Mage has run a finished block run again): a fetch
     or an export repeated with the same run id returns what the first one did."""
     client = client_factory(emulator)
@@ -118,8 +126,7 @@ def test_a_step_repeated_with_its_run_id_asks_qbo_nothing_and_ends_as_the_first(
     fresh = client.stage_window("invoice", RANGE_START, RANGE_END, stage_dir=stage_dir, run_id="run-8")
     assert not fresh.reused and emulator.stats()["query_requests"] > sent
     with pytest.raises(ConfigError, match="use another run id"):
-        client.stage_window("invoice", "2020-01-01", RANGE_END, stage_dir=stage_dir, run_id="run-8",
-                            label=fresh.label)
+        client.stage_window("invoice", "2020-01-01", RANGE_END, stage_dir=stage_dir, run_id="run-8", label=fresh.label)
 
 
 def test_two_fetches_of_one_label_at_once_never_undo_each_other(client_factory, tmp_path: Path) -> None:
@@ -130,8 +137,15 @@ def test_two_fetches_of_one_label_at_once_never_undo_each_other(client_factory, 
         good, bad = client_factory(healthy), client_factory(failing, max_retries=2, token_store=None)
         with ThreadPoolExecutor(2) as pool:
             winner = pool.submit(good.stage_window, "invoice", RANGE_START, RANGE_END, stage_dir=stage_dir, label="w")
-            loser = pool.submit(bad.stage_window, "invoice", RANGE_START, RANGE_END, stage_dir=stage_dir, label="w",
-                                raise_on_failure=False)
+            loser = pool.submit(
+                bad.stage_window,
+                "invoice",
+                RANGE_START,
+                RANGE_END,
+                stage_dir=stage_dir,
+                label="w",
+                raise_on_failure=False,
+            )
             won, lost = winner.result(), loser.result()
         assert won.ok and not lost.ok
         assert stage_files(stage_dir) == ["w.json", "w.jsonl"], "the failed fetch removed nothing of the winner's"
@@ -142,8 +156,18 @@ def test_two_fetches_of_one_label_at_once_never_undo_each_other(client_factory, 
         healthy.set_knobs(latency_ms=20)
         before = healthy.stats()["query_requests"]
         with ThreadPoolExecutor(2) as pool:
-            both = [pool.submit(good.stage_window, "invoice", RANGE_START, RANGE_END, stage_dir=stage_dir,
-                                label="w", run_id="shared") for _ in range(2)]
+            both = [
+                pool.submit(
+                    good.stage_window,
+                    "invoice",
+                    RANGE_START,
+                    RANGE_END,
+                    stage_dir=stage_dir,
+                    label="w",
+                    run_id="shared",
+                )
+                for _ in range(2)
+            ]
             results = [f.result() for f in both]
         assert sorted(r.reused for r in results) == [False, True]
         assert results[0].manifest == results[1].manifest
@@ -152,14 +176,18 @@ def test_two_fetches_of_one_label_at_once_never_undo_each_other(client_factory, 
 
 
 @pytest.mark.parametrize("damage", ["truncate", "append"])
-def test_a_damaged_stage_is_refused_and_nothing_is_written(emulator: QboEmulator, client_factory, tmp_path: Path, damage: str) -> None:
+def test_a_damaged_stage_is_refused_and_nothing_is_written(
+    emulator: QboEmulator, client_factory, tmp_path: Path, damage: str
+) -> None:
     staged = client_factory(emulator).stage_window("customer", RANGE_START, RANGE_END, stage_dir=tmp_path / "s")
     records = staged.manifest.with_suffix(".jsonl")
     body = records.read_bytes()
     records.write_bytes(body[: len(body) // 2] if damage == "truncate" else body + body[:200])
     with pytest.raises(IntegrityError, match="re-run the fetch step"):
         qbo_rs.export_window(staged, data_dir=tmp_path / "data")
-    assert not (tmp_path / "data" / "customers.txt").exists() or (tmp_path / "data" / "customers.txt").stat().st_size == 0
+    assert (
+        not (tmp_path / "data" / "customers.txt").exists() or (tmp_path / "data" / "customers.txt").stat().st_size == 0
+    )
 
 
 def test_labels_that_cannot_name_a_file_are_refused(emulator: QboEmulator, client_factory, tmp_path: Path) -> None:
@@ -189,7 +217,9 @@ def test_stages_of_plan_windows_add_up_to_the_whole_range(tmp_path: Path, client
     with QboEmulator(seed=9, invoices=800, customers=20, items=20) as emu:
         client = client_factory(emu)
         for window in qbo_rs.plan_windows(RANGE_START, RANGE_END, chunk_days=400, entity="invoice"):
-            staged = client.stage_window("invoice", window.start, window.end, label=window.label, stage_dir=tmp_path / "s")
+            staged = client.stage_window(
+                "invoice", window.start, window.end, label=window.label, stage_dir=tmp_path / "s"
+            )
             assert staged.label == window.label
             qbo_rs.export_window(staged, data_dir=tmp_path / "data")
         assert landed_versions(read_raw(tmp_path / "data" / "invoices.txt")) == truth_versions(emu, "Invoice")

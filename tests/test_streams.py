@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import landed_versions, read_raw, truth_versions
 
 import qbo_rs
 from qbo_rs.exceptions import RequestBudgetError
 from qbo_rs.testing import QboEmulator
-
-from conftest import landed_versions, read_raw, truth_versions
 
 # The emulator's data spans 2015-01-01 .. 2025-10-31; a range that ends before "now" is closed.
 CLOSED_END = "2025-11-01"
@@ -23,7 +22,9 @@ def sent(emu: QboEmulator) -> int:
 def test_a_century_of_windows_over_300_invoices_costs_two_requests(client_factory, tmp_path: Path) -> None:
     with QboEmulator(seed=8, invoices=300, customers=5, items=5) as emu:
         client = client_factory(emu)
-        report = client.backfill("invoice", "2000-01-01", "2100-01-01", data_dir=tmp_path)  # defaults: 50 days, page 1000
+        report = client.backfill(
+            "invoice", "2000-01-01", "2100-01-01", data_dir=tmp_path
+        )  # defaults: 50 days, page 1000
         assert len(report.windows) == 731
         assert report.requests == sent(emu) == 2, report.requests_by_kind  # one COUNT, one page
         assert report.requests_by_kind["count"] == 1 and report.requests_by_kind["page"] == 1
@@ -34,7 +35,9 @@ def test_a_century_of_windows_over_300_invoices_costs_two_requests(client_factor
 
 
 @pytest.mark.parametrize("chunk_days", [1, 50, 3650])
-def test_requests_follow_the_data_whatever_the_windows_and_the_estimate_says_so(client_factory, tmp_path: Path, chunk_days: int) -> None:
+def test_requests_follow_the_data_whatever_the_windows_and_the_estimate_says_so(
+    client_factory, tmp_path: Path, chunk_days: int
+) -> None:
     with QboEmulator(seed=12, invoices=9000, customers=5, items=5) as emu:
         client = client_factory(emu)
         estimate = client.estimate("invoice", "2015-01-01", CLOSED_END, chunk_days=chunk_days, page_size=100)
@@ -42,7 +45,9 @@ def test_requests_follow_the_data_whatever_the_windows_and_the_estimate_says_so(
         assert estimate.streams == 2, estimate.to_dict()  # 90 pages: enough for a second stream
         counted = sent(emu)
         assert counted == estimate.count_requests, "an estimate spends only its counts"
-        report = client.backfill("invoice", "2015-01-01", CLOSED_END, chunk_days=chunk_days, page_size=100, data_dir=tmp_path)
+        report = client.backfill(
+            "invoice", "2015-01-01", CLOSED_END, chunk_days=chunk_days, page_size=100, data_dir=tmp_path
+        )
         assert report.ok
         assert report.requests == sent(emu) - counted, report.requests_by_kind
         # The plan foresees every request but those of tie groups (seconds holding more than half
@@ -79,20 +84,35 @@ def test_max_requests_below_the_estimate_refuses_before_any_page(client_factory,
         assert not (tmp_path / "invoices.txt").exists() or (tmp_path / "invoices.txt").stat().st_size == 0
         assert stats["query_requests"] == sent(emu)
         # At the estimate it runs.
-        report = client.backfill("invoice", "2015-01-01", CLOSED_END, page_size=100, data_dir=tmp_path,
-                                 max_requests=refused.value.estimate.requests)
+        report = client.backfill(
+            "invoice",
+            "2015-01-01",
+            CLOSED_END,
+            page_size=100,
+            data_dir=tmp_path,
+            max_requests=refused.value.estimate.requests,
+        )
         assert report.ok
 
 
 @pytest.mark.parametrize("chunk_days,page_size", [(400, 50), (1, 20)])
-def test_edits_across_windows_and_streams_lose_nothing(client_factory, tmp_path: Path, chunk_days: int, page_size: int) -> None:
+def test_edits_across_windows_and_streams_lose_nothing(
+    client_factory, tmp_path: Path, chunk_days: int, page_size: int
+) -> None:
     """Records edited while streams read move to "now": into a later window, often another
     stream's; the range reaching "now" is read last, so each ends where it now belongs."""
     with QboEmulator(seed=5, invoices=3000, customers=50, items=20, edit_rate=0.25) as emu:
         client = client_factory(emu)
         end = "2100-01-01"
-        report = client.backfill("invoice", "2015-01-01", end, chunk_days=chunk_days, page_size=page_size,
-                                 data_dir=tmp_path, max_concurrent_windows=4)
+        report = client.backfill(
+            "invoice",
+            "2015-01-01",
+            end,
+            chunk_days=chunk_days,
+            page_size=page_size,
+            data_dir=tmp_path,
+            max_concurrent_windows=4,
+        )
         assert report.ok, report.failed_windows
         assert emu.stats()["edits"] > 0
         if page_size == 20:
@@ -107,7 +127,9 @@ def test_edits_across_windows_and_streams_lose_nothing(client_factory, tmp_path:
 def test_empty_windows_get_one_warning(client_factory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with QboEmulator(seed=8, invoices=40, customers=5, items=5) as emu:
         with caplog.at_level("INFO", logger="qbo_rs"):
-            report = client_factory(emu).backfill("invoice", "2015-01-01", "2015-03-01", chunk_days=1, data_dir=tmp_path)
+            report = client_factory(emu).backfill(
+                "invoice", "2015-01-01", "2015-03-01", chunk_days=1, data_dir=tmp_path
+            )
     empty = [w for w in report.windows if w.rows_fetched == 0]
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert empty and len(warnings) == 1 and f"{len(empty)} window(s) returned 0 rows" in warnings[0], warnings

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import List
 
 import pytest
+from conftest import RANGE_END, RANGE_START
 
 import qbo_rs
 from qbo_rs.testing import QboEmulator
-
-from conftest import RANGE_END, RANGE_START
 
 
 @pytest.fixture
@@ -22,8 +21,13 @@ def tiny_disk(tmp_path: Path):
     """A 64 KiB filesystem of its own (tmpfs): filling it affects nothing else."""
     tiny = tmp_path / "tiny"
     tiny.mkdir()
-    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)],
-                                                   capture_output=True).returncode == 0
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tiny)], capture_output=True
+        ).returncode
+        == 0
+    )
     if not mounted:
         if os.environ.get("CI") == "true":
             raise RuntimeError("CI=true but a tmpfs cannot be mounted (root is needed): this test must run in CI")
@@ -52,8 +56,13 @@ def test_a_rotated_refresh_token_survives_a_full_disk(tiny_disk: Path, tmp_path:
     with QboEmulator(seed=6, invoices=30, customers=5, items=20) as emu:
         emu.set_knobs(refresh_rotate_after_secs=0, old_refresh_grace_secs=0)  # rotate on every refresh
         rotated: List[str] = []
-        options = dict(token_store=store, limiter_dir=None, requests_per_minute=100_000, backoff_base=0.01,
-                       on_token_rotated=lambda realm, token: rotated.append(token))
+        options = dict(
+            token_store=store,
+            limiter_dir=None,
+            requests_per_minute=100_000,
+            backoff_base=0.01,
+            on_token_rotated=lambda realm, token: rotated.append(token),
+        )
         client = qbo_rs.QboClient(emu.credentials(), **options)
         assert client.backfill("item", RANGE_START, RANGE_END, data_dir=tmp_path / "d").ok
         assert len(rotated) == 1 and json.loads(store.read_text())["refresh_token"] == rotated[-1]

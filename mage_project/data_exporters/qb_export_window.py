@@ -11,13 +11,13 @@ keeps the stage, so only this child fails and a retry of this block run writes t
 without fetching again. Returns a small summary, with one short entry per window, for
 qb_backfill_summary (``reduce_output: true``: the summary receives every share's summary).
 """
+
 import os
 
 import qbo_rs
-
 from mage_project.utils.qb_mage import engine_logs, log, run_params, utc_text
 
-if 'data_exporter' not in globals():
+if "data_exporter" not in globals():
     from mage_ai.data_preparation.decorators import data_exporter
 
 
@@ -28,12 +28,14 @@ class WindowExportFailed(RuntimeError):
 @data_exporter
 def export_staged_window(handle, *args, **kwargs):
     params = run_params(kwargs)
-    label = handle.get('label')
-    if handle.get('entity') != params.entity:
-        raise WindowExportFailed(f'share {label} belongs to {handle.get("entity")}, not to {params.entity}')
-    manifest = handle.get('manifest')
-    retry_hint = (f'The stage {manifest} is kept: fix the cause and retry this block run (runner: --retry-run '
-                  '<pipeline_run_id>; Mage UI: retry the run); it is written without fetching again.')
+    label = handle.get("label")
+    if handle.get("entity") != params.entity:
+        raise WindowExportFailed(f"share {label} belongs to {handle.get('entity')}, not to {params.entity}")
+    manifest = handle.get("manifest")
+    retry_hint = (
+        f"The stage {manifest} is kept: fix the cause and retry this block run (runner: --retry-run "
+        "<pipeline_run_id>; Mage UI: retry the run); it is written without fetching again."
+    )
     with engine_logs(kwargs):
         try:
             report = qbo_rs.export_share(
@@ -46,42 +48,59 @@ def export_staged_window(handle, *args, **kwargs):
             )
         except qbo_rs.exceptions.ConfigError as err:
             if manifest and os.path.exists(manifest):
-                raise WindowExportFailed(f'share {label} could not be written: {err}. {retry_hint}') from err
+                raise WindowExportFailed(f"share {label} could not be written: {err}. {retry_hint}") from err
             raise WindowExportFailed(
-                f'share {label}: no stage at {manifest} and no receipt of its export ({err}): the stage folder '
-                'is not shared with the fetch block (QBO_STAGE_DIR) or was emptied by hand; re-run the run, '
-                'fetch included') from err
+                f"share {label}: no stage at {manifest} and no receipt of its export ({err}): the stage folder "
+                "is not shared with the fetch block (QBO_STAGE_DIR) or was emptied by hand; re-run the run, "
+                "fetch included"
+            ) from err
         except Exception as err:  # PostgreSQL down, disk full, a damaged stage, ...
-            raise WindowExportFailed(f'share {label} could not be written: {err}. {retry_hint}') from err
-    if len(report.windows) != handle['windows']:
-        raise WindowExportFailed(f'share {label}: {len(report.windows)} window(s) written, {handle["windows"]} fetched')
+            raise WindowExportFailed(f"share {label} could not be written: {err}. {retry_hint}") from err
+    if len(report.windows) != handle["windows"]:
+        raise WindowExportFailed(f"share {label}: {len(report.windows)} window(s) written, {handle['windows']} fetched")
     failed = [w for w in report.windows if not w.ok]
     if failed:
-        raise WindowExportFailed(f'share {label}: {len(failed)} window(s) were not written correctly ('
-                                 f'{failed[0].label}: {failed[0].error}). {retry_hint}')
+        raise WindowExportFailed(
+            f"share {label}: {len(failed)} window(s) were not written correctly ("
+            f"{failed[0].label}: {failed[0].error}). {retry_hint}"
+        )
     inserted = sum(w.inserted for w in report.windows)
     updated = sum(w.updated for w in report.windows)
     written = sum(w.rows_written for w in report.windows)
-    log(kwargs, f'share {label}: {len(report.windows)} window(s), {written} written, {inserted} inserted, '
-                f'{updated} updated, {written - inserted - updated} unchanged, {report.duration_s:.2f} s -> '
-                f'{", ".join(sorted(report.targets.values()))}')
+    log(
+        kwargs,
+        f"share {label}: {len(report.windows)} window(s), {written} written, {inserted} inserted, "
+        f"{updated} updated, {written - inserted - updated} unchanged, {report.duration_s:.2f} s -> "
+        f"{', '.join(sorted(report.targets.values()))}",
+    )
     return dict(
         entity=params.entity,
         label=label,
-        planned=handle.get('planned'),
-        plan_requests=handle.get('plan_requests', 0),
-        estimate_requests=handle.get('estimate_requests'),
+        planned=handle.get("planned"),
+        plan_requests=handle.get("plan_requests", 0),
+        estimate_requests=handle.get("estimate_requests"),
         # One short entry per window: (label, start, end, status, fetched, written, inserted, updated).
-        windows=[[w.label, utc_text(w.start), utc_text(w.end),
-                  w.status, w.rows_fetched, w.rows_written, w.inserted, w.updated] for w in report.windows],
-        rows_fetched=handle['rows_fetched'],
-        requests=handle['requests'],
-        retries=handle['retries'],
-        throttled=handle['throttled'],
-        fetch_s=handle.get('fetch_s'),
+        windows=[
+            [
+                w.label,
+                utc_text(w.start),
+                utc_text(w.end),
+                w.status,
+                w.rows_fetched,
+                w.rows_written,
+                w.inserted,
+                w.updated,
+            ]
+            for w in report.windows
+        ],
+        rows_fetched=handle["rows_fetched"],
+        requests=handle["requests"],
+        retries=handle["retries"],
+        throttled=handle["throttled"],
+        fetch_s=handle.get("fetch_s"),
         export_s=round(report.duration_s, 3),
         targets=dict(report.targets),
         sink=params.sink,
-        pid=handle.get('pid'),
+        pid=handle.get("pid"),
         export_pid=os.getpid(),
     )

@@ -18,6 +18,7 @@ Mage executes a block run at least once: the plan is kept beside this pipeline r
 children always read the shares they were created for.
 """
 
+import qbo_rs
 from mage_project.utils.qb_mage import (
     RunVariableError,
     check_sink_config,
@@ -31,9 +32,7 @@ from mage_project.utils.qb_mage import (
     utc_text,
 )
 
-import qbo_rs
-
-if 'data_loader' not in globals():
+if "data_loader" not in globals():
     from mage_ai.data_preparation.decorators import data_loader
 
 
@@ -43,11 +42,12 @@ def _check_labels(params):
     known = {w.label for w in planned}
     unknown = [label for label in params.windows or [] if label not in known]
     if unknown:
-        sample = ', '.join(w.label for w in planned[:3])
+        sample = ", ".join(w.label for w in planned[:3])
         raise RunVariableError(
-            f'windows: {", ".join(unknown)} not among the {len(planned)} window(s) planned for '
-            f'[{utc_text(params.start)}, {utc_text(params.end)}) with chunk_days={params.chunk_days} '
-            f'(labels look like {sample}, ...): re-run with the same fecha_inicio, fecha_fin and chunk_days')
+            f"windows: {', '.join(unknown)} not among the {len(planned)} window(s) planned for "
+            f"[{utc_text(params.start)}, {utc_text(params.end)}) with chunk_days={params.chunk_days} "
+            f"(labels look like {sample}, ...): re-run with the same fecha_inicio, fecha_fin and chunk_days"
+        )
     return len(planned)
 
 
@@ -56,12 +56,15 @@ def plan_windows(*args, **kwargs):
     params = run_params(kwargs)
     check_sink_config(params)
     calendar = _check_labels(params)
-    log(kwargs, f'{params.pipeline_uuid}: {params.describe()}')
-    receipt = run_receipt(params, kwargs, 'plan')
+    log(kwargs, f"{params.pipeline_uuid}: {params.describe()}")
+    receipt = run_receipt(params, kwargs, "plan")
     output = kept(receipt)
     if output is not None:
-        log(kwargs, f'Plan: kept from an earlier execution of this block run ({receipt}): '
-                    f'{len(output[0])} child(ren); no request now')
+        log(
+            kwargs,
+            f"Plan: kept from an earlier execution of this block run ({receipt}): "
+            f"{len(output[0])} child(ren); no request now",
+        )
         return output
     with engine_logs(kwargs):
         client, sources, rotation = make_client(kwargs)  # a missing secret is named here
@@ -77,29 +80,38 @@ def plan_windows(*args, **kwargs):
                 max_requests=params.max_requests,
             )
         finally:
-            rotation.flush(kwargs, sources['qb_refresh_token'])
+            rotation.flush(kwargs, sources["qb_refresh_token"])
     estimate = plan.estimate
     windows = estimate.windows
-    log(kwargs, f'Plan: {windows} window(s)' + (f' (of {calendar} planned)' if windows != calendar else '')
-                + f', {estimate.records} record(s) in {estimate.streams} stream(s): about {estimate.requests} '
-                f'request(s) ({estimate.count_requests} count(s) spent now), {estimate.minutes:.1f} min at the '
-                f"realm's pace; {len(plan.shares)} child(ren) (max_children={params.max_children})")
+    log(
+        kwargs,
+        f"Plan: {windows} window(s)"
+        + (f" (of {calendar} planned)" if windows != calendar else "")
+        + f", {estimate.records} record(s) in {estimate.streams} stream(s): about {estimate.requests} "
+        f"request(s) ({estimate.count_requests} count(s) spent now), {estimate.minutes:.1f} min at the "
+        f"realm's pace; {len(plan.shares)} child(ren) (max_children={params.max_children})",
+    )
     items, metadata = [], []
     for share in plan.shares:
-        log(kwargs, f'Share {share.label}: {len(share)} window(s), {share.records} record(s), {share.streams} '
-                    f'stream(s), ~{share.page_requests} page request(s)')
-        items.append(dict(
-            entity=params.entity,
-            label=share.label,
-            start=utc_text(share.start),
-            end=utc_text(share.end),
-            windows=len(share),
-            records=share.records,
-            share=share.to_json(),
-            planned=windows,
-            plan_requests=estimate.count_requests,
-            estimate_requests=estimate.requests,
-        ))
+        log(
+            kwargs,
+            f"Share {share.label}: {len(share)} window(s), {share.records} record(s), {share.streams} "
+            f"stream(s), ~{share.page_requests} page request(s)",
+        )
+        items.append(
+            dict(
+                entity=params.entity,
+                label=share.label,
+                start=utc_text(share.start),
+                end=utc_text(share.end),
+                windows=len(share),
+                records=share.records,
+                share=share.to_json(),
+                planned=windows,
+                plan_requests=estimate.count_requests,
+                estimate_requests=estimate.requests,
+            )
+        )
         metadata.append(dict(block_uuid=share.label))
     keep(receipt, [items, metadata])
     return [items, metadata]

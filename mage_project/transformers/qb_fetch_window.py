@@ -16,6 +16,7 @@ rotated refresh token back to the ``qb_refresh_token`` Mage secret. A share with
 raises after keeping the windows it read: retry this block run (runner: ``--retry-run
 <pipeline_run_id>``; Mage UI: retry the run), or re-run the windows by label (``--window``).
 """
+
 import os
 
 from mage_project.utils.qb_mage import (
@@ -29,7 +30,7 @@ from mage_project.utils.qb_mage import (
     stage_run_id,
 )
 
-if 'transformer' not in globals():
+if "transformer" not in globals():
     from mage_ai.data_preparation.decorators import transformer
 
 
@@ -40,58 +41,73 @@ class WindowFetchFailed(RuntimeError):
 @transformer
 def fetch_window(share, *args, **kwargs):
     params = run_params(kwargs)
-    label = share.get('label')
-    if share.get('entity') != params.entity:
-        raise WindowFetchFailed(f'share {label} belongs to {share.get("entity")}, not to {params.entity}: re-plan the run')
-    receipt = run_receipt(params, kwargs, f'{label}.fetch')
+    label = share.get("label")
+    if share.get("entity") != params.entity:
+        raise WindowFetchFailed(
+            f"share {label} belongs to {share.get('entity')}, not to {params.entity}: re-plan the run"
+        )
+    receipt = run_receipt(params, kwargs, f"{label}.fetch")
     earlier = kept(receipt) or {}
     with engine_logs(kwargs):
         client, sources, rotation = make_client(kwargs)
         try:
             staged = client.stage_share(
-                share['share'],
+                share["share"],
                 stage_dir=params.stage_dir,
                 run_id=stage_run_id(kwargs),
                 raise_on_failure=False,
             )
         finally:
-            rotation.flush(kwargs, sources['qb_refresh_token'])
+            rotation.flush(kwargs, sources["qb_refresh_token"])
     report = staged.report
     # What every execution of this block run spent, failed ones included: the run's true cost.
-    spent = earlier.get('spent', dict(requests=0, retries=0, throttled=0, fetch_s=0.0))
-    spent = dict(requests=spent['requests'] + report.requests, retries=spent['retries'] + report.retries,
-                 throttled=spent['throttled'] + report.throttled, fetch_s=round(spent['fetch_s'] + report.duration_s, 3))
-    if earlier.get('handle') is not None and report.requests == 0 and staged.ok and staged.reused == len(report.windows):
-        log(kwargs, f'share {label}: staged by an earlier execution of this block run; 0 requests now')
-        return earlier['handle']
+    spent = earlier.get("spent", dict(requests=0, retries=0, throttled=0, fetch_s=0.0))
+    spent = dict(
+        requests=spent["requests"] + report.requests,
+        retries=spent["retries"] + report.retries,
+        throttled=spent["throttled"] + report.throttled,
+        fetch_s=round(spent["fetch_s"] + report.duration_s, 3),
+    )
+    if (
+        earlier.get("handle") is not None
+        and report.requests == 0
+        and staged.ok
+        and staged.reused == len(report.windows)
+    ):
+        log(kwargs, f"share {label}: staged by an earlier execution of this block run; 0 requests now")
+        return earlier["handle"]
     keep(receipt, dict(spent=spent))
     if staged.label != label:
-        raise WindowFetchFailed(f'share {label}: the engine staged {staged.label} instead')
+        raise WindowFetchFailed(f"share {label}: the engine staged {staged.label} instead")
     if not staged.ok:
         failed = report.failed_windows
         errors = {w.label: w.error for w in report.windows if not w.ok}
-        first = failed[0] if failed else '?'
+        first = failed[0] if failed else "?"
         raise WindowFetchFailed(
-            f'share {label}: {len(failed)} of {len(report.windows)} window(s) could not be fetched '
-            f'({", ".join(failed[:5])}{" ..." if len(failed) > 5 else ""}; {first}: {errors.get(first)}). The '
-            f'{len(report.windows) - len(failed)} window(s) read are kept; retry this block run (runner: --retry-run '
-            '<pipeline_run_id>; Mage UI: retry the run), which reads only the failed windows, or re-run them by label '
-            '(--window LABEL with the same fecha_inicio/fecha_fin/chunk_days)')
-    by_kind = ', '.join(f'{n} {kind}' for kind, n in report.requests_by_kind.items() if n)
-    reused = f'; {staged.reused} window(s) staged by an earlier execution of this block run' if staged.reused else ''
-    log(kwargs, f'share {label}: {len(report.windows)} window(s), {report.total_rows} record(s) fetched, '
-                f'{report.requests} request(s) ({by_kind or "none"}), {report.throttled} throttled, '
-                f'{report.duration_s:.2f} s{reused}')
+            f"share {label}: {len(failed)} of {len(report.windows)} window(s) could not be fetched "
+            f"({', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}; {first}: {errors.get(first)}). The "
+            f"{len(report.windows) - len(failed)} window(s) read are kept; retry this block run (runner: --retry-run "
+            "<pipeline_run_id>; Mage UI: retry the run), which reads only the failed windows, or re-run them by label "
+            "(--window LABEL with the same fecha_inicio/fecha_fin/chunk_days)"
+        )
+    by_kind = ", ".join(f"{n} {kind}" for kind, n in report.requests_by_kind.items() if n)
+    reused = f"; {staged.reused} window(s) staged by an earlier execution of this block run" if staged.reused else ""
+    log(
+        kwargs,
+        f"share {label}: {len(report.windows)} window(s), {report.total_rows} record(s) fetched, "
+        f"{report.requests} request(s) ({by_kind or 'none'}), {report.throttled} throttled, "
+        f"{report.duration_s:.2f} s{reused}",
+    )
     # The handle: small and JSON-friendly (Mage writes it to disk), never records.
     handle = dict(
         entity=params.entity,
         label=label,
-        start=share['start'],
-        end=share['end'],
+        start=share["start"],
+        end=share["end"],
         windows=len(report.windows),
-        planned=share.get('planned'),
-        plan_requests=share.get('plan_requests', 0),
-        estimate_requests=share.get('estimate_requests'),
+        planned=share.get("planned"),
+        plan_requests=share.get("plan_requests", 0),
+        estimate_requests=share.get("estimate_requests"),
         manifest=str(staged.manifest) if staged.manifest is not None else None,
         rows_fetched=report.total_rows,
         pid=os.getpid(),

@@ -21,17 +21,18 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-import qbo_rs
 import yaml
+
+import qbo_rs
 from qbo_rs.exceptions import ConfigError
 
 ENTITY_BY_PIPELINE = {
-    'qb_invoice_backfill': 'invoice',
-    'qb_customer_backfill': 'customer',
-    'qb_item_backfill': 'item',
+    "qb_invoice_backfill": "invoice",
+    "qb_customer_backfill": "customer",
+    "qb_item_backfill": "item",
 }
-PLURAL = {'invoice': 'invoices', 'customer': 'customers', 'item': 'items'}
-SINKS = ('txt', 'postgres', 'both')
+PLURAL = {"invoice": "invoices", "customer": "customers", "item": "items"}
+SINKS = ("txt", "postgres", "both")
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000
 DEFAULT_CHUNK_DAYS = 50
@@ -43,12 +44,12 @@ MAX_CHILDREN = 10000
 
 # (Mage secret, environment fallback) — DESIGN §4.
 QB_SECRETS = (
-    ('qb_client_id', 'QBO_CLIENT_ID'),
-    ('qb_client_secret', 'QBO_CLIENT_SECRET'),
-    ('qb_refresh_token', 'QBO_REFRESH_TOKEN'),
-    ('qb_realm_id', 'QBO_REALM_ID'),
+    ("qb_client_id", "QBO_CLIENT_ID"),
+    ("qb_client_secret", "QBO_CLIENT_SECRET"),
+    ("qb_refresh_token", "QBO_REFRESH_TOKEN"),
+    ("qb_realm_id", "QBO_REALM_ID"),
 )
-POSTGRES_REQUIRED = ('POSTGRES_HOST', 'POSTGRES_DB', 'POSTGRES_USER', 'POSTGRES_PASSWORD')
+POSTGRES_REQUIRED = ("POSTGRES_HOST", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD")
 
 # QuickBooks' limit per realm (Intuit: ~500 requests/min, 10 in flight); 490 leaves a margin.
 REALM_REQUESTS_PER_MINUTE = 490
@@ -63,8 +64,9 @@ class RunVariableError(ConfigError):
 # Logging: one function for the block-run path (kwargs['logger']) and notebook mode (print).
 # --------------------------------------------------------------------------------------------
 
-def log(kwargs: Dict[str, Any], message: str, level: str = 'info') -> None:
-    logger = kwargs.get('logger')
+
+def log(kwargs: Dict[str, Any], message: str, level: str = "info") -> None:
+    logger = kwargs.get("logger")
     if logger is not None:
         getattr(logger, level)(message)
     else:
@@ -80,14 +82,17 @@ class _ToMage(logging.Handler):
     # own ``Rango ... -> N filas`` line per window, in time order, and its ``Total ...
     # descargadas`` and ``Validation`` lines, so those are dropped here (every WARNING and
     # [ALERT] is kept).
-    DROPPED = ('Total ', 'Validation: Integrity Check Passed', 'backfill ', 'Rango ')
+    DROPPED = ("Total ", "Validation: Integrity Check Passed", "backfill ", "Rango ")
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             if record.levelno < logging.WARNING and record.getMessage().startswith(self.DROPPED):
                 return
-            level = 'error' if record.levelno >= logging.ERROR else (
-                'warning' if record.levelno >= logging.WARNING else 'info')
+            level = (
+                "error"
+                if record.levelno >= logging.ERROR
+                else ("warning" if record.levelno >= logging.WARNING else "info")
+            )
             log(self.kwargs, record.getMessage(), level)
         except Exception:  # a log line must never fail a window
             self.handleError(record)
@@ -97,7 +102,7 @@ class _ToMage(logging.Handler):
 def engine_logs(kwargs: Dict[str, Any]) -> Iterator[None]:
     """Forwards the engine's log events (Python logger ``qbo_rs``: the runbook's ``Rango … ->
     N filas``, retries, 429s, rotations) into this block's Mage log while the block runs."""
-    engine = logging.getLogger('qbo_rs')
+    engine = logging.getLogger("qbo_rs")
     handler = _ToMage(kwargs)
     old_level, old_propagate = engine.level, engine.propagate
     engine.addHandler(handler)
@@ -115,6 +120,7 @@ def engine_logs(kwargs: Dict[str, Any]) -> Iterator[None]:
 # Runtime variables: Mage passes strings or numbers as given (UI, API, triggers.yaml, CLI JSON).
 # --------------------------------------------------------------------------------------------
 
+
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
@@ -122,7 +128,7 @@ def _blank(value: Any) -> bool:
 def parse_instant(name: str, value: Any) -> datetime:
     """An ISO date (midnight UTC) or datetime; naive means UTC, an explicit offset is converted."""
     if _blank(value):
-        raise RunVariableError(f'{name} is required: an ISO date or datetime in UTC, e.g. 2025-01-01')
+        raise RunVariableError(f"{name} is required: an ISO date or datetime in UTC, e.g. 2025-01-01")
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, date):
@@ -130,19 +136,21 @@ def parse_instant(name: str, value: Any) -> datetime:
     elif isinstance(value, str):
         text = value.strip()
         try:
-            if re.fullmatch(r'\d{4}-\d{2}-\d{2}', text):
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
                 parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
-            elif re.fullmatch(r'\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?', text):
-                parsed = datetime.fromisoformat(text.replace('Z', '+00:00'))
+            elif re.fullmatch(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?", text):
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
             else:
                 raise ValueError(text)
         except ValueError:
             raise RunVariableError(
-                f'{name} must be an ISO date or datetime in UTC, like 2025-01-01 or '
-                f'2025-01-01T00:00:00Z (got {value!r})') from None
+                f"{name} must be an ISO date or datetime in UTC, like 2025-01-01 or "
+                f"2025-01-01T00:00:00Z (got {value!r})"
+            ) from None
     else:
         raise RunVariableError(
-            f'{name} must be an ISO date string like 2025-01-01 (got {type(value).__name__} {value!r})')
+            f"{name} must be an ISO date string like 2025-01-01 (got {type(value).__name__} {value!r})"
+        )
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc)
@@ -158,12 +166,12 @@ def parse_int(name: str, value: Any, default: int, low: int, high: int) -> int:
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and re.fullmatch(r'[+-]?\d+(\.0*)?', value.strip()):
-        number = int(float(value.strip())) if '.' in value else int(value.strip())
+    elif isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.0*)?", value.strip()):
+        number = int(float(value.strip())) if "." in value else int(value.strip())
     if number is None:
-        raise RunVariableError(f'{name} must be a whole number between {low} and {high} (got {value!r})')
+        raise RunVariableError(f"{name} must be a whole number between {low} and {high} (got {value!r})")
     if not low <= number <= high:
-        raise RunVariableError(f'{name} must be between {low} and {high} (got {number})')
+        raise RunVariableError(f"{name} must be between {low} and {high} (got {number})")
     return number
 
 
@@ -172,7 +180,7 @@ def parse_choice(name: str, value: Any, choices: Tuple[str, ...], default: str) 
         return default
     text = str(value).strip().lower()
     if text not in choices:
-        raise RunVariableError(f'{name} must be one of {", ".join(choices)} (got {value!r})')
+        raise RunVariableError(f"{name} must be one of {', '.join(choices)} (got {value!r})")
     return text
 
 
@@ -181,11 +189,11 @@ def parse_labels(value: Any) -> Optional[List[str]]:
     if _blank(value) or value == []:
         return None
     if isinstance(value, str):
-        items = [v for v in re.split(r'[\s,]+', value.strip()) if v]
+        items = [v for v in re.split(r"[\s,]+", value.strip()) if v]
     elif isinstance(value, (list, tuple)):
         items = [str(v).strip() for v in value if str(v).strip()]
     else:
-        raise RunVariableError(f'windows must be a label or a list of labels (got {value!r})')
+        raise RunVariableError(f"windows must be a label or a list of labels (got {value!r})")
     return items or None
 
 
@@ -193,7 +201,7 @@ def utc_text(moment: datetime) -> str:
     """ISO 8601 in UTC that reads back exactly: four-digit years (``0001``, which ``strftime``
     writes ``1``) and sub-second instants kept (``2025-01-01T00:00:00.5Z``)."""
     text = moment.astimezone(timezone.utc).isoformat()
-    return text.replace('+00:00', 'Z')
+    return text.replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -219,28 +227,31 @@ class RunParams:
 
     def describe(self) -> str:
         target = []
-        if self.sink in ('txt', 'both'):
-            target.append(os.path.join(self.data_dir, f'{self.plural}.txt'))
-        if self.sink in ('postgres', 'both'):
-            target.append(f'PostgreSQL {self.pg_schema}.{self.pg_table_prefix}{self.plural}')
-        budget = f' max_requests={self.max_requests}' if self.max_requests is not None else ''
-        return (f'{self.entity} [{utc_text(self.start)}, {utc_text(self.end)}) chunk_days={self.chunk_days} '
-                f'page_size={self.page_size} max_children={self.max_children}{budget} sink={self.sink} '
-                f'-> {" + ".join(target)}')
+        if self.sink in ("txt", "both"):
+            target.append(os.path.join(self.data_dir, f"{self.plural}.txt"))
+        if self.sink in ("postgres", "both"):
+            target.append(f"PostgreSQL {self.pg_schema}.{self.pg_table_prefix}{self.plural}")
+        budget = f" max_requests={self.max_requests}" if self.max_requests is not None else ""
+        return (
+            f"{self.entity} [{utc_text(self.start)}, {utc_text(self.end)}) chunk_days={self.chunk_days} "
+            f"page_size={self.page_size} max_children={self.max_children}{budget} sink={self.sink} "
+            f"-> {' + '.join(target)}"
+        )
 
 
 def repo_path(kwargs: Dict[str, Any]) -> str:
-    path = kwargs.get('repo_path')
+    path = kwargs.get("repo_path")
     if not path:
         from mage_ai.settings.repo import get_repo_path
+
         path = get_repo_path()
     return os.path.abspath(path)
 
 
 def default_data_dir(kwargs: Dict[str, Any]) -> str:
     """$QBO_DATA_DIR, else ``data/`` beside the project folder (the repository's data/)."""
-    env = os.environ.get('QBO_DATA_DIR', '').strip()
-    return env or os.path.join(os.path.dirname(repo_path(kwargs)), 'data')
+    env = os.environ.get("QBO_DATA_DIR", "").strip()
+    return env or os.path.join(os.path.dirname(repo_path(kwargs)), "data")
 
 
 def default_stage_dir(data_dir: str) -> str:
@@ -251,37 +262,39 @@ def default_stage_dir(data_dir: str) -> str:
     any local folder works for the headless runner and for Mage's local process executor (all
     on one machine); with the Kubernetes (or any multi-machine) executor it must be a volume
     shared by all of them."""
-    env = os.environ.get('QBO_STAGE_DIR', '').strip()
-    return env or os.path.join(data_dir, '.qbo_rs', 'stage')
+    env = os.environ.get("QBO_STAGE_DIR", "").strip()
+    return env or os.path.join(data_dir, ".qbo_rs", "stage")
 
 
 def run_params(kwargs: Dict[str, Any]) -> RunParams:
     """Coerces and validates the runtime variables; every error names the variable."""
-    pipeline_uuid = kwargs.get('pipeline_uuid') or ''
+    pipeline_uuid = kwargs.get("pipeline_uuid") or ""
     entity = ENTITY_BY_PIPELINE.get(pipeline_uuid)
     if entity is None:
-        entity = parse_choice('entity', kwargs.get('entity'), tuple(PLURAL), '')
+        entity = parse_choice("entity", kwargs.get("entity"), tuple(PLURAL), "")
         if not entity:
             raise RunVariableError(
-                f'pipeline {pipeline_uuid!r} is not one of {", ".join(ENTITY_BY_PIPELINE)}: set the variable entity')
-    start = parse_instant('fecha_inicio', kwargs.get('fecha_inicio'))
-    end = parse_instant('fecha_fin', kwargs.get('fecha_fin'))
+                f"pipeline {pipeline_uuid!r} is not one of {', '.join(ENTITY_BY_PIPELINE)}: set the variable entity"
+            )
+    start = parse_instant("fecha_inicio", kwargs.get("fecha_inicio"))
+    end = parse_instant("fecha_fin", kwargs.get("fecha_fin"))
     if end <= start:
         raise RunVariableError(
-            f'fecha_fin ({utc_text(end)}) must be after fecha_inicio ({utc_text(start)}): '
-            'windows are half-open [fecha_inicio, fecha_fin) in UTC')
-    data_dir = kwargs.get('data_dir')
+            f"fecha_fin ({utc_text(end)}) must be after fecha_inicio ({utc_text(start)}): "
+            "windows are half-open [fecha_inicio, fecha_fin) in UTC"
+        )
+    data_dir = kwargs.get("data_dir")
     data_dir = default_data_dir(kwargs) if _blank(data_dir) else str(data_dir).strip()
     if not os.path.isabs(data_dir):
         data_dir = os.path.join(os.path.dirname(repo_path(kwargs)), data_dir)
-    schema = kwargs.get('pg_schema')
+    schema = kwargs.get("pg_schema")
     if _blank(schema):
-        schema = os.environ.get('POSTGRES_SCHEMA', '').strip() or 'raw'
+        schema = os.environ.get("POSTGRES_SCHEMA", "").strip() or "raw"
     schema = str(schema).strip()
-    prefix = kwargs.get('pg_table_prefix')
-    prefix = 'qb_' if _blank(prefix) else str(prefix).strip()
+    prefix = kwargs.get("pg_table_prefix")
+    prefix = "qb_" if _blank(prefix) else str(prefix).strip()
     data_dir = os.path.abspath(data_dir)
-    stage_dir = kwargs.get('stage_dir')
+    stage_dir = kwargs.get("stage_dir")
     stage_dir = default_stage_dir(data_dir) if _blank(stage_dir) else str(stage_dir).strip()
     if not os.path.isabs(stage_dir):
         stage_dir = os.path.join(os.path.dirname(repo_path(kwargs)), stage_dir)
@@ -290,17 +303,20 @@ def run_params(kwargs: Dict[str, Any]) -> RunParams:
         entity=entity,
         start=start,
         end=end,
-        page_size=parse_int('page_size', kwargs.get('page_size'), DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
-        chunk_days=parse_int('chunk_days', kwargs.get('chunk_days'), DEFAULT_CHUNK_DAYS, 1, MAX_CHUNK_DAYS),
-        sink=parse_choice('sink', kwargs.get('sink'), SINKS, 'txt'),
+        page_size=parse_int("page_size", kwargs.get("page_size"), DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
+        chunk_days=parse_int("chunk_days", kwargs.get("chunk_days"), DEFAULT_CHUNK_DAYS, 1, MAX_CHUNK_DAYS),
+        sink=parse_choice("sink", kwargs.get("sink"), SINKS, "txt"),
         data_dir=data_dir,
         pg_schema=schema,
         pg_table_prefix=prefix,
         stage_dir=os.path.abspath(stage_dir),
-        max_children=parse_int('max_children', kwargs.get('max_children'), DEFAULT_MAX_CHILDREN, 1, MAX_CHILDREN),
-        max_requests=(None if _blank(kwargs.get('max_requests'))
-                      else parse_int('max_requests', kwargs.get('max_requests'), 0, 1, 10**12)),
-        windows=parse_labels(kwargs.get('windows')),
+        max_children=parse_int("max_children", kwargs.get("max_children"), DEFAULT_MAX_CHILDREN, 1, MAX_CHILDREN),
+        max_requests=(
+            None
+            if _blank(kwargs.get("max_requests"))
+            else parse_int("max_requests", kwargs.get("max_requests"), 0, 1, 10**12)
+        ),
+        windows=parse_labels(kwargs.get("windows")),
     )
 
 
@@ -308,12 +324,12 @@ def stage_run_id(kwargs: Dict[str, Any]) -> Optional[str]:
     """The run id of this pipeline run's stages: the same in every execution of its blocks
     (Mage executes a block run at least once), different in every other run, even of another
     Mage database sharing the stage folder. None outside a pipeline run (a fresh fetch)."""
-    run = kwargs.get('pipeline_run_id')
+    run = kwargs.get("pipeline_run_id")
     if run is None:
         return None
-    stamp = str(kwargs.get('execution_partition') or '').rsplit('/', 1)[-1]
-    text = f'{kwargs.get("pipeline_uuid") or "run"}-{run}-{stamp}'.strip('-')
-    return re.sub(r'[^A-Za-z0-9_.:-]', '_', text)[:120]
+    stamp = str(kwargs.get("execution_partition") or "").rsplit("/", 1)[-1]
+    text = f"{kwargs.get('pipeline_uuid') or 'run'}-{run}-{stamp}".strip("-")
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", text)[:120]
 
 
 def run_receipt(params: RunParams, kwargs: Dict[str, Any], name: str) -> Optional[str]:
@@ -321,7 +337,7 @@ def run_receipt(params: RunParams, kwargs: Dict[str, Any], name: str) -> Optiona
     ``<name>.receipt``, which the engine's clean-up of old runs removes with them); None outside
     a pipeline run. Mage executes a block run at least once: a repeated execution returns it."""
     run_id = stage_run_id(kwargs)
-    return None if run_id is None else os.path.join(params.stage_dir, params.plural, run_id, f'{name}.receipt')
+    return None if run_id is None else os.path.join(params.stage_dir, params.plural, run_id, f"{name}.receipt")
 
 
 def kept(path: Optional[str]) -> Any:
@@ -337,9 +353,9 @@ def keep(path: Optional[str], value: Any) -> None:
     if path is None:
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.receipt.')
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".receipt.")
     try:
-        with os.fdopen(fd, 'w') as f:
+        with os.fdopen(fd, "w") as f:
             json.dump(value, f)
             f.flush()
             os.fsync(f.fileno())
@@ -352,45 +368,56 @@ def keep(path: Optional[str], value: Any) -> None:
 
 def check_sink_config(params: RunParams) -> None:
     """Fail at planning time, naming what is missing, rather than once per window."""
-    if params.sink in ('postgres', 'both'):
-        missing = [k for k in POSTGRES_REQUIRED if not os.environ.get(k, '').strip()]
+    if params.sink in ("postgres", "both"):
+        missing = [k for k in POSTGRES_REQUIRED if not os.environ.get(k, "").strip()]
         if missing:
             raise RunVariableError(
-                f'sink={params.sink} needs PostgreSQL: set {", ".join(missing)} in the environment '
-                '(POSTGRES_PORT defaults to 5432, POSTGRES_SSLMODE to prefer)')
+                f"sink={params.sink} needs PostgreSQL: set {', '.join(missing)} in the environment "
+                "(POSTGRES_PORT defaults to 5432, POSTGRES_SSLMODE to prefer)"
+            )
         try:  # the table names, checked now (no connection) rather than after every window is fetched
             qbo_rs.PostgresWriter(schema=params.pg_schema, table_prefix=params.pg_table_prefix)
         except ConfigError as err:
-            raise RunVariableError(f'pg_schema={params.pg_schema!r}, pg_table_prefix={params.pg_table_prefix!r}: '
-                                   f'{err}') from None
-    if params.sink in ('txt', 'both'):
+            raise RunVariableError(
+                f"pg_schema={params.pg_schema!r}, pg_table_prefix={params.pg_table_prefix!r}: {err}"
+            ) from None
+    if params.sink in ("txt", "both"):
         if os.path.exists(params.data_dir) and not os.path.isdir(params.data_dir):
-            raise RunVariableError(f'data_dir {params.data_dir} is a file, not a folder: set the variable data_dir or '
-                                   'QBO_DATA_DIR to a folder')
+            raise RunVariableError(
+                f"data_dir {params.data_dir} is a file, not a folder: set the variable data_dir or "
+                "QBO_DATA_DIR to a folder"
+            )
         os.makedirs(params.data_dir, exist_ok=True)
         if not os.access(params.data_dir, os.W_OK):
-            raise RunVariableError(f'data_dir {params.data_dir} is not writable')
+            raise RunVariableError(f"data_dir {params.data_dir} is not writable")
     try:
         os.makedirs(params.stage_dir, exist_ok=True)
     except OSError as err:
-        raise RunVariableError(f'stage_dir {params.stage_dir} cannot be created ({err.strerror}): set the '
-                               'variable stage_dir or QBO_STAGE_DIR to a writable folder') from None
+        raise RunVariableError(
+            f"stage_dir {params.stage_dir} cannot be created ({err.strerror}): set the "
+            "variable stage_dir or QBO_STAGE_DIR to a writable folder"
+        ) from None
     if not os.access(params.stage_dir, os.W_OK):
-        raise RunVariableError(f'stage_dir {params.stage_dir} is not writable: set the variable stage_dir or '
-                               'QBO_STAGE_DIR to a writable folder')
+        raise RunVariableError(
+            f"stage_dir {params.stage_dir} is not writable: set the variable stage_dir or "
+            "QBO_STAGE_DIR to a writable folder"
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # Credentials: Mage Secrets first, then the environment (DESIGN §4).
 # --------------------------------------------------------------------------------------------
 
+
 def mage_secret(name: str) -> Optional[str]:
     try:
         from mage_ai.data_preparation.shared.secrets import get_secret_value
+
         value = get_secret_value(name, suppress_warning=True)
     except Exception as err:  # no Mage DB session (plain `python`), unreadable key, ...
-        logging.getLogger(__name__).warning('Mage secret %s unavailable (%s); trying the environment',
-                                            name, type(err).__name__)
+        logging.getLogger(__name__).warning(
+            "Mage secret %s unavailable (%s); trying the environment", name, type(err).__name__
+        )
         return None
     return value.strip() if isinstance(value, str) and value.strip() else None
 
@@ -403,27 +430,30 @@ def read_credentials() -> Tuple[qbo_rs.Credentials, Dict[str, str]]:
     for secret, env in QB_SECRETS:
         value = mage_secret(secret)
         if value is not None:
-            values[secret], sources[secret] = value, 'mage_secret'
+            values[secret], sources[secret] = value, "mage_secret"
             continue
-        value = os.environ.get(env, '').strip()
+        value = os.environ.get(env, "").strip()
         if value:
-            values[secret], sources[secret] = value, 'env'
+            values[secret], sources[secret] = value, "env"
             continue
-        missing.append(f'{secret} (Mage secret) or {env} (environment)')
+        missing.append(f"{secret} (Mage secret) or {env} (environment)")
     if missing:
-        raise ConfigError('missing QuickBooks credential(s): ' + '; '.join(missing)
-                          + '. Set them with scripts/mage_secrets.py or in the Mage UI (Secrets).')
-    environment = os.environ.get('QBO_ENTORNO', '').strip().lower() or 'sandbox'
-    if environment not in ('sandbox', 'production'):
-        raise ConfigError(f'QBO_ENTORNO must be sandbox or production (got {environment!r})')
+        raise ConfigError(
+            "missing QuickBooks credential(s): "
+            + "; ".join(missing)
+            + ". Set them with scripts/mage_secrets.py or in the Mage UI (Secrets)."
+        )
+    environment = os.environ.get("QBO_ENTORNO", "").strip().lower() or "sandbox"
+    if environment not in ("sandbox", "production"):
+        raise ConfigError(f"QBO_ENTORNO must be sandbox or production (got {environment!r})")
     creds = qbo_rs.Credentials(
-        values['qb_client_id'],
-        values['qb_client_secret'],
-        values['qb_refresh_token'],
-        values['qb_realm_id'],
+        values["qb_client_id"],
+        values["qb_client_secret"],
+        values["qb_refresh_token"],
+        values["qb_realm_id"],
         environment=environment,
-        base_url=os.environ.get('QBO_BASE_URL', '').strip() or None,
-        token_url=os.environ.get('QBO_TOKEN_URL', '').strip() or None,
+        base_url=os.environ.get("QBO_BASE_URL", "").strip() or None,
+        token_url=os.environ.get("QBO_TOKEN_URL", "").strip() or None,
     )
     return creds, sources
 
@@ -431,9 +461,10 @@ def read_credentials() -> Tuple[qbo_rs.Credentials, Dict[str, str]]:
 def _secrets_lock_path() -> str:
     from mage_ai.data_preparation.shared.secrets import get_secrets_dir
     from mage_ai.orchestration.constants import Entity
+
     directory = get_secrets_dir(Entity.GLOBAL)
     os.makedirs(directory, exist_ok=True)
-    return os.path.join(directory, '.qbo_rs-upsert.lock')
+    return os.path.join(directory, ".qbo_rs-upsert.lock")
 
 
 def upsert_mage_secret(name: str, value: str) -> None:
@@ -441,7 +472,8 @@ def upsert_mage_secret(name: str, value: str) -> None:
     processes by a file lock because parallel workers may rotate at the same moment)."""
     from mage_ai.data_preparation.repo_manager import get_project_uuid
     from mage_ai.data_preparation.shared.secrets import create_secret, delete_secret, get_secret_value
-    with open(_secrets_lock_path(), 'a') as lock:
+
+    with open(_secrets_lock_path(), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             # mage 0.9.80: delete_secret crashes on a missing name, create_secret on an existing one.
@@ -468,17 +500,25 @@ class TokenRotationRecorder:
     def flush(self, kwargs: Dict[str, Any], source: str) -> None:
         if self.latest is None:
             return
-        if source != 'mage_secret':
-            log(kwargs, 'Intuit rotated the refresh token; it came from QBO_REFRESH_TOKEN, which cannot be '
-                        'updated from here: the token store keeps the new one. Move it into the '
-                        'qb_refresh_token Mage secret (scripts/mage_secrets.py) to keep both in step.', 'warning')
+        if source != "mage_secret":
+            log(
+                kwargs,
+                "Intuit rotated the refresh token; it came from QBO_REFRESH_TOKEN, which cannot be "
+                "updated from here: the token store keeps the new one. Move it into the "
+                "qb_refresh_token Mage secret (scripts/mage_secrets.py) to keep both in step.",
+                "warning",
+            )
             return
         try:
-            upsert_mage_secret('qb_refresh_token', self.latest)
-            log(kwargs, 'Intuit rotated the refresh token: Mage secret qb_refresh_token updated')
+            upsert_mage_secret("qb_refresh_token", self.latest)
+            log(kwargs, "Intuit rotated the refresh token: Mage secret qb_refresh_token updated")
         except Exception as err:
-            log(kwargs, f'Intuit rotated the refresh token but writing the Mage secret qb_refresh_token '
-                        f'failed ({type(err).__name__}); the token store still holds it', 'error')
+            log(
+                kwargs,
+                f"Intuit rotated the refresh token but writing the Mage secret qb_refresh_token "
+                f"failed ({type(err).__name__}); the token store still holds it",
+                "error",
+            )
         finally:
             self.latest = None
 
@@ -486,29 +526,31 @@ class TokenRotationRecorder:
 def token_store_path(realm_id: str) -> str:
     """$QBO_TOKEN_STORE, else beside Mage's secrets key in $MAGE_DATA_DIR (one file shared by
     every worker process on the machine, so they spend each refresh token once)."""
-    explicit = os.environ.get('QBO_TOKEN_STORE', '').strip()
+    explicit = os.environ.get("QBO_TOKEN_STORE", "").strip()
     if explicit:
         return explicit
     from mage_ai.settings.repo import get_data_dir
-    directory = os.path.join(os.path.abspath(os.path.expanduser(get_data_dir())), 'qbo_rs')
+
+    directory = os.path.join(os.path.abspath(os.path.expanduser(get_data_dir())), "qbo_rs")
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    return os.path.join(directory, f'tokens-{realm_id}.json')
+    return os.path.join(directory, f"tokens-{realm_id}.json")
 
 
 # --------------------------------------------------------------------------------------------
 # The realm's budget, shared by every worker process on the machine.
 # --------------------------------------------------------------------------------------------
 
+
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, '').strip()
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f'{name} must be a whole number (got {raw!r})') from None
+        raise ConfigError(f"{name} must be a whole number (got {raw!r})") from None
     if value < 1:
-        raise ConfigError(f'{name} must be at least 1 (got {value})')
+        raise ConfigError(f"{name} must be at least 1 (got {value})")
     return value
 
 
@@ -520,8 +562,10 @@ def realm_budget() -> Tuple[int, int]:
     (:func:`qbo_rs.default_limiter_dir`, or ``$QBO_LIMITER_DIR``), so each worker asks for the
     realm's whole budget and together they never exceed it. QBO_RS_REALM_RPM /
     QBO_RS_REALM_MAX_IN_FLIGHT lower it (another tool uses the same company)."""
-    return (_env_int('QBO_RS_REALM_RPM', REALM_REQUESTS_PER_MINUTE),
-            _env_int('QBO_RS_REALM_MAX_IN_FLIGHT', REALM_MAX_IN_FLIGHT))
+    return (
+        _env_int("QBO_RS_REALM_RPM", REALM_REQUESTS_PER_MINUTE),
+        _env_int("QBO_RS_REALM_MAX_IN_FLIGHT", REALM_MAX_IN_FLIGHT),
+    )
 
 
 def make_client(kwargs: Dict[str, Any]) -> Tuple[qbo_rs.QboClient, Dict[str, str], TokenRotationRecorder]:
@@ -532,15 +576,22 @@ def make_client(kwargs: Dict[str, Any]) -> Tuple[qbo_rs.QboClient, Dict[str, str
         creds,
         requests_per_minute=rpm,
         max_in_flight=in_flight,
-        backoff_base=float(os.environ.get('QBO_RS_BACKOFF_BASE', '1.0') or 1.0),
+        backoff_base=float(os.environ.get("QBO_RS_BACKOFF_BASE", "1.0") or 1.0),
         token_store=token_store_path(creds.realm_id),
         on_token_rotated=recorder,
     )
     shared = client.budget_file
-    log(kwargs, f'realm {creds.realm_id} ({creds.environment}): {rpm} requests/min and {in_flight} in flight '
-                + (f'shared by every worker process through {shared}' if shared is not None else
-                   'for this process ALONE: the shared budget directory is unusable (see the warning above)')
-                + '; credentials from ' + ', '.join(f'{k}={v}' for k, v in sorted(sources.items())))
+    log(
+        kwargs,
+        f"realm {creds.realm_id} ({creds.environment}): {rpm} requests/min and {in_flight} in flight "
+        + (
+            f"shared by every worker process through {shared}"
+            if shared is not None
+            else "for this process ALONE: the shared budget directory is unusable (see the warning above)"
+        )
+        + "; credentials from "
+        + ", ".join(f"{k}={v}" for k, v in sorted(sources.items())),
+    )
     return client, sources, recorder
 
 
@@ -548,13 +599,14 @@ def make_client(kwargs: Dict[str, Any]) -> Tuple[qbo_rs.QboClient, Dict[str, str
 # Post-run policy for one-time triggers: disabled in triggers.yaml once they succeeded.
 # --------------------------------------------------------------------------------------------
 
+
 def triggers_file(kwargs: Dict[str, Any], pipeline_uuid: str) -> str:
-    return os.path.join(repo_path(kwargs), 'pipelines', pipeline_uuid, 'triggers.yaml')
+    return os.path.join(repo_path(kwargs), "pipelines", pipeline_uuid, "triggers.yaml")
 
 
 def _find_trigger(data: Any, name: str) -> Optional[Dict[str, Any]]:
-    for trigger in (data or {}).get('triggers') or []:
-        if isinstance(trigger, dict) and trigger.get('name') == name:
+    for trigger in (data or {}).get("triggers") or []:
+        if isinstance(trigger, dict) and trigger.get("name") == name:
             return trigger
     return None
 
@@ -572,42 +624,44 @@ def disable_once_trigger(path: str, name: str) -> bool:
         text = f.read()
     data = yaml.safe_load(text)
     trigger = _find_trigger(data, name)
-    if trigger is None or trigger.get('schedule_interval') != '@once' or trigger.get('status') != 'active':
+    if trigger is None or trigger.get("schedule_interval") != "@once" or trigger.get("status") != "active":
         return False
     lines = text.splitlines(keepends=True)
     items: List[Tuple[int, int]] = []  # (first line, indent) of every list item under triggers:
     for i, line in enumerate(lines):
-        m = re.match(r'^(\s*)- ', line)
+        m = re.match(r"^(\s*)- ", line)
         if m:
             items.append((i, len(m.group(1))))
     new_lines = None
     for n, (first, indent) in enumerate(items):
-        last = next((f for f, ind in items[n + 1:] if ind <= indent), len(lines))
+        last = next((f for f, ind in items[n + 1 :] if ind <= indent), len(lines))
         block = lines[first:last]
-        if not any(re.match(rf'^\s*(- )?name:\s*[\'"]?{re.escape(name)}[\'"]?\s*(#.*)?$', l) for l in block):
+        if not any(re.match(rf'^\s*(- )?name:\s*[\'"]?{re.escape(name)}[\'"]?\s*(#.*)?$', line) for line in block):
             continue
         for j in range(first, last):
-            m = re.match(r'^(\s*(?:- )?status:\s*)[\'"]?active[\'"]?(\s*(#.*)?)$', lines[j].rstrip('\n'))
+            m = re.match(r'^(\s*(?:- )?status:\s*)[\'"]?active[\'"]?(\s*(#.*)?)$', lines[j].rstrip("\n"))
             if m:
                 candidate = list(lines)
-                candidate[j] = f'{m.group(1)}inactive{m.group(2)}\n'
+                candidate[j] = f"{m.group(1)}inactive{m.group(2)}\n"
                 new_lines = candidate
                 break
         if new_lines:
             break
-    new_text = ''.join(new_lines) if new_lines else None
+    new_text = "".join(new_lines) if new_lines else None
     if new_text is not None:
         check = yaml.safe_load(new_text)
         expected = yaml.safe_load(text)
-        _find_trigger(expected, name)['status'] = 'inactive'
+        found = _find_trigger(expected, name)
+        assert found is not None  # the same text as `data`, where it was found
+        found["status"] = "inactive"
         if check != expected:
             new_text = None
     if new_text is None:  # unusual layout: rewrite it (comments are lost, content is exact)
-        _find_trigger(data, name)['status'] = 'inactive'
+        trigger["status"] = "inactive"
         new_text = yaml.safe_dump(data, sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.triggers.', suffix='.yaml')
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".triggers.", suffix=".yaml")
     try:
-        with os.fdopen(fd, 'w') as f:
+        with os.fdopen(fd, "w") as f:
             f.write(new_text)
             f.flush()
             os.fsync(f.fileno())

@@ -11,6 +11,7 @@ The engine is Rust (HTTP, JSON, pacing, writing); this package is its typed face
 Nothing runs at import time: the tokio runtime is created on first use.
 """
 
+from qbo_rs import exceptions, options
 from qbo_rs._qbo_rs import (
     BackfillReport,
     Credentials,
@@ -36,7 +37,6 @@ from qbo_rs.client import (
     export_window,
     export_window_async,
 )
-from qbo_rs import exceptions, options
 
 __all__ = [
     "BackfillReport",

@@ -3,7 +3,7 @@
 import os
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, List, Optional, TypeVar, Union, final
+from typing import Any, Awaitable, Dict, List, Optional, TypeVar, Union, final
 
 from typing_extensions import Unpack, disjoint_base
 
@@ -131,7 +131,9 @@ class QboClient:
     def _share_plan_job(
         self, entity: str, start: _DateLike, end: _DateLike, **options: Unpack[SharePlanOptions]
     ) -> "SharePlanJob": ...
-    def _share_stage_job(self, share: Union["ReadShare", str], **options: Unpack[ShareStageOptions]) -> "ShareStageJob": ...
+    def _share_stage_job(
+        self, share: Union["ReadShare", str], **options: Unpack[ShareStageOptions]
+    ) -> "ShareStageJob": ...
 
 @final
 class PostgresWriter:
@@ -293,9 +295,7 @@ class StagedWindow:
     @property
     def report(self) -> BackfillReport: ...
 
-def _export_job(
-    manifest: Union[str, "os.PathLike[str]"], **options: Unpack[ExportOptions]
-) -> "ExportJob": ...
+def _export_job(manifest: Union[str, "os.PathLike[str]"], **options: Unpack[ExportOptions]) -> "ExportJob": ...
 
 @final
 class StageJob:

@@ -17,7 +17,6 @@ from qbo_rs._qbo_rs import (
     BackfillReport,
     Credentials,
     Estimate,
-    PostgresWriter,
     ReadShare,
     SharePlan,
     StagedShare,
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 DateLike = Union[str, date, datetime]
-
 
 
 def default_token_store(realm_id: str) -> Path:
@@ -101,7 +99,9 @@ class QboClient(_qbo_rs.QboClient):
     def __new__(cls, credentials: Credentials, **options: Unpack[ClientOptions]) -> "QboClient":
         return super().__new__(cls, credentials, **options)
 
-    def fetch_window(self, entity: str, start: DateLike, end: DateLike, **options: Unpack[ReadOptions]) -> List[Dict[str, Any]]:
+    def fetch_window(
+        self, entity: str, start: DateLike, end: DateLike, **options: Unpack[ReadOptions]
+    ) -> List[Dict[str, Any]]:
         """Every record of ``entity`` in ``[start, end)`` as QBO payload dicts (newest version
         of each id). Meant for notebooks: a whole window is held in memory. Options:
         :class:`~qbo_rs.options.ReadOptions`."""
@@ -119,7 +119,9 @@ class QboClient(_qbo_rs.QboClient):
         pace. A backfill spends the same requests (plus retries), counts included."""
         return self._estimate_job(entity, start, end, **options).run()
 
-    async def estimate_async(self, entity: str, start: DateLike, end: DateLike, **options: Unpack[PlanOptions]) -> Estimate:
+    async def estimate_async(
+        self, entity: str, start: DateLike, end: DateLike, **options: Unpack[PlanOptions]
+    ) -> Estimate:
         """Async twin of :meth:`estimate`."""
         return await self._estimate_job(entity, start, end, **options).run_future()
 
@@ -209,7 +211,9 @@ class QboClient(_qbo_rs.QboClient):
             raise _failure(staged.report)
         return staged
 
-    def plan_shares(self, entity: str, start: DateLike, end: DateLike, **options: Unpack[SharePlanOptions]) -> SharePlan:
+    def plan_shares(
+        self, entity: str, start: DateLike, end: DateLike, **options: Unpack[SharePlanOptions]
+    ) -> SharePlan:
         """Plans a backfill as :meth:`backfill` would (windows, streams sized by COUNT; only
         COUNT requests are sent) and cuts it into at most ``max_shares`` shares of about equal
         work for separate workers (Mage's children). Each :class:`~qbo_rs.ReadShare` carries
@@ -218,7 +222,9 @@ class QboClient(_qbo_rs.QboClient):
         Raises :class:`~qbo_rs.exceptions.RequestBudgetError` over ``max_requests``."""
         return self._share_plan_job(entity, start, end, **options).run()
 
-    async def plan_shares_async(self, entity: str, start: DateLike, end: DateLike, **options: Unpack[SharePlanOptions]) -> SharePlan:
+    async def plan_shares_async(
+        self, entity: str, start: DateLike, end: DateLike, **options: Unpack[SharePlanOptions]
+    ) -> SharePlan:
         """Async twin of :meth:`plan_shares`."""
         return await self._share_plan_job(entity, start, end, **options).run_future()
 

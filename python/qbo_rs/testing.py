@@ -26,8 +26,18 @@ from typing import Any, Dict, List, Optional, Type
 from qbo_rs._qbo_rs import Credentials, NativeEmulator
 
 _CONFIG_KEYS = {
-    "host", "port", "seed", "invoices", "customers", "items", "data_start", "data_end",
-    "realm_id", "client_id", "client_secret", "refresh_token",
+    "host",
+    "port",
+    "seed",
+    "invoices",
+    "customers",
+    "items",
+    "data_start",
+    "data_end",
+    "realm_id",
+    "client_id",
+    "client_secret",
+    "refresh_token",
 }
 
 __all__ = ["QboEmulator"]

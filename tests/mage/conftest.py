@@ -14,13 +14,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
-from urllib.parse import unquote, urlsplit, parse_qs
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
@@ -54,7 +53,7 @@ class Run:
     run_id: Optional[int]
 
     def lines(self, prefix: str) -> List[str]:
-        return [l.split(" | ", 2)[-1] for l in self.out.splitlines() if prefix in l]
+        return [line.split(" | ", 2)[-1] for line in self.out.splitlines() if prefix in line]
 
     def __str__(self) -> str:  # shown by pytest when an assertion fails
         return f"rc={self.rc}\n--- stdout\n{self.out}\n--- stderr (tail)\n{self.err[-4000:]}"
@@ -74,8 +73,14 @@ def base_env(tmp_path: Path) -> Dict[str, str]:
     return env
 
 
-def run_pipeline(pipeline: str, env: Dict[str, str], variables: Optional[Dict[str, Any]] = None,
-                 *extra: str, project: Path = PROJECT, timeout: float = 300) -> Run:
+def run_pipeline(
+    pipeline: str,
+    env: Dict[str, str],
+    variables: Optional[Dict[str, Any]] = None,
+    *extra: str,
+    project: Path = PROJECT,
+    timeout: float = 300,
+) -> Run:
     """The headless runner; variables are passed with --var, i.e. as strings like the Mage UI."""
     cmd = [MAGE_PYTHON, str(RUNNER), pipeline, "--project", str(project)]
     for key, value in (variables or {}).items():
@@ -86,17 +91,31 @@ def run_pipeline(pipeline: str, env: Dict[str, str], variables: Optional[Dict[st
     return Run(p.returncode, p.stdout, p.stderr, int(m.group(1)) if m else None)
 
 
-def mage_script(script: Path, env: Dict[str, str], *args: str, stdin: Optional[str] = None,
-                timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([MAGE_PYTHON, str(script), *args], env=env, input=stdin, capture_output=True,
-                          text=True, timeout=timeout, cwd=str(REPO))
+def mage_script(
+    script: Path, env: Dict[str, str], *args: str, stdin: Optional[str] = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [MAGE_PYTHON, str(script), *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(REPO),
+    )
 
 
 def mage_python(code: str, env: Optional[Dict[str, str]] = None) -> Any:
     """Runs ``code`` in the Mage interpreter with the repo on sys.path; it must print one JSON value
     as its last stdout line."""
-    p = subprocess.run([MAGE_PYTHON, "-c", f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + code],
-                       env=env, capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    p = subprocess.run(
+        [MAGE_PYTHON, "-c", f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(REPO),
+    )
     assert p.returncode == 0, p.stderr[-4000:]
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -134,8 +153,9 @@ def postgres_env(dsn: str) -> Dict[str, str]:
 
 
 def psql(sql: str) -> str:
-    p = subprocess.run(["psql", DSN, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True,
-                       text=True, timeout=60)
+    p = subprocess.run(
+        ["psql", DSN, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True, timeout=60
+    )
     assert p.returncode == 0, p.stderr
     return p.stdout
 

@@ -24,8 +24,19 @@ def block_runs(env: Dict[str, str], project: Path, *args: str) -> Dict[str, str]
 
 def export_output(tmp_path: Path, run, index: int) -> dict:
     partition = re.search(r"execution_partition=(\S+)", run.out).group(1)
-    path = (tmp_path / "mage_data" / "mage_project" / "pipelines" / "qb_invoice_backfill" / ".variables" / partition
-            / "qb_export_window" / str(index) / "output_0" / "data.json")
+    path = (
+        tmp_path
+        / "mage_data"
+        / "mage_project"
+        / "pipelines"
+        / "qb_invoice_backfill"
+        / ".variables"
+        / partition
+        / "qb_export_window"
+        / str(index)
+        / "output_0"
+        / "data.json"
+    )
     summary = json.loads(path.read_text())
     summary.pop("export_pid")  # the process that ran it
     return summary
@@ -37,12 +48,23 @@ def test_every_block_run_executed_again_ends_as_the_first_time(emulator, env, tm
     txt = tmp_path / "data" / "invoices.txt"
     written, requests = txt.read_bytes(), emulator.stats()["query_requests"]
     output = export_output(tmp_path, first, 0)
-    fetch = next(l.split()[0] for l in first.out.splitlines() if l.strip().startswith("qb_fetch_window:invoice"))
+    fetch = next(
+        line.split()[0] for line in first.out.splitlines() if line.strip().startswith("qb_fetch_window:invoice")
+    )
 
-    again = block_runs(env, PROJECT, "reexecute", str(first.run_id), "qb_plan_windows", fetch,
-                       "qb_export_window:0", "qb_backfill_summary")
-    assert {k: again[k] for k in ("qb_plan_windows", fetch, "qb_export_window:0", "qb_backfill_summary")} == \
-        dict.fromkeys(("qb_plan_windows", fetch, "qb_export_window:0", "qb_backfill_summary"), "completed")
+    again = block_runs(
+        env,
+        PROJECT,
+        "reexecute",
+        str(first.run_id),
+        "qb_plan_windows",
+        fetch,
+        "qb_export_window:0",
+        "qb_backfill_summary",
+    )
+    assert {
+        k: again[k] for k in ("qb_plan_windows", fetch, "qb_export_window:0", "qb_backfill_summary")
+    } == dict.fromkeys(("qb_plan_windows", fetch, "qb_export_window:0", "qb_backfill_summary"), "completed")
     assert emulator.stats()["query_requests"] == requests, "a repeated plan or fetch asks QuickBooks nothing"
     assert txt.read_bytes() == written
     assert export_output(tmp_path, first, 0) == output, "a repeated export returns the first one's summary"
@@ -60,20 +82,40 @@ def test_a_failed_run_is_made_green_by_the_ui_retry_under_mages_scheduler(emulat
     assert first.rc == 0, first
     requests = emulator.stats()["query_requests"]
     block_runs(env, project, "reexecute", str(first.run_id), "qb_export_window:0")
-    state = block_runs(env, project, "set", str(first.run_id), "failed", "qb_export_window:0=failed",
-                       "qb_backfill_summary=upstream_failed")
+    state = block_runs(
+        env,
+        project,
+        "set",
+        str(first.run_id),
+        "failed",
+        "qb_export_window:0=failed",
+        "qb_backfill_summary=upstream_failed",
+    )
     assert state["<pipeline run>"] == "failed"
 
     retried = block_runs(env, project, "ui-retry", str(first.run_id))
     assert retried["<pipeline run>"] == "running"
     assert (retried["qb_export_window:0"], retried["qb_backfill_summary"]) == ("initial", "initial")
-    scheduled = mage_script(SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1",
-                            "--max-seconds", "180", timeout=240)
+    scheduled = mage_script(
+        SCHEDULER,
+        env,
+        "--project",
+        str(project),
+        "--until-idle",
+        "--interval",
+        "1",
+        "--max-seconds",
+        "180",
+        timeout=240,
+    )
     assert scheduled.returncode == 0, scheduled.stdout + scheduled.stderr[-3000:]
     assert f"runs=[({first.run_id}, 'completed')]" in scheduled.stdout, scheduled.stdout
     final = block_runs(env, project, "show", str(first.run_id))
     assert set(final.values()) == {"completed"}, final
     assert emulator.stats()["query_requests"] == requests
-    logs = "".join(p.read_text() for p in (tmp_path / "mage_data").glob("mage_project/pipelines/qb_invoice_backfill/.logs/**/*.log"))
+    logs = "".join(
+        p.read_text()
+        for p in (tmp_path / "mage_data").glob("mage_project/pipelines/qb_invoice_backfill/.logs/**/*.log")
+    )
     assert "Validation: Integrity Check Passed" in logs and "already written at" in logs
     assert read_txt(tmp_path / "data" / "invoices.txt") == truth(emulator, "invoice")

@@ -3,7 +3,6 @@ and the Dockerfile's inputs, so neither rots unnoticed."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -20,8 +19,14 @@ COMPOSE = shutil.which("docker-compose")
 def compose_config(env_file: Path, extra_env=None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "PGADMIN_", "DEFAULT_OWNER", "QBO_"))}
     env.update(extra_env or {})
-    return subprocess.run([COMPOSE, "--env-file", str(env_file), "config"], cwd=str(REPO), env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [COMPOSE, "--env-file", str(env_file), "config"],
+        cwd=str(REPO),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture
@@ -55,8 +60,11 @@ def test_compose_file_is_valid_and_wired_as_documented(compose, tmp_path: Path):
 
 
 def test_env_example_holds_no_secret_and_a_missing_password_is_refused(compose, tmp_path: Path):
-    values = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
-                  if line.strip() and not line.startswith("#"))
+    values = dict(
+        line.split("=", 1)
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     for key in ("POSTGRES_PASSWORD", "PGADMIN_DEFAULT_PASSWORD", "DEFAULT_OWNER_PASSWORD"):
         assert values[key] == "change-me"
     for key in ("QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN", "QBO_REALM_ID"):
@@ -73,11 +81,15 @@ def test_dockerfile_is_multi_stage_and_its_inputs_exist_and_pass_the_dockerignor
     assert [s[1] for s in stages] == ["wheel", "mage"]
     assert "mageai/mageai:${MAGE_VERSION}" in stages[1][0] and "ARG MAGE_VERSION=0.9.80" in text
     assert "COPY --from=wheel" in text
-    ignore = [l.strip() for l in (REPO / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
-              if l.strip() and not l.startswith("#")]
-    allowed = [l[1:].rstrip("/") for l in ignore if l.startswith("!")]
+    ignore = [
+        line.strip()
+        for line in (REPO / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    allowed = [line[1:].rstrip("/") for line in ignore if line.startswith("!")]
     for line in re.findall(r"^COPY\s+(?!--from)(.+)$", text, re.M):
         for src in line.split()[:-1]:
             assert (REPO / src).exists(), f"COPY source {src} is missing"
-            assert any(src.rstrip("/") == a or src.startswith(a + "/") for a in allowed), \
+            assert any(src.rstrip("/") == a or src.startswith(a + "/") for a in allowed), (
                 f"COPY source {src} is excluded by docker/Dockerfile.dockerignore"
+            )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
@@ -42,7 +40,7 @@ def work_runs(runs):
 
 def children(run) -> int:
     """The shares the planner fanned out to, from its ``Plan:`` line."""
-    line = next(l for l in run.lines("Plan: ") if "max_children=" in l)
+    line = next(line for line in run.lines("Plan: ") if "max_children=" in line)
     return int(line.rsplit("; ", 1)[1].split()[0])
 
 
@@ -51,13 +49,18 @@ def planned_requests(emulator, variables) -> int:
     import qbo_rs
 
     client = qbo_rs.QboClient(emulator.credentials(), token_store=None, requests_per_minute=100000)
-    estimate = client.estimate("invoice", variables["fecha_inicio"], variables["fecha_fin"],
-                               chunk_days=int(variables["chunk_days"]), page_size=int(variables["page_size"]))
+    estimate = client.estimate(
+        "invoice",
+        variables["fecha_inicio"],
+        variables["fecha_fin"],
+        chunk_days=int(variables["chunk_days"]),
+        page_size=int(variables["page_size"]),
+    )
     return estimate.count_requests
 
 
 def summary_line(run, prefix: str) -> str:
-    lines = [l for l in run.lines("qb_backfill_summary") if l.startswith(prefix)]
+    lines = [line for line in run.lines("qb_backfill_summary") if line.startswith(prefix)]
     assert len(lines) == 1, run
     return lines[0]
 
@@ -74,7 +77,7 @@ def block_runs(run):
 
 def reset_by_retry(run):
     """The block runs --retry-run reset (failed, upstream_failed, cancelled; `initial` ones run anyway)."""
-    line = next(l for l in run.out.splitlines() if "block run(s) reset:" in l)
+    line = next(line for line in run.out.splitlines() if "block run(s) reset:" in line)
     return sorted(line.split("reset: ", 1)[1].split(", "))
 
 
@@ -103,7 +106,8 @@ def windows_and_rows(slug, expected, emulator):
 
 @pytest.mark.parametrize("slug", ["invoice", "customer", "item"])
 def test_pipeline_lands_ground_truth_in_txt_and_postgres_and_rerun_adds_nothing(
-        slug, emulator, env, tmp_path: Path, pg_schema):
+    slug, emulator, env, tmp_path: Path, pg_schema
+):
     env.update(postgres_env(DSN))
     variables = dict(FULL, sink="both", pg_schema=pg_schema)
     first = run_pipeline(f"qb_{slug}_backfill", env, variables)
@@ -132,13 +136,17 @@ def test_pipeline_lands_ground_truth_in_txt_and_postgres_and_rerun_adds_nothing(
     outputs = block_output_files(tmp_path, f"qb_{slug}_backfill")
     assert len(outputs) >= 4
     assert not [p for p in outputs if b"SyncToken" in p.read_bytes()], "a record in a block output"
-    too_big = {str(p.relative_to(tmp_path)): p.stat().st_size for p in outputs if p.stat().st_size > 4096 + 256 * len(rango)}
+    too_big = {
+        str(p.relative_to(tmp_path)): p.stat().st_size for p in outputs if p.stat().st_size > 4096 + 256 * len(rango)
+    }
     assert too_big == {}
 
     before = txt.read_bytes()
     second = run_pipeline(f"qb_{slug}_backfill", env, variables)
     assert second.rc == 0, second
-    assert f", 0 inserted, 0 updated, {len(expected)} unchanged" in summary_line(second, f"Summary: {len(rango)} window(s)")
+    assert f", 0 inserted, 0 updated, {len(expected)} unchanged" in summary_line(
+        second, f"Summary: {len(rango)} window(s)"
+    )
     assert txt.read_bytes() == before
     assert table_versions(pg_schema, f"qb_{PLURAL[slug]}") == expected
 
@@ -176,7 +184,7 @@ def test_failed_fetch_fails_only_its_child_and_a_retry_fetches_it_again_and_expo
     assert summary_line(retried, "Validation:") == "Validation: Integrity Check Passed"
     # Only the failed share was read again: its pages as planned, no count of the plan again
     # (pages of 3 make most seconds a tie group, read by offset: up to half as many again).
-    pages = next(int(l.rsplit("~", 1)[1].split()[0]) for l in failed.lines(f"Share {bad.split(':', 1)[1]}: "))
+    pages = next(int(line.rsplit("~", 1)[1].split()[0]) for line in failed.lines(f"Share {bad.split(':', 1)[1]}: "))
     again = emulator.stats()["query_requests"] - requests
     assert pages <= again <= 1.5 * pages + 5, (again, pages)
     assert again < 200 * 0.6, "a retry reads one share, not the data"
@@ -189,7 +197,9 @@ def test_failed_fetch_fails_only_its_child_and_a_retry_fetches_it_again_and_expo
     assert alone.rc == 0, alone
     assert "Plan: 1 window(s) (of " in alone.out
     assert ", 0 inserted, 0 updated," in summary_line(alone, "Summary: 1 window(s)")
-    assert alone.lines("Rango ") == [l for l in alone.lines("Rango ") if l.startswith("Rango 2015-01-01 ")] != []
+    assert (
+        alone.lines("Rango ") == [line for line in alone.lines("Rango ") if line.startswith("Rango 2015-01-01 ")] != []
+    )
     runs = block_runs(alone)
     assert runs["qb_export_window:0"] == ("completed", "qb_fetch_window:invoice_backfill_2015-01-01")
     in_window = sum(1 for r in emulator.truth("Invoice") if r["last_updated_utc"][:10] < "2016-02-05")
@@ -207,13 +217,16 @@ def test_daily_windows_over_eleven_years_cost_a_few_block_runs_and_requests(emul
     assert len(rango) == 4029 and rango[0] == "Rango 2014-09-01 a 2014-09-02 -> 0 filas", rango[:3]
     runs = block_runs(run)
     assert children(run) == 1 and len(work_runs(runs)) == 4, runs
-    expected = {r["id"]: str(r["sync_token"]) for r in emulator.truth("Invoice")
-                if "2014-09-01T00:00:00Z" <= r["last_updated_utc"] < "2025-09-12T00:00:00Z"}
+    expected = {
+        r["id"]: str(r["sync_token"])
+        for r in emulator.truth("Invoice")
+        if "2014-09-01T00:00:00Z" <= r["last_updated_utc"] < "2025-09-12T00:00:00Z"
+    }
     assert read_txt(tmp_path / "data" / "invoices.txt") == expected
     assert summary_line(run, "Total ") == f"Total invoices descargadas: {len(expected)}"
     assert emulator.stats()["query_requests"] <= 4, emulator.stats()  # a count, a page (ties aside)
-    empty = [l for l in run.lines("returned 0 rows")]
-    assert len(empty) <= 2 and all("windows)" in l for l in empty), empty  # compact ranges, not 3,000 lines
+    empty = [line for line in run.lines("returned 0 rows")]
+    assert len(empty) <= 2 and all("windows)" in line for line in empty), empty  # compact ranges, not 3,000 lines
 
 
 def test_max_children_up_to_the_windows_gives_a_child_per_window(emulator, env, tmp_path: Path):
@@ -255,7 +268,8 @@ def test_failed_exports_keep_their_stage_and_a_retry_writes_them_without_fetchin
 
 
 def test_one_failed_export_fails_only_its_child_and_its_retry_completes_the_data(
-        emulator, env, tmp_path: Path, pg_schema):
+    emulator, env, tmp_path: Path, pg_schema
+):
     """PostgreSQL refuses one window's rows (a CHECK constraint on one id): the export of that
     window's share fails alone, its stage is kept, and a retry of the run writes it from the stage."""
     import qbo_rs
@@ -266,11 +280,13 @@ def test_one_failed_export_fails_only_its_child_and_its_retry_completes_the_data
     lo, hi = (victim_window.start.strftime("%Y-%m-%dT%H:%M:%SZ"), victim_window.end.strftime("%Y-%m-%dT%H:%M:%SZ"))
     victim = next(r["id"] for r in emulator.truth("Invoice") if lo <= r["last_updated_utc"] < hi)
     table = f'"{pg_schema}"."qb_invoices"'
-    psql(f'create schema "{pg_schema}"; create table {table} (id varchar primary key, payload jsonb not null, '
-         'ingested_at_utc timestamptz not null, extract_window_start_utc timestamptz not null, '
-         'extract_window_end_utc timestamptz not null, page_number integer not null, page_size integer not null, '
-         'last_updated_utc timestamptz not null, sync_token bigint not null, realm_id varchar not null, '
-         f"constraint not_this_one check (id <> '{victim}'))")
+    psql(
+        f'create schema "{pg_schema}"; create table {table} (id varchar primary key, payload jsonb not null, '
+        "ingested_at_utc timestamptz not null, extract_window_start_utc timestamptz not null, "
+        "extract_window_end_utc timestamptz not null, page_number integer not null, page_size integer not null, "
+        "last_updated_utc timestamptz not null, sync_token bigint not null, realm_id varchar not null, "
+        f"constraint not_this_one check (id <> '{victim}'))"
+    )
     failed = run_pipeline("qb_invoice_backfill", env, dict(SHARED, sink="postgres", pg_schema=pg_schema))
     assert failed.rc == 1, failed
     assert children(failed) == 3, failed
@@ -279,7 +295,10 @@ def test_one_failed_export_fails_only_its_child_and_its_retry_completes_the_data
     assert len(bad) == 1 and bad[0].startswith("qb_export_window:"), failed
     share = runs[bad[0]][1].split(":", 1)[1]  # the label of the share its fetch read
     first, last_start = share.split("..")
-    assert first <= victim_window.label and victim_window.start.strftime("%Y-%m-%d") <= last_start, (share, victim_window)
+    assert first <= victim_window.label and victim_window.start.strftime("%Y-%m-%d") <= last_start, (
+        share,
+        victim_window,
+    )
     assert all(runs[k][0] == "completed" for k in runs if k not in bad and k != "qb_backfill_summary"), failed
     assert staged_files(tmp_path, "invoices") == sorted([f"{share}.a1.jsonl", f"{share}.share.json"])
     expected = truth(emulator, "invoice")
@@ -301,19 +320,26 @@ def test_credentials_from_mage_secrets_and_rotated_token_written_back(emulator, 
     emulator.set_knobs(refresh_rotate_after_secs=0, old_refresh_grace_secs=0)  # rotate on every refresh
     original = env["QBO_REFRESH_TOKEN"]
     # Secrets set headlessly, values through stdin; then the environment no longer has them.
-    for name, var in (("qb_client_id", "QBO_CLIENT_ID"), ("qb_client_secret", "QBO_CLIENT_SECRET"),
-                      ("qb_refresh_token", "QBO_REFRESH_TOKEN"), ("qb_realm_id", "QBO_REALM_ID")):
+    for name, var in (
+        ("qb_client_id", "QBO_CLIENT_ID"),
+        ("qb_client_secret", "QBO_CLIENT_SECRET"),
+        ("qb_refresh_token", "QBO_REFRESH_TOKEN"),
+        ("qb_realm_id", "QBO_REALM_ID"),
+    ):
         p = mage_script(SECRETS, env, "set", name, stdin=env.pop(var) + "\n")
         assert p.returncode == 0 and f"secret {name} set" in p.stdout, p.stderr[-2000:]
     listed = mage_script(SECRETS, env, "list")
     assert listed.stdout.split() == ["qb_client_id", "qb_client_secret", "qb_refresh_token", "qb_realm_id"]
     assert original not in mage_script(SECRETS, env, "get", "qb_refresh_token").stdout  # not revealed
 
-    run = run_pipeline("qb_item_backfill", env, {"fecha_inicio": RANGE_START, "fecha_fin": RANGE_END,
-                                                 "chunk_days": "1000"})  # sink: txt by default
+    run = run_pipeline(
+        "qb_item_backfill", env, {"fecha_inicio": RANGE_START, "fecha_fin": RANGE_END, "chunk_days": "1000"}
+    )  # sink: txt by default
     assert run.rc == 0, run
-    assert "qb_client_id=mage_secret, qb_client_secret=mage_secret, qb_realm_id=mage_secret, " \
-           "qb_refresh_token=mage_secret" in run.err
+    assert (
+        "qb_client_id=mage_secret, qb_client_secret=mage_secret, qb_realm_id=mage_secret, "
+        "qb_refresh_token=mage_secret" in run.err
+    )
     assert read_txt(tmp_path / "data" / "items.txt") == truth(emulator, "item")
     assert "Intuit rotated the refresh token: Mage secret qb_refresh_token updated" in run.out
     rotated = mage_script(SECRETS, env, "get", "qb_refresh_token", "--reveal").stdout.strip()
@@ -323,8 +349,9 @@ def test_credentials_from_mage_secrets_and_rotated_token_written_back(emulator, 
     # The secret alone (token store wiped) authenticates: it holds the live token, the old one is dead.
     for f in (tmp_path / "mage_data" / "qbo_rs").iterdir():
         f.unlink()
-    again = run_pipeline("qb_item_backfill", env, {"fecha_inicio": RANGE_START, "fecha_fin": RANGE_END,
-                                                   "chunk_days": "1000"})
+    again = run_pipeline(
+        "qb_item_backfill", env, {"fecha_inicio": RANGE_START, "fecha_fin": RANGE_END, "chunk_days": "1000"}
+    )
     assert again.rc == 0, again
     assert emulator.stats()["invalid_grant"] == 0
 
@@ -344,13 +371,27 @@ def test_environment_fallback_and_a_missing_secret_is_named_before_any_request(e
     assert emulator.stats()["query_requests"] == queries
 
 
-@pytest.mark.parametrize("variables,message", [
-    ({"fecha_inicio": "2025-01-01", "fecha_fin": "2025-02-01", "page_size": "5000"},
-     "page_size must be between 1 and 1000 (got 5000)"),
-    ({"fecha_inicio": "2025-02-01", "fecha_fin": "2025-01-01"}, "fecha_fin (2025-01-01T00:00:00Z) must be after fecha_inicio"),
-    ({"fecha_inicio": "01/02/2025", "fecha_fin": "2025-03-01"}, "fecha_inicio must be an ISO date or datetime in UTC"),
-    ({"fecha_inicio": "2025-01-01", "fecha_fin": "2025-03-01", "sink": "parquet"}, "sink must be one of txt, postgres, both"),
-])
+@pytest.mark.parametrize(
+    "variables,message",
+    [
+        (
+            {"fecha_inicio": "2025-01-01", "fecha_fin": "2025-02-01", "page_size": "5000"},
+            "page_size must be between 1 and 1000 (got 5000)",
+        ),
+        (
+            {"fecha_inicio": "2025-02-01", "fecha_fin": "2025-01-01"},
+            "fecha_fin (2025-01-01T00:00:00Z) must be after fecha_inicio",
+        ),
+        (
+            {"fecha_inicio": "01/02/2025", "fecha_fin": "2025-03-01"},
+            "fecha_inicio must be an ISO date or datetime in UTC",
+        ),
+        (
+            {"fecha_inicio": "2025-01-01", "fecha_fin": "2025-03-01", "sink": "parquet"},
+            "sink must be one of txt, postgres, both",
+        ),
+    ],
+)
 def test_bad_runtime_variable_fails_the_planner_with_a_clear_error(variables, message, emulator, env):
     run = run_pipeline("qb_item_backfill", env, variables)
     assert run.rc == 1
@@ -361,11 +402,13 @@ def test_bad_runtime_variable_fails_the_planner_with_a_clear_error(variables, me
 def test_unsafe_table_names_fail_the_planner_before_any_request(emulator, env):
     env.update(POSTGRES_HOST="127.0.0.1", POSTGRES_DB="raw", POSTGRES_USER="u", POSTGRES_PASSWORD="p")
     for variables in ({"pg_schema": 'raw"; drop table x; --'}, {"pg_table_prefix": "qb-"}):
-        run = run_pipeline("qb_item_backfill", env, dict(variables, fecha_inicio="2025-01-01", fecha_fin="2025-02-01",
-                                                          sink="postgres"))
+        run = run_pipeline(
+            "qb_item_backfill", env, dict(variables, fecha_inicio="2025-01-01", fecha_fin="2025-02-01", sink="postgres")
+        )
         assert run.rc == 1 and "pg_schema=" in run.err and "pg_table_prefix=" in run.err, run
-        assert "block_run qb_plan_windows" in run.out and not [l for l in run.out.splitlines()
-                                                               if l.strip().startswith("block_run qb_fetch_window:")]
+        assert "block_run qb_plan_windows" in run.out and not [
+            line for line in run.out.splitlines() if line.strip().startswith("block_run qb_fetch_window:")
+        ]
     assert emulator.stats()["query_requests"] == 0
 
 
@@ -380,13 +423,19 @@ for text in ('0001-01-01', '2025-01-01T00:00:00.250Z', '2025-03-09T02:30:00-07:0
     out.append([utc_text(moment), datetime.fromisoformat(utc_text(moment).replace('Z', '+00:00')) == moment])
 print(json.dumps(out))
 """)
-    assert result == [["0001-01-01T00:00:00Z", True], ["2025-01-01T00:00:00.250000Z", True],
-                      ["2025-03-09T09:30:00Z", True]]
+    assert result == [
+        ["0001-01-01T00:00:00Z", True],
+        ["2025-01-01T00:00:00.250000Z", True],
+        ["2025-03-09T09:30:00Z", True],
+    ]
 
 
 def test_a_sub_second_range_runs_without_an_alert(emulator, env):
-    run = run_pipeline("qb_item_backfill", env, dict(fecha_inicio="2015-01-01T00:00:00.250Z",
-                                                     fecha_fin="2026-01-01T00:00:00.750Z", chunk_days="3650"))
+    run = run_pipeline(
+        "qb_item_backfill",
+        env,
+        dict(fecha_inicio="2015-01-01T00:00:00.250Z", fecha_fin="2026-01-01T00:00:00.750Z", chunk_days="3650"),
+    )
     assert run.rc == 0, run
     assert "Validation: Integrity Check Passed" in run.out and "[ALERT]" not in run.out + run.err
 
@@ -394,7 +443,9 @@ def test_a_sub_second_range_runs_without_an_alert(emulator, env):
 def test_a_data_dir_that_is_a_file_fails_the_planner_by_name(emulator, env, tmp_path: Path):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    run = run_pipeline("qb_item_backfill", env, dict(fecha_inicio="2025-01-01", fecha_fin="2025-02-01", data_dir=str(a_file)))
+    run = run_pipeline(
+        "qb_item_backfill", env, dict(fecha_inicio="2025-01-01", fecha_fin="2025-02-01", data_dir=str(a_file))
+    )
     assert run.rc == 1 and "is a file, not a folder: set the variable data_dir" in run.err, run
     assert "FileExistsError" not in run.err
     assert emulator.stats()["query_requests"] == 0
@@ -427,10 +478,26 @@ for extra in [dict(fecha_fin='2025-02-01'), dict(fecha_inicio='2025-01-01', fech
 print(json.dumps([ok, bad]))
 """)
     ok, bad = result
-    assert ok[0] == ["invoice", "2025-01-01T00:00:00+00:00", "2025-02-01T00:00:00+00:00", 50, 7, "both", None,
-                     "/x/data"]
-    assert ok[1] == ["invoice", "2025-01-01T00:00:00+00:00", "2025-02-02T00:00:00+00:00", 1000, 1, "txt",
-                     ["invoice_backfill_2025-01-01", "invoice_backfill_2025-01-02"], "/x/data"]
+    assert ok[0] == [
+        "invoice",
+        "2025-01-01T00:00:00+00:00",
+        "2025-02-01T00:00:00+00:00",
+        50,
+        7,
+        "both",
+        None,
+        "/x/data",
+    ]
+    assert ok[1] == [
+        "invoice",
+        "2025-01-01T00:00:00+00:00",
+        "2025-02-02T00:00:00+00:00",
+        1000,
+        1,
+        "txt",
+        ["invoice_backfill_2025-01-01", "invoice_backfill_2025-01-02"],
+        "/x/data",
+    ]
     assert ok[2][1:6] == ["2025-01-01T00:00:00+00:00", "2025-01-01T12:30:00+00:00", 1000, 50, "txt"]  # the default page
     assert bad == [
         "fecha_inicio is required: an ISO date or datetime in UTC, e.g. 2025-01-01",
@@ -451,7 +518,8 @@ def test_every_mage_worker_draws_on_one_realm_budget(tmp_path: Path):
     with QboEmulator(seed=3, invoices=10, customers=5, items=5) as emu:
         env = base_env(tmp_path)
         env.update(emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
-        result = mage_python(r"""
+        result = mage_python(
+            r"""
 import json, os
 from mage_project.utils.qb_mage import make_client, realm_budget
 from qbo_rs.exceptions import ConfigError
@@ -462,7 +530,10 @@ os.environ['QBO_RS_REALM_RPM'] = '0'
 try: realm_budget(); out.append(None)
 except ConfigError as e: out.append(str(e))
 print(json.dumps(out))
-""" % str(PROJECT), env=env)
+"""
+            % str(PROJECT),
+            env=env,
+        )
     assert result[0] == [490, 10]
     first, second = result[1]
     assert first == second and first.startswith(str(tmp_path / "budget")), result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import sqlite3
@@ -25,7 +24,8 @@ INVOICE_TRIGGERS = PROJECT / "pipelines" / "qb_invoice_backfill" / "triggers.yam
 
 
 def test_trigger_file_is_parsed_by_mages_loader(tmp_path: Path):
-    result = mage_python(r"""
+    result = mage_python(
+        r"""
 import json, os
 from mage_ai.settings.repo import set_repo_path
 set_repo_path(%r)
@@ -37,18 +37,35 @@ for uuid in ('qb_invoice_backfill', 'qb_customer_backfill', 'qb_item_backfill'):
                            start=t.start_time.isoformat(), status=t.status.value, variables=t.variables,
                            valid=t.has_valid_schedule_interval, settings=t.settings)
 print(json.dumps(out))
-""" % str(PROJECT), env=base_env(tmp_path))
+"""
+        % str(PROJECT),
+        env=base_env(tmp_path),
+    )
     assert result["qb_invoice_trigger"] == dict(
-        pipeline="qb_invoice_backfill", type="time", interval="@once", start="2025-09-12T00:00:00+00:00",
-        status="active", valid=True, settings={"skip_if_previous_running": True, "allow_blocks_to_fail": True},
-        variables={"fecha_inicio": "2014-09-01", "fecha_fin": "2025-09-12", "page_size": 1000, "chunk_days": 50,
-                   "max_children": 4, "sink": "txt"})
+        pipeline="qb_invoice_backfill",
+        type="time",
+        interval="@once",
+        start="2025-09-12T00:00:00+00:00",
+        status="active",
+        valid=True,
+        settings={"skip_if_previous_running": True, "allow_blocks_to_fail": True},
+        variables={
+            "fecha_inicio": "2014-09-01",
+            "fecha_fin": "2025-09-12",
+            "page_size": 1000,
+            "chunk_days": 50,
+            "max_children": 4,
+            "sink": "txt",
+        },
+    )
     for name in ("qb_customer_trigger", "qb_item_trigger"):  # the same pattern, not scheduled
         assert result[name]["interval"] == "@once" and result[name]["status"] == "inactive"
     check = mage_script(TRIGGERS, base_env(tmp_path), "check")
     assert check.returncode == 0, check.stdout + check.stderr[-2000:]
-    assert "qb_invoice_backfill: qb_invoice_trigger time @once start_time=2025-09-12T00:00:00+00:00 status=active" \
+    assert (
+        "qb_invoice_backfill: qb_invoice_trigger time @once start_time=2025-09-12T00:00:00+00:00 status=active"
         in check.stdout
+    )
 
 
 def test_post_run_policy_edits_only_the_status_line(tmp_path: Path):
@@ -61,13 +78,17 @@ def test_post_run_policy_edits_only_the_status_line(tmp_path: Path):
         "  schedule_type: time\n  start_time: 2025-09-12 00:00:00+00:00\n  status: active\n"
         "- description: y\n  envs: []\n  name: qb_invoice_trigger\n  schedule_interval: '@once'\n"
         "  schedule_type: time\n  start_time: 2025-09-12 00:00:00+00:00\n  status: active\n"
-        "  variables:\n    fecha_fin: '2025-09-12'\n")
-    result = mage_python(r"""
+        "  variables:\n    fecha_fin: '2025-09-12'\n"
+    )
+    result = mage_python(
+        r"""
 import json
 from mage_project.utils.qb_mage import disable_once_trigger
 print(json.dumps([disable_once_trigger(%r, 'qb_invoice_trigger'), disable_once_trigger(%r, 'qb_invoice_trigger'),
                   disable_once_trigger(%r, 'qb_invoice_trigger'), disable_once_trigger(%r, 'nope')]))
-""" % (str(ours), str(ours), str(dumped), str(dumped)))
+"""
+        % (str(ours), str(ours), str(dumped), str(dumped))
+    )
     assert result == [True, False, True, False]
     before, after = INVOICE_TRIGGERS.read_text().splitlines(), ours.read_text().splitlines()
     changed = [(a, b) for a, b in zip(before, after) if a != b]
@@ -96,25 +117,45 @@ def test_scheduler_fires_the_trigger_once_in_parallel_workers_within_the_realm_l
     meta.write_text(meta.read_text().replace("concurrency: 4", "concurrency: 3"))
 
     limit = 120  # the emulator's realm throttle, requests per sliding 60 s
-    with QboEmulator(seed=5, invoices=600, customers=20, items=20, throttle_per_minute=limit,
-                     max_in_flight=10, latency_ms=20) as emu:
+    with QboEmulator(
+        seed=5, invoices=600, customers=20, items=20, throttle_per_minute=limit, max_in_flight=10, latency_ms=20
+    ) as emu:
         env = base_env(tmp_path)
         env.update(emu.env())
         # Our budget for the whole realm: each of the 3 workers asks for all of it, and the
         # budget file they share (base_env: QBO_LIMITER_DIR) keeps their sum under the limit.
         env["QBO_RS_REALM_RPM"] = str(limit - 3)
-        first = mage_script(SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1",
-                            "--max-seconds", "400", timeout=450)
+        first = mage_script(
+            SCHEDULER,
+            env,
+            "--project",
+            str(project),
+            "--until-idle",
+            "--interval",
+            "1",
+            "--max-seconds",
+            "400",
+            timeout=450,
+        )
         assert first.returncode == 0, first.stdout + first.stderr[-5000:]
-        assert "[final] schedule qb_invoice_backfill/qb_invoice_trigger @once status=inactive " \
-               "runs=[(1, 'completed')]" in first.stdout, first.stdout
+        assert (
+            "[final] schedule qb_invoice_backfill/qb_invoice_trigger @once status=inactive "
+            "runs=[(1, 'completed')]" in first.stdout
+        ), first.stdout
         stats = emu.stats()
-        expected = {r["id"]: str(r["sync_token"]) for r in emu.truth("Invoice")
-                    if "2014-09-01T00:00:00Z" <= r["last_updated_utc"] < "2025-09-12T00:00:00Z"}
+        expected = {
+            r["id"]: str(r["sync_token"])
+            for r in emu.truth("Invoice")
+            if "2014-09-01T00:00:00Z" <= r["last_updated_utc"] < "2025-09-12T00:00:00Z"
+        }
     assert read_txt(tmp_path / "data" / "invoices.txt") == expected
 
-    summary = "".join(p.read_text() for p in (tmp_path / "mage_data" / "mage_project").glob(
-        "pipelines/qb_invoice_backfill/.logs/*/*/qb_backfill_summary.log"))
+    summary = "".join(
+        p.read_text()
+        for p in (tmp_path / "mage_data" / "mage_project").glob(
+            "pipelines/qb_invoice_backfill/.logs/*/*/qb_backfill_summary.log"
+        )
+    )
     found = re.search(r"Summary: (\d+) window\(s\) in (\d+) share\(s\), (\d+) worker process", summary)
     windows, shares, workers = map(int, found.groups())
     assert windows == 4029 and shares == 2 and workers == 2, summary
@@ -134,13 +175,15 @@ def test_scheduler_fires_the_trigger_once_in_parallel_workers_within_the_realm_l
     after = triggers.read_text()
     assert "  status: inactive" in after and "# Post-run policy" in after
     # ... a restarted scheduler does not fire it again ...
-    again = mage_script(SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1",
-                        "--max-seconds", "60")
+    again = mage_script(
+        SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1", "--max-seconds", "60"
+    )
     assert again.returncode == 0 and "runs=[(1, 'completed')]" in again.stdout, again.stdout
     # ... and neither does a fresh Mage database (new container, wiped volume).
     env["MAGE_DATA_DIR"] = str(tmp_path / "fresh_mage_data")
-    fresh = mage_script(SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1",
-                        "--max-seconds", "60")
+    fresh = mage_script(
+        SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1", "--max-seconds", "60"
+    )
     assert fresh.returncode == 0, fresh.stdout
     assert "qb_invoice_backfill/qb_invoice_trigger @once status=inactive runs=[]" in fresh.stdout
 
@@ -158,35 +201,57 @@ def test_under_the_scheduler_failed_fetches_fail_alone_and_hold_back_the_exports
     shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))
     triggers = project / "pipelines" / "qb_invoice_backfill" / "triggers.yaml"
     # 120 pages of 5: two streams, two shares.
-    triggers.write_text(triggers.read_text().replace("chunk_days: 50", "chunk_days: 800").replace("page_size: 1000", "page_size: 5"))
+    triggers.write_text(
+        triggers.read_text().replace("chunk_days: 50", "chunk_days: 800").replace("page_size: 1000", "page_size: 5")
+    )
     meta = project / "metadata.yaml"
     meta.write_text(meta.read_text().replace("concurrency: 4", "concurrency: 2"))
     with QboEmulator(seed=5, invoices=600, customers=20, items=20) as emu:
         env = base_env(tmp_path)
         env.update(emu.env())
-        counts = qbo_rs.QboClient(emu.credentials(), token_store=None).estimate(
-            "invoice", "2014-09-01", "2025-09-12", chunk_days=800, page_size=5).count_requests
+        counts = (
+            qbo_rs.QboClient(emu.credentials(), token_store=None)
+            .estimate("invoice", "2014-09-01", "2025-09-12", chunk_days=800, page_size=5)
+            .count_requests
+        )
         emu.set_knobs(force_429_after=counts, force_429_next=1_000_000)  # every fetch exhausts its retries
-        first = mage_script(SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1",
-                            "--max-seconds", "300", timeout=350)
+        first = mage_script(
+            SCHEDULER,
+            env,
+            "--project",
+            str(project),
+            "--until-idle",
+            "--interval",
+            "1",
+            "--max-seconds",
+            "300",
+            timeout=350,
+        )
         assert "[final] schedule qb_invoice_backfill/qb_invoice_trigger @once" in first.stdout, first.stdout
         assert "runs=[(1, 'failed')]" in first.stdout, first.stdout + first.stderr[-3000:]
         with sqlite3.connect(tmp_path / "mage_data" / "mage_project" / "mage-ai.db") as db:
             statuses = dict(db.execute("select block_uuid, status from block_run where pipeline_run_id = 1").fetchall())
         fetches = {k: v for k, v in statuses.items() if k.startswith("qb_fetch_window:")}
         assert len(fetches) == 2 and set(fetches.values()) == {"FAILED"}, statuses  # none cancelled
-        assert statuses["qb_export_window"] == "UPSTREAM_FAILED" and statuses["qb_backfill_summary"] == "UPSTREAM_FAILED"
+        assert (
+            statuses["qb_export_window"] == "UPSTREAM_FAILED" and statuses["qb_backfill_summary"] == "UPSTREAM_FAILED"
+        )
         assert not [k for k in statuses if k.startswith("qb_export_window:")], statuses
         assert not (tmp_path / "data" / "invoices.txt").exists()
 
         emu.set_knobs(force_429_next=0)
-        retried = mage_script(RUNNER, env, "qb_invoice_backfill", "--project",
-                              str(project), "--retry-run", "1")
+        retried = mage_script(RUNNER, env, "qb_invoice_backfill", "--project", str(project), "--retry-run", "1")
         assert retried.returncode == 0, retried.stdout + retried.stderr[-3000:]
         assert "4 block run(s) reset" in retried.stdout
-        expected = {r["id"]: str(r["sync_token"]) for r in emu.truth("Invoice")
-                    if "2014-09-01T00:00:00Z" <= r["last_updated_utc"] < "2025-09-12T00:00:00Z"}
+        expected = {
+            r["id"]: str(r["sync_token"])
+            for r in emu.truth("Invoice")
+            if "2014-09-01T00:00:00Z" <= r["last_updated_utc"] < "2025-09-12T00:00:00Z"
+        }
     assert read_txt(tmp_path / "data" / "invoices.txt") == expected
     assert f"Total invoices descargadas: {len(expected)}" in retried.stdout
-    assert not [p for p in (tmp_path / "data" / ".qbo_rs" / "stage" / "invoices").rglob("*")
-                if p.suffix in (".json", ".jsonl", ".partial")], "every stage was written and removed"
+    assert not [
+        p
+        for p in (tmp_path / "data" / ".qbo_rs" / "stage" / "invoices").rglob("*")
+        if p.suffix in (".json", ".jsonl", ".partial")
+    ], "every stage was written and removed"

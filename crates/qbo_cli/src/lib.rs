@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use qbo_core::backfill::{run_backfill, BackfillRequest, Progress};
-use qbo_core::sink::{open_sinks, SinkConfig};
 use qbo_core::limiter::LimiterScope;
 use qbo_core::read_plan::ReadPlan;
+use qbo_core::sink::{open_sinks, SinkConfig};
 use qbo_core::{ClientConfig, Credentials, Entity, Error};
 use tokio::runtime::Runtime;
 
@@ -66,11 +66,8 @@ struct ReadArgs {
 impl ReadArgs {
     fn request(&self) -> Result<BackfillRequest, Error> {
         let entity: Entity = self.entity.parse()?;
-        let mut request = BackfillRequest::new(
-            entity,
-            qbo_core::time::parse_user_instant("--start", &self.start)?,
-            qbo_core::time::parse_user_instant("--end", &self.end)?,
-        );
+        let mut request =
+            BackfillRequest::new(entity, qbo_core::time::parse_user_instant("--start", &self.start)?, qbo_core::time::parse_user_instant("--end", &self.end)?);
         request.chunk_days = self.chunk_days;
         request.page_size = self.page_size;
         request.filter_field = self.filter_field.parse()?;
@@ -291,7 +288,14 @@ async fn estimate(a: EstimateArgs) -> Result<i32, Error> {
             client.requests_per_minute()
         );
         for s in &estimate.streams {
-            let _ = writeln!(out, "  stream {} .. {}: {} record(s), {} window(s)", qbo_core::time::format_utc(s.start), qbo_core::time::format_utc(s.end), s.records, s.windows);
+            let _ = writeln!(
+                out,
+                "  stream {} .. {}: {} record(s), {} window(s)",
+                qbo_core::time::format_utc(s.start),
+                qbo_core::time::format_utc(s.end),
+                s.records,
+                s.windows
+            );
         }
     }
     Ok(0)
@@ -384,8 +388,8 @@ async fn emulator(a: EmulatorArgs) -> Result<i32, Error> {
     let _ = out.flush();
     drop(out);
     eprintln!("qbo-rs emulator: serving {} (Ctrl-C to stop)", emu.base_url());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::config(format!("cannot listen for SIGTERM: {e}")))?;
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| Error::config(format!("cannot listen for SIGTERM: {e}")))?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

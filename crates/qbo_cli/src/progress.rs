@@ -79,12 +79,7 @@ impl Write for SuspendingWriter {
 pub fn install_logging(bar: Bar) {
     let level = std::env::var("QBO_RS_LOG").ok().and_then(|v| v.parse::<tracing::Level>().ok()).unwrap_or(tracing::Level::INFO);
     let writer = move || SuspendingWriter { bar: bar.bar.clone() };
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_target(false)
-        .with_ansi(false)
-        .with_writer(writer)
-        .finish();
+    let subscriber = tracing_subscriber::fmt().with_max_level(level).with_target(false).with_ansi(false).with_writer(writer).finish();
     // Already installed (a second run in the same process): keep the first.
     let _ = tracing::subscriber::set_global_default(subscriber);
 }

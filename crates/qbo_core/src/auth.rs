@@ -99,12 +99,7 @@ fn refresh_margin(expires_in: u64) -> Duration {
 }
 
 impl TokenManager {
-    pub fn new(
-        creds: Credentials,
-        http: Arc<crate::http::Http>,
-        store: Option<FileTokenStore>,
-        on_rotate: Option<RotationHook>,
-    ) -> Self {
+    pub fn new(creds: Credentials, http: Arc<crate::http::Http>, store: Option<FileTokenStore>, on_rotate: Option<RotationHook>) -> Self {
         let refresh = creds.refresh_token.clone();
         TokenManager {
             creds,
@@ -175,11 +170,7 @@ impl TokenManager {
         // Newest first: the store (rotated by any process), this process's, then the one
         // the user configured (which wins again if they re-authorised since).
         let mut candidates: Vec<SecretString> = Vec::new();
-        for c in saved
-            .iter()
-            .map(|s| SecretString::from(s.refresh_token.clone()))
-            .chain([state.refresh.clone(), self.creds.refresh_token.clone()])
-        {
+        for c in saved.iter().map(|s| SecretString::from(s.refresh_token.clone())).chain([state.refresh.clone(), self.creds.refresh_token.clone()]) {
             if !candidates.iter().any(|k| k.expose_secret() == c.expose_secret()) {
                 candidates.push(c);
             }
@@ -189,9 +180,7 @@ impl TokenManager {
         // the current one is spent (a full disk must not cost the company its authorisation).
         if let Some(store) = &self.store {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || store.reserve())
-                .await
-                .map_err(|e| Error::TokenStore(format!("token store task failed: {e}")))??;
+            tokio::task::spawn_blocking(move || store.reserve()).await.map_err(|e| Error::TokenStore(format!("token store task failed: {e}")))??;
         }
         let mut outcome = None;
         for (i, candidate) in candidates.iter().enumerate() {
@@ -256,15 +245,14 @@ impl TokenManager {
                     "Intuit rotated the refresh token but it could not be saved to {} ({e}); it was {hooked}kept by this process, \
                      which goes on: fix the store (free space, permissions) before this process ends, or the company must be \
                      re-authorised", store.path().display()),
-                (None, _) => tracing::warn!(target: "qbo_rs", "Intuit rotated the refresh token and no token store is configured: persist it through the rotation hook or it is lost"),
+                (None, _) => {
+                    tracing::warn!(target: "qbo_rs", "Intuit rotated the refresh token and no token store is configured: persist it through the rotation hook or it is lost")
+                }
             }
             if let Some(hook) = &self.on_rotate {
                 let hook = Arc::clone(hook);
-                let rotated = RotatedToken {
-                    realm_id: self.creds.realm_id.clone(),
-                    refresh_token: state.refresh.clone(),
-                    refresh_token_expires_at: refresh_expires_at,
-                };
+                let rotated =
+                    RotatedToken { realm_id: self.creds.realm_id.clone(), refresh_token: state.refresh.clone(), refresh_token_expires_at: refresh_expires_at };
                 let result = tokio::task::spawn_blocking(move || hook(&rotated)).await;
                 match result {
                     Ok(Ok(())) => {}
@@ -314,9 +302,8 @@ impl TokenManager {
             let tid = crate::client::intuit_tid(resp.headers());
             let body = resp.bytes().await.unwrap_or_default();
             if status.is_success() {
-                return serde_json::from_slice(&body).map_err(|e| {
-                    ExchangeError::Fatal(Error::Decode(format!("token endpoint answered 200 with an unexpected body: {e}")))
-                });
+                return serde_json::from_slice(&body)
+                    .map_err(|e| ExchangeError::Fatal(Error::Decode(format!("token endpoint answered 200 with an unexpected body: {e}"))));
             }
             let error_code = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -338,10 +325,7 @@ impl TokenManager {
                 last_error = format!("token endpoint answered HTTP {status}");
                 continue;
             }
-            return Err(ExchangeError::Fatal(Error::Auth {
-                message: format!("token endpoint answered HTTP {status} ({error_code})"),
-                intuit_tid: tid,
-            }));
+            return Err(ExchangeError::Fatal(Error::Auth { message: format!("token endpoint answered HTTP {status} ({error_code})"), intuit_tid: tid }));
         }
         Err(ExchangeError::Fatal(Error::Auth { message: last_error, intuit_tid: None }))
     }

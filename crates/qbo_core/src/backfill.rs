@@ -10,15 +10,15 @@ use chrono::{DateTime, Utc};
 
 use crate::budget::{MemoryBudget, DEFAULT_MAX_BUFFER_MB};
 use crate::client::{QboClient, RequestCounts};
-use crate::read_plan::{Estimate, ReadPlan};
 use crate::entity::{Entity, FilterField};
 use crate::error::Error;
 use crate::options::{unknown_option, OptionSet, OptionValue};
 use crate::paginate::{WindowFetch, WindowReader};
 use crate::query::MAX_PAGE_SIZE;
+use crate::read_plan::{Estimate, ReadPlan};
 use crate::sink::{Sink, WriteOutcome};
-use crate::writer::{WindowWriter, WriterState};
 use crate::window::{plan_windows, Window};
+use crate::writer::{WindowWriter, WriterState};
 
 /// QuickBooks' maximum: every request is metered, so the fewest requests are the cheapest.
 pub const DEFAULT_PAGE_SIZE: u32 = MAX_PAGE_SIZE;
@@ -91,8 +91,7 @@ impl BackfillRequest {
 }
 
 impl OptionSet for BackfillRequest {
-    const NAMES: &'static [&'static str] =
-        &["chunk_days", "page_size", "filter_field", "max_concurrent_windows", "max_buffer_mb", "windows", "max_requests"];
+    const NAMES: &'static [&'static str] = &["chunk_days", "page_size", "filter_field", "max_concurrent_windows", "max_buffer_mb", "windows", "max_requests"];
 
     fn set(&mut self, name: &str, value: &OptionValue) -> Result<(), Error> {
         match name {
@@ -333,11 +332,7 @@ pub(crate) fn sink_reports(sinks: &[Arc<dyn Sink>], state: &WriterState) -> Vec<
     sinks
         .iter()
         .enumerate()
-        .map(|(i, s)| SinkReport {
-            sink: s.name().to_string(),
-            target: s.target(),
-            outcome: state.outcomes.get(i).copied().unwrap_or_default(),
-        })
+        .map(|(i, s)| SinkReport { sink: s.name().to_string(), target: s.target(), outcome: state.outcomes.get(i).copied().unwrap_or_default() })
         .collect()
 }
 
@@ -419,10 +414,10 @@ mod tests {
 
     use super::*;
     use crate::client::ClientConfig;
-    use crate::sink::WriteBatch;
     use crate::credentials::{Credentials, Environment};
     use crate::limiter::Pacing;
     use crate::sink::BoxFuture;
+    use crate::sink::WriteBatch;
 
     /// A sink with tiny batches whose writes take a while, recording what the backfill does.
     #[derive(Default)]
@@ -501,15 +496,7 @@ mod tests {
     }
 
     async fn emulator_and_client() -> (Emulator, QboClient) {
-        let emu = Emulator::start(EmulatorConfig {
-            invoices: 400,
-            customers: 5,
-            items: 5,
-            knobs: Knobs::unthrottled(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let emu = Emulator::start(EmulatorConfig { invoices: 400, customers: 5, items: 5, knobs: Knobs::unthrottled(), ..Default::default() }).await.unwrap();
         let creds = Credentials {
             client_id: emu.client_id().into(),
             client_secret: SecretString::from(emu.client_secret().to_string()),
@@ -519,20 +506,14 @@ mod tests {
             api_base_url: Some(emu.base_url()),
             token_url: Some(emu.token_url()),
         };
-        let config = ClientConfig {
-            pacing: Pacing { requests_per_minute: 1_000_000, ..Pacing::default() },
-            ..ClientConfig::default()
-        };
+        let config = ClientConfig { pacing: Pacing { requests_per_minute: 1_000_000, ..Pacing::default() }, ..ClientConfig::default() };
         let client = QboClient::new(creds, config).unwrap();
         (emu, client)
     }
 
     fn request(chunk_days: u32) -> BackfillRequest {
-        let mut r = BackfillRequest::new(
-            Entity::Invoice,
-            Utc.with_ymd_and_hms(2015, 1, 1, 0, 0, 0).unwrap(),
-            Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
-        );
+        let mut r =
+            BackfillRequest::new(Entity::Invoice, Utc.with_ymd_and_hms(2015, 1, 1, 0, 0, 0).unwrap(), Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
         r.chunk_days = chunk_days;
         r.page_size = 10;
         r
@@ -549,11 +530,7 @@ mod tests {
             assert!(report.ok(), "{:?}", report.failed().iter().map(|w| &w.error).collect::<Vec<_>>());
             assert!(probe.writes.load(Ordering::SeqCst) > report.windows.len(), "several batches per window");
             assert_eq!(probe.most_in_flight_per_window.load(Ordering::SeqCst), 1, "one write in flight per window");
-            assert_eq!(
-                probe.fetched_during_write.load(Ordering::SeqCst),
-                overlap,
-                "fetching overlaps writing exactly when the sink asks for it"
-            );
+            assert_eq!(probe.fetched_during_write.load(Ordering::SeqCst), overlap, "fetching overlaps writing exactly when the sink asks for it");
             for w in &report.windows {
                 assert_eq!(w.sinks[0].outcome.written(), w.rows_emitted, "{}: every batch counted", w.label);
             }

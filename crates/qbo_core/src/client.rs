@@ -102,8 +102,7 @@ fn seconds(name: &str, value: &OptionValue) -> Result<Duration, Error> {
 }
 
 impl OptionSet for ClientOptions<'_> {
-    const NAMES: &'static [&'static str] =
-        &["requests_per_minute", "max_in_flight", "max_retries", "backoff_base", "timeout", "token_store", "limiter_dir"];
+    const NAMES: &'static [&'static str] = &["requests_per_minute", "max_in_flight", "max_retries", "backoff_base", "timeout", "token_store", "limiter_dir"];
 
     fn set(&mut self, name: &str, value: &OptionValue) -> Result<(), Error> {
         let config = &mut self.config;
@@ -206,11 +205,7 @@ pub struct QboClient {
 /// Looks up Intuit's transaction id, which support asks for (spelled `intuit_tid`; some
 /// proxies normalise it to `Intuit-Tid`).
 pub fn intuit_tid(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("intuit_tid")
-        .or_else(|| headers.get("intuit-tid"))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    headers.get("intuit_tid").or_else(|| headers.get("intuit-tid")).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 enum Outcome<T> {
@@ -229,8 +224,7 @@ impl QboClient {
         // A slot outlives a killed process (in another PID namespace) at most this long.
         let lease = config.timeout + Duration::from_secs(60);
         let limiter = shared_limiter(&creds.api_base(), &creds.realm_id, config.pacing, &config.limiter_scope, lease);
-        let tokens =
-            TokenManager::new(creds.clone(), Arc::clone(&http), config.token_store.map(FileTokenStore::new), config.on_rotate);
+        let tokens = TokenManager::new(creds.clone(), Arc::clone(&http), config.token_store.map(FileTokenStore::new), config.on_rotate);
         Ok(QboClient {
             inner: Arc::new(Inner {
                 http,
@@ -375,13 +369,7 @@ impl QboClient {
         }
     }
 
-    async fn attempt<T>(
-        &self,
-        entity: Entity,
-        statement: &str,
-        bearer: &str,
-        read: &impl Fn(&Bytes, &Envelope<'_>) -> Result<T, Error>,
-    ) -> Outcome<T> {
+    async fn attempt<T>(&self, entity: Entity, statement: &str, bearer: &str, read: &impl Fn(&Bytes, &Envelope<'_>) -> Result<T, Error>) -> Outcome<T> {
         let inner = &*self.inner;
         let http = match inner.http.client() {
             Ok(http) => http,
@@ -438,19 +426,14 @@ impl QboClient {
                     intuit_tid: tid,
                 })
             }
-            s if s.is_server_error() => retry(
-                format!("QBO answered HTTP {}{}", s.as_u16(), fault.map(|f| format!(" ({f})")).unwrap_or_default()),
-                false,
-            ),
+            s if s.is_server_error() => retry(format!("QBO answered HTTP {}{}", s.as_u16(), fault.map(|f| format!(" ({f})")).unwrap_or_default()), false),
             s if s.is_success() => match parsed {
                 Err(e) => retry(format!("QBO answered 200 with a malformed body ({e})"), false),
                 Ok(env) => match env.fault {
                     Some(f) if f.is_validation() => Outcome::Fail(validation_error(f, tid)),
                     Some(f) if f.is_throttle() => retry(format!("QBO answered 200 carrying a throttle fault ({f})"), true),
                     Some(f) => retry(format!("QBO answered 200 carrying a fault ({f})"), false),
-                    None if !env.has_query_response => {
-                        retry("QBO answered 200 without a QueryResponse".to_string(), false)
-                    }
+                    None if !env.has_query_response => retry("QBO answered 200 without a QueryResponse".to_string(), false),
                     None => match read(&body, &env) {
                         Ok(v) => Outcome::Done(v),
                         Err(e) => Outcome::Fail(e),

@@ -26,9 +26,7 @@ impl std::str::FromStr for Environment {
         match s.trim().to_ascii_lowercase().as_str() {
             "sandbox" | "" => Ok(Environment::Sandbox),
             "production" | "prod" | "produccion" | "producción" => Ok(Environment::Production),
-            other => Err(Error::config(format!(
-                "QBO_ENTORNO = {other:?}: expected sandbox or production"
-            ))),
+            other => Err(Error::config(format!("QBO_ENTORNO = {other:?}: expected sandbox or production"))),
         }
     }
 }
@@ -68,8 +66,7 @@ pub fn redact_id(id: &str) -> String {
 
 /// The environment variables credentials are read from (DESIGN §4), in this order:
 /// client id, client secret, refresh token, realm id, environment, API base URL, token URL.
-pub const ENV_NAMES: [&str; 7] =
-    ["QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN", "QBO_REALM_ID", "QBO_ENTORNO", "QBO_BASE_URL", "QBO_TOKEN_URL"];
+pub const ENV_NAMES: [&str; 7] = ["QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN", "QBO_REALM_ID", "QBO_ENTORNO", "QBO_BASE_URL", "QBO_TOKEN_URL"];
 
 impl Credentials {
     /// Builds credentials from `QBO_*` variables looked up with `get` (the process
@@ -96,9 +93,7 @@ impl Credentials {
 
     /// Checks every field before any request: a missing value is named, as is its env var.
     pub fn validate(&self) -> Result<(), Error> {
-        let missing = |name: &str, env: &str| {
-            Error::config(format!("missing {name}: set the Mage secret qb_{name} or the environment variable {env}"))
-        };
+        let missing = |name: &str, env: &str| Error::config(format!("missing {name}: set the Mage secret qb_{name} or the environment variable {env}"));
         if self.client_id.trim().is_empty() {
             return Err(missing("client_id", "QBO_CLIENT_ID"));
         }
@@ -113,16 +108,12 @@ impl Credentials {
         }
         // The realm id goes into the URL path: only letters and digits are safe there.
         if !self.realm_id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(Error::config(format!(
-                "realm_id {:?} is not a QBO company id (digits only, e.g. 9130357992221046)",
-                self.realm_id
-            )));
+            return Err(Error::config(format!("realm_id {:?} is not a QBO company id (digits only, e.g. 9130357992221046)", self.realm_id)));
         }
         for (name, url) in [("api_base_url", &self.api_base_url), ("token_url", &self.token_url)] {
             if let Some(url) = url {
                 // The URL is not echoed: a user:password in it would be a secret.
-                let parsed = reqwest::Url::parse(url)
-                    .map_err(|e| Error::config(format!("{name} is not a URL ({e}): give http(s)://host[:port][/path]")))?;
+                let parsed = reqwest::Url::parse(url).map_err(|e| Error::config(format!("{name} is not a URL ({e}): give http(s)://host[:port][/path]")))?;
                 if !parsed.username().is_empty() || parsed.password().is_some() {
                     return Err(Error::config(format!(
                         "{name} must not carry a user name or password (user:pass@host): QuickBooks is authorised by the \

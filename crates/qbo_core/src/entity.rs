@@ -72,11 +72,7 @@ impl FromStr for Entity {
         Entity::ALL
             .into_iter()
             .find(|e| lowered == e.slug() || lowered == e.plural())
-            .ok_or_else(|| {
-                Error::config(format!(
-                    "unknown entity {s:?}: expected one of invoice, customer, item"
-                ))
-            })
+            .ok_or_else(|| Error::config(format!("unknown entity {s:?}: expected one of invoice, customer, item")))
     }
 }
 
@@ -107,9 +103,7 @@ impl FilterField {
 
     pub fn check_supported_by(self, entity: Entity) -> Result<(), Error> {
         if self == FilterField::TxnDate && !entity.has_txn_date() {
-            return Err(Error::config(format!(
-                "filter field TxnDate does not exist on {entity}: use LastUpdatedTime or CreateTime"
-            )));
+            return Err(Error::config(format!("filter field TxnDate does not exist on {entity}: use LastUpdatedTime or CreateTime")));
         }
         Ok(())
     }
@@ -124,9 +118,7 @@ impl FromStr for FilterField {
             "lastupdatedtime" | "metadatalastupdatedtime" | "lastupdated" => Ok(FilterField::LastUpdatedTime),
             "createtime" | "metadatacreatetime" => Ok(FilterField::CreateTime),
             "txndate" => Ok(FilterField::TxnDate),
-            _ => Err(Error::config(format!(
-                "unknown filter field {s:?}: expected LastUpdatedTime, CreateTime or TxnDate"
-            ))),
+            _ => Err(Error::config(format!("unknown filter field {s:?}: expected LastUpdatedTime, CreateTime or TxnDate"))),
         }
     }
 }

@@ -52,7 +52,11 @@ pub fn scan(raw: &[u8], want_txn_date: bool) -> Head<'_> {
             _ => s.skip_value(),
         }
         let done = head.id.is_some() && head.sync_token.is_some() && meta_seen && (head.txn_date.is_some() || !want_txn_date);
-        if done { Flow::Stop } else { Flow::Continue }
+        if done {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
     });
     head
 }
@@ -244,8 +248,7 @@ mod tests {
         leaf.prop_recursive(3, 32, 6, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
-                prop::collection::btree_map("[A-Za-z\"\\\\{}]{0,6}", inner, 0..4)
-                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                prop::collection::btree_map("[A-Za-z\"\\\\{}]{0,6}", inner, 0..4).prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
             ]
         })
     }

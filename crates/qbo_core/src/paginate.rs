@@ -20,8 +20,8 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use crate::client::{QboClient, RawPage};
 use crate::entity::{Entity, FilterField};
 use crate::error::Error;
-use crate::query::{self, MAX_PAGE_SIZE};
 use crate::head::{self, Head};
+use crate::query::{self, MAX_PAGE_SIZE};
 use crate::time::{parse_qbo_timestamp, qbo_literal};
 use crate::window::Window;
 
@@ -101,8 +101,7 @@ fn decode(page: &RawPage, field: FilterField, page_number: u32) -> Result<Vec<De
             .as_deref()
             .and_then(parse_qbo_timestamp)
             .ok_or_else(|| Error::Decode(format!("record Id {id} has no valid MetaData.LastUpdatedTime")))?;
-        let key = filter_key(field, &head, last_updated)
-            .ok_or_else(|| Error::Decode(format!("record Id {id} has no valid {}", field.qbo_property())))?;
+        let key = filter_key(field, &head, last_updated).ok_or_else(|| Error::Decode(format!("record Id {id} has no valid {}", field.qbo_property())))?;
         let record = FetchedRecord {
             id: id.to_string(),
             sync_token: head.sync_token.as_deref().unwrap_or("0").to_string(),
@@ -142,17 +141,7 @@ pub struct WindowReader<'a, S> {
 
 impl<'a, S: PageSink> WindowReader<'a, S> {
     pub fn new(client: &'a QboClient, entity: Entity, field: FilterField, window: &'a Window, page_size: u32, sink: &'a S) -> Self {
-        WindowReader {
-            client,
-            entity,
-            field,
-            window,
-            page_size,
-            sink,
-            seen: SeenIds::default(),
-            stats: WindowFetch::default(),
-            expected: None,
-        }
+        WindowReader { client, entity, field, window, page_size, sink, seen: SeenIds::default(), stats: WindowFetch::default(), expected: None }
     }
 
     /// `count` records were in the range when it was counted before the read. When nothing can
@@ -220,13 +209,7 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
             let statement = format!(
                 "SELECT * FROM {} {} ORDERBY {} STARTPOSITION 1 MAXRESULTS {}",
                 self.entity.qbo_name(),
-                query::where_clause(
-                    self.entity,
-                    self.field,
-                    &lower,
-                    lower_op,
-                    Some(&query::bound_literal(self.field, self.window.end))
-                ),
+                query::where_clause(self.entity, self.field, &lower, lower_op, Some(&query::bound_literal(self.field, self.window.end))),
                 self.field.qbo_property(),
                 self.page_size
             );
@@ -294,10 +277,7 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
             }
             tracing::info!(target: "qbo_rs", "window {}: {before} → {after} records at {literal} changed during the read; reading them again", self.window.label);
         }
-        Err(Error::Integrity(format!(
-            "window {}: the records at {literal} kept changing across {TIE_ATTEMPTS} reads; re-run the window",
-            self.window.label
-        )))
+        Err(Error::Integrity(format!("window {}: the records at {literal} kept changing across {TIE_ATTEMPTS} reads; re-run the window", self.window.label)))
     }
 
     async fn fetch(&mut self, statement: &str) -> Result<Vec<Decoded>, Error> {
@@ -325,13 +305,7 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
 
 /// Reads `window` completely and returns every record version read, in the order read (an id
 /// edited during the read can appear more than once; the newest copy comes last).
-pub async fn read_window_records(
-    client: &QboClient,
-    entity: Entity,
-    field: FilterField,
-    window: &Window,
-    page_size: u32,
-) -> Result<Vec<FetchedRecord>, Error> {
+pub async fn read_window_records(client: &QboClient, entity: Entity, field: FilterField, window: &Window, page_size: u32) -> Result<Vec<FetchedRecord>, Error> {
     struct Collect(std::sync::Mutex<Vec<FetchedRecord>>);
     impl PageSink for Collect {
         async fn before_fetch(&self) -> Result<(), Error> {

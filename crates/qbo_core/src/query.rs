@@ -56,11 +56,7 @@ pub fn where_clause(entity: Entity, field: FilterField, lower: &str, lower_op: &
 }
 
 pub fn count_statement(entity: Entity, field: FilterField, from: DateTime<Utc>, to: DateTime<Utc>) -> String {
-    format!(
-        "SELECT COUNT(*) FROM {} {}",
-        entity.qbo_name(),
-        where_clause(entity, field, &bound_literal(field, from), ">=", Some(&bound_literal(field, to)))
-    )
+    format!("SELECT COUNT(*) FROM {} {}", entity.qbo_name(), where_clause(entity, field, &bound_literal(field, from), ">=", Some(&bound_literal(field, to))))
 }
 
 /// COUNT of the records sharing one exact filter value: how we check that a tie group
@@ -71,14 +67,7 @@ pub fn count_tie_statement(entity: Entity, field: FilterField, tie: &str) -> Str
 
 /// One keyset page: everything at or after `from_literal`, before `to`, in filter order;
 /// `start_position` (1-based) is only ever > 1 inside a tie of equal timestamps.
-pub fn page_statement(
-    entity: Entity,
-    field: FilterField,
-    from_literal: &str,
-    to: DateTime<Utc>,
-    start_position: u64,
-    max_results: u32,
-) -> String {
+pub fn page_statement(entity: Entity, field: FilterField, from_literal: &str, to: DateTime<Utc>, start_position: u64, max_results: u32) -> String {
     format!(
         "SELECT * FROM {} {} ORDERBY {} STARTPOSITION {} MAXRESULTS {}",
         entity.qbo_name(),

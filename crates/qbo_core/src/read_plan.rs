@@ -99,17 +99,18 @@ impl ReadPlan {
     pub fn estimate(&self, requests_per_minute: u32) -> Estimate {
         let pages: u64 = self.streams.iter().map(|s| s.stream.expected / u64::from(self.page_size.max(1)) + 1).sum();
         // A stream of more than a page closes with a count unless it may trust the plan's.
-        let closing = self
-            .streams
-            .iter()
-            .filter(|s| s.stream.expected >= u64::from(self.page_size) && (s.open || !self.field.only_moves_forward()))
-            .count() as u64;
+        let closing =
+            self.streams.iter().filter(|s| s.stream.expected >= u64::from(self.page_size) && (s.open || !self.field.only_moves_forward())).count() as u64;
         let requests = self.count_requests + pages + closing;
         Estimate {
             entity: self.entity.slug().to_string(),
             windows: self.windows.len(),
             records: self.records,
-            streams: self.streams.iter().map(|s| StreamEstimate { start: s.stream.start, end: s.stream.end, records: s.stream.expected, windows: s.windows.len() }).collect(),
+            streams: self
+                .streams
+                .iter()
+                .map(|s| StreamEstimate { start: s.stream.start, end: s.stream.end, records: s.stream.expected, windows: s.windows.len() })
+                .collect(),
             count_requests: self.count_requests,
             page_requests: pages,
             closing_counts: closing,
@@ -310,9 +311,7 @@ impl ReadPlan {
             let target = total * g / wanted;
             let last = cuts[cuts.len() - 1];
             // The place nearest the target where every share still reads something.
-            let next = (last + 1..n)
-                .filter(|&c| cuttable[c] && before[c] > before[last] && before[c] < total)
-                .min_by_key(|&c| before[c].abs_diff(target));
+            let next = (last + 1..n).filter(|&c| cuttable[c] && before[c] > before[last] && before[c] < total).min_by_key(|&c| before[c].abs_diff(target));
             match next {
                 Some(c) => cuts.push(c),
                 None => break,
@@ -331,7 +330,8 @@ impl ReadPlan {
                 .map(|s| PlannedStream { windows: s.windows.start - lo..s.windows.end - lo, ..s.clone() })
                 .collect();
             let records = streams.iter().map(|s| s.stream.expected).sum();
-            let label = if windows.len() == 1 { windows[0].label.clone() } else { format!("{}..{}", windows[0].label, windows[windows.len() - 1].start_text()) };
+            let label =
+                if windows.len() == 1 { windows[0].label.clone() } else { format!("{}..{}", windows[0].label, windows[windows.len() - 1].start_text()) };
             shares.push(ReadShare { entity: self.entity, field: self.field, page_size: self.page_size, label, index, of, windows, streams, records });
         }
         Ok(shares)
@@ -360,7 +360,17 @@ impl ReadPlan {
                     })
                     .collect();
                 let records = streams.iter().map(|s| s.stream.expected).sum();
-                ReadShare { entity: self.entity, field: self.field, page_size: self.page_size, label: window.label.clone(), index, of, windows: vec![window.clone()], streams, records }
+                ReadShare {
+                    entity: self.entity,
+                    field: self.field,
+                    page_size: self.page_size,
+                    label: window.label.clone(),
+                    index,
+                    of,
+                    windows: vec![window.clone()],
+                    streams,
+                    records,
+                }
             })
             .collect()
     }
@@ -384,7 +394,16 @@ mod tests {
             .iter()
             .map(|&(a, b, n)| PlannedStream { stream: Stream { start: windows[a].start, end: windows[b - 1].end, expected: n }, windows: a..b, open: false })
             .collect();
-        ReadPlan { entity: Entity::Invoice, field: FilterField::LastUpdatedTime, page_size: 1000, windows, streams, uncounted: Vec::new(), records: 0, count_requests: 1 }
+        ReadPlan {
+            entity: Entity::Invoice,
+            field: FilterField::LastUpdatedTime,
+            page_size: 1000,
+            windows,
+            streams,
+            uncounted: Vec::new(),
+            records: 0,
+            count_requests: 1,
+        }
     }
 
     #[test]

@@ -18,8 +18,8 @@ use crate::budget::Charge;
 use crate::client::QboClient;
 use crate::error::Error;
 use crate::paginate::{FetchedRecord, PageSink, WindowFetch, WindowReader};
-use crate::sink::Sink;
 use crate::read_plan::ReadPlan;
+use crate::sink::Sink;
 use crate::streams::Stream;
 use crate::window::Window;
 use crate::writer::WindowWriter;
@@ -38,7 +38,6 @@ struct Router<'a> {
 }
 
 impl Router<'_> {
-
     /// Holds room for the next page; without room, every window hands its buffer to a write
     /// first, so the read waits only on what writes give back (see [`crate::budget`]).
     async fn admit(&self) -> Result<(), Error> {
@@ -188,9 +187,7 @@ pub(crate) async fn run_stream(
         Ok(fetch) => match fetch.server_count {
             // Read again once already (see WindowReader::run) and still short: which window
             // misses records is unknown, so every one of them fails (what was read is written).
-            Some(server) if server > fetch.records => {
-                (Err(format!("QBO counts {server} records in the stream but only {} were fetched", fetch.records)), 0)
-            }
+            Some(server) if server > fetch.records => (Err(format!("QBO counts {server} records in the stream but only {} were fetched", fetch.records)), 0),
             _ => (Ok(fetch), complete),
         },
         Err(e) => (Err(e.to_string()), complete),
@@ -250,8 +247,7 @@ pub(crate) async fn read_planned(
             reports[index] = Some(failed_report(&windows[index], sinks, &format!("counting its records failed: {error}")));
         }
     }
-    let work: Vec<(Stream, usize, usize, bool)> =
-        plan.streams.iter().map(|p| (p.stream.clone(), p.windows.start, p.windows.end, p.open)).collect();
+    let work: Vec<(Stream, usize, usize, bool)> = plan.streams.iter().map(|p| (p.stream.clone(), p.windows.start, p.windows.end, p.open)).collect();
     // Ranges still open are read last: a record edited meanwhile moves to "now", into them.
     let (closed, open): (Vec<_>, Vec<_>) = work.into_iter().partition(|(_, _, _, open)| !open);
     for phase in [closed, open] {

@@ -148,13 +148,7 @@ impl<C: RangeCounter> Planner<'_, C> {
     /// strictly inside `(lo, hi)`.
     fn place(&self, lo: DateTime<Utc>, hi: DateTime<Utc>, guess: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let near = (hi - lo) / 10;
-        let boundary = self
-            .boundaries
-            .iter()
-            .copied()
-            .filter(|b| lo < *b && *b < hi)
-            .min_by_key(|b| (*b - guess).abs())
-            .filter(|b| (*b - guess).abs() <= near);
+        let boundary = self.boundaries.iter().copied().filter(|b| lo < *b && *b < hi).min_by_key(|b| (*b - guess).abs()).filter(|b| (*b - guess).abs() <= near);
         boundary.or_else(|| {
             let second = guess.duration_trunc(Duration::seconds(1)).ok()?;
             (lo < second && second < hi).then_some(second)

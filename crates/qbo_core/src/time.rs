@@ -1,7 +1,7 @@
 //! Parsing user dates and QBO timestamps into UTC instants. QBO speaks Pacific time
 //! (-08:00 / -07:00); everything we compare or store is UTC.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc, Timelike};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Timelike, Utc};
 
 use crate::error::Error;
 
@@ -9,9 +9,7 @@ use crate::error::Error;
 /// (UTC), or an RFC 3339 datetime with any offset (converted to UTC).
 pub fn parse_user_instant(what: &str, value: &str) -> Result<DateTime<Utc>, Error> {
     let parsed = parse_instant_text(value.trim()).ok_or_else(|| {
-        Error::config(format!(
-            "{what} = {value:?} is not an ISO date: use YYYY-MM-DD (midnight UTC) or an ISO datetime such as 2025-01-31T00:00:00Z"
-        ))
+        Error::config(format!("{what} = {value:?} is not an ISO date: use YYYY-MM-DD (midnight UTC) or an ISO datetime such as 2025-01-31T00:00:00Z"))
     })?;
     // chrono reads a 60th second as a leap second; QuickBooks' query language cannot say it.
     if parsed.nanosecond() >= 1_000_000_000 {

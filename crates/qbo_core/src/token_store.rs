@@ -136,13 +136,8 @@ impl FileTokenStore {
     /// Blocks until this process holds the refresh lock. Call from a blocking thread.
     pub fn lock_blocking(&self) -> Result<StoreLock, Error> {
         self.ensure_dir()?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(self.lock_path())
-            .map_err(|e| self.err("open its lock file", e))?;
+        let file =
+            OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(self.lock_path()).map_err(|e| self.err("open its lock file", e))?;
         file.lock().map_err(|e| self.err("lock", e))?;
         Ok(StoreLock { file })
     }
@@ -164,14 +159,14 @@ impl FileTokenStore {
             )));
         }
         if !meta.is_file() {
-            return Err(Error::TokenStore(format!("token store {} is not a regular file: point QBO_TOKEN_STORE or token_store at a file", self.path.display())));
+            return Err(Error::TokenStore(format!(
+                "token store {} is not a regular file: point QBO_TOKEN_STORE or token_store at a file",
+                self.path.display()
+            )));
         }
         let bytes = fs::read(&self.path).map_err(|e| self.err("read", e))?;
         let saved: SavedTokens = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::TokenStore(format!(
-                "token store {} is not valid JSON ({e}): delete it to start again from QBO_REFRESH_TOKEN",
-                self.path.display()
-            ))
+            Error::TokenStore(format!("token store {} is not valid JSON ({e}): delete it to start again from QBO_REFRESH_TOKEN", self.path.display()))
         })?;
         if meta.permissions().mode() & 0o077 != 0 {
             tracing::warn!(target: "qbo_rs", path = %self.path.display(),

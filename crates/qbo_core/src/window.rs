@@ -66,18 +66,9 @@ fn label_stamp(t: DateTime<Utc>) -> String {
 }
 
 /// Plans windows of `chunk_days` days covering `[start, end)`; the last one is cut at `end`.
-pub fn plan_windows(
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    chunk_days: u32,
-    label_prefix: &str,
-) -> Result<Vec<Window>, Error> {
+pub fn plan_windows(start: DateTime<Utc>, end: DateTime<Utc>, chunk_days: u32, label_prefix: &str) -> Result<Vec<Window>, Error> {
     if end <= start {
-        return Err(Error::config(format!(
-            "end ({}) must be after start ({}): windows are half-open [start, end)",
-            format_utc(end),
-            format_utc(start)
-        )));
+        return Err(Error::config(format!("end ({}) must be after start ({}): windows are half-open [start, end)", format_utc(end), format_utc(start))));
     }
     if chunk_days == 0 {
         return Err(Error::config("chunk_days must be at least 1"));
@@ -86,9 +77,7 @@ pub fn plan_windows(
     let span = end - start;
     let count = span.num_seconds().div_euclid(step.num_seconds()) as u64 + 1;
     if count > MAX_WINDOWS as u64 {
-        return Err(Error::config(format!(
-            "{count} windows of {chunk_days} day(s) is more than {MAX_WINDOWS}: raise chunk_days"
-        )));
+        return Err(Error::config(format!("{count} windows of {chunk_days} day(s) is more than {MAX_WINDOWS}: raise chunk_days")));
     }
     let mut windows = Vec::with_capacity(count as usize);
     let mut cursor = start;
@@ -117,11 +106,7 @@ pub fn ranges_text(windows: &[&Window], most: usize) -> String {
         while j + 1 < windows.len() && windows[j + 1].start == windows[j].end {
             j += 1;
         }
-        parts.push(if i == j {
-            windows[i].start_text()
-        } else {
-            format!("{}..{} ({} windows)", windows[i].start_text(), windows[j].start_text(), j - i + 1)
-        });
+        parts.push(if i == j { windows[i].start_text() } else { format!("{}..{} ({} windows)", windows[i].start_text(), windows[j].start_text(), j - i + 1) });
         i = j + 1;
     }
     if parts.len() > most {

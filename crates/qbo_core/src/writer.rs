@@ -213,4 +213,3 @@ impl PageSink for WindowWriter<'_> {
         self.push(records)
     }
 }
-

@@ -30,9 +30,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async move {
         let t0 = Instant::now();
-        let emu = Emulator::start(EmulatorConfig { invoices, knobs: Knobs::unthrottled(), ..Default::default() })
-            .await
-            .expect("start");
+        let emu = Emulator::start(EmulatorConfig { invoices, knobs: Knobs::unthrottled(), ..Default::default() }).await.expect("start");
         let gen = t0.elapsed();
         println!("generated {invoices} invoices in {:.2} s ({:.0} invoices/s)", gen.as_secs_f64(), invoices as f64 / gen.as_secs_f64());
 

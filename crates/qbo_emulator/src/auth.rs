@@ -96,12 +96,7 @@ impl Auth {
 
     fn new_access_value(&mut self) -> String {
         let r = &mut self.rng;
-        format!(
-            "{JWE_HEADER}..{}.{}.{}",
-            r.chars(B64URL, 22),
-            r.chars(B64URL, 704),
-            r.chars(B64URL, 22)
-        )
+        format!("{JWE_HEADER}..{}.{}.{}", r.chars(B64URL, 22), r.chars(B64URL, 704), r.chars(B64URL, 22))
     }
 
     pub(crate) fn current_refresh(&self) -> &str {

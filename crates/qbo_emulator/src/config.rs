@@ -80,14 +80,7 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// All kinds, the default of [`Knobs::fault_kinds`].
-    pub const ALL: [FaultKind; 6] = [
-        FaultKind::Http500,
-        FaultKind::Http503,
-        FaultKind::Reset,
-        FaultKind::Slow,
-        FaultKind::Malformed,
-        FaultKind::Fault200,
-    ];
+    pub const ALL: [FaultKind; 6] = [FaultKind::Http500, FaultKind::Http503, FaultKind::Reset, FaultKind::Slow, FaultKind::Malformed, FaultKind::Fault200];
 
     /// Stable name used in [`crate::Stats::faults_by_kind`].
     pub fn name(self) -> &'static str {

@@ -39,7 +39,7 @@
 //!
 //! ## Real clients
 //!
-//! The ej2 `python-quickbooks` client works unchanged (`scripts/python_quickbooks_smoke.py`
+//! The ej2 `python-quickbooks` client works unchanged (`tests/test_python_quickbooks.py`
 //! exercises count, all, filter, query, get, a ValidationFault and a 401): give Intuit's
 //! `intuit-oauth` `AuthClient` the discovery URL above as its `environment`, set
 //! `QuickBooks.api_url_v3 = emulator.api_url()`, and set `OAUTHLIB_INSECURE_TRANSPORT=1` because
@@ -268,14 +268,12 @@ impl Emulator {
             return Err(EmulatorError::InvalidConfig("fault_rate and edit_rate must be within 0..=1".into()));
         }
         let addr_s = format!("{}:{}", config.host, config.port);
-        let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
-            .await
-            .map_err(|source| EmulatorError::Bind { addr: addr_s.clone(), source })?;
+        let listener =
+            tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await.map_err(|source| EmulatorError::Bind { addr: addr_s.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| EmulatorError::Bind { addr: addr_s, source })?;
         let cfg = config.clone();
-        let ds = tokio::task::spawn_blocking(move || data::generate(&cfg))
-            .await
-            .map_err(|e| EmulatorError::Internal(format!("data generation failed: {e}")))?;
+        let ds =
+            tokio::task::spawn_blocking(move || data::generate(&cfg)).await.map_err(|e| EmulatorError::Internal(format!("data generation failed: {e}")))?;
         let seed = config.seed;
         let realm = derive_credential(seed, 1, |r| format!("9130{:012}", r.below(1_000_000_000_000)), &config.realm_id);
         let client_id = derive_credential(seed, 2, |r| format!("AB{}", r.chars(ALNUM, 48)), &config.client_id);
@@ -360,9 +358,7 @@ impl Emulator {
     pub fn record_json(&self, entity: &str, id: &str) -> Result<bytes::Bytes, EmulatorError> {
         let e = Entity::parse_loose(entity).ok_or_else(|| EmulatorError::UnknownEntity(entity.to_string()))?;
         let t = rl(self.shared.table(e));
-        let idx = t
-            .index_of(id)
-            .ok_or_else(|| EmulatorError::UnknownId { entity: e.name().into(), id: id.into() })?;
+        let idx = t.index_of(id).ok_or_else(|| EmulatorError::UnknownId { entity: e.name().into(), id: id.into() })?;
         Ok(t.recs[idx].json.clone())
     }
 
@@ -387,9 +383,7 @@ impl Emulator {
     /// Edits one record now: SyncToken + 1, LastUpdatedTime = now, a changed field.
     pub fn edit(&self, entity: &str, id: &str) -> Result<TruthRow, EmulatorError> {
         let e = Entity::parse_loose(entity).ok_or_else(|| EmulatorError::UnknownEntity(entity.to_string()))?;
-        let idx = rl(self.shared.table(e))
-            .index_of(id)
-            .ok_or_else(|| EmulatorError::UnknownId { entity: e.name().into(), id: id.into() })?;
+        let idx = rl(self.shared.table(e)).index_of(id).ok_or_else(|| EmulatorError::UnknownId { entity: e.name().into(), id: id.into() })?;
         Ok(self.shared.edit_index(e, idx, false))
     }
 
@@ -525,8 +519,7 @@ mod api_tests {
 
     #[test]
     fn background_emulator_serves_without_a_caller_runtime() {
-        let emu = BackgroundEmulator::start(EmulatorConfig { invoices: 20, customers: 5, items: 5, ..Default::default() })
-            .expect("starts");
+        let emu = BackgroundEmulator::start(EmulatorConfig { invoices: 20, customers: 5, items: 5, ..Default::default() }).expect("starts");
         assert!(emu.base_url().starts_with("http://127.0.0.1:"));
         assert_eq!(emu.truth("Invoice").unwrap().len(), 20);
         // A plain blocking HTTP exchange over std TCP.

@@ -75,14 +75,7 @@ fn now_time() -> String {
 }
 
 impl Shared {
-    pub(crate) fn new(
-        seed: u64,
-        realm: String,
-        auth: Auth,
-        knobs: Knobs,
-        tables: Vec<Table>,
-        summary: DataSummary,
-    ) -> Shared {
+    pub(crate) fn new(seed: u64, realm: String, auth: Auth, knobs: Knobs, tables: Vec<Table>, summary: DataSummary) -> Shared {
         Shared {
             realm,
             initial_refresh: auth.current_refresh().to_string(),
@@ -264,17 +257,9 @@ fn lower_envelope(message: &str, detail: &str, code: &str, ftype: &str) -> Vec<u
 }
 
 fn unauthorized(tid: &str, e: BearerError) -> Response {
-    let body = lower_envelope(
-        "message=AuthenticationFailed; errorCode=003200; statusCode=401",
-        e.detail(),
-        "3200",
-        "AUTHENTICATION",
-    );
+    let body = lower_envelope("message=AuthenticationFailed; errorCode=003200; statusCode=401", e.detail(), "3200", "AUTHENTICATION");
     let mut r = api_respond(StatusCode::UNAUTHORIZED, PLAIN_JSON_CT, tid, body);
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"Intuit\", error=\"invalid_token\""),
-    );
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"Intuit\", error=\"invalid_token\""));
     r
 }
 
@@ -292,12 +277,7 @@ fn throttled(tid: &str, k: &Knobs) -> Response {
     const MSG: &str = "message=ThrottleExceeded; errorCode=003001; statusCode=429";
     const DETAIL: &str = "The request limit was reached. Try again later";
     let mut r = match k.throttle_body {
-        ThrottleBody::Json => api_respond(
-            StatusCode::TOO_MANY_REQUESTS,
-            JSON_CT,
-            tid,
-            fault_body("SERVICE", "3001", MSG, DETAIL, None),
-        ),
+        ThrottleBody::Json => api_respond(StatusCode::TOO_MANY_REQUESTS, JSON_CT, tid, fault_body("SERVICE", "3001", MSG, DETAIL, None)),
         ThrottleBody::Xml => {
             let body = format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\
@@ -326,13 +306,7 @@ async fn sleep_ms(ms: u64) {
 
 /// Runs the checks every API request passes. On success returns the in-flight guard (held
 /// until the response is built) and a snapshot of the knobs.
-async fn gate(
-    s: &Arc<Shared>,
-    route: &'static str,
-    realm: &str,
-    headers: &HeaderMap,
-    tid: &str,
-) -> Result<(InFlight, Knobs), Response> {
+async fn gate(s: &Arc<Shared>, route: &'static str, realm: &str, headers: &HeaderMap, tid: &str) -> Result<(InFlight, Knobs), Response> {
     let k = rl(&s.knobs).clone();
     {
         let mut st = lock(&s.stats);
@@ -382,9 +356,7 @@ fn finish(s: &Shared, route: &str, r: Response) -> Response {
 /// Applies an injected fault that replaces the response before any work.
 async fn early_fault(f: Option<FaultKind>, k: &Knobs, tid: &str) -> Option<Response> {
     match f? {
-        FaultKind::Http500 => {
-            Some(api_respond(StatusCode::INTERNAL_SERVER_ERROR, JSON_CT, tid, system_fault_body()))
-        }
+        FaultKind::Http500 => Some(api_respond(StatusCode::INTERNAL_SERVER_ERROR, JSON_CT, tid, system_fault_body())),
         FaultKind::Http503 => Some(api_respond(
             StatusCode::SERVICE_UNAVAILABLE,
             JSON_CT,
@@ -444,13 +416,7 @@ fn statement_from_body(headers: &HeaderMap, body: &[u8]) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // API routes
 
-async fn query_route(
-    State(s): State<Arc<Shared>>,
-    Path(realm): Path<String>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn query_route(State(s): State<Arc<Shared>>, Path(realm): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
     const ROUTE: &str = "query";
     let tid = s.tid();
     let (_guard, k) = match gate(&s, ROUTE, &realm, &headers, &tid).await {
@@ -491,12 +457,7 @@ async fn query_route(
 
 /// `POST /v3/company/{realm}/batch` with `{"BatchItemRequest":[{"bId":..,"Query":..}]}`. Only
 /// query items are supported; at most 30 items.
-async fn batch_route(
-    State(s): State<Arc<Shared>>,
-    Path(realm): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn batch_route(State(s): State<Arc<Shared>>, Path(realm): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     const ROUTE: &str = "batch";
     let tid = s.tid();
     let (_guard, k) = match gate(&s, ROUTE, &realm, &headers, &tid).await {
@@ -516,11 +477,7 @@ async fn batch_route(
     };
     let items = req.get("BatchItemRequest").and_then(|v| v.as_array()).cloned().unwrap_or_default();
     if items.len() > 30 {
-        let err = QueryError {
-            code: "4000",
-            message: "Batch limit exceeded",
-            detail: format!("Batch contains {} items. Max allowed is 30", items.len()),
-        };
+        let err = QueryError { code: "4000", message: "Batch limit exceeded", detail: format!("Batch contains {} items. Max allowed is 30", items.len()) };
         return finish(&s, ROUTE, validation_fault(&tid, &err));
     }
     let mut out = Vec::with_capacity(4096);
@@ -536,11 +493,7 @@ async fn batch_route(
         let stmt = item.get("Query").and_then(|v| v.as_str());
         let plan = match stmt {
             Some(q) => query::compile(q),
-            None => Err(QueryError {
-                code: "500",
-                message: "Unsupported Operation",
-                detail: "qbo_emulator batches support Query items only".into(),
-            }),
+            None => Err(QueryError { code: "500", message: "Unsupported Operation", detail: "qbo_emulator batches support Query items only".into() }),
         };
         match plan {
             Ok(plan) => {
@@ -576,12 +529,7 @@ async fn batch_route(
 
 /// `GET /v3/company/{realm}/cdc?entities=Invoice,Customer&changedSince=...`: records whose
 /// LastUpdatedTime >= changedSince, ascending, at most 1000 objects in all.
-async fn cdc_route(
-    State(s): State<Arc<Shared>>,
-    Path(realm): Path<String>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-) -> Response {
+async fn cdc_route(State(s): State<Arc<Shared>>, Path(realm): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
     const ROUTE: &str = "cdc";
     let tid = s.tid();
     let (_guard, k) = match gate(&s, ROUTE, &realm, &headers, &tid).await {
@@ -605,13 +553,7 @@ async fn cdc_route(
     };
     if let Some(days) = k.cdc_max_lookback_days {
         if since_ms < Utc::now().timestamp_millis() - days as i64 * 86_400_000 {
-            return finish(
-                &s,
-                ROUTE,
-                bad(format!(
-                    "Operation cdc with changedSince date {since_raw} which is older than fixed days is not supported."
-                )),
-            );
+            return finish(&s, ROUTE, bad(format!("Operation cdc with changedSince date {since_raw} which is older than fixed days is not supported.")));
         }
     }
     let mut entities = Vec::new();
@@ -674,11 +616,7 @@ async fn cdc_route(
 }
 
 /// `GET /v3/company/{realm}/{entity}/{id}`: one record, `{"Invoice":{...},"time":..}`.
-async fn read_route(
-    State(s): State<Arc<Shared>>,
-    Path((realm, entity, id)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
+async fn read_route(State(s): State<Arc<Shared>>, Path((realm, entity, id)): Path<(String, String, String)>, headers: HeaderMap) -> Response {
     const ROUTE: &str = "read";
     let tid = s.tid();
     let (_guard, k) = match gate(&s, ROUTE, &realm, &headers, &tid).await {
@@ -719,13 +657,7 @@ fn unsupported(tid: &str) -> Response {
         StatusCode::BAD_REQUEST,
         JSON_CT,
         tid,
-        fault_body(
-            "ValidationFault",
-            "500",
-            "Unsupported Operation",
-            "Operation Could not find resource for relative path is not supported.",
-            None,
-        ),
+        fault_body("ValidationFault", "500", "Unsupported Operation", "Operation Could not find resource for relative path is not supported.", None),
     )
 }
 
@@ -773,11 +705,7 @@ async fn token_route(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         }
         Some(_) => {
             drop(auth);
-            return finish(
-                &s,
-                ROUTE,
-                oauth_error(StatusCode::BAD_REQUEST, &tid, r#"{"error":"unsupported_grant_type"}"#),
-            );
+            return finish(&s, ROUTE, oauth_error(StatusCode::BAD_REQUEST, &tid, r#"{"error":"unsupported_grant_type"}"#));
         }
     }
     let Some(rt) = form.get("refresh_token") else {
@@ -792,11 +720,7 @@ async fn token_route(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             finish(
                 &s,
                 ROUTE,
-                oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    &tid,
-                    r#"{"error_description":"Incorrect or invalid refresh token","error":"invalid_grant"}"#,
-                ),
+                oauth_error(StatusCode::BAD_REQUEST, &tid, r#"{"error_description":"Incorrect or invalid refresh token","error":"invalid_grant"}"#),
             )
         }
         Ok(r) => {
@@ -807,21 +731,13 @@ async fn token_route(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Byt
                     st.rotations += 1;
                 }
             }
-            let hard = headers
-                .get("x-include-refresh-token-hard-expires-in")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-            let mut body = format!(
-                "{{\"token_type\":\"bearer\",\"expires_in\":{},\"x_refresh_token_expires_in\":{},",
-                r.expires_in, r.refresh_expires_in
-            );
+            let hard =
+                headers.get("x-include-refresh-token-hard-expires-in").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+            let mut body = format!("{{\"token_type\":\"bearer\",\"expires_in\":{},\"x_refresh_token_expires_in\":{},", r.expires_in, r.refresh_expires_in);
             if hard {
                 body.push_str(&format!("\"x_refresh_token_hard_expires_in\":{},", r.hard_expires_in));
             }
-            body.push_str(&format!(
-                "\"refresh_token\":\"{}\",\"access_token\":\"{}\"}}",
-                r.refresh_token, r.access_token
-            ));
+            body.push_str(&format!("\"refresh_token\":\"{}\",\"access_token\":\"{}\"}}", r.refresh_token, r.access_token));
             let mut resp = respond(StatusCode::OK, JSON_CT, &tid, body);
             resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
             finish(&s, ROUTE, resp)

@@ -30,14 +30,8 @@ async fn token(http: &Client, emu: &Emulator) -> String {
 }
 
 async fn get_q(http: &Client, emu: &Emulator, tok: &str, q: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
-    let r = http
-        .get(emu.query_url())
-        .bearer_auth(tok)
-        .header("Accept", "application/json")
-        .query(&[("query", q), ("minorversion", "75")])
-        .send()
-        .await
-        .unwrap();
+    let r =
+        http.get(emu.query_url()).bearer_auth(tok).header("Accept", "application/json").query(&[("query", q), ("minorversion", "75")]).send().await.unwrap();
     let (s, h) = (r.status(), r.headers().clone());
     (s, h, r.text().await.unwrap())
 }
@@ -80,14 +74,7 @@ async fn get_and_post_query_agree_and_headers_look_like_intuit() {
     let a = body.find("\"Invoice\":[").unwrap();
     assert!(a < body.find("\"startPosition\"").unwrap() && body.find("\"startPosition\"").unwrap() < body.find("\"maxResults\"").unwrap());
     for ct in ["application/text", "text/plain"] {
-        let r = http
-            .post(format!("{}?minorversion=40", emu.query_url()))
-            .bearer_auth(&tok)
-            .header("Content-Type", ct)
-            .body(q.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = http.post(format!("{}?minorversion=40", emu.query_url())).bearer_auth(&tok).header("Content-Type", ct).body(q.clone()).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let v: Value = r.json().await.unwrap();
         assert_eq!(strip_time(v), strip_time(got.clone()), "{ct}");
@@ -253,13 +240,7 @@ async fn unauthorized_envelope_and_wrong_realm() {
     check_401(s, &h, &body);
     assert!(body.contains("Token expired"));
     let tok = token(&http, &emu).await;
-    let r = http
-        .get(format!("{}/v3/company/123456/query", emu.base_url()))
-        .bearer_auth(&tok)
-        .query(&[("query", "SELECT * FROM Item")])
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(format!("{}/v3/company/123456/query", emu.base_url())).bearer_auth(&tok).query(&[("query", "SELECT * FROM Item")]).send().await.unwrap();
     assert_eq!(r.status(), 403);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["fault"]["error"][0]["code"], "3100");
@@ -271,12 +252,7 @@ async fn unauthorized_envelope_and_wrong_realm() {
 async fn refresh_form(http: &Client, emu: &Emulator, rt: &str) -> reqwest::Response {
     http.post(emu.token_url())
         .header("Accept", "application/json")
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", rt),
-            ("client_id", emu.client_id()),
-            ("client_secret", emu.client_secret()),
-        ])
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", rt), ("client_id", emu.client_id()), ("client_secret", emu.client_secret())])
         .send()
         .await
         .unwrap()
@@ -319,10 +295,7 @@ async fn token_rotation_and_invalid_grant() {
     // The old one is dead (grace 0).
     let r = refresh_form(&http, &emu, &first).await;
     assert_eq!(r.status(), 400);
-    assert_eq!(
-        r.text().await.unwrap(),
-        r#"{"error_description":"Incorrect or invalid refresh token","error":"invalid_grant"}"#
-    );
+    assert_eq!(r.text().await.unwrap(), r#"{"error_description":"Incorrect or invalid refresh token","error":"invalid_grant"}"#);
     assert_eq!(refresh_form(&http, &emu, &second).await.status(), 200);
     let st = emu.stats();
     assert_eq!((st.token_refreshes, st.rotations, st.invalid_grant), (3, 2, 1));
@@ -347,23 +320,13 @@ async fn client_auth_basic_takes_precedence_over_form() {
     let bad_basic = http
         .post(emu.token_url())
         .basic_auth(emu.client_id(), Some("wrong"))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", rt.as_str()),
-            ("client_id", emu.client_id()),
-            ("client_secret", emu.client_secret()),
-        ])
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str()), ("client_id", emu.client_id()), ("client_secret", emu.client_secret())])
         .send()
         .await
         .unwrap();
     assert_eq!(bad_basic.status(), 401);
     assert_eq!(bad_basic.text().await.unwrap(), r#"{"error":"invalid_client"}"#);
-    let none = http
-        .post(emu.token_url())
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let none = http.post(emu.token_url()).form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]).send().await.unwrap();
     assert_eq!(none.status(), 401);
     let bad_grant = http
         .post(emu.token_url())
@@ -546,15 +509,8 @@ async fn admin_routes() {
     assert_eq!(truth[0].id, "1");
     let cust: Vec<qbo_emulator::TruthRow> = http.get(format!("{base}/_emulator/truth/Customer")).send().await.unwrap().json().await.unwrap();
     assert_eq!(cust.len(), 80, "inactive included");
-    let k: Knobs = http
-        .post(format!("{base}/_emulator/knobs"))
-        .body(r#"{"latency_ms": 5, "throttle_body": "Xml"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let k: Knobs =
+        http.post(format!("{base}/_emulator/knobs")).body(r#"{"latency_ms": 5, "throttle_body": "Xml"}"#).send().await.unwrap().json().await.unwrap();
     assert_eq!(k.latency_ms, 5);
     assert_eq!(k.throttle_body, ThrottleBody::Xml);
     assert_eq!(emu.knobs(), k);
@@ -630,14 +586,7 @@ async fn discovery_batch_cdc_and_read() {
         let http = http.clone();
         let url = format!("{}/v3/company/{}/cdc", emu.base_url(), emu.realm_id());
         let tok = tok.clone();
-        async move {
-            http.get(url)
-                .bearer_auth(tok)
-                .query(&[("entities", "invoice,Customer"), ("changedSince", since.as_str())])
-                .send()
-                .await
-                .unwrap()
-        }
+        async move { http.get(url).bearer_auth(tok).query(&[("entities", "invoice,Customer"), ("changedSince", since.as_str())]).send().await.unwrap() }
     };
     let v: Value = cdc(since.clone()).await.json().await.unwrap();
     assert_eq!(v["CDCResponse"], serde_json::json!([{"QueryResponse": [{}]}]));

@@ -124,20 +124,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let newer: Vec<StoreRecord> = (start..start + n).map(|i| make(i, 2, line_len)).collect();
     let t = Instant::now();
     let out = store.upsert(newer)?;
-    println!(
-        "update {n} records in place (same length): {:.1} ms, {:.1} MB written",
-        t.elapsed().as_secs_f64() * 1e3,
-        mb(out.bytes_written)
-    );
+    println!("update {n} records in place (same length): {:.1} ms, {:.1} MB written", t.elapsed().as_secs_f64() * 1e3, mb(out.bytes_written));
 
     let longer: Vec<StoreRecord> = (start..start + n).map(|i| make(i, 3, line_len + 100)).collect();
     let t = Instant::now();
     let out = store.upsert(longer)?;
-    println!(
-        "update {n} records that grew (relocated): {:.1} ms, {:.1} MB written",
-        t.elapsed().as_secs_f64() * 1e3,
-        mb(out.bytes_written)
-    );
+    println!("update {n} records that grew (relocated): {:.1} ms, {:.1} MB written", t.elapsed().as_secs_f64() * 1e3, mb(out.bytes_written));
 
     let st = store.stats();
     drop(store);
@@ -155,20 +147,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::remove_dir_all(dir.join(".qbo_rs"))?;
     let t = Instant::now();
     let mut store = JsonlStore::open(&path, opts)?;
-    println!(
-        "rebuild by scanning the data file ({:.0} MB): {:.2} s",
-        mb(st.file_bytes),
-        t.elapsed().as_secs_f64()
-    );
+    println!("rebuild by scanning the data file ({:.0} MB): {:.2} s", mb(st.file_bytes), t.elapsed().as_secs_f64());
 
     let t = Instant::now();
     let c = store.compact()?;
-    println!(
-        "compact: {:.2} s, {:.0} MB -> {:.0} MB",
-        t.elapsed().as_secs_f64(),
-        mb(c.bytes_before),
-        mb(c.bytes_after)
-    );
+    println!("compact: {:.2} s, {:.0} MB -> {:.0} MB", t.elapsed().as_secs_f64(), mb(c.bytes_before), mb(c.bytes_after));
     drop(store);
     std::fs::remove_file(&path)?;
     std::fs::remove_dir_all(dir.join(".qbo_rs"))?;

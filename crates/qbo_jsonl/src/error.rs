@@ -107,19 +107,13 @@ fn io_message(op: &str, path: &Path, e: &io::Error) -> String {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             let (op, path, e) = (self.0, self.1.display(), self.2);
             match e.kind() {
-                io::ErrorKind::PermissionDenied => write!(
-                    f,
-                    "permission denied {op} {path}: check the directory is writable by this user ({e})"
-                ),
+                io::ErrorKind::PermissionDenied => write!(f, "permission denied {op} {path}: check the directory is writable by this user ({e})"),
                 io::ErrorKind::StorageFull => write!(
                     f,
                     "no space left on the device while {op} {path}: free some disk space and run \
                      again; the last batch was not committed ({e})"
                 ),
-                io::ErrorKind::NotFound => write!(
-                    f,
-                    "{path} not found while {op}: was it deleted while the store was open? ({e})"
-                ),
+                io::ErrorKind::NotFound => write!(f, "{path} not found while {op}: was it deleted while the store was open? ({e})"),
                 io::ErrorKind::ReadOnlyFilesystem => write!(
                     f,
                     "{path} is on a read-only filesystem ({op}): point the store at a writable \
@@ -138,11 +132,7 @@ mod tests {
 
     #[test]
     fn permission_message_says_what_to_do() {
-        let e = StoreError::io(
-            "writing",
-            Path::new("data/invoices.txt"),
-            io::Error::from(io::ErrorKind::PermissionDenied),
-        );
+        let e = StoreError::io("writing", Path::new("data/invoices.txt"), io::Error::from(io::ErrorKind::PermissionDenied));
         let msg = e.to_string();
         assert!(msg.starts_with("permission denied writing data/invoices.txt: check the directory is writable"), "{msg}");
         assert!(e.is_io());

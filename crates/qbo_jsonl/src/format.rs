@@ -84,15 +84,7 @@ impl Manifest {
             return None;
         }
         let mut r = Reader::new(&body[8..]);
-        Some(Manifest {
-            generation: r.u64()?,
-            epoch: r.u64()?,
-            data_len: r.u64()?,
-            data_ino: r.u64()?,
-            idx_len: r.u64()?,
-            waste: r.u64()?,
-            records: r.u64()?,
-        })
+        Some(Manifest { generation: r.u64()?, epoch: r.u64()?, data_len: r.u64()?, data_ino: r.u64()?, idx_len: r.u64()?, waste: r.u64()?, records: r.u64()? })
     }
 }
 

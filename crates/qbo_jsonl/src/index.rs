@@ -140,11 +140,7 @@ impl MemTable {
     pub fn heap_bytes(&self) -> usize {
         let arena = self.chunks.len() * CHUNK * std::mem::size_of::<Entry>();
         let table = self.table.capacity() * 4;
-        let strs: usize = self
-            .strs
-            .keys()
-            .map(|k| k.len() + std::mem::size_of::<(Box<str>, u32)>() + 1)
-            .sum::<usize>()
+        let strs: usize = self.strs.keys().map(|k| k.len() + std::mem::size_of::<(Box<str>, u32)>() + 1).sum::<usize>()
             + (self.strs.capacity() - self.strs.len()) * (std::mem::size_of::<(Box<str>, u32)>() + 1);
         let big = self.big_locs.capacity() * (std::mem::size_of::<(u32, Slot)>() + 1);
         arena + table + strs + big + self.chunks.capacity() * std::mem::size_of::<Box<[Entry]>>()
@@ -353,12 +349,7 @@ impl Index {
     /// Every entry in key order (the memtable's state wins over the snapshot's). Memory: the
     /// sorted memtable (32 bytes per memtable entry) and one snapshot block.
     pub fn merged(&self) -> Merged<'_> {
-        Merged {
-            run: self.run.as_ref().map(Run::iter),
-            run_next: None,
-            mem: &self.mem,
-            sorted: self.mem.sorted().into_iter().peekable(),
-        }
+        Merged { run: self.run.as_ref().map(Run::iter), run_next: None, mem: &self.mem, sorted: self.mem.sorted().into_iter().peekable() }
     }
 }
 

@@ -220,23 +220,11 @@ impl Io {
 }
 
 pub(crate) fn open_rw(path: &Path, create: bool) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| StoreError::io("opening", path, e))
+    OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path).map_err(|e| StoreError::io("opening", path, e))
 }
 
 pub(crate) fn create_truncate(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|e| StoreError::io("creating", path, e))
+    OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).map_err(|e| StoreError::io("creating", path, e))
 }
 
 /// Reads a whole small file; None when it does not exist.
@@ -261,10 +249,8 @@ pub(crate) fn metadata_optional(path: &Path) -> Result<Option<fs::Metadata>> {
 }
 
 pub(crate) fn read_range(f: &File, off: u64, len: u64, path: &Path) -> Result<Vec<u8>> {
-    let len = usize::try_from(len).map_err(|_| StoreError::TooLarge {
-        path: path.to_path_buf(),
-        detail: format!("a read of {len} bytes does not fit in memory"),
-    })?;
+    let len =
+        usize::try_from(len).map_err(|_| StoreError::TooLarge { path: path.to_path_buf(), detail: format!("a read of {len} bytes does not fit in memory") })?;
     let mut b = vec![0u8; len];
     pread_exact(f, &mut b, off).map_err(|e| StoreError::io("reading", path, e))?;
     Ok(b)

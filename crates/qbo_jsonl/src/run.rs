@@ -65,10 +65,7 @@ impl RunHeader {
     pub fn encode(&self) -> [u8; HEADER_LEN as usize] {
         let mut b = [0u8; HEADER_LEN as usize];
         b[..8].copy_from_slice(RUN_MAGIC);
-        for (i, x) in [self.epoch, self.generation, self.count, self.blocks_len, self.fence_len, self.max_end]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, x) in [self.epoch, self.generation, self.count, self.blocks_len, self.fence_len, self.max_end].into_iter().enumerate() {
             b[8 + i * 8..16 + i * 8].copy_from_slice(&x.to_le_bytes());
         }
         let c = crc(&b[..56]);
@@ -189,10 +186,7 @@ impl<'a> RunWriter<'a> {
 
     pub fn push(&mut self, key: Key<'_>, version: Version, slot: Slot) -> Result<()> {
         if self.last.as_ref().is_some_and(|l| l.as_key() >= key) {
-            return Err(StoreError::CorruptIndex {
-                path: self.path.clone(),
-                detail: "snapshot entries are not in ascending id order".into(),
-            });
+            return Err(StoreError::CorruptIndex { path: self.path.clone(), detail: "snapshot entries are not in ascending id order".into() });
         }
         if self.block.is_empty() {
             self.block.extend_from_slice(&[0u8; 12]);
@@ -334,10 +328,8 @@ impl Run {
     }
 
     fn read_block(&self, i: usize) -> Result<Vec<u8>> {
-        self.read_block_checked(i)?.ok_or_else(|| StoreError::CorruptIndex {
-            path: self.path.clone(),
-            detail: format!("block {i} of the index snapshot fails its checksum"),
-        })
+        self.read_block_checked(i)?
+            .ok_or_else(|| StoreError::CorruptIndex { path: self.path.clone(), detail: format!("block {i} of the index snapshot fails its checksum") })
     }
 
     /// The entry of `key`, reading at most one block.
@@ -362,10 +354,7 @@ impl Run {
             std::cmp::Ordering::Greater => false,
         });
         if !ok {
-            return Err(StoreError::CorruptIndex {
-                path: self.path.clone(),
-                detail: format!("block {block} of the index snapshot cannot be decoded"),
-            });
+            return Err(StoreError::CorruptIndex { path: self.path.clone(), detail: format!("block {block} of the index snapshot cannot be decoded") });
         }
         Ok(found)
     }

@@ -6,12 +6,12 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use crate::batch::RecordRef;
 use crate::error::StoreError;
 use crate::format::{self, FrameBuilder, IdxEntry, Journal, Manifest, Op, MANIFEST_LEN, MANIFEST_SLOTS};
 use crate::index::{Index, Key, OwnedKey, Slot};
 use crate::io::{self as fio, file_id, Io};
 use crate::run::{self, Run, RunHeader, RunWriter};
-use crate::batch::RecordRef;
 use crate::{CompactOutcome, LineBatch, StoreOptions, StoreRecord, StoreStats, UpsertOutcome, Version};
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -106,13 +106,7 @@ impl JsonlStore {
         let path = path.to_path_buf();
         let name = path
             .file_name()
-            .ok_or_else(|| {
-                StoreError::io(
-                    "opening",
-                    &path,
-                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path must name a file"),
-                )
-            })?
+            .ok_or_else(|| StoreError::io("opening", &path, std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path must name a file")))?
             .to_string_lossy()
             .into_owned();
         let dir = match path.parent() {
@@ -351,9 +345,7 @@ impl JsonlStore {
                     Some((id, v)) => id == r.id && v == r.version,
                     None => false,
                 };
-                (verify && !agrees()).then_some(
-                    "the key extractor does not return this record's id and version for its line",
-                )
+                (verify && !agrees()).then_some("the key extractor does not return this record's id and version for its line")
             });
             if let Some(reason) = reason {
                 return Err(StoreError::InvalidRecord { path: self.path.clone(), index, id: r.id.to_string(), reason });
@@ -404,11 +396,7 @@ impl JsonlStore {
     /// Must be called under the lock.
     fn sync(&mut self) -> Result<()> {
         let Some((m, slot)) = self.read_manifest()? else {
-            let why = if fio::metadata_optional(&self.manifest_path)?.is_some() {
-                "the manifest is corrupt"
-            } else {
-                "there is no manifest"
-            };
+            let why = if fio::metadata_optional(&self.manifest_path)?.is_some() { "the manifest is corrupt" } else { "there is no manifest" };
             return self.rebuild(why);
         };
         self.manifest_slot = slot;
@@ -630,11 +618,7 @@ impl JsonlStore {
                         winners.push(i);
                     }
                     Some(&w) => {
-                        let loser = if r.version > batch[winners[w]].version {
-                            std::mem::replace(&mut winners[w], i)
-                        } else {
-                            i
-                        };
+                        let loser = if r.version > batch[winners[w]].version { std::mem::replace(&mut winners[w], i) } else { i };
                         outs[group(loser)].duplicates_in_batch += 1;
                     }
                 }
@@ -644,8 +628,7 @@ impl JsonlStore {
         // snapshot block.
         let mut found: Vec<Option<(Version, Slot)>> = vec![None; winners.len()];
         {
-            let mut order: Vec<(Key<'_>, usize)> =
-                winners.iter().enumerate().map(|(w, &i)| (Key::of(batch[i].id), w)).collect();
+            let mut order: Vec<(Key<'_>, usize)> = winners.iter().enumerate().map(|(w, &i)| (Key::of(batch[i].id), w)).collect();
             order.sort_unstable();
             for (k, w) in order {
                 found[w] = self.index.get(k)?;
@@ -713,10 +696,7 @@ impl JsonlStore {
         journal.append_len = append_len;
         let inserted: usize = outs.iter().map(|o| o.inserted).sum();
         let result = self.commit_batch(&journal, &append, &frame, waste, inserted as u64);
-        debug_assert_eq!(
-            outs.iter().map(|o| o.bytes_written).sum::<u64>(),
-            append_len + journal.ops.iter().map(|o| o.len()).sum::<u64>()
-        );
+        debug_assert_eq!(outs.iter().map(|o| o.bytes_written).sum::<u64>(), append_len + journal.ops.iter().map(|o| o.len()).sum::<u64>());
         result?;
         // Committed: the in-memory index follows.
         for (i, slot) in changes {
@@ -764,10 +744,7 @@ impl JsonlStore {
     fn maintain(&mut self) -> Result<bool> {
         let o = &self.options;
         let waste = self.m.waste;
-        if waste > 0
-            && waste >= o.compact_min_waste_bytes
-            && waste as f64 >= o.compact_min_waste_ratio * self.m.data_len as f64
-        {
+        if waste > 0 && waste >= o.compact_min_waste_bytes && waste as f64 >= o.compact_min_waste_ratio * self.m.data_len as f64 {
             self.compact_locked()?;
             return Ok(true);
         }
@@ -789,10 +766,8 @@ impl JsonlStore {
         self.io.sync_dir(path.parent().unwrap_or(Path::new(".")))?;
         self.idx = fio::open_rw(&self.idx_path, true)?;
         let file = self.idx.try_clone().map_err(|e| StoreError::io("opening", &self.idx_path, e))?;
-        let run = Run::load(file, &self.idx_path, self.m.idx_len)?.ok_or_else(|| StoreError::CorruptIndex {
-            path: self.idx_path.clone(),
-            detail: "the snapshot just written cannot be read back".into(),
-        })?;
+        let run = Run::load(file, &self.idx_path, self.m.idx_len)?
+            .ok_or_else(|| StoreError::CorruptIndex { path: self.idx_path.clone(), detail: "the snapshot just written cannot be read back".into() })?;
         self.index = Index::new(Some(run));
         Ok(())
     }
@@ -803,11 +778,7 @@ impl JsonlStore {
     fn finish_snapshot(&mut self, m: &Manifest) -> Result<()> {
         let Some(meta) = fio::metadata_optional(&self.idx_tmp)? else { return Ok(()) };
         let f = File::open(&self.idx_tmp).map_err(|e| StoreError::io("reading", &self.idx_tmp, e))?;
-        let header = if meta.len() >= run::HEADER_LEN {
-            fio::read_range(&f, 0, run::HEADER_LEN, &self.idx_tmp)?
-        } else {
-            Vec::new()
-        };
+        let header = if meta.len() >= run::HEADER_LEN { fio::read_range(&f, 0, run::HEADER_LEN, &self.idx_tmp)? } else { Vec::new() };
         drop(f);
         if run::decode_epoch(&header) == Some(m.epoch) {
             let (tmp, path) = (self.idx_tmp.clone(), self.idx_path.clone());
@@ -886,10 +857,7 @@ impl JsonlStore {
             window.drain(..consumed);
             win_start += consumed as u64;
             if pos >= data_len && !window.is_empty() {
-                return Err(StoreError::CorruptIndex {
-                    path: data_path,
-                    detail: "the committed data does not end with a newline".into(),
-                });
+                return Err(StoreError::CorruptIndex { path: data_path, detail: "the committed data does not end with a newline".into() });
             }
         }
         if !out.is_empty() {
@@ -936,21 +904,10 @@ impl JsonlStore {
         drop(map);
         let _ = fs::remove_file(&self.compact_map);
         if h.count != lines || h.max_end != new_len {
-            return Err(StoreError::CorruptIndex {
-                path: self.idx_path.clone(),
-                detail: "the compacted index does not cover the compacted file".into(),
-            });
+            return Err(StoreError::CorruptIndex { path: self.idx_path.clone(), detail: "the compacted index does not cover the compacted file".into() });
         }
         self.write_journal(&Journal::plain(generation, new_len, 0))?;
-        let m = Manifest {
-            generation,
-            epoch,
-            data_len: new_len,
-            data_ino: tmp_ino,
-            idx_len: h.frames_start(),
-            waste: 0,
-            records: self.m.records,
-        };
+        let m = Manifest { generation, epoch, data_len: new_len, data_ino: tmp_ino, idx_len: h.frames_start(), waste: 0, records: self.m.records };
         self.commit_manifest(&m)?;
         // Committed: a crash from here on is finished by `sync` (it renames the temp files).
         self.m = m;
@@ -1105,10 +1062,8 @@ impl JsonlStore {
                         write_snapshot(&mut io, &path, 0, 0, index.merged())?;
                         let file = File::open(&path).map_err(|e| StoreError::io("reading", &path, e))?;
                         let len = file.metadata().map_err(|e| StoreError::io("inspecting", &path, e))?.len();
-                        let run = Run::load(file, &path, len)?.ok_or_else(|| StoreError::CorruptIndex {
-                            path: path.clone(),
-                            detail: "a temporary snapshot cannot be read back".into(),
-                        })?;
+                        let run = Run::load(file, &path, len)?
+                            .ok_or_else(|| StoreError::CorruptIndex { path: path.clone(), detail: "a temporary snapshot cannot be read back".into() })?;
                         index = Index::new(Some(run));
                     }
                 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 
-use crate::*;
 use crate::run;
+use crate::*;
 
 #[derive(serde::Deserialize)]
 struct K {
@@ -645,16 +645,7 @@ fn torn_missing_stale_or_corrupt_index_log_is_detected_and_rebuilt() {
         }
         fs::write(ix, b).unwrap();
     }
-    let cases = [
-        "missing",
-        "empty",
-        "torn in the blocks",
-        "last frame lost",
-        "header checksum",
-        "block checksum",
-        "fence checksum",
-        "old format",
-    ];
+    let cases = ["missing", "empty", "torn in the blocks", "last frame lost", "header checksum", "block checksum", "fence checksum", "old format"];
     for name in cases {
         let (_d, p) = dir();
         let model = store_with_snapshot_and_frames(&p);

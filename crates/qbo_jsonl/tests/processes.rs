@@ -114,9 +114,7 @@ fn sigkill_at_random_instants_never_tears_a_batch() {
         let mut child = spawn_child(&path, next, u64::MAX, 0, fsync);
         let stdout = child.stdout.take().unwrap();
         // Let it start writing, then kill at a random instant.
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>()
-        });
+        let reader = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>());
         std::thread::sleep(Duration::from_millis(150 + pseudo_random(400)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();

@@ -34,13 +34,7 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        rows: 200_000,
-        batch: 5_000,
-        payload: 2_000,
-        rounds: 2,
-        dsn: std::env::var("QBO_RS_TEST_DSN").unwrap_or_default(),
-    };
+    let mut args = Args { rows: 200_000, batch: 5_000, payload: 2_000, rounds: 2, dsn: std::env::var("QBO_RS_TEST_DSN").unwrap_or_default() };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -168,12 +162,7 @@ fn psql_script(dir: &Path, recs: &[Rec], batch: usize, table: &TableRef, lz4: bo
         script.push_str("BEGIN;\n");
         script.push_str(&sql::begin_batch(lz4));
         script.push_str(";\n");
-        script.push_str(&format!(
-            "\\copy pg_temp.{} ({}) FROM '{}' WITH (FORMAT csv)\n",
-            sql::STAGING_TABLE,
-            sql::STAGING_COLUMNS,
-            file.display()
-        ));
+        script.push_str(&format!("\\copy pg_temp.{} ({}) FROM '{}' WITH (FORMAT csv)\n", sql::STAGING_TABLE, sql::STAGING_COLUMNS, file.display()));
         script.push_str(&sql::apply_batch(table));
         script.push_str(";\nCOMMIT;\n");
     }
@@ -229,10 +218,7 @@ async fn main() {
         c.query_one("SELECT version()", &[]).await.unwrap().get(0)
     };
     println!("server: {server}");
-    println!(
-        "rows: {}  batch: {}  payload: {avg} B avg  rounds: {}  (rows/s = rows / wall time of all batches)",
-        args.rows, args.batch, args.rounds
-    );
+    println!("rows: {}  batch: {}  payload: {avg} B avg  rounds: {}  (rows/s = rows / wall time of all batches)", args.rows, args.batch, args.rounds);
 
     let mut best: [(f64, f64); 3] = [(0.0, 0.0); 3];
     for round in 1..=args.rounds {
@@ -240,8 +226,7 @@ async fn main() {
         psql_exec(&args.dsn, &drop_all);
         w.ensure_table(&ours_t).await.unwrap();
         w.ensure_table(&psql_t).await.unwrap();
-        let scenarios: [(&str, &[Rec], &Path); 3] =
-            [("insert", &v1, &script_v1), ("update", &v2, &script_v2), ("rerun", &v2, &script_v2)];
+        let scenarios: [(&str, &[Rec], &Path); 3] = [("insert", &v1, &script_v1), ("update", &v2, &script_v2), ("rerun", &v2, &script_v2)];
         for (i, (name, recs, script)) in scenarios.into_iter().enumerate() {
             // Alternate who goes first, so neither always gets the warmer cache.
             let (psql_time, (ours_time, outcome)) = if (round + i) % 2 == 0 {
@@ -253,10 +238,7 @@ async fn main() {
             };
             // Both paths must have done the same work: every row at this scenario's version.
             for t in [&ours_t, &psql_t] {
-                let wrong = psql_scalar(
-                    &args.dsn,
-                    &format!("SELECT count(*) FROM {} WHERE sync_token <> {}", t.quoted(), recs[0].sync_token),
-                );
+                let wrong = psql_scalar(&args.dsn, &format!("SELECT count(*) FROM {} WHERE sync_token <> {}", t.quoted(), recs[0].sync_token));
                 assert_eq!(wrong, "0", "{name}: {t} does not hold version {}", recs[0].sync_token);
             }
             let ours_rps = args.rows as f64 / ours_time.as_secs_f64();
@@ -288,12 +270,7 @@ async fn main() {
     }
     println!("best of {} rounds:", args.rounds);
     for (i, name) in ["insert", "update", "rerun"].iter().enumerate() {
-        println!(
-            "  {name:<7} qbo_pg {:>9.0} rows/s   baseline {:>9.0} rows/s   ratio {:>5.1}%",
-            best[i].0,
-            best[i].1,
-            100.0 * best[i].0 / best[i].1
-        );
+        println!("  {name:<7} qbo_pg {:>9.0} rows/s   baseline {:>9.0} rows/s   ratio {:>5.1}%", best[i].0, best[i].1, 100.0 * best[i].0 / best[i].1);
     }
     psql_exec(&args.dsn, &format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
     let _ = std::fs::remove_dir_all(&dir);

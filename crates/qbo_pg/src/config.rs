@@ -41,15 +41,9 @@ impl SslMode {
             "prefer" => Ok(Self::Prefer),
             "require" => Ok(Self::Require),
             "verify-full" => Ok(Self::VerifyFull),
-            "allow" => Err(PgError::Config(
-                "sslmode=allow is not supported: use sslmode=prefer (TLS when offered) or sslmode=disable".into(),
-            )),
-            "verify-ca" => Err(PgError::Config(
-                "sslmode=verify-ca is not supported: use sslmode=verify-full (chain and host name) or sslmode=require".into(),
-            )),
-            other => Err(PgError::Config(format!(
-                "sslmode must be one of disable, prefer, require, verify-full (got {other:?})"
-            ))),
+            "allow" => Err(PgError::Config("sslmode=allow is not supported: use sslmode=prefer (TLS when offered) or sslmode=disable".into())),
+            "verify-ca" => Err(PgError::Config("sslmode=verify-ca is not supported: use sslmode=verify-full (chain and host name) or sslmode=require".into())),
+            other => Err(PgError::Config(format!("sslmode must be one of disable, prefer, require, verify-full (got {other:?})"))),
         }
     }
 
@@ -102,12 +96,7 @@ impl PgConfig {
     /// A configuration from parts. `host` is a host name, an IP address, or an absolute path to
     /// the directory holding the server's Unix socket. No password: add one with
     /// [`PgConfig::with_password`].
-    pub fn new(
-        host: impl Into<String>,
-        port: u16,
-        dbname: impl Into<String>,
-        user: impl Into<String>,
-    ) -> Result<Self, PgError> {
+    pub fn new(host: impl Into<String>, port: u16, dbname: impl Into<String>, user: impl Into<String>) -> Result<Self, PgError> {
         let config = Self {
             host: host.into(),
             port,
@@ -135,20 +124,15 @@ impl PgConfig {
     ///
     /// Errors name the part that is wrong and never echo the password.
     pub fn from_dsn(dsn: &str) -> Result<Self, PgError> {
-        let rest = dsn
-            .strip_prefix("postgresql://")
-            .or_else(|| dsn.strip_prefix("postgres://"))
-            .ok_or_else(|| {
-                PgError::Config(
-                    "DSN must start with postgresql:// or postgres:// \
+        let rest = dsn.strip_prefix("postgresql://").or_else(|| dsn.strip_prefix("postgres://")).ok_or_else(|| {
+            PgError::Config(
+                "DSN must start with postgresql:// or postgres:// \
                      (e.g. postgresql://user:password@host:5432/dbname)"
-                        .into(),
-                )
-            })?;
+                    .into(),
+            )
+        })?;
         if rest.contains('#') {
-            return Err(PgError::Config(
-                "DSN contains '#': percent-encode it as %23 (in a password too)".into(),
-            ));
+            return Err(PgError::Config("DSN contains '#': percent-encode it as %23 (in a password too)".into()));
         }
         // The user info ends at the last '@'. A '/' or '?' before it means a password (or user)
         // with those characters unencoded: splitting there would put part of the password in
@@ -193,9 +177,7 @@ impl PgConfig {
         let (mut host, mut port) = parse_hostport(hostport)?;
         let mut dbname = if path.is_empty() { None } else { Some(decode(path, "database name")?) };
         if dbname.as_deref().is_some_and(|d| d.contains('/')) {
-            return Err(PgError::Config(
-                "database name in the DSN path contains '/': percent-encode it as %2F".into(),
-            ));
+            return Err(PgError::Config("database name in the DSN path contains '/': percent-encode it as %2F".into()));
         }
 
         let mut sslmode = None;
@@ -203,20 +185,14 @@ impl PgConfig {
         let mut connect_timeout = None;
         let mut application_name = None;
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').ok_or_else(|| {
-                PgError::Config(format!("DSN query parameter {:?} has no '=value'", redact_key(pair)))
-            })?;
+            let (key, value) = pair.split_once('=').ok_or_else(|| PgError::Config(format!("DSN query parameter {:?} has no '=value'", redact_key(pair))))?;
             let value_of = |what: &str| decode(value, what);
             match key {
                 "sslmode" => sslmode = Some(SslMode::parse(&value_of("sslmode")?)?),
                 "sslrootcert" => sslrootcert = Some(PathBuf::from(value_of("sslrootcert")?)),
                 "connect_timeout" => {
                     let v = value_of("connect_timeout")?;
-                    let secs: u64 = v.parse().map_err(|_| {
-                        PgError::Config(format!(
-                            "connect_timeout must be a whole number of seconds (got {v:?})"
-                        ))
-                    })?;
+                    let secs: u64 = v.parse().map_err(|_| PgError::Config(format!("connect_timeout must be a whole number of seconds (got {v:?})")))?;
                     connect_timeout = Some(Duration::from_secs(secs.max(1)));
                 }
                 "application_name" => application_name = Some(value_of("application_name")?),
@@ -249,17 +225,11 @@ impl PgConfig {
             return Err(PgError::Config(format!("DSN has no {}", missing.join(", no "))));
         }
 
-        let mut config = Self::new(
-            host.unwrap_or_default(),
-            port.unwrap_or(5432),
-            dbname.unwrap_or_default(),
-            user.unwrap_or_default(),
-        )?;
+        let mut config = Self::new(host.unwrap_or_default(), port.unwrap_or(5432), dbname.unwrap_or_default(), user.unwrap_or_default())?;
         if let Some(p) = password {
             config = config.with_password(p);
         }
-        let default_sslmode =
-            if config.is_unix_socket() { SslMode::Disable } else { SslMode::default() };
+        let default_sslmode = if config.is_unix_socket() { SslMode::Disable } else { SslMode::default() };
         config.sslmode = sslmode.unwrap_or(default_sslmode);
         config.sslrootcert = sslrootcert;
         if let Some(t) = connect_timeout {
@@ -310,23 +280,15 @@ impl PgConfig {
             )));
         }
         let port = match get("POSTGRES_PORT") {
-            Some(p) => parse_port(&p).map_err(|_| {
-                PgError::Config(format!("POSTGRES_PORT must be a number between 1 and 65535 (got {p:?})"))
-            })?,
+            Some(p) => parse_port(&p).map_err(|_| PgError::Config(format!("POSTGRES_PORT must be a number between 1 and 65535 (got {p:?})")))?,
             None => 5432,
         };
-        let mut config = Self::new(
-            host.unwrap_or_default(),
-            port,
-            db.unwrap_or_default(),
-            user.unwrap_or_default(),
-        )?;
+        let mut config = Self::new(host.unwrap_or_default(), port, db.unwrap_or_default(), user.unwrap_or_default())?;
         if let Some(p) = password.filter(|p| !p.is_empty()) {
             config = config.with_password(p);
         }
         if let Some(mode) = get("POSTGRES_SSLMODE") {
-            config.sslmode = SslMode::parse(&mode)
-                .map_err(|e| match e {
+            config.sslmode = SslMode::parse(&mode).map_err(|e| match e {
                 PgError::Config(m) => PgError::Config(format!("POSTGRES_SSLMODE: {m}")),
                 other => other,
             })?;
@@ -467,16 +429,10 @@ impl PgConfig {
             }
         }
         if self.sslrootcert.is_some() && self.sslmode != SslMode::VerifyFull {
-            return Err(PgError::Config(format!(
-                "sslrootcert is only used with sslmode=verify-full (sslmode is {})",
-                self.sslmode
-            )));
+            return Err(PgError::Config(format!("sslrootcert is only used with sslmode=verify-full (sslmode is {})", self.sslmode)));
         }
         if self.is_unix_socket() && matches!(self.sslmode, SslMode::Require | SslMode::VerifyFull) {
-            return Err(PgError::Config(format!(
-                "sslmode={} cannot be used over a Unix socket ({}): use sslmode=disable",
-                self.sslmode, self.host
-            )));
+            return Err(PgError::Config(format!("sslmode={} cannot be used over a Unix socket ({}): use sslmode=disable", self.sslmode, self.host)));
         }
         Ok(())
     }
@@ -506,8 +462,7 @@ fn decode(raw: &str, what: &str) -> Result<String, PgError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let ok = bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            let ok = bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
             if !ok {
                 return Err(PgError::Config(format!(
                     "{what} in the DSN has a '%' that is not followed by two hex digits: \
@@ -519,9 +474,10 @@ fn decode(raw: &str, what: &str) -> Result<String, PgError> {
             i += 1;
         }
     }
-    percent_decode_str(raw).decode_utf8().map(|s| s.into_owned()).map_err(|_| {
-        PgError::Config(format!("{what} in the DSN is not valid UTF-8 after percent-decoding"))
-    })
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| PgError::Config(format!("{what} in the DSN is not valid UTF-8 after percent-decoding")))
 }
 
 fn parse_port(p: &str) -> Result<u16, PgError> {
@@ -536,19 +492,13 @@ fn parse_hostport(hostport: &str) -> Result<(Option<String>, Option<u16>), PgErr
         return Ok((None, None));
     }
     if hostport.contains(',') {
-        return Err(PgError::Config(
-            "DSN lists several hosts: qbo_pg connects to exactly one".into(),
-        ));
+        return Err(PgError::Config("DSN lists several hosts: qbo_pg connects to exactly one".into()));
     }
     if let Some(rest) = hostport.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or_else(|| {
-            PgError::Config("DSN host starts with '[' but has no closing ']'".into())
-        })?;
+        let (h, after) = rest.split_once(']').ok_or_else(|| PgError::Config("DSN host starts with '[' but has no closing ']'".into()))?;
         let port = match after {
             "" => None,
-            p => Some(parse_port(p.strip_prefix(':').ok_or_else(|| {
-                PgError::Config("unexpected text after ']' in the DSN host".into())
-            })?)?),
+            p => Some(parse_port(p.strip_prefix(':').ok_or_else(|| PgError::Config("unexpected text after ']' in the DSN host".into()))?)?),
         };
         return Ok((Some(h.to_string()), port));
     }
@@ -562,5 +512,9 @@ fn parse_hostport(hostport: &str) -> Result<(Option<String>, Option<u16>), PgErr
 /// at its first '=' by the caller, but keep keys short and printable anyway.
 fn redact_key(key: &str) -> String {
     let k: String = key.chars().take(40).collect();
-    if k.to_ascii_lowercase().contains("pass") { "<password parameter>".into() } else { k }
+    if k.to_ascii_lowercase().contains("pass") {
+        "<password parameter>".into()
+    } else {
+        k
+    }
 }

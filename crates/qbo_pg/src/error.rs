@@ -175,12 +175,9 @@ impl MissingPrivilege {
             MissingPrivilege::CreateOnSchema { schema } => {
                 format!("GRANT CREATE ON SCHEMA {} TO {r};", quote_ident(schema))
             }
-            MissingPrivilege::OnTable { schema, table, privileges } => format!(
-                "GRANT {} ON TABLE {}.{} TO {r};",
-                privileges.join(", "),
-                quote_ident(schema),
-                quote_ident(table)
-            ),
+            MissingPrivilege::OnTable { schema, table, privileges } => {
+                format!("GRANT {} ON TABLE {}.{} TO {r};", privileges.join(", "), quote_ident(schema), quote_ident(table))
+            }
         }
     }
 }
@@ -200,13 +197,9 @@ impl fmt::Display for MissingPrivilege {
             MissingPrivilege::CreateOnSchema { schema } => {
                 write!(f, "CREATE on schema {}", quote_ident(schema))
             }
-            MissingPrivilege::OnTable { schema, table, privileges } => write!(
-                f,
-                "{} on table {}.{}",
-                privileges.join("/"),
-                quote_ident(schema),
-                quote_ident(table)
-            ),
+            MissingPrivilege::OnTable { schema, table, privileges } => {
+                write!(f, "{} on table {}.{}", privileges.join("/"), quote_ident(schema), quote_ident(table))
+            }
         }
     }
 }

@@ -79,10 +79,7 @@ fn check_identifier(what: &str, name: &str) -> Result<(), PgError> {
         return Err(PgError::Config(format!("{what} name is empty: {rule}")));
     }
     if name.len() > 63 {
-        return Err(PgError::Config(format!(
-            "{what} name is {} bytes long, PostgreSQL's limit is 63: {rule}",
-            name.len()
-        )));
+        return Err(PgError::Config(format!("{what} name is {} bytes long, PostgreSQL's limit is 63: {rule}", name.len())));
     }
     let first_ok = matches!(name.as_bytes()[0], b'a'..=b'z' | b'_');
     let bad = name.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '_'));
@@ -95,9 +92,7 @@ fn check_identifier(what: &str, name: &str) -> Result<(), PgError> {
         return Err(PgError::Config(format!("{what} name {name:?} is unsafe: {why}; {rule}")));
     }
     if !first_ok {
-        return Err(PgError::Config(format!(
-            "{what} name {name:?} starts with a digit: {rule}"
-        )));
+        return Err(PgError::Config(format!("{what} name {name:?} starts with a digit: {rule}")));
     }
     Ok(())
 }

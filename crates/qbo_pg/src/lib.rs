@@ -124,9 +124,7 @@ pub mod sql;
 mod tls;
 mod writer;
 
-pub use config::{
-    PgConfig, SslMode, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-};
+pub use config::{PgConfig, SslMode, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 pub use error::{MissingPrivilege, PgError, PrivilegeError};
 pub use ident::{quote_ident, TableRef};
 pub use writer::{PgWriter, RawRow, UpsertOutcome};

@@ -52,11 +52,7 @@ pub fn create_table(table: &TableRef, lz4: bool) -> String {
 
 /// `CREATE INDEX IF NOT EXISTS` on `last_updated_utc` (window re-checks, "what changed since").
 pub fn create_index(table: &TableRef) -> String {
-    format!(
-        "CREATE INDEX IF NOT EXISTS {} ON {} (last_updated_utc)",
-        crate::ident::quote_ident(&table.last_updated_index_name()),
-        table.quoted()
-    )
+    format!("CREATE INDEX IF NOT EXISTS {} ON {} (last_updated_utc)", crate::ident::quote_ident(&table.last_updated_index_name()), table.quoted())
 }
 
 /// Opens the batch: sort memory for this transaction only, and a fresh staging table that the
@@ -153,11 +149,8 @@ pub fn apply_batch(table: &TableRef) -> String {
          SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written",
         t = table.quoted(),
         cols = STAGING_COLUMNS,
-        select_cols = STAGING_COLUMNS
-            .split(", ")
-            .map(|c| if c == "payload" { "s.payload::jsonb".to_string() } else { format!("s.{c}") })
-            .collect::<Vec<_>>()
-            .join(", "),
+        select_cols =
+            STAGING_COLUMNS.split(", ").map(|c| if c == "payload" { "s.payload::jsonb".to_string() } else { format!("s.{c}") }).collect::<Vec<_>>().join(", "),
     )
 }
 

@@ -13,10 +13,8 @@ fn config_err(dsn: &str) -> String {
 
 #[test]
 fn dsn_full_form() {
-    let c = PgConfig::from_dsn(
-        "postgresql://qbo:s3cr%40t%2Fx@db.example.com:6543/ware%20house?sslmode=require&connect_timeout=3&application_name=etl",
-    )
-    .unwrap();
+    let c =
+        PgConfig::from_dsn("postgresql://qbo:s3cr%40t%2Fx@db.example.com:6543/ware%20house?sslmode=require&connect_timeout=3&application_name=etl").unwrap();
     assert_eq!(c.host(), "db.example.com");
     assert_eq!(c.port(), 6543);
     assert_eq!(c.user(), "qbo");
@@ -94,12 +92,8 @@ fn from_env_names_every_missing_variable() {
     }
     assert!(!m.contains("POSTGRES_HOST,"), "{m}");
 
-    let env: HashMap<&str, &str> = HashMap::from([
-        ("POSTGRES_HOST", "db"),
-        ("POSTGRES_DB", "warehouse"),
-        ("POSTGRES_USER", "etl"),
-        ("POSTGRES_PASSWORD", "pw"),
-    ]);
+    let env: HashMap<&str, &str> =
+        HashMap::from([("POSTGRES_HOST", "db"), ("POSTGRES_DB", "warehouse"), ("POSTGRES_USER", "etl"), ("POSTGRES_PASSWORD", "pw")]);
     let c = PgConfig::from_env_with(|k| env.get(k).map(|v| v.to_string())).unwrap();
     assert_eq!((c.host(), c.port(), c.dbname(), c.user()), ("db", 5432, "warehouse", "etl"));
     assert_eq!(c.sslmode(), SslMode::Prefer);
@@ -153,10 +147,7 @@ fn long_table_names_get_a_distinct_index_name_within_63_bytes() {
     let (ia, ib) = (a.last_updated_index_name(), b.last_updated_index_name());
     assert!(ia.len() <= 63 && ib.len() <= 63);
     assert_ne!(ia, ib);
-    assert_eq!(
-        TableRef::new("raw", "qb_invoices").unwrap().last_updated_index_name(),
-        "qb_invoices_last_updated_utc_idx"
-    );
+    assert_eq!(TableRef::new("raw", "qb_invoices").unwrap().last_updated_index_name(), "qb_invoices_last_updated_utc_idx");
 }
 
 #[test]
@@ -165,11 +156,7 @@ fn privilege_messages_name_each_privilege_and_the_grant() {
         role: "etl".into(),
         missing: vec![
             MissingPrivilege::UsageOnSchema { schema: "raw".into() },
-            MissingPrivilege::OnTable {
-                schema: "raw".into(),
-                table: "qb_invoices".into(),
-                privileges: vec!["INSERT", "UPDATE"],
-            },
+            MissingPrivilege::OnTable { schema: "raw".into(), table: "qb_invoices".into(), privileges: vec!["INSERT", "UPDATE"] },
         ],
         server_message: None,
     });
@@ -182,11 +169,7 @@ fn privilege_messages_name_each_privilege_and_the_grant() {
 
 #[test]
 fn missing_database_message_says_how_to_create_it() {
-    let e = PgError::MissingDatabase {
-        database: "warehouse".into(),
-        user: "etl".into(),
-        target: "etl@h:5432/warehouse".into(),
-    };
+    let e = PgError::MissingDatabase { database: "warehouse".into(), user: "etl".into(), target: "etl@h:5432/warehouse".into() };
     let m = e.to_string();
     assert!(m.contains("CREATE DATABASE \"warehouse\" OWNER \"etl\""), "{m}");
 }

@@ -22,32 +22,19 @@ pub(crate) fn connector(config: &PgConfig) -> Result<Option<MakeRustlsConnect>, 
         .map_err(|e| PgError::Config(format!("TLS setup failed: {e}")))?;
     let client = match config.sslmode() {
         SslMode::Disable => return Ok(None),
-        SslMode::Prefer | SslMode::Require => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
-            .with_no_client_auth(),
+        SslMode::Prefer | SslMode::Require => builder.dangerous().with_custom_certificate_verifier(Arc::new(EncryptOnly(provider))).with_no_client_auth(),
         SslMode::VerifyFull => {
             let mut roots = RootCertStore::empty();
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
             if let Some(path) = config.sslrootcert() {
                 let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
                     .and_then(|it| it.collect::<Result<_, _>>())
-                    .map_err(|e| {
-                        PgError::Config(format!(
-                            "sslrootcert {}: cannot read PEM certificates: {e}",
-                            path.display()
-                        ))
-                    })?;
+                    .map_err(|e| PgError::Config(format!("sslrootcert {}: cannot read PEM certificates: {e}", path.display())))?;
                 if certs.is_empty() {
-                    return Err(PgError::Config(format!(
-                        "sslrootcert {} holds no PEM certificate",
-                        path.display()
-                    )));
+                    return Err(PgError::Config(format!("sslrootcert {} holds no PEM certificate", path.display())));
                 }
                 for cert in certs {
-                    roots.add(cert).map_err(|e| {
-                        PgError::Config(format!("sslrootcert {}: {e}", path.display()))
-                    })?;
+                    roots.add(cert).map_err(|e| PgError::Config(format!("sslrootcert {}: {e}", path.display())))?;
                 }
             }
             builder.with_root_certificates(roots).with_no_client_auth()
@@ -74,32 +61,12 @@ impl ServerCertVerifier for EncryptOnly {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

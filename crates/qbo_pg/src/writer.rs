@@ -18,10 +18,7 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{PgConfig, SslMode};
-use crate::error::{
-    driver_message, is_insufficient_privilege, query_error, MissingPrivilege, PgError,
-    PrivilegeError,
-};
+use crate::error::{driver_message, is_insufficient_privilege, query_error, MissingPrivilege, PgError, PrivilegeError};
 use crate::ident::TableRef;
 use crate::sql;
 
@@ -158,18 +155,8 @@ impl std::fmt::Debug for PgWriter {
 }
 
 /// Column types of the binary COPY, in [`sql::STAGING_COLUMNS`] order.
-const COPY_TYPES: [Type; 10] = [
-    Type::VARCHAR,
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-    Type::INT8,
-    Type::VARCHAR,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-    Type::INT4,
-    Type::INT4,
-];
+const COPY_TYPES: [Type; 10] =
+    [Type::VARCHAR, Type::TEXT, Type::TIMESTAMPTZ, Type::INT8, Type::VARCHAR, Type::TIMESTAMPTZ, Type::TIMESTAMPTZ, Type::TIMESTAMPTZ, Type::INT4, Type::INT4];
 
 /// Whether the server offers lz4 for TOAST compression: `default_toast_compression` exists
 /// since PostgreSQL 14 and lists `lz4` only when the server was built with it.
@@ -182,11 +169,7 @@ impl PgWriter {
     pub async fn connect(config: &PgConfig) -> Result<Self, PgError> {
         let tls = crate::tls::connector(config)?;
         let client = open(config, tls.as_ref()).await.map_err(|e| connect_error(config, &e))?;
-        let lz4 = client
-            .query_one(LZ4_SQL, &[])
-            .await
-            .map_err(|e| query_error("ask the server for lz4 support", &e))?
-            .get(0);
+        let lz4 = client.query_one(LZ4_SQL, &[]).await.map_err(|e| query_error("ask the server for lz4 support", &e))?.get(0);
         Ok(Self {
             inner: Arc::new(Inner {
                 config: config.clone(),
@@ -242,11 +225,7 @@ impl PgWriter {
     /// Re-running a batch, in any order relative to others, converges to the same table: the
     /// newest version per id. An empty batch does nothing and returns zeros. Several upserts
     /// may run at once (each on its own session, see [`PgWriter`]).
-    pub async fn upsert(
-        &self,
-        table: &TableRef,
-        rows: &[RawRow<'_>],
-    ) -> Result<UpsertOutcome, PgError> {
+    pub async fn upsert(&self, table: &TableRef, rows: &[RawRow<'_>]) -> Result<UpsertOutcome, PgError> {
         validate_rows(rows)?;
         let (winners, duplicates) = newest_per_id(rows);
         if winners.is_empty() {
@@ -254,8 +233,7 @@ impl PgWriter {
         }
         let started = Instant::now();
         let mut conn = self.session().await?;
-        let result =
-            upsert_on(conn.client(), &self.inner.config, table, &winners, self.inner.lz4).await;
+        let result = upsert_on(conn.client(), &self.inner.config, table, &winners, self.inner.lz4).await;
         conn.done();
         let mut outcome = result?;
         outcome.duplicates_in_batch = duplicates;
@@ -279,9 +257,7 @@ impl PgWriter {
         let client = conn.client();
         let result = match client.query_one(&sql::count_rows(table), &[]).await {
             Ok(row) => Ok(row.get::<_, i64>(0) as u64),
-            Err(e) if is_insufficient_privilege(&e) => {
-                Err(privilege_error(client, &self.inner.config, table, false, &e).await)
-            }
+            Err(e) if is_insufficient_privilege(&e) => Err(privilege_error(client, &self.inner.config, table, false, &e).await),
             Err(e) => Err(query_error(format!("count rows of {}", table.quoted()), &e)),
         };
         conn.done();
@@ -304,8 +280,7 @@ impl PgWriter {
     async fn session(&self) -> Result<Session<'_>, PgError> {
         let inner = &*self.inner;
         loop {
-            let permit =
-                Arc::clone(&inner.permits).acquire_owned().await.expect("the semaphore is never closed");
+            let permit = Arc::clone(&inner.permits).acquire_owned().await.expect("the semaphore is never closed");
             loop {
                 let candidate = inner.idle.lock().expect("idle list lock").pop();
                 match candidate {
@@ -327,10 +302,7 @@ impl PgWriter {
                     inner.open.fetch_add(1, Ordering::SeqCst);
                     return Ok(Session { inner, client: Some(client), _permit: permit });
                 }
-                Err(e)
-                    if e.code() == Some(&SqlState::TOO_MANY_CONNECTIONS)
-                        && inner.open.load(Ordering::SeqCst) > 0 =>
-                {
+                Err(e) if e.code() == Some(&SqlState::TOO_MANY_CONNECTIONS) && inner.open.load(Ordering::SeqCst) > 0 => {
                     // No slot left on the server: make do with the sessions already open.
                     permit.forget();
                     inner.refused.fetch_add(1, Ordering::SeqCst);
@@ -381,10 +353,7 @@ impl Drop for Session<'_> {
 }
 
 /// Opens one session (classify a failure with [`connect_error`]).
-async fn open(
-    config: &PgConfig,
-    tls: Option<&MakeRustlsConnect>,
-) -> Result<Client, tokio_postgres::Error> {
+async fn open(config: &PgConfig, tls: Option<&MakeRustlsConnect>) -> Result<Client, tokio_postgres::Error> {
     let mut pg = tokio_postgres::Config::new();
     if config.is_unix_socket() {
         pg.host_path(config.host());
@@ -434,42 +403,24 @@ fn connect_error(config: &PgConfig, err: &tokio_postgres::Error) -> PgError {
     let target = config.target();
     if let Some(db) = err.as_db_error() {
         let code = db.code();
-        if *code == SqlState::INVALID_PASSWORD
-            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-        {
-            return PgError::Auth {
-                user: config.user().to_string(),
-                target,
-                reason: db.message().to_string(),
-            };
+        if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            return PgError::Auth { user: config.user().to_string(), target, reason: db.message().to_string() };
         }
         if *code == SqlState::INVALID_CATALOG_NAME {
-            return PgError::MissingDatabase {
-                database: config.dbname().to_string(),
-                user: config.user().to_string(),
-                target,
-            };
+            return PgError::MissingDatabase { database: config.dbname().to_string(), user: config.user().to_string(), target };
         }
         if *code == SqlState::INSUFFICIENT_PRIVILEGE {
             return PgError::Privilege(PrivilegeError {
                 role: config.user().to_string(),
                 missing: vec![],
-                server_message: Some(format!(
-                    "{}{}",
-                    db.message(),
-                    db.detail().map(|d| format!(" {d}")).unwrap_or_default()
-                )),
+                server_message: Some(format!("{}{}", db.message(), db.detail().map(|d| format!(" {d}")).unwrap_or_default())),
             });
         }
         return PgError::Connect { target, reason: format!("{} (SQLSTATE {})", db.message(), code.code()) };
     }
     let reason = driver_message(err);
     if reason.contains("password missing") {
-        return PgError::Auth {
-            user: config.user().to_string(),
-            target,
-            reason: "the server asks for a password and none is configured".into(),
-        };
+        return PgError::Auth { user: config.user().to_string(), target, reason: "the server asks for a password and none is configured".into() };
     }
     if reason.contains("server does not support TLS") {
         return PgError::Connect {
@@ -503,14 +454,10 @@ fn validate_rows(rows: &[RawRow<'_>]) -> Result<(), PgError> {
             return Err(PgError::Config(format!("row {i}: id is empty")));
         }
         if r.id.contains('\0') {
-            return Err(PgError::Config(format!(
-                "row {i} (id {id}): id contains a NUL byte, which PostgreSQL text cannot store"
-            )));
+            return Err(PgError::Config(format!("row {i} (id {id}): id contains a NUL byte, which PostgreSQL text cannot store")));
         }
         if r.realm_id.contains('\0') {
-            return Err(PgError::Config(format!(
-                "row {i} (id {id}): realm_id contains a NUL byte, which PostgreSQL text cannot store"
-            )));
+            return Err(PgError::Config(format!("row {i} (id {id}): realm_id contains a NUL byte, which PostgreSQL text cannot store")));
         }
         let trimmed = r.payload_json.trim_ascii();
         if trimmed.first() != Some(&b'{') || trimmed.last() != Some(&b'}') {
@@ -531,7 +478,11 @@ fn validate_rows(rows: &[RawRow<'_>]) -> Result<(), PgError> {
 
 fn shown(id: &str) -> String {
     let cut: String = id.chars().take(64).collect();
-    if cut.len() < id.len() { format!("{cut:?}...") } else { format!("{cut:?}") }
+    if cut.len() < id.len() {
+        format!("{cut:?}...")
+    } else {
+        format!("{cut:?}")
+    }
 }
 
 /// Keeps each id's newest version (ties: the first copy), in first-seen order; returns the
@@ -564,11 +515,7 @@ fn newest_per_id<'r, 'a>(rows: &'r [RawRow<'a>]) -> (Vec<&'r RawRow<'a>>, u64) {
 struct JsonText<'a>(&'a [u8]);
 
 impl ToSql for JsonText<'_> {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
         out.reserve(self.0.len() + 1);
         if *ty == Type::JSONB {
             out.put_u8(1);
@@ -584,13 +531,7 @@ impl ToSql for JsonText<'_> {
     to_sql_checked!();
 }
 
-async fn upsert_on(
-    client: &mut Client,
-    config: &PgConfig,
-    table: &TableRef,
-    winners: &[&RawRow<'_>],
-    lz4: bool,
-) -> Result<UpsertOutcome, PgError> {
+async fn upsert_on(client: &mut Client, config: &PgConfig, table: &TableRef, winners: &[&RawRow<'_>], lz4: bool) -> Result<UpsertOutcome, PgError> {
     let context = || format!("upsert into {}", table.quoted());
     let attempt = async {
         let tx = client.transaction().await.map_err(|e| (e, "begin"))?;
@@ -619,35 +560,25 @@ async fn upsert_on(
         writer.finish().await.map_err(|e| (e, "COPY"))?;
 
         let (inserted, updated) = {
-            let messages =
-                tx.simple_query(&sql::apply_batch(table)).await.map_err(|e| (e, "INSERT"))?;
+            let messages = tx.simple_query(&sql::apply_batch(table)).await.map_err(|e| (e, "INSERT"))?;
             let row = first_row(&messages).expect("the count query returns one row");
             (parse_count(row, 0), parse_count(row, 1))
         };
         let distinct = winners.len() as u64;
         let stale = if inserted + updated < distinct {
-            let messages =
-                tx.simple_query(&sql::count_stale(table)).await.map_err(|e| (e, "count stale"))?;
+            let messages = tx.simple_query(&sql::count_stale(table)).await.map_err(|e| (e, "count stale"))?;
             parse_count(first_row(&messages).expect("count returns one row"), 0)
         } else {
             0
         };
         tx.commit().await.map_err(|e| (e, "COMMIT"))?;
         let unchanged = distinct.saturating_sub(inserted + updated + stale);
-        Ok::<_, (tokio_postgres::Error, &'static str)>(UpsertOutcome {
-            inserted,
-            updated,
-            unchanged,
-            stale,
-            duplicates_in_batch: 0,
-        })
+        Ok::<_, (tokio_postgres::Error, &'static str)>(UpsertOutcome { inserted, updated, unchanged, stale, duplicates_in_batch: 0 })
     };
     match attempt.await {
         Ok(outcome) => Ok(outcome),
         // The transaction was dropped, so its ROLLBACK is queued ahead of anything we send now.
-        Err((e, _)) if is_insufficient_privilege(&e) => {
-            Err(privilege_error(client, config, table, false, &e).await)
-        }
+        Err((e, _)) if is_insufficient_privilege(&e) => Err(privilege_error(client, config, table, false, &e).await),
         Err((e, step)) => {
             let mut err = query_error(format!("{} ({})", context(), failure_outcome(step, e.as_db_error().is_none())), &e);
             let code = e.code().cloned();
@@ -656,11 +587,7 @@ async fn upsert_on(
                 (Some(line), _) => winners.get(line.wrapping_sub(1)).map(|r| r.id),
                 // Invalid JSON surfaces at the cast in the INSERT, which does not say which row:
                 // ask the server once more, with a COPY into a JSONB column.
-                (None, Some(c))
-                    if step == "INSERT"
-                        && (*c == SqlState::INVALID_TEXT_REPRESENTATION
-                            || *c == SqlState::UNTRANSLATABLE_CHARACTER) =>
-                {
+                (None, Some(c)) if step == "INSERT" && (*c == SqlState::INVALID_TEXT_REPRESENTATION || *c == SqlState::UNTRANSLATABLE_CHARACTER) => {
                     find_invalid_json(client, winners).await
                 }
                 _ => None,
@@ -803,11 +730,7 @@ impl Inspection {
                 privileges.push("UPDATE");
             }
             if !privileges.is_empty() {
-                missing.push(MissingPrivilege::OnTable {
-                    schema,
-                    table: table.table().to_string(),
-                    privileges,
-                });
+                missing.push(MissingPrivilege::OnTable { schema, table: table.table().to_string(), privileges });
             }
         }
         if !self.db_temp {
@@ -819,13 +742,7 @@ impl Inspection {
 
 /// Turns a 42501 from a statement into a [`PrivilegeError`] that names every missing privilege
 /// (asking the catalogs), keeping the server's message.
-async fn privilege_error(
-    client: &Client,
-    config: &PgConfig,
-    table: &TableRef,
-    creating: bool,
-    err: &tokio_postgres::Error,
-) -> PgError {
+async fn privilege_error(client: &Client, config: &PgConfig, table: &TableRef, creating: bool, err: &tokio_postgres::Error) -> PgError {
     let server_message = err.as_db_error().map(|db| db.message().to_string());
     let (role, missing) = match inspect(client, table).await {
         Ok(i) => (i.role.clone(), i.missing(table, creating)),
@@ -845,12 +762,7 @@ fn lost_creation_race(err: &tokio_postgres::Error) -> bool {
     )
 }
 
-async fn ensure_table_on(
-    client: &mut Client,
-    config: &PgConfig,
-    table: &TableRef,
-    lz4: bool,
-) -> Result<(), PgError> {
+async fn ensure_table_on(client: &mut Client, config: &PgConfig, table: &TableRef, lz4: bool) -> Result<(), PgError> {
     let ctx = |what: &str| format!("ensure table {}: {what}", table.quoted());
     let mut state = inspect(client, table).await.map_err(|e| query_error(ctx("inspect"), &e))?;
 
@@ -881,11 +793,7 @@ async fn ensure_table_on(
         state = inspect(client, table).await.map_err(|e| query_error(ctx("inspect"), &e))?;
     }
     let Some(oid) = state.table_oid else {
-        return Err(PgError::Query {
-            context: ctx("create table"),
-            sqlstate: None,
-            message: "the table is still missing after CREATE TABLE".into(),
-        });
+        return Err(PgError::Query { context: ctx("create table"), sqlstate: None, message: "the table is still missing after CREATE TABLE".into() });
     };
 
     check_shape(client, table, oid, state.table_kind).await?;
@@ -915,23 +823,14 @@ async fn ensure_table_on(
 
     let missing = state.missing(table, false);
     if !missing.is_empty() {
-        return Err(PgError::Privilege(PrivilegeError {
-            role: state.role,
-            missing,
-            server_message: None,
-        }));
+        return Err(PgError::Privilege(PrivilegeError { role: state.role, missing, server_message: None }));
     }
     Ok(())
 }
 
 /// Checks that an existing relation can take our upserts: right kind, every column with a
 /// compatible type, no extra NOT NULL column without a default, a unique index on `id` alone.
-async fn check_shape(
-    client: &Client,
-    table: &TableRef,
-    oid: u32,
-    kind: Option<i8>,
-) -> Result<(), PgError> {
+async fn check_shape(client: &Client, table: &TableRef, oid: u32, kind: Option<i8>) -> Result<(), PgError> {
     let ctx = format!("ensure table {}: inspect columns", table.quoted());
     let mut problems = Vec::new();
     if !matches!(kind.map(|k| k as u8), Some(b'r') | Some(b'p')) {
@@ -958,10 +857,7 @@ async fn check_shape(
         ("sync_token", &["bigint"]),
         ("realm_id", &["character varying", "text"]),
     ];
-    let found: HashMap<String, (String, bool, bool)> = columns
-        .iter()
-        .map(|r| (r.get::<_, String>(0), (r.get::<_, String>(1), r.get(2), r.get(3))))
-        .collect();
+    let found: HashMap<String, (String, bool, bool)> = columns.iter().map(|r| (r.get::<_, String>(0), (r.get::<_, String>(1), r.get(2), r.get(3)))).collect();
     for (name, types) in EXPECTED {
         match found.get(name) {
             None => problems.push(format!("column {name} is missing ({})", types[0])),
@@ -975,9 +871,7 @@ async fn check_shape(
     }
     for (name, (_, notnull, hasdef)) in &found {
         if *notnull && !*hasdef && !EXPECTED.iter().any(|(n, _)| n == name) {
-            problems.push(format!(
-                "extra column {name} is NOT NULL without a default, so inserts would fail"
-            ));
+            problems.push(format!("extra column {name} is NOT NULL without a default, so inserts would fail"));
         }
     }
     let unique_id: bool = client
@@ -1074,10 +968,7 @@ mod tests {
     #[test]
     fn copy_line_parses_server_context() {
         assert_eq!(copy_line("COPY qbo_pg_staging, line 17, column payload"), Some(17));
-        assert_eq!(
-            copy_line("JSON data, line 1: {\"a\": }\nCOPY qbo_pg_staging, line 32, column payload"),
-            Some(32)
-        );
+        assert_eq!(copy_line("JSON data, line 1: {\"a\": }\nCOPY qbo_pg_staging, line 32, column payload"), Some(32));
         assert_eq!(copy_line("something else"), None);
     }
 }

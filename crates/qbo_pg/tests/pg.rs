@@ -61,8 +61,7 @@ async fn ensure_table_creates_schema_table_and_index_once() {
         )
         .await
         .unwrap();
-    let got: Vec<(String, String, String)> =
-        cols.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let got: Vec<(String, String, String)> = cols.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
     let want = [
         ("id", "character varying"),
         ("payload", "jsonb"),
@@ -79,19 +78,9 @@ async fn ensure_table_creates_schema_table_and_index_once() {
     for ((name, ty, nullable), (wname, wty)) in got.iter().zip(want) {
         assert_eq!((name.as_str(), ty.as_str(), nullable.as_str()), (wname, wty, "NO"));
     }
-    let pk = f
-        .scalar(&format!(
-            "SELECT count(*) FROM pg_index i WHERE i.indrelid = '\"{}\".qb_invoices'::regclass AND i.indisprimary",
-            f.schema
-        ))
-        .await;
+    let pk = f.scalar(&format!("SELECT count(*) FROM pg_index i WHERE i.indrelid = '\"{}\".qb_invoices'::regclass AND i.indisprimary", f.schema)).await;
     assert_eq!(pk, 1);
-    let idx = f
-        .scalar(&format!(
-            "SELECT count(*) FROM pg_indexes WHERE schemaname = '{}' AND indexname = 'qb_invoices_last_updated_utc_idx'",
-            f.schema
-        ))
-        .await;
+    let idx = f.scalar(&format!("SELECT count(*) FROM pg_indexes WHERE schemaname = '{}' AND indexname = 'qb_invoices_last_updated_utc_idx'", f.schema)).await;
     assert_eq!(idx, 1);
     assert_eq!(w.count(&t).await.unwrap(), 0);
 }
@@ -132,10 +121,7 @@ async fn insert_then_rerun_is_unchanged_and_writes_nothing() {
     // The payload is stored as the same JSON value.
     let stored: serde_json::Value = f
         .sql
-        .query_one(
-            &format!("SELECT payload::text FROM \"{}\".qb_invoices WHERE id = 'inv-7'", f.schema),
-            &[],
-        )
+        .query_one(&format!("SELECT payload::text FROM \"{}\".qb_invoices WHERE id = 'inv-7'", f.schema), &[])
         .await
         .unwrap()
         .get::<_, String>(0)
@@ -175,32 +161,17 @@ async fn newer_version_updates_and_older_never_overwrites() {
         )
     };
 
-    w.upsert(&t, &raws(&[OwnedRow::new("c1", 100, 1, 400), OwnedRow::new("c2", 100, 1, 400)]))
-        .await
-        .unwrap();
+    w.upsert(&t, &raws(&[OwnedRow::new("c1", 100, 1, 400), OwnedRow::new("c2", 100, 1, 400)])).await.unwrap();
 
     // Newer timestamp: updated. Same timestamp, higher token: updated.
-    let out = w
-        .upsert(&t, &raws(&[OwnedRow::new("c1", 200, 2, 400), OwnedRow::new("c2", 100, 7, 400)]))
-        .await
-        .unwrap();
+    let out = w.upsert(&t, &raws(&[OwnedRow::new("c1", 200, 2, 400), OwnedRow::new("c2", 100, 7, 400)])).await.unwrap();
     assert_eq!(out, UpsertOutcome { updated: 2, ..Default::default() });
     assert_eq!(f.scalar(&q("c1")).await, 2_002_000 + (1_700_000_200 % 1000));
     assert_eq!(f.scalar(&q("c2")).await, 7_007_000 + (1_700_000_100 % 1000));
 
     // Older timestamp (even with a higher token), or same timestamp with a lower token: stale,
     // and the stored row is untouched.
-    let out = w
-        .upsert(
-            &t,
-            &raws(&[
-                OwnedRow::new("c1", 150, 99, 400),
-                OwnedRow::new("c2", 100, 3, 400),
-                OwnedRow::new("c3", 100, 1, 400),
-            ]),
-        )
-        .await
-        .unwrap();
+    let out = w.upsert(&t, &raws(&[OwnedRow::new("c1", 150, 99, 400), OwnedRow::new("c2", 100, 3, 400), OwnedRow::new("c3", 100, 1, 400)])).await.unwrap();
     assert_eq!(out, UpsertOutcome { inserted: 1, stale: 2, ..Default::default() });
     assert_eq!(f.scalar(&q("c1")).await, 2_002_000 + (1_700_000_200 % 1000));
     assert_eq!(f.scalar(&q("c2")).await, 7_007_000 + (1_700_000_100 % 1000));
@@ -241,18 +212,14 @@ async fn duplicate_ids_in_one_batch_keep_the_newest() {
     let out = w.upsert(&t, &raws(&rows)).await.unwrap();
     assert_eq!(out, UpsertOutcome { inserted: 3, duplicates_in_batch: 3, ..Default::default() });
     assert_eq!(f.count("qb_items").await, 3);
-    let v = f
-        .scalar(&format!("SELECT (payload->>'v')::bigint FROM \"{}\".qb_items WHERE id = 'a'", f.schema))
-        .await;
+    let v = f.scalar(&format!("SELECT (payload->>'v')::bigint FROM \"{}\".qb_items WHERE id = 'a'", f.schema)).await;
     assert_eq!(v, 3);
 
     // A batch whose duplicates straddle the stored version.
     let rows = [OwnedRow::new("a", 20, 2, 300), OwnedRow::new("a", 40, 4, 300), OwnedRow::new("a", 25, 9, 300)];
     let out = w.upsert(&t, &raws(&rows)).await.unwrap();
     assert_eq!(out, UpsertOutcome { updated: 1, duplicates_in_batch: 2, ..Default::default() });
-    let v = f
-        .scalar(&format!("SELECT (payload->>'v')::bigint FROM \"{}\".qb_items WHERE id = 'a'", f.schema))
-        .await;
+    let v = f.scalar(&format!("SELECT (payload->>'v')::bigint FROM \"{}\".qb_items WHERE id = 'a'", f.schema)).await;
     assert_eq!(v, 4);
 }
 
@@ -309,16 +276,8 @@ async fn concurrent_writers_of_the_same_ids_keep_the_newest_without_deadlock() {
     for task in tasks {
         task.await.unwrap();
     }
-    let max_version = (0..4i64)
-        .flat_map(|w| (0..5i64).map(move |r| 1 + (w * 7 + r * 3) % 20))
-        .max()
-        .unwrap();
-    let wrong = f
-        .scalar(&format!(
-            "SELECT count(*) FROM \"{}\".qb_invoices WHERE sync_token <> {max_version}",
-            f.schema
-        ))
-        .await;
+    let max_version = (0..4i64).flat_map(|w| (0..5i64).map(move |r| 1 + (w * 7 + r * 3) % 20)).max().unwrap();
+    let wrong = f.scalar(&format!("SELECT count(*) FROM \"{}\".qb_invoices WHERE sync_token <> {max_version}", f.schema)).await;
     assert_eq!(wrong, 0);
     assert_eq!(f.count("qb_invoices").await, 400);
 }
@@ -399,14 +358,7 @@ async fn unreachable_server_is_a_connect_error() {
 
 /// Whether the session named `app` is encrypted, from the server's side.
 async fn session_uses_tls(f: &Fixture, app: &str) -> bool {
-    f.sql
-        .query_one(
-            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
-            &[&app],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    f.sql.query_one("SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1", &[&app]).await.unwrap().get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -497,11 +449,9 @@ async fn role_without_privileges_is_told_which_ones_it_lacks() {
     owner.ensure_table(&t).await.unwrap();
     owner.upsert(&t, &raws(&batch("p", 5, 1, 1, 100))).await.unwrap();
 
-    let noperm_dsn = std::env::var("QBO_RS_TEST_NOPERM_DSN")
-        .unwrap_or_else(|_| dsn_with_user(&dsn, "qbo_noperm", "qbo_noperm"));
+    let noperm_dsn = std::env::var("QBO_RS_TEST_NOPERM_DSN").unwrap_or_else(|_| dsn_with_user(&dsn, "qbo_noperm", "qbo_noperm"));
     let config = PgConfig::from_dsn(&noperm_dsn).unwrap();
-    let Some(noperm) = provisioned_role_writer("role_without_privileges_is_told_which_ones_it_lacks", "qbo_noperm", &config).await
-    else {
+    let Some(noperm) = provisioned_role_writer("role_without_privileges_is_told_which_ones_it_lacks", "qbo_noperm", &config).await else {
         return;
     };
     // 1. Nothing granted: USAGE on the schema and the table privileges are named.
@@ -525,10 +475,7 @@ async fn role_without_privileges_is_told_which_ones_it_lacks() {
     assert!(!m.contains("USAGE on schema"), "{m}");
     assert!(m.contains(&format!("SELECT/INSERT/UPDATE on table \"{}\".\"qb_invoices\"", f.schema)), "{m}");
     assert_eq!(missing.len(), 1);
-    f.sql
-        .batch_execute(&format!("GRANT SELECT, INSERT ON \"{}\".qb_invoices TO qbo_noperm", f.schema))
-        .await
-        .unwrap();
+    f.sql.batch_execute(&format!("GRANT SELECT, INSERT ON \"{}\".qb_invoices TO qbo_noperm", f.schema)).await.unwrap();
     let (m, _) = expect_privilege(noperm.ensure_table(&t).await);
     assert!(m.contains("lacks UPDATE on table"), "{m}");
     let (m, _) = expect_privilege(noperm.upsert(&t, &raws(&batch("p", 2, 9, 9, 100))).await);
@@ -637,11 +584,7 @@ async fn a_killed_session_is_reopened_on_the_next_call() {
     let w = PgWriter::connect(&f.config.clone().with_application_name(&app)).await.unwrap();
     let t = f.table("qb_items");
     w.ensure_table(&t).await.unwrap();
-    let killed = f
-        .scalar(&format!(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app}'"
-        ))
-        .await;
+    let killed = f.scalar(&format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app}'")).await;
     assert_eq!(killed, 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let out = w.upsert(&t, &raws(&batch("z", 10, 1, 1, 100))).await.unwrap();
@@ -708,7 +651,11 @@ async fn sigkill_mid_batch_leaves_all_or_nothing() {
             let rows = f.sql.query(watch, &[&app]).await.unwrap();
             if rows.iter().any(|r| {
                 let q: String = r.get(0);
-                if phase == "COPY" { q.starts_with("COPY") } else { q.contains("INSERT INTO") }
+                if phase == "COPY" {
+                    q.starts_with("COPY")
+                } else {
+                    q.contains("INSERT INTO")
+                }
             }) {
                 child.kill().unwrap(); // SIGKILL
                 seen = true;
@@ -786,14 +733,7 @@ async fn apply_batch_probes_the_primary_key_instead_of_scanning_the_table() {
         .await
         .unwrap();
     for statement in [qbo_pg::sql::apply_batch(&t), qbo_pg::sql::count_stale(&t)] {
-        let plan: Vec<String> = f
-            .sql
-            .query(&format!("EXPLAIN {statement}"), &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect();
+        let plan: Vec<String> = f.sql.query(&format!("EXPLAIN {statement}"), &[]).await.unwrap().iter().map(|r| r.get::<_, String>(0)).collect();
         let plan = plan.join("\n");
         assert!(!plan.contains("Seq Scan on qb_invoices"), "full scan of the target:\n{plan}");
         assert!(plan.contains("qb_invoices_pkey"), "no primary-key probe:\n{plan}");
@@ -880,9 +820,7 @@ async fn one_writer_upserts_overlapping_batches_concurrently_on_its_pool_without
         tokio::time::timeout(Duration::from_secs(60), task).await.expect("no deadlock").unwrap();
     }
     let newest = (0..8i64).flat_map(|t| (0..4i64).map(move |r| version(t, r))).max().unwrap();
-    let wrong = f
-        .scalar(&format!("SELECT count(*) FROM \"{}\".qb_invoices WHERE sync_token <> {newest}", f.schema))
-        .await;
+    let wrong = f.scalar(&format!("SELECT count(*) FROM \"{}\".qb_invoices WHERE sync_token <> {newest}", f.schema)).await;
     assert_eq!(wrong, 0, "every id holds the newest version written");
     assert_eq!(f.count("qb_invoices").await, 300);
     assert!(most_seen <= 3, "at most max_connections sessions, saw {most_seen}");
@@ -900,17 +838,11 @@ async fn a_server_with_no_connection_slot_left_shrinks_the_pool_instead_of_faili
     // qbo_slots may hold 2 sessions (scripts/pg-up.sh): the server refuses a third with 53300,
     // exactly what a server out of connection slots answers.
     f.sql
-        .batch_execute(&format!(
-            "GRANT USAGE ON SCHEMA \"{s}\" TO qbo_slots; GRANT SELECT, INSERT, UPDATE ON \"{s}\".qb_invoices TO qbo_slots",
-            s = f.schema
-        ))
+        .batch_execute(&format!("GRANT USAGE ON SCHEMA \"{s}\" TO qbo_slots; GRANT SELECT, INSERT, UPDATE ON \"{s}\".qb_invoices TO qbo_slots", s = f.schema))
         .await
         .unwrap();
     let app = format!("qbo_pg_slots_{}", f.schema);
-    let config = PgConfig::from_dsn(&dsn_with_user(&dsn, "qbo_slots", "qbo_slots"))
-        .unwrap()
-        .with_application_name(&app)
-        .with_max_connections(4);
+    let config = PgConfig::from_dsn(&dsn_with_user(&dsn, "qbo_slots", "qbo_slots")).unwrap().with_application_name(&app).with_max_connections(4);
     let test = "a_server_with_no_connection_slot_left_shrinks_the_pool_instead_of_failing";
     let Some(w) = provisioned_role_writer(test, "qbo_slots", &config).await else {
         return;
@@ -960,32 +892,17 @@ async fn payloads_are_compressed_with_lz4_when_the_server_has_it() {
     let dsn = dsn_or_skip!("payloads_are_compressed_with_lz4_when_the_server_has_it");
     let f = Fixture::new(&dsn).await;
     let w = writer(&f).await;
-    let server_has_lz4 = f
-        .scalar(
-            "SELECT count(*) FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)",
-        )
-        .await
-        == 1;
+    let server_has_lz4 = f.scalar("SELECT count(*) FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)").await == 1;
     assert_eq!(w.uses_lz4(), server_has_lz4);
-    let method = |table: &str| {
-        format!(
-            "SELECT attcompression::text FROM pg_attribute WHERE attrelid = '\"{}\".{table}'::regclass AND attname = 'payload'",
-            f.schema
-        )
-    };
-    let stored_with = |table: &str| {
-        format!(
-            "SELECT DISTINCT pg_column_compression(payload)::text FROM \"{}\".{table}",
-            f.schema
-        )
-    };
+    let method =
+        |table: &str| format!("SELECT attcompression::text FROM pg_attribute WHERE attrelid = '\"{}\".{table}'::regclass AND attname = 'payload'", f.schema);
+    let stored_with = |table: &str| format!("SELECT DISTINCT pg_column_compression(payload)::text FROM \"{}\".{table}", f.schema);
     // The table qbo_pg creates.
     let t = f.table("qb_invoices");
     w.ensure_table(&t).await.unwrap();
     w.upsert(&t, &raws(&batch("big", 20, 1, 1, 6000))).await.unwrap();
     let column: String = f.sql.query_one(&method("qb_invoices"), &[]).await.unwrap().get(0);
-    let stored: Vec<String> =
-        f.sql.query(&stored_with("qb_invoices"), &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    let stored: Vec<String> = f.sql.query(&stored_with("qb_invoices"), &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     if !server_has_lz4 {
         eprintln!("this server has no lz4: payloads use the server's default compression");
         assert_eq!(column, "");
@@ -1010,8 +927,7 @@ async fn payloads_are_compressed_with_lz4_when_the_server_has_it() {
         let t = f.table(table);
         w.ensure_table(&t).await.unwrap();
         w.upsert(&t, &raws(&batch("big", 20, 1, 1, 6000))).await.unwrap();
-        let stored: Vec<String> =
-            f.sql.query(&stored_with(table), &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        let stored: Vec<String> = f.sql.query(&stored_with(table), &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
         assert_eq!(stored, [want], "table {table}");
     }
 }

@@ -188,14 +188,7 @@ pub fn file_name(api_base: &str, realm_id: &str) -> String {
 impl MachineSchedule {
     /// Opens (creating if needed, 0700 directory and 0600 file) the budget file of a realm.
     /// `lease` bounds how long a slot can outlive a process that cannot be checked.
-    pub fn open(
-        dir: &Path,
-        api_base: &str,
-        realm_id: &str,
-        requests_per_minute: u32,
-        max_in_flight: u32,
-        lease: Duration,
-    ) -> io::Result<Self> {
+    pub fn open(dir: &Path, api_base: &str, realm_id: &str, requests_per_minute: u32, max_in_flight: u32, lease: Duration) -> io::Result<Self> {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         let path = dir.join(file_name(api_base, realm_id));
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path)?;
@@ -290,8 +283,7 @@ impl MachineSchedule {
             let index = state.slots.iter().position(Slot::is_free).expect("fewer than SLOTS held");
             let departure = state.next_departure.max(now).max(state.pause_until);
             state.next_departure = departure + interval;
-            state.slots[index] =
-                Slot { pid: me.pid, pid_ns: me.pid_ns, nonce, lease_until: departure.saturating_add(lease) };
+            state.slots[index] = Slot { pid: me.pid, pid_ns: me.pid_ns, nonce, lease_until: departure.saturating_add(lease) };
             Reservation::Granted { slot: SlotTicket { index, nonce }, departure }
         })?;
         Ok(reserved.unwrap_or(Reservation::Busy))
@@ -416,10 +408,7 @@ mod tests {
         let dead_pid = child.id();
         child.wait().unwrap();
         let ns = current_pid_namespace();
-        a.update(|s, now| {
-            s.slots[0] = Slot { pid: dead_pid, pid_ns: ns, nonce: 99, lease_until: now + 3_600_000_000_000 }
-        })
-        .unwrap();
+        a.update(|s, now| s.slots[0] = Slot { pid: dead_pid, pid_ns: ns, nonce: 99, lease_until: now + 3_600_000_000_000 }).unwrap();
         granted(a.try_reserve().unwrap());
         assert_eq!(a.held_slots().unwrap(), 1);
     }
@@ -428,8 +417,7 @@ mod tests {
     fn slots_of_live_processes_in_other_namespaces_wait_for_their_lease() {
         let dir = tempfile::tempdir().unwrap();
         let a = open(dir.path(), 60_000, 1);
-        a.update(|s, now| s.slots[0] = Slot { pid: 1, pid_ns: 12345, nonce: 99, lease_until: now + 3_600_000_000_000 })
-            .unwrap();
+        a.update(|s, now| s.slots[0] = Slot { pid: 1, pid_ns: 12345, nonce: 99, lease_until: now + 3_600_000_000_000 }).unwrap();
         assert_eq!(a.try_reserve().unwrap(), Reservation::Full);
         a.update(|s, now| s.slots[0].lease_until = now - 1).unwrap();
         granted(a.try_reserve().unwrap());

@@ -51,10 +51,7 @@ impl Pacing {
             return Err(Error::config("max_in_flight must be at least 1"));
         }
         if self.max_in_flight as usize > machine::SLOTS {
-            return Err(Error::config(format!(
-                "max_in_flight above {} is not supported (Intuit allows about 10 per realm)",
-                machine::SLOTS
-            )));
+            return Err(Error::config(format!("max_in_flight above {} is not supported (Intuit allows about 10 per realm)", machine::SLOTS)));
         }
         Ok(())
     }
@@ -118,10 +115,7 @@ impl RealmLimiter {
     pub fn new(pacing: Pacing) -> Self {
         let rpm = NonZeroU32::new(pacing.requests_per_minute).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_minute(rpm).allow_burst(NonZeroU32::MIN);
-        RealmLimiter {
-            local_slots: Self::local_slots(pacing),
-            schedule: Schedule::Process { rate: RateLimiter::direct(quota), pause_until: Mutex::new(None) },
-        }
+        RealmLimiter { local_slots: Self::local_slots(pacing), schedule: Schedule::Process { rate: RateLimiter::direct(quota), pause_until: Mutex::new(None) } }
     }
 
     /// A limiter drawing from a budget file shared by every process that opens it.
@@ -209,13 +203,7 @@ type Registry = Mutex<HashMap<RegistryKey, Arc<RealmLimiter>>>;
 /// that cannot be opened (read-only or missing directory) falls back to this process
 /// alone, with a warning naming the directory. `lease` bounds how long a request slot can
 /// outlive a process that was killed mid-request and cannot be checked.
-pub fn shared_limiter(
-    api_base: &str,
-    realm_id: &str,
-    pacing: Pacing,
-    scope: &LimiterScope,
-    lease: Duration,
-) -> Arc<RealmLimiter> {
+pub fn shared_limiter(api_base: &str, realm_id: &str, pacing: Pacing, scope: &LimiterScope, lease: Duration) -> Arc<RealmLimiter> {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     let registry = REGISTRY.get_or_init(Default::default);
     let mut map = registry.lock().unwrap_or_else(|p| p.into_inner());

@@ -44,10 +44,7 @@ struct Pending {
 fn key_of_line(line: &[u8]) -> Option<(String, Version)> {
     let head: LineHead<'_> = serde_json::from_slice(line).ok()?;
     let updated = DateTime::parse_from_rfc3339(&head.last_updated_utc).ok()?;
-    Some((
-        head.id.into_owned(),
-        Version { updated_at_ms: updated.timestamp_millis(), sync_token: head.sync_token.parse().unwrap_or(0) },
-    ))
+    Some((head.id.into_owned(), Version { updated_at_ms: updated.timestamp_millis(), sync_token: head.sync_token.parse().unwrap_or(0) }))
 }
 
 impl JsonlSink {
@@ -159,10 +156,7 @@ impl Sink for JsonlSink {
             .await
             .map_err(|e| Error::Sink(format!("building the lines failed: {e}")))?
             .map_err(|_| Error::Sink("the JSON-lines writer thread has stopped".into()))?;
-            let outcome = outcome
-                .await
-                .map_err(|_| Error::Sink("the JSON-lines writer thread stopped during the write".into()))?
-                .map_err(Error::Sink)?;
+            let outcome = outcome.await.map_err(|_| Error::Sink("the JSON-lines writer thread stopped during the write".into()))?.map_err(Error::Sink)?;
             Ok(WriteOutcome {
                 inserted: outcome.inserted as u64,
                 updated: outcome.updated as u64,

@@ -189,9 +189,7 @@ pub struct SinkOptions {
 impl SinkOptions {
     pub fn validate(&self) -> Result<(), Error> {
         if self.kind.writes_postgres() && self.postgres.is_none() {
-            return Err(Error::config(
-                "sink postgres needs a database: pass a DSN or set POSTGRES_HOST, POSTGRES_DB, POSTGRES_USER, POSTGRES_PASSWORD",
-            ));
+            return Err(Error::config("sink postgres needs a database: pass a DSN or set POSTGRES_HOST, POSTGRES_DB, POSTGRES_USER, POSTGRES_PASSWORD"));
         }
         Ok(())
     }

@@ -3,8 +3,8 @@
 
 use std::io::Write;
 
-use crate::sink::WriteBatch;
 use crate::paginate::FetchedRecord;
+use crate::sink::WriteBatch;
 use crate::time::format_utc;
 
 /// Serialises one record as a compact JSON object:

@@ -12,13 +12,13 @@ use serde::Deserialize;
 
 use super::{stage_io, ExportReceipt, StagePaths, StagedWindow};
 use crate::backfill::{conclude, sink_reports, write_alerts, WindowReport, WindowStatus};
-use crate::writer::WindowWriter;
 use crate::budget::MemoryBudget;
 use crate::entity::Entity;
 use crate::error::Error;
 use crate::paginate::FetchedRecord;
-use crate::window::Window;
 use crate::sink::{open_sinks, Sink, SinkOptions};
+use crate::window::Window;
+use crate::writer::WindowWriter;
 
 /// Writes the stage whose manifest is `manifest` into the sinks of `options` and checks rows
 /// staged against rows each sink now holds. After a successful write it keeps a receipt and
@@ -85,9 +85,7 @@ fn decode_chunk(chunk: Bytes, records_file: &Path, first_line: u64) -> Result<Ve
         number += 1;
         let bad = |why: String| Error::Integrity(format!("{} line {number}: {why}; re-run the fetch step", records_file.display()));
         let parsed: StagedLine<'_> = serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
-        let last_updated_utc = DateTime::parse_from_rfc3339(&parsed.last_updated_utc)
-            .map_err(|e| bad(format!("last_updated_utc: {e}")))?
-            .with_timezone(&Utc);
+        let last_updated_utc = DateTime::parse_from_rfc3339(&parsed.last_updated_utc).map_err(|e| bad(format!("last_updated_utc: {e}")))?.with_timezone(&Utc);
         let payload = chunk.slice_ref(parsed.payload.get().as_bytes());
         records.push(FetchedRecord {
             id: parsed.id.into_owned(),
@@ -105,7 +103,13 @@ fn decode_chunk(chunk: Bytes, records_file: &Path, first_line: u64) -> Result<Ve
 
 /// Hands every line `reader` holds to `writer`, about `chunk_bytes` at a time, counting them
 /// into `lines` (which numbers them in errors).
-pub(super) async fn push_lines<R: BufRead>(reader: &mut R, records_path: &Path, writer: &WindowWriter<'_>, chunk_bytes: usize, lines: &mut u64) -> Result<(), Error> {
+pub(super) async fn push_lines<R: BufRead>(
+    reader: &mut R,
+    records_path: &Path,
+    writer: &WindowWriter<'_>,
+    chunk_bytes: usize,
+    lines: &mut u64,
+) -> Result<(), Error> {
     loop {
         // Read whole lines up to about a batch, then hand them over without copying payloads.
         let mut buf = Vec::with_capacity(chunk_bytes + 64 * 1024);
@@ -195,7 +199,12 @@ pub(super) async fn write_staged_lines(staged: StagedLines<'_>, fetched: WindowR
             }
         }
         if lines != staged.lines {
-            return Err(Error::Integrity(format!("{} holds {lines} lines for window {}, the manifest says {}: re-run the fetch step", path.display(), window.label, staged.lines)));
+            return Err(Error::Integrity(format!(
+                "{} holds {lines} lines for window {}, the manifest says {}: re-run the fetch step",
+                path.display(),
+                window.label,
+                staged.lines
+            )));
         }
         let mut state = writer.state.lock().await;
         writer.finish(&mut state).await
@@ -246,10 +255,7 @@ mod tests {
     #[test]
     fn staged_lines_decode_to_the_records_with_payload_bytes_untouched() {
         let window = Window::new(Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(), Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0).unwrap(), "invoice_backfill");
-        let records = vec![
-            record("1", r#"{"Id":"1","Name":"caf\u00e9 \"q\"","Line":[{"Amount":1.50}]}"#),
-            record("22", r#"{"Id":"22",  "Spaced" : true }"#),
-        ];
+        let records = vec![record("1", r#"{"Id":"1","Name":"caf\u00e9 \"q\"","Line":[{"Amount":1.50}]}"#), record("22", r#"{"Id":"22",  "Spaced" : true }"#)];
         let batch = WriteBatch { entity: Entity::Invoice, realm_id: "9130".into(), window, page_size: 100, ingested_at: Utc::now(), records };
         let prefix = LinePrefix::new(&batch);
         let mut chunk = Vec::new();

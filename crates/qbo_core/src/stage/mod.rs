@@ -45,8 +45,8 @@ use crate::error::Error;
 use crate::paginate::WindowFetch;
 use crate::window::Window;
 
-pub use export::{export_staged, export_window};
 pub use export::Segment;
+pub use export::{export_staged, export_window};
 pub use fetch::{stage_window, StageRequest, StageResult};
 pub use share::{export_share, stage_share, ShareExport, ShareManifest, ShareStageRequest, ShareStageResult, StagedPart};
 
@@ -97,15 +97,10 @@ impl StagedWindow {
 
     /// Reads and checks a manifest.
     pub fn load(manifest: &Path) -> Result<Self, Error> {
-        let text = fs::read(manifest).map_err(|e| {
-            Error::config(format!(
-                "no staged window at {} ({e}): run the fetch step for this window (again) first",
-                manifest.display()
-            ))
-        })?;
-        let staged: StagedWindow = serde_json::from_slice(&text).map_err(|e| {
-            Error::Integrity(format!("the stage manifest {} is unreadable ({e}): re-run the fetch step", manifest.display()))
-        })?;
+        let text = fs::read(manifest)
+            .map_err(|e| Error::config(format!("no staged window at {} ({e}): run the fetch step for this window (again) first", manifest.display())))?;
+        let staged: StagedWindow = serde_json::from_slice(&text)
+            .map_err(|e| Error::Integrity(format!("the stage manifest {} is unreadable ({e}): re-run the fetch step", manifest.display())))?;
         if staged.format != FORMAT {
             return Err(Error::Integrity(format!(
                 "the stage manifest {} has format {} (this qbo_rs reads {FORMAT}): re-run the fetch step",
@@ -237,10 +232,7 @@ pub struct StagePaths {
 
 /// A run id, a label: each names files, so each must be a plain file name.
 fn check_name(what: &str, name: &str) -> Result<(), Error> {
-    let plain = !name.is_empty()
-        && name.len() <= 120
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
-        && !name.starts_with('.');
+    let plain = !name.is_empty() && name.len() <= 120 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b)) && !name.starts_with('.');
     if plain {
         Ok(())
     } else {

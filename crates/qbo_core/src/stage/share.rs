@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::export::{write_staged_lines, Segment, StagedLines};
 use super::fetch::raw_lines;
-use super::{check_name, forget_old_receipts, load_json, new_run_id, publish, remove_if_present, staged_report, stage_io, StageFile, StageLock, FORMAT};
+use super::{check_name, forget_old_receipts, load_json, new_run_id, publish, remove_if_present, stage_io, staged_report, StageFile, StageLock, FORMAT};
 use crate::backfill::{ReadSpec, ReadStats, SinkReport, WindowReport, WindowStatus};
 use crate::budget::MemoryBudget;
 use crate::client::QboClient;
@@ -91,7 +91,11 @@ impl ShareManifest {
     fn load(path: &Path) -> Result<Option<Self>, Error> {
         let Some(manifest) = load_json::<ShareManifest>(path, "stage manifest", "remove it and re-run the fetch step")? else { return Ok(None) };
         if manifest.format != FORMAT {
-            return Err(Error::Integrity(format!("the stage manifest {} has format {} (this qbo_rs reads {FORMAT}): re-run the fetch step", path.display(), manifest.format)));
+            return Err(Error::Integrity(format!(
+                "the stage manifest {} has format {} (this qbo_rs reads {FORMAT}): re-run the fetch step",
+                path.display(),
+                manifest.format
+            )));
         }
         Ok(Some(manifest))
     }
@@ -379,7 +383,14 @@ fn unstaged(window: &Window) -> WindowReport {
 /// Publishes the attempt's records file and adds the windows it read completely to the
 /// manifest (written atomically: the commit point). An attempt with nothing to keep leaves
 /// no file.
-fn commit_attempt(paths: &SharePaths, manifest: &mut ShareManifest, file: &ShareFileSink, partial: &Path, records: &Path, reports: &[WindowReport]) -> Result<(), Error> {
+fn commit_attempt(
+    paths: &SharePaths,
+    manifest: &mut ShareManifest,
+    file: &ShareFileSink,
+    partial: &Path,
+    records: &Path,
+    reports: &[WindowReport],
+) -> Result<(), Error> {
     let bytes = file.file.finish()?;
     let mut written = file.parts.lock().unwrap_or_else(|p| p.into_inner());
     let now = Utc::now();
@@ -487,7 +498,10 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
         let size = if attempt.parts.iter().all(|p| p.lines == 0) { 0 } else { fs::metadata(&path).map(|m| m.len()).unwrap_or(u64::MAX) };
         let expected = if attempt.parts.iter().all(|p| p.lines == 0) { 0 } else { attempt.bytes };
         if size != expected {
-            return Err(Error::Integrity(format!("the staged records {} are missing or hold other bytes than the manifest says: re-run the fetch step", path.display())));
+            return Err(Error::Integrity(format!(
+                "the staged records {} are missing or hold other bytes than the manifest says: re-run the fetch step",
+                path.display()
+            )));
         }
     }
     let started = std::time::Instant::now();
@@ -499,7 +513,15 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
         let (path, entity, realm_id, page_size) = (paths.dir.join(&attempt.records_file), staged.entity, staged.realm_id.clone(), staged.page_size);
         tasks.spawn(async move {
             let _slot = gate.acquire_owned().await.expect("gate never closed");
-            let lines = StagedLines { entity, realm_id: &realm_id, page_size, ingested_at: part.ingested_at, records_path: &path, segments: &part.segments, lines: part.lines };
+            let lines = StagedLines {
+                entity,
+                realm_id: &realm_id,
+                page_size,
+                ingested_at: part.ingested_at,
+                records_path: &path,
+                segments: &part.segments,
+                lines: part.lines,
+            };
             let report = write_staged_lines(lines, part.fetch_report(), &sinks).await;
             (order, part, report)
         });

@@ -126,13 +126,7 @@ fn make_rec(ctx: &Ctx, entity: Entity, id: u32, slot: &Slot, active: bool) -> Re
             let core = render::invoice_core(ctx, id, slot.created);
             (
                 (1000 + id as u64).to_string(),
-                Ext::Invoice {
-                    txn: core.txn_days,
-                    due: core.due_days,
-                    cust: core.customer_id,
-                    total: core.total,
-                    balance: core.initial_balance,
-                },
+                Ext::Invoice { txn: core.txn_days, due: core.due_days, cust: core.customer_id, total: core.total, balance: core.initial_balance },
             )
         }
         Entity::Customer => {
@@ -176,9 +170,7 @@ impl Table {
                         sc.spawn(move || {
                             let lo = (t * chunk).min(n);
                             let hi = ((t + 1) * chunk).min(n);
-                            (lo..hi)
-                                .map(|i| make_rec(ctx, entity, i as u32 + 1, &slots[i], !inactive[i]))
-                                .collect::<Vec<_>>()
+                            (lo..hi).map(|i| make_rec(ctx, entity, i as u32 + 1, &slots[i], !inactive[i])).collect::<Vec<_>>()
                         })
                     })
                     .collect();
@@ -279,13 +271,7 @@ pub(crate) fn generate(cfg: &EmulatorConfig) -> Dataset {
     });
     let (vs, vb) = schedule(cfg.seed, TAG_INVOICE, cfg.invoices, &span);
     let inv = Table::build(ctx.clone(), Entity::Invoice, &vs, &vec![false; vs.len()], vb);
-    let cus = Table::build(
-        ctx.clone(),
-        Entity::Customer,
-        &cs,
-        &pick_inactive(cfg.seed, Entity::Customer.tag(), cs.len()),
-        cb,
-    );
+    let cus = Table::build(ctx.clone(), Entity::Customer, &cs, &pick_inactive(cfg.seed, Entity::Customer.tag(), cs.len()), cb);
     let itm = Table::build(ctx, Entity::Item, &is, &pick_inactive(cfg.seed, Entity::Item.tag(), is.len()), ib);
     Dataset { tables: vec![inv, cus, itm], span }
 }
@@ -454,9 +440,7 @@ mod tests {
         let in_empty = |s: i64| {
             let utc = DateTime::from_timestamp(s, 0).unwrap();
             let pac = crate::pacific::days_to_date(crate::pacific::pacific_days(s));
-            empty.iter().any(|m| {
-                (utc.year(), utc.month()) == (m.year(), m.month()) || (pac.year(), pac.month()) == (m.year(), m.month())
-            })
+            empty.iter().any(|m| (utc.year(), utc.month()) == (m.year(), m.month()) || (pac.year(), pac.month()) == (m.year(), m.month()))
         };
         for t in &d.tables {
             assert!(!t.recs.is_empty());

@@ -105,12 +105,7 @@ impl Span {
         if intervals.is_empty() {
             intervals.push(Interval { a: start_s, b: end_s, cum: 1.0 });
         }
-        let empty_months = months
-            .iter()
-            .zip(&empty)
-            .filter(|(_, e)| **e)
-            .map(|(&(y, m), _)| NaiveDate::from_ymd_opt(y, m, 1).expect("valid month"))
-            .collect();
+        let empty_months = months.iter().zip(&empty).filter(|(_, e)| **e).map(|(&(y, m), _)| NaiveDate::from_ymd_opt(y, m, 1).expect("valid month")).collect();
         Span { start_s, end_s, empty_months, intervals }
     }
 

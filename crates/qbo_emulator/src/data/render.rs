@@ -227,22 +227,13 @@ pub(crate) fn customer_profiles(seed: u64, n: usize) -> Vec<CustomerProfile> {
             let mut r = Rng::derive(seed, TAG_CUSTOMER, id);
             let given = rng_s(&mut r, FIRST);
             let family = rng_s(&mut r, LAST);
-            let company = if r.chance(0.7) {
-                Some(format!("{} {}{}", r.pick(COMPANY_A), r.pick(COMPANY_B), r.pick(COMPANY_C)))
-            } else {
-                None
-            };
+            let company = if r.chance(0.7) { Some(format!("{} {}{}", r.pick(COMPANY_A), r.pick(COMPANY_B), r.pick(COMPANY_C))) } else { None };
             let mut display = company.clone().unwrap_or_else(|| format!("{given} {family}"));
             if !seen.insert(display.to_lowercase()) {
                 display = format!("{display} ({id})");
                 seen.insert(display.to_lowercase());
             }
-            let slug: String = display
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric())
-                .take(16)
-                .collect::<String>()
-                .to_lowercase();
+            let slug: String = display.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect::<String>().to_lowercase();
             let bill = Addr::gen(&mut r, (id * 2) as u32);
             let ship = if r.chance(0.3) { Some(Addr::gen(&mut r, (id * 2 + 1) as u32)) } else { None };
             CustomerProfile {

@@ -9,7 +9,7 @@
 use std::cmp::Ordering;
 
 use crate::data::{Entity, Ext, Rec, Table};
-use crate::pacific::{parse_date_literal, parse_datetime_literal, pacific_local_to_utc_ms, days_to_date, today_pacific};
+use crate::pacific::{days_to_date, pacific_local_to_utc_ms, parse_date_literal, parse_datetime_literal, today_pacific};
 
 use super::parse::{Lit, Op, QueryError, Statement};
 
@@ -244,16 +244,12 @@ fn int_value(prop: Prop, raw: &str, l: &Lit) -> Result<Option<i64>, QueryError> 
     Ok(match (prop.kind(), l) {
         (Kind::Id, Lit::Str(s) | Lit::Num(s)) => s.trim().parse::<i64>().ok(),
         (Kind::Time, Lit::Str(s)) => Some(parse_datetime_literal(s).ok_or_else(|| bad_value(raw, l))?),
-        (Kind::Time, Lit::CurrentDate) => {
-            Some(pacific_local_to_utc_ms(days_to_date(today_pacific()).and_hms_opt(0, 0, 0).unwrap_or_default()))
-        }
+        (Kind::Time, Lit::CurrentDate) => Some(pacific_local_to_utc_ms(days_to_date(today_pacific()).and_hms_opt(0, 0, 0).unwrap_or_default())),
         (Kind::Date, Lit::Str(s)) => Some(parse_date_literal(s).ok_or_else(|| bad_value(raw, l))?),
         (Kind::Date, Lit::CurrentDate) => Some(today_pacific()),
         (Kind::Money, Lit::Str(s) | Lit::Num(s)) => Some(cents(s).ok_or_else(|| bad_value(raw, l))?),
         (Kind::Bool, Lit::Bool(b)) => Some(*b as i64),
-        (Kind::Bool, Lit::Str(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
-            Some(s.eq_ignore_ascii_case("true") as i64)
-        }
+        (Kind::Bool, Lit::Str(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => Some(s.eq_ignore_ascii_case("true") as i64),
         _ => return Err(bad_value(raw, l)),
     })
 }
@@ -296,10 +292,8 @@ fn op_name(op: Op) -> &'static str {
 
 /// Validates a statement into a plan (4001 for unknown entities and properties, limits).
 pub(crate) fn plan(st: &Statement) -> Result<Plan, QueryError> {
-    let entity = Entity::from_query_name(&st.entity)
-        .ok_or_else(|| QueryError::invalid(format!("invalid context declaration: {}", st.entity)))?;
-    let not_found =
-        |p: &str| QueryError::invalid(format!("Property {p} not found for Entity {}", entity.name()));
+    let entity = Entity::from_query_name(&st.entity).ok_or_else(|| QueryError::invalid(format!("invalid context declaration: {}", st.entity)))?;
+    let not_found = |p: &str| QueryError::invalid(format!("Property {p} not found for Entity {}", entity.name()));
     for p in &st.extra_select {
         if Prop::resolve(entity, p).is_none() && !p.eq_ignore_ascii_case("sku") {
             return Err(not_found(p));
@@ -312,9 +306,7 @@ pub(crate) fn plan(st: &Statement) -> Result<Plan, QueryError> {
     for c in &st.conds {
         let prop = Prop::resolve(entity, &c.prop).ok_or_else(|| not_found(&c.prop))?;
         let kind = prop.kind();
-        let unsupported = || {
-            QueryError::invalid(format!("Operator {} is not supported for property {}", op_name(c.op), c.prop))
-        };
+        let unsupported = || QueryError::invalid(format!("Operator {} is not supported for property {}", op_name(c.op), c.prop));
         match c.op {
             Op::Like => {
                 if kind != Kind::Str {
@@ -400,9 +392,7 @@ pub(crate) fn plan(st: &Statement) -> Result<Plan, QueryError> {
     }
     let max = st.max.unwrap_or(DEFAULT_MAX_RESULTS);
     if max > MAX_MAX_RESULTS {
-        return Err(QueryError::invalid(format!(
-            "value {max} is too large. Max allowed value is {MAX_MAX_RESULTS}"
-        )));
+        return Err(QueryError::invalid(format!("value {max} is too large. Max allowed value is {MAX_MAX_RESULTS}")));
     }
     if max < 1 {
         return Err(QueryError::invalid(format!("value {max} is too small. Min allowed value is 1")));
@@ -411,16 +401,7 @@ pub(crate) fn plan(st: &Statement) -> Result<Plan, QueryError> {
     if start < 1 {
         return Err(QueryError::invalid(format!("STARTPOSITION {start} is invalid. Min allowed value is 1")));
     }
-    Ok(Plan {
-        entity,
-        count: st.count,
-        lut,
-        ids,
-        residual,
-        order,
-        start: start.min(1 << 40) as usize,
-        max: max as usize,
-    })
+    Ok(Plan { entity, count: st.count, lut, ids, residual, order, start: start.min(1 << 40) as usize, max: max as usize })
 }
 
 /// The records selected by a plan, in result order.
@@ -509,11 +490,7 @@ impl Plan {
             }
             None => {
                 let (lo, hi) = self.range(t);
-                t.by_updated[lo..hi]
-                    .iter()
-                    .map(|k| k.1)
-                    .filter(|&i| self.matches(t, &t.recs[i as usize]))
-                    .collect()
+                t.by_updated[lo..hi].iter().map(|k| k.1).filter(|&i| self.matches(t, &t.recs[i as usize])).collect()
             }
         }
     }
@@ -537,11 +514,7 @@ impl Plan {
                 v = desc_prefix(&keys, need);
             }
             TimeOrder::Other => {
-                let keys: Vec<(Prop, bool)> = if self.order.is_empty() {
-                    vec![(Prop::Name, false)]
-                } else {
-                    self.order.clone()
-                };
+                let keys: Vec<(Prop, bool)> = if self.order.is_empty() { vec![(Prop::Name, false)] } else { self.order.clone() };
                 v.sort_by(|&x, &y| {
                     let (rx, ry) = (&t.recs[x as usize], &t.recs[y as usize]);
                     for &(p, desc) in &keys {
@@ -605,10 +578,7 @@ mod tests {
         // Active exists on lists only.
         assert_eq!(plan_of("SELECT * FROM Invoice WHERE Active = true").unwrap_err().code, "4001");
         // A bad datetime literal (e.g. an unencoded '+') is a parse error.
-        assert_eq!(
-            plan_of("SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime > '2025-01-01T00:00:00 01:00'").unwrap_err().code,
-            "4000"
-        );
+        assert_eq!(plan_of("SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime > '2025-01-01T00:00:00 01:00'").unwrap_err().code, "4000");
     }
 
     #[test]

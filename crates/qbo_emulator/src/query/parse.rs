@@ -130,9 +130,7 @@ fn lex(src: &str) -> Result<Vec<Tok>, QueryError> {
     let chars: Vec<char> = src.chars().collect();
     let mut out = Vec::new();
     let (mut i, mut line, mut col) = (0usize, 1usize, 1usize);
-    let lexerr = |line: usize, col: usize, what: String| {
-        QueryError::parse(format!("Lexical error at line {line}, column {col}. Encountered: {what}"))
-    };
+    let lexerr = |line: usize, col: usize, what: String| QueryError::parse(format!("Lexical error at line {line}, column {col}. Encountered: {what}"));
     while i < chars.len() {
         let c = chars[i];
         let (tl, tc) = (line, col);
@@ -252,13 +250,7 @@ impl P {
     }
     fn err(&self, expecting: &[&str]) -> QueryError {
         let t = self.peek();
-        QueryError::parse(format!(
-            "Encountered {} at line {}, column {}. Was expecting one of: {}",
-            t.describe(),
-            t.line,
-            t.col,
-            expecting.join(", ")
-        ))
+        QueryError::parse(format!("Encountered {} at line {}, column {}. Was expecting one of: {}", t.describe(), t.line, t.col, expecting.join(", ")))
     }
     fn expect_kw(&mut self, kw: &str, shown: &str) -> Result<(), QueryError> {
         if self.eat_kw(kw) {
@@ -311,10 +303,8 @@ impl P {
     }
 }
 
-const RESERVED: &[&str] = &[
-    "select", "from", "where", "and", "or", "in", "like", "order", "orderby", "by", "asc", "desc",
-    "startposition", "maxresults", "count", "true", "false",
-];
+const RESERVED: &[&str] =
+    &["select", "from", "where", "and", "or", "in", "like", "order", "orderby", "by", "asc", "desc", "startposition", "maxresults", "count", "true", "false"];
 
 fn is_reserved(s: &str) -> bool {
     RESERVED.iter().any(|k| k.eq_ignore_ascii_case(s))

@@ -87,9 +87,7 @@ impl Drop for Fixture {
                 if let Ok(config) = dsn.parse::<tokio_postgres::Config>() {
                     if let Ok((client, conn)) = config.connect(NoTls).await {
                         tokio::spawn(conn);
-                        let _ = client
-                            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                            .await;
+                        let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await;
                     }
                 }
             });
@@ -117,10 +115,8 @@ impl OwnedRow {
     /// records its own version (so tests can check which version is stored).
     pub fn new(id: impl Into<String>, secs: i64, token: i64, size: usize) -> OwnedRow {
         let id = id.into();
-        let head = format!(
-            "{{\"Id\":\"{id}\",\"SyncToken\":\"{token}\",\"MetaData\":{{\"LastUpdatedTime\":\"{}\"}},\"v\":{token},\"Memo\":\"",
-            ts(secs).to_rfc3339()
-        );
+        let head =
+            format!("{{\"Id\":\"{id}\",\"SyncToken\":\"{token}\",\"MetaData\":{{\"LastUpdatedTime\":\"{}\"}},\"v\":{token},\"Memo\":\"", ts(secs).to_rfc3339());
         let pad = size.saturating_sub(head.len() + 2);
         let mut payload = head.into_bytes();
         payload.extend(std::iter::repeat_n(b'x', pad));
