@@ -42,7 +42,7 @@ MAX_CHUNK_DAYS = 36600
 DEFAULT_MAX_CHILDREN = 4
 MAX_CHILDREN = 10000
 
-# (Mage secret, environment fallback) — DESIGN §4.
+# (Mage secret, environment fallback).
 QB_SECRETS = (
     ("qb_client_id", "QBO_CLIENT_ID"),
     ("qb_client_secret", "QBO_CLIENT_SECRET"),
@@ -405,7 +405,7 @@ def check_sink_config(params: RunParams) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Credentials: Mage Secrets first, then the environment (DESIGN §4).
+# Credentials: Mage Secrets first, then the environment.
 # --------------------------------------------------------------------------------------------
 
 

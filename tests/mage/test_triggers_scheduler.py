@@ -99,7 +99,7 @@ print(json.dumps([disable_once_trigger(%r, 'qb_invoice_trigger'), disable_once_t
 
 @pytest.mark.slow
 def test_scheduler_fires_the_trigger_once_in_parallel_workers_within_the_realm_limit(tmp_path: Path):
-    """Mage's scheduler (its own schedule_all loop) fires qb_invoice_trigger with seed B's daily
+    """Mage's scheduler (its own schedule_all loop) fires qb_invoice_trigger with daily
     windows over eleven years (4,029 windows), fans out to a few shares in parallel worker
     processes that stay under the emulator's realm throttle, in at most 2 x children + 2 block
     runs, completes, and the trigger is left inactive in the DB and in triggers.yaml (so a fresh

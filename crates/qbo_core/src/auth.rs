@@ -1,5 +1,5 @@
 //! OAuth 2.0 refresh-token grant against Intuit's token endpoint, done the way Intuit asks
-//! (qbo-api.md §5): refresh ahead of expiry, refresh once on a 401, keep every rotated
+//! (Intuit's OAuth 2.0 docs: access tokens live an hour, refresh tokens rotate): refresh ahead of expiry, refresh once on a 401, keep every rotated
 //! refresh token, and never let two refreshes race. Tokens never reach a log line or an
 //! error message.
 

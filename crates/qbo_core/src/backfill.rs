@@ -364,7 +364,7 @@ pub(crate) fn log_rango(report: &WindowReport) {
     tracing::info!(target: "qbo_rs", "Rango {} a {} -> {} filas", report.start_text(), report.end_text(), report.rows_fetched);
 }
 
-/// Rows handed to each sink vs rows the sink now holds (seed B's rows_fetched vs rows_upserted).
+/// Rows handed to each sink vs rows the sink now holds (rows fetched vs rows upserted).
 pub(crate) fn write_alerts(report: &WindowReport) -> Vec<String> {
     let mut alerts = Vec::new();
     for sink in &report.sinks {

@@ -412,7 +412,7 @@ impl QboClient {
             StatusCode::UNAUTHORIZED => Outcome::Unauthorized { tid },
             StatusCode::TOO_MANY_REQUESTS => retry("QBO answered 429 ThrottleExceeded".into(), true),
             StatusCode::FORBIDDEN => {
-                // Before 429 existed Intuit throttled with 403 (qbo-api.md §3.7).
+                // Before 429 existed Intuit throttled with 403, and some answers still do.
                 if fault.as_ref().is_some_and(Fault::is_throttle) {
                     return retry("QBO answered 403 ThrottleExceeded".into(), true);
                 }

@@ -64,7 +64,7 @@ pub fn redact_id(id: &str) -> String {
     format!("{shown}***")
 }
 
-/// The environment variables credentials are read from (DESIGN §4), in this order:
+/// The environment variables credentials are read from, in this order:
 /// client id, client secret, refresh token, realm id, environment, API base URL, token URL.
 pub const ENV_NAMES: [&str; 7] = ["QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN", "QBO_REALM_ID", "QBO_ENTORNO", "QBO_BASE_URL", "QBO_TOKEN_URL"];
 

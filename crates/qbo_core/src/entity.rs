@@ -46,7 +46,7 @@ impl Entity {
     }
 
     /// Name lists hide inactive records unless the query filters on `Active`
-    /// (qbo-api.md §8.1), so every query for them carries `Active IN (true,false)`.
+    /// (Intuit's query docs), so every query for them carries `Active IN (true,false)`.
     pub fn is_name_list(self) -> bool {
         matches!(self, Entity::Customer | Entity::Item)
     }

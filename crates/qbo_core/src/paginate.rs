@@ -1,8 +1,7 @@
 //! Reading one window completely, even while records are being edited.
 //!
 //! Plain STARTPOSITION paging loses records: an edited record jumps to the end and every
-//! later one shifts up a place, so one is skipped at the next page boundary (qbo-api.md
-//! §8.4). We page by the filter timestamp instead (keyset): each page asks for records
+//! later one shifts up a place, so one is skipped at the next page boundary. We page by the filter timestamp instead (keyset): each page asks for records
 //! `>= the last value seen`, ordered by it, starting at position 1, and drops the ids it
 //! already has. Offsets survive in one place only, inside a tie (more records sharing one
 //! second than fit in half a page, as bulk imports produce). A tie is read as its own

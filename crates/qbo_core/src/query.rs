@@ -13,7 +13,7 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 pub const MINOR_VERSION: u32 = 75;
 
 /// A quoted QBO string literal: backslash-escapes quotes and backslashes
-/// (`'Amy\'s Bird Sanctuary'`, qbo-api.md §2.1).
+/// (`'Amy\'s Bird Sanctuary'`, as Intuit's query docs show).
 pub fn quote(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('\'');

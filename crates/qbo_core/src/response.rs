@@ -203,7 +203,7 @@ impl FaultBody {
     }
 }
 
-/// Throttles have arrived as XML even when JSON was asked for (qbo-api.md §3.7); pull the
+/// Throttles have arrived as XML even when JSON was asked for; pull the
 /// code and message out of `<Fault type=..><Error code=..><Message>..` without an XML parser.
 pub fn parse_xml_fault(body: &str) -> Option<Fault> {
     if !body.contains("Fault") {

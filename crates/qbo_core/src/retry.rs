@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use rand::Rng;
 
-/// Retries after the first attempt before a window fails (seed B's choice).
+/// Retries after the first attempt before a window fails: seven attempts in all, a circuit
+/// breaker that outlasts a minute of throttling with the backoff below.
 pub const DEFAULT_MAX_RETRIES: u32 = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
-    /// Retries after the first attempt (seed B's circuit breaker: 6).
+    /// Retries after the first attempt (default 6).
     pub max_retries: u32,
     /// One unit of the formula. 1 s in production; tests shrink it.
     pub base: Duration,

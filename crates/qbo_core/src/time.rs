@@ -46,7 +46,8 @@ pub fn format_utc(t: DateTime<Utc>) -> String {
 }
 
 /// The literal we put in QBO queries: explicit `+00:00` offset, whole seconds
-/// (qbo-api.md §2.3: always send an offset; fractional seconds are unverified).
+/// (an offset is always sent, since QBO reads a bare datetime in the company's zone; whether
+/// it accepts fractional seconds is not documented).
 pub fn qbo_literal(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()
 }

@@ -1,5 +1,5 @@
 //! Where the rotated refresh token lives between runs. Intuit rotates refresh tokens about
-//! once a day and the previous one may die at once (qbo-api.md §5.3), so losing the new
+//! once a day and the previous one may die at once (Intuit's OAuth 2.0 docs), so losing the new
 //! value means re-consent. The store is a 0600 JSON file replaced atomically (write a
 //! temporary file, fsync, rename), and a sibling `.lock` file serialises refreshes between
 //! processes (Mage runs windows in parallel worker processes), so two workers never spend

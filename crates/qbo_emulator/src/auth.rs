@@ -1,6 +1,6 @@
 //! The Intuit OAuth 2.0 refresh-token grant and access-token checks.
 //!
-//! One token family per emulator (one realm, one app). Rules (reference §5):
+//! One token family per emulator (one realm, one app). Rules, as Intuit's OAuth 2.0 docs give them:
 //! * a refresh with the current refresh token returns a new access token; the refresh-token
 //!   *value* rotates once it is at least `refresh_rotate_after_secs` old (Intuit: ~24 h), else the
 //!   same value comes back with a declining `x_refresh_token_expires_in`;

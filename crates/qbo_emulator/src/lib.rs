@@ -1,8 +1,8 @@
 //! # qbo_emulator — a local QuickBooks Online emulator
 //!
 //! No machine here reaches Intuit, and users want offline development too, so qbo_rs ships an
-//! emulator of the parts of QBO it uses, in the spirit of stripe-mock or moto. Its contract is
-//! `shared/reference/qbo-api.md`; this crate follows its §9 checklist. It is pure Rust (tokio +
+//! emulator of the parts of QBO it uses, in the spirit of stripe-mock or moto: the behaviour
+//! below, each item as Intuit documents it or as it has been seen to answer. It is pure Rust (tokio +
 //! axum); the Python binding and the CLI call the API below.
 //!
 //! ```no_run
@@ -32,8 +32,8 @@
 //! `time` in Pacific time with milliseconds. Bodies are never compressed (gzip would make the
 //! emulator CPU-bound; clients that ask for it get identity).
 //!
-//! Order of checks on an API request: bearer token (401 with the lower-case envelope of
-//! reference §3.5 and `WWW-Authenticate: Bearer realm="Intuit", error="invalid_token"`), realm
+//! Order of checks on an API request: bearer token (401 with the lower-case envelope Intuit
+//! sends with a 401, and `WWW-Authenticate: Bearer realm="Intuit", error="invalid_token"`), realm
 //! (403, code 3100, same envelope), throttle (429, code 3001), then `latency_ms`, then the fault
 //! dice, then parsing (400 ValidationFault), then the answer.
 //!
@@ -117,7 +117,7 @@
 //! * **Inactive.** Exactly `round(10 %)` of Customers and of Items are inactive: `"Active":false`
 //!   and `" (deleted)"` appended to DisplayName/FullyQualifiedName (Customer) or
 //!   Name/FullyQualifiedName (Item).
-//! * **Payloads** follow reference §6: invoices (~2.1 KB compact JSON on average, 10th–90th
+//! * **Payloads** look like Intuit's: invoices (~2.1 KB compact JSON on average, 10th–90th
 //!   percentile 1.75–2.6 KB, so ~2.1 MB per 1000-row page)
 //!   with 2–5 `SalesItemLineDetail` lines plus the `SubTotalLineDetail` line, `TxnTaxDetail`,
 //!   addresses, `CustomerRef` to an existing customer and `ItemRef`s to existing items (created
@@ -133,7 +133,7 @@
 //! `UnitPrice` +5 % and `Description`). With `edit_rate` p, each `SELECT *` page request edits,
 //! with probability p, one record matching the same WHERE that sits *before* the returned page
 //! (positions < STARTPOSITION), or one of the returned rows when STARTPOSITION is 1 — exactly
-//! what makes plain STARTPOSITION paging lose a record (reference §8.4). Queries read under a
+//! what makes plain STARTPOSITION paging lose a record. Queries read under a
 //! read lock and edits take the write lock, so each answer is consistent.
 //!
 //! ## Throttling and faults

@@ -221,7 +221,7 @@ fn api_respond(status: StatusCode, ctype: &'static str, tid: &str, body: impl In
     r
 }
 
-/// The general capitalised Fault envelope (reference §3.4).
+/// The general capitalised Fault envelope (`{"Fault":{"Error":[...],"type":...}}`).
 fn fault_body(ftype: &str, code: &str, message: &str, detail: &str, element: Option<&str>) -> Vec<u8> {
     let mut err = json!({"Message": message, "Detail": detail, "code": code});
     if let Some(e) = element {
@@ -244,7 +244,7 @@ fn system_fault_body() -> Vec<u8> {
     )
 }
 
-/// The lower-case envelope of 401 and 403 (reference §3.5).
+/// The lower-case envelope Intuit sends with 401 and 403 (`{"fault":{"error":[...]}}`).
 fn lower_envelope(message: &str, detail: &str, code: &str, ftype: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "warnings": null, "intuitObject": null,

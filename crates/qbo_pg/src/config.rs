@@ -242,7 +242,7 @@ impl PgConfig {
         Ok(config)
     }
 
-    /// Reads seed B's variables from the process environment: `POSTGRES_HOST`, `POSTGRES_PORT`
+    /// Reads the conventional variables from the process environment: `POSTGRES_HOST`, `POSTGRES_PORT`
     /// (default 5432), `POSTGRES_DB`, `POSTGRES_USER`, `POSTGRES_PASSWORD`, `POSTGRES_SSLMODE`
     /// (default `prefer`). All missing required variables are named in one error, so a Mage
     /// user fixes their secrets in one go.

@@ -35,7 +35,7 @@
 //! | `sync_token` | `BIGINT NOT NULL` | the source's revision counter: second half of the version, breaks timestamp ties |
 //! | `realm_id` | `VARCHAR NOT NULL` | the tenant (QBO company) the record belongs to |
 //!
-//! The first seven columns are seed B's layout (DESIGN.md §2). The last three are ours: with
+//! The first seven columns are the RAW layout the product was specified with. The last three are ours: with
 //! them, "is this version newer?" is a comparison of two indexed columns instead of parsing
 //! every stored payload, `last_updated_utc` answers "what changed in this window" without
 //! touching JSONB, and `realm_id` keeps several companies' records apart in one table. The

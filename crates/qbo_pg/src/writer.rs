@@ -200,8 +200,8 @@ impl PgWriter {
     /// Makes `table` ready for [`PgWriter::upsert`], and proves it before any data is fetched.
     ///
     /// Creates the schema, the table and the `last_updated_utc` index if they are missing
-    /// (existence is checked in the catalogs first, so a role that may only write, as seed B's
-    /// runbook sets up, never needs CREATE). Then checks that an existing table has the RAW
+    /// (existence is checked in the catalogs first, so a role that may only write, as a
+    /// least-privilege setup grants, never needs CREATE). Then checks that an existing table has the RAW
     /// layout and that the role holds every privilege an upsert needs: USAGE on the schema,
     /// SELECT/INSERT/UPDATE on the table, TEMPORARY on the database. A missing privilege is a
     /// [`PgError::Privilege`] naming each one with its GRANT. Safe to call concurrently from

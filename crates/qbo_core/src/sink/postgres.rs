@@ -20,9 +20,9 @@ pub const NAME: &str = "postgres";
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
     pub config: PgConfig,
-    /// Schema of the RAW tables (seed B: `raw`).
+    /// Schema of the RAW tables (default `raw`).
     pub schema: String,
-    /// Table name prefix: tables are `<prefix><entity plural>` (seed B: `qb_`).
+    /// Table name prefix: tables are `<prefix><entity plural>` (default `qb_`).
     pub table_prefix: String,
 }
 
