@@ -1,0 +1,102 @@
+//! The `/_emulator/*` routes tests and tools drive the emulator with.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// Admin routes
+
+pub(super) fn admin_json(status: StatusCode, v: &impl serde::Serialize) -> Response {
+    let mut r = Response::new(Body::from(serde_json::to_vec(v).unwrap_or_default()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CT));
+    r
+}
+
+pub(super) fn admin_error(status: StatusCode, msg: String) -> Response {
+    admin_json(status, &json!({"error": msg}))
+}
+
+pub(super) async fn truth_route(State(s): State<Arc<Shared>>, Path(entity): Path<String>) -> Response {
+    s.record("admin", 200);
+    match Entity::parse_loose(&entity) {
+        Some(e) => {
+            let rows: Vec<TruthRow> = rl(s.table(e)).recs.iter().map(truth_row).collect();
+            admin_json(StatusCode::OK, &rows)
+        }
+        None => admin_error(StatusCode::NOT_FOUND, format!("unknown entity {entity}")),
+    }
+}
+
+pub(super) async fn stats_route(State(s): State<Arc<Shared>>) -> Response {
+    s.record("admin", 200);
+    let st = lock(&s.stats).clone();
+    admin_json(StatusCode::OK, &st)
+}
+
+pub(super) async fn summary_route(State(s): State<Arc<Shared>>) -> Response {
+    s.record("admin", 200);
+    admin_json(StatusCode::OK, &s.summary)
+}
+
+pub(super) async fn credentials_route(State(s): State<Arc<Shared>>) -> Response {
+    s.record("admin", 200);
+    let a = lock(&s.auth);
+    let v = json!({
+        "realm_id": s.realm,
+        "client_id": a.client_id,
+        "client_secret": a.client_secret,
+        "initial_refresh_token": s.initial_refresh,
+        "current_refresh_token": a.current_refresh(),
+    });
+    drop(a);
+    admin_json(StatusCode::OK, &v)
+}
+
+pub(super) async fn knobs_get(State(s): State<Arc<Shared>>) -> Response {
+    s.record("admin", 200);
+    let k = rl(&s.knobs).clone();
+    admin_json(StatusCode::OK, &k)
+}
+
+/// Merges a partial JSON object into the current knobs.
+pub(crate) fn merge_knobs(current: &Knobs, patch: &[u8]) -> Result<Knobs, String> {
+    let patch: serde_json::Value = serde_json::from_slice(patch).map_err(|e| format!("invalid JSON: {e}"))?;
+    let obj = patch.as_object().ok_or("knobs patch must be a JSON object")?;
+    let mut cur = serde_json::to_value(current).map_err(|e| e.to_string())?;
+    for (key, v) in obj {
+        let slot = cur.get_mut(key).ok_or_else(|| format!("unknown knob {key}"))?;
+        *slot = v.clone();
+    }
+    serde_json::from_value(cur).map_err(|e| format!("invalid knobs: {e}"))
+}
+
+pub(super) async fn knobs_post(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    s.record("admin", 200);
+    let mut k = wl(&s.knobs);
+    match merge_knobs(&k, &body) {
+        Ok(new) => {
+            *k = new.clone();
+            drop(k);
+            admin_json(StatusCode::OK, &new)
+        }
+        Err(e) => admin_error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+pub(super) async fn edit_route(State(s): State<Arc<Shared>>, Path((entity, id)): Path<(String, String)>) -> Response {
+    s.record("admin", 200);
+    let Some(e) = Entity::parse_loose(&entity) else {
+        return admin_error(StatusCode::NOT_FOUND, format!("unknown entity {entity}"));
+    };
+    let Some(idx) = rl(s.table(e)).index_of(&id) else {
+        return admin_error(StatusCode::NOT_FOUND, format!("no {} with Id {id}", e.name()));
+    };
+    let row = s.edit_index(e, idx, false);
+    admin_json(StatusCode::OK, &row)
+}
+
+pub(super) async fn expire_route(State(s): State<Arc<Shared>>) -> Response {
+    s.record("admin", 200);
+    let n = lock(&s.auth).expire_all();
+    admin_json(StatusCode::OK, &json!({"expired": n}))
+}
