@@ -17,7 +17,7 @@ use qbo_core::sink::{open_sinks, SinkConfig, SinkOptions};
 use qbo_core::stage::StageRequest;
 
 use crate::convert;
-use crate::errors::{config_error, to_py};
+use crate::errors::{config_error, BindError, BindResult};
 use crate::report::{BackfillReport, Estimate};
 use crate::runtime::block_on;
 use crate::stage::StageJob;
@@ -34,7 +34,6 @@ impl Credentials {
     #[pyo3(signature = (client_id, client_secret, refresh_token, realm_id, environment = "sandbox", base_url = None, token_url = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        py: Python<'_>,
         client_id: String,
         client_secret: String,
         refresh_token: String,
@@ -42,17 +41,17 @@ impl Credentials {
         environment: &str,
         base_url: Option<String>,
         token_url: Option<String>,
-    ) -> PyResult<Self> {
+    ) -> BindResult<Self> {
         let inner = qbo_core::Credentials {
             client_id: client_id.trim().to_string(),
             client_secret: SecretString::from(client_secret.trim().to_string()),
             refresh_token: SecretString::from(refresh_token.trim().to_string()),
             realm_id: realm_id.trim().to_string(),
-            environment: environment.parse().map_err(|e| to_py(py, e))?,
+            environment: environment.parse()?,
             api_base_url: base_url.filter(|s| !s.trim().is_empty()),
             token_url: token_url.filter(|s| !s.trim().is_empty()),
         };
-        inner.validate().map_err(|e| to_py(py, e))?;
+        inner.validate()?;
         Ok(Credentials { inner })
     }
 
@@ -61,12 +60,12 @@ impl Credentials {
     /// `os.environ`).
     #[staticmethod]
     #[pyo3(signature = (environ = None))]
-    fn from_env(py: Python<'_>, environ: Option<HashMap<String, String>>) -> PyResult<Self> {
+    fn from_env(py: Python<'_>, environ: Option<HashMap<String, String>>) -> BindResult<Self> {
         let environ = match environ {
             Some(e) => e,
             None => py.import("os")?.getattr("environ")?.call_method0("copy")?.extract()?,
         };
-        let inner = qbo_core::Credentials::from_lookup(|k| environ.get(k).cloned()).map_err(|e| to_py(py, e))?;
+        let inner = qbo_core::Credentials::from_lookup(|k| environ.get(k).cloned())?;
         Ok(Credentials { inner })
     }
 
@@ -131,9 +130,9 @@ pub struct BackfillJob {
 #[pymethods]
 impl BackfillJob {
     /// Runs the backfill with the GIL released; Ctrl-C stops it between requests.
-    fn run(&self, py: Python<'_>) -> PyResult<BackfillReport> {
-        let report = block_on(py, backfill_task(self.client.clone(), self.args.clone()))?.map_err(|e| to_py(py, e))?;
-        BackfillReport::from_core(py, report)
+    fn run(&self, py: Python<'_>) -> BindResult<BackfillReport> {
+        let report = block_on(py, backfill_task(self.client.clone(), self.args.clone()))??;
+        Ok(BackfillReport::from_core(py, report)?)
     }
 
     /// The same, as an awaitable on the shared tokio runtime.
@@ -141,7 +140,7 @@ impl BackfillJob {
         let (client, args) = (self.client.clone(), self.args.clone());
         crate::runtime::future_into_py(py, async move {
             let result = backfill_task(client, args).await;
-            Python::attach(|py| BackfillReport::from_core(py, result.map_err(|e| to_py(py, e))?))
+            Python::attach(|py| BackfillReport::from_core(py, result.map_err(BindError::from)?))
         })
     }
 
@@ -170,8 +169,8 @@ async fn estimate_task(client: qbo_core::QboClient, request: BackfillRequest) ->
 #[pymethods]
 impl EstimateJob {
     /// Counts with the GIL released (COUNT requests only).
-    fn run(&self, py: Python<'_>) -> PyResult<Estimate> {
-        let inner = block_on(py, estimate_task(self.client.clone(), self.request.clone()))?.map_err(|e| to_py(py, e))?;
+    fn run(&self, py: Python<'_>) -> BindResult<Estimate> {
+        let inner = block_on(py, estimate_task(self.client.clone(), self.request.clone()))??;
         Ok(Estimate { inner })
     }
 
@@ -179,8 +178,8 @@ impl EstimateJob {
     fn run_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (client, request) = (self.client.clone(), self.request.clone());
         crate::runtime::future_into_py(py, async move {
-            let result = estimate_task(client, request).await;
-            Python::attach(|py| result.map(|inner| Estimate { inner }).map_err(|e| to_py(py, e)))
+            let inner = estimate_task(client, request).await.map_err(BindError::from)?;
+            Ok(Estimate { inner })
         })
     }
 }
@@ -219,7 +218,7 @@ impl QboClient {
     /// `"auto"`, their default, None or a path), plus `on_token_rotated`, a callable.
     #[new]
     #[pyo3(signature = (credentials, **options))]
-    fn new(py: Python<'_>, credentials: &Credentials, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    fn new(py: Python<'_>, credentials: &Credentials, options: Option<&Bound<'_, PyDict>>) -> BindResult<Self> {
         let mut client_options = ClientOptions::new(&credentials.inner.realm_id);
         let mut on_token_rotated: Option<Py<PyAny>> = None;
         for (key, value) in options.into_iter().flatten() {
@@ -227,10 +226,10 @@ impl QboClient {
             match name.as_str() {
                 "on_token_rotated" => on_token_rotated = (!value.is_none()).then(|| value.unbind()),
                 n if ClientOptions::NAMES.contains(&n) => convert::set_option(py, &mut client_options, n, &value)?,
-                n => return Err(convert::unknown_option(py, n, &[ClientOptions::NAMES, &["on_token_rotated"]])),
+                n => return Err(convert::unknown_option(py, n, &[ClientOptions::NAMES, &["on_token_rotated"]]).into()),
             }
         }
-        let mut config = client_options.finish().map_err(|e| to_py(py, e))?;
+        let mut config = client_options.finish()?;
         config.on_rotate = on_token_rotated.map(|callback| {
             let hook: qbo_core::auth::RotationHook = Arc::new(move |rotated: &qbo_core::auth::RotatedToken| {
                 use secrecy::ExposeSecret;
@@ -244,7 +243,7 @@ impl QboClient {
             });
             hook
         });
-        let client = qbo_core::QboClient::new(credentials.inner.clone(), config).map_err(|e| to_py(py, e))?;
+        let client = qbo_core::QboClient::new(credentials.inner.clone(), config)?;
         Ok(QboClient { client })
     }
 
@@ -262,17 +261,17 @@ impl QboClient {
 
     /// `SELECT COUNT(*)` of `entity` in `[start, end)` (inactive list records included).
     #[pyo3(signature = (entity, start, end, filter_field = "LastUpdatedTime"))]
-    fn count(&self, py: Python<'_>, entity: &str, start: &Bound<'_, PyAny>, end: &Bound<'_, PyAny>, filter_field: &str) -> PyResult<u64> {
-        let entity = convert::entity(py, entity)?;
-        let field = convert::filter_field(py, filter_field)?;
-        field.check_supported_by(entity).map_err(|e| to_py(py, e))?;
+    fn count(&self, py: Python<'_>, entity: &str, start: &Bound<'_, PyAny>, end: &Bound<'_, PyAny>, filter_field: &str) -> BindResult<u64> {
+        let entity = convert::entity(entity)?;
+        let field = convert::filter_field(filter_field)?;
+        field.check_supported_by(entity)?;
         let (start, end) = (convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
         if end <= start {
-            return Err(config_error(py, "end must be after start"));
+            return Err(config_error(py, "end must be after start").into());
         }
         let statement = qbo_core::query::count_statement(entity, field, start, end);
         let client = self.client.clone();
-        block_on(py, async move { client.count(entity, &statement).await })?.map_err(|e| to_py(py, e))
+        block_on(py, async move { client.count(entity, &statement).await })?.map_err(BindError::from)
     }
 
     /// One window's records as QBO payload dicts. Options: `page_size`, `filter_field`
@@ -285,10 +284,10 @@ impl QboClient {
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
         options: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Py<PyAny>> {
+    ) -> BindResult<Py<PyAny>> {
         let read = window_read(py, entity, start, end, options)?;
         let client = self.client.clone();
-        let bytes = block_on(py, fetch_window_task(client, read))?.map_err(|e| to_py(py, e))?;
+        let bytes = block_on(py, fetch_window_task(client, read))??;
         Ok(json_loads(py, bytes)?.unbind())
     }
 
@@ -301,16 +300,13 @@ impl QboClient {
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
         options: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> BindResult<Bound<'py, PyAny>> {
         let read = window_read(py, entity, start, end, options)?;
         let client = self.client.clone();
-        crate::runtime::future_into_py(py, async move {
-            let bytes = fetch_window_task(client, read).await;
-            Python::attach(|py| match bytes {
-                Ok(b) => json_loads(py, b).map(Bound::unbind),
-                Err(e) => Err(to_py(py, e)),
-            })
-        })
+        Ok(crate::runtime::future_into_py(py, async move {
+            let bytes = fetch_window_task(client, read).await.map_err(BindError::from)?;
+            Python::attach(|py| json_loads(py, bytes).map(Bound::unbind))
+        })?)
     }
 
     /// A backfill with its options parsed and checked (nothing is sent yet); the Python face
@@ -324,8 +320,8 @@ impl QboClient {
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
         options: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<BackfillJob> {
-        let entity = convert::entity(py, entity)?;
+    ) -> BindResult<BackfillJob> {
+        let entity = convert::entity(entity)?;
         let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
         let mut sinks = SinkConfig::default();
         for (key, value) in options.into_iter().flatten() {
@@ -334,11 +330,11 @@ impl QboClient {
                 "postgres" => sinks.postgres = convert::postgres_target(py, &value)?,
                 n if BackfillRequest::NAMES.contains(&n) => convert::set_option(py, &mut request, n, &value)?,
                 n if SinkConfig::NAMES.contains(&n) => convert::set_option(py, &mut sinks, n, &value)?,
-                n => return Err(convert::unknown_option(py, n, &[BackfillRequest::NAMES, SinkConfig::NAMES, &["postgres"]])),
+                n => return Err(convert::unknown_option(py, n, &[BackfillRequest::NAMES, SinkConfig::NAMES, &["postgres"]]).into()),
             }
         }
-        request.plan().map_err(|e| to_py(py, e))?;
-        let sinks = sinks.resolve().map_err(|e| to_py(py, e))?;
+        request.plan()?;
+        let sinks = sinks.resolve()?;
         Ok(BackfillJob { client: self.client.clone(), args: BackfillArgs { request, sinks } })
     }
 
@@ -352,17 +348,17 @@ impl QboClient {
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
         options: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<EstimateJob> {
-        let entity = convert::entity(py, entity)?;
+    ) -> BindResult<EstimateJob> {
+        let entity = convert::entity(entity)?;
         let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
         for (key, value) in options.into_iter().flatten() {
             let name: String = key.extract()?;
             match name.as_str() {
                 n if BackfillRequest::NAMES.contains(&n) => convert::set_option(py, &mut request, n, &value)?,
-                n => return Err(convert::unknown_option(py, n, &[BackfillRequest::NAMES])),
+                n => return Err(convert::unknown_option(py, n, &[BackfillRequest::NAMES]).into()),
             }
         }
-        request.plan().map_err(|e| to_py(py, e))?;
+        request.plan()?;
         Ok(EstimateJob { client: self.client.clone(), request })
     }
 
@@ -376,14 +372,14 @@ impl QboClient {
         start: &Bound<'_, PyAny>,
         end: &Bound<'_, PyAny>,
         options: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<StageJob> {
-        let entity = convert::entity(py, entity)?;
+    ) -> BindResult<StageJob> {
+        let entity = convert::entity(entity)?;
         let mut request = StageRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
         for (key, value) in options.into_iter().flatten() {
             let name: String = key.extract()?;
             convert::set_option(py, &mut request, &name, &value)?;
         }
-        request.check().map_err(|e| to_py(py, e))?;
+        request.check()?;
         Ok(StageJob { client: self.client.clone(), request })
     }
 
@@ -398,7 +394,7 @@ impl QboClient {
         end: &Bound<'_, PyAny>,
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<crate::share::SharePlanJob> {
-        let entity = convert::entity(py, entity)?;
+        let entity = convert::entity(entity)?;
         let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
         let shares = crate::share::share_plan_options(py, &mut request, options)?;
         Ok(crate::share::SharePlanJob { client: self.client.clone(), request, shares })
@@ -406,13 +402,13 @@ impl QboClient {
 
     /// A share's fetch-to-stage with its options checked. Options: `ShareStageRequest`'s.
     #[pyo3(signature = (share, **options))]
-    fn _share_stage_job(&self, py: Python<'_>, share: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<crate::share::ShareStageJob> {
+    fn _share_stage_job(&self, py: Python<'_>, share: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> BindResult<crate::share::ShareStageJob> {
         let mut request = qbo_core::stage::ShareStageRequest::new(crate::share::share_of(py, share)?);
         for (key, value) in options.into_iter().flatten() {
             let name: String = key.extract()?;
             convert::set_option(py, &mut request, &name, &value)?;
         }
-        request.check().map_err(|e| to_py(py, e))?;
+        request.check()?;
         Ok(crate::share::ShareStageJob { client: self.client.clone(), request })
     }
 
@@ -422,16 +418,22 @@ impl QboClient {
 }
 
 /// A window read's options (`page_size`, `filter_field`), parsed as a stage's are.
-fn window_read(py: Python<'_>, entity: &str, start: &Bound<'_, PyAny>, end: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<StageRequest> {
-    let entity = convert::entity(py, entity)?;
+fn window_read(
+    py: Python<'_>,
+    entity: &str,
+    start: &Bound<'_, PyAny>,
+    end: &Bound<'_, PyAny>,
+    options: Option<&Bound<'_, PyDict>>,
+) -> BindResult<StageRequest> {
+    let entity = convert::entity(entity)?;
     let mut read = StageRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
     for (key, value) in options.into_iter().flatten() {
         let name: String = key.extract()?;
         match name.as_str() {
             n @ ("page_size" | "filter_field") => convert::set_option(py, &mut read, n, &value)?,
-            n => return Err(convert::unknown_option(py, n, &[&["page_size", "filter_field"]])),
+            n => return Err(convert::unknown_option(py, n, &[&["page_size", "filter_field"]]).into()),
         }
     }
-    read.check().map_err(|e| to_py(py, e))?;
+    read.check()?;
     Ok(read)
 }

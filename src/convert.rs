@@ -7,11 +7,11 @@ use pyo3::types::{PyBool, PyDate, PyDateTime, PyFloat, PyInt, PyList, PyString, 
 use qbo_core::options::{OptionSet, OptionValue};
 use qbo_core::sink::postgres::PostgresOptions;
 
-use crate::errors::{config_error, to_py};
+use crate::errors::{config_error, to_py, BindError, BindResult};
 
-pub fn instant(py: Python<'_>, what: &str, value: &Bound<'_, PyAny>) -> PyResult<DateTime<Utc>> {
+pub fn instant(py: Python<'_>, what: &str, value: &Bound<'_, PyAny>) -> BindResult<DateTime<Utc>> {
     if let Ok(s) = value.cast::<PyString>() {
-        return qbo_core::time::parse_user_instant(what, &s.to_cow()?).map_err(|e| to_py(py, e));
+        return qbo_core::time::parse_user_instant(what, &s.to_cow()?).map_err(BindError::from);
     }
     if value.is_instance_of::<PyDateTime>() {
         if let Ok(aware) = value.extract::<DateTime<FixedOffset>>() {
@@ -24,15 +24,15 @@ pub fn instant(py: Python<'_>, what: &str, value: &Bound<'_, PyAny>) -> PyResult
         let d: NaiveDate = value.extract()?;
         return Ok(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists")));
     }
-    Err(config_error(py, format!("{what} must be an ISO date string, a date or a datetime, not {}", value.get_type().name()?)))
+    Err(config_error(py, format!("{what} must be an ISO date string, a date or a datetime, not {}", value.get_type().name()?)).into())
 }
 
-pub fn entity(py: Python<'_>, value: &str) -> PyResult<qbo_core::Entity> {
-    value.parse().map_err(|e| to_py(py, e))
+pub fn entity(value: &str) -> BindResult<qbo_core::Entity> {
+    Ok(value.parse()?)
 }
 
-pub fn filter_field(py: Python<'_>, value: &str) -> PyResult<qbo_core::FilterField> {
-    value.parse().map_err(|e| to_py(py, e))
+pub fn filter_field(value: &str) -> BindResult<qbo_core::FilterField> {
+    Ok(value.parse()?)
 }
 
 /// Python ints arrive as i64 so that negative values get our message, not an OverflowError.
@@ -70,9 +70,9 @@ pub fn option_value(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyR
 }
 
 /// Sets `name` on `set` from a Python value.
-pub fn set_option<S: OptionSet>(py: Python<'_>, set: &mut S, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+pub fn set_option<S: OptionSet>(py: Python<'_>, set: &mut S, name: &str, value: &Bound<'_, PyAny>) -> BindResult<()> {
     let value = option_value(py, name, value)?;
-    set.set(name, &value).map_err(|e| to_py(py, e))
+    set.set(name, &value).map_err(BindError::from)
 }
 
 /// The `postgres` option: a `PostgresWriter` (its target) or None.

@@ -44,3 +44,34 @@ pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
 pub fn config_error(py: Python<'_>, message: impl Into<String>) -> PyErr {
     to_py(py, Error::Config(message.into()))
 }
+
+/// An error on its way to Python, from the core or from Python itself: binding functions
+/// return [`BindResult`], so `?` works on both, and PyO3 raises a core error as its class of
+/// `qbo_rs.exceptions`.
+pub enum BindError {
+    Core(Error),
+    Python(PyErr),
+}
+
+pub type BindResult<T> = Result<T, BindError>;
+
+impl From<Error> for BindError {
+    fn from(err: Error) -> Self {
+        BindError::Core(err)
+    }
+}
+
+impl From<PyErr> for BindError {
+    fn from(err: PyErr) -> Self {
+        BindError::Python(err)
+    }
+}
+
+impl From<BindError> for PyErr {
+    fn from(err: BindError) -> Self {
+        match err {
+            BindError::Core(err) => Python::attach(|py| to_py(py, err)),
+            BindError::Python(err) => err,
+        }
+    }
+}

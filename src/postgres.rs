@@ -7,18 +7,12 @@ use qbo_core::sink::postgres::PostgresOptions;
 use qbo_core::Entity;
 
 use crate::convert;
-use crate::errors::to_py;
+use crate::errors::{BindError, BindResult};
 use crate::runtime::block_on;
 
 #[pyclass(frozen, module = "qbo_rs")]
 pub struct PostgresWriter {
     pub options: PostgresOptions,
-}
-
-impl PostgresWriter {
-    pub fn build(py: Python<'_>, dsn: Option<&str>, schema: &str, table_prefix: &str) -> PyResult<PostgresOptions> {
-        PostgresOptions::from_dsn_or_env(dsn, schema, table_prefix).map_err(|e| to_py(py, e))
-    }
 }
 
 async fn connect(options: &PostgresOptions, entity: Entity) -> Result<qbo_core::sink::postgres::PostgresSink, qbo_core::Error> {
@@ -31,8 +25,8 @@ impl PostgresWriter {
     /// POSTGRES_HOST, POSTGRES_PORT, POSTGRES_DB, POSTGRES_USER, POSTGRES_PASSWORD variables.
     #[new]
     #[pyo3(signature = (dsn = None, *, schema = "raw", table_prefix = "qb_"))]
-    fn new(py: Python<'_>, dsn: Option<&str>, schema: &str, table_prefix: &str) -> PyResult<Self> {
-        Ok(PostgresWriter { options: Self::build(py, dsn, schema, table_prefix)? })
+    fn new(dsn: Option<&str>, schema: &str, table_prefix: &str) -> BindResult<Self> {
+        Ok(PostgresWriter { options: PostgresOptions::from_dsn_or_env(dsn, schema, table_prefix)? })
     }
 
     /// `user@host:port/db` (never the password).
@@ -42,14 +36,14 @@ impl PostgresWriter {
     }
 
     /// The quoted table an entity is written to, e.g. `"raw"."qb_invoices"`.
-    fn table(&self, py: Python<'_>, entity: &str) -> PyResult<String> {
-        let entity = convert::entity(py, entity)?;
-        Ok(self.options.table(entity).map_err(|e| to_py(py, e))?.quoted())
+    fn table(&self, entity: &str) -> BindResult<String> {
+        let entity = convert::entity(entity)?;
+        Ok(self.options.table(entity)?.quoted())
     }
 
     /// Connects, creates the schema and tables if missing and checks privileges (named
     /// errors for a wrong password, a missing database or a missing GRANT).
-    fn ensure_tables(&self, py: Python<'_>) -> PyResult<()> {
+    fn ensure_tables(&self, py: Python<'_>) -> BindResult<()> {
         let options = self.options.clone();
         block_on(py, async move {
             for entity in Entity::ALL {
@@ -57,18 +51,18 @@ impl PostgresWriter {
             }
             Ok(())
         })?
-        .map_err(|e| to_py(py, e))
+        .map_err(BindError::from)
     }
 
     /// Rows in the entity's table.
-    fn count(&self, py: Python<'_>, entity: &str) -> PyResult<u64> {
-        let entity = convert::entity(py, entity)?;
+    fn count(&self, py: Python<'_>, entity: &str) -> BindResult<u64> {
+        let entity = convert::entity(entity)?;
         let options = self.options.clone();
         block_on(py, async move {
             let sink = connect(&options, entity).await?;
             sink.count().await
         })?
-        .map_err(|e| to_py(py, e))
+        .map_err(BindError::from)
     }
 
     fn __repr__(&self) -> String {

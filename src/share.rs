@@ -19,7 +19,7 @@ use qbo_core::stage::{ShareStageRequest, ShareStageResult};
 use qbo_core::QboClient;
 
 use crate::convert;
-use crate::errors::{config_error, to_py};
+use crate::errors::{config_error, BindError, BindResult};
 use crate::report::{BackfillReport, Estimate};
 use crate::runtime::block_on;
 
@@ -161,9 +161,9 @@ fn plan_into_py(py: Python<'_>, (estimate, shares): PlanOutcome) -> PyResult<Sha
 #[pymethods]
 impl SharePlanJob {
     /// Counts with the GIL released (COUNT requests only) and cuts the plan.
-    fn run(&self, py: Python<'_>) -> PyResult<SharePlan> {
-        let outcome = block_on(py, share_plan_task(self.client.clone(), self.request.clone(), self.shares))?.map_err(|e| to_py(py, e))?;
-        plan_into_py(py, outcome)
+    fn run(&self, py: Python<'_>) -> BindResult<SharePlan> {
+        let outcome = block_on(py, share_plan_task(self.client.clone(), self.request.clone(), self.shares))??;
+        Ok(plan_into_py(py, outcome)?)
     }
 
     /// The same, as an awaitable on the shared tokio runtime.
@@ -171,23 +171,23 @@ impl SharePlanJob {
         let (client, request, shares) = (self.client.clone(), self.request.clone(), self.shares);
         crate::runtime::future_into_py(py, async move {
             let outcome = share_plan_task(client, request, shares).await;
-            Python::attach(|py| plan_into_py(py, outcome.map_err(|e| to_py(py, e))?))
+            Python::attach(|py| plan_into_py(py, outcome.map_err(BindError::from)?))
         })
     }
 }
 
 /// The options of `_share_plan_job`: the backfill's, and `ShareOptions`.
-pub fn share_plan_options(py: Python<'_>, request: &mut BackfillRequest, options: Option<&Bound<'_, PyDict>>) -> PyResult<ShareOptions> {
+pub fn share_plan_options(py: Python<'_>, request: &mut BackfillRequest, options: Option<&Bound<'_, PyDict>>) -> BindResult<ShareOptions> {
     let mut shares = ShareOptions::default();
     for (key, value) in options.into_iter().flatten() {
         let name: String = key.extract()?;
         match name.as_str() {
             n if BackfillRequest::NAMES.contains(&n) => convert::set_option(py, request, n, &value)?,
             n if ShareOptions::NAMES.contains(&n) => convert::set_option(py, &mut shares, n, &value)?,
-            n => return Err(convert::unknown_option(py, n, &[BackfillRequest::NAMES, ShareOptions::NAMES])),
+            n => return Err(convert::unknown_option(py, n, &[BackfillRequest::NAMES, ShareOptions::NAMES]).into()),
         }
     }
-    request.plan().map_err(|e| to_py(py, e))?;
+    request.plan()?;
     Ok(shares)
 }
 
@@ -279,8 +279,8 @@ impl StageOutcome {
 #[pymethods]
 impl ShareStageJob {
     /// Fetches the share with the GIL released.
-    fn run(&self, py: Python<'_>) -> PyResult<StagedShare> {
-        block_on(py, share_stage_task(self.client.clone(), self.request.clone()))?.map_err(|e| to_py(py, e))?.into_py(py)
+    fn run(&self, py: Python<'_>) -> BindResult<StagedShare> {
+        Ok(block_on(py, share_stage_task(self.client.clone(), self.request.clone()))??.into_py(py)?)
     }
 
     /// The same, as an awaitable on the shared tokio runtime.
@@ -288,7 +288,7 @@ impl ShareStageJob {
         let (client, request) = (self.client.clone(), self.request.clone());
         crate::runtime::future_into_py(py, async move {
             let outcome = share_stage_task(client, request).await;
-            Python::attach(|py| outcome.map_err(|e| to_py(py, e))?.into_py(py))
+            Python::attach(|py| outcome.map_err(BindError::from)?.into_py(py))
         })
     }
 }
@@ -329,9 +329,9 @@ async fn share_export_task(manifest: PathBuf, sinks: SinkOptions, keep: bool) ->
 #[pymethods]
 impl ShareExportJob {
     /// Writes the staged share into the sinks with the GIL released.
-    fn run(&self, py: Python<'_>) -> PyResult<BackfillReport> {
-        let report = block_on(py, share_export_task(self.manifest.clone(), self.sinks.clone(), self.keep))?.map_err(|e| to_py(py, e))?;
-        BackfillReport::from_core(py, report)
+    fn run(&self, py: Python<'_>) -> BindResult<BackfillReport> {
+        let report = block_on(py, share_export_task(self.manifest.clone(), self.sinks.clone(), self.keep))??;
+        Ok(BackfillReport::from_core(py, report)?)
     }
 
     /// The same, as an awaitable on the shared tokio runtime.
@@ -339,7 +339,7 @@ impl ShareExportJob {
         let (manifest, sinks, keep) = (self.manifest.clone(), self.sinks.clone(), self.keep);
         crate::runtime::future_into_py(py, async move {
             let result = share_export_task(manifest, sinks, keep).await;
-            Python::attach(|py| BackfillReport::from_core(py, result.map_err(|e| to_py(py, e))?))
+            Python::attach(|py| BackfillReport::from_core(py, result.map_err(BindError::from)?))
         })
     }
 }

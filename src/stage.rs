@@ -17,7 +17,7 @@ use qbo_core::stage::{StageRequest, StageResult};
 use qbo_core::QboClient;
 
 use crate::convert;
-use crate::errors::to_py;
+use crate::errors::{BindError, BindResult};
 use crate::report::BackfillReport;
 use crate::runtime::block_on;
 
@@ -145,19 +145,19 @@ pub fn _export_job(py: Python<'_>, manifest: PathBuf, options: Option<&Bound<'_,
 
 /// An export's options: the core's `SinkConfig`, `postgres` (a `PostgresWriter`) and
 /// `keep_staged`.
-pub fn export_options(py: Python<'_>, options: Option<&Bound<'_, PyDict>>) -> PyResult<(SinkOptions, bool)> {
+pub fn export_options(py: Python<'_>, options: Option<&Bound<'_, PyDict>>) -> BindResult<(SinkOptions, bool)> {
     let mut sinks = SinkConfig::default();
     let mut keep = false;
     for (key, value) in options.into_iter().flatten() {
         let name: String = key.extract()?;
         match name.as_str() {
             "postgres" => sinks.postgres = convert::postgres_target(py, &value)?,
-            "keep_staged" => keep = convert::option_value(py, "keep_staged", &value)?.boolean("keep_staged").map_err(|e| to_py(py, e))?,
+            "keep_staged" => keep = convert::option_value(py, "keep_staged", &value)?.boolean("keep_staged")?,
             n if SinkConfig::NAMES.contains(&n) => convert::set_option(py, &mut sinks, n, &value)?,
-            n => return Err(convert::unknown_option(py, n, &[SinkConfig::NAMES, &["postgres", "keep_staged"]])),
+            n => return Err(convert::unknown_option(py, n, &[SinkConfig::NAMES, &["postgres", "keep_staged"]]).into()),
         }
     }
-    Ok((sinks.resolve().map_err(|e| to_py(py, e))?, keep))
+    Ok((sinks.resolve()?, keep))
 }
 
 /// A window's fetch into a stage, ready to run (from `QboClient._stage_job`).
@@ -170,8 +170,8 @@ pub struct StageJob {
 #[pymethods]
 impl StageJob {
     /// Fetches the window into its stage with the GIL released.
-    fn run(&self, py: Python<'_>) -> PyResult<StagedWindow> {
-        block_on(py, stage_task(self.client.clone(), self.request.clone()))?.map_err(|e| to_py(py, e))?.into_py(py)
+    fn run(&self, py: Python<'_>) -> BindResult<StagedWindow> {
+        Ok(block_on(py, stage_task(self.client.clone(), self.request.clone()))??.into_py(py)?)
     }
 
     /// The same, as an awaitable on the shared tokio runtime.
@@ -179,7 +179,7 @@ impl StageJob {
         let (client, request) = (self.client.clone(), self.request.clone());
         crate::runtime::future_into_py(py, async move {
             let outcome = stage_task(client, request).await;
-            Python::attach(|py| outcome.map_err(|e| to_py(py, e))?.into_py(py))
+            Python::attach(|py| outcome.map_err(BindError::from)?.into_py(py))
         })
     }
 }
@@ -193,9 +193,9 @@ pub struct ExportJob {
 #[pymethods]
 impl ExportJob {
     /// Writes the staged window into the sinks with the GIL released.
-    fn run(&self, py: Python<'_>) -> PyResult<BackfillReport> {
-        let report = block_on(py, export_task(self.args.clone()))?.map_err(|e| to_py(py, e))?;
-        BackfillReport::from_core(py, report)
+    fn run(&self, py: Python<'_>) -> BindResult<BackfillReport> {
+        let report = block_on(py, export_task(self.args.clone()))??;
+        Ok(BackfillReport::from_core(py, report)?)
     }
 
     /// The same, as an awaitable on the shared tokio runtime.
@@ -203,7 +203,7 @@ impl ExportJob {
         let args = self.args.clone();
         crate::runtime::future_into_py(py, async move {
             let result = export_task(args).await;
-            Python::attach(|py| BackfillReport::from_core(py, result.map_err(|e| to_py(py, e))?))
+            Python::attach(|py| BackfillReport::from_core(py, result.map_err(BindError::from)?))
         })
     }
 }

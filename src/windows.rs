@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 
 use crate::convert;
-use crate::errors::to_py;
+use crate::errors::{BindError, BindResult};
 
 /// A half-open UTC window `[start, end)` with its stable label.
 #[pyclass(frozen, eq, module = "qbo_rs", get_all)]
@@ -42,12 +42,12 @@ impl Window {
 /// Splits `[start, end)` into windows of `chunk_days` days labelled `<entity>_backfill_<date>`.
 #[pyfunction]
 #[pyo3(signature = (start, end, chunk_days = 50, entity = "invoice"))]
-pub fn plan_windows(py: Python<'_>, start: &Bound<'_, PyAny>, end: &Bound<'_, PyAny>, chunk_days: i64, entity: &str) -> PyResult<Vec<Window>> {
+pub fn plan_windows(py: Python<'_>, start: &Bound<'_, PyAny>, end: &Bound<'_, PyAny>, chunk_days: i64, entity: &str) -> BindResult<Vec<Window>> {
     let start = convert::instant(py, "start", start)?;
     let end = convert::instant(py, "end", end)?;
     let chunk_days = convert::positive_u32(py, "chunk_days", chunk_days)?;
-    let entity = convert::entity(py, entity)?;
+    let entity = convert::entity(entity)?;
     qbo_core::plan_windows(start, end, chunk_days, &format!("{}_backfill", entity.slug()))
         .map(|ws| ws.into_iter().map(Window::from_core).collect())
-        .map_err(|e| to_py(py, e))
+        .map_err(BindError::from)
 }
