@@ -191,21 +191,7 @@ async fn backfill_task(client: qbo_core::QboClient, args: BackfillArgs) -> Resul
 
 async fn fetch_window_task(client: qbo_core::QboClient, read: StageRequest) -> Result<Vec<u8>, qbo_core::Error> {
     let StageRequest { entity, field, window, page_size, .. } = read;
-    let mut records = qbo_core::paginate::read_window_records(&client, entity, field, &window, page_size).await?;
-    // Keep only the newest version of each id, in filter order, as one JSON array.
-    records.sort_by(|a, b| a.id.cmp(&b.id).then(b.version().cmp(&a.version())));
-    records.dedup_by(|a, b| a.id == b.id);
-    records.sort_by_key(|r| (r.last_updated_utc, r.id.parse::<u64>().unwrap_or(u64::MAX)));
-    let mut out = Vec::with_capacity(records.iter().map(|r| r.payload.len() + 1).sum::<usize>() + 2);
-    out.push(b'[');
-    for (i, r) in records.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&r.payload);
-    }
-    out.push(b']');
-    Ok(out)
+    qbo_core::paginate::read_window_json(&client, entity, field, &window, page_size).await
 }
 
 fn json_loads<'py>(py: Python<'py>, bytes: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {

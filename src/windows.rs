@@ -47,7 +47,5 @@ pub fn plan_windows(py: Python<'_>, start: &Bound<'_, PyAny>, end: &Bound<'_, Py
     let end = convert::instant(py, "end", end)?;
     let chunk_days = convert::positive_u32(py, "chunk_days", chunk_days)?;
     let entity = convert::entity(entity)?;
-    qbo_core::plan_windows(start, end, chunk_days, &format!("{}_backfill", entity.slug()))
-        .map(|ws| ws.into_iter().map(Window::from_core).collect())
-        .map_err(BindError::from)
+    qbo_core::plan_windows(start, end, chunk_days, &entity.label_prefix()).map(|ws| ws.into_iter().map(Window::from_core).collect()).map_err(BindError::from)
 }

@@ -250,7 +250,7 @@ fn plan(a: PlanArgs) -> Result<i32, Error> {
     let entity: Entity = a.entity.parse()?;
     let start = qbo_core::time::parse_user_instant("--start", &a.start)?;
     let end = qbo_core::time::parse_user_instant("--end", &a.end)?;
-    let windows = qbo_core::plan_windows(start, end, a.chunk_days, &format!("{}_backfill", entity.slug()))?;
+    let windows = qbo_core::plan_windows(start, end, a.chunk_days, &entity.label_prefix())?;
     let mut out = std::io::stdout().lock();
     for w in &windows {
         let _ = writeln!(out, "{}\t{}\t{}", w.label, w.start_text(), w.end_text());

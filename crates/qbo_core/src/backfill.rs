@@ -59,10 +59,6 @@ impl BackfillRequest {
         }
     }
 
-    pub fn label_prefix(&self) -> String {
-        format!("{}_backfill", self.entity.slug())
-    }
-
     /// Checks everything before any request and returns the windows to run.
     pub fn plan(&self) -> Result<Vec<Window>, Error> {
         validate_page_size(self.page_size)?;
@@ -73,7 +69,7 @@ impl BackfillRequest {
         if self.max_buffer_bytes == 0 {
             return Err(Error::config("max_buffer_mb must be at least 1 (megabytes of records held in memory)"));
         }
-        let windows = plan_windows(self.start, self.end, self.chunk_days, &self.label_prefix())?;
+        let windows = plan_windows(self.start, self.end, self.chunk_days, &self.entity.label_prefix())?;
         match &self.only_labels {
             None => Ok(windows),
             Some(labels) => {

@@ -35,6 +35,12 @@ impl Entity {
         }
     }
 
+    /// What every window label of this entity starts with: `invoice_backfill` in
+    /// `invoice_backfill_2025-10-15` (the one rule, for plans, stages and the CLI alike).
+    pub fn label_prefix(self) -> String {
+        format!("{}_backfill", self.slug())
+    }
+
     /// Lower-case plural: file names (`invoices.txt`), tables (`qb_invoices`) and the
     /// `Total <entidad> descargadas` log line.
     pub fn plural(self) -> &'static str {

@@ -320,6 +320,25 @@ pub async fn read_window_records(client: &QboClient, entity: Entity, field: Filt
     Ok(collected.0.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
+/// Reads `window` completely and returns its records as one JSON array of QBO's payloads,
+/// untouched: the newest version of each id, in filter order (ties by numeric id).
+pub async fn read_window_json(client: &QboClient, entity: Entity, field: FilterField, window: &Window, page_size: u32) -> Result<Vec<u8>, Error> {
+    let mut records = read_window_records(client, entity, field, window, page_size).await?;
+    records.sort_by(|a, b| a.id.cmp(&b.id).then(b.version().cmp(&a.version())));
+    records.dedup_by(|a, b| a.id == b.id);
+    records.sort_by_key(|r| (r.last_updated_utc, r.id.parse::<u64>().unwrap_or(u64::MAX)));
+    let mut out = Vec::with_capacity(records.iter().map(|r| r.payload.len() + 1).sum::<usize>() + 2);
+    out.push(b'[');
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&r.payload);
+    }
+    out.push(b']');
+    Ok(out)
+}
+
 /// What a window holds of a record it has read: its version and its filter key (in ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Held {

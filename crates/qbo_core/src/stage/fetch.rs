@@ -84,7 +84,7 @@ impl StageRequest {
             entity,
             field: FilterField::default(),
             page_size: crate::backfill::DEFAULT_PAGE_SIZE,
-            window: Window::new(start, end, &format!("{}_backfill", entity.slug())),
+            window: Window::new(start, end, &entity.label_prefix()),
             stage_dir: PathBuf::from("data/.qbo_rs/stage"),
             run_id: None,
         }
