@@ -4,14 +4,12 @@
 //! (`run_future`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use qbo_core::backfill::{BackfillReport as CoreReport, BackfillRequest};
-use qbo_core::budget::{MemoryBudget, DEFAULT_MAX_BUFFER_MB};
 use qbo_core::options::OptionSet;
 use qbo_core::read_plan::{ReadPlan, ReadShare as CoreShare, ShareOptions};
 use qbo_core::sink::SinkOptions;
@@ -243,20 +241,8 @@ struct StageOutcome {
 }
 
 async fn share_stage_task(client: QboClient, request: ShareStageRequest) -> Result<StageOutcome, qbo_core::Error> {
-    let started = std::time::Instant::now();
-    let (entity, label) = (request.share.entity, request.share.label.clone());
-    let before = client.request_counts();
-    let budget = MemoryBudget::new(u64::from(DEFAULT_MAX_BUFFER_MB) << 20);
-    let result = qbo_core::stage::stage_share(&client, request, Arc::clone(&budget)).await?;
-    let report = CoreReport {
-        entity,
-        windows: result.windows.clone(),
-        duration: started.elapsed(),
-        requests: client.request_counts() - before,
-        estimate: None,
-        read: result.read,
-        peak_buffer_bytes: budget.peak(),
-    };
+    let label = request.share.label.clone();
+    let (report, result) = qbo_core::stage::stage_share_reported(&client, request).await?;
     Ok(StageOutcome { report, result, label })
 }
 
@@ -313,17 +299,7 @@ pub struct ShareExportJob {
 }
 
 async fn share_export_task(manifest: PathBuf, sinks: SinkOptions, keep: bool) -> Result<CoreReport, qbo_core::Error> {
-    let done = qbo_core::stage::export_share(&manifest, &sinks, keep).await?;
-    Ok(CoreReport {
-        entity: done.entity,
-        windows: done.windows,
-        duration: done.duration,
-        // An export sends no request, and reads the staged file a batch at a time.
-        requests: Default::default(),
-        estimate: None,
-        read: Default::default(),
-        peak_buffer_bytes: 0,
-    })
+    qbo_core::stage::export_share_reported(&manifest, &sinks, keep).await
 }
 
 #[pymethods]

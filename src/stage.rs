@@ -3,14 +3,12 @@
 //! [`ExportJob`] that writes it; each runs blocking (`run`) or awaited (`run_future`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use qbo_core::backfill::BackfillReport as CoreReport;
-use qbo_core::budget::{MemoryBudget, DEFAULT_MAX_BUFFER_MB};
 use qbo_core::options::OptionSet;
 use qbo_core::sink::{SinkConfig, SinkOptions};
 use qbo_core::stage::{StageRequest, StageResult};
@@ -71,21 +69,7 @@ pub struct StageOutcome {
 }
 
 pub async fn stage_task(client: QboClient, request: StageRequest) -> Result<StageOutcome, qbo_core::Error> {
-    let started = std::time::Instant::now();
-    let entity = request.entity;
-    let before = client.request_counts();
-    // One window staged to a local file, bounded by the same default budget as a backfill.
-    let budget = MemoryBudget::new(u64::from(DEFAULT_MAX_BUFFER_MB) << 20);
-    let result = qbo_core::stage::stage_window(&client, request, Arc::clone(&budget)).await?;
-    let report = CoreReport {
-        entity,
-        windows: vec![result.report.clone()],
-        duration: started.elapsed(),
-        requests: client.request_counts() - before,
-        estimate: None,
-        read: Default::default(),
-        peak_buffer_bytes: budget.peak(),
-    };
+    let (report, result) = qbo_core::stage::stage_window_reported(&client, request).await?;
     Ok(StageOutcome { report, result })
 }
 
@@ -119,18 +103,7 @@ pub struct ExportArgs {
 }
 
 pub async fn export_task(args: ExportArgs) -> Result<CoreReport, qbo_core::Error> {
-    let started = std::time::Instant::now();
-    let (entity, window) = qbo_core::stage::export_window(&args.manifest, &args.sinks, args.keep).await?;
-    Ok(CoreReport {
-        entity,
-        windows: vec![window],
-        duration: started.elapsed(),
-        // An export sends no request, and reads the staged file a batch at a time.
-        requests: Default::default(),
-        estimate: None,
-        read: Default::default(),
-        peak_buffer_bytes: 0,
-    })
+    qbo_core::stage::export_window_reported(&args.manifest, &args.sinks, args.keep).await
 }
 
 /// A staged window's write (the `manifest` of `QboClient.stage_window`) with its sink options

@@ -29,6 +29,7 @@
 
 mod export;
 mod fetch;
+mod reported;
 mod share;
 
 use std::fs::{self, File};
@@ -48,6 +49,7 @@ use crate::window::Window;
 pub use export::Segment;
 pub use export::{export_staged, export_window};
 pub use fetch::{stage_window, StageRequest, StageResult};
+pub use reported::{export_share_reported, export_window_reported, stage_share_reported, stage_window_reported};
 pub use share::{export_share, stage_share, ShareExport, ShareManifest, ShareStageRequest, ShareStageResult, StagedPart};
 
 const FORMAT: u32 = 1;
