@@ -1,0 +1,277 @@
+"""The runtime variables of the qb_* pipelines: coerced from what Mage passes (strings from the UI,
+numbers from YAML), checked before any request or write, every error naming its variable."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any, Dict, List, Optional, Tuple
+
+import qbo_rs
+from qbo_rs.exceptions import ConfigError
+
+ENTITY_BY_PIPELINE = {
+    "qb_invoice_backfill": "invoice",
+    "qb_customer_backfill": "customer",
+    "qb_item_backfill": "item",
+}
+PLURAL = {"invoice": "invoices", "customer": "customers", "item": "items"}
+SINKS = ("txt", "postgres", "both")
+DEFAULT_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 1000
+DEFAULT_CHUNK_DAYS = 50
+MAX_CHUNK_DAYS = 36600
+# Children (fetch + export block runs) a backfill fans out to, at most: each Mage block-run
+# process costs 200-300 MB, and the engine reads every child's streams concurrently anyway.
+DEFAULT_MAX_CHILDREN = 4
+MAX_CHILDREN = 10000
+
+POSTGRES_REQUIRED = ("POSTGRES_HOST", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD")
+
+
+class RunVariableError(ConfigError):
+    """A runtime variable is missing or invalid (raised before any request or write)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Runtime variables: Mage passes strings or numbers as given (UI, API, triggers.yaml, CLI JSON).
+# --------------------------------------------------------------------------------------------
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def parse_instant(name: str, value: Any) -> datetime:
+    """An ISO date (midnight UTC) or datetime; naive means UTC, an explicit offset is converted."""
+    if _blank(value):
+        raise RunVariableError(f"{name} is required: an ISO date or datetime in UTC, e.g. 2025-01-01")
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
+            elif re.fullmatch(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?", text):
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            else:
+                raise ValueError(text)
+        except ValueError:
+            raise RunVariableError(
+                f"{name} must be an ISO date or datetime in UTC, like 2025-01-01 or "
+                f"2025-01-01T00:00:00Z (got {value!r})"
+            ) from None
+    else:
+        raise RunVariableError(
+            f"{name} must be an ISO date string like 2025-01-01 (got {type(value).__name__} {value!r})"
+        )
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def parse_int(name: str, value: Any, default: int, low: int, high: int) -> int:
+    if _blank(value):
+        return default
+    number: Optional[int] = None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.0*)?", value.strip()):
+        number = int(float(value.strip())) if "." in value else int(value.strip())
+    if number is None:
+        raise RunVariableError(f"{name} must be a whole number between {low} and {high} (got {value!r})")
+    if not low <= number <= high:
+        raise RunVariableError(f"{name} must be between {low} and {high} (got {number})")
+    return number
+
+
+def parse_choice(name: str, value: Any, choices: Tuple[str, ...], default: str) -> str:
+    if _blank(value):
+        return default
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise RunVariableError(f"{name} must be one of {', '.join(choices)} (got {value!r})")
+    return text
+
+
+def parse_labels(value: Any) -> Optional[List[str]]:
+    """``windows``: labels to (re-)run, as a list or a comma/space separated string."""
+    if _blank(value) or value == []:
+        return None
+    if isinstance(value, str):
+        items = [v for v in re.split(r"[\s,]+", value.strip()) if v]
+    elif isinstance(value, (list, tuple)):
+        items = [str(v).strip() for v in value if str(v).strip()]
+    else:
+        raise RunVariableError(f"windows must be a label or a list of labels (got {value!r})")
+    return items or None
+
+
+def utc_text(moment: datetime) -> str:
+    """ISO 8601 in UTC that reads back exactly: four-digit years (``0001``, which ``strftime``
+    writes ``1``) and sub-second instants kept (``2025-01-01T00:00:00.5Z``)."""
+    text = moment.astimezone(timezone.utc).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class RunParams:
+    pipeline_uuid: str
+    entity: str
+    start: datetime
+    end: datetime
+    page_size: int
+    chunk_days: int
+    sink: str
+    data_dir: str
+    pg_schema: str
+    pg_table_prefix: str
+    stage_dir: str
+    max_children: int = DEFAULT_MAX_CHILDREN
+    max_requests: Optional[int] = None
+    windows: Optional[List[str]] = field(default=None)
+
+    @property
+    def plural(self) -> str:
+        return PLURAL[self.entity]
+
+    def describe(self) -> str:
+        target = []
+        if self.sink in ("txt", "both"):
+            target.append(os.path.join(self.data_dir, f"{self.plural}.txt"))
+        if self.sink in ("postgres", "both"):
+            target.append(f"PostgreSQL {self.pg_schema}.{self.pg_table_prefix}{self.plural}")
+        budget = f" max_requests={self.max_requests}" if self.max_requests is not None else ""
+        return (
+            f"{self.entity} [{utc_text(self.start)}, {utc_text(self.end)}) chunk_days={self.chunk_days} "
+            f"page_size={self.page_size} max_children={self.max_children}{budget} sink={self.sink} "
+            f"-> {' + '.join(target)}"
+        )
+
+
+def repo_path(kwargs: Dict[str, Any]) -> str:
+    path = kwargs.get("repo_path")
+    if not path:
+        from mage_ai.settings.repo import get_repo_path
+
+        path = get_repo_path()
+    return os.path.abspath(path)
+
+
+def default_data_dir(kwargs: Dict[str, Any]) -> str:
+    """$QBO_DATA_DIR, else ``data/`` beside the project folder (the repository's data/)."""
+    env = os.environ.get("QBO_DATA_DIR", "").strip()
+    return env or os.path.join(os.path.dirname(repo_path(kwargs)), "data")
+
+
+def default_stage_dir(data_dir: str) -> str:
+    """$QBO_STAGE_DIR, else ``<data_dir>/.qbo_rs/stage``.
+
+    The fetch block stages each window there and the export block (another Mage block run,
+    often another process) reads it back, so every block-run process must see the same folder:
+    any local folder works for the headless runner and for Mage's local process executor (all
+    on one machine); with the Kubernetes (or any multi-machine) executor it must be a volume
+    shared by all of them."""
+    env = os.environ.get("QBO_STAGE_DIR", "").strip()
+    return env or os.path.join(data_dir, ".qbo_rs", "stage")
+
+
+def run_params(kwargs: Dict[str, Any]) -> RunParams:
+    """Coerces and validates the runtime variables; every error names the variable."""
+    pipeline_uuid = kwargs.get("pipeline_uuid") or ""
+    entity = ENTITY_BY_PIPELINE.get(pipeline_uuid)
+    if entity is None:
+        entity = parse_choice("entity", kwargs.get("entity"), tuple(PLURAL), "")
+        if not entity:
+            raise RunVariableError(
+                f"pipeline {pipeline_uuid!r} is not one of {', '.join(ENTITY_BY_PIPELINE)}: set the variable entity"
+            )
+    start = parse_instant("fecha_inicio", kwargs.get("fecha_inicio"))
+    end = parse_instant("fecha_fin", kwargs.get("fecha_fin"))
+    if end <= start:
+        raise RunVariableError(
+            f"fecha_fin ({utc_text(end)}) must be after fecha_inicio ({utc_text(start)}): "
+            "windows are half-open [fecha_inicio, fecha_fin) in UTC"
+        )
+    data_dir = kwargs.get("data_dir")
+    data_dir = default_data_dir(kwargs) if _blank(data_dir) else str(data_dir).strip()
+    if not os.path.isabs(data_dir):
+        data_dir = os.path.join(os.path.dirname(repo_path(kwargs)), data_dir)
+    schema = kwargs.get("pg_schema")
+    if _blank(schema):
+        schema = os.environ.get("POSTGRES_SCHEMA", "").strip() or "raw"
+    schema = str(schema).strip()
+    prefix = kwargs.get("pg_table_prefix")
+    prefix = "qb_" if _blank(prefix) else str(prefix).strip()
+    data_dir = os.path.abspath(data_dir)
+    stage_dir = kwargs.get("stage_dir")
+    stage_dir = default_stage_dir(data_dir) if _blank(stage_dir) else str(stage_dir).strip()
+    if not os.path.isabs(stage_dir):
+        stage_dir = os.path.join(os.path.dirname(repo_path(kwargs)), stage_dir)
+    return RunParams(
+        pipeline_uuid=pipeline_uuid,
+        entity=entity,
+        start=start,
+        end=end,
+        page_size=parse_int("page_size", kwargs.get("page_size"), DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
+        chunk_days=parse_int("chunk_days", kwargs.get("chunk_days"), DEFAULT_CHUNK_DAYS, 1, MAX_CHUNK_DAYS),
+        sink=parse_choice("sink", kwargs.get("sink"), SINKS, "txt"),
+        data_dir=data_dir,
+        pg_schema=schema,
+        pg_table_prefix=prefix,
+        stage_dir=os.path.abspath(stage_dir),
+        max_children=parse_int("max_children", kwargs.get("max_children"), DEFAULT_MAX_CHILDREN, 1, MAX_CHILDREN),
+        max_requests=(
+            None
+            if _blank(kwargs.get("max_requests"))
+            else parse_int("max_requests", kwargs.get("max_requests"), 0, 1, 10**12)
+        ),
+        windows=parse_labels(kwargs.get("windows")),
+    )
+
+
+def check_sink_config(params: RunParams) -> None:
+    """Fail at planning time, naming what is missing, rather than once per window."""
+    if params.sink in ("postgres", "both"):
+        missing = [k for k in POSTGRES_REQUIRED if not os.environ.get(k, "").strip()]
+        if missing:
+            raise RunVariableError(
+                f"sink={params.sink} needs PostgreSQL: set {', '.join(missing)} in the environment "
+                "(POSTGRES_PORT defaults to 5432, POSTGRES_SSLMODE to prefer)"
+            )
+        try:  # the table names, checked now (no connection) rather than after every window is fetched
+            qbo_rs.PostgresWriter(schema=params.pg_schema, table_prefix=params.pg_table_prefix)
+        except ConfigError as err:
+            raise RunVariableError(
+                f"pg_schema={params.pg_schema!r}, pg_table_prefix={params.pg_table_prefix!r}: {err}"
+            ) from None
+    if params.sink in ("txt", "both"):
+        if os.path.exists(params.data_dir) and not os.path.isdir(params.data_dir):
+            raise RunVariableError(
+                f"data_dir {params.data_dir} is a file, not a folder: set the variable data_dir or "
+                "QBO_DATA_DIR to a folder"
+            )
+        os.makedirs(params.data_dir, exist_ok=True)
+        if not os.access(params.data_dir, os.W_OK):
+            raise RunVariableError(f"data_dir {params.data_dir} is not writable")
+    try:
+        os.makedirs(params.stage_dir, exist_ok=True)
+    except OSError as err:
+        raise RunVariableError(
+            f"stage_dir {params.stage_dir} cannot be created ({err.strerror}): set the "
+            "variable stage_dir or QBO_STAGE_DIR to a writable folder"
+        ) from None
+    if not os.access(params.stage_dir, os.W_OK):
+        raise RunVariableError(
+            f"stage_dir {params.stage_dir} is not writable: set the variable stage_dir or "
+            "QBO_STAGE_DIR to a writable folder"
+        )
