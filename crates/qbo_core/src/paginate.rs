@@ -205,13 +205,7 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
         let mut lower_op = ">=";
         let mut first = true;
         loop {
-            let statement = format!(
-                "SELECT * FROM {} {} ORDERBY {} STARTPOSITION 1 MAXRESULTS {}",
-                self.entity.qbo_name(),
-                query::where_clause(self.entity, self.field, &lower, lower_op, Some(&query::bound_literal(self.field, self.window.end))),
-                self.field.qbo_property(),
-                self.page_size
-            );
+            let statement = query::page_statement(self.entity, self.field, &lower, lower_op, self.window.end, self.page_size);
             let page = self.fetch(&statement).await?;
             let n = page.len();
             let Some(last_key) = page.last().map(|d| d.key) else {

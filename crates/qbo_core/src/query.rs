@@ -65,15 +65,14 @@ pub fn count_tie_statement(entity: Entity, field: FilterField, tie: &str) -> Str
     format!("SELECT COUNT(*) FROM {} {}", entity.qbo_name(), where_clause(entity, field, &quote(tie), "=", None))
 }
 
-/// One keyset page: everything at or after `from_literal`, before `to`, in filter order;
-/// `start_position` (1-based) is only ever > 1 inside a tie of equal timestamps.
-pub fn page_statement(entity: Entity, field: FilterField, from_literal: &str, to: DateTime<Utc>, start_position: u64, max_results: u32) -> String {
+/// One keyset page: everything after `lower` (`>=` it on the first page, `>` it once a page
+/// has ended there), before `to`, in filter order, from the first match.
+pub fn page_statement(entity: Entity, field: FilterField, lower: &str, lower_op: &str, to: DateTime<Utc>, max_results: u32) -> String {
     format!(
-        "SELECT * FROM {} {} ORDERBY {} STARTPOSITION {} MAXRESULTS {}",
+        "SELECT * FROM {} {} ORDERBY {} STARTPOSITION 1 MAXRESULTS {}",
         entity.qbo_name(),
-        where_clause(entity, field, from_literal, ">=", Some(&bound_literal(field, to))),
+        where_clause(entity, field, lower, lower_op, Some(&bound_literal(field, to))),
         field.qbo_property(),
-        start_position,
         max_results
     )
 }
@@ -112,7 +111,7 @@ mod tests {
             "SELECT COUNT(*) FROM Customer WHERE MetaData.LastUpdatedTime >= '2025-01-01T00:00:00+00:00' \
              AND MetaData.LastUpdatedTime < '2025-02-01T00:00:00+00:00' AND Active IN (true,false)"
         );
-        let p = page_statement(Entity::Invoice, FilterField::TxnDate, &bound_literal(FilterField::TxnDate, a), b, 1, 100);
+        let p = page_statement(Entity::Invoice, FilterField::TxnDate, &bound_literal(FilterField::TxnDate, a), ">=", b, 100);
         assert_eq!(
             p,
             "SELECT * FROM Invoice WHERE TxnDate >= '2025-01-01' AND TxnDate < '2025-02-01' \

@@ -30,7 +30,6 @@ const MAX_GROUP_BYTES: usize = 8 << 20;
 
 pub struct JsonlSink {
     path: PathBuf,
-    store: Arc<Mutex<JsonlStore>>,
     commits: mpsc::Sender<Pending>,
 }
 
@@ -57,28 +56,16 @@ impl JsonlSink {
         let path = data_dir.join(format!("{}.txt", entity.plural()));
         let options = StoreOptions { fsync, ..StoreOptions::new(key_of_line) };
         let store = JsonlStore::open(&path, options).map_err(|e| Error::Sink(e.to_string()))?;
-        let store = Arc::new(Mutex::new(store));
+        // The writer thread owns the store: every commit goes through it.
+        let store = Mutex::new(store);
         let (commits, queue) = mpsc::channel();
-        let writer_store = Arc::clone(&store);
         std::thread::Builder::new()
             .name(format!("qbo-rs-{}-writer", entity.plural()))
-            .spawn(move || write_groups(&writer_store, &queue))
+            .spawn(move || write_groups(&store, &queue))
             .map_err(|e| Error::Sink(format!("could not start the writer thread of {}: {e}", path.display())))?;
-        Ok(JsonlSink { path, store, commits })
+        Ok(JsonlSink { path, commits })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Distinct records in the file.
-    pub fn len(&self) -> usize {
-        self.store.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The writer thread: waits for a batch, takes every other batch already waiting (up to
