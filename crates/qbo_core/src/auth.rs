@@ -299,7 +299,7 @@ impl TokenManager {
                 }
             };
             let status = resp.status();
-            let tid = crate::client::intuit_tid(resp.headers());
+            let tid = crate::http::intuit_tid(resp.headers());
             let body = resp.bytes().await.unwrap_or_default();
             if status.is_success() {
                 return serde_json::from_slice(&body)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::SeedableRng;
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 
 use crate::auth::{RotationHook, TokenManager};
@@ -202,12 +202,6 @@ pub struct QboClient {
     inner: Arc<Inner>,
 }
 
-/// Looks up Intuit's transaction id, which support asks for (spelled `intuit_tid`; some
-/// proxies normalise it to `Intuit-Tid`).
-pub fn intuit_tid(headers: &HeaderMap) -> Option<String> {
-    headers.get("intuit_tid").or_else(|| headers.get("intuit-tid")).and_then(|v| v.to_str().ok()).map(str::to_string)
-}
-
 enum Outcome<T> {
     Done(T),
     Retry { reason: String, status: Option<u16>, tid: Option<String>, wait_hint: Option<Duration>, throttled: bool },
@@ -390,7 +384,7 @@ impl QboClient {
         };
         let status = resp.status();
         let headers = resp.headers().clone();
-        let tid = intuit_tid(&headers);
+        let tid = crate::http::intuit_tid(&headers);
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => return transport_retry(&e, tid),

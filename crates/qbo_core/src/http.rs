@@ -9,6 +9,12 @@ use std::time::Duration;
 
 use crate::error::Error;
 
+/// Looks up Intuit's transaction id, which support asks for (spelled `intuit_tid`; some
+/// proxies normalise it to `Intuit-Tid`).
+pub fn intuit_tid(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers.get("intuit_tid").or_else(|| headers.get("intuit-tid")).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
 pub struct Http {
     timeout: Duration,
     /// (process id, its client).

@@ -65,7 +65,6 @@ impl JsonlSink {
             .map_err(|e| Error::Sink(format!("could not start the writer thread of {}: {e}", path.display())))?;
         Ok(JsonlSink { path, commits })
     }
-
 }
 
 /// The writer thread: waits for a batch, takes every other batch already waiting (up to
