@@ -17,6 +17,7 @@ pub mod options;
 pub mod paginate;
 pub mod query;
 pub mod read_plan;
+pub mod report;
 pub mod response;
 pub mod retry;
 pub mod sink;
@@ -26,6 +27,7 @@ pub mod streams;
 pub mod time;
 pub mod token_store;
 pub mod window;
+mod window_run;
 mod writer;
 
 pub use client::{ClientConfig, QboClient};
