@@ -22,6 +22,15 @@ def test_429_storm_is_survived(emulator: QboEmulator, client_factory, tmp_path: 
     assert landed_versions(read_raw(tmp_path / "customers.txt")) == truth_versions(emulator, "Customer")
 
 
+def test_a_storm_by_time_is_waited_out_with_backoff(emulator: QboEmulator, client_factory, tmp_path: Path):
+    """QuickBooks throttles for a stretch of time, not a number of requests: a 3 s storm is
+    outlasted by the real backoff (about 1, 2, 4 s), and nothing is lost."""
+    emulator.set_knobs(throttle_for_secs=3)
+    report = client_factory(emulator, backoff_base=1.0).backfill("customer", RANGE_START, RANGE_END, data_dir=tmp_path)
+    assert report.ok and report.throttled >= 2 and report.duration_s >= 2.5, report.to_dict()
+    assert landed_versions(read_raw(tmp_path / "customers.txt")) == truth_versions(emulator, "Customer")
+
+
 def test_retry_after_is_honoured(emulator: QboEmulator, client_factory, tmp_path: Path):
     emulator.set_knobs(force_429_next=1, retry_after_secs=1)
     report = client_factory(emulator, backoff_base=10.0).backfill("item", RANGE_START, RANGE_END, data_dir=tmp_path)

@@ -10,8 +10,9 @@
 Keyword arguments are the emulator's configuration (seed, invoices, customers, items,
 data_start, data_end, realm_id, client_id, client_secret, refresh_token, host, port) and
 its run-time knobs (throttle_per_minute, max_in_flight, latency_ms, fault_rate,
-fault_kinds, slow_ms, throttle_body, retry_after_secs, force_429_next, force_429_after, edit_rate,
-access_token_ttl_secs, refresh_rotate_after_secs, old_refresh_grace_secs); knobs can be
+fault_kinds, slow_ms, throttle_body, retry_after_secs, force_429_next, force_429_after,
+throttle_for_secs, edit_rate, access_token_ttl_secs, refresh_rotate_after_secs,
+old_refresh_grace_secs); knobs can be
 changed while it runs with :meth:`QboEmulator.set_knobs`. ``throttle_per_minute`` and
 ``max_in_flight`` default to QuickBooks' 500 and 10; ``0`` (or ``None``) means no limit, as
 with ``qbo-rs emulator``.

@@ -132,6 +132,10 @@ pub struct Knobs {
     /// Query requests served normally before `force_429_next` takes effect (a storm that hits
     /// a later step of a run, after its planning counts). Counts down. Default 0.
     pub force_429_after: u32,
+    /// A 429 storm by time, as QuickBooks' throttle is: every query request gets a 429 for this
+    /// many seconds from when the knob is set (it then reads back 0: setting it starts one
+    /// storm). Default 0.
+    pub throttle_for_secs: u32,
     /// Probability per `SELECT *` request of an edit that attacks STARTPOSITION paging. Default 0.
     pub edit_rate: f64,
     /// Lifetime of new access tokens (`expires_in`). Default 3600.
@@ -160,6 +164,7 @@ impl Default for Knobs {
             retry_after_secs: None,
             force_429_next: 0,
             force_429_after: 0,
+            throttle_for_secs: 0,
             edit_rate: 0.0,
             access_token_ttl_secs: 3600,
             refresh_rotate_after_secs: 86400,

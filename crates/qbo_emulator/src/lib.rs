@@ -201,7 +201,7 @@ pub use pacific::format_pacific;
 pub use server::QBO_VERSION;
 pub use stats::Stats;
 
-use server::{lock, rl, wl, Shared};
+use server::{lock, rl, Shared};
 
 /// Ground truth for one record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -377,7 +377,7 @@ impl Emulator {
     }
 
     pub fn set_knobs(&self, knobs: Knobs) {
-        *wl(&self.shared.knobs) = knobs;
+        self.shared.set_knobs(knobs);
     }
 
     /// Edits one record now: SyncToken + 1, LastUpdatedTime = now, a changed field.

@@ -191,7 +191,7 @@ async fn parse_and_validation_errors_are_400_validation_faults() {
         ("SELECT * FROM Custmoer", "4001", "Invalid query"),
         ("SELECT * FROM Invoice WHERE Nope = '1'", "4001", "Invalid query"),
         ("SELECT * FROM Invoice MAXRESULTS 1500", "4001", "Invalid query"),
-        ("SELECT * FROM Invoice STARTPOSITION 0", "4001", "Invalid query"),
+        ("SELECT * FROM Invoice STARTPOSITION -1", "4001", "Invalid query"),
     ] {
         let (s, h, body) = get_q(&http, &emu, &tok, q).await;
         assert_eq!(s, 400, "{q}");
@@ -652,4 +652,59 @@ async fn concurrent_paging_and_edits_stay_consistent() {
         assert_eq!(v["SyncToken"], row.sync_token.as_str());
     }
     emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn startposition_zero_reads_as_one_as_on_quickbooks() {
+    let emu = start(cfg(40)).await;
+    let http = Client::new();
+    let tok = token(&http, &emu).await;
+    let at = |start: u32| format!("SELECT * FROM Invoice WHERE {WINDOW_ALL} ORDERBY MetaData.LastUpdatedTime STARTPOSITION {start} MAXRESULTS 5");
+    let zero = strip_time(json_q(&http, &emu, &tok, &at(0)).await);
+    let one = strip_time(json_q(&http, &emu, &tok, &at(1)).await);
+    assert_eq!(zero, one);
+    assert_eq!(zero["QueryResponse"]["startPosition"], 1);
+}
+
+#[tokio::test]
+async fn company_info_and_preferences_are_served_as_quickbooks_does() {
+    let emu = start(cfg(5)).await;
+    let http = Client::new();
+    let tok = token(&http, &emu).await;
+    let get =
+        |path: String| http.get(format!("{}/company/{}/{path}", emu.api_url(), emu.realm_id())).bearer_auth(&tok).header("Accept", "application/json").send();
+    let r = get(format!("companyinfo/{}", emu.realm_id())).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["CompanyInfo"]["Id"], emu.realm_id());
+    assert!(v["CompanyInfo"]["CompanyName"].as_str().is_some_and(|n| !n.is_empty()) && v["time"].is_string());
+    let r = get("companyinfo/999".into()).await.unwrap();
+    assert_eq!(r.status(), 400, "another company is not found");
+    let r = get("preferences".into()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["Preferences"]["CurrencyPrefs"]["HomeCurrency"]["value"], "USD");
+}
+
+#[tokio::test]
+async fn a_storm_by_time_throttles_every_request_until_it_ends() {
+    let emu = start(cfg(5)).await;
+    let http = Client::new();
+    let tok = token(&http, &emu).await;
+    let q = format!("SELECT COUNT(*) FROM Invoice WHERE {WINDOW_ALL}");
+    emu.set_knobs(Knobs { throttle_for_secs: 1, ..emu.knobs() });
+    assert_eq!(emu.knobs().throttle_for_secs, 0, "setting it starts one storm");
+    let started = Instant::now();
+    let mut refused = 0;
+    loop {
+        let (s, _, _) = get_q(&http, &emu, &tok, &q).await;
+        if s == 200 {
+            break;
+        }
+        assert_eq!(s, 429);
+        refused += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused >= 5, "refused {refused} times");
+    assert!(started.elapsed() >= Duration::from_millis(950), "the storm lasts its time, not a count");
 }

@@ -397,7 +397,12 @@ pub(crate) fn plan(st: &Statement) -> Result<Plan, QueryError> {
     if max < 1 {
         return Err(QueryError::invalid(format!("value {max} is too small. Min allowed value is 1")));
     }
-    let start = st.start.unwrap_or(1);
+    // QuickBooks reads STARTPOSITION 0 as 1 (clients such as hotglue's tap start at 0; the
+    // python-quickbooks project changed its own first page after seeing both answer alike).
+    let start = match st.start {
+        None | Some(0) => 1,
+        Some(n) => n,
+    };
     if start < 1 {
         return Err(QueryError::invalid(format!("STARTPOSITION {start} is invalid. Min allowed value is 1")));
     }
@@ -570,7 +575,7 @@ mod tests {
         assert_eq!(e.code, "4001");
         let e = plan_of("SELECT * FROM Invoice MAXRESULTS 1500").unwrap_err();
         assert_eq!(e.detail, "QueryValidationError: value 1500 is too large. Max allowed value is 1000");
-        assert_eq!(plan_of("SELECT * FROM Invoice STARTPOSITION 0").unwrap_err().code, "4001");
+        assert_eq!(plan_of("SELECT * FROM Invoice STARTPOSITION 0").unwrap().start, 1, "0 reads as 1, as on QuickBooks");
         assert_eq!(plan_of("SELECT * FROM Invoice STARTPOSITION -3").unwrap_err().code, "4001");
         assert_eq!(plan_of("SELECT * FROM Invoice MAXRESULTS 0").unwrap_err().code, "4001");
         assert_eq!(plan_of("SELECT * FROM Invoice WHERE Id > '5'").unwrap_err().code, "4001");

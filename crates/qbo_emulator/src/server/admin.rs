@@ -72,13 +72,9 @@ pub(crate) fn merge_knobs(current: &Knobs, patch: &[u8]) -> Result<Knobs, String
 
 pub(super) async fn knobs_post(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     s.record("admin", 200);
-    let mut k = wl(&s.knobs);
-    match merge_knobs(&k, &body) {
-        Ok(new) => {
-            *k = new.clone();
-            drop(k);
-            admin_json(StatusCode::OK, &new)
-        }
+    let current = rl(&s.knobs).clone();
+    match merge_knobs(&current, &body) {
+        Ok(new) => admin_json(StatusCode::OK, &s.set_knobs(new)),
         Err(e) => admin_error(StatusCode::BAD_REQUEST, e),
     }
 }

@@ -334,6 +334,12 @@ pub(super) async fn read_route(State(s): State<Arc<Shared>>, Path((realm, entity
     if let Some(r) = early_fault(fault, &k, &tid).await {
         return finish(&s, ROUTE, r);
     }
+    if entity.eq_ignore_ascii_case("companyinfo") {
+        return match company_info_body(&s.realm, &id) {
+            Ok(body) => deliver(&s, ROUTE, fault, &tid, body),
+            Err(err) => finish(&s, ROUTE, validation_fault(&tid, &err)),
+        };
+    }
     let Some(e) = Entity::from_query_name(&entity) else {
         return finish(&s, ROUTE, unsupported(&tid));
     };

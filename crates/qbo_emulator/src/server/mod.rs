@@ -27,11 +27,13 @@ use crate::TruthRow;
 
 mod admin;
 mod api;
+mod company;
 mod oauth;
 mod responses;
 
 use admin::*;
 use api::*;
+use company::*;
 use oauth::*;
 use responses::*;
 
@@ -60,6 +62,8 @@ pub(crate) struct Shared {
     pub stats: Mutex<Stats>,
     pub summary: DataSummary,
     window: Mutex<VecDeque<Instant>>,
+    /// Until when every query request is throttled (`throttle_for_secs`).
+    storm_until: Mutex<Option<Instant>>,
     in_flight: AtomicU32,
     fault_rng: Mutex<Rng>,
     edit_rng: Mutex<Rng>,
@@ -95,11 +99,22 @@ impl Shared {
             stats: Mutex::new(Stats::default()),
             summary,
             window: Mutex::new(VecDeque::new()),
+            storm_until: Mutex::new(None),
             in_flight: AtomicU32::new(0),
             fault_rng: Mutex::new(Rng::derive(seed, 0xFA17, 0)),
             edit_rng: Mutex::new(Rng::derive(seed, 0xED17, 0)),
             tid_rng: Mutex::new(Rng::derive(seed, 0x71D, 0)),
         }
+    }
+
+    /// Replaces the knobs; a `throttle_for_secs` starts its storm now and reads back 0.
+    pub(crate) fn set_knobs(&self, mut knobs: Knobs) -> Knobs {
+        if knobs.throttle_for_secs > 0 {
+            *lock(&self.storm_until) = Some(Instant::now() + Duration::from_secs(u64::from(knobs.throttle_for_secs)));
+            knobs.throttle_for_secs = 0;
+        }
+        *wl(&self.knobs) = knobs.clone();
+        knobs
     }
 
     pub(crate) fn table(&self, e: Entity) -> &RwLock<Table> {
@@ -114,6 +129,14 @@ impl Shared {
 
     /// Sliding-window and in-flight admission of an API request.
     fn admit(self: &Arc<Self>, k: &Knobs) -> Result<InFlight, Reject> {
+        {
+            let mut storm = lock(&self.storm_until);
+            match *storm {
+                Some(until) if Instant::now() < until => return Err(Reject::Forced),
+                Some(_) => *storm = None,
+                None => {}
+            }
+        }
         if k.force_429_next > 0 {
             let mut kn = wl(&self.knobs);
             if kn.force_429_next > 0 {
@@ -225,6 +248,7 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         .route("/v3/company/{realm}/query", get(query_route).post(query_route))
         .route("/v3/company/{realm}/batch", post(batch_route))
         .route("/v3/company/{realm}/cdc", get(cdc_route))
+        .route("/v3/company/{realm}/preferences", get(preferences_route))
         .route("/v3/company/{realm}/{entity}/{id}", get(read_route))
         .route("/oauth2/v1/tokens/bearer", post(token_route))
         .route("/.well-known/openid_configuration", get(discovery_route))
