@@ -23,9 +23,10 @@ DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000
 DEFAULT_CHUNK_DAYS = 50
 MAX_CHUNK_DAYS = 36600
-# Children (fetch + export block runs) a backfill fans out to, at most: each Mage block-run
-# process costs 200-300 MB, and the engine reads every child's streams concurrently anyway.
-DEFAULT_MAX_CHILDREN = 4
+# Children (fetch + export block runs) a backfill fans out to, at most. The pipelines run in one
+# process (run_pipeline_in_one_process), where children run one after another and the engine
+# reads a child's streams concurrently: one child is the fastest and smallest there.
+DEFAULT_MAX_CHILDREN = 1
 MAX_CHILDREN = 10000
 
 POSTGRES_REQUIRED = ("POSTGRES_HOST", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD")

@@ -26,7 +26,7 @@ from .conftest import (
 
 FULL = {"fecha_inicio": RANGE_START, "fecha_fin": RANGE_END, "chunk_days": "400", "page_size": "50"}
 # 600 invoices in pages of 3 are 200 pages: three streams (one more per 80 pages), three shares.
-SHARED = dict(FULL, page_size="3")
+SHARED = dict(FULL, page_size="3", max_children="4")
 
 
 CONTROLLERS = ("qb_fetch_window", "qb_export_window")  # Mage's records of the dynamic children

@@ -54,7 +54,7 @@ print(json.dumps(out))
             "fecha_fin": "2025-09-12",
             "page_size": 1000,
             "chunk_days": 50,
-            "max_children": 4,
+            "max_children": 1,
             "sink": "txt",
         },
     )
@@ -98,12 +98,13 @@ print(json.dumps([disable_once_trigger(%r, 'qb_invoice_trigger'), disable_once_t
 
 
 @pytest.mark.slow
-def test_scheduler_fires_the_trigger_once_in_parallel_workers_within_the_realm_limit(tmp_path: Path):
+def test_scheduler_fires_the_trigger_once_in_one_worker_within_the_realm_limit(tmp_path: Path):
     """Mage's scheduler (its own schedule_all loop) fires qb_invoice_trigger with daily
-    windows over eleven years (4,029 windows), fans out to a few shares in parallel worker
-    processes that stay under the emulator's realm throttle, in at most 2 x children + 2 block
-    runs, completes, and the trigger is left inactive in the DB and in triggers.yaml (so a fresh
-    DB does not fire it)."""
+    windows over eleven years (4,029 windows), fans out to two shares (max_children 4) read one
+    after another in the pipeline run's one worker process (run_pipeline_in_one_process), their
+    streams under the emulator's realm throttle, in at most 2 x children + 2 block runs,
+    completes, and the trigger is left inactive in the DB and in triggers.yaml (so a fresh DB
+    does not fire it)."""
     from qbo_rs.testing import QboEmulator
 
     project = tmp_path / "copy" / "mage_project"
@@ -112,6 +113,7 @@ def test_scheduler_fires_the_trigger_once_in_parallel_workers_within_the_realm_l
     text = triggers.read_text()
     # 120 pages: two streams, so two shares, and enough requests to outrun the throttle below.
     text = text.replace("page_size: 1000", "page_size: 5").replace("chunk_days: 50", "chunk_days: 1")
+    text = text.replace("max_children: 1", "max_children: 4")
     triggers.write_text(text)
     meta = project / "metadata.yaml"
     meta.write_text(meta.read_text().replace("concurrency: 4", "concurrency: 3"))
@@ -158,7 +160,8 @@ def test_scheduler_fires_the_trigger_once_in_parallel_workers_within_the_realm_l
     )
     found = re.search(r"Summary: (\d+) window\(s\) in (\d+) share\(s\), (\d+) worker process", summary)
     windows, shares, workers = map(int, found.groups())
-    assert windows == 4029 and shares == 2 and workers == 2, summary
+    # One worker process: the pipeline run executes in one process (run_pipeline_in_one_process).
+    assert windows == 4029 and shares == 2 and workers == 1, summary
     assert summary.count("Rango ") >= 4029, "one Rango line per window"
     with sqlite3.connect(tmp_path / "mage_data" / "mage_project" / "mage-ai.db") as db:
         runs = [r[0] for r in db.execute("select block_uuid from block_run where pipeline_run_id = 1")]
@@ -202,7 +205,10 @@ def test_under_the_scheduler_failed_fetches_fail_alone_and_hold_back_the_exports
     triggers = project / "pipelines" / "qb_invoice_backfill" / "triggers.yaml"
     # 120 pages of 5: two streams, two shares.
     triggers.write_text(
-        triggers.read_text().replace("chunk_days: 50", "chunk_days: 800").replace("page_size: 1000", "page_size: 5")
+        triggers.read_text()
+        .replace("chunk_days: 50", "chunk_days: 800")
+        .replace("page_size: 1000", "page_size: 5")
+        .replace("max_children: 1", "max_children: 4")
     )
     meta = project / "metadata.yaml"
     meta.write_text(meta.read_text().replace("concurrency: 4", "concurrency: 2"))
