@@ -9,6 +9,11 @@
 //! them to "now"), a group read whose COUNT is the same before and after saw a stable set;
 //! a group that fits in one page is a snapshot by itself. Finally the window's COUNT(*) is
 //! compared with what we hold, and a short window is read again.
+//!
+//! A range counted before the read that nothing can enter (see [`WindowReader::expecting`])
+//! needs none of the tie's counts: it reads the group on from where the keyset page left it,
+//! and holding exactly the plan's count at the end proves no offset slipped. Only a read that
+//! comes up short pays for them, by reading its tie groups again the careful way.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -60,6 +65,9 @@ pub struct WindowFetch {
     /// Requests spent reading tie groups (their counts and pages): the part of a read no plan
     /// can foresee, since only reading finds a second holding more than half a page.
     pub tie_requests: u32,
+    /// Tie groups read without counts and then read again with them, because the read came
+    /// up short of the plan's count (an edit during the read may have shifted their offsets).
+    pub tie_rechecks: u32,
     /// The server's COUNT(*) for the window after the read (None when one page was a snapshot).
     pub server_count: Option<u64>,
     /// Full re-reads needed because the window came up short.
@@ -136,11 +144,28 @@ pub struct WindowReader<'a, S> {
     /// A COUNT of the range taken before the read, trusted as the closing count when the read
     /// holds exactly that many (see [`WindowReader::expecting`]).
     expected: Option<u64>,
+    /// Tie groups read without counts, trusting `expected` to reveal a slipped offset; cleared
+    /// once the read is proven complete or they are read again with counts.
+    unproven_ties: Vec<DateTime<Utc>>,
+    /// Set once the read came up short: every tie group from then on is read with counts.
+    careful: bool,
 }
 
 impl<'a, S: PageSink> WindowReader<'a, S> {
     pub fn new(client: &'a QboClient, entity: Entity, field: FilterField, window: &'a Window, page_size: u32, sink: &'a S) -> Self {
-        WindowReader { client, entity, field, window, page_size, sink, seen: SeenIds::default(), stats: WindowFetch::default(), expected: None }
+        WindowReader {
+            client,
+            entity,
+            field,
+            window,
+            page_size,
+            sink,
+            seen: SeenIds::default(),
+            stats: WindowFetch::default(),
+            expected: None,
+            unproven_ties: Vec::new(),
+            careful: false,
+        }
     }
 
     /// `count` records were in the range when it was counted before the read. When nothing can
@@ -160,10 +185,18 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
             return Ok(self.stats.clone());
         }
         if let Some(expected) = self.expected.filter(|e| *e == self.in_window()) {
+            // Every record held was in the range when it was counted (nothing can enter it), so
+            // holding as many as were counted is holding all of them: no tie group slipped.
+            self.unproven_ties.clear();
             self.stats.records = expected;
             self.stats.server_count = Some(expected);
             self.stats.moved_out = self.seen.len() as u64 - expected;
             return Ok(self.stats.clone());
+        }
+        self.careful = true;
+        for key in std::mem::take(&mut self.unproven_ties) {
+            self.stats.tie_rechecks += 1;
+            self.read_tie(key, 0).await?;
         }
         loop {
             let statement = query::count_statement(self.entity, self.field, self.window.start, self.window.end);
@@ -180,6 +213,12 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
             self.stats.rereads += 1;
             self.pass().await?;
         }
+    }
+
+    /// The earliest filter value of a tie group read without counts and not yet proven complete
+    /// (after a failed read): records from there on may be missing, whatever the pass went past.
+    pub fn first_unproven_tie(&self) -> Option<DateTime<Utc>> {
+        self.unproven_ties.iter().min().copied()
     }
 
     fn in_window(&self) -> u64 {
@@ -218,7 +257,8 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
             }
             first = false;
             if at_last * 2 > self.page_size as usize {
-                self.read_tie(last_key).await?;
+                // The page holds the group's first `at_last` records (they sort last in it).
+                self.read_tie(last_key, at_last as u64).await?;
                 lower = query::quote(&key_literal(self.field, last_key));
                 lower_op = ">";
             } else {
@@ -228,13 +268,37 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
         }
     }
 
-    /// Reads every record whose filter value is exactly `key`, until a read is stable.
-    async fn read_tie(&mut self, key: DateTime<Utc>) -> Result<(), Error> {
+    /// Reads every record whose filter value is exactly `key`, of which the first `held` (in
+    /// QuickBooks' order within the group) were just read: on from there, without counts, when
+    /// the plan's count will prove the read; else whole and counted, until a read is stable.
+    async fn read_tie(&mut self, key: DateTime<Utc>, held: u64) -> Result<(), Error> {
         self.stats.tie_groups += 1;
         let spent_before = self.stats.pages + self.stats.count_requests;
-        let result = self.read_tie_group(key).await;
+        let result = if self.expected.is_some() && !self.careful {
+            self.unproven_ties.push(key);
+            self.read_tie_pages(&key_literal(self.field, key), held + 1, self.page_size).await.map(|_| ())
+        } else {
+            self.read_tie_group(key).await
+        };
         self.stats.tie_requests += self.stats.pages + self.stats.count_requests - spent_before;
         result
+    }
+
+    /// Pages through the group at `literal` by offset from `position` until a short page;
+    /// returns how many pages that took.
+    async fn read_tie_pages(&mut self, literal: &str, mut position: u64, page_size: u32) -> Result<u32, Error> {
+        let mut pages = 0u32;
+        loop {
+            let statement = query::tie_page_statement(self.entity, self.field, literal, position, page_size);
+            let page = self.fetch(&statement).await?;
+            let n = page.len();
+            pages += 1;
+            self.accept(page).await?;
+            if (n as u32) < page_size {
+                return Ok(pages);
+            }
+            position += n as u64;
+        }
     }
 
     async fn read_tie_group(&mut self, key: DateTime<Utc>) -> Result<(), Error> {
@@ -247,19 +311,7 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
             // offsets, and only a count taken before the first read can reveal it.
             self.stats.count_requests += 1;
             let before = self.client.count(self.entity, &count_statement).await?;
-            let mut position = 1u64;
-            let mut pages = 0u32;
-            loop {
-                let statement = query::tie_page_statement(self.entity, self.field, &literal, position, page_size);
-                let page = self.fetch(&statement).await?;
-                let n = page.len();
-                pages += 1;
-                self.accept(page).await?;
-                if (n as u32) < page_size {
-                    break;
-                }
-                position += n as u64;
-            }
+            let pages = self.read_tie_pages(&literal, 1, page_size).await?;
             if pages == 1 {
                 return Ok(()); // one short page is a snapshot by itself
             }

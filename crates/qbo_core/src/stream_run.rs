@@ -168,8 +168,17 @@ pub(crate) async fn run_stream(
     }
     let read = reader.run().await;
     let held = reader.held_per_window(windows);
-    // After a failed read, the windows the pass had gone past are complete all the same.
-    let complete = if read.is_ok() { writers.len() } else { *router.flushed_upto.lock().await };
+    // After a failed read, the windows the pass had gone past are complete all the same, up to
+    // the first tie group nothing has proven yet.
+    let complete = if read.is_ok() {
+        writers.len()
+    } else {
+        let passed = *router.flushed_upto.lock().await;
+        match reader.first_unproven_tie().and_then(|key| crate::window::window_index(windows, key.timestamp_millis())) {
+            Some(unproven) => passed.min(unproven),
+            None => passed,
+        }
+    };
     for (index, writer) in writers.iter().enumerate() {
         if index < complete {
             let result = {
