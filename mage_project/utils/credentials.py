@@ -179,7 +179,7 @@ def _env_int(name: str, default: int) -> int:
 def realm_budget() -> Tuple[int, int]:
     """(requests_per_minute, max_in_flight) for the whole realm.
 
-    Mage's scheduler runs windows in parallel processes (``queue_config.concurrency``); qbo_rs
+    Mage's scheduler may run pipeline runs in parallel processes (``queue_config.concurrency``); qbo_rs
     shares one budget file per realm between every process on the machine
     (:func:`qbo_rs.default_limiter_dir`, or ``$QBO_LIMITER_DIR``), so each worker asks for the
     realm's whole budget and together they never exceed it. QBO_RS_REALM_RPM /

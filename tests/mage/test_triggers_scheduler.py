@@ -115,8 +115,6 @@ def test_scheduler_fires_the_trigger_once_in_one_worker_within_the_realm_limit(t
     text = text.replace("page_size: 1000", "page_size: 5").replace("chunk_days: 50", "chunk_days: 1")
     text = text.replace("max_children: 1", "max_children: 4")
     triggers.write_text(text)
-    meta = project / "metadata.yaml"
-    meta.write_text(meta.read_text().replace("concurrency: 4", "concurrency: 3"))
 
     limit = 120  # the emulator's realm throttle, requests per sliding 60 s
     with QboEmulator(
@@ -210,8 +208,6 @@ def test_under_the_scheduler_failed_fetches_fail_alone_and_hold_back_the_exports
         .replace("page_size: 1000", "page_size: 5")
         .replace("max_children: 1", "max_children: 4")
     )
-    meta = project / "metadata.yaml"
-    meta.write_text(meta.read_text().replace("concurrency: 4", "concurrency: 2"))
     with QboEmulator(seed=5, invoices=600, customers=20, items=20) as emu:
         env = base_env(tmp_path)
         env.update(emu.env())

@@ -111,6 +111,15 @@ pub(super) async fn push_lines<R: BufRead>(
     lines: &mut u64,
 ) -> Result<(), Error> {
     loop {
+        // Room for the chunk before reading it. A window that must wait hands its buffered
+        // lines to a write first, so it never waits holding room that only it can give back.
+        let charge = match writer.budget.try_reserve(chunk_bytes as u64) {
+            Some(charge) => charge,
+            None => {
+                writer.flush(&mut *writer.state.lock().await).await?;
+                writer.budget.reserve(chunk_bytes as u64).await
+            }
+        };
         // Read whole lines up to about a batch, then hand them over without copying payloads.
         let mut buf = Vec::with_capacity(chunk_bytes + 64 * 1024);
         let first_line = *lines;
@@ -128,7 +137,7 @@ pub(super) async fn push_lines<R: BufRead>(
             return Ok(());
         }
         let records = decode_chunk(Bytes::from(buf), records_path, first_line)?;
-        writer.push(records).await?;
+        writer.push_charged(records, charge).await?;
     }
 }
 
@@ -156,7 +165,8 @@ pub async fn export_staged(manifest: &Path, staged: &StagedWindow, sinks: &[Arc<
         segments: &[Segment { offset: 0, bytes: staged.bytes }],
         lines: staged.lines,
     };
-    Ok(write_staged_lines(lines, staged.fetch_report(), sinks).await)
+    // One window, read a batch at a time, each write awaited: nothing to bound.
+    Ok(write_staged_lines(lines, staged.fetch_report(), sinks, MemoryBudget::unlimited()).await)
 }
 
 /// Where a staged window's lines lie in a records file: the whole file, or the parts of a
@@ -180,13 +190,13 @@ pub(super) struct StagedLines<'a> {
 }
 
 /// Writes the lines of the window `fetched` reports (its fetch) into `sinks`, checks rows
-/// staged vs rows each sink now holds, and returns the window's report.
-pub(super) async fn write_staged_lines(staged: StagedLines<'_>, fetched: WindowReport, sinks: &[Arc<dyn Sink>]) -> WindowReport {
+/// staged vs rows each sink now holds, and returns the window's report. Windows written at
+/// the same time share `budget`: what they read and have not yet written stays within it.
+pub(super) async fn write_staged_lines(staged: StagedLines<'_>, fetched: WindowReport, sinks: &[Arc<dyn Sink>], budget: Arc<MemoryBudget>) -> WindowReport {
     let started = Instant::now();
     let path = staged.records_path;
     let window = Window { start: fetched.start, end: fetched.end, label: fetched.label.clone() };
-    // Reads a local file a batch at a time, waiting for each write: nothing to bound.
-    let writer = WindowWriter::new(sinks, staged.entity, staged.realm_id, &window, staged.page_size, staged.ingested_at, None, MemoryBudget::unlimited());
+    let writer = WindowWriter::new(sinks, staged.entity, staged.realm_id, &window, staged.page_size, staged.ingested_at, None, budget);
     let chunk_bytes = sinks.iter().map(|s| s.batch_bytes()).max().unwrap_or(2 << 20);
     let result = async {
         let mut lines = 0u64;
@@ -194,7 +204,7 @@ pub(super) async fn write_staged_lines(staged: StagedLines<'_>, fetched: WindowR
             let mut file = File::open(path).map_err(|e| stage_io("open", path, e))?;
             for segment in staged.segments {
                 file.seek(SeekFrom::Start(segment.offset)).map_err(|e| stage_io("read", path, e))?;
-                let mut reader = BufReader::with_capacity(1 << 20, (&file).take(segment.bytes));
+                let mut reader = BufReader::with_capacity(256 << 10, (&file).take(segment.bytes));
                 push_lines(&mut reader, path, &writer, chunk_bytes, &mut lines).await?;
             }
         }

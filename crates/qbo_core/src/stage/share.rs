@@ -30,7 +30,7 @@ use super::export::{write_staged_lines, Segment, StagedLines};
 use super::fetch::raw_lines;
 use super::{check_name, forget_old_receipts, load_json, new_run_id, publish, remove_if_present, stage_io, staged_report, StageFile, StageLock, FORMAT};
 use crate::backfill::{ReadSpec, ReadStats, SinkReport, WindowReport, WindowStatus};
-use crate::budget::MemoryBudget;
+use crate::budget::{MemoryBudget, DEFAULT_MAX_BUFFER_MB};
 use crate::client::QboClient;
 use crate::entity::Entity;
 use crate::error::Error;
@@ -41,7 +41,8 @@ use crate::sink::{open_sinks, BoxFuture, Sink, SinkOptions, WriteBatch, WriteOut
 use crate::window::Window;
 
 /// Windows of a share written at once by its export: their batches reach the JSON-lines
-/// writer together and share its fsyncs.
+/// writer together and share its fsyncs. What they hold at once stays within the default
+/// memory budget, so large windows take turns where small ones go together.
 const EXPORT_WINDOWS_AT_ONCE: usize = 8;
 
 /// A window of a share that a fetch attempt staged completely.
@@ -507,9 +508,10 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
     let started = std::time::Instant::now();
     let sinks = open_sinks(staged.entity, options).await?;
     let gate = Arc::new(tokio::sync::Semaphore::new(EXPORT_WINDOWS_AT_ONCE));
+    let budget = MemoryBudget::new(u64::from(DEFAULT_MAX_BUFFER_MB) << 20);
     let mut tasks = tokio::task::JoinSet::new();
     for (order, (attempt, part)) in staged.parts().into_iter().enumerate() {
-        let (sinks, gate, part) = (sinks.clone(), Arc::clone(&gate), part.clone());
+        let (sinks, gate, budget, part) = (sinks.clone(), Arc::clone(&gate), Arc::clone(&budget), part.clone());
         let (path, entity, realm_id, page_size) = (paths.dir.join(&attempt.records_file), staged.entity, staged.realm_id.clone(), staged.page_size);
         tasks.spawn(async move {
             let _slot = gate.acquire_owned().await.expect("gate never closed");
@@ -522,7 +524,7 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
                 segments: &part.segments,
                 lines: part.lines,
             };
-            let report = write_staged_lines(lines, part.fetch_report(), &sinks).await;
+            let report = write_staged_lines(lines, part.fetch_report(), &sinks, budget).await;
             (order, part, report)
         });
     }
