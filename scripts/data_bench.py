@@ -576,7 +576,10 @@ def main() -> int:
         description=__doc__.split("\n\n")[0], epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--invoices", type=int, default=102_500, help="invoices in the emulator for (b) (default 102,500: 100,155 in range)"
+        "--invoices",
+        type=int,
+        default=102_500,
+        help="invoices in the emulator for (b) (default 102,500: 100,155 in range)",
     )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument(
@@ -650,7 +653,9 @@ def main() -> int:
             expected = in_range(emu.truth("Invoice"), *BIG_RANGE)
             floor = floor_requests(len(expected))
             if len(expected) < 100_000 and not args.smoke:
-                print(f"note: only {len(expected):,} invoices in the range; (b) asks for at least 100,000 (raise --invoices)")
+                print(
+                    f"note: only {len(expected):,} invoices in the range; (b) asks for at least 100,000 (raise --invoices)"
+                )
             print(
                 f"\n(b) {args.invoices:,} invoices, [{BIG_RANGE[0]}, {BIG_RANGE[1]}): {len(expected):,} in range; "
                 f"floor {floor} requests, {floor_seconds(floor):.1f} s",
