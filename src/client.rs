@@ -11,7 +11,6 @@ use secrecy::SecretString;
 
 use qbo_core::backfill::{run_backfill, BackfillReport as CoreReport, BackfillRequest};
 use qbo_core::client::ClientOptions;
-use qbo_core::options::OptionSet;
 use qbo_core::read_plan::ReadPlan;
 use qbo_core::sink::{open_sinks, SinkConfig, SinkOptions};
 use qbo_core::stage::StageRequest;
@@ -206,15 +205,9 @@ impl QboClient {
     #[pyo3(signature = (credentials, **options))]
     fn new(py: Python<'_>, credentials: &Credentials, options: Option<&Bound<'_, PyDict>>) -> BindResult<Self> {
         let mut client_options = ClientOptions::new(&credentials.inner.realm_id);
-        let mut on_token_rotated: Option<Py<PyAny>> = None;
-        for (key, value) in options.into_iter().flatten() {
-            let name: String = key.extract()?;
-            match name.as_str() {
-                "on_token_rotated" => on_token_rotated = (!value.is_none()).then(|| value.unbind()),
-                n if ClientOptions::NAMES.contains(&n) => convert::set_option(py, &mut client_options, n, &value)?,
-                n => return Err(convert::unknown_option(py, n, &[ClientOptions::NAMES, &["on_token_rotated"]]).into()),
-            }
-        }
+        let mut kwargs = convert::Kwargs::new(py, options)?;
+        let on_token_rotated = kwargs.take(&["on_token_rotated"]).filter(|v| !v.is_none()).map(Bound::unbind);
+        kwargs.fill(&mut client_options)?.finish()?;
         let mut config = client_options.finish()?;
         config.on_rotate = on_token_rotated.map(|callback| {
             let hook: qbo_core::auth::RotationHook = Arc::new(move |rotated: &qbo_core::auth::RotatedToken| {
@@ -309,16 +302,9 @@ impl QboClient {
     ) -> BindResult<BackfillJob> {
         let entity = convert::entity(entity)?;
         let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
-        let mut sinks = SinkConfig::default();
-        for (key, value) in options.into_iter().flatten() {
-            let name: String = key.extract()?;
-            match name.as_str() {
-                "postgres" => sinks.postgres = convert::postgres_target(py, &value)?,
-                n if BackfillRequest::NAMES.contains(&n) => convert::set_option(py, &mut request, n, &value)?,
-                n if SinkConfig::NAMES.contains(&n) => convert::set_option(py, &mut sinks, n, &value)?,
-                n => return Err(convert::unknown_option(py, n, &[BackfillRequest::NAMES, SinkConfig::NAMES, &["postgres"]]).into()),
-            }
-        }
+        let mut kwargs = convert::Kwargs::new(py, options)?;
+        let mut sinks = SinkConfig { postgres: convert::postgres_target(py, kwargs.take(&["postgres"]))?, ..SinkConfig::default() };
+        kwargs.fill(&mut request)?.fill(&mut sinks)?.finish()?;
         request.plan()?;
         let sinks = sinks.resolve()?;
         Ok(BackfillJob { client: self.client.clone(), args: BackfillArgs { request, sinks } })
@@ -337,13 +323,7 @@ impl QboClient {
     ) -> BindResult<EstimateJob> {
         let entity = convert::entity(entity)?;
         let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
-        for (key, value) in options.into_iter().flatten() {
-            let name: String = key.extract()?;
-            match name.as_str() {
-                n if BackfillRequest::NAMES.contains(&n) => convert::set_option(py, &mut request, n, &value)?,
-                n => return Err(convert::unknown_option(py, n, &[BackfillRequest::NAMES]).into()),
-            }
-        }
+        convert::Kwargs::new(py, options)?.fill(&mut request)?.finish()?;
         request.plan()?;
         Ok(EstimateJob { client: self.client.clone(), request })
     }
@@ -361,10 +341,7 @@ impl QboClient {
     ) -> BindResult<StageJob> {
         let entity = convert::entity(entity)?;
         let mut request = StageRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
-        for (key, value) in options.into_iter().flatten() {
-            let name: String = key.extract()?;
-            convert::set_option(py, &mut request, &name, &value)?;
-        }
+        convert::Kwargs::new(py, options)?.fill(&mut request)?.finish()?;
         request.check()?;
         Ok(StageJob { client: self.client.clone(), request })
     }
@@ -390,10 +367,7 @@ impl QboClient {
     #[pyo3(signature = (share, **options))]
     fn _share_stage_job(&self, py: Python<'_>, share: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> BindResult<crate::share::ShareStageJob> {
         let mut request = qbo_core::stage::ShareStageRequest::new(crate::share::share_of(py, share)?);
-        for (key, value) in options.into_iter().flatten() {
-            let name: String = key.extract()?;
-            convert::set_option(py, &mut request, &name, &value)?;
-        }
+        convert::Kwargs::new(py, options)?.fill(&mut request)?.finish()?;
         request.check()?;
         Ok(crate::share::ShareStageJob { client: self.client.clone(), request })
     }
@@ -413,13 +387,7 @@ fn window_read(
 ) -> BindResult<StageRequest> {
     let entity = convert::entity(entity)?;
     let mut read = StageRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
-    for (key, value) in options.into_iter().flatten() {
-        let name: String = key.extract()?;
-        match name.as_str() {
-            n @ ("page_size" | "filter_field") => convert::set_option(py, &mut read, n, &value)?,
-            n => return Err(convert::unknown_option(py, n, &[&["page_size", "filter_field"]]).into()),
-        }
-    }
+    convert::Kwargs::new(py, options)?.fill_only(&mut read, &["page_size", "filter_field"])?.finish()?;
     read.check()?;
     Ok(read)
 }

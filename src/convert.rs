@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDate, PyDateTime, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDate, PyDateTime, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use qbo_core::options::{OptionSet, OptionValue};
 use qbo_core::sink::postgres::PostgresOptions;
 
@@ -75,16 +75,59 @@ pub fn set_option<S: OptionSet>(py: Python<'_>, set: &mut S, name: &str, value: 
     set.set(name, &value).map_err(BindError::from)
 }
 
-/// The `postgres` option: a `PostgresWriter` (its target) or None.
-pub fn postgres_target(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Option<PostgresOptions>> {
-    if value.is_none() {
+/// The `postgres` option: a `PostgresWriter` (its target), None or absent.
+pub fn postgres_target(py: Python<'_>, value: Option<Bound<'_, PyAny>>) -> PyResult<Option<PostgresOptions>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(None);
-    }
+    };
     let writer = value.cast::<crate::postgres::PostgresWriter>().map_err(|_| config_error(py, "postgres must be a qbo_rs.PostgresWriter"))?;
     Ok(Some(writer.get().options.clone()))
 }
 
-/// The error for a keyword no option set of the call takes.
-pub fn unknown_option(py: Python<'_>, name: &str, known: &[&[&str]]) -> PyErr {
-    to_py(py, qbo_core::options::unknown_option(name, known))
+/// A call's keyword options, handed to the core's option sets that take them: each set parses
+/// and checks its own, and a name that no set took is refused, naming what the call accepts.
+pub struct Kwargs<'py> {
+    py: Python<'py>,
+    left: Vec<(String, Bound<'py, PyAny>)>,
+    known: Vec<&'static [&'static str]>,
+}
+
+impl<'py> Kwargs<'py> {
+    pub fn new(py: Python<'py>, options: Option<&Bound<'py, PyDict>>) -> PyResult<Self> {
+        let left = options.into_iter().flatten().map(|(key, value)| Ok((key.extract::<String>()?, value))).collect::<PyResult<_>>()?;
+        Ok(Kwargs { py, left, known: Vec::new() })
+    }
+
+    /// The value of an option of the binding's own (`names` holds just its name), if given.
+    pub fn take(&mut self, names: &'static [&'static str]) -> Option<Bound<'py, PyAny>> {
+        self.known.push(names);
+        let at = self.left.iter().position(|(name, _)| names.contains(&name.as_str()))?;
+        Some(self.left.swap_remove(at).1)
+    }
+
+    /// Sets on `set` every option it knows.
+    pub fn fill<S: OptionSet>(&mut self, set: &mut S) -> BindResult<&mut Self> {
+        self.fill_only(set, S::NAMES)
+    }
+
+    /// Sets on `set` the options among `names` (a part of what it knows).
+    pub fn fill_only<S: OptionSet>(&mut self, set: &mut S, names: &'static [&'static str]) -> BindResult<&mut Self> {
+        self.known.push(names);
+        for (name, value) in std::mem::take(&mut self.left) {
+            if names.contains(&name.as_str()) {
+                set_option(self.py, set, &name, &value)?;
+            } else {
+                self.left.push((name, value));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Refuses the first option nothing took.
+    pub fn finish(&self) -> BindResult<()> {
+        match self.left.first() {
+            Some((name, _)) => Err(to_py(self.py, qbo_core::options::unknown_option(name, &self.known)).into()),
+            None => Ok(()),
+        }
+    }
 }

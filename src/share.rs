@@ -10,7 +10,6 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use qbo_core::backfill::{BackfillReport as CoreReport, BackfillRequest};
-use qbo_core::options::OptionSet;
 use qbo_core::read_plan::{ReadPlan, ReadShare as CoreShare, ShareOptions};
 use qbo_core::sink::SinkOptions;
 use qbo_core::stage::{ShareStageRequest, ShareStageResult};
@@ -177,14 +176,7 @@ impl SharePlanJob {
 /// The options of `_share_plan_job`: the backfill's, and `ShareOptions`.
 pub fn share_plan_options(py: Python<'_>, request: &mut BackfillRequest, options: Option<&Bound<'_, PyDict>>) -> BindResult<ShareOptions> {
     let mut shares = ShareOptions::default();
-    for (key, value) in options.into_iter().flatten() {
-        let name: String = key.extract()?;
-        match name.as_str() {
-            n if BackfillRequest::NAMES.contains(&n) => convert::set_option(py, request, n, &value)?,
-            n if ShareOptions::NAMES.contains(&n) => convert::set_option(py, &mut shares, n, &value)?,
-            n => return Err(convert::unknown_option(py, n, &[BackfillRequest::NAMES, ShareOptions::NAMES]).into()),
-        }
-    }
+    convert::Kwargs::new(py, options)?.fill(request)?.fill(&mut shares)?.finish()?;
     request.plan()?;
     Ok(shares)
 }

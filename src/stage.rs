@@ -9,7 +9,6 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use qbo_core::backfill::BackfillReport as CoreReport;
-use qbo_core::options::OptionSet;
 use qbo_core::sink::{SinkConfig, SinkOptions};
 use qbo_core::stage::{StageRequest, StageResult};
 use qbo_core::QboClient;
@@ -119,17 +118,13 @@ pub fn _export_job(py: Python<'_>, manifest: PathBuf, options: Option<&Bound<'_,
 /// An export's options: the core's `SinkConfig`, `postgres` (a `PostgresWriter`) and
 /// `keep_staged`.
 pub fn export_options(py: Python<'_>, options: Option<&Bound<'_, PyDict>>) -> BindResult<(SinkOptions, bool)> {
-    let mut sinks = SinkConfig::default();
-    let mut keep = false;
-    for (key, value) in options.into_iter().flatten() {
-        let name: String = key.extract()?;
-        match name.as_str() {
-            "postgres" => sinks.postgres = convert::postgres_target(py, &value)?,
-            "keep_staged" => keep = convert::option_value(py, "keep_staged", &value)?.boolean("keep_staged")?,
-            n if SinkConfig::NAMES.contains(&n) => convert::set_option(py, &mut sinks, n, &value)?,
-            n => return Err(convert::unknown_option(py, n, &[SinkConfig::NAMES, &["postgres", "keep_staged"]]).into()),
-        }
-    }
+    let mut kwargs = convert::Kwargs::new(py, options)?;
+    let mut sinks = SinkConfig { postgres: convert::postgres_target(py, kwargs.take(&["postgres"]))?, ..SinkConfig::default() };
+    let keep = match kwargs.take(&["keep_staged"]) {
+        Some(value) => convert::option_value(py, "keep_staged", &value)?.boolean("keep_staged")?,
+        None => false,
+    };
+    kwargs.fill(&mut sinks)?.finish()?;
     Ok((sinks.resolve()?, keep))
 }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, TypeVar, Union
 
 from qbo_rs import _qbo_rs
 from qbo_rs._qbo_rs import (
@@ -63,13 +63,20 @@ def default_limiter_dir() -> Path:
     return Path(_qbo_rs.default_limiter_dir())
 
 
-def _failure(report: BackfillReport) -> BackfillError:
-    labels = ", ".join(report.failed_windows)
-    return BackfillError(
-        f"{len(report.failed_windows)} of {len(report.windows)} window(s) failed: {labels}. "
-        "Committed windows are kept; re-run the failed labels (windows=[...]).",
-        report,
-    )
+_Outcome = TypeVar("_Outcome", BackfillReport, StagedWindow, StagedShare)
+
+
+def _checked(outcome: _Outcome, raise_on_failure: bool) -> _Outcome:
+    """``outcome``; with ``raise_on_failure``, a failed one raises :class:`BackfillError`."""
+    if raise_on_failure and not outcome.ok:
+        report = outcome if isinstance(outcome, BackfillReport) else outcome.report
+        labels = ", ".join(report.failed_windows)
+        raise BackfillError(
+            f"{len(report.failed_windows)} of {len(report.windows)} window(s) failed: {labels}. "
+            "Committed windows are kept; re-run the failed labels (windows=[...]).",
+            report,
+        )
+    return outcome
 
 
 class QboClient(_qbo_rs.QboClient):
@@ -147,10 +154,7 @@ class QboClient(_qbo_rs.QboClient):
         failed, unless ``raise_on_failure=False``. The GIL is released throughout; Ctrl-C
         stops the run between requests, keeping every committed batch.
         """
-        report = self._backfill_job(entity, start, end, **options).run()
-        if raise_on_failure and not report.ok:
-            raise _failure(report)
-        return report
+        return _checked(self._backfill_job(entity, start, end, **options).run(), raise_on_failure)
 
     async def backfill_async(
         self,
@@ -162,10 +166,7 @@ class QboClient(_qbo_rs.QboClient):
         **options: Unpack[BackfillOptions],
     ) -> BackfillReport:
         """Async twin of :meth:`backfill` (runs on the shared tokio runtime)."""
-        report = await self._backfill_job(entity, start, end, **options).run_future()
-        if raise_on_failure and not report.ok:
-            raise _failure(report)
-        return report
+        return _checked(await self._backfill_job(entity, start, end, **options).run_future(), raise_on_failure)
 
     def stage_window(
         self,
@@ -191,10 +192,7 @@ class QboClient(_qbo_rs.QboClient):
         fetch stages nothing. Raises :class:`~qbo_rs.exceptions.BackfillError` (with
         ``.report``) if the fetch failed, unless ``raise_on_failure=False``.
         """
-        staged = self._stage_job(entity, start, end, **options).run()
-        if raise_on_failure and not staged.ok:
-            raise _failure(staged.report)
-        return staged
+        return _checked(self._stage_job(entity, start, end, **options).run(), raise_on_failure)
 
     async def stage_window_async(
         self,
@@ -206,10 +204,7 @@ class QboClient(_qbo_rs.QboClient):
         **options: Unpack[StageOptions],
     ) -> StagedWindow:
         """Async twin of :meth:`stage_window`."""
-        staged = await self._stage_job(entity, start, end, **options).run_future()
-        if raise_on_failure and not staged.ok:
-            raise _failure(staged.report)
-        return staged
+        return _checked(await self._stage_job(entity, start, end, **options).run_future(), raise_on_failure)
 
     def plan_shares(
         self, entity: str, start: DateLike, end: DateLike, **options: Unpack[SharePlanOptions]
@@ -245,10 +240,7 @@ class QboClient(_qbo_rs.QboClient):
         after a partial failure (``reused`` counts the others). Raises
         :class:`~qbo_rs.exceptions.BackfillError` (with ``.report``) if a window failed, unless
         ``raise_on_failure=False``; the windows read are kept either way."""
-        staged = self._share_stage_job(share, **options).run()
-        if raise_on_failure and not staged.ok:
-            raise _failure(staged.report)
-        return staged
+        return _checked(self._share_stage_job(share, **options).run(), raise_on_failure)
 
     async def stage_share_async(
         self,
@@ -258,10 +250,7 @@ class QboClient(_qbo_rs.QboClient):
         **options: Unpack[ShareStageOptions],
     ) -> StagedShare:
         """Async twin of :meth:`stage_share`."""
-        staged = await self._share_stage_job(share, **options).run_future()
-        if raise_on_failure and not staged.ok:
-            raise _failure(staged.report)
-        return staged
+        return _checked(await self._share_stage_job(share, **options).run_future(), raise_on_failure)
 
 
 def _manifest(staged: Union[StagedWindow, StagedShare, PathLike]) -> str:
@@ -288,10 +277,7 @@ def export_window(
     Raises :class:`~qbo_rs.exceptions.BackfillError` if the write failed validation, unless
     ``raise_on_failure=False``; a missing or damaged stage raises at once.
     """
-    report = _qbo_rs._export_job(_manifest(staged), **options).run()
-    if raise_on_failure and not report.ok:
-        raise _failure(report)
-    return report
+    return _checked(_qbo_rs._export_job(_manifest(staged), **options).run(), raise_on_failure)
 
 
 async def export_window_async(
@@ -301,10 +287,7 @@ async def export_window_async(
     **options: Unpack[ExportOptions],
 ) -> BackfillReport:
     """Async twin of :func:`export_window`."""
-    report = await _qbo_rs._export_job(_manifest(staged), **options).run_future()
-    if raise_on_failure and not report.ok:
-        raise _failure(report)
-    return report
+    return _checked(await _qbo_rs._export_job(_manifest(staged), **options).run_future(), raise_on_failure)
 
 
 def export_share(
@@ -319,10 +302,7 @@ def export_share(
     window. Refuses a share with a window not staged (fetch it again first). Once every
     window is written a receipt replaces the stage (unless ``keep_staged``), so a repeated
     export returns the first one's report and writes nothing. No request goes to QBO."""
-    report = _qbo_rs._export_share_job(_manifest(staged), **options).run()
-    if raise_on_failure and not report.ok:
-        raise _failure(report)
-    return report
+    return _checked(_qbo_rs._export_share_job(_manifest(staged), **options).run(), raise_on_failure)
 
 
 async def export_share_async(
@@ -332,10 +312,7 @@ async def export_share_async(
     **options: Unpack[ExportOptions],
 ) -> BackfillReport:
     """Async twin of :func:`export_share`."""
-    report = await _qbo_rs._export_share_job(_manifest(staged), **options).run_future()
-    if raise_on_failure and not report.ok:
-        raise _failure(report)
-    return report
+    return _checked(await _qbo_rs._export_share_job(_manifest(staged), **options).run_future(), raise_on_failure)
 
 
 def _one_call_client(credentials: Optional[Credentials], options: Dict[str, Any]) -> QboClient:

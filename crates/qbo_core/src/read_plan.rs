@@ -97,7 +97,7 @@ impl ReadPlan {
 
     /// What reading this plan will cost, with what planning it cost already.
     pub fn estimate(&self, requests_per_minute: u32) -> Estimate {
-        let pages: u64 = self.streams.iter().map(|s| s.stream.expected / u64::from(self.page_size.max(1)) + 1).sum();
+        let pages: u64 = self.streams.iter().map(|s| s.stream.pages(self.page_size)).sum();
         // A stream of more than a page closes with a count unless it may trust the plan's.
         let closing =
             self.streams.iter().filter(|s| s.stream.expected >= u64::from(self.page_size) && (s.open || !self.field.only_moves_forward())).count() as u64;
@@ -220,7 +220,7 @@ pub struct ReadShare {
 impl ReadShare {
     /// Page requests this share's streams need.
     pub fn page_requests(&self) -> u64 {
-        self.streams.iter().map(|s| s.stream.expected / u64::from(self.page_size.max(1)) + 1).sum()
+        self.streams.iter().map(|s| s.stream.pages(self.page_size)).sum()
     }
 
     /// The reads of the windows not in `done`, with the plan's counts where a stream is read
@@ -292,7 +292,7 @@ impl ReadPlan {
         if max_shares >= n && max_shares > DEFAULT_MAX_SHARES {
             return Ok(self.share_per_window());
         }
-        let pages = |s: &PlannedStream| s.stream.expected / u64::from(self.page_size.max(1)) + 1;
+        let pages = |s: &PlannedStream| s.stream.pages(self.page_size);
         // Pages of the streams starting at each window, and where a share may end.
         let mut weight = vec![0u64; n];
         let mut cuttable = vec![true; n + 1];

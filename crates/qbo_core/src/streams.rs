@@ -38,6 +38,14 @@ pub struct Stream {
     pub expected: u64,
 }
 
+impl Stream {
+    /// Page requests reading it takes at `page_size`: its full pages and its last, short one (a
+    /// stream of exactly full pages needs one more, empty page to know it ended).
+    pub fn pages(&self, page_size: u32) -> u64 {
+        self.expected / u64::from(page_size.max(1)) + 1
+    }
+}
+
 /// What a plan found and decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamPlan {
@@ -50,10 +58,9 @@ pub struct StreamPlan {
 }
 
 impl StreamPlan {
-    /// Page requests the plan's streams need at `page_size`: each stream's pages, its last
-    /// one short (a stream of exactly full pages needs one more, empty page to know it ended).
+    /// Page requests the plan's streams need at `page_size` (see [`Stream::pages`]).
     pub fn page_requests(&self, page_size: u32) -> u64 {
-        self.streams.iter().map(|s| s.expected / u64::from(page_size.max(1)) + 1).sum()
+        self.streams.iter().map(|s| s.pages(page_size)).sum()
     }
 }
 

@@ -55,6 +55,27 @@ pub(super) async fn gate(s: &Arc<Shared>, route: &'static str, realm: &str, head
     }
 }
 
+/// A request let in: its in-flight slot (held until the answer is built), the knobs it runs
+/// under, its intuit_tid, and the fault drawn for it.
+pub(super) struct Entered {
+    pub(super) _slot: InFlight,
+    pub(super) k: Knobs,
+    pub(super) tid: String,
+    pub(super) fault: Option<FaultKind>,
+}
+
+/// What every API route does first: [`gate`], then draw a fault; a refusal or a fault that
+/// replaces the answer comes back as the response to send, already recorded.
+pub(super) async fn enter(s: &Arc<Shared>, route: &'static str, realm: &str, headers: &HeaderMap) -> Result<Entered, Response> {
+    let tid = s.tid();
+    let (slot, k) = gate(s, route, realm, headers, &tid).await.map_err(|r| finish(s, route, r))?;
+    let fault = s.roll_fault(&k);
+    if let Some(r) = early_fault(fault, &k, &tid).await {
+        return Err(finish(s, route, r));
+    }
+    Ok(Entered { _slot: slot, k, tid, fault })
+}
+
 pub(super) fn finish(s: &Shared, route: &str, r: Response) -> Response {
     s.record(route, r.status().as_u16());
     r
@@ -125,15 +146,10 @@ pub(super) fn statement_from_body(headers: &HeaderMap, body: &[u8]) -> Option<St
 
 pub(super) async fn query_route(State(s): State<Arc<Shared>>, Path(realm): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
     const ROUTE: &str = "query";
-    let tid = s.tid();
-    let (_guard, k) = match gate(&s, ROUTE, &realm, &headers, &tid).await {
-        Ok(x) => x,
-        Err(r) => return finish(&s, ROUTE, r),
+    let Entered { _slot, k, tid, fault } = match enter(&s, ROUTE, &realm, &headers).await {
+        Ok(entered) => entered,
+        Err(refused) => return refused,
     };
-    let fault = s.roll_fault(&k);
-    if let Some(r) = early_fault(fault, &k, &tid).await {
-        return finish(&s, ROUTE, r);
-    }
     let params = parse_params(q.as_deref());
     let stmt = params.get("query").cloned().or_else(|| statement_from_body(&headers, &body)).unwrap_or_default();
     let plan = match query::compile(&stmt) {
@@ -166,15 +182,10 @@ pub(super) async fn query_route(State(s): State<Arc<Shared>>, Path(realm): Path<
 /// query items are supported; at most 30 items.
 pub(super) async fn batch_route(State(s): State<Arc<Shared>>, Path(realm): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     const ROUTE: &str = "batch";
-    let tid = s.tid();
-    let (_guard, k) = match gate(&s, ROUTE, &realm, &headers, &tid).await {
-        Ok(x) => x,
-        Err(r) => return finish(&s, ROUTE, r),
+    let Entered { _slot, k, tid, fault } = match enter(&s, ROUTE, &realm, &headers).await {
+        Ok(entered) => entered,
+        Err(refused) => return refused,
     };
-    let fault = s.roll_fault(&k);
-    if let Some(r) = early_fault(fault, &k, &tid).await {
-        return finish(&s, ROUTE, r);
-    }
     let req: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -238,15 +249,10 @@ pub(super) async fn batch_route(State(s): State<Arc<Shared>>, Path(realm): Path<
 /// LastUpdatedTime >= changedSince, ascending, at most 1000 objects in all.
 pub(super) async fn cdc_route(State(s): State<Arc<Shared>>, Path(realm): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
     const ROUTE: &str = "cdc";
-    let tid = s.tid();
-    let (_guard, k) = match gate(&s, ROUTE, &realm, &headers, &tid).await {
-        Ok(x) => x,
-        Err(r) => return finish(&s, ROUTE, r),
+    let Entered { _slot, k, tid, fault } = match enter(&s, ROUTE, &realm, &headers).await {
+        Ok(entered) => entered,
+        Err(refused) => return refused,
     };
-    let fault = s.roll_fault(&k);
-    if let Some(r) = early_fault(fault, &k, &tid).await {
-        return finish(&s, ROUTE, r);
-    }
     let params = parse_params(q.as_deref());
     let bad = |detail: String| {
         let e = QueryError { code: "2010", message: "Request has invalid or unsupported property", detail };
@@ -325,15 +331,10 @@ pub(super) async fn cdc_route(State(s): State<Arc<Shared>>, Path(realm): Path<St
 /// `GET /v3/company/{realm}/{entity}/{id}`: one record, `{"Invoice":{...},"time":..}`.
 pub(super) async fn read_route(State(s): State<Arc<Shared>>, Path((realm, entity, id)): Path<(String, String, String)>, headers: HeaderMap) -> Response {
     const ROUTE: &str = "read";
-    let tid = s.tid();
-    let (_guard, k) = match gate(&s, ROUTE, &realm, &headers, &tid).await {
-        Ok(x) => x,
-        Err(r) => return finish(&s, ROUTE, r),
+    let Entered { _slot, tid, fault, .. } = match enter(&s, ROUTE, &realm, &headers).await {
+        Ok(entered) => entered,
+        Err(refused) => return refused,
     };
-    let fault = s.roll_fault(&k);
-    if let Some(r) = early_fault(fault, &k, &tid).await {
-        return finish(&s, ROUTE, r);
-    }
     if entity.eq_ignore_ascii_case("companyinfo") {
         return match company_info_body(&s.realm, &id) {
             Ok(body) => deliver(&s, ROUTE, fault, &tid, body),

@@ -59,14 +59,9 @@ pub(super) fn company_info_body(realm: &str, id: &str) -> Result<Vec<u8>, QueryE
 /// `GET /v3/company/{realm}/preferences`.
 pub(super) async fn preferences_route(State(s): State<Arc<Shared>>, Path(realm): Path<String>, headers: HeaderMap) -> Response {
     const ROUTE: &str = "read";
-    let tid = s.tid();
-    let (_guard, k) = match gate(&s, ROUTE, &realm, &headers, &tid).await {
-        Ok(x) => x,
-        Err(r) => return finish(&s, ROUTE, r),
+    let Entered { _slot, tid, fault, .. } = match enter(&s, ROUTE, &realm, &headers).await {
+        Ok(entered) => entered,
+        Err(refused) => return refused,
     };
-    let fault = s.roll_fault(&k);
-    if let Some(r) = early_fault(fault, &k, &tid).await {
-        return finish(&s, ROUTE, r);
-    }
     deliver(&s, ROUTE, fault, &tid, envelope("Preferences", preferences()))
 }
