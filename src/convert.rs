@@ -24,7 +24,7 @@ pub fn instant(py: Python<'_>, what: &str, value: &Bound<'_, PyAny>) -> BindResu
         let d: NaiveDate = value.extract()?;
         return Ok(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists")));
     }
-    Err(config_error(py, format!("{what} must be an ISO date string, a date or a datetime, not {}", value.get_type().name()?)).into())
+    Err(config_error(py, format!("{what} must be an ISO date string such as 2025-01-31, a date or a datetime, not {}", value.get_type().name()?)).into())
 }
 
 pub fn entity(value: &str) -> BindResult<qbo_core::Entity> {

@@ -51,7 +51,7 @@ mod _qbo_rs {
     #[pymodule_export]
     use super::stage::{_export_job, ExportJob, StageJob, StagedWindow};
     #[pymodule_export]
-    use super::windows::{plan_windows, Window};
+    use super::windows::{parse_instant, plan_windows, Window};
     #[pymodule_export]
     use super::{default_limiter_dir, default_token_store, run_cli};
 

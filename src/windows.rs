@@ -1,4 +1,4 @@
-//! `plan_windows` and the `Window` value it returns.
+//! `plan_windows`, the `Window` value it returns, and `parse_instant`, the bounds' grammar.
 
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
@@ -48,4 +48,13 @@ pub fn plan_windows(py: Python<'_>, start: &Bound<'_, PyAny>, end: &Bound<'_, Py
     let chunk_days = convert::positive_u32(py, "chunk_days", chunk_days)?;
     let entity = convert::entity(entity)?;
     qbo_core::plan_windows(start, end, chunk_days, &entity.label_prefix()).map(|ws| ws.into_iter().map(Window::from_core).collect()).map_err(BindError::from)
+}
+
+/// `value` as an aware UTC datetime, read exactly as `plan_windows` and every backfill read their
+/// bounds: an ISO date (midnight UTC), an ISO datetime (naive means UTC, an offset is converted),
+/// a `date` or a `datetime`. Errors name `name`.
+#[pyfunction]
+#[pyo3(signature = (value, name = "value"))]
+pub fn parse_instant(py: Python<'_>, value: &Bound<'_, PyAny>, name: &str) -> BindResult<DateTime<Utc>> {
+    convert::instant(py, name, value)
 }

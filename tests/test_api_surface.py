@@ -6,6 +6,8 @@ import subprocess
 import sys
 from datetime import date, datetime, timezone
 
+import pytest
+
 import qbo_rs
 from qbo_rs import exceptions
 
@@ -27,6 +29,19 @@ def test_plan_windows_tiles_the_range():
 def test_offsets_are_converted_to_utc():
     (w,) = qbo_rs.plan_windows("2024-07-01T00:00:00-07:00", datetime(2024, 7, 2, 7, tzinfo=timezone.utc), chunk_days=5)
     assert w.start == datetime(2024, 7, 1, 7, tzinfo=timezone.utc)
+
+
+def test_parse_instant_reads_bounds_as_the_engine_does():
+    utc = timezone.utc
+    assert qbo_rs.parse_instant("2025-01-31") == datetime(2025, 1, 31, tzinfo=utc)
+    assert qbo_rs.parse_instant("2025-01-31 10:30") == datetime(2025, 1, 31, 10, 30, tzinfo=utc)
+    assert qbo_rs.parse_instant("2025-07-01T00:00:00-07:00") == datetime(2025, 7, 1, 7, tzinfo=utc)
+    assert qbo_rs.parse_instant(date(2025, 1, 2)) == datetime(2025, 1, 2, tzinfo=utc)
+    assert qbo_rs.parse_instant(datetime(2025, 1, 2, 3)) == datetime(2025, 1, 2, 3, tzinfo=utc)  # naive is UTC
+    with pytest.raises(exceptions.ConfigError, match='fecha_fin = "31/01/2025" is not an ISO date'):
+        qbo_rs.parse_instant("31/01/2025", "fecha_fin")
+    with pytest.raises(exceptions.ConfigError, match="fecha_fin must be an ISO date string such as 2025-01-31"):
+        qbo_rs.parse_instant(20250131, "fecha_fin")
 
 
 def _all_subclasses(cls):

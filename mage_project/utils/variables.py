@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
 import qbo_rs
@@ -46,34 +46,14 @@ def _blank(value: Any) -> bool:
 
 
 def parse_instant(name: str, value: Any) -> datetime:
-    """An ISO date (midnight UTC) or datetime; naive means UTC, an explicit offset is converted."""
+    """An ISO date (midnight UTC) or datetime (naive means UTC, an offset is converted), read by
+    the engine's own grammar (:func:`qbo_rs.parse_instant`), the one every backfill uses."""
     if _blank(value):
         raise RunVariableError(f"{name} is required: an ISO date or datetime in UTC, e.g. 2025-01-01")
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, date):
-        parsed = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-                parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
-            elif re.fullmatch(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?", text):
-                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            else:
-                raise ValueError(text)
-        except ValueError:
-            raise RunVariableError(
-                f"{name} must be an ISO date or datetime in UTC, like 2025-01-01 or "
-                f"2025-01-01T00:00:00Z (got {value!r})"
-            ) from None
-    else:
-        raise RunVariableError(
-            f"{name} must be an ISO date string like 2025-01-01 (got {type(value).__name__} {value!r})"
-        )
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    try:
+        return qbo_rs.parse_instant(value.strip() if isinstance(value, str) else value, name)
+    except ConfigError as err:
+        raise RunVariableError(str(err)) from None
 
 
 def parse_int(name: str, value: Any, default: int, low: int, high: int) -> int:

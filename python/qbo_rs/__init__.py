@@ -24,6 +24,7 @@ from qbo_rs._qbo_rs import (
     Window,
     WindowReport,
     __version__,
+    parse_instant,
     plan_windows,
 )
 from qbo_rs.client import (
@@ -61,5 +62,6 @@ __all__ = [
     "export_window",
     "export_window_async",
     "options",
+    "parse_instant",
     "plan_windows",
 ]

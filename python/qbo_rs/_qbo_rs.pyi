@@ -47,9 +47,15 @@ __all__ = [
     "_export_share_job",
     "default_limiter_dir",
     "default_token_store",
+    "parse_instant",
     "plan_windows",
     "run_cli",
 ]
+
+def parse_instant(value: _DateLike, name: str = "value") -> datetime:
+    """``value`` as an aware UTC datetime, read exactly as :func:`plan_windows` and the backfills
+    read their bounds: an ISO date (midnight UTC), an ISO datetime (naive means UTC, an offset is
+    converted), a ``date`` or a ``datetime``. Raises ``ConfigError`` naming ``name``."""
 
 @final
 class Window:

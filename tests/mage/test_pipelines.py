@@ -384,7 +384,7 @@ def test_environment_fallback_and_a_missing_secret_is_named_before_any_request(e
         ),
         (
             {"fecha_inicio": "01/02/2025", "fecha_fin": "2025-03-01"},
-            "fecha_inicio must be an ISO date or datetime in UTC",
+            'fecha_inicio = "01/02/2025" is not an ISO date: use YYYY-MM-DD',
         ),
         (
             {"fecha_inicio": "2025-01-01", "fecha_fin": "2025-03-01", "sink": "parquet"},
@@ -501,12 +501,13 @@ print(json.dumps([ok, bad]))
     assert ok[2][1:6] == ["2025-01-01T00:00:00+00:00", "2025-01-01T12:30:00+00:00", 1000, 50, "txt"]  # the default page
     assert bad == [
         "fecha_inicio is required: an ISO date or datetime in UTC, e.g. 2025-01-01",
-        "fecha_fin must be an ISO date or datetime in UTC, like 2025-01-01 or 2025-01-01T00:00:00Z (got '2025-13-01')",
+        'fecha_fin = "2025-13-01" is not an ISO date: use YYYY-MM-DD (midnight UTC) or an ISO datetime such as '
+        "2025-01-31T00:00:00Z",
         "page_size must be between 1 and 1000 (got 0)",
         "page_size must be a whole number between 1 and 1000 (got '12.5')",
         "page_size must be a whole number between 1 and 1000 (got True)",
         "chunk_days must be between 1 and 36600 (got 0)",
-        "fecha_inicio must be an ISO date string like 2025-01-01 (got int 20250101)",
+        "fecha_inicio must be an ISO date string such as 2025-01-31, a date or a datetime, not int",
     ]
 
 

@@ -25,7 +25,7 @@ fn parse_instant_text(v: &str) -> Option<DateTime<Utc>> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(v) {
         return Some(dt.with_timezone(&Utc));
     }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
         .iter()
         .find_map(|fmt| NaiveDateTime::parse_from_str(v, fmt).ok())
         .map(|naive| Utc.from_utc_datetime(&naive))
@@ -62,6 +62,10 @@ mod tests {
         assert_eq!(format_utc(d), "2025-01-31T00:00:00Z");
         let d = parse_user_instant("start", "2025-07-01T00:00:00-07:00").unwrap();
         assert_eq!(format_utc(d), "2025-07-01T07:00:00Z");
+        // Naive means UTC, with a T or a space, with or without seconds.
+        for naive in ["2025-01-31T10:30", "2025-01-31 10:30", "2025-01-31 10:30:00", "2025-01-31T10:30:00.0"] {
+            assert_eq!(format_utc(parse_user_instant("start", naive).unwrap()), "2025-01-31T10:30:00Z", "{naive}");
+        }
         assert!(parse_user_instant("start", "31/01/2025").is_err());
         assert!(parse_user_instant("start", "2025-02-30").is_err());
     }

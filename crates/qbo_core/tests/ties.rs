@@ -7,31 +7,16 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, TimeZone, Utc};
-use qbo_core::client::ClientConfig;
-use qbo_core::limiter::Pacing;
 use qbo_core::paginate::{FetchedRecord, PageSink, WindowReader};
-use qbo_core::{query, Credentials, Entity, Environment, Error, FilterField, QboClient, Window};
-use qbo_emulator::{Emulator, EmulatorConfig, Knobs};
-use secrecy::SecretString;
+use qbo_core::{query, Entity, Error, FilterField, QboClient, Window};
+use qbo_emulator::Emulator;
 
+mod common;
+
+/// 8,000 invoices hold a bulk import of 200 in one second and bursts of 50..=600: each group is
+/// several pages of 50.
+const INVOICES: usize = 8000;
 const PAGE: u32 = 50;
-
-async fn emulator_and_client() -> (Emulator, QboClient) {
-    // 8,000 invoices: a bulk import of 200 in one second and bursts of 50..=600, each several
-    // pages of 50.
-    let emu = Emulator::start(EmulatorConfig { invoices: 8000, customers: 5, items: 5, knobs: Knobs::unthrottled(), ..Default::default() }).await.unwrap();
-    let creds = Credentials {
-        client_id: emu.client_id().into(),
-        client_secret: SecretString::from(emu.client_secret().to_string()),
-        refresh_token: SecretString::from(emu.initial_refresh_token().to_string()),
-        realm_id: emu.realm_id().into(),
-        environment: Environment::Sandbox,
-        api_base_url: Some(emu.base_url()),
-        token_url: Some(emu.token_url()),
-    };
-    let config = ClientConfig { pacing: Pacing { requests_per_minute: 1_000_000, ..Pacing::default() }, ..ClientConfig::default() };
-    (emu, QboClient::new(creds, config).unwrap())
-}
 
 /// The emulator's whole span, which ended long before the read.
 fn past_range() -> Window {
@@ -99,7 +84,7 @@ async fn read_counted(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tie_groups_of_a_counted_past_range_cost_no_counts() {
-    let (emu, client) = emulator_and_client().await;
+    let (emu, client) = common::emulator_and_client(INVOICES).await;
     let (fetch, held, _, counted) = read_counted(&emu, &client, false).await;
     assert!(fetch.tie_groups >= 2, "the data must hold tie groups for this test to mean anything: {fetch:?}");
     assert_eq!(fetch.count_requests, 0, "no count for the ties nor to close the range: {fetch:?}");
@@ -122,7 +107,7 @@ async fn tie_groups_of_a_counted_past_range_cost_no_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tie_group_that_slips_under_an_edit_is_read_again_with_counts_and_nothing_is_lost() {
-    let (emu, client) = emulator_and_client().await;
+    let (emu, client) = common::emulator_and_client(INVOICES).await;
     let (fetch, held, edited, _) = read_counted(&emu, &client, true).await;
     let edited = edited.expect("a full page of a tie group arrived, and a record of the group was edited");
     assert!(fetch.tie_rechecks >= 1, "the read came up short and read its ties again: {fetch:?}");
