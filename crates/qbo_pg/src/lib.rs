@@ -34,8 +34,14 @@
 //! | `last_updated_utc` | `TIMESTAMPTZ NOT NULL`, indexed | when the source last changed the record: first half of the version |
 //! | `sync_token` | `BIGINT NOT NULL` | the source's revision counter: second half of the version, breaks timestamp ties |
 //! | `realm_id` | `VARCHAR NOT NULL` | the tenant (QBO company) the record belongs to |
+//! | `deleted_at_utc` | `TIMESTAMPTZ` | NULL while the record is alive; when the source deleted it ([`PgWriter::mark_deleted`]) |
 //!
-//! The first seven columns are the RAW layout the product was specified with. The last three are ours: with
+//! A deleted record keeps its row and its last payload; its version (`last_updated_utc`)
+//! becomes the deletion time, so a later edit or re-creation wins over the deletion as any newer
+//! version does (and clears the mark). Live rows: `WHERE deleted_at_utc IS NULL`. A table
+//! created before this column existed gets it from [`PgWriter::ensure_table`] (every row alive).
+//!
+//! The first seven columns are the RAW layout the product was specified with. The other four are ours: with
 //! them, "is this version newer?" is a comparison of two indexed columns instead of parsing
 //! every stored payload, `last_updated_utc` answers "what changed in this window" without
 //! touching JSONB, and `realm_id` keeps several companies' records apart in one table. The
@@ -127,7 +133,7 @@ mod writer;
 pub use config::{PgConfig, SslMode, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 pub use error::{MissingPrivilege, PgError, PrivilegeError};
 pub use ident::{quote_ident, TableRef};
-pub use writer::{PgWriter, RawRow, UpsertOutcome};
+pub use writer::{DeleteOutcome, Deletion, PgWriter, RawRow, UpsertOutcome};
 
 #[cfg(test)]
 mod tests;

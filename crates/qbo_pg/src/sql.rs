@@ -43,11 +43,18 @@ pub fn create_table(table: &TableRef, lz4: bool) -> String {
          \x20   page_size                INTEGER     NOT NULL,\n\
          \x20   last_updated_utc         TIMESTAMPTZ NOT NULL,\n\
          \x20   sync_token               BIGINT      NOT NULL,\n\
-         \x20   realm_id                 VARCHAR     NOT NULL\n\
+         \x20   realm_id                 VARCHAR     NOT NULL,\n\
+         \x20   deleted_at_utc           TIMESTAMPTZ\n\
          )",
         table.quoted(),
         if lz4 { "COMPRESSION lz4 " } else { "" }
     )
+}
+
+/// Adds `deleted_at_utc` to a table created before deletions were recorded: NULL (alive) for
+/// every existing row, so no row is rewritten.
+pub fn add_deleted_column(table: &TableRef) -> String {
+    format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS deleted_at_utc TIMESTAMPTZ", table.quoted())
 }
 
 /// `CREATE INDEX IF NOT EXISTS` on `last_updated_utc` (window re-checks, "what changed since").
@@ -141,7 +148,8 @@ pub fn apply_batch(table: &TableRef) -> String {
          \x20   extract_window_start_utc = EXCLUDED.extract_window_start_utc,\n\
          \x20   extract_window_end_utc = EXCLUDED.extract_window_end_utc,\n\
          \x20   page_number = EXCLUDED.page_number,\n\
-         \x20   page_size = EXCLUDED.page_size\n\
+         \x20   page_size = EXCLUDED.page_size,\n\
+         \x20   deleted_at_utc = NULL\n\
          \x20 WHERE (EXCLUDED.last_updated_utc, EXCLUDED.sync_token)\n\
          \x20     > (t.last_updated_utc, t.sync_token)\n\
          \x20 RETURNING (xmax = 0) AS inserted\n\
@@ -151,6 +159,37 @@ pub fn apply_batch(table: &TableRef) -> String {
         cols = STAGING_COLUMNS,
         select_cols =
             STAGING_COLUMNS.split(", ").map(|c| if c == "payload" { "s.payload::jsonb".to_string() } else { format!("s.{c}") }).collect::<Vec<_>>().join(", "),
+    )
+}
+
+/// Locks the stored rows of the ids in `$1` (a `text[]`) in id order, as [`apply_batch`] does,
+/// so that marking deletions cannot deadlock with a concurrent upsert of the same ids.
+pub fn lock_for_deletion(table: &TableRef) -> String {
+    format!("SELECT id FROM {} WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", table.quoted())
+}
+
+/// Marks deleted the ids in `$1` at the times in `$2` (`timestamptz[]`, one per id), learnt at
+/// `$3`: the row keeps its last payload, and `deleted_at_utc` and `last_updated_utc` (its
+/// version) become the deletion time. A row as new or newer (already marked, or edited or
+/// re-created after the deletion) is left as it is. Returns, over the distinct ids: marked
+/// now, already marked at that time, and held at all.
+pub fn mark_deleted(table: &TableRef) -> String {
+    format!(
+        "WITH d AS (\n\
+         \x20 SELECT DISTINCT ON (id) id, deleted_at\n\
+         \x20 FROM unnest($1::text[], $2::timestamptz[]) AS u(id, deleted_at)\n\
+         \x20 ORDER BY id, deleted_at DESC\n\
+         ), marked AS (\n\
+         \x20 UPDATE {t} AS t SET deleted_at_utc = d.deleted_at, last_updated_utc = d.deleted_at,\n\
+         \x20   ingested_at_utc = $3\n\
+         \x20 FROM d WHERE t.id = d.id AND t.last_updated_utc < d.deleted_at\n\
+         \x20 RETURNING t.id\n\
+         )\n\
+         SELECT (SELECT count(*) FROM marked),\n\
+         \x20      count(t.id) FILTER (WHERE t.deleted_at_utc = d.deleted_at AND t.last_updated_utc = d.deleted_at),\n\
+         \x20      count(t.id)\n\
+         FROM d LEFT JOIN {t} t ON t.id = d.id",
+        t = table.quoted()
     )
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use qbo_pg::{MissingPrivilege, PgConfig, PgError, PgWriter, SslMode, TableRef, UpsertOutcome};
+use qbo_pg::{DeleteOutcome, Deletion, MissingPrivilege, PgConfig, PgError, PgWriter, SslMode, TableRef, UpsertOutcome};
 
 macro_rules! dsn_or_skip {
     ($name:expr) => {
@@ -63,20 +63,21 @@ async fn ensure_table_creates_schema_table_and_index_once() {
         .unwrap();
     let got: Vec<(String, String, String)> = cols.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
     let want = [
-        ("id", "character varying"),
-        ("payload", "jsonb"),
-        ("ingested_at_utc", "timestamp with time zone"),
-        ("extract_window_start_utc", "timestamp with time zone"),
-        ("extract_window_end_utc", "timestamp with time zone"),
-        ("page_number", "integer"),
-        ("page_size", "integer"),
-        ("last_updated_utc", "timestamp with time zone"),
-        ("sync_token", "bigint"),
-        ("realm_id", "character varying"),
+        ("id", "character varying", "NO"),
+        ("payload", "jsonb", "NO"),
+        ("ingested_at_utc", "timestamp with time zone", "NO"),
+        ("extract_window_start_utc", "timestamp with time zone", "NO"),
+        ("extract_window_end_utc", "timestamp with time zone", "NO"),
+        ("page_number", "integer", "NO"),
+        ("page_size", "integer", "NO"),
+        ("last_updated_utc", "timestamp with time zone", "NO"),
+        ("sync_token", "bigint", "NO"),
+        ("realm_id", "character varying", "NO"),
+        ("deleted_at_utc", "timestamp with time zone", "YES"), // NULL while the record is alive
     ];
     assert_eq!(got.len(), want.len(), "{got:?}");
-    for ((name, ty, nullable), (wname, wty)) in got.iter().zip(want) {
-        assert_eq!((name.as_str(), ty.as_str(), nullable.as_str()), (wname, wty, "NO"));
+    for ((name, ty, nullable), want) in got.iter().zip(want) {
+        assert_eq!((name.as_str(), ty.as_str(), nullable.as_str()), want);
     }
     let pk = f.scalar(&format!("SELECT count(*) FROM pg_index i WHERE i.indrelid = '\"{}\".qb_invoices'::regclass AND i.indisprimary", f.schema)).await;
     assert_eq!(pk, 1);
@@ -192,6 +193,77 @@ async fn newer_version_updates_and_older_never_overwrites() {
         .unwrap();
     assert_eq!(out, UpsertOutcome { inserted: 1, updated: 1, unchanged: 1, stale: 1, duplicates_in_batch: 0 });
     assert_eq!(out.accounted(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_keep_the_row_and_the_newest_version_wins() {
+    let dsn = dsn_or_skip!("deletions_keep_the_row_and_the_newest_version_wins");
+    let f = Fixture::new(&dsn).await;
+    let t = f.table("qb_invoices");
+    let w = writer(&f).await;
+    w.ensure_table(&t).await.unwrap();
+    w.upsert(&t, &raws(&[OwnedRow::new("d1", 100, 1, 300), OwnedRow::new("d2", 100, 4, 300)])).await.unwrap();
+    let gone = |id, secs| Deletion { id, deleted_at_utc: ts(secs) };
+    let row = |id: &str| {
+        format!(
+            "SELECT (payload->>'v')::bigint * 1000000 + COALESCE(extract(epoch from deleted_at_utc)::bigint % 1000, 999) * 1000
+                    + extract(epoch from last_updated_utc)::bigint % 1000
+             FROM \"{}\".qb_invoices WHERE id = '{id}'",
+            f.schema
+        )
+    };
+
+    // d1 deleted after its version: marked, its payload kept. d2 "deleted" before its stored
+    // version (edited since): kept alive. d9 was never stored: nothing to mark.
+    let deletions = [gone("d1", 150), gone("d2", 50), gone("d9", 150)];
+    let out = w.mark_deleted(&t, &deletions, ts(500)).await.unwrap();
+    assert_eq!(out, DeleteOutcome { marked: 1, newer_kept: 1, not_held: 1, ..Default::default() });
+    assert_eq!(f.scalar(&row("d1")).await, 1_000_000 + 150_000 + 150, "payload kept, deleted at 150, version 150");
+    assert_eq!(f.scalar(&row("d2")).await, 4_000_000 + 999_000 + 100, "alive, untouched");
+    assert_eq!(f.count("qb_invoices").await, 2, "no row for the unknown id");
+
+    // Again: nothing changes.
+    let out = w.mark_deleted(&t, &deletions, ts(600)).await.unwrap();
+    assert_eq!(out, DeleteOutcome { already_marked: 1, newer_kept: 1, not_held: 1, ..Default::default() });
+    let ingested: i64 = f.scalar(&format!("SELECT extract(epoch from ingested_at_utc)::bigint % 1000 FROM \"{}\".qb_invoices WHERE id = 'd1'", f.schema)).await;
+    assert_eq!(ingested, 500, "a repeated deletion rewrites nothing");
+
+    // An older live version cannot revive it; a newer one (edited or re-created after the
+    // deletion) does, and clears the mark.
+    let out = w.upsert(&t, &raws(&[OwnedRow::new("d1", 120, 9, 300)])).await.unwrap();
+    assert_eq!(out, UpsertOutcome { stale: 1, ..Default::default() });
+    let out = w.upsert(&t, &raws(&[OwnedRow::new("d1", 200, 2, 300)])).await.unwrap();
+    assert_eq!(out, UpsertOutcome { updated: 1, ..Default::default() });
+    assert_eq!(f.scalar(&row("d1")).await, 2_000_000 + 999_000 + 200, "alive again at its new version");
+    assert_eq!(w.mark_deleted(&t, &[], ts(700)).await.unwrap(), DeleteOutcome::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_from_before_deletions_gains_the_column_with_every_row_alive() {
+    let dsn = dsn_or_skip!("a_table_from_before_deletions_gains_the_column_with_every_row_alive");
+    let f = Fixture::new(&dsn).await;
+    let t = f.table("qb_items");
+    // The layout tables had before deletions were recorded, with a row in it.
+    f.sql
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{s}\";
+             CREATE TABLE \"{s}\".qb_items (id VARCHAR PRIMARY KEY, payload JSONB NOT NULL,
+               ingested_at_utc TIMESTAMPTZ NOT NULL, extract_window_start_utc TIMESTAMPTZ NOT NULL,
+               extract_window_end_utc TIMESTAMPTZ NOT NULL, page_number INTEGER NOT NULL,
+               page_size INTEGER NOT NULL, last_updated_utc TIMESTAMPTZ NOT NULL,
+               sync_token BIGINT NOT NULL, realm_id VARCHAR NOT NULL);
+             INSERT INTO \"{s}\".qb_items VALUES ('i1', '{{}}', now(), now(), now(), 1, 1000, now(), 0, 'r');",
+            s = f.schema
+        ))
+        .await
+        .unwrap();
+    let w = writer(&f).await;
+    w.ensure_table(&t).await.unwrap();
+    let alive = f.scalar(&format!("SELECT count(*) FROM \"{}\".qb_items WHERE deleted_at_utc IS NULL", f.schema)).await;
+    assert_eq!(alive, 1);
+    let out = w.mark_deleted(&t, &[Deletion { id: "i1", deleted_at_utc: chrono::Utc::now() + chrono::Duration::hours(1) }], chrono::Utc::now()).await.unwrap();
+    assert_eq!(out.marked, 1);
+    w.ensure_table(&t).await.unwrap(); // a second time: nothing to add
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

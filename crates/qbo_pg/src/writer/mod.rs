@@ -22,10 +22,12 @@ use crate::error::{driver_message, is_insufficient_privilege, query_error, Missi
 use crate::ident::TableRef;
 use crate::sql;
 
+mod delete;
 mod pool;
 mod schema;
 mod upsert;
 
+use delete::*;
 use pool::*;
 use schema::*;
 use upsert::*;
@@ -110,6 +112,28 @@ impl UpsertOutcome {
         self.stale += other.stale;
         self.duplicates_in_batch += other.duplicates_in_batch;
     }
+}
+
+/// A record QuickBooks reports deleted, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Deletion<'a> {
+    /// The record's id (the table's primary key).
+    pub id: &'a str,
+    /// When QuickBooks deleted it: the row's new version.
+    pub deleted_at_utc: DateTime<Utc>,
+}
+
+/// What one [`PgWriter::mark_deleted`] did, over the distinct ids it was given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeleteOutcome {
+    /// Rows marked deleted now.
+    pub marked: u64,
+    /// Rows already marked deleted at that time.
+    pub already_marked: u64,
+    /// Rows with a newer version (edited or re-created after the deletion): kept alive.
+    pub newer_kept: u64,
+    /// Ids the table does not hold: nothing to mark.
+    pub not_held: u64,
 }
 
 /// A handle that upserts RAW batches over a small pool of PostgreSQL sessions. Clones share the
@@ -257,6 +281,23 @@ impl PgWriter {
             "qbo_pg upsert committed"
         );
         Ok(outcome)
+    }
+
+    /// Marks `deletions` in one transaction: each row keeps its last payload, and
+    /// `deleted_at_utc` and `last_updated_utc` (its version) become the deletion time, unless
+    /// the row is as new or newer (already marked; edited or re-created since). Rows are locked
+    /// in id order first, as upserts lock them, so the two never deadlock. Idempotent.
+    pub async fn mark_deleted(&self, table: &TableRef, deletions: &[Deletion<'_>], learnt_at: DateTime<Utc>) -> Result<DeleteOutcome, PgError> {
+        if deletions.is_empty() {
+            return Ok(DeleteOutcome::default());
+        }
+        if let Some(d) = deletions.iter().find(|d| d.id.is_empty() || d.id.contains('\0')) {
+            return Err(PgError::Config(format!("deletion of id {}: an id must be non-empty text without NUL bytes", shown(d.id))));
+        }
+        let mut conn = self.session().await?;
+        let result = mark_deleted_on(conn.client(), &self.inner.config, table, deletions, learnt_at).await;
+        conn.done();
+        result
     }
 
     /// Number of rows in `table` (an exact `count(*)`, for per-window reconciliation and tests).

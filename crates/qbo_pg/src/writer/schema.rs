@@ -147,6 +147,7 @@ pub(super) async fn ensure_table_on(client: &mut Client, config: &PgConfig, tabl
         return Err(PgError::Query { context: ctx("create table"), sqlstate: None, message: "the table is still missing after CREATE TABLE".into() });
     };
 
+    add_deleted_column_if_missing(client, table, oid).await?;
     check_shape(client, table, oid, state.table_kind).await?;
 
     let has_index: bool = client
@@ -179,6 +180,33 @@ pub(super) async fn ensure_table_on(client: &mut Client, config: &PgConfig, tabl
     Ok(())
 }
 
+/// A table created before deletions were recorded gets its `deleted_at_utc` column (checked in
+/// the catalog first: `ALTER TABLE` takes a lock that would queue behind running upserts, and
+/// only the table's owner may run it).
+async fn add_deleted_column_if_missing(client: &Client, table: &TableRef, oid: u32) -> Result<(), PgError> {
+    let ctx = |what: &str| format!("ensure table {}: {what}", table.quoted());
+    let present: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = 'deleted_at_utc' AND NOT attisdropped)", &[&oid])
+        .await
+        .map_err(|e| query_error(ctx("inspect columns"), &e))?
+        .get(0);
+    if present {
+        return Ok(());
+    }
+    match client.batch_execute(&sql::add_deleted_column(table)).await {
+        Ok(()) => {
+            tracing::info!(table = %table, "qbo_pg: added column deleted_at_utc (NULL: every existing row is alive)");
+            Ok(())
+        }
+        Err(e) if is_insufficient_privilege(&e) => Err(PgError::Query {
+            context: ctx("add column deleted_at_utc"),
+            sqlstate: e.code().map(|c| c.code().to_string()),
+            message: format!("the table predates deletion tracking and this role may not alter it; as its owner run: {}", sql::add_deleted_column(table)),
+        }),
+        Err(e) => Err(query_error(ctx("add column deleted_at_utc"), &e)),
+    }
+}
+
 /// Checks that an existing relation can take our upserts: right kind, every column with a
 /// compatible type, no extra NOT NULL column without a default, a unique index on `id` alone.
 pub(super) async fn check_shape(client: &Client, table: &TableRef, oid: u32, kind: Option<i8>) -> Result<(), PgError> {
@@ -196,7 +224,7 @@ pub(super) async fn check_shape(client: &Client, table: &TableRef, oid: u32, kin
         )
         .await
         .map_err(|e| query_error(ctx.clone(), &e))?;
-    const EXPECTED: [(&str, &[&str]); 10] = [
+    const EXPECTED: [(&str, &[&str]); 11] = [
         ("id", &["character varying", "text"]),
         ("payload", &["jsonb"]),
         ("ingested_at_utc", &["timestamp with time zone"]),
@@ -207,6 +235,7 @@ pub(super) async fn check_shape(client: &Client, table: &TableRef, oid: u32, kin
         ("last_updated_utc", &["timestamp with time zone"]),
         ("sync_token", &["bigint"]),
         ("realm_id", &["character varying", "text"]),
+        ("deleted_at_utc", &["timestamp with time zone"]),
     ];
     let found: HashMap<String, (String, bool, bool)> = columns.iter().map(|r| (r.get::<_, String>(0), (r.get::<_, String>(1), r.get(2), r.get(3)))).collect();
     for (name, types) in EXPECTED {
