@@ -18,8 +18,8 @@ use tokio::sync::oneshot;
 
 use crate::entity::Entity;
 use crate::error::Error;
-use crate::sink::record::{raw_line, LineHead, LinePrefix};
-use crate::sink::{BoxFuture, Sink, WriteBatch, WriteOutcome};
+use crate::sink::record::{deleted_line, raw_line, LineDeletion, LineHead, LinePrefix};
+use crate::sink::{BoxFuture, DeleteBatch, DeleteOutcome, Sink, WriteBatch, WriteOutcome};
 
 /// This sink's [`Sink::name`].
 pub const NAME: &str = "txt";
@@ -33,10 +33,21 @@ pub struct JsonlSink {
     commits: mpsc::Sender<Pending>,
 }
 
-/// One window's batch, its lines built, waiting for the writer.
-struct Pending {
-    lines: LineBatch,
-    done: oneshot::Sender<Result<UpsertOutcome, String>>,
+/// Work waiting for the writer.
+enum Pending {
+    /// One window's batch, its lines built: goes into a group commit with the others waiting.
+    Lines { lines: LineBatch, done: oneshot::Sender<Result<UpsertOutcome, String>> },
+    /// Deletions: each needs the stored line it rewrites, so they are committed on their own.
+    Deletions { batch: Arc<DeleteBatch>, done: oneshot::Sender<Result<DeleteOutcome, String>> },
+}
+
+impl Pending {
+    fn line_bytes(&self) -> usize {
+        match self {
+            Pending::Lines { lines, .. } => lines.line_bytes(),
+            Pending::Deletions { .. } => 0,
+        }
+    }
 }
 
 /// Reads `id` and the version from a RAW line (used only to rebuild the store's index).
@@ -68,27 +79,39 @@ impl JsonlSink {
 }
 
 /// The writer thread: waits for a batch, takes every other batch already waiting (up to
-/// [`MAX_GROUP_BYTES`]), commits them together, answers each. Ends when the sink is dropped.
+/// [`MAX_GROUP_BYTES`]), commits them together, answers each; deletions are committed alone, in
+/// their turn. Ends when the sink is dropped.
 fn write_groups(store: &Mutex<JsonlStore>, queue: &mpsc::Receiver<Pending>) {
     let mut next = None;
     loop {
         let Some(first) = next.take().or_else(|| queue.recv().ok()) else { return };
-        let mut bytes = first.lines.line_bytes();
-        let mut group = vec![first];
+        let (lines, done) = match first {
+            Pending::Lines { lines, done } => (lines, done),
+            Pending::Deletions { batch, done } => {
+                let _ = done.send(mark_deleted(&mut store.lock().unwrap_or_else(|p| p.into_inner()), &batch));
+                continue;
+            }
+        };
+        let mut bytes = lines.line_bytes();
+        let mut group = vec![(lines, done)];
         while bytes < MAX_GROUP_BYTES {
             match queue.try_recv() {
-                Ok(p) if bytes + p.lines.line_bytes() > MAX_GROUP_BYTES => {
+                Ok(p @ Pending::Deletions { .. }) => {
                     next = Some(p);
                     break;
                 }
-                Ok(p) => {
-                    bytes += p.lines.line_bytes();
-                    group.push(p);
+                Ok(p) if bytes + p.line_bytes() > MAX_GROUP_BYTES => {
+                    next = Some(p);
+                    break;
+                }
+                Ok(Pending::Lines { lines, done }) => {
+                    bytes += lines.line_bytes();
+                    group.push((lines, done));
                 }
                 Err(_) => break,
             }
         }
-        let (batches, answers): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.lines, p.done)).unzip();
+        let (batches, answers): (Vec<_>, Vec<_>) = group.into_iter().unzip();
         let result = store.lock().unwrap_or_else(|p| p.into_inner()).upsert_groups(&batches);
         match result {
             Ok(outcomes) => {
@@ -104,6 +127,36 @@ fn write_groups(store: &Mutex<JsonlStore>, queue: &mpsc::Receiver<Pending>) {
             }
         }
     }
+}
+
+/// Rewrites the stored line of each deleted id as deleted (see [`deleted_line`]) and commits
+/// them as one batch. A line written meanwhile by another process at a newer version wins, as
+/// for any upsert.
+fn mark_deleted(store: &mut JsonlStore, batch: &DeleteBatch) -> Result<DeleteOutcome, String> {
+    let mut newest: std::collections::BTreeMap<&str, chrono::DateTime<chrono::Utc>> = std::collections::BTreeMap::new();
+    for d in &batch.deletions {
+        let at = newest.entry(&d.id).or_insert(d.deleted_at);
+        *at = (*at).max(d.deleted_at);
+    }
+    let mut outcome = DeleteOutcome::default();
+    let mut lines = LineBatch::with_capacity(newest.len(), 0);
+    for (id, deleted_at) in newest {
+        let Some(stored) = store.get(id).map_err(|e| e.to_string())? else {
+            outcome.not_held += 1;
+            continue;
+        };
+        match deleted_line(&stored, deleted_at, batch.learnt_at).map_err(|e| format!("id {id}: {e}"))? {
+            LineDeletion::Mark { line, updated_at_ms, sync_token } => lines.push(id, Version { updated_at_ms, sync_token }, &line),
+            LineDeletion::AlreadyMarked => outcome.already_marked += 1,
+            LineDeletion::NewerKept => outcome.newer_kept += 1,
+        }
+    }
+    if !lines.is_empty() {
+        let written = store.upsert_groups(std::slice::from_ref(&lines)).map_err(|e| e.to_string())?.remove(0);
+        outcome.marked += written.updated as u64;
+        outcome.newer_kept += (written.stale + written.unchanged) as u64;
+    }
+    Ok(outcome)
 }
 
 impl Sink for JsonlSink {
@@ -137,7 +190,7 @@ impl Sink for JsonlSink {
                 }
                 // The fetched pages can go now: only the lines are needed from here on.
                 drop(batch);
-                commits.send(Pending { lines, done })
+                commits.send(Pending::Lines { lines, done })
             })
             .await
             .map_err(|e| Error::Sink(format!("building the lines failed: {e}")))?
@@ -149,6 +202,15 @@ impl Sink for JsonlSink {
                 unchanged: (outcome.unchanged + outcome.duplicates_in_batch) as u64,
                 stale: outcome.stale as u64,
             })
+        })
+    }
+
+    fn delete(&self, batch: Arc<DeleteBatch>) -> BoxFuture<'_, Result<DeleteOutcome, Error>> {
+        let commits = self.commits.clone();
+        Box::pin(async move {
+            let (done, outcome) = oneshot::channel();
+            commits.send(Pending::Deletions { batch, done }).map_err(|_| Error::Sink("the JSON-lines writer thread has stopped".into()))?;
+            outcome.await.map_err(|_| Error::Sink("the JSON-lines writer thread stopped during the deletions".into()))?.map_err(Error::Sink)
         })
     }
 }

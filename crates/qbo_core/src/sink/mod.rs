@@ -54,6 +54,36 @@ impl WriteOutcome {
     }
 }
 
+/// Records QuickBooks reports deleted, learnt at `learnt_at`.
+#[derive(Debug, Clone)]
+pub struct DeleteBatch {
+    pub entity: Entity,
+    pub learnt_at: DateTime<Utc>,
+    pub deletions: Vec<Deleted>,
+}
+
+/// One deleted record and when QuickBooks deleted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    pub id: String,
+    pub deleted_at: DateTime<Utc>,
+}
+
+/// What a [`DeleteBatch`] did to a sink, over its distinct ids. A deleted record keeps its last
+/// state, marked with its deletion time, which is also its version: an edit or re-creation
+/// after the deletion wins over it as any newer version does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeleteOutcome {
+    /// Marked deleted now.
+    pub marked: u64,
+    /// Already marked deleted at that time.
+    pub already_marked: u64,
+    /// Held at a newer version (edited or re-created after the deletion): kept alive.
+    pub newer_kept: u64,
+    /// Never held: nothing to mark.
+    pub not_held: u64,
+}
+
 pub trait Sink: Send + Sync {
     /// Short name for logs and reports (`txt`, `postgres`).
     fn name(&self) -> &str;
@@ -62,6 +92,14 @@ pub trait Sink: Send + Sync {
     fn target(&self) -> String;
 
     fn write(&self, batch: Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>>;
+
+    /// Marks deleted records, atomically and idempotently (see [`DeleteOutcome`]). The RAW
+    /// sinks do; a stage, which only carries fetched records to their export, does not.
+    fn delete(&self, batch: Arc<DeleteBatch>) -> BoxFuture<'_, Result<DeleteOutcome, Error>> {
+        let _ = batch;
+        let name = self.name().to_string();
+        Box::pin(async move { Err(Error::Sink(format!("the {name} sink does not record deletions"))) })
+    }
 
     /// About how many payload bytes this sink likes per batch: every batch costs it a fixed
     /// price (an fsync, a transaction), paid against the memory the batch holds.

@@ -7,11 +7,11 @@
 //! number of concurrent windows), so the windows' batches are written in parallel backends
 //! rather than queueing behind one connection.
 
-use qbo_pg::{PgConfig, PgError, PgWriter, RawRow, TableRef};
+use qbo_pg::{Deletion, PgConfig, PgError, PgWriter, RawRow, TableRef};
 
 use crate::entity::Entity;
 use crate::error::Error;
-use crate::sink::{BoxFuture, Sink, WriteBatch, WriteOutcome};
+use crate::sink::{BoxFuture, DeleteBatch, DeleteOutcome, Sink, WriteBatch, WriteOutcome};
 
 /// This sink's [`Sink::name`].
 pub const NAME: &str = "postgres";
@@ -128,6 +128,14 @@ impl Sink for PostgresSink {
                 unchanged: outcome.unchanged + outcome.duplicates_in_batch,
                 stale: outcome.stale,
             })
+        })
+    }
+
+    fn delete(&self, batch: std::sync::Arc<DeleteBatch>) -> BoxFuture<'_, Result<DeleteOutcome, Error>> {
+        Box::pin(async move {
+            let deletions: Vec<Deletion<'_>> = batch.deletions.iter().map(|d| Deletion { id: &d.id, deleted_at_utc: d.deleted_at }).collect();
+            let o = self.writer.mark_deleted(&self.table, &deletions, batch.learnt_at).await.map_err(pg_error)?;
+            Ok(DeleteOutcome { marked: o.marked, already_marked: o.already_marked, newer_kept: o.newer_kept, not_held: o.not_held })
         })
     }
 }

@@ -3,6 +3,9 @@
 
 use std::io::Write;
 
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+
 use crate::paginate::FetchedRecord;
 use crate::sink::WriteBatch;
 use crate::time::format_utc;
@@ -66,4 +69,79 @@ pub struct LineHead<'a> {
     pub last_updated_utc: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     pub sync_token: std::borrow::Cow<'a, str>,
+}
+
+/// A stored RAW line as a deletion rewrites it: every field kept as stored but the version,
+/// the ingestion time and the deletion mark.
+#[derive(serde::Deserialize)]
+struct StoredLine<'a> {
+    #[serde(borrow)]
+    id: &'a RawValue,
+    #[serde(borrow)]
+    realm_id: &'a RawValue,
+    #[serde(borrow)]
+    entity: &'a RawValue,
+    #[serde(borrow)]
+    last_updated_utc: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    sync_token: &'a RawValue,
+    #[serde(borrow)]
+    extract_window_start_utc: &'a RawValue,
+    #[serde(borrow)]
+    extract_window_end_utc: &'a RawValue,
+    #[serde(borrow)]
+    page_number: &'a RawValue,
+    #[serde(borrow)]
+    page_size: &'a RawValue,
+    #[serde(default, borrow)]
+    deleted_at_utc: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    payload: &'a RawValue,
+}
+
+/// What deleting a stored line at a given time comes to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineDeletion {
+    /// The line to store, with its new version (the deletion time, the stored sync token).
+    Mark { line: Vec<u8>, updated_at_ms: i64, sync_token: u64 },
+    /// Already marked deleted at that time.
+    AlreadyMarked,
+    /// Stored at the deletion's time or later (edited or re-created since): left alive.
+    NewerKept,
+}
+
+/// Rewrites the RAW line `stored` as deleted at `deleted_at`, learnt at `learnt_at`: the same
+/// fields and payload, `last_updated_utc` (the version) set to the deletion time, and
+/// `"deleted_at_utc"` added before the payload. Live lines carry no such key.
+pub fn deleted_line(stored: &[u8], deleted_at: DateTime<Utc>, learnt_at: DateTime<Utc>) -> Result<LineDeletion, String> {
+    let line: StoredLine<'_> = serde_json::from_slice(stored).map_err(|e| format!("a stored line cannot be read ({e})"))?;
+    let stored_at = DateTime::parse_from_rfc3339(&line.last_updated_utc).map_err(|e| format!("a stored line's last_updated_utc cannot be read ({e})"))?;
+    let deleted_text = format_utc(deleted_at);
+    if line.deleted_at_utc.as_deref() == Some(deleted_text.as_str()) {
+        return Ok(LineDeletion::AlreadyMarked);
+    }
+    if stored_at.timestamp_millis() >= deleted_at.timestamp_millis() {
+        return Ok(LineDeletion::NewerKept);
+    }
+    let sync_token = serde_json::from_str::<std::borrow::Cow<'_, str>>(line.sync_token.get()).ok().and_then(|t| t.parse().ok()).unwrap_or(0);
+    let mut out = Vec::with_capacity(stored.len() + 64);
+    out.extend_from_slice(b"{\"id\":");
+    out.extend_from_slice(line.id.get().as_bytes());
+    for (key, value) in [("realm_id", line.realm_id.get()), ("entity", line.entity.get())] {
+        let _ = write!(out, ",\"{key}\":{value}");
+    }
+    let _ = write!(out, ",\"last_updated_utc\":\"{deleted_text}\",\"sync_token\":{}", line.sync_token.get());
+    let _ = write!(out, ",\"ingested_at_utc\":\"{}\"", format_utc(learnt_at));
+    for (key, value) in [
+        ("extract_window_start_utc", line.extract_window_start_utc.get()),
+        ("extract_window_end_utc", line.extract_window_end_utc.get()),
+        ("page_number", line.page_number.get()),
+        ("page_size", line.page_size.get()),
+    ] {
+        let _ = write!(out, ",\"{key}\":{value}");
+    }
+    let _ = write!(out, ",\"deleted_at_utc\":\"{deleted_text}\",\"payload\":");
+    out.extend_from_slice(line.payload.get().as_bytes());
+    out.push(b'}');
+    Ok(LineDeletion::Mark { line: out, updated_at_ms: deleted_at.timestamp_millis(), sync_token })
 }
