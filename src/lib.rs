@@ -7,6 +7,7 @@ mod client;
 mod convert;
 mod emulator;
 mod errors;
+mod frames;
 mod postgres;
 mod report;
 mod runtime;
@@ -42,6 +43,8 @@ mod _qbo_rs {
     use super::client::{BackfillJob, Credentials, EstimateJob, QboClient};
     #[pymodule_export]
     use super::emulator::NativeEmulator;
+    #[pymodule_export]
+    use super::frames::{_read_txt, RawTxt};
     #[pymodule_export]
     use super::postgres::PostgresWriter;
     #[pymodule_export]

@@ -11,7 +11,7 @@ The engine is Rust (HTTP, JSON, pacing, writing); this package is its typed face
 Nothing runs at import time: the tokio runtime is created on first use.
 """
 
-from qbo_rs import exceptions, options
+from qbo_rs import exceptions, frames, options
 from qbo_rs._qbo_rs import (
     BackfillReport,
     Credentials,
@@ -38,6 +38,7 @@ from qbo_rs.client import (
     export_window,
     export_window_async,
 )
+from qbo_rs.frames import RawTable, read_txt
 
 __all__ = [
     "BackfillReport",
@@ -62,6 +63,9 @@ __all__ = [
     "export_window",
     "export_window_async",
     "options",
+    "frames",
+    "RawTable",
+    "read_txt",
     "parse_instant",
     "plan_windows",
 ]

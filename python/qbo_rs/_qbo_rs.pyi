@@ -31,6 +31,7 @@ __all__ = [
     "ExportJob",
     "NativeEmulator",
     "PostgresWriter",
+    "RawTxt",
     "QboClient",
     "ReadShare",
     "ShareExportJob",
@@ -45,6 +46,7 @@ __all__ = [
     "__version__",
     "_export_job",
     "_export_share_job",
+    "_read_txt",
     "default_limiter_dir",
     "default_token_store",
     "parse_instant",
@@ -56,6 +58,22 @@ def parse_instant(value: _DateLike, name: str = "value") -> datetime:
     """``value`` as an aware UTC datetime, read exactly as :func:`plan_windows` and the backfills
     read their bounds: an ISO date (midnight UTC), an ISO datetime (naive means UTC, an offset is
     converted), a ``date`` or a ``datetime``. Raises ``ConfigError`` naming ``name``."""
+
+@final
+class RawTxt:
+    """A RAW file to read as Arrow record batches (wrapped by :class:`qbo_rs.frames.RawTable`)."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def entity(self) -> str: ...
+    @property
+    def typed_fields(self) -> List[str]: ...
+    def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object: ...
+
+def _read_txt(
+    path: Union[str, "os.PathLike[str]"], entity: Optional[str] = None, batch_rows: Optional[int] = None
+) -> RawTxt: ...
 
 @final
 class Window:
