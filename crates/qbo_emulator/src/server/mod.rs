@@ -196,6 +196,10 @@ impl Shared {
     }
 
     fn roll_fault(&self, k: &Knobs, kind: RequestKind) -> Option<FaultKind> {
+        // No fault mode on: nothing to count (positions and periods restart when one is set).
+        if k.fault_rate <= 0.0 && k.fault_first_k == 0 && k.fault_every_secs == 0 {
+            return None;
+        }
         let f = lock(&self.faults).draw(k, kind, Instant::now())?;
         let mut st = lock(&self.stats);
         st.faults_injected += 1;
