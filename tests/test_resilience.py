@@ -71,6 +71,21 @@ def test_access_token_expiry_mid_run(client_factory, tmp_path: Path):
         assert landed_versions(read_raw(tmp_path / "invoices.txt")) == truth_versions(emu, "Invoice")
 
 
+def test_natural_expiry_is_refreshed_through_by_a_client_without_a_token_store(tmp_path: Path):
+    """Access tokens that really expire (a 2 s lifetime, nothing revoked by the test), as they do
+    on QuickBooks after their stated expires_in: qbo_rs, holding its tokens in memory only,
+    refreshes by itself across several lifetimes and the backfill lands every record."""
+    with QboEmulator(seed=5, invoices=1200, customers=10, items=10, access_token_ttl_secs=2, latency_ms=80) as emu:
+        client = qbo_rs.QboClient(
+            emu.credentials(), token_store=None, backoff_base=0.01, requests_per_minute=600_000, max_in_flight=1
+        )
+        report = client.backfill("invoice", RANGE_START, RANGE_END, chunk_days=365, page_size=20, data_dir=tmp_path)
+        stats = emu.stats()
+        assert report.ok and report.duration_s >= 4.5, report.to_dict()
+        assert stats["token_refreshes"] >= 3, "each 2 s token was replaced by the client itself"
+        assert landed_versions(read_raw(tmp_path / "invoices.txt")) == truth_versions(emu, "Invoice")
+
+
 def test_revoked_access_token_refreshes_once(emulator: QboEmulator, client_factory, tmp_path: Path):
     client = client_factory(emulator)
     client.backfill("item", RANGE_START, RANGE_END, data_dir=tmp_path)
