@@ -13,11 +13,15 @@ WHEEL_STAMP := $(VENV)/.qbo_rs-built
 MAGE_VENV := .venv-mage
 MAGE_PY := $(MAGE_VENV)/bin/python
 MAGE_STAMP := $(MAGE_VENV)/.qbo_rs-built
+# singer-io's tap-quickbooks, a third-party QuickBooks client the emulator is tested against,
+# in a test-only venv: it pins requests and singer-python, and needs nothing of qbo_rs.
+TAP_VENV := .venv-tap
+TAP_PY := $(TAP_VENV)/bin/python
 RUST_SOURCES := $(shell find src crates -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock pyproject.toml $(shell find python -name '*.py' -o -name '*.pyi')
 DEMO_START ?= 2015-01-01
 DEMO_END ?= 2026-01-01
 
-.PHONY: help wheel mage-venv demo demo-cli mage-ui compose-tool compose-check test lint test-rust test-python bench bench-smoke stubtest clean
+.PHONY: help wheel mage-venv tap-venv demo demo-cli mage-ui compose-tool compose-check test lint test-rust test-python bench bench-smoke stubtest clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -51,6 +55,15 @@ $(MAGE_STAMP): $(MAGE_VENV)/.deps $(WHEEL_STAMP)
 
 mage-venv: $(MAGE_STAMP) ## mage-ai 0.9.80 + the qbo_rs wheel in .venv-mage
 
+$(TAP_VENV)/.deps:
+	$(PYTHON) -m venv $(TAP_VENV)
+	$(TAP_PY) -m pip install --quiet --upgrade pip
+	$(TAP_PY) -m pip install --quiet "tap-quickbooks==2.5.0"
+	$(TAP_PY) -m pip check
+	touch $@
+
+tap-venv: $(TAP_VENV)/.deps ## singer-io's tap-quickbooks 2.5.0 in .venv-tap (tests drive it against the emulator)
+
 demo: $(MAGE_STAMP) ## the three Mage pipelines, headless, against the bundled emulator into data/*.txt
 	@./scripts/mage_demo.sh "$(abspath $(MAGE_PY))" "$(DEMO_START)" "$(DEMO_END)"
 
@@ -82,8 +95,8 @@ lint: $(VENV)/.deps ## rustfmt, clippy (warnings are errors), ruff lint and form
 test-rust: lint ## cargo tests of the pure-Rust crates (PostgreSQL ones use $$QBO_RS_TEST_DSN; `make test` provides one)
 	cargo test --workspace --exclude qbo_rs --quiet
 
-test-python: $(WHEEL_STAMP) $(MAGE_STAMP) compose-tool stubtest ## pytest against the installed wheel (Mage tests drive .venv-mage)
-	QBO_RS_MAGE_PYTHON="$(abspath $(MAGE_PY))" $(PY) -m pytest -q
+test-python: $(WHEEL_STAMP) $(MAGE_STAMP) $(TAP_VENV)/.deps compose-tool stubtest ## pytest against the installed wheel (Mage tests drive .venv-mage, tap-quickbooks tests .venv-tap)
+	QBO_RS_MAGE_PYTHON="$(abspath $(MAGE_PY))" QBO_RS_TAP_PYTHON="$(abspath $(TAP_PY))" $(PY) -m pytest -q
 
 stubtest: $(WHEEL_STAMP) ## check the .pyi stubs against the compiled module
 	$(PY) -m mypy.stubtest qbo_rs._qbo_rs --allowlist .stubtest-allowlist
@@ -100,4 +113,4 @@ bench-smoke: $(WHEEL_STAMP) $(MAGE_STAMP) ## the benchmarks at tiny sizes, so th
 	$(MAGE_PY) scripts/data_bench.py --smoke
 
 clean:
-	rm -rf target/wheels $(VENV) $(MAGE_VENV) data bench-results
+	rm -rf target/wheels $(VENV) $(MAGE_VENV) $(TAP_VENV) data bench-results

@@ -53,3 +53,41 @@ def test_python_quickbooks_reads_the_emulator(monkeypatch):
             timeout=10,
         )
         assert old.status_code == 400 and old.json()["error"] == "invalid_grant"
+
+
+def test_an_all_without_orderby_gets_the_default_order_the_knob_picks(monkeypatch):
+    """python-quickbooks' ``all()`` sends no ORDERBY, so what it gets is the order QuickBooks
+    leaves unspecified: the emulator answers as recorded sandbox answers came (newest invoice
+    first) or, with ``default_order="Id"``, by ascending Id."""
+    from quickbooks import QuickBooks
+    from quickbooks.objects.invoice import Invoice
+
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    with QboEmulator(seed=22, invoices=120, customers=10, items=10) as emu:
+        env = emu.env()
+        auth = intuitlib.client.AuthClient(
+            env["QBO_CLIENT_ID"],
+            env["QBO_CLIENT_SECRET"],
+            "http://localhost/callback",
+            environment=emu.base_url + "/.well-known/openid_configuration",
+            refresh_token=env["QBO_REFRESH_TOKEN"],
+        )
+        auth.refresh()
+        monkeypatch.setattr(QuickBooks, "api_url_v3", emu.base_url + "/v3")
+        qb = QuickBooks(auth_client=auth, refresh_token=auth.refresh_token, company_id=emu.realm_id, minorversion=75)
+
+        truth = emu.truth("Invoice")
+        newest_first = [r["id"] for r in sorted(truth, key=lambda r: (-_instant(r), int(r["id"])))]
+        assert emu.knobs()["default_order"] == "Observed"
+        assert [i.Id for i in Invoice.all(max_results=20, qb=qb)] == newest_first[:20]
+        assert [i.Id for i in Invoice.all(start_position=21, max_results=20, qb=qb)] == newest_first[20:40]
+
+        emu.set_knobs(default_order="Id")
+        assert [i.Id for i in Invoice.all(max_results=20, qb=qb)] == [str(n) for n in range(1, 21)]
+        assert [i.Id for i in Invoice.all(start_position=21, max_results=20, qb=qb)] == [str(n) for n in range(21, 41)]
+
+
+def _instant(row: dict) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(row["last_updated_utc"].replace("Z", "+00:00")).timestamp()

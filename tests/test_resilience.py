@@ -71,6 +71,47 @@ def test_access_token_expiry_mid_run(client_factory, tmp_path: Path):
         assert landed_versions(read_raw(tmp_path / "invoices.txt")) == truth_versions(emu, "Invoice")
 
 
+def test_natural_expiry_is_refreshed_through_by_a_client_without_a_token_store(tmp_path: Path):
+    """Access tokens that really expire (a 2 s lifetime, nothing revoked by the test), as they do
+    on QuickBooks after their stated expires_in: qbo_rs, holding its tokens in memory only,
+    refreshes by itself across several lifetimes and the backfill lands every record."""
+    with QboEmulator(seed=5, invoices=1200, customers=10, items=10, access_token_ttl_secs=2, latency_ms=80) as emu:
+        client = qbo_rs.QboClient(
+            emu.credentials(), token_store=None, backoff_base=0.01, requests_per_minute=600_000, max_in_flight=1
+        )
+        report = client.backfill("invoice", RANGE_START, RANGE_END, chunk_days=365, page_size=20, data_dir=tmp_path)
+        stats = emu.stats()
+        assert report.ok and report.duration_s >= 4.5, report.to_dict()
+        assert stats["token_refreshes"] >= 3, "each 2 s token was replaced by the client itself"
+        assert landed_versions(read_raw(tmp_path / "invoices.txt")) == truth_versions(emu, "Invoice")
+
+
+def test_faults_by_position_are_the_same_for_two_clients_whatever_they_send(client_factory, tmp_path: Path):
+    """With fault_first_k the first K pages and the first K counts fault, taking fault_kinds in
+    turn: two runs that send different numbers of requests (pages of 200 and of 50) meet the
+    same faults, and both land every record. (The fault_rate dice would give the run with more
+    requests more faults.)"""
+    with QboEmulator(seed=12, invoices=1500, customers=10, items=10) as emu:
+        met = []
+        for page_size in (200, 50):
+            emu.set_knobs(fault_first_k=0)
+            emu.set_knobs(fault_first_k=3, fault_kinds=["Http500", "Reset", "Fault200"])  # positions count from here
+            before = emu.stats()["faults_by_request"]
+            client = client_factory(emu, max_retries=8)
+            data = tmp_path / str(page_size)
+            report = client.backfill(
+                "invoice", RANGE_START, RANGE_END, chunk_days=365, page_size=page_size, data_dir=data
+            )
+            after = emu.stats()["faults_by_request"]
+            assert report.ok and report.retries >= 6, report.to_dict()
+            assert landed_versions(read_raw(data / "invoices.txt")) == truth_versions(emu, "Invoice")
+            new = {kind: after[kind] - before.get(kind, 0) for kind in after}
+            met.append(({kind: n for kind, n in new.items() if n}, report.requests))
+        (faults_200, requests_200), (faults_50, requests_50) = met
+        assert requests_50 > requests_200
+        assert faults_200 == faults_50 == {"query_page": 3, "query_count": 3}
+
+
 def test_revoked_access_token_refreshes_once(emulator: QboEmulator, client_factory, tmp_path: Path):
     client = client_factory(emulator)
     client.backfill("item", RANGE_START, RANGE_END, data_dir=tmp_path)

@@ -9,13 +9,18 @@
 
 Keyword arguments are the emulator's configuration (seed, invoices, customers, items,
 data_start, data_end, realm_id, client_id, client_secret, refresh_token, host, port) and
-its run-time knobs (throttle_per_minute, max_in_flight, latency_ms, fault_rate,
-fault_kinds, slow_ms, throttle_body, retry_after_secs, force_429_next, force_429_after,
-throttle_for_secs, edit_rate, access_token_ttl_secs, refresh_rotate_after_secs,
-old_refresh_grace_secs); knobs can be
-changed while it runs with :meth:`QboEmulator.set_knobs`. ``throttle_per_minute`` and
-``max_in_flight`` default to QuickBooks' 500 and 10; ``0`` (or ``None``) means no limit, as
-with ``qbo-rs emulator``.
+its run-time knobs (throttle_per_minute, batch_per_minute, max_in_flight, latency_ms,
+fault_rate, fault_kinds, fault_first_k, fault_every_secs, slow_ms, throttle_body,
+retry_after_secs, force_429_next, force_429_after, throttle_for_secs, edit_rate,
+access_token_ttl_secs, refresh_rotate_after_secs, old_refresh_grace_secs,
+cdc_max_lookback_days, default_order); knobs can be changed while it runs with
+:meth:`QboEmulator.set_knobs`. ``throttle_per_minute``, ``batch_per_minute`` and
+``max_in_flight`` default to QuickBooks' 500 (a batch item counts as one), 40 and 10; ``0`` (or
+``None``) means no limit, as with ``qbo-rs emulator``. Faults by position
+(``fault_first_k``) or by time (``fault_every_secs``) are the same for every client, unlike the
+``fault_rate`` dice; ``access_token_ttl_secs`` is how to test expiry (``expire_access_tokens``
+revokes); ``default_order`` (``"Observed"`` or ``"Id"``) orders a query without ORDERBY.
+docs/emulator.md says where each behaviour comes from.
 """
 
 from __future__ import annotations
@@ -122,6 +127,8 @@ class QboEmulator:
         return self.native.truth(entity)
 
     def stats(self) -> Dict[str, Any]:
+        """The counters: requests by route and status, 429s (``batch_throttled`` among them),
+        ``metered_calls``, faults (``faults_by_kind``, ``faults_by_request``), edits, refreshes."""
         return self.native.stats()
 
     def knobs(self) -> Dict[str, Any]:
@@ -140,5 +147,6 @@ class QboEmulator:
         return self.native.edit(entity, record_id)
 
     def expire_access_tokens(self) -> None:
-        """Makes every issued access token invalid: the next API call gets a 401."""
+        """Revokes every issued access token before its stated expiry: the next API call gets a
+        401. To test natural expiry, set ``access_token_ttl_secs`` instead."""
         self.native.expire_access_tokens()

@@ -191,7 +191,7 @@ struct EmulatorArgs {
     customers: usize,
     #[arg(long, default_value_t = 150)]
     items: usize,
-    /// Query requests per realm per sliding minute before 429s (QBO: 500; 0 = no limit).
+    /// Calls per realm per sliding minute before 429s, a batch item counting as one (QBO: 500; 0 = no limit).
     #[arg(long, default_value_t = 500)]
     throttle_per_minute: u32,
     /// Concurrent query requests per realm before 429s (QBO: 10; 0 = no limit).

@@ -60,8 +60,9 @@ impl Default for EmulatorConfig {
     }
 }
 
-/// A kind of injected failure, drawn uniformly from [`Knobs::fault_kinds`] when a query request
-/// loses the `fault_rate` dice.
+/// A kind of injected failure: drawn uniformly from [`Knobs::fault_kinds`] when an API request
+/// loses the `fault_rate` dice, taken from it in order by [`Knobs::fault_first_k`] and
+/// [`Knobs::fault_every_secs`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FaultKind {
     /// HTTP 500 with a `SystemFault` code 10000 body.
@@ -105,22 +106,50 @@ pub enum ThrottleBody {
     Xml,
 }
 
+/// The order of a `SELECT *` without ORDERBY. Intuit leaves it unspecified; what one recorded
+/// sandbox answered is [`DefaultOrder::Observed`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DefaultOrder {
+    /// As QuickBooks has been seen to answer: name lists (Customer, Item) by name
+    /// case-insensitively, transactions (Invoice) by LastUpdatedTime descending (one recorded
+    /// sample, of SalesReceipt); ties by numeric Id.
+    #[default]
+    Observed,
+    /// Ascending numeric Id, for every entity: a client that forgets ORDERBY sees another order
+    /// than the observed one.
+    Id,
+}
+
 /// Behaviour that can change while the emulator runs. `POST /_emulator/knobs` takes a partial
 /// JSON object of these fields. Deserialising rejects unknown keys; missing keys take defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Knobs {
-    /// Accepted query requests allowed in any sliding 60 s window per realm; `None` or 0 = no limit.
-    /// Default `Some(500)` (Intuit's documented per-realm limit).
+    /// Calls admitted in any sliding 60 s window per realm, a batch counting one call per item;
+    /// `None` or 0 = no limit. Default `Some(500)` (Intuit's documented per-realm limit).
     pub throttle_per_minute: Option<u32>,
+    /// Batch requests admitted in any sliding 60 s window; `None` or 0 = no limit. Default
+    /// `Some(40)` (Intuit's documented limit per realm and app; the emulator serves one of each).
+    pub batch_per_minute: Option<u32>,
     /// Concurrent query requests allowed per realm; `None` or 0 = no limit. Default `Some(10)`.
     pub max_in_flight: Option<u32>,
     /// Added to every API response (a tokio sleep, no CPU). Default 0.
     pub latency_ms: u64,
-    /// Probability per query request of an injected fault. Default 0.
+    /// Probability per API request of an injected fault, drawn from one seeded stream: a client
+    /// that sends fewer requests meets fewer faults. Default 0.
     pub fault_rate: f64,
-    /// Kinds drawn from when a fault is injected. Default: all.
+    /// Kinds a fault is drawn from (`fault_rate`) or taken from in turn (`fault_first_k`,
+    /// `fault_every_secs`: the n-th such fault of a request kind is `fault_kinds[n % len]`).
+    /// Default: all.
     pub fault_kinds: Vec<FaultKind>,
+    /// Faults by position: the first K admitted requests of each request kind (query page, query
+    /// count, batch, CDC, read) fault, counted from when the knob took its value. Two clients
+    /// meet the same faults at the same step whatever else they send. Default 0.
+    pub fault_first_k: u32,
+    /// Faults by time: in every period of this many seconds, counted from when the knob took its
+    /// value, the first admitted request of each request kind faults. Two clients running for
+    /// the same time meet the same number of faults per kind. Default 0 (off).
+    pub fault_every_secs: u32,
     /// Sleep of a [`FaultKind::Slow`] fault. Default 3000.
     pub slow_ms: u64,
     /// Format of 429 bodies. Default JSON.
@@ -149,16 +178,21 @@ pub struct Knobs {
     /// Oldest `changedSince` the CDC endpoint accepts, in days before now; `None` = no limit.
     /// Default `Some(30)` (Intuit's documented look-back).
     pub cdc_max_lookback_days: Option<u32>,
+    /// Order of a `SELECT *` without ORDERBY. Default [`DefaultOrder::Observed`].
+    pub default_order: DefaultOrder,
 }
 
 impl Default for Knobs {
     fn default() -> Self {
         Knobs {
             throttle_per_minute: Some(500),
+            batch_per_minute: Some(40),
             max_in_flight: Some(10),
             latency_ms: 0,
             fault_rate: 0.0,
             fault_kinds: FaultKind::ALL.to_vec(),
+            fault_first_k: 0,
+            fault_every_secs: 0,
             slow_ms: 3000,
             throttle_body: ThrottleBody::Json,
             retry_after_secs: None,
@@ -170,6 +204,7 @@ impl Default for Knobs {
             refresh_rotate_after_secs: 86400,
             old_refresh_grace_secs: 0,
             cdc_max_lookback_days: Some(30),
+            default_order: DefaultOrder::Observed,
         }
     }
 }
@@ -177,6 +212,6 @@ impl Default for Knobs {
 impl Knobs {
     /// Knobs with no throttling, no faults, no edits: the emulator as a plain fast server.
     pub fn unthrottled() -> Self {
-        Knobs { throttle_per_minute: None, max_in_flight: None, ..Knobs::default() }
+        Knobs { throttle_per_minute: None, batch_per_minute: None, max_in_flight: None, ..Knobs::default() }
     }
 }

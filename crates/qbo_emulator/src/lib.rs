@@ -21,7 +21,7 @@
 //! | Route | What |
 //! |---|---|
 //! | `GET\|POST /v3/company/{realm}/query` | Statement from `?query=` or from the body (`application/text`, `text/plain`, any other type as raw text, or a form field `query`). `minorversion` is ignored (every value is served as 75). |
-//! | `POST /v3/company/{realm}/batch` | `{"BatchItemRequest":[{"bId":..,"Query":..}]}`, query items only, at most 30; HTTP 200 with per-item `QueryResponse` or `Fault`. |
+//! | `POST /v3/company/{realm}/batch` | `{"BatchItemRequest":[{"bId":..,"Query":..}]}`, query items only, at most 30; HTTP 200 with per-item `QueryResponse` or `Fault`. Each item is a call in the realm's minute and, when it answers, a metered read; at most [`Knobs::batch_per_minute`] (40) batches a minute. |
 //! | `GET /v3/company/{realm}/cdc?entities=..&changedSince=..` | Records with LastUpdatedTime >= changedSince, ascending, 1000 objects at most; [`Knobs::cdc_max_lookback_days`] (30) enforced. No deleted stubs (nothing is deleted). |
 //! | `GET /v3/company/{realm}/{entity}/{id}` | One record, `{"Invoice":{..},"time":..}`; unknown Id → 400 code 610. |
 //! | `POST /oauth2/v1/tokens/bearer` | `grant_type=refresh_token`; client auth by HTTP Basic (takes precedence) or `client_id`/`client_secret` form fields. |
@@ -35,7 +35,7 @@
 //! Order of checks on an API request: bearer token (401 with the lower-case envelope Intuit
 //! sends with a 401, and `WWW-Authenticate: Bearer realm="Intuit", error="invalid_token"`), realm
 //! (403, code 3100, same envelope), throttle (429, code 3001), then `latency_ms`, then the fault
-//! dice, then parsing (400 ValidationFault), then the answer.
+//! (dice, position or time), then parsing (400 ValidationFault), then the answer.
 //!
 //! ## Real clients
 //!
@@ -88,8 +88,10 @@
 //! Semantics: default MAXRESULTS 100; `maxResults` in the answer is the number of rows returned;
 //! an empty page is `{"QueryResponse":{},"time":..}`; COUNT is `{"QueryResponse":{"totalCount":n}}`
 //! (also for 0). Inactive Customers/Items are hidden unless the WHERE filters on `Active` (COUNT
-//! too). Without ORDERBY, Customer/Item come by name case-insensitively and Invoice by
-//! LastUpdatedTime DESC. Ties are always broken by numeric Id ascending (also inside
+//! too). Without ORDERBY the order is [`Knobs::default_order`]: [`DefaultOrder::Observed`]
+//! (Customer/Item by name case-insensitively, Invoice by LastUpdatedTime DESC, as recorded
+//! sandbox answers came; Intuit leaves it unspecified) or [`DefaultOrder::Id`] (ascending Id).
+//! Ties are always broken by numeric Id ascending (also inside
 //! `ORDERBY MetaData.LastUpdatedTime DESC`), so every order is deterministic.
 //!
 //! ## Generated data (what tests may rely on)
@@ -138,14 +140,23 @@
 //!
 //! ## Throttling and faults
 //!
-//! [`Knobs::throttle_per_minute`] (default 500) limits admitted API requests in any sliding 60 s
-//! window, [`Knobs::max_in_flight`] (default 10) concurrent ones; the emulator serves one realm,
-//! so these are per realm. Over either, or while [`Knobs::force_429_next`] > 0, the answer is 429
+//! [`Knobs::throttle_per_minute`] (default 500) limits admitted calls in any sliding 60 s window
+//! (a batch weighs one call per item and is let in only when all fit), [`Knobs::batch_per_minute`]
+//! (default 40) batch requests, [`Knobs::max_in_flight`] (default 10) concurrent requests; the
+//! emulator serves one realm and one app, so these are per realm (and app). Over any of them, or
+//! while [`Knobs::force_429_next`] > 0 or a `throttle_for_secs` storm lasts, the answer is 429
 //! with code 3001 as JSON (default) or XML, with `Retry-After` if configured. Rejected requests do
-//! not count in the window. With [`Knobs::fault_rate`] each admitted API request may get one of
-//! [`FaultKind`]: 500 SystemFault 10000, 503, a connection reset mid-body, a slow answer, a
-//! truncated 200 body, or a 200 carrying a Fault. The dice are seeded, so a fixed request sequence
-//! sees the same faults.
+//! not count in the windows. [`Stats::metered_calls`] counts the reads QuickBooks meters (each
+//! query, CDC and read answered whole, each answered batch item).
+//!
+//! An admitted API request may get one of [`FaultKind`]: 500 SystemFault 10000, 503, a connection
+//! reset mid-body, a slow answer, a truncated 200 body, or a 200 carrying a Fault. Three ways to
+//! choose which: [`Knobs::fault_rate`], seeded dice per request (a fixed request sequence sees the
+//! same faults, but fewer requests meet fewer faults); [`Knobs::fault_first_k`], the first K
+//! requests of each request kind (query page, query count, batch, CDC, read); and
+//! [`Knobs::fault_every_secs`], the first request of each kind in every period. The last two take
+//! [`Knobs::fault_kinds`] in turn and count from when the knob took its value, so two clients
+//! meet comparable faults whatever number of requests they send.
 //!
 //! ## Admin HTTP routes (no auth)
 //!
@@ -156,7 +167,7 @@
 //! | `GET /_emulator/knobs` | [`Knobs`] |
 //! | `POST /_emulator/knobs` | JSON object with any subset of the knob fields; answers the new knobs (400 on unknown fields or bad values) |
 //! | `POST /_emulator/edit/{entity}/{id}` | edit one record now; answers its [`TruthRow`] |
-//! | `POST /_emulator/expire-access-tokens` | every issued access token becomes invalid; `{"expired":n}` |
+//! | `POST /_emulator/expire-access-tokens` | every issued access token becomes invalid before its stated expiry (a revocation; natural expiry is [`Knobs::access_token_ttl_secs`]); `{"expired":n}` |
 //! | `GET /_emulator/summary` | [`DataSummary`] |
 //! | `GET /_emulator/credentials` | the (fake) realm id, client id/secret, initial and current refresh token |
 //!
@@ -173,8 +184,8 @@
 //! Only JSON is served (no XML for a missing `Accept`); plain HTTP only (no TLS); OR,
 //! projections other than `*` (extra `SELECT *, Sku` names are accepted and ignored),
 //! `Iterator`, deletes, token revocation, the authorization-code grant and the monthly quota are
-//! not emulated; the 10 requests/second limit is not separate from `max_in_flight`; batch
-//! requests count as one request and have no separate 40/min limit; CDC never returns deleted
+//! not emulated; the 10 requests/second limit is not separate from `max_in_flight`; the 120 batch
+//! requests a minute per realm across apps are not reachable (one app); CDC never returns deleted
 //! stubs; the "101 rows for MAXRESULTS 100" quirk is not injected.
 
 pub mod auth;
@@ -195,7 +206,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{EmulatorConfig, FaultKind, Knobs, ThrottleBody};
+pub use config::{DefaultOrder, EmulatorConfig, FaultKind, Knobs, ThrottleBody};
 pub use data::{empty_months, Burst, DataSummary, Entity, EntitySummary};
 pub use pacific::format_pacific;
 pub use server::QBO_VERSION;

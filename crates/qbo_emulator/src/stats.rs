@@ -18,13 +18,21 @@ pub struct Stats {
     pub query_requests: u64,
     /// 429 answers (window, in-flight or forced).
     pub throttled: u64,
-    /// 429 answers caused by [`crate::Knobs::force_429_next`].
+    /// 429 answers caused by [`crate::Knobs::force_429_next`] or `throttle_for_secs`.
     pub forced_throttled: u64,
+    /// 429 answers to batch requests over [`crate::Knobs::batch_per_minute`].
+    pub batch_throttled: u64,
+    /// Reads answered whole, as QuickBooks meters them: each query (page or COUNT), CDC and
+    /// single-record read, and each batch item that answered a `QueryResponse`. Refusals, errors
+    /// and injected faults are not metered.
+    pub metered_calls: u64,
     /// 401 answers on API routes.
     pub unauthorized: u64,
     /// Injected faults, total and by [`crate::FaultKind::name`].
     pub faults_injected: u64,
     pub faults_by_kind: BTreeMap<String, u64>,
+    /// Injected faults by request kind (`query_page`, `query_count`, `batch`, `cdc`, `read`).
+    pub faults_by_request: BTreeMap<String, u64>,
     /// Edits made (by `edit_rate` during paging, by [`crate::Emulator::edit`] or the admin route).
     pub edits: u64,
     /// Edits made by `edit_rate` during paging.

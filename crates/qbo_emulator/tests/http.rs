@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use qbo_emulator::{Emulator, EmulatorConfig, FaultKind, Knobs, ThrottleBody};
+use qbo_emulator::{DefaultOrder, Emulator, EmulatorConfig, FaultKind, Knobs, ThrottleBody};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
@@ -707,4 +707,180 @@ async fn a_storm_by_time_throttles_every_request_until_it_ends() {
     }
     assert!(refused >= 5, "refused {refused} times");
     assert!(started.elapsed() >= Duration::from_millis(950), "the storm lasts its time, not a count");
+}
+
+/// Posts a batch of query items (bIds `0`, `1`, ...) and returns its status and body.
+async fn batch(http: &Client, emu: &Emulator, tok: &str, queries: &[&str]) -> (StatusCode, Value) {
+    let items: Vec<Value> = queries.iter().enumerate().map(|(i, q)| serde_json::json!({"bId": i.to_string(), "Query": q})).collect();
+    let r = http
+        .post(format!("{}/v3/company/{}/batch", emu.base_url(), emu.realm_id()))
+        .bearer_auth(tok)
+        .json(&serde_json::json!({ "BatchItemRequest": items }))
+        .send()
+        .await
+        .unwrap();
+    let s = r.status();
+    let body = r.text().await.unwrap();
+    (s, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+}
+
+#[tokio::test]
+async fn batch_items_are_calls_in_the_realms_minute_and_each_answered_one_is_metered() {
+    let emu = start(EmulatorConfig { knobs: Knobs { throttle_per_minute: Some(10), ..Knobs::unthrottled() }, ..cfg(30) }).await;
+    let http = Client::new();
+    let tok = emu.issue_access_token();
+    let page = "SELECT * FROM Invoice ORDERBY MetaData.LastUpdatedTime MAXRESULTS 5";
+    let count = "SELECT COUNT(*) FROM Item";
+    // Four items, one of them bad: four calls in the window, three metered reads.
+    let (s, v) = batch(&http, &emu, &tok, &[page, count, page, "SELECT * FROM Nope"]).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["BatchItemResponse"][3]["Fault"]["Error"][0]["code"], "4001");
+    let st = emu.stats();
+    assert_eq!((st.max_requests_in_60s, st.metered_calls), (4, 3));
+    assert_eq!(get_q(&http, &emu, &tok, count).await.0, 200, "five calls so far");
+    // Six more items would make 11 calls: the whole batch is refused, and counts nowhere.
+    let (s, v) = batch(&http, &emu, &tok, &[count; 6]).await;
+    assert_eq!(s, 429);
+    assert_eq!(v["Fault"]["Error"][0]["code"], "3001");
+    let (s, _) = batch(&http, &emu, &tok, &[count; 5]).await;
+    assert_eq!(s, 200, "five fit");
+    assert_eq!(get_q(&http, &emu, &tok, count).await.0, 429, "the minute holds its 10 calls");
+    let st = emu.stats();
+    assert_eq!((st.max_requests_in_60s, st.metered_calls, st.throttled, st.batch_throttled), (10, 3 + 1 + 5, 2, 0));
+    // Errors, refusals and injected faults are not metered; reads and CDC are.
+    emu.set_knobs(Knobs { fault_first_k: 1, fault_kinds: vec![FaultKind::Http500], ..Knobs::unthrottled() });
+    assert_eq!(get_q(&http, &emu, &tok, count).await.0, 500);
+    assert_eq!(get_q(&http, &emu, &tok, count).await.0, 200);
+    assert_eq!(get_q(&http, &emu, &tok, "SELECT * FROM Nope").await.0, 500, "the first page-kind request faults");
+    assert_eq!(get_q(&http, &emu, &tok, "SELECT * FROM Nope").await.0, 400);
+    let read = http.get(format!("{}/company/{}/invoice/3", emu.api_url(), emu.realm_id())).bearer_auth(&tok).send().await.unwrap();
+    assert_eq!(read.status(), 500, "the first read faults too: each request kind has its own first K");
+    let read = http.get(format!("{}/company/{}/invoice/3", emu.api_url(), emu.realm_id())).bearer_auth(&tok).send().await.unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(emu.stats().metered_calls, 9 + 1 + 1);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn more_than_40_batches_a_minute_get_a_429_while_queries_still_pass() {
+    let emu = start(EmulatorConfig { knobs: Knobs { max_in_flight: None, ..Knobs::default() }, ..cfg(10) }).await;
+    assert_eq!((emu.knobs().batch_per_minute, emu.knobs().throttle_per_minute), (Some(40), Some(500)), "Intuit's limits by default");
+    let http = Client::new();
+    let tok = emu.issue_access_token();
+    let count = "SELECT COUNT(*) FROM Invoice";
+    for n in 0..40 {
+        assert_eq!(batch(&http, &emu, &tok, &[count]).await.0, 200, "batch {n}");
+    }
+    let (s, v) = batch(&http, &emu, &tok, &[count]).await;
+    assert_eq!(s, 429);
+    assert_eq!(v["Fault"]["Error"][0]["code"], "3001");
+    assert!(v["Fault"]["Error"][0]["Message"].as_str().unwrap().contains("ThrottleExceeded"));
+    assert_eq!(get_q(&http, &emu, &tok, count).await.0, 200, "40 calls are far from the realm's 500");
+    let st = emu.stats();
+    assert_eq!((st.batch_throttled, st.throttled, st.metered_calls), (1, 1, 41));
+    assert_eq!(st.status_count("batch", 429), 1);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn faults_by_position_hit_the_first_k_of_each_request_kind_whatever_else_a_client_sends() {
+    let emu = start(cfg(30)).await;
+    let http = Client::new();
+    let tok = emu.issue_access_token();
+    let page = format!("SELECT * FROM Invoice WHERE {WINDOW_ALL} ORDERBY MetaData.LastUpdatedTime MAXRESULTS 5");
+    let count = format!("SELECT COUNT(*) FROM Invoice WHERE {WINDOW_ALL}");
+    let knobs = |k| Knobs { fault_first_k: k, fault_kinds: vec![FaultKind::Http500, FaultKind::Http503], ..Knobs::unthrottled() };
+    // Client A counts twice before paging; client B only pages. Both meet 500 then 503 on their
+    // first two pages.
+    emu.set_knobs(knobs(2));
+    let mut a = Vec::new();
+    for q in [&count, &count, &count, &page, &page, &page] {
+        a.push(get_q(&http, &emu, &tok, q).await.0.as_u16());
+    }
+    assert_eq!(a, [500, 503, 200, 500, 503, 200]);
+    emu.set_knobs(knobs(0));
+    emu.set_knobs(knobs(2)); // a new value: positions count from now
+    let mut b = Vec::new();
+    for _ in 0..3 {
+        b.push(get_q(&http, &emu, &tok, &page).await.0.as_u16());
+    }
+    assert_eq!(b, [500, 503, 200]);
+    emu.set_knobs(Knobs { latency_ms: 1, ..knobs(2) }); // the same value again: nothing restarts
+    assert_eq!(get_q(&http, &emu, &tok, &page).await.0, 200);
+    let st = emu.stats();
+    assert_eq!(st.faults_by_request.get("query_page"), Some(&4));
+    assert_eq!(st.faults_by_request.get("query_count"), Some(&2));
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_by_time_hit_the_first_request_of_each_kind_in_every_period_whatever_the_rate() {
+    let emu = start(cfg(30)).await;
+    let tok = emu.issue_access_token();
+    emu.set_knobs(Knobs { fault_every_secs: 1, fault_kinds: vec![FaultKind::Http503], ..Knobs::unthrottled() });
+    let started = Instant::now();
+    // A fast client counting every 10 ms and a slow one paging every 300 ms, for 2.5 s: periods
+    // 0, 1 and 2, so three faults each.
+    let client = |q: String, every: Duration| {
+        let (http, url, tok) = (Client::new(), emu.query_url(), tok.clone());
+        tokio::spawn(async move {
+            let (mut sent, mut faulted) = (0, 0);
+            while started.elapsed() < Duration::from_millis(2500) {
+                let r = http.get(&url).bearer_auth(&tok).query(&[("query", q.as_str())]).send().await.unwrap();
+                sent += 1;
+                faulted += usize::from(r.status() == 503);
+                tokio::time::sleep(every).await;
+            }
+            (sent, faulted)
+        })
+    };
+    let fast = client(format!("SELECT COUNT(*) FROM Invoice WHERE {WINDOW_ALL}"), Duration::from_millis(10));
+    let slow = client(format!("SELECT * FROM Invoice WHERE {WINDOW_ALL} MAXRESULTS 5"), Duration::from_millis(300));
+    let (fast, slow) = (fast.await.unwrap(), slow.await.unwrap());
+    assert!(fast.0 > 3 * slow.0, "fast {fast:?}, slow {slow:?}");
+    assert_eq!((fast.1, slow.1), (3, 3), "fast {fast:?}, slow {slow:?}");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn default_order_is_the_observed_one_or_ascending_id_by_knob() {
+    let emu = start(cfg(200)).await;
+    let http = Client::new();
+    let tok = emu.issue_access_token();
+    let ids =
+        |v: &Value, e: &str| -> Vec<u32> { v["QueryResponse"][e].as_array().unwrap().iter().map(|r| r["Id"].as_str().unwrap().parse().unwrap()).collect() };
+    let times = |v: &Value| -> Vec<chrono::DateTime<chrono::FixedOffset>> {
+        v["QueryResponse"]["Invoice"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| chrono::DateTime::parse_from_rfc3339(r["MetaData"]["LastUpdatedTime"].as_str().unwrap()).unwrap())
+            .collect()
+    };
+    // Observed (the default): invoices newest first, customers by name case-insensitively.
+    assert_eq!(emu.knobs().default_order, DefaultOrder::Observed);
+    let inv = json_q(&http, &emu, &tok, "SELECT * FROM Invoice MAXRESULTS 1000").await;
+    assert!(times(&inv).windows(2).all(|w| w[0] >= w[1]));
+    assert!(!ids(&inv, "Invoice").windows(2).all(|w| w[0] < w[1]), "newest first is not Id order here");
+    let cust = json_q(&http, &emu, &tok, "SELECT * FROM Customer MAXRESULTS 1000").await;
+    let names: Vec<String> = cust["QueryResponse"]["Customer"].as_array().unwrap().iter().map(|r| r["DisplayName"].as_str().unwrap().to_lowercase()).collect();
+    assert!(names.windows(2).all(|w| w[0] <= w[1]));
+    // Id: ascending numeric Id for every entity, in queries and batches alike.
+    emu.set_knobs(Knobs { default_order: DefaultOrder::Id, ..emu.knobs() });
+    for e in ["Invoice", "Customer", "Item"] {
+        let v = json_q(&http, &emu, &tok, &format!("SELECT * FROM {e} STARTPOSITION 3 MAXRESULTS 20")).await;
+        let got = ids(&v, e);
+        assert_eq!(got.len(), 20);
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "{e}: {got:?}");
+        if e == "Invoice" {
+            assert_eq!(got[0], 3, "no invoice is hidden, so position 3 is Id 3");
+        }
+    }
+    let (_, v) = batch(&http, &emu, &tok, &["SELECT * FROM Invoice MAXRESULTS 10"]).await;
+    let got: Vec<&str> = v["BatchItemResponse"][0]["QueryResponse"]["Invoice"].as_array().unwrap().iter().map(|r| r["Id"].as_str().unwrap()).collect();
+    assert_eq!(got, ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]);
+    // An ORDERBY is obeyed whatever the knob.
+    let v = json_q(&http, &emu, &tok, "SELECT * FROM Invoice ORDERBY MetaData.LastUpdatedTime DESC MAXRESULTS 1000").await;
+    assert_eq!(times(&v), times(&inv));
+    emu.shutdown().await;
 }

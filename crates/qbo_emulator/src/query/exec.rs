@@ -8,6 +8,7 @@
 
 use std::cmp::Ordering;
 
+use crate::config::DefaultOrder;
 use crate::data::{Entity, Ext, Rec, Table};
 use crate::pacific::{days_to_date, pacific_local_to_utc_ms, parse_date_literal, parse_datetime_literal, today_pacific};
 
@@ -198,7 +199,9 @@ pub(crate) struct Plan {
     /// Ids from `Id =` / `Id IN` (intersected), if any.
     ids: Option<Vec<u32>>,
     residual: Vec<Pred>,
+    /// As written in ORDERBY; empty without one ([`Plan::default_order`] applies).
     order: Vec<(Prop, bool)>,
+    default_order: DefaultOrder,
     /// 1-based.
     pub start: usize,
     pub max: usize,
@@ -406,7 +409,17 @@ pub(crate) fn plan(st: &Statement) -> Result<Plan, QueryError> {
     if start < 1 {
         return Err(QueryError::invalid(format!("STARTPOSITION {start} is invalid. Min allowed value is 1")));
     }
-    Ok(Plan { entity, count: st.count, lut, ids, residual, order, start: start.min(1 << 40) as usize, max: max as usize })
+    Ok(Plan {
+        entity,
+        count: st.count,
+        lut,
+        ids,
+        residual,
+        order,
+        default_order: DefaultOrder::Observed,
+        start: start.min(1 << 40) as usize,
+        max: max as usize,
+    })
 }
 
 /// The records selected by a plan, in result order.
@@ -442,10 +455,27 @@ enum TimeOrder {
 }
 
 impl Plan {
+    /// The order a statement without ORDERBY is answered in (the `default_order` knob).
+    pub(crate) fn with_default_order(mut self, order: DefaultOrder) -> Plan {
+        self.default_order = order;
+        self
+    }
+
+    /// The sort keys: ORDERBY's, else the default order's. Ties are always by numeric Id.
+    fn order_keys(&self) -> Vec<(Prop, bool)> {
+        if !self.order.is_empty() {
+            return self.order.clone();
+        }
+        match (self.default_order, self.entity.is_list()) {
+            (DefaultOrder::Observed, true) => vec![(Prop::Name, false)],
+            (DefaultOrder::Observed, false) => vec![(Prop::Updated, true)],
+            (DefaultOrder::Id, _) => vec![(Prop::Id, false)],
+        }
+    }
+
     fn time_order(&self) -> TimeOrder {
         let tail_ok = |rest: &[(Prop, bool)]| rest.is_empty() || rest == [(Prop::Id, false)];
-        match self.order.as_slice() {
-            [] if self.entity == Entity::Invoice => TimeOrder::Desc,
+        match self.order_keys().as_slice() {
             [(Prop::Updated, false), rest @ ..] if tail_ok(rest) => TimeOrder::Asc,
             [(Prop::Updated, true), rest @ ..] if tail_ok(rest) => TimeOrder::Desc,
             _ => TimeOrder::Other,
@@ -519,7 +549,7 @@ impl Plan {
                 v = desc_prefix(&keys, need);
             }
             TimeOrder::Other => {
-                let keys: Vec<(Prop, bool)> = if self.order.is_empty() { vec![(Prop::Name, false)] } else { self.order.clone() };
+                let keys = self.order_keys();
                 v.sort_by(|&x, &y| {
                     let (rx, ry) = (&t.recs[x as usize], &t.recs[y as usize]);
                     for &(p, desc) in &keys {

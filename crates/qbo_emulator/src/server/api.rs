@@ -12,8 +12,10 @@ pub(super) async fn sleep_ms(ms: u64) {
 }
 
 /// Runs the checks every API request passes. On success returns the in-flight guard (held
-/// until the response is built) and a snapshot of the knobs.
-pub(super) async fn gate(s: &Arc<Shared>, route: &'static str, realm: &str, headers: &HeaderMap, tid: &str) -> Result<(InFlight, Knobs), Response> {
+/// until the response is built) and a snapshot of the knobs. `calls` is what the request
+/// weighs in the realm's window (a batch: its items).
+pub(super) async fn gate(s: &Arc<Shared>, kind: RequestKind, calls: u32, realm: &str, headers: &HeaderMap, tid: &str) -> Result<(InFlight, Knobs), Response> {
+    let route = kind.route();
     let k = rl(&s.knobs).clone();
     {
         let mut st = lock(&s.stats);
@@ -36,7 +38,7 @@ pub(super) async fn gate(s: &Arc<Shared>, route: &'static str, realm: &str, head
         sleep_ms(k.latency_ms).await;
         return Err(forbidden(tid));
     }
-    match s.admit(&k) {
+    match s.admit(&k, kind, calls) {
         Ok(g) => {
             sleep_ms(k.latency_ms).await;
             Ok((g, k))
@@ -45,8 +47,10 @@ pub(super) async fn gate(s: &Arc<Shared>, route: &'static str, realm: &str, head
             {
                 let mut st = lock(&s.stats);
                 st.throttled += 1;
-                if matches!(why, Reject::Forced) {
-                    st.forced_throttled += 1;
+                match why {
+                    Reject::Forced => st.forced_throttled += 1,
+                    Reject::BatchLimit => st.batch_throttled += 1,
+                    Reject::Limit => {}
                 }
             }
             sleep_ms(k.latency_ms).await;
@@ -66,10 +70,11 @@ pub(super) struct Entered {
 
 /// What every API route does first: [`gate`], then draw a fault; a refusal or a fault that
 /// replaces the answer comes back as the response to send, already recorded.
-pub(super) async fn enter(s: &Arc<Shared>, route: &'static str, realm: &str, headers: &HeaderMap) -> Result<Entered, Response> {
+pub(super) async fn enter(s: &Arc<Shared>, kind: RequestKind, calls: u32, realm: &str, headers: &HeaderMap) -> Result<Entered, Response> {
+    let route = kind.route();
     let tid = s.tid();
-    let (slot, k) = gate(s, route, realm, headers, &tid).await.map_err(|r| finish(s, route, r))?;
-    let fault = s.roll_fault(&k);
+    let (slot, k) = gate(s, kind, calls, realm, headers, &tid).await.map_err(|r| finish(s, route, r))?;
+    let fault = s.roll_fault(&k, kind);
     if let Some(r) = early_fault(fault, &k, &tid).await {
         return Err(finish(s, route, r));
     }
@@ -100,8 +105,13 @@ pub(super) async fn early_fault(f: Option<FaultKind>, k: &Knobs, tid: &str) -> O
     }
 }
 
-/// Sends a successful body, or mangles it for the Reset / Malformed faults.
-pub(super) fn deliver(s: &Shared, route: &str, f: Option<FaultKind>, tid: &str, body: Vec<u8>) -> Response {
+/// Sends a successful body, or mangles it for the Reset / Malformed faults. `metered` is the
+/// number of reads the body answers (a batch: its items that answered), metered only when the
+/// body goes out whole.
+pub(super) fn deliver(s: &Shared, route: &str, f: Option<FaultKind>, tid: &str, body: Vec<u8>, metered: u64) -> Response {
+    if !matches!(f, Some(FaultKind::Reset | FaultKind::Malformed)) {
+        lock(&s.stats).metered_calls += metered;
+    }
     match f {
         Some(FaultKind::Reset) => {
             let full = body.len();
@@ -146,14 +156,21 @@ pub(super) fn statement_from_body(headers: &HeaderMap, body: &[u8]) -> Option<St
 
 pub(super) async fn query_route(State(s): State<Arc<Shared>>, Path(realm): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
     const ROUTE: &str = "query";
-    let Entered { _slot, k, tid, fault } = match enter(&s, ROUTE, &realm, &headers).await {
+    let params = parse_params(q.as_deref());
+    let stmt = params.get("query").cloned().or_else(|| statement_from_body(&headers, &body)).unwrap_or_default();
+    // Compiled first only to tell a page from a count (each has its own fault positions); a bad
+    // statement is still answered after the gate and the fault, as QuickBooks checks auth first.
+    let compiled = query::compile(&stmt);
+    let kind = match &compiled {
+        Ok(plan) if plan.count => RequestKind::QueryCount,
+        _ => RequestKind::QueryPage,
+    };
+    let Entered { _slot, k, tid, fault } = match enter(&s, kind, 1, &realm, &headers).await {
         Ok(entered) => entered,
         Err(refused) => return refused,
     };
-    let params = parse_params(q.as_deref());
-    let stmt = params.get("query").cloned().or_else(|| statement_from_body(&headers, &body)).unwrap_or_default();
-    let plan = match query::compile(&stmt) {
-        Ok(p) => p,
+    let plan = match compiled {
+        Ok(p) => p.with_default_order(k.default_order),
         Err(e) => return finish(&s, ROUTE, validation_fault(&tid, &e)),
     };
     let pick = if plan.count { None } else { s.edit_pick(&k) };
@@ -175,32 +192,40 @@ pub(super) async fn query_route(State(s): State<Arc<Shared>>, Path(realm): Path<
         st.rows_served += info.rows as u64;
         st.bytes_served += body.len() as u64;
     }
-    deliver(&s, ROUTE, fault, &tid, body)
+    deliver(&s, ROUTE, fault, &tid, body, 1)
 }
 
+/// Most items a batch may carry (Intuit's limits page; its batch page says 10).
+const BATCH_MAX_ITEMS: usize = 30;
+
 /// `POST /v3/company/{realm}/batch` with `{"BatchItemRequest":[{"bId":..,"Query":..}]}`. Only
-/// query items are supported; at most 30 items.
+/// query items are supported; at most 30 items. Each item is a call in the realm's window and,
+/// when it answers, a metered read; the request itself is one of `batch_per_minute`.
 pub(super) async fn batch_route(State(s): State<Arc<Shared>>, Path(realm): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     const ROUTE: &str = "batch";
-    let Entered { _slot, k, tid, fault } = match enter(&s, ROUTE, &realm, &headers).await {
+    // Read before the gate only to weigh the request: a batch the realm's window must hold whole.
+    let req: Result<serde_json::Value, _> = serde_json::from_slice(&body);
+    let items = req.as_ref().ok().and_then(|v| v.get("BatchItemRequest")).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    let calls = if (1..=BATCH_MAX_ITEMS).contains(&items.len()) { items.len() as u32 } else { 1 };
+    let Entered { _slot, k, tid, fault } = match enter(&s, RequestKind::Batch, calls, &realm, &headers).await {
         Ok(entered) => entered,
         Err(refused) => return refused,
     };
-    let req: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            let err = QueryError { code: "4000", message: "Error parsing request", detail: format!("Invalid JSON: {e}") };
-            return finish(&s, ROUTE, validation_fault(&tid, &err));
-        }
-    };
-    let items = req.get("BatchItemRequest").and_then(|v| v.as_array()).cloned().unwrap_or_default();
-    if items.len() > 30 {
-        let err = QueryError { code: "4000", message: "Batch limit exceeded", detail: format!("Batch contains {} items. Max allowed is 30", items.len()) };
+    if let Err(e) = req {
+        let err = QueryError { code: "4000", message: "Error parsing request", detail: format!("Invalid JSON: {e}") };
+        return finish(&s, ROUTE, validation_fault(&tid, &err));
+    }
+    if items.len() > BATCH_MAX_ITEMS {
+        let err = QueryError {
+            code: "4000",
+            message: "Batch limit exceeded",
+            detail: format!("Batch contains {} items. Max allowed is {BATCH_MAX_ITEMS}", items.len()),
+        };
         return finish(&s, ROUTE, validation_fault(&tid, &err));
     }
     let mut out = Vec::with_capacity(4096);
     out.extend_from_slice(b"{\"BatchItemResponse\":[");
-    let mut rows = 0;
+    let (mut rows, mut answered) = (0, 0);
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -215,6 +240,7 @@ pub(super) async fn batch_route(State(s): State<Arc<Shared>>, Path(realm): Path<
         };
         match plan {
             Ok(plan) => {
+                let plan = plan.with_default_order(k.default_order);
                 out.extend_from_slice(b",\"QueryResponse\":");
                 let pick = if plan.count { None } else { s.edit_pick(&k) };
                 let info = {
@@ -222,6 +248,7 @@ pub(super) async fn batch_route(State(s): State<Arc<Shared>>, Path(realm): Path<
                     query::run(&t, &plan, pick, &mut out)
                 };
                 rows += info.rows;
+                answered += 1;
                 if let Some(idx) = info.edit {
                     s.edit_index(plan.entity, idx as usize, true);
                 }
@@ -242,14 +269,14 @@ pub(super) async fn batch_route(State(s): State<Arc<Shared>>, Path(realm): Path<
         st.rows_served += rows as u64;
         st.bytes_served += out.len() as u64;
     }
-    deliver(&s, ROUTE, fault, &tid, out)
+    deliver(&s, ROUTE, fault, &tid, out, answered)
 }
 
 /// `GET /v3/company/{realm}/cdc?entities=Invoice,Customer&changedSince=...`: records whose
 /// LastUpdatedTime >= changedSince, ascending, at most 1000 objects in all.
 pub(super) async fn cdc_route(State(s): State<Arc<Shared>>, Path(realm): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
     const ROUTE: &str = "cdc";
-    let Entered { _slot, k, tid, fault } = match enter(&s, ROUTE, &realm, &headers).await {
+    let Entered { _slot, k, tid, fault } = match enter(&s, RequestKind::Cdc, 1, &realm, &headers).await {
         Ok(entered) => entered,
         Err(refused) => return refused,
     };
@@ -325,19 +352,19 @@ pub(super) async fn cdc_route(State(s): State<Arc<Shared>>, Path(realm): Path<St
     out.extend_from_slice(b"]}],\"time\":\"");
     out.extend_from_slice(now_time().as_bytes());
     out.extend_from_slice(b"\"}");
-    deliver(&s, ROUTE, fault, &tid, out)
+    deliver(&s, ROUTE, fault, &tid, out, 1)
 }
 
 /// `GET /v3/company/{realm}/{entity}/{id}`: one record, `{"Invoice":{...},"time":..}`.
 pub(super) async fn read_route(State(s): State<Arc<Shared>>, Path((realm, entity, id)): Path<(String, String, String)>, headers: HeaderMap) -> Response {
     const ROUTE: &str = "read";
-    let Entered { _slot, tid, fault, .. } = match enter(&s, ROUTE, &realm, &headers).await {
+    let Entered { _slot, tid, fault, .. } = match enter(&s, RequestKind::Read, 1, &realm, &headers).await {
         Ok(entered) => entered,
         Err(refused) => return refused,
     };
     if entity.eq_ignore_ascii_case("companyinfo") {
         return match company_info_body(&s.realm, &id) {
-            Ok(body) => deliver(&s, ROUTE, fault, &tid, body),
+            Ok(body) => deliver(&s, ROUTE, fault, &tid, body, 1),
             Err(err) => finish(&s, ROUTE, validation_fault(&tid, &err)),
         };
     }
@@ -363,7 +390,7 @@ pub(super) async fn read_route(State(s): State<Arc<Shared>>, Path((realm, entity
     out.extend_from_slice(b",\"time\":\"");
     out.extend_from_slice(now_time().as_bytes());
     out.extend_from_slice(b"\"}");
-    deliver(&s, ROUTE, fault, &tid, out)
+    deliver(&s, ROUTE, fault, &tid, out, 1)
 }
 
 pub(super) fn unsupported(tid: &str) -> Response {

@@ -59,9 +59,9 @@ pub(super) fn company_info_body(realm: &str, id: &str) -> Result<Vec<u8>, QueryE
 /// `GET /v3/company/{realm}/preferences`.
 pub(super) async fn preferences_route(State(s): State<Arc<Shared>>, Path(realm): Path<String>, headers: HeaderMap) -> Response {
     const ROUTE: &str = "read";
-    let Entered { _slot, tid, fault, .. } = match enter(&s, ROUTE, &realm, &headers).await {
+    let Entered { _slot, tid, fault, .. } = match enter(&s, RequestKind::Read, 1, &realm, &headers).await {
         Ok(entered) => entered,
         Err(refused) => return refused,
     };
-    deliver(&s, ROUTE, fault, &tid, envelope("Preferences", preferences()))
+    deliver(&s, ROUTE, fault, &tid, envelope("Preferences", preferences()), 1)
 }

@@ -1,6 +1,6 @@
 //! The HTTP side: routes, auth, throttling, fault injection, and the admin routes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering as AtOrd};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -28,14 +28,18 @@ use crate::TruthRow;
 mod admin;
 mod api;
 mod company;
+mod faults;
 mod oauth;
 mod responses;
+mod window;
 
 use admin::*;
 use api::*;
 use company::*;
+use faults::{FaultSchedule, RequestKind};
 use oauth::*;
 use responses::*;
+use window::MinuteWindow;
 
 /// Value of the `QBO-Version` response header.
 pub const QBO_VERSION: &str = "1944.190";
@@ -61,11 +65,14 @@ pub(crate) struct Shared {
     pub auth: Mutex<Auth>,
     pub stats: Mutex<Stats>,
     pub summary: DataSummary,
-    window: Mutex<VecDeque<Instant>>,
+    /// Calls of the realm in the last minute (`throttle_per_minute`).
+    window: Mutex<MinuteWindow>,
+    /// Batch requests in the last minute (`batch_per_minute`).
+    batch_window: Mutex<MinuteWindow>,
     /// Until when every query request is throttled (`throttle_for_secs`).
     storm_until: Mutex<Option<Instant>>,
     in_flight: AtomicU32,
-    fault_rng: Mutex<Rng>,
+    faults: Mutex<FaultSchedule>,
     edit_rng: Mutex<Rng>,
     tid_rng: Mutex<Rng>,
 }
@@ -82,6 +89,7 @@ impl Drop for InFlight {
 enum Reject {
     Forced,
     Limit,
+    BatchLimit,
 }
 
 fn now_time() -> String {
@@ -98,22 +106,27 @@ impl Shared {
             auth: Mutex::new(auth),
             stats: Mutex::new(Stats::default()),
             summary,
-            window: Mutex::new(VecDeque::new()),
+            window: Mutex::new(MinuteWindow::default()),
+            batch_window: Mutex::new(MinuteWindow::default()),
             storm_until: Mutex::new(None),
             in_flight: AtomicU32::new(0),
-            fault_rng: Mutex::new(Rng::derive(seed, 0xFA17, 0)),
+            faults: Mutex::new(FaultSchedule::new(Rng::derive(seed, 0xFA17, 0), Instant::now())),
             edit_rng: Mutex::new(Rng::derive(seed, 0xED17, 0)),
             tid_rng: Mutex::new(Rng::derive(seed, 0x71D, 0)),
         }
     }
 
-    /// Replaces the knobs; a `throttle_for_secs` starts its storm now and reads back 0.
+    /// Replaces the knobs; a `throttle_for_secs` starts its storm now and reads back 0; a changed
+    /// `fault_first_k` or `fault_every_secs` counts from now.
     pub(crate) fn set_knobs(&self, mut knobs: Knobs) -> Knobs {
+        let now = Instant::now();
         if knobs.throttle_for_secs > 0 {
-            *lock(&self.storm_until) = Some(Instant::now() + Duration::from_secs(u64::from(knobs.throttle_for_secs)));
+            *lock(&self.storm_until) = Some(now + Duration::from_secs(u64::from(knobs.throttle_for_secs)));
             knobs.throttle_for_secs = 0;
         }
-        *wl(&self.knobs) = knobs.clone();
+        let mut current = wl(&self.knobs);
+        lock(&self.faults).knobs_changed(&current, &knobs, now);
+        *current = knobs.clone();
         knobs
     }
 
@@ -127,8 +140,9 @@ impl Shared {
         format!("1-{:08x}-{:016x}{:08x}", Utc::now().timestamp() as u32, r, r2 as u32)
     }
 
-    /// Sliding-window and in-flight admission of an API request.
-    fn admit(self: &Arc<Self>, k: &Knobs) -> Result<InFlight, Reject> {
+    /// Sliding-window and in-flight admission of an API request worth `calls` calls (a batch's
+    /// items), and for a batch its place in the batch window. A refused request counts nowhere.
+    fn admit(self: &Arc<Self>, k: &Knobs, kind: RequestKind, calls: u32) -> Result<InFlight, Reject> {
         {
             let mut storm = lock(&self.storm_until);
             match *storm {
@@ -149,18 +163,18 @@ impl Shared {
             }
         }
         let now = Instant::now();
-        let mut w = lock(&self.window);
-        while let Some(&f) = w.front() {
-            if now.duration_since(f) >= Duration::from_secs(60) {
-                w.pop_front();
-            } else {
-                break;
+        // Lock order: batch window, then the realm's window.
+        let mut batches = (kind == RequestKind::Batch).then(|| lock(&self.batch_window));
+        if let Some(b) = batches.as_mut() {
+            b.prune(now);
+            if !b.has_room(k.batch_per_minute, 1) {
+                return Err(Reject::BatchLimit);
             }
         }
-        if let Some(lim) = k.throttle_per_minute.filter(|n| *n > 0) {
-            if w.len() >= lim as usize {
-                return Err(Reject::Limit);
-            }
+        let mut w = lock(&self.window);
+        w.prune(now);
+        if !w.has_room(k.throttle_per_minute, calls) {
+            return Err(Reject::Limit);
         }
         let cur = self.in_flight.fetch_add(1, AtOrd::SeqCst) + 1;
         let guard = InFlight(self.clone());
@@ -169,28 +183,28 @@ impl Shared {
                 return Err(Reject::Limit);
             }
         }
-        w.push_back(now);
+        w.push(now, calls);
         let n = w.len() as u32;
         drop(w);
+        if let Some(mut b) = batches {
+            b.push(now, 1);
+        }
         let mut st = lock(&self.stats);
         st.max_in_flight = st.max_in_flight.max(cur);
         st.max_requests_in_60s = st.max_requests_in_60s.max(n);
         Ok(guard)
     }
 
-    fn roll_fault(&self, k: &Knobs) -> Option<FaultKind> {
-        if k.fault_rate <= 0.0 || k.fault_kinds.is_empty() {
+    fn roll_fault(&self, k: &Knobs, kind: RequestKind) -> Option<FaultKind> {
+        // No fault mode on: nothing to count (positions and periods restart when one is set).
+        if k.fault_rate <= 0.0 && k.fault_first_k == 0 && k.fault_every_secs == 0 {
             return None;
         }
-        let mut r = lock(&self.fault_rng);
-        if !r.chance(k.fault_rate) {
-            return None;
-        }
-        let f = *r.pick(&k.fault_kinds);
-        drop(r);
+        let f = lock(&self.faults).draw(k, kind, Instant::now())?;
         let mut st = lock(&self.stats);
         st.faults_injected += 1;
         *st.faults_by_kind.entry(f.name().to_string()).or_default() += 1;
+        *st.faults_by_request.entry(kind.name().to_string()).or_default() += 1;
         Some(f)
     }
 
