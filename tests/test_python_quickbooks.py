@@ -11,26 +11,33 @@ import requests
 from qbo_rs.testing import QboEmulator
 
 
-def test_python_quickbooks_reads_the_emulator(monkeypatch):
+def _connect(emu: QboEmulator, monkeypatch):
+    """python-quickbooks on the emulator, its token refreshed once through intuit-oauth."""
     from quickbooks import QuickBooks
+
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    env = emu.env()
+    auth = intuitlib.client.AuthClient(
+        env["QBO_CLIENT_ID"],
+        env["QBO_CLIENT_SECRET"],
+        "http://localhost/callback",
+        environment=emu.base_url + "/.well-known/openid_configuration",
+        refresh_token=env["QBO_REFRESH_TOKEN"],
+    )
+    auth.refresh()
+    monkeypatch.setattr(QuickBooks, "api_url_v3", emu.base_url + "/v3")
+    return QuickBooks(auth_client=auth, refresh_token=auth.refresh_token, company_id=emu.realm_id, minorversion=75)
+
+
+def test_python_quickbooks_reads_the_emulator(monkeypatch):
     from quickbooks.exceptions import QuickbooksException
     from quickbooks.objects.customer import Customer
     from quickbooks.objects.invoice import Invoice
 
-    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
     with QboEmulator(seed=21, invoices=300, customers=80, items=20, refresh_rotate_after_secs=0) as emu:
         env = emu.env()
-        auth = intuitlib.client.AuthClient(
-            env["QBO_CLIENT_ID"],
-            env["QBO_CLIENT_SECRET"],
-            "http://localhost/callback",
-            environment=emu.base_url + "/.well-known/openid_configuration",
-            refresh_token=env["QBO_REFRESH_TOKEN"],
-        )
-        auth.refresh()
-        assert auth.refresh_token != env["QBO_REFRESH_TOKEN"], "the emulator rotates on every refresh here"
-        monkeypatch.setattr(QuickBooks, "api_url_v3", emu.base_url + "/v3")
-        qb = QuickBooks(auth_client=auth, refresh_token=auth.refresh_token, company_id=emu.realm_id, minorversion=75)
+        qb = _connect(emu, monkeypatch)
+        assert qb.refresh_token != env["QBO_REFRESH_TOKEN"], "the emulator rotates on every refresh here"
 
         customers = emu.truth("Customer")
         assert Invoice.count(qb=qb) == 300
@@ -59,22 +66,10 @@ def test_an_all_without_orderby_gets_the_default_order_the_knob_picks(monkeypatc
     """python-quickbooks' ``all()`` sends no ORDERBY, so what it gets is the order QuickBooks
     leaves unspecified: the emulator answers as recorded sandbox answers came (newest invoice
     first) or, with ``default_order="Id"``, by ascending Id."""
-    from quickbooks import QuickBooks
     from quickbooks.objects.invoice import Invoice
 
-    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
     with QboEmulator(seed=22, invoices=120, customers=10, items=10) as emu:
-        env = emu.env()
-        auth = intuitlib.client.AuthClient(
-            env["QBO_CLIENT_ID"],
-            env["QBO_CLIENT_SECRET"],
-            "http://localhost/callback",
-            environment=emu.base_url + "/.well-known/openid_configuration",
-            refresh_token=env["QBO_REFRESH_TOKEN"],
-        )
-        auth.refresh()
-        monkeypatch.setattr(QuickBooks, "api_url_v3", emu.base_url + "/v3")
-        qb = QuickBooks(auth_client=auth, refresh_token=auth.refresh_token, company_id=emu.realm_id, minorversion=75)
+        qb = _connect(emu, monkeypatch)
 
         truth = emu.truth("Invoice")
         newest_first = [r["id"] for r in sorted(truth, key=lambda r: (-_instant(r), int(r["id"])))]
