@@ -57,8 +57,11 @@ demo: $(MAGE_STAMP) ## the three Mage pipelines, headless, against the bundled e
 demo-cli: $(WHEEL_STAMP) ## the same backfill with the plain qbo-rs command line (no Mage)
 	@./scripts/demo.sh "$(QBO)" "$(DEMO_START)" "$(DEMO_END)"
 
-mage-ui: $(MAGE_STAMP) ## Mage UI on http://127.0.0.1:6789 with mage_project loaded (Ctrl-C stops it and its children)
-	@./scripts/mage_ui.sh "$(abspath $(MAGE_VENV))/bin/mage"
+# A due one-time trigger (the shipped qb_invoice_trigger: a full historical backfill) is held unless
+# FIRE_TRIGGERS=1; either way a box says what each trigger does before and after Mage's start-up lines.
+FIRE_TRIGGERS ?= 0
+mage-ui: $(MAGE_STAMP) ## Mage UI on http://127.0.0.1:6789 (Ctrl-C stops it); due one-time triggers held unless FIRE_TRIGGERS=1
+	@FIRE_TRIGGERS="$(FIRE_TRIGGERS)" ./scripts/mage_ui.sh "$(abspath $(MAGE_VENV))/bin/mage"
 
 # Debian's docker-compose 1.29 parses docker-compose.yaml without a Docker engine.
 compose-tool:
