@@ -13,11 +13,16 @@ WHEEL_STAMP := $(VENV)/.qbo_rs-built
 MAGE_VENV := .venv-mage
 MAGE_PY := $(MAGE_VENV)/bin/python
 MAGE_STAMP := $(MAGE_VENV)/.qbo_rs-built
+# The browser test (tests/mage/test_ui_browser.py): Playwright for Python in a small venv of its
+# own, driving Debian's Chromium (Playwright's own browser download is not used).
+UI_VENV := .venv-ui
+UI_PY := $(UI_VENV)/bin/python
+CHROMIUM := /usr/bin/chromium
 RUST_SOURCES := $(shell find src crates -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock pyproject.toml $(shell find python -name '*.py' -o -name '*.pyi')
 DEMO_START ?= 2015-01-01
 DEMO_END ?= 2026-01-01
 
-.PHONY: help wheel mage-venv demo demo-cli mage-ui compose-tool compose-check test lint test-rust test-python bench bench-smoke stubtest clean
+.PHONY: help wheel mage-venv ui-venv chromium demo demo-cli mage-ui compose-tool compose-check test lint test-rust test-python bench bench-smoke stubtest clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,6 +55,20 @@ $(MAGE_STAMP): $(MAGE_VENV)/.deps $(WHEEL_STAMP)
 	touch $@
 
 mage-venv: $(MAGE_STAMP) ## mage-ai 0.9.80 + the qbo_rs wheel in .venv-mage
+
+# Debian's Chromium, installed when missing (checked every time: it lives outside the repo).
+chromium:
+	@test -x $(CHROMIUM) || { \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+$(UI_VENV)/.deps:
+	$(PYTHON) -m venv $(UI_VENV)
+	$(UI_PY) -m pip install --quiet --upgrade pip
+	$(UI_PY) -m pip install --quiet "playwright>=1.50,<2"
+	touch $@
+
+ui-venv: $(UI_VENV)/.deps chromium ## Playwright for Python in .venv-ui and Debian's Chromium, for the browser test
 
 demo: $(MAGE_STAMP) ## the three Mage pipelines, headless, against the bundled emulator into data/*.txt
 	@./scripts/mage_demo.sh "$(abspath $(MAGE_PY))" "$(DEMO_START)" "$(DEMO_END)"
@@ -85,8 +104,8 @@ lint: $(VENV)/.deps ## rustfmt, clippy (warnings are errors), ruff lint and form
 test-rust: lint ## cargo tests of the pure-Rust crates (PostgreSQL ones use $$QBO_RS_TEST_DSN; `make test` provides one)
 	cargo test --workspace --exclude qbo_rs --quiet
 
-test-python: $(WHEEL_STAMP) $(MAGE_STAMP) compose-tool stubtest ## pytest against the installed wheel (Mage tests drive .venv-mage)
-	QBO_RS_MAGE_PYTHON="$(abspath $(MAGE_PY))" $(PY) -m pytest -q
+test-python: $(WHEEL_STAMP) $(MAGE_STAMP) ui-venv compose-tool stubtest ## pytest against the installed wheel (Mage tests drive .venv-mage, the browser test .venv-ui)
+	QBO_RS_MAGE_PYTHON="$(abspath $(MAGE_PY))" QBO_RS_UI_PYTHON="$(abspath $(UI_PY))" $(PY) -m pytest -q
 
 stubtest: $(WHEEL_STAMP) ## check the .pyi stubs against the compiled module
 	$(PY) -m mypy.stubtest qbo_rs._qbo_rs --allowlist .stubtest-allowlist
@@ -103,4 +122,4 @@ bench-smoke: $(WHEEL_STAMP) $(MAGE_STAMP) ## the benchmarks at tiny sizes, so th
 	$(MAGE_PY) scripts/data_bench.py --smoke
 
 clean:
-	rm -rf target/wheels $(VENV) $(MAGE_VENV) data bench-results
+	rm -rf target/wheels $(VENV) $(MAGE_VENV) $(UI_VENV) data bench-results test-output
