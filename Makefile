@@ -17,11 +17,16 @@ MAGE_STAMP := $(MAGE_VENV)/.qbo_rs-built
 # in a test-only venv: it pins requests and singer-python, and needs nothing of qbo_rs.
 TAP_VENV := .venv-tap
 TAP_PY := $(TAP_VENV)/bin/python
+# The browser test (tests/mage/test_ui_browser.py): Playwright for Python in a small venv of its
+# own, driving Debian's Chromium (Playwright's own browser download is not used).
+UI_VENV := .venv-ui
+UI_PY := $(UI_VENV)/bin/python
+CHROMIUM := /usr/bin/chromium
 RUST_SOURCES := $(shell find src crates -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock pyproject.toml $(shell find python -name '*.py' -o -name '*.pyi')
 DEMO_START ?= 2015-01-01
 DEMO_END ?= 2026-01-01
 
-.PHONY: help wheel mage-venv tap-venv demo demo-cli mage-ui compose-tool compose-check test lint test-rust test-python bench bench-smoke stubtest clean
+.PHONY: help wheel mage-venv tap-venv ui-venv chromium demo demo-cli mage-ui compose-tool compose-check test lint test-rust test-python bench bench-smoke stubtest clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -64,14 +69,31 @@ $(TAP_VENV)/.deps:
 
 tap-venv: $(TAP_VENV)/.deps ## singer-io's tap-quickbooks 2.5.0 in .venv-tap (tests drive it against the emulator)
 
+# Debian's Chromium, installed when missing (checked every time: it lives outside the repo).
+chromium:
+	@test -x $(CHROMIUM) || { \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+$(UI_VENV)/.deps:
+	$(PYTHON) -m venv $(UI_VENV)
+	$(UI_PY) -m pip install --quiet --upgrade pip
+	$(UI_PY) -m pip install --quiet "playwright>=1.50,<2"
+	touch $@
+
+ui-venv: $(UI_VENV)/.deps chromium ## Playwright for Python in .venv-ui and Debian's Chromium, for the browser test
+
 demo: $(MAGE_STAMP) ## the three Mage pipelines, headless, against the bundled emulator into data/*.txt
 	@./scripts/mage_demo.sh "$(abspath $(MAGE_PY))" "$(DEMO_START)" "$(DEMO_END)"
 
 demo-cli: $(WHEEL_STAMP) ## the same backfill with the plain qbo-rs command line (no Mage)
 	@./scripts/demo.sh "$(QBO)" "$(DEMO_START)" "$(DEMO_END)"
 
-mage-ui: $(MAGE_STAMP) ## Mage UI on http://127.0.0.1:6789 with mage_project loaded (Ctrl-C stops it and its children)
-	@./scripts/mage_ui.sh "$(abspath $(MAGE_VENV))/bin/mage"
+# A due one-time trigger (the shipped qb_invoice_trigger: a full historical backfill) is held unless
+# FIRE_TRIGGERS=1; either way a box says what each trigger does before and after Mage's start-up lines.
+FIRE_TRIGGERS ?= 0
+mage-ui: $(MAGE_STAMP) ## Mage UI on http://127.0.0.1:6789 (Ctrl-C stops it); due one-time triggers held unless FIRE_TRIGGERS=1
+	@FIRE_TRIGGERS="$(FIRE_TRIGGERS)" ./scripts/mage_ui.sh "$(abspath $(MAGE_VENV))/bin/mage"
 
 # Debian's docker-compose 1.29 parses docker-compose.yaml without a Docker engine.
 compose-tool:
@@ -95,8 +117,8 @@ lint: $(VENV)/.deps ## rustfmt, clippy (warnings are errors), ruff lint and form
 test-rust: lint ## cargo tests of the pure-Rust crates (PostgreSQL ones use $$QBO_RS_TEST_DSN; `make test` provides one)
 	cargo test --workspace --exclude qbo_rs --quiet
 
-test-python: $(WHEEL_STAMP) $(MAGE_STAMP) $(TAP_VENV)/.deps compose-tool stubtest ## pytest against the installed wheel (Mage tests drive .venv-mage, tap-quickbooks tests .venv-tap)
-	QBO_RS_MAGE_PYTHON="$(abspath $(MAGE_PY))" QBO_RS_TAP_PYTHON="$(abspath $(TAP_PY))" $(PY) -m pytest -q
+test-python: $(WHEEL_STAMP) $(MAGE_STAMP) $(TAP_VENV)/.deps ui-venv compose-tool stubtest ## pytest against the installed wheel (Mage tests drive .venv-mage, tap-quickbooks tests .venv-tap, the browser test .venv-ui)
+	QBO_RS_MAGE_PYTHON="$(abspath $(MAGE_PY))" QBO_RS_TAP_PYTHON="$(abspath $(TAP_PY))" QBO_RS_UI_PYTHON="$(abspath $(UI_PY))" $(PY) -m pytest -q
 
 stubtest: $(WHEEL_STAMP) ## check the .pyi stubs against the compiled module
 	$(PY) -m mypy.stubtest qbo_rs._qbo_rs --allowlist .stubtest-allowlist
@@ -113,4 +135,4 @@ bench-smoke: $(WHEEL_STAMP) $(MAGE_STAMP) ## the benchmarks at tiny sizes, so th
 	$(MAGE_PY) scripts/data_bench.py --smoke
 
 clean:
-	rm -rf target/wheels $(VENV) $(MAGE_VENV) $(TAP_VENV) data bench-results
+	rm -rf target/wheels $(VENV) $(MAGE_VENV) $(TAP_VENV) $(UI_VENV) data bench-results test-output

@@ -14,6 +14,13 @@
       the post-run policy from Mage's database: every @once trigger that has a completed run is set
       `status: inactive` in its triggers.yaml (the final block does this itself after a success;
       this catches runs that completed another way).
+  scripts/mage_triggers.py before-start [--fire]
+      what `make mage-ui` runs before Mage starts: syncs triggers.yaml into Mage's database as
+      Mage's scheduler does, and prints (in a box) what each active trigger will do once Mage is up.
+      An @once trigger due at once (its start_time has passed, it has no run in this database) is
+      held: a cancelled run is recorded for it with Mage's own create_and_cancel_pipeline_run (its
+      log says why), so the scheduler does not fire it. With --fire, runs held that way are removed
+      and due triggers fire on the scheduler's first tick. triggers.yaml is never written.
 Options: --project PATH (default <repo>/mage_project). MAGE_DATA_DIR default <repo>/mage_data.
 """
 
@@ -23,6 +30,7 @@ import argparse
 import contextlib
 import os
 import sys
+import textwrap
 from datetime import datetime, timezone
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,6 +122,86 @@ def cmd_apply_policy(project_path: str) -> int:
     return 0
 
 
+# Marks the cancelled runs that `before-start` records to hold a due @once trigger (Mage does not
+# fire an @once trigger that has a run): shown with the run's variables in the UI, and how
+# `before-start --fire` finds them again.
+HELD_BY = "held_by"
+HELD_VALUE = "make mage-ui (FIRE_TRIGGERS=1 fires it)"
+
+
+def _box(lines) -> str:
+    width = max(len(line) for line in lines)
+    edge = "+" + "-" * (width + 2) + "+"
+    return "\n".join([edge, *(f"| {line.ljust(width)} |" for line in lines), edge])
+
+
+def cmd_before_start(project_path: str, fire: bool) -> int:
+    _setup(project_path, with_db=True)
+    with contextlib.redirect_stdout(sys.stderr):
+        from mage_ai.data_preparation.models.pipeline import Pipeline
+        from mage_ai.orchestration.db.models.schedules import PipelineRun, PipelineSchedule
+        from mage_ai.orchestration.pipeline_scheduler import sync_schedules
+        from mage_ai.orchestration.triggers.utils import create_and_cancel_pipeline_run
+
+        # Mage's own sync, as its scheduler runs it before every tick: the database then holds
+        # exactly the triggers the first tick will look at.
+        sync_schedules(pipelines_with_triggers(project_path))
+    flag = "FIRE_TRIGGERS=1" if fire else "FIRE_TRIGGERS=0 (the default)"
+    lines = [f"make mage-ui, {flag}: what the triggers of {os.path.basename(project_path)} do once Mage is up", ""]
+
+    def say(state: str, schedule, *text: str) -> None:
+        when = f"{schedule.start_time:%Y-%m-%d %H:%M} UTC" if schedule.start_time else "no start_time"
+        lines.append(f"{state:<6} {schedule.pipeline_uuid}/{schedule.name} ({schedule.schedule_interval}, {when})")
+        for part in text:
+            lines.extend(textwrap.wrap(part, width=92, initial_indent=" " * 7, subsequent_indent=" " * 9))
+
+    for s in PipelineSchedule.query.filter(PipelineSchedule.schedule_type == "time").order_by(PipelineSchedule.id):
+        if s.status.value != "active":
+            continue
+        runs = PipelineRun.query.filter(PipelineRun.pipeline_schedule_id == s.id).all()
+        held = [r for r in runs if (r.variables or {}).get(HELD_BY) == HELD_VALUE]
+        if fire:
+            for r in held:
+                r.delete()
+            runs = [r for r in runs if r not in held]
+            held = []
+        variables = ", ".join(f"{k}={v}" for k, v in (s.variables or {}).items())
+        if held:
+            say("HELD", s, "not fired in this database (a cancelled run stands for it); FIRE_TRIGGERS=1 fires it")
+        elif runs:
+            say("RAN", s, f"{len(runs)} run(s) in this database: it does not fire again")
+        elif not s.should_schedule():
+            say("WAITS", s, "fires at its start_time")
+        elif fire or s.schedule_interval != "@once":
+            say("FIRES", s, f"starts NOW with {variables}")
+        else:
+            create_and_cancel_pipeline_run(
+                Pipeline.get(s.pipeline_uuid, repo_path=project_path),
+                s,
+                dict(variables=dict(s.variables or {}, **{HELD_BY: HELD_VALUE})),
+                message=(
+                    "Not fired: `make mage-ui` holds a due one-time trigger (this cancelled run stands for it, "
+                    "so Mage's scheduler does not fire it). Start it with `make mage-ui FIRE_TRIGGERS=1`."
+                ),
+            )
+            say(
+                "HELD",
+                s,
+                f"its start_time has passed: Mage would have started this backfill NOW: {variables}.",
+                "Held instead (a cancelled run stands for it here); FIRE_TRIGGERS=1 fires it.",
+            )
+    if len(lines) == 2:
+        lines.append("No active time trigger: nothing starts by itself.")
+    lines.append("")
+    if any(line.startswith("FIRES") for line in lines):
+        lines.append("When a one-time trigger's run succeeds, its summary block sets `status: inactive` in its")
+        lines.append("triggers.yaml (the post-run policy): commit that change.")
+    else:
+        lines.append("Nothing here writes triggers.yaml. To run a pipeline: its Triggers page, Run@once.")
+    print(_box(lines))
+    return 0
+
+
 def cmd_once(project_path: str, args) -> int:
     _setup(project_path, with_db=False)
     import yaml
@@ -184,6 +272,8 @@ def main(argv=None) -> int:
     c.add_argument("pipelines", nargs="*")
     sub.add_parser("status")
     sub.add_parser("apply-policy")
+    b = sub.add_parser("before-start")
+    b.add_argument("--fire", action="store_true", help="let due triggers fire (removes the runs that held them)")
     o = sub.add_parser("once")
     o.add_argument("pipeline")
     o.add_argument("--name")
@@ -198,6 +288,8 @@ def main(argv=None) -> int:
         return cmd_status(project_path)
     if args.cmd == "apply-policy":
         return cmd_apply_policy(project_path)
+    if args.cmd == "before-start":
+        return cmd_before_start(project_path, args.fire)
     return cmd_once(project_path, args)
 
 

@@ -12,6 +12,7 @@ Mage database never fires it again.
 from datetime import datetime
 
 from mage_project.utils.qb_mage import (
+    day_ranges,
     disable_once_trigger,
     log,
     run_params,
@@ -25,23 +26,6 @@ if "custom" not in globals():
 
 def _ts(text):
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _ranges(windows):
-    """Consecutive windows as one range: ``2025-01-01..2025-01-05 (5 windows), 2025-03-02``."""
-    parts, run = [], []
-    for w in windows:
-        if run and run[-1]["end"] != w["start"]:
-            parts.append(run)
-            run = []
-        run.append(w)
-    if run:
-        parts.append(run)
-    day = lambda text: text[:10] if text.endswith("T00:00:00Z") else text  # noqa: E731
-    return ", ".join(
-        day(r[0]["start"]) if len(r) == 1 else f"{day(r[0]['start'])}..{day(r[-1]['start'])} ({len(r)} windows)"
-        for r in parts
-    )
 
 
 def _bound(text):
@@ -72,7 +56,7 @@ def backfill_summary(reports, *args, **kwargs):
     if empty:
         log(
             kwargs,
-            f"{len(empty)} window(s) returned 0 rows: {_ranges(empty)}; confirm they are periods without activity",
+            f"{len(empty)} window(s) returned 0 rows: {day_ranges(empty)}; confirm they are periods without activity",
             "warning",
         )
     labels = [w["label"] for w in windows]

@@ -15,7 +15,7 @@ qb_backfill_summary (``reduce_output: true``: the summary receives every share's
 import os
 
 import qbo_rs
-from mage_project.utils.qb_mage import engine_logs, log, run_params, utc_text
+from mage_project.utils.qb_mage import engine_logs, fail, log, log_windows, run_params, utc_text
 
 if "data_exporter" not in globals():
     from mage_ai.data_preparation.decorators import data_exporter
@@ -30,7 +30,9 @@ def export_staged_window(handle, *args, **kwargs):
     params = run_params(kwargs)
     label = handle.get("label")
     if handle.get("entity") != params.entity:
-        raise WindowExportFailed(f"share {label} belongs to {handle.get('entity')}, not to {params.entity}")
+        raise fail(
+            kwargs, WindowExportFailed(f"share {label} belongs to {handle.get('entity')}, not to {params.entity}")
+        )
     manifest = handle.get("manifest")
     retry_hint = (
         f"The stage {manifest} is kept: fix the cause and retry this block run (runner: --retry-run "
@@ -48,21 +50,43 @@ def export_staged_window(handle, *args, **kwargs):
             )
         except qbo_rs.exceptions.ConfigError as err:
             if manifest and os.path.exists(manifest):
-                raise WindowExportFailed(f"share {label} could not be written: {err}. {retry_hint}") from err
-            raise WindowExportFailed(
-                f"share {label}: no stage at {manifest} and no receipt of its export ({err}): the stage folder "
-                "is not shared with the fetch block (QBO_STAGE_DIR) or was emptied by hand; re-run the run, "
-                "fetch included"
+                raise fail(
+                    kwargs, WindowExportFailed(f"share {label} could not be written: {err}. {retry_hint}")
+                ) from err
+            raise fail(
+                kwargs,
+                WindowExportFailed(
+                    f"share {label}: no stage at {manifest} and no receipt of its export ({err}): the stage folder "
+                    "is not shared with the fetch block (QBO_STAGE_DIR) or was emptied by hand; re-run the run, "
+                    "fetch included"
+                ),
             ) from err
         except Exception as err:  # PostgreSQL down, disk full, a damaged stage, ...
-            raise WindowExportFailed(f"share {label} could not be written: {err}. {retry_hint}") from err
+            raise fail(kwargs, WindowExportFailed(f"share {label} could not be written: {err}. {retry_hint}")) from err
     if len(report.windows) != handle["windows"]:
-        raise WindowExportFailed(f"share {label}: {len(report.windows)} window(s) written, {handle['windows']} fetched")
+        raise fail(
+            kwargs,
+            WindowExportFailed(f"share {label}: {len(report.windows)} window(s) written, {handle['windows']} fetched"),
+        )
+    # One line per window, every sink in it (the engine's line per window and sink is at DEBUG).
+    log_windows(
+        kwargs,
+        report.windows,
+        lambda w: (
+            f"{w.rows_written} record(s) written: {w.inserted} inserted, {w.updated} updated, "
+            f"{w.rows_written - w.inserted - w.updated} unchanged"
+            if w.rows_fetched or w.rows_written
+            else None
+        ),
+    )
     failed = [w for w in report.windows if not w.ok]
     if failed:
-        raise WindowExportFailed(
-            f"share {label}: {len(failed)} window(s) were not written correctly ("
-            f"{failed[0].label}: {failed[0].error}). {retry_hint}"
+        raise fail(
+            kwargs,
+            WindowExportFailed(
+                f"share {label}: {len(failed)} window(s) were not written correctly ("
+                f"{failed[0].label}: {failed[0].error}). {retry_hint}"
+            ),
         )
     inserted = sum(w.inserted for w in report.windows)
     updated = sum(w.updated for w in report.windows)

@@ -23,14 +23,17 @@ from mage_project.utils.qb_mage import (
     RunVariableError,
     check_sink_config,
     engine_logs,
+    fail,
     keep,
     kept,
     log,
     make_client,
     run_params,
     run_receipt,
+    settle_run_trigger,
     utc_text,
 )
+from qbo_rs.exceptions import ConfigError
 
 if "data_loader" not in globals():
     from mage_ai.data_preparation.decorators import data_loader
@@ -53,9 +56,16 @@ def _check_labels(params):
 
 @data_loader
 def plan_windows(*args, **kwargs):
-    params = run_params(kwargs)
-    check_sink_config(params)
-    calendar = _check_labels(params)
+    # First, whatever the variables: a run started from the UI gets the shipped triggers' settings.
+    settle_run_trigger(kwargs)
+    try:
+        params = run_params(kwargs)
+        check_sink_config(params)
+        calendar = _check_labels(params)
+    except RunVariableError as err:
+        # One ERROR line naming the variable, then the error raised from here: its traceback is
+        # this frame alone, not the helpers' (Mage prints it under the line, in the block's log).
+        raise fail(kwargs, RunVariableError(str(err))) from None
     log(kwargs, f"{params.pipeline_uuid}: {params.describe()}")
     receipt = run_receipt(params, kwargs, "plan")
     output = kept(receipt)
@@ -67,7 +77,10 @@ def plan_windows(*args, **kwargs):
         )
         return output
     with engine_logs(kwargs):
-        client, sources, rotation = make_client(kwargs)  # a missing secret is named here
+        try:
+            client, sources, rotation = make_client(kwargs)  # a missing secret is named here
+        except ConfigError as err:
+            raise fail(kwargs, ConfigError(str(err))) from None
         try:
             plan = client.plan_shares(
                 params.entity,
@@ -79,6 +92,9 @@ def plan_windows(*args, **kwargs):
                 max_shares=params.max_children,
                 max_requests=params.max_requests,
             )
+        except ConfigError as err:  # over max_requests, or a plan the engine refuses
+            fail(kwargs, err)
+            raise
         finally:
             rotation.flush(kwargs, sources["qb_refresh_token"])
     estimate = plan.estimate

@@ -21,9 +21,11 @@ import os
 
 from mage_project.utils.qb_mage import (
     engine_logs,
+    fail,
     keep,
     kept,
     log,
+    log_windows,
     make_client,
     run_params,
     run_receipt,
@@ -43,8 +45,11 @@ def fetch_window(share, *args, **kwargs):
     params = run_params(kwargs)
     label = share.get("label")
     if share.get("entity") != params.entity:
-        raise WindowFetchFailed(
-            f"share {label} belongs to {share.get('entity')}, not to {params.entity}: re-plan the run"
+        raise fail(
+            kwargs,
+            WindowFetchFailed(
+                f"share {label} belongs to {share.get('entity')}, not to {params.entity}: re-plan the run"
+            ),
         )
     receipt = run_receipt(params, kwargs, f"{label}.fetch")
     earlier = kept(receipt) or {}
@@ -78,17 +83,28 @@ def fetch_window(share, *args, **kwargs):
         return earlier["handle"]
     keep(receipt, dict(spent=spent))
     if staged.label != label:
-        raise WindowFetchFailed(f"share {label}: the engine staged {staged.label} instead")
+        raise fail(kwargs, WindowFetchFailed(f"share {label}: the engine staged {staged.label} instead"))
+    # One line per window that holds records (the engine's own per-window lines are at DEBUG; its
+    # WARNING just above lists the empty ones).
+    log_windows(
+        kwargs,
+        report.windows,
+        lambda w: f"{w.rows_fetched} record(s) staged" if w.rows_fetched else None,
+        list_quiet=False,
+    )
     if not staged.ok:
         failed = report.failed_windows
         errors = {w.label: w.error for w in report.windows if not w.ok}
         first = failed[0] if failed else "?"
-        raise WindowFetchFailed(
-            f"share {label}: {len(failed)} of {len(report.windows)} window(s) could not be fetched "
-            f"({', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}; {first}: {errors.get(first)}). The "
-            f"{len(report.windows) - len(failed)} window(s) read are kept; retry this block run (runner: --retry-run "
-            "<pipeline_run_id>; Mage UI: retry the run), which reads only the failed windows, or re-run them by label "
-            "(--window LABEL with the same fecha_inicio/fecha_fin/chunk_days)"
+        raise fail(
+            kwargs,
+            WindowFetchFailed(
+                f"share {label}: {len(failed)} of {len(report.windows)} window(s) could not be fetched "
+                f"({', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}; {first}: {errors.get(first)}). The "
+                f"{len(report.windows) - len(failed)} window(s) read are kept; retry this block run (runner: --retry-run "
+                "<pipeline_run_id>; Mage UI: retry the run), which reads only the failed windows, or re-run them by label "
+                "(--window LABEL with the same fecha_inicio/fecha_fin/chunk_days)"
+            ),
         )
     by_kind = ", ".join(f"{n} {kind}" for kind, n in report.requests_by_kind.items() if n)
     reused = f"; {staged.reused} window(s) staged by an earlier execution of this block run" if staged.reused else ""

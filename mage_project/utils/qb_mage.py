@@ -5,7 +5,9 @@ puts the project's parent folder on ``sys.path``). Each job lives in its own mod
 - ``receipts``: the pipeline run's stage id and the receipts that make a repeated block run end as
   the first did;
 - ``credentials``: the QuickBooks client (Mage Secrets, token rotation, the realm's budget);
-- ``logs``: block logs and the engine's events forwarded into them;
+- ``logs``: block logs (one ERROR line for a failure) and the engine's events forwarded into them;
+- ``run_trigger``: the run's own trigger, settled by the first block so that a run started from
+  the UI behaves like one of the shipped triggers;
 - ``triggers``: the post-run policy of one-time triggers.
 
 Only qbo_rs's public API is used; records never pass through Python or Mage's block outputs: the
@@ -26,8 +28,9 @@ from mage_project.utils.credentials import (  # noqa: F401
     token_store_path,
     upsert_mage_secret,
 )
-from mage_project.utils.logs import engine_logs, log  # noqa: F401
+from mage_project.utils.logs import day_ranges, engine_logs, fail, log, log_windows  # noqa: F401
 from mage_project.utils.receipts import keep, kept, run_receipt, stage_run_id  # noqa: F401
+from mage_project.utils.run_trigger import settle_run_trigger  # noqa: F401
 from mage_project.utils.triggers import disable_once_trigger, triggers_file  # noqa: F401
 from mage_project.utils.variables import (  # noqa: F401
     DEFAULT_CHUNK_DAYS,

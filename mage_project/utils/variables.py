@@ -56,9 +56,12 @@ def parse_instant(name: str, value: Any) -> datetime:
         raise RunVariableError(str(err)) from None
 
 
-def parse_int(name: str, value: Any, default: int, low: int, high: int) -> int:
+def parse_int(name: str, value: Any, default: int, low: int, high: int, example: Optional[int] = None) -> int:
+    """A whole number in [low, high] from a number or its text; blank means ``default``. Errors
+    name the variable, its range and an example (``example``, else the default)."""
     if _blank(value):
         return default
+    hint = f"e.g. {default if example is None else example}"
     number: Optional[int] = None
     if isinstance(value, bool):
         number = None
@@ -69,9 +72,9 @@ def parse_int(name: str, value: Any, default: int, low: int, high: int) -> int:
     elif isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.0*)?", value.strip()):
         number = int(float(value.strip())) if "." in value else int(value.strip())
     if number is None:
-        raise RunVariableError(f"{name} must be a whole number between {low} and {high} (got {value!r})")
+        raise RunVariableError(f"{name} must be a whole number between {low} and {high}, {hint} (got {value!r})")
     if not low <= number <= high:
-        raise RunVariableError(f"{name} must be between {low} and {high} (got {number})")
+        raise RunVariableError(f"{name} must be between {low} and {high}, {hint} (got {number})")
     return number
 
 
@@ -80,7 +83,9 @@ def parse_choice(name: str, value: Any, choices: Tuple[str, ...], default: str) 
         return default
     text = str(value).strip().lower()
     if text not in choices:
-        raise RunVariableError(f"{name} must be one of {', '.join(choices)} (got {value!r})")
+        raise RunVariableError(
+            f"{name} must be one of {', '.join(choices)}, e.g. {default or choices[0]} (got {value!r})"
+        )
     return text
 
 
@@ -214,7 +219,7 @@ def run_params(kwargs: Dict[str, Any]) -> RunParams:
         max_requests=(
             None
             if _blank(kwargs.get("max_requests"))
-            else parse_int("max_requests", kwargs.get("max_requests"), 0, 1, 10**12)
+            else parse_int("max_requests", kwargs.get("max_requests"), 0, 1, 10**12, example=500)
         ),
         windows=parse_labels(kwargs.get("windows")),
     )

@@ -1,8 +1,9 @@
 """Fixtures for the Mage project's tests: they drive mage-ai 0.9.80 from its own venv (.venv-mage,
 too heavy for the main one) as subprocesses, against the bundled emulator started here.
 
-`make test` installs .venv-mage and exports QBO_RS_MAGE_PYTHON. A bare `pytest` without that
-variable does not collect this directory (a developer convenience);
+`make test` installs .venv-mage and exports QBO_RS_MAGE_PYTHON (and QBO_RS_UI_PYTHON, the venv
+with Playwright that drives Chromium for test_ui_browser.py). A bare `pytest` without them does
+not collect these tests (a developer convenience);
 with CI=true a missing interpreter is an error, never silence.
 This directory is a package (tests/mage/__init__.py) so that this conftest does not replace
 tests/conftest.py as the module `conftest` that the other test files import from.
@@ -24,10 +25,17 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 
 MAGE_PYTHON = os.environ.get("QBO_RS_MAGE_PYTHON", "").strip()
+# The browser test drives Mage's UI with Playwright for Python from its own small venv (.venv-ui).
+UI_PYTHON = os.environ.get("QBO_RS_UI_PYTHON", "").strip()
+collect_ignore_glob: List[str] = []
 if not MAGE_PYTHON:
     if os.environ.get("CI") == "true":
         raise RuntimeError("CI=true and QBO_RS_MAGE_PYTHON is not set: point it at .venv-mage/bin/python")
     collect_ignore_glob = ["test_*.py"]
+if not UI_PYTHON:
+    if os.environ.get("CI") == "true":
+        raise RuntimeError("CI=true and QBO_RS_UI_PYTHON is not set: point it at .venv-ui/bin/python (make test does)")
+    collect_ignore_glob.append("test_ui_*.py")
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = REPO / "mage_project"

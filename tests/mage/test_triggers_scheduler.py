@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sqlite3
@@ -257,3 +258,107 @@ def test_under_the_scheduler_failed_fetches_fail_alone_and_hold_back_the_exports
         for p in (tmp_path / "data" / ".qbo_rs" / "stage" / "invoices").rglob("*")
         if p.suffix in (".json", ".jsonl", ".partial")
     ], "every stage was written and removed"
+
+
+def test_before_start_holds_a_due_once_trigger_and_fire_lets_it_go(tmp_path: Path):
+    """What `make mage-ui` runs before Mage starts, on a new database: the shipped trigger is due
+    (2025-09-12 has passed), so it is held by a cancelled run Mage's scheduler counts as its run;
+    FIRE_TRIGGERS=1 (--fire) removes that run. triggers.yaml is never written."""
+    env = base_env(tmp_path)
+    files = {p: p.read_bytes() for p in PROJECT.glob("pipelines/*/triggers.yaml")}
+    first = mage_script(TRIGGERS, env, "before-start")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "HELD   qb_invoice_backfill/qb_invoice_trigger (@once, 2025-09-12 00:00 UTC)" in first.stdout
+    assert "Mage would have started this backfill NOW:" in first.stdout and "fecha_inicio=2014-09-01" in first.stdout
+    assert first.stdout.startswith("+---") and first.stdout.rstrip().endswith("-+"), first.stdout  # a box
+    status = mage_script(TRIGGERS, env, "status").stdout
+    assert "qb_invoice_backfill/qb_invoice_trigger: time @once status=active runs=[(1, 'cancelled')]" in status
+    # Mage's own rule (PipelineSchedule.should_schedule) no longer fires it.
+    assert (
+        mage_python(
+            r"""
+import json
+from mage_ai.settings.repo import set_repo_path
+set_repo_path(%r)
+from mage_ai.orchestration.db import db_connection
+db_connection.start_session()
+from mage_ai.orchestration.db.models.schedules import PipelineSchedule
+s = PipelineSchedule.query.filter(PipelineSchedule.name == 'qb_invoice_trigger').one()
+print(json.dumps(s.should_schedule()))
+"""
+            % str(PROJECT),
+            env=env,
+        )
+        is False
+    )
+
+    again = mage_script(TRIGGERS, env, "before-start")
+    assert "not fired in this database (a cancelled run stands for it); FIRE_TRIGGERS=1 fires it" in again.stdout
+    assert "runs=[(1, 'cancelled')]" in mage_script(TRIGGERS, env, "status").stdout, "held once, not twice"
+
+    fire = mage_script(TRIGGERS, env, "before-start", "--fire")
+    assert fire.returncode == 0, fire.stderr[-3000:]
+    assert "FIRES  qb_invoice_backfill/qb_invoice_trigger" in fire.stdout and "starts NOW with" in fire.stdout
+    assert "sets `status: inactive` in its" in fire.stdout
+    assert "qb_invoice_trigger: time @once status=active runs=[]" in mage_script(TRIGGERS, env, "status").stdout
+    assert {p: p.read_bytes() for p in files} == files
+
+
+@pytest.mark.slow
+def test_a_run_started_from_the_ui_lets_one_failed_share_fail_alone(tmp_path: Path):
+    """ "Run pipeline now" makes an @once trigger with a random name and no settings (Mage's UI
+    sends none), so Mage would fail the run at the first failed block run and cancel the rest.
+    The planner gives that trigger the shipped triggers' allow_blocks_to_fail (Mage reads it at
+    every scheduler tick) and sets it inactive, as it has fired: the other share is fetched."""
+    import qbo_rs
+    from qbo_rs.testing import QboEmulator
+
+    project = tmp_path / "copy" / "mage_project"
+    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))
+    for triggers in project.glob("pipelines/*/triggers.yaml"):  # only the UI's trigger fires
+        triggers.write_text(triggers.read_text().replace("status: active", "status: inactive"))
+    variables = dict(fecha_inicio="2015-01-01", fecha_fin="2026-01-01", chunk_days=400, page_size=3, max_children=4)
+    with QboEmulator(seed=5, invoices=600, customers=20, items=20) as emu:
+        env = base_env(tmp_path)
+        env.update(emu.env())
+        # The trigger as the UI's "Run pipeline now" creates it (its payload, settings NULL).
+        mage_python(
+            r"""
+import json
+from datetime import datetime, timedelta, timezone
+from mage_ai.settings.repo import set_repo_path
+set_repo_path(%r)
+from mage_ai.orchestration.db import db_connection
+from mage_ai.orchestration.db.database_manager import database_manager
+db_connection.start_session()
+database_manager.run_migrations(log_level='WARNING')
+from mage_ai.orchestration.db.models.schedules import PipelineSchedule
+s = PipelineSchedule.create(name='falling echo', pipeline_uuid='qb_invoice_backfill', schedule_type='time',
+                            schedule_interval='@once', status='active', variables=%r, repo_path=%r,
+                            start_time=datetime.now(tz=timezone.utc) - timedelta(days=1))
+print(json.dumps(s.settings))
+"""
+            % (str(project), variables, str(project)),
+            env=env,
+        )
+        counts = (
+            qbo_rs.QboClient(emu.credentials(), token_store=None)
+            .estimate("invoice", "2015-01-01", "2026-01-01", chunk_days=400, page_size=3)
+            .count_requests
+        )
+        # After the planner's counts, 7 refusals exhaust the first share's first request (6 retries).
+        emu.set_knobs(force_429_after=counts, force_429_next=7)
+        ran = mage_script(
+            SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1", "--max-seconds", "300"
+        )
+        assert "falling echo" in ran.stdout and "runs=[(1, 'failed')]" in ran.stdout, ran.stdout + ran.stderr[-3000:]
+    with sqlite3.connect(tmp_path / "mage_data" / "mage_project" / "mage-ai.db") as db:
+        statuses = dict(db.execute("select block_uuid, status from block_run where pipeline_run_id = 1").fetchall())
+        status, settings = db.execute(
+            "select status, settings from pipeline_schedule where name = 'falling echo'"
+        ).fetchone()
+    fetches = sorted(v for k, v in statuses.items() if k.startswith("qb_fetch_window:"))
+    assert fetches == ["COMPLETED", "COMPLETED", "FAILED"], statuses  # none cancelled
+    assert status == "INACTIVE" and json.loads(settings) == {"allow_blocks_to_fail": True}
+    logs = "".join(p.read_text() for p in (tmp_path / "mage_data").glob("mage_project/pipelines/*/.logs/**/*.log"))
+    assert "trigger falling echo (made by the UI's Run pipeline now): allow_blocks_to_fail set" in logs
