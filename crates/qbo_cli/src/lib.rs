@@ -94,8 +94,9 @@ struct ClientArgs {
     /// Pace this process alone instead of sharing the realm's budget with other processes.
     #[arg(long)]
     process_limiter: bool,
-    /// Where rotated refresh tokens are kept (default: $QBO_TOKEN_STORE or
-    /// ~/.local/state/qbo_rs/tokens-<realm>.json).
+    /// Where rotated refresh tokens are kept (default: $QBO_TOKEN_STORE, else
+    /// ~/.local/state/qbo_rs/tokens-<realm>.json for Intuit, tokens-<realm>-<tag>.json for any
+    /// other token endpoint).
     #[arg(long)]
     token_store: Option<PathBuf>,
 }
@@ -113,7 +114,7 @@ impl ClientArgs {
             (false, Some(dir)) => LimiterScope::Machine(dir.clone()),
             (false, None) => LimiterScope::machine_default(),
         };
-        config.token_store = self.token_store.clone().or_else(|| qbo_core::token_store::default_path(&creds.realm_id));
+        config.token_store = self.token_store.clone().or_else(|| qbo_core::token_store::default_path(&creds.realm_id, &creds.token_endpoint()));
         qbo_core::QboClient::new(creds, config)
     }
 }
