@@ -1,18 +1,31 @@
-"""Two emulators that share a realm id (same seed) never share a cached access token: the token
-store keys on the token endpoint."""
+"""The paths a user takes with `qbo-rs emulator`: the README's recipe works as written in a shell,
+and two emulators that share a realm id (same seed) never share a cached access token."""
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
-from conftest import RANGE_END, RANGE_START
+from conftest import RANGE_END, RANGE_START, read_raw
 
 from qbo_rs.testing import QboEmulator
 
+REPO = Path(__file__).resolve().parent.parent
 QBO = [sys.executable, "-m", "qbo_rs"]
+
+
+def readme_recipe() -> str:
+    """The README's emulator recipe: the shell block of "Command line" that starts the emulator."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    recipes = [b for b in blocks if "eval" in b and "qbo-rs emulator" in b]
+    assert len(recipes) == 1, f"expected one emulator recipe in README.md, found {len(recipes)}"
+    return recipes[0]
 
 
 def clean_env(home: Path) -> dict:
@@ -24,6 +37,78 @@ def clean_env(home: Path) -> dict:
     # `qbo-rs` is the console script installed beside this interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def read_to_eof(proc: subprocess.Popen) -> str:
+    """Everything `proc` writes to its standard output until it closes it (60 s at most, so a
+    process that keeps it open fails the test instead of hanging it)."""
+    chunks: list = []
+    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive(), "the emulator kept its standard output open"
+    return chunks[0]
+
+
+def test_the_readme_emulator_recipe_works_as_written(tmp_path: Path):
+    recipe = readme_recipe()
+    shell = subprocess.Popen(
+        ["bash", "-c", recipe],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = shell.communicate(timeout=120)
+    finally:
+        # Whatever happened, nothing the recipe started outlives the test.
+        try:
+            os.killpg(shell.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert shell.returncode == 0, err
+    assert "Total customers descargadas: 300" in err, err
+    assert len(read_raw(tmp_path / "data" / "customers.txt")) == 300
+
+
+def test_the_emulator_prints_lines_a_shell_can_eval_and_that_export(tmp_path: Path):
+    # 0 means "no limit" for both throttles, as the help says (and as in QboEmulator).
+    proc = subprocess.Popen(
+        QBO + ["emulator", "--invoices", "30", "--throttle-per-minute", "0", "--max-in-flight", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Once it listens it prints the lines and closes its standard output: a reader sees EOF
+        # while it serves on (what lets `eval "$(qbo-rs emulator &)"` return).
+        printed = read_to_eof(proc)
+        assert proc.poll() is None, "the emulator serves on after printing"
+        names = re.findall(r"^export (QBO_[A-Z_]+)=", printed, flags=re.M)
+        assert names == [
+            "QBO_BASE_URL",
+            "QBO_TOKEN_URL",
+            "QBO_CLIENT_ID",
+            "QBO_CLIENT_SECRET",
+            "QBO_REFRESH_TOKEN",
+            "QBO_REALM_ID",
+            "QBO_EMULATOR_PID",
+        ], printed
+        script = printed + 'env | grep "^QBO_" | sort\n'
+        shown = subprocess.run(["bash", "-c", script], env=clean_env(tmp_path), capture_output=True, text=True)
+        exported = dict(line.split("=", 1) for line in shown.stdout.splitlines())
+        assert exported["QBO_EMULATOR_PID"] == str(proc.pid)
+        env = dict(os.environ, **exported, QBO_TOKEN_STORE=str(tmp_path / "t.json"))
+        args = ["backfill", "invoice", "--start", RANGE_START, "--end", RANGE_END, "--data-dir", str(tmp_path)]
+        out = subprocess.run(QBO + args, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert len(read_raw(tmp_path / "invoices.txt")) == 30
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
 
 
 def test_two_emulators_with_one_realm_id_never_share_an_access_token(tmp_path: Path):
