@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use qbo_core::backfill::{run_backfill, BackfillRequest, Progress};
+use qbo_core::backfill::{run_backfill_until, BackfillRequest, Progress};
 use qbo_core::limiter::LimiterScope;
 use qbo_core::read_plan::ReadPlan;
 use qbo_core::sink::{open_sinks, SinkConfig};
+use qbo_core::stop::StopSignal;
 use qbo_core::{ClientConfig, Credentials, Entity, Error};
 use tokio::runtime::Runtime;
 
@@ -328,23 +329,51 @@ async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
     progress::install_logging(bar.clone());
     let sinks = open_sinks(entity, &sink_options).await?;
     let observer: Option<Arc<dyn Progress>> = Some(Arc::new(bar.clone()));
-    let run = run_backfill(&client, sinks, &request, observer);
+    let stop = StopSignal::new();
+    let run = run_backfill_until(&client, sinks, &request, observer, &stop);
+    tokio::pin!(run);
     let report = tokio::select! {
-        r = run => r?,
+        r = &mut run => r?,
         _ = tokio::signal::ctrl_c() => {
-            bar.finish();
-            eprintln!("qbo-rs: interrupted; committed batches are kept, re-run the same command to finish");
-            return Ok(130);
+            // First Ctrl-C: stop reading, let the batches being written land, and say exactly
+            // what is committed. A second one quits at once.
+            bar.println("qbo-rs: stopping: no new request; the batches being written are finishing (Ctrl-C again to quit now)");
+            stop.stop();
+            tokio::select! {
+                r = &mut run => match r {
+                    Ok(report) => {
+                        bar.abandon();
+                        eprintln!(
+                            "qbo-rs: interrupted: {} row(s) committed in this run ({} fetched); re-run the same command to finish",
+                            report.rows_written(),
+                            report.total_rows()
+                        );
+                        return Ok(130);
+                    }
+                    Err(Error::Cancelled) => {
+                        bar.abandon();
+                        eprintln!("qbo-rs: interrupted while counting: nothing was written");
+                        return Ok(130);
+                    }
+                    Err(e) => return Err(e),
+                },
+                _ = tokio::signal::ctrl_c() => {
+                    bar.abandon();
+                    eprintln!("qbo-rs: interrupted; committed batches are kept, re-run the same command to finish");
+                    return Ok(130);
+                }
+            }
         }
     };
     bar.finish();
     let failed = report.failed();
     let r = report.requests;
     eprintln!(
-        "{} {} row(s) in {} window(s), {:.1} s, {} request(s) ({} page, {} count, {} retry; {} token){}",
+        "{} {} row(s) in {} window(s) ({} committed), {:.1} s, {} request(s) ({} page, {} count, {} retry; {} token){}",
         entity.plural(),
         report.total_rows(),
         report.windows.len(),
+        report.rows_written(),
         report.duration.as_secs_f64(),
         r.api_calls(),
         r.pages,
