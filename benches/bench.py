@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import statistics
@@ -40,8 +41,9 @@ class Emulator:
             QBO + ["emulator", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
         )
         assert self.proc.stdout is not None
-        lines = [self.proc.stdout.readline().strip() for _ in range(6)]
-        self.env: Dict[str, str] = dict(line.split("=", 1) for line in lines)
+        # `export QBO_…='…'` lines, then the emulator closes its stdout: read to the end.
+        lines = self.proc.stdout.read().splitlines()
+        self.env: Dict[str, str] = dict(shlex.split(line)[1].split("=", 1) for line in lines)
 
     def stats(self) -> Dict[str, Any]:
         with urllib.request.urlopen(self.env["QBO_BASE_URL"] + "/_emulator/stats", timeout=10) as r:

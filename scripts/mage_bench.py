@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -91,8 +92,9 @@ def main() -> int:
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("QBO_", "MAGE_", "POSTGRES_"))}
         assert emu.stdout is not None
-        for _ in range(6):
-            key, _, value = emu.stdout.readline().strip().partition("=")
+        # `export QBO_…='…'` lines, then the emulator closes its stdout: read to the end.
+        for line in emu.stdout.read().splitlines():
+            key, _, value = shlex.split(line)[1].partition("=")
             env[key] = value
         env.update(
             MAGE_DATA_DIR=os.path.join(work, "mage_data"),

@@ -204,7 +204,7 @@ impl QboClient {
     #[new]
     #[pyo3(signature = (credentials, **options))]
     fn new(py: Python<'_>, credentials: &Credentials, options: Option<&Bound<'_, PyDict>>) -> BindResult<Self> {
-        let mut client_options = ClientOptions::new(&credentials.inner.realm_id);
+        let mut client_options = ClientOptions::new(&credentials.inner);
         let mut kwargs = convert::Kwargs::new(py, options)?;
         let on_token_rotated = kwargs.take(&["on_token_rotated"]).filter(|v| !v.is_none()).map(Bound::unbind);
         kwargs.fill(&mut client_options)?.finish()?;

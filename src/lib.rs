@@ -24,11 +24,13 @@ fn run_cli(py: Python<'_>, argv: Vec<String>) -> i32 {
     py.detach(|| qbo_cli::run(argv, runtime::runtime()))
 }
 
-/// `$QBO_TOKEN_STORE`, else `$XDG_STATE_HOME/qbo_rs/tokens-<realm>.json`, else under
+/// `$QBO_TOKEN_STORE`, else `$XDG_STATE_HOME/qbo_rs/tokens-<realm>.json` (Intuit's token
+/// endpoint, the default) or `tokens-<realm>-<tag>.json` (any other `token_url`), else under
 /// `~/.local/state`; None when not even HOME is set.
 #[pyfunction]
-fn default_token_store(realm_id: &str) -> Option<std::path::PathBuf> {
-    qbo_core::token_store::default_path(realm_id)
+#[pyo3(signature = (realm_id, token_url=None))]
+fn default_token_store(realm_id: &str, token_url: Option<&str>) -> Option<std::path::PathBuf> {
+    qbo_core::token_store::default_path(realm_id, token_url.unwrap_or(qbo_core::credentials::TOKEN_ENDPOINT))
 }
 
 /// `$QBO_LIMITER_DIR`, else `$XDG_RUNTIME_DIR/qbo_rs`, else `<temp dir>/qbo_rs-<uid>`.

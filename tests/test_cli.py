@@ -121,36 +121,6 @@ def test_backfill_shares_the_realm_budget_where_told(tmp_path: Path):
         assert not any((tmp_path / "env-dir").iterdir())
 
 
-def test_emulator_command_prints_client_environment(tmp_path: Path):
-    # 0 means "no limit" for both throttles, as the help says (and as in QboEmulator).
-    proc = subprocess.Popen(
-        QBO + ["emulator", "--port", "0", "--invoices", "30", "--throttle-per-minute", "0", "--max-in-flight", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        lines = [proc.stdout.readline().strip() for _ in range(6)]
-        names = [line.split("=", 1)[0] for line in lines]
-        assert names == [
-            "QBO_BASE_URL",
-            "QBO_TOKEN_URL",
-            "QBO_CLIENT_ID",
-            "QBO_CLIENT_SECRET",
-            "QBO_REFRESH_TOKEN",
-            "QBO_REALM_ID",
-        ]
-        env = dict(os.environ, **dict(line.split("=", 1) for line in lines), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
-        out = run(
-            ["backfill", "invoice", "--start", RANGE_START, "--end", RANGE_END, "--data-dir", str(tmp_path)], env=env
-        )
-        assert out.returncode == 0, out.stderr
-        assert len(read_raw(tmp_path / "invoices.txt")) == 30
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=10) == 0
-
-
 def test_the_engine_allocates_with_jemalloc_as_configured():
     # src/allocator.rs: the engine's memory is jemalloc's, one arena, unused pages returned after
     # 100 ms (what keeps the backfill's peak RSS flat); jemalloc prints its options at exit when asked.

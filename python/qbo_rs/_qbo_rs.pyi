@@ -452,8 +452,9 @@ class NativeEmulator:
 def default_limiter_dir() -> Path:
     """``$QBO_LIMITER_DIR``, else ``$XDG_RUNTIME_DIR/qbo_rs``, else ``<temp dir>/qbo_rs-<uid>``."""
 
-def default_token_store(realm_id: str) -> Optional[Path]:
-    """``$QBO_TOKEN_STORE``, else ``$XDG_STATE_HOME/qbo_rs/tokens-<realm>.json``, else under ``~/.local/state``."""
+def default_token_store(realm_id: str, token_url: Optional[str] = None) -> Optional[Path]:
+    """``$QBO_TOKEN_STORE``, else ``$XDG_STATE_HOME/qbo_rs/tokens-<realm>.json`` (Intuit's token endpoint)
+    or ``tokens-<realm>-<tag>.json`` (any other ``token_url``), else under ``~/.local/state``."""
 
 def run_cli(argv: List[str]) -> int:
     """Runs the ``qbo-rs`` command line; returns its exit code."""

@@ -43,13 +43,15 @@ if TYPE_CHECKING:
 DateLike = Union[str, date, datetime]
 
 
-def default_token_store(realm_id: str) -> Path:
+def default_token_store(realm_id: str, token_url: Optional[str] = None) -> Path:
     """Where rotated refresh tokens are kept unless told otherwise (the CLI uses the same rule).
 
     ``$QBO_TOKEN_STORE`` if set, else ``$XDG_STATE_HOME/qbo_rs/tokens-<realm>.json``
-    (``~/.local/state/...`` by default). The file is created 0600.
+    (``~/.local/state/...`` by default) for Intuit's token endpoint, and
+    ``tokens-<realm>-<tag>.json`` for any other ``token_url`` (an emulator, a proxy), so two
+    servers that answer for the same realm id never share tokens. The file is created 0600.
     """
-    path = _qbo_rs.default_token_store(realm_id)
+    path = _qbo_rs.default_token_store(realm_id, token_url)
     if path is None:
         raise ConfigError("no place for the token store: set QBO_TOKEN_STORE (or HOME), or pass token_store=None")
     return Path(path)

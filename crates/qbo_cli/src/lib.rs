@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use qbo_core::backfill::{run_backfill, BackfillRequest, Progress};
+use qbo_core::backfill::{run_backfill_until, BackfillRequest, Progress};
 use qbo_core::limiter::LimiterScope;
 use qbo_core::read_plan::ReadPlan;
 use qbo_core::sink::{open_sinks, SinkConfig};
+use qbo_core::stop::StopSignal;
 use qbo_core::{ClientConfig, Credentials, Entity, Error};
 use tokio::runtime::Runtime;
 
@@ -32,7 +33,9 @@ enum Command {
     /// Count first, read nothing: the records, streams, requests and minutes a backfill needs
     /// (it spends only COUNT requests).
     Estimate(Box<EstimateArgs>),
-    /// Serve the bundled QBO emulator until stopped (Ctrl-C).
+    /// Serve the bundled QBO emulator until stopped (Ctrl-C, or SIGTERM). Once it listens it
+    /// prints `export QBO_…=…` lines for a client and closes its standard output, so
+    /// `eval "$(qbo-rs emulator &)"` sets up the shell and returns while it serves on.
     Emulator(EmulatorArgs),
 }
 
@@ -94,8 +97,9 @@ struct ClientArgs {
     /// Pace this process alone instead of sharing the realm's budget with other processes.
     #[arg(long)]
     process_limiter: bool,
-    /// Where rotated refresh tokens are kept (default: $QBO_TOKEN_STORE or
-    /// ~/.local/state/qbo_rs/tokens-<realm>.json).
+    /// Where rotated refresh tokens are kept (default: $QBO_TOKEN_STORE, else
+    /// ~/.local/state/qbo_rs/tokens-<realm>.json for Intuit, tokens-<realm>-<tag>.json for any
+    /// other token endpoint).
     #[arg(long)]
     token_store: Option<PathBuf>,
 }
@@ -113,7 +117,7 @@ impl ClientArgs {
             (false, Some(dir)) => LimiterScope::Machine(dir.clone()),
             (false, None) => LimiterScope::machine_default(),
         };
-        config.token_store = self.token_store.clone().or_else(|| qbo_core::token_store::default_path(&creds.realm_id));
+        config.token_store = self.token_store.clone().or_else(|| qbo_core::token_store::default_path(&creds.realm_id, &creds.token_endpoint()));
         qbo_core::QboClient::new(creds, config)
     }
 }
@@ -325,23 +329,51 @@ async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
     progress::install_logging(bar.clone());
     let sinks = open_sinks(entity, &sink_options).await?;
     let observer: Option<Arc<dyn Progress>> = Some(Arc::new(bar.clone()));
-    let run = run_backfill(&client, sinks, &request, observer);
+    let stop = StopSignal::new();
+    let run = run_backfill_until(&client, sinks, &request, observer, &stop);
+    tokio::pin!(run);
     let report = tokio::select! {
-        r = run => r?,
+        r = &mut run => r?,
         _ = tokio::signal::ctrl_c() => {
-            bar.finish();
-            eprintln!("qbo-rs: interrupted; committed batches are kept, re-run the same command to finish");
-            return Ok(130);
+            // First Ctrl-C: stop reading, let the batches being written land, and say exactly
+            // what is committed. A second one quits at once.
+            bar.println("qbo-rs: stopping: no new request; the batches being written are finishing (Ctrl-C again to quit now)");
+            stop.stop();
+            tokio::select! {
+                r = &mut run => match r {
+                    Ok(report) => {
+                        bar.abandon();
+                        eprintln!(
+                            "qbo-rs: interrupted: {} row(s) committed in this run ({} fetched); re-run the same command to finish",
+                            report.rows_written(),
+                            report.total_rows()
+                        );
+                        return Ok(130);
+                    }
+                    Err(Error::Cancelled) => {
+                        bar.abandon();
+                        eprintln!("qbo-rs: interrupted while counting: nothing was written");
+                        return Ok(130);
+                    }
+                    Err(e) => return Err(e),
+                },
+                _ = tokio::signal::ctrl_c() => {
+                    bar.abandon();
+                    eprintln!("qbo-rs: interrupted; committed batches are kept, re-run the same command to finish");
+                    return Ok(130);
+                }
+            }
         }
     };
     bar.finish();
     let failed = report.failed();
     let r = report.requests;
     eprintln!(
-        "{} {} row(s) in {} window(s), {:.1} s, {} request(s) ({} page, {} count, {} retry; {} token){}",
+        "{} {} row(s) in {} window(s) ({} committed), {:.1} s, {} request(s) ({} page, {} count, {} retry; {} token){}",
         entity.plural(),
         report.total_rows(),
         report.windows.len(),
+        report.rows_written(),
         report.duration.as_secs_f64(),
         r.api_calls(),
         r.pages,
@@ -358,6 +390,40 @@ async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
         }
         Ok(1)
     }
+}
+
+/// Prints, once the emulator listens, what a client needs as lines a shell can `eval`:
+/// `export QBO_…='…'` (an unexported variable would not reach `qbo-rs backfill`), plus
+/// `QBO_EMULATOR_PID` to stop it with. Then it lets go of its standard output, so a command
+/// substitution that started it in the background (`eval "$(qbo-rs emulator &)"`) ends there
+/// instead of waiting for the server to exit.
+fn print_client_env(emu: &qbo_emulator::Emulator) {
+    let pid = std::process::id().to_string();
+    let vars = [
+        ("QBO_BASE_URL", emu.base_url()),
+        ("QBO_TOKEN_URL", emu.token_url()),
+        ("QBO_CLIENT_ID", emu.client_id().to_string()),
+        ("QBO_CLIENT_SECRET", emu.client_secret().to_string()),
+        ("QBO_REFRESH_TOKEN", emu.initial_refresh_token().to_string()),
+        ("QBO_REALM_ID", emu.realm_id().to_string()),
+        ("QBO_EMULATOR_PID", pid),
+    ];
+    let mut out = std::io::stdout().lock();
+    for (name, value) in vars {
+        let _ = writeln!(out, "export {name}={}", shell_quoted(&value));
+    }
+    let _ = out.flush();
+    drop(out);
+    // /dev/null takes the place of the standard output: nothing else is printed there, and fd 1
+    // stays a valid descriptor for anything (Python's `sys.stdout`) that writes to it later.
+    if let Err(e) = std::fs::OpenOptions::new().write(true).open("/dev/null").and_then(|null| rustix::stdio::dup2_stdout(&null).map_err(Into::into)) {
+        eprintln!("qbo-rs emulator: could not release the standard output ({e}): a command substitution reading it waits until the emulator stops");
+    }
+}
+
+/// `value` in single quotes, for a POSIX shell (a `'` inside becomes `'\''`).
+fn shell_quoted(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
 }
 
 async fn emulator(a: EmulatorArgs) -> Result<i32, Error> {
@@ -378,16 +444,8 @@ async fn emulator(a: EmulatorArgs) -> Result<i32, Error> {
     config.knobs.access_token_ttl_secs = a.access_token_ttl;
     config.knobs.refresh_rotate_after_secs = a.rotate_after;
     let emu = qbo_emulator::Emulator::start(config).await.map_err(|e| Error::config(format!("emulator: {e}")))?;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "QBO_BASE_URL={}", emu.base_url());
-    let _ = writeln!(out, "QBO_TOKEN_URL={}", emu.token_url());
-    let _ = writeln!(out, "QBO_CLIENT_ID={}", emu.client_id());
-    let _ = writeln!(out, "QBO_CLIENT_SECRET={}", emu.client_secret());
-    let _ = writeln!(out, "QBO_REFRESH_TOKEN={}", emu.initial_refresh_token());
-    let _ = writeln!(out, "QBO_REALM_ID={}", emu.realm_id());
-    let _ = out.flush();
-    drop(out);
-    eprintln!("qbo-rs emulator: serving {} (Ctrl-C to stop)", emu.base_url());
+    print_client_env(&emu);
+    eprintln!("qbo-rs emulator: serving {} (Ctrl-C or kill {} to stop)", emu.base_url(), std::process::id());
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| Error::config(format!("cannot listen for SIGTERM: {e}")))?;
     tokio::select! {
@@ -396,4 +454,15 @@ async fn emulator(a: EmulatorArgs) -> Result<i32, Error> {
     }
     emu.shutdown().await;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quoted;
+
+    #[test]
+    fn a_quoted_value_is_one_word_to_a_shell_whatever_it_holds() {
+        assert_eq!(shell_quoted("http://127.0.0.1:8765"), "'http://127.0.0.1:8765'");
+        assert_eq!(shell_quoted("it's $HOME"), r"'it'\''s $HOME'");
+    }
 }

@@ -143,8 +143,13 @@ impl TokenManager {
             }
             None => None,
         };
+        // Tokens of another realm, app or token endpoint are not ours: an access token issued
+        // elsewhere only earns a 401, and a refresh token must not be sent to another server.
+        let endpoint = self.creds.token_endpoint();
         let saved = match &self.store {
-            Some(store) => store.load()?.filter(|s| s.realm_id == self.creds.realm_id && s.client_id == self.creds.client_id),
+            Some(store) => store
+                .load()?
+                .filter(|s| s.realm_id == self.creds.realm_id && s.client_id == self.creds.client_id && s.token_url.as_ref().is_none_or(|u| *u == endpoint)),
             None => None,
         };
 
@@ -219,6 +224,7 @@ impl TokenManager {
             Some(store) => store.save(&SavedTokens {
                 realm_id: self.creds.realm_id.clone(),
                 client_id: self.creds.client_id.clone(),
+                token_url: Some(self.creds.token_endpoint()),
                 refresh_token: resp.refresh_token.clone(),
                 refresh_token_expires_at: refresh_expires_at,
                 refresh_token_hard_expires_at: hard_expires_at,

@@ -16,6 +16,7 @@ use crate::options::{unknown_option, OptionSet, OptionValue};
 use crate::query::MAX_PAGE_SIZE;
 use crate::read_plan::{Estimate, ReadPlan};
 use crate::sink::Sink;
+use crate::stop::StopSignal;
 use crate::window::{plan_windows, Window};
 
 /// QuickBooks' maximum: every request is metered, so the fewest requests are the cheapest.
@@ -123,7 +124,11 @@ pub trait Progress: Send + Sync {
     fn on_plan(&self, _windows: &[Window]) {}
     /// The plan is counted: what the read will cost.
     fn on_estimate(&self, _estimate: &Estimate) {}
+    /// `rows` records of `window` were fetched (they are not written yet).
     fn on_rows(&self, _window: &str, _rows: u64) {}
+    /// A batch of `window` is now in every sink: `rows` records committed (what the report's
+    /// `rows_written` adds up, and what an interrupted run leaves behind).
+    fn on_committed(&self, _window: &str, _rows: u64) {}
     fn on_window_done(&self, _report: &WindowReport) {}
 }
 
@@ -132,6 +137,20 @@ pub async fn run_backfill(
     sinks: Vec<Arc<dyn Sink>>,
     request: &BackfillRequest,
     progress: Option<Arc<dyn Progress>>,
+) -> Result<BackfillReport, Error> {
+    run_backfill_until(client, sinks, request, progress, &StopSignal::new()).await
+}
+
+/// [`run_backfill`] that ends early and cleanly once `stop` is raised: nothing more is read,
+/// the batches being written are written, and the report counts exactly what the sinks hold
+/// (the windows not finished fail as interrupted; a re-run finishes them). Raised while the
+/// plan is being counted, it ends the run with [`Error::Cancelled`], nothing written.
+pub async fn run_backfill_until(
+    client: &QboClient,
+    sinks: Vec<Arc<dyn Sink>>,
+    request: &BackfillRequest,
+    progress: Option<Arc<dyn Progress>>,
+    stop: &StopSignal,
 ) -> Result<BackfillReport, Error> {
     let windows = request.plan()?;
     if sinks.is_empty() {
@@ -142,7 +161,11 @@ pub async fn run_backfill(
     if let Some(p) = &progress {
         p.on_plan(&windows);
     }
-    let plan = ReadPlan::make(client, request.entity, request.filter_field, request.page_size, windows, request.max_concurrent_windows).await;
+    let plan = tokio::select! {
+        biased;
+        () = stop.stopped() => return Err(Error::Cancelled),
+        plan = ReadPlan::make(client, request.entity, request.filter_field, request.page_size, windows, request.max_concurrent_windows) => plan,
+    };
     let estimate = plan.estimate(client.requests_per_minute());
     if let Some(refusal) = request.max_requests.and_then(|max| estimate.over(max)) {
         return Err(refusal);
@@ -158,7 +181,7 @@ pub async fn run_backfill(
 
     let budget = MemoryBudget::new(request.max_buffer_bytes);
     let spec = ReadSpec { entity: request.entity, field: request.filter_field, page_size: request.page_size, budget: Arc::clone(&budget) };
-    let (windows, read) = crate::stream_run::read_planned(client, &sinks, &spec, plan, request.max_concurrent_windows, progress).await;
+    let (windows, read) = crate::stream_run::read_planned(client, &sinks, &spec, plan, request.max_concurrent_windows, progress, stop).await;
 
     let report = BackfillReport {
         entity: request.entity,
@@ -170,15 +193,20 @@ pub async fn run_backfill(
         peak_buffer_bytes: budget.peak(),
     };
     tracing::debug!(target: "qbo_rs", "records held in memory at most: {} KiB (budget {} KiB)", budget.peak() >> 10, budget.capacity() >> 10);
-    log_run_validation(&report);
+    log_run_validation(&report, stop.is_stopped());
     Ok(report)
 }
 
-fn log_run_validation(report: &BackfillReport) {
+fn log_run_validation(report: &BackfillReport, interrupted: bool) {
     tracing::info!(target: "qbo_rs", "Total {} descargadas: {}", report.entity.plural(), report.total_rows());
     let failed = report.failed();
     if failed.is_empty() {
         tracing::info!(target: "qbo_rs", "Validation: Integrity Check Passed");
+    } else if interrupted {
+        // Not an alert: the user stopped the run. Listing every unfinished label would bury
+        // the one thing to do, which is to run the same command again.
+        tracing::warn!(target: "qbo_rs", "Validation: interrupted: {} of {} window(s) not finished; {} row(s) committed. Re-run the same command to finish",
+            failed.len(), report.windows.len(), report.rows_written());
     } else {
         let labels: Vec<_> = failed.iter().map(|w| w.label.as_str()).collect();
         tracing::error!(target: "qbo_rs", "Validation: [ALERT] {} of {} window(s) failed: {} — re-run them by label",

@@ -66,30 +66,30 @@ impl ClientConfig {
     }
 }
 
-fn default_token_store(realm_id: &str) -> Result<PathBuf, Error> {
-    crate::token_store::default_path(realm_id)
+fn default_token_store(creds: &Credentials) -> Result<PathBuf, Error> {
+    crate::token_store::default_path(&creds.realm_id, &creds.token_endpoint())
         .ok_or_else(|| Error::config("no place for the token store: set QBO_TOKEN_STORE (or HOME), or pass token_store=None"))
 }
 
-/// A client's options by name, for one realm. Unless told otherwise it keeps the realm's
-/// tokens where the CLI and the Python face do ([`crate::token_store::default_path`], the
+/// A client's options by name, for one realm on one server. Unless told otherwise it keeps the
+/// realm's tokens where the CLI and the Python face do ([`crate::token_store::default_path`], the
 /// option's `"auto"`) and shares the realm's budget with every process on the machine. The
 /// hook `on_rotate` is not a value: callers set it on the finished config.
 pub struct ClientOptions<'a> {
     config: ClientConfig,
-    realm_id: &'a str,
+    credentials: &'a Credentials,
     /// No `token_store` was given: [`ClientOptions::finish`] picks the realm's default file.
     default_token_store: bool,
 }
 
 impl<'a> ClientOptions<'a> {
-    pub fn new(realm_id: &'a str) -> Self {
-        ClientOptions { config: ClientConfig::default(), realm_id, default_token_store: true }
+    pub fn new(credentials: &'a Credentials) -> Self {
+        ClientOptions { config: ClientConfig::default(), credentials, default_token_store: true }
     }
 
     pub fn finish(mut self) -> Result<ClientConfig, Error> {
         if self.default_token_store {
-            self.config.token_store = Some(default_token_store(self.realm_id)?);
+            self.config.token_store = Some(default_token_store(self.credentials)?);
         }
         self.config.validate()?;
         Ok(self.config)
@@ -116,7 +116,7 @@ impl OptionSet for ClientOptions<'_> {
                 self.default_token_store = false;
                 config.token_store = match value.optional_text(name)?.as_deref() {
                     None => None,
-                    Some("auto") => Some(default_token_store(self.realm_id)?),
+                    Some("auto") => Some(default_token_store(self.credentials)?),
                     Some(_) => Some(value.path(name)?),
                 }
             }

@@ -64,6 +64,14 @@ pub fn redact_id(id: &str) -> String {
     format!("{shown}***")
 }
 
+/// A short, stable tag of an endpoint URL for file names: files of one realm on two servers
+/// (sandbox and production, two emulators) must never be the same file. FNV-1a, because it is
+/// stable across builds and processes (std's hasher is not promised to be).
+pub fn endpoint_tag(url: &str) -> String {
+    let hash = url.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{:08x}", hash as u32)
+}
+
 /// The environment variables credentials are read from, in this order:
 /// client id, client secret, refresh token, realm id, environment, API base URL, token URL.
 pub const ENV_NAMES: [&str; 7] = ["QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REFRESH_TOKEN", "QBO_REALM_ID", "QBO_ENTORNO", "QBO_BASE_URL", "QBO_TOKEN_URL"];

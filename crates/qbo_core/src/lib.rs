@@ -22,6 +22,7 @@ pub mod response;
 pub mod retry;
 pub mod sink;
 pub mod stage;
+pub mod stop;
 mod stream_run;
 pub mod streams;
 pub mod time;

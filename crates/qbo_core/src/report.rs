@@ -69,6 +69,11 @@ impl BackfillReport {
         self.windows.iter().map(|w| w.rows_fetched).sum()
     }
 
+    /// Rows every sink now holds from this run (each window's [`WindowReport::rows_written`]).
+    pub fn rows_written(&self) -> u64 {
+        self.windows.iter().map(WindowReport::rows_written).sum()
+    }
+
     pub fn failed(&self) -> Vec<&WindowReport> {
         self.windows.iter().filter(|w| w.status == WindowStatus::Failed).collect()
     }

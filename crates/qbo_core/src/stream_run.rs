@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::paginate::{FetchedRecord, PageSink, WindowFetch, WindowReader};
 use crate::read_plan::ReadPlan;
 use crate::sink::Sink;
+use crate::stop::StopSignal;
 use crate::streams::Stream;
 use crate::window::Window;
 use crate::writer::WindowWriter;
@@ -143,12 +144,15 @@ pub(crate) async fn run_stream(
     windows: &[Window],
     ingested_at: DateTime<Utc>,
     closed: bool,
-    progress: Option<&dyn Progress>,
+    progress: Option<&Arc<dyn Progress>>,
+    stop: &StopSignal,
 ) -> StreamOutcome {
     let started = Instant::now();
     let writers: Vec<WindowWriter<'_>> = windows
         .iter()
-        .map(|window| WindowWriter::new(sinks, spec.entity, client.realm_id(), window, spec.page_size, ingested_at, progress, Arc::clone(&spec.budget)))
+        .map(|window| {
+            WindowWriter::new(sinks, spec.entity, client.realm_id(), window, spec.page_size, ingested_at, progress.cloned(), Arc::clone(&spec.budget))
+        })
         .collect();
     let router = Router {
         windows,
@@ -166,7 +170,13 @@ pub(crate) async fn run_stream(
     if closed && spec.field.only_moves_forward() {
         reader = reader.expecting(stream.expected);
     }
-    let read = reader.run().await;
+    // A stop drops the request in flight; the batches being written are awaited below, as
+    // after any failed read, so that the report counts what the sinks hold.
+    let read = tokio::select! {
+        biased;
+        () = stop.stopped() => Err(Error::Cancelled),
+        read = reader.run() => read,
+    };
     let held = reader.held_per_window(windows);
     // After a failed read, the windows the pass had gone past are complete all the same, up to
     // the first tie group nothing has proven yet.
@@ -199,6 +209,7 @@ pub(crate) async fn run_stream(
             Some(server) if server > fetch.records => (Err(format!("QBO counts {server} records in the stream but only {} were fetched", fetch.records)), 0),
             _ => (Ok(fetch), complete),
         },
+        Err(Error::Cancelled) => (Err(INTERRUPTED.to_string()), complete),
         Err(e) => (Err(e.to_string()), complete),
     };
     let duration = started.elapsed();
@@ -238,8 +249,12 @@ pub(crate) async fn run_stream(
     StreamOutcome { reports, fetch }
 }
 
+/// Why the windows of a stream cut short by a [`StopSignal`] failed.
+const INTERRUPTED: &str = "interrupted before it was read to the end (re-run to finish)";
+
 /// Reads a plan's streams and writes each record into its window; returns one report per
 /// window, in order, each validated (the runbook's `Rango …` line, rows written per window).
+/// Once `stop` is raised no stream starts or reads further (see [`crate::stop`]).
 pub(crate) async fn read_planned(
     client: &QboClient,
     sinks: &[Arc<dyn Sink>],
@@ -247,6 +262,7 @@ pub(crate) async fn read_planned(
     plan: ReadPlan,
     max_streams: usize,
     progress: Option<Arc<dyn Progress>>,
+    stop: &StopSignal,
 ) -> (Vec<WindowReport>, ReadStats) {
     let windows = &plan.windows;
     let mut stats = ReadStats::default();
@@ -263,12 +279,12 @@ pub(crate) async fn read_planned(
         let gate = Arc::new(tokio::sync::Semaphore::new(max_streams.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
         for (stream, first, last, open) in phase {
-            let (client, sinks, spec, gate, progress) = (client.clone(), sinks.to_vec(), spec.clone(), Arc::clone(&gate), progress.clone());
+            let (client, sinks, spec, gate, progress, stop) = (client.clone(), sinks.to_vec(), spec.clone(), Arc::clone(&gate), progress.clone(), stop.clone());
             let covered = windows[first..last].to_vec();
             tasks.spawn(async move {
                 let _slot = gate.acquire_owned().await.expect("gate never closed");
                 let label = format!("{}_stream_{}", spec.entity.slug(), crate::time::format_utc(stream.start));
-                let outcome = run_stream(&client, &sinks, spec, &label, &stream, &covered, Utc::now(), !open, progress.as_deref()).await;
+                let outcome = run_stream(&client, &sinks, spec, &label, &stream, &covered, Utc::now(), !open, progress.as_ref(), &stop).await;
                 (first, outcome)
             });
         }
@@ -286,6 +302,8 @@ pub(crate) async fn read_planned(
                     stats.tie_requests += u64::from(fetch.tie_requests);
                     stats.rereads += u64::from(fetch.rereads);
                 }
+                // An interruption is the user's doing: the run's end says what it left.
+                Err(e) if e == INTERRUPTED => {}
                 Err(e) => tracing::error!(target: "qbo_rs", "stream from {} failed: {e}", windows[first].start_text()),
             }
             for (offset, report) in outcome.reports.into_iter().enumerate() {

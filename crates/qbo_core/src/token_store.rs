@@ -21,6 +21,11 @@ use crate::error::Error;
 pub struct SavedTokens {
     pub realm_id: String,
     pub client_id: String,
+    /// The token endpoint that issued these tokens: they are worth nothing to another server,
+    /// and a refresh token must never be sent to one. `None` in stores written before it was
+    /// recorded.
+    #[serde(default)]
+    pub token_url: Option<String>,
     pub refresh_token: String,
     pub refresh_token_expires_at: Option<DateTime<Utc>>,
     pub refresh_token_hard_expires_at: Option<DateTime<Utc>>,
@@ -33,6 +38,7 @@ impl std::fmt::Debug for SavedTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SavedTokens")
             .field("realm_id", &self.realm_id)
+            .field("token_url", &self.token_url)
             .field("refresh_token_expires_at", &self.refresh_token_expires_at)
             .field("access_token_expires_at", &self.access_token_expires_at)
             .field("updated_at", &self.updated_at)
@@ -41,14 +47,28 @@ impl std::fmt::Debug for SavedTokens {
 }
 
 /// Where rotated refresh tokens live unless told otherwise: `$QBO_TOKEN_STORE`, else
-/// `$XDG_STATE_HOME/qbo_rs/tokens-<realm>.json`, else `~/.local/state/qbo_rs/…`.
-pub fn default_path(realm_id: &str) -> Option<PathBuf> {
+/// `$XDG_STATE_HOME/qbo_rs/<file>`, else `~/.local/state/qbo_rs/<file>`, where `<file>` is
+/// [`file_name`] for the realm on `token_endpoint`.
+pub fn default_path(realm_id: &str, token_endpoint: &str) -> Option<PathBuf> {
     let env = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     if let Some(explicit) = env("QBO_TOKEN_STORE") {
         return Some(PathBuf::from(explicit));
     }
     let state = env("XDG_STATE_HOME").map(PathBuf::from).or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-    Some(state.join("qbo_rs").join(format!("tokens-{realm_id}.json")))
+    Some(state.join("qbo_rs").join(file_name(realm_id, token_endpoint)))
+}
+
+/// The default store's file name: `tokens-<realm>.json` for Intuit's token endpoint (the name
+/// stores have always had, so a rotated refresh token saved there is found again), and
+/// `tokens-<realm>-<tag of the endpoint>.json` for any other (an emulator, a proxy). Two servers
+/// can hand out the same realm id (two emulators started with one seed): each keeps its own
+/// tokens, so neither is handed the other's access token, nor sent the other's refresh token.
+pub fn file_name(realm_id: &str, token_endpoint: &str) -> String {
+    if token_endpoint == crate::credentials::TOKEN_ENDPOINT {
+        format!("tokens-{realm_id}.json")
+    } else {
+        format!("tokens-{realm_id}-{}.json", crate::credentials::endpoint_tag(token_endpoint))
+    }
 }
 
 /// Disk space set aside for the next save: a saved store is well under 2 KiB.
@@ -220,6 +240,7 @@ mod tests {
         SavedTokens {
             realm_id: "1".into(),
             client_id: "c".into(),
+            token_url: Some("http://127.0.0.1:8765/oauth2/v1/tokens/bearer".into()),
             refresh_token: "RT-secret".into(),
             refresh_token_expires_at: None,
             refresh_token_hard_expires_at: None,
@@ -259,6 +280,30 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert_eq!(store.load().unwrap().unwrap().refresh_token, "RT-secret");
         assert!(!format!("{:?}", sample()).contains("secret"));
+    }
+
+    #[test]
+    fn each_token_endpoint_has_its_own_default_file_and_intuits_keeps_its_name() {
+        let intuit = file_name("9130", crate::credentials::TOKEN_ENDPOINT);
+        assert_eq!(intuit, "tokens-9130.json");
+        let one = file_name("9130", "http://127.0.0.1:8765/oauth2/v1/tokens/bearer");
+        let other = file_name("9130", "http://127.0.0.1:8766/oauth2/v1/tokens/bearer");
+        assert!(one.starts_with("tokens-9130-") && one.ends_with(".json"), "{one}");
+        assert_ne!(one, other);
+        assert_ne!(one, intuit);
+    }
+
+    #[test]
+    fn a_store_written_before_the_endpoint_was_recorded_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        let mut old = serde_json::to_value(sample()).unwrap();
+        old.as_object_mut().unwrap().remove("token_url");
+        fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let loaded = FileTokenStore::new(&path).load().unwrap().unwrap();
+        assert_eq!(loaded.token_url, None);
+        assert_eq!(loaded.refresh_token, "RT-secret");
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub(crate) async fn run_window(
     spec: ReadSpec,
     window: Window,
     ingested_at: DateTime<Utc>,
-    progress: Option<&dyn Progress>,
+    progress: Option<Arc<dyn Progress>>,
 ) -> WindowReport {
     let ReadSpec { entity, field, page_size, budget } = spec;
     let started = Instant::now();

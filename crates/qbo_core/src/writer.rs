@@ -21,7 +21,7 @@ pub(crate) struct WindowWriter<'a> {
     pub(crate) window: &'a Window,
     pub(crate) page_size: u32,
     pub(crate) ingested_at: DateTime<Utc>,
-    pub(crate) progress: Option<&'a dyn Progress>,
+    pub(crate) progress: Option<Arc<dyn Progress>>,
     pub(crate) budget: Arc<MemoryBudget>,
     pub(crate) state: Mutex<WriterState>,
 }
@@ -61,7 +61,7 @@ impl<'a> WindowWriter<'a> {
         window: &'a Window,
         page_size: u32,
         ingested_at: DateTime<Utc>,
-        progress: Option<&'a dyn Progress>,
+        progress: Option<Arc<dyn Progress>>,
         budget: Arc<MemoryBudget>,
     ) -> Self {
         WindowWriter {
@@ -91,7 +91,7 @@ impl WindowWriter<'_> {
     pub(crate) async fn push_charged(&self, records: Vec<FetchedRecord>, mut charge: Charge) -> Result<(), Error> {
         let mut state = self.state.lock().await;
         state.emitted += records.len() as u64;
-        if let Some(p) = self.progress {
+        if let Some(p) = &self.progress {
             p.on_rows(&self.window.label, records.len() as u64);
         }
         charge.resize(records.iter().map(|r| r.payload.len() as u64).sum::<u64>());
@@ -131,6 +131,7 @@ impl WindowWriter<'_> {
         let sinks = self.sinks.to_vec();
         // The batch's budget room comes back when its write is over (or aborted).
         let charge = state.buffer_charge.take();
+        let (progress, label) = (self.progress.clone(), self.window.label.clone());
         state.in_flight = Some(InFlight(tokio::spawn(async move {
             let _charge = charge;
             let mut outcomes = Vec::with_capacity(sinks.len());
@@ -141,6 +142,11 @@ impl WindowWriter<'_> {
                 let this = if i + 1 == sinks.len() { batch.take() } else { batch.clone() };
                 outcomes.push(sink.write(this.expect("a batch for every sink")).await?);
             }
+            // Told here, as the commit lands, not when the window next looks at its write: a
+            // progress bar then shows what is committed, not what was committed a batch ago.
+            if let Some(p) = progress {
+                p.on_committed(&label, outcomes.iter().map(WriteOutcome::written).min().unwrap_or(0));
+            }
             Ok(outcomes)
         })));
         if !self.sinks.iter().any(|s| s.overlap_writes()) {
@@ -150,12 +156,16 @@ impl WindowWriter<'_> {
         Ok(())
     }
 
-    /// Waits for the batch being written, if any, and adds its outcome.
+    /// Waits for the batch being written, if any, and adds its outcome. Cancel-safe: cut short
+    /// (a stopped read), it leaves the write in `state` for the next call to wait for, so the
+    /// batch is neither aborted nor left out of the window's outcome.
     pub(crate) async fn wait_in_flight(&self, state: &mut WriterState) -> Result<(), Error> {
-        let Some(mut in_flight) = state.in_flight.take() else {
+        let Some(in_flight) = state.in_flight.as_mut() else {
             return Ok(());
         };
-        let outcomes = match (&mut in_flight.0).await {
+        let joined = (&mut in_flight.0).await;
+        state.in_flight = None;
+        let outcomes = match joined {
             Ok(result) => result?,
             Err(e) => return Err(Error::Sink(format!("a batch write crashed: {e}"))),
         };

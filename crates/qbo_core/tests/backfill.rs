@@ -1,6 +1,6 @@
 //! A backfill against the emulator, through sinks that record what it does: writes overlap
-//! fetching only when a sink asks, the memory budget bounds what windows hold, and a failed
-//! batch write fails its window alone.
+//! fetching only when a sink asks, the memory budget bounds what windows hold, a failed
+//! batch write fails its window alone, and a stopped backfill counts what its sink holds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -9,9 +9,10 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use qbo_core::backfill::{run_backfill, BackfillRequest, Progress, WindowStatus};
+use qbo_core::backfill::{run_backfill, run_backfill_until, BackfillRequest, Progress, WindowStatus};
 use qbo_core::budget::DEFAULT_MAX_BUFFER_MB;
 use qbo_core::sink::{BoxFuture, Sink, WriteBatch, WriteOutcome};
+use qbo_core::stop::StopSignal;
 use qbo_core::{Entity, Error};
 
 mod common;
@@ -166,5 +167,49 @@ async fn a_failed_batch_write_fails_its_window_only() {
     assert_eq!(failed.len(), 1, "exactly the window whose batch failed");
     assert!(failed[0].error.as_deref().unwrap_or_default().contains("disk on fire"), "{:?}", failed[0].error);
     assert!(report.windows.iter().filter(|w| w.status == WindowStatus::Ok).count() >= 1);
+    emu.shutdown().await;
+}
+
+/// Raises the stop once the first batch is committed, and adds up what it is told.
+struct StopAfterFirstCommit {
+    stop: StopSignal,
+    committed: std::sync::atomic::AtomicU64,
+}
+
+impl Progress for StopAfterFirstCommit {
+    fn on_committed(&self, _window: &str, rows: u64) {
+        self.committed.fetch_add(rows, Ordering::SeqCst);
+        self.stop.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_backfill_reports_exactly_what_its_sinks_hold() {
+    let (emu, client) = common::emulator_and_client(400).await;
+    // 20 ms a page: the read is far from done when the first batch lands.
+    emu.set_knobs(qbo_emulator::Knobs { latency_ms: 20, ..emu.knobs() });
+    let probe = Arc::new(Probe { overlap: true, ..Probe::default() });
+    let sink: Arc<dyn Sink> = Arc::new(SlowSink(Arc::clone(&probe)));
+    let observer = Arc::new(StopAfterFirstCommit { stop: StopSignal::new(), committed: Default::default() });
+    let progress: Arc<dyn Progress> = observer.clone();
+    let report = run_backfill_until(&client, vec![sink], &request(30), Some(progress), &observer.stop).await.unwrap();
+    let stored = probe.stored.lock().unwrap().len() as u64;
+    assert!(stored > 0 && stored < 400, "stopped mid-way: {stored} of 400 stored");
+    assert_eq!(report.rows_written(), stored, "the report counts what the sink holds");
+    assert_eq!(observer.committed.load(Ordering::SeqCst), stored, "and so does the progress hook");
+    let failed = report.failed();
+    assert!(!failed.is_empty());
+    for w in failed {
+        assert!(w.error.as_deref().unwrap_or_default().contains("interrupted"), "{}: {:?}", w.label, w.error);
+    }
+
+    // Raised before the run: it ends while counting, with nothing written.
+    let probe = Arc::new(Probe::default());
+    let sink: Arc<dyn Sink> = Arc::new(SlowSink(Arc::clone(&probe)));
+    let stop = StopSignal::new();
+    stop.stop();
+    let refused = run_backfill_until(&client, vec![sink], &request(30), None, &stop).await;
+    assert!(matches!(refused, Err(Error::Cancelled)), "{:?}", refused.map(|r| r.total_rows()));
+    assert_eq!(probe.writes.load(Ordering::SeqCst), 0);
     emu.shutdown().await;
 }

@@ -180,9 +180,7 @@ impl std::fmt::Debug for MachineSchedule {
 /// not a secret); the host is hashed so sandbox and production never share a file.
 pub fn file_name(api_base: &str, realm_id: &str) -> String {
     let realm: String = realm_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(40).collect();
-    // FNV-1a: stable across builds and processes (std's hasher is not promised to be).
-    let hash = api_base.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("realm-{realm}-{:08x}.limits", hash as u32)
+    format!("realm-{realm}-{}.limits", crate::credentials::endpoint_tag(api_base))
 }
 
 impl MachineSchedule {

@@ -351,7 +351,7 @@ pub async fn stage_share(client: &QboClient, request: ShareStageRequest, budget:
         let file = Arc::new(ShareFileSink { file: StageFile::create(partial.clone())?, parts: Mutex::new(HashMap::new()) });
         let sinks: Vec<Arc<dyn Sink>> = vec![Arc::clone(&file) as Arc<dyn Sink>];
         let spec = ReadSpec { entity: share.entity, field: share.field, page_size: share.page_size, budget };
-        let (reports, stats) = crate::stream_run::read_planned(client, &sinks, &spec, plan, max_streams, None).await;
+        let (reports, stats) = crate::stream_run::read_planned(client, &sinks, &spec, plan, max_streams, None, &crate::stop::StopSignal::new()).await;
         read = stats;
         let committed = commit_attempt(&paths, &mut manifest, &file, &partial, &records, &reports);
         for mut report in reports {
