@@ -1,5 +1,6 @@
-//! The QBO query client: one place where a statement becomes an HTTP request, under the
-//! realm's limiter, with the retry policy, the 401-refresh-once rule, and fault parsing.
+//! The QBO client: one place where a query statement or a Change Data Capture call becomes an
+//! HTTP request, under the realm's limiter, with the retry policy, the 401-refresh-once rule,
+//! and fault parsing.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 
 use crate::auth::{RotationHook, TokenManager};
+use crate::cdc::{parse_cdc, CdcPage};
 use crate::credentials::Credentials;
 use crate::entity::Entity;
 use crate::error::{retry_after, Error};
@@ -18,6 +20,7 @@ use crate::http::Http;
 use crate::limiter::{shared_limiter, LimiterScope, Pacing, RealmLimiter};
 use crate::options::{unknown_option, OptionSet, OptionValue};
 use crate::query::MINOR_VERSION;
+use crate::time::qbo_literal;
 use crate::response::{parse_envelope, parse_xml_fault, Envelope, Fault};
 use crate::retry::RetryPolicy;
 use crate::token_store::FileTokenStore;
@@ -146,12 +149,15 @@ pub struct RequestCounts {
     pub throttled: u64,
     /// Calls to Intuit's token endpoint.
     pub tokens: u64,
+    /// Change Data Capture calls (`/cdc`), first attempts.
+    #[serde(default)]
+    pub cdc: u64,
 }
 
 impl RequestCounts {
     /// Calls to the QuickBooks API: what Intuit meters (token calls are OAuth, not API reads).
     pub fn api_calls(&self) -> u64 {
-        self.pages + self.counts + self.retries
+        self.pages + self.counts + self.cdc + self.retries
     }
 }
 
@@ -165,6 +171,7 @@ impl std::ops::Sub for RequestCounts {
             retries: self.retries - before.retries,
             throttled: self.throttled - before.throttled,
             tokens: self.tokens - before.tokens,
+            cdc: self.cdc - before.cdc,
         }
     }
 }
@@ -174,6 +181,14 @@ impl std::ops::Sub for RequestCounts {
 enum RequestKind {
     Page,
     Count,
+    Cdc,
+}
+
+/// One API call: a query statement (POSTed to `/query`), or a Change Data Capture read of one
+/// entity's changes since an instant (`GET /cdc`).
+enum Call<'a> {
+    Query(&'a str),
+    Cdc { since: String },
 }
 
 /// Counters a caller can read to see how a run went.
@@ -181,6 +196,7 @@ enum RequestKind {
 struct ClientCounters {
     pages: std::sync::atomic::AtomicU64,
     counts: std::sync::atomic::AtomicU64,
+    cdc: std::sync::atomic::AtomicU64,
     retries: std::sync::atomic::AtomicU64,
     throttled: std::sync::atomic::AtomicU64,
 }
@@ -188,6 +204,7 @@ struct ClientCounters {
 struct Inner {
     http: Arc<Http>,
     query_url: String,
+    cdc_url: String,
     realm_id: String,
     tokens: TokenManager,
     limiter: Arc<RealmLimiter>,
@@ -223,6 +240,7 @@ impl QboClient {
             inner: Arc::new(Inner {
                 http,
                 query_url: creds.query_url(),
+                cdc_url: creds.cdc_url(),
                 realm_id: creds.realm_id.clone(),
                 tokens,
                 limiter,
@@ -252,6 +270,7 @@ impl QboClient {
             retries: c.retries.load(Relaxed),
             throttled: c.throttled.load(Relaxed),
             tokens: self.inner.tokens.requests(),
+            cdc: c.cdc.load(Relaxed),
         }
     }
 
@@ -262,13 +281,20 @@ impl QboClient {
 
     /// Runs `SELECT COUNT(*) …` and returns `totalCount` (a missing value reads as 0).
     pub async fn count(&self, entity: Entity, statement: &str) -> Result<u64, Error> {
-        self.execute_raw(RequestKind::Count, entity, statement, |_, env| Ok(env.total_count.unwrap_or(0))).await
+        self.execute_raw(RequestKind::Count, entity, Call::Query(statement), |_, env| Ok(env.total_count.unwrap_or(0))).await
+    }
+
+    /// Asks Change Data Capture what changed in `entity` since `since`: one request, no paging
+    /// (QuickBooks answers at most [`crate::cdc::MAX_OBJECTS`] objects and looks back at most
+    /// [`crate::cdc::LOOKBACK_DAYS`] days).
+    pub async fn cdc(&self, entity: Entity, since: chrono::DateTime<chrono::Utc>) -> Result<CdcPage, Error> {
+        self.execute_raw(RequestKind::Cdc, entity, Call::Cdc { since: qbo_literal(since) }, |body, _| parse_cdc(body, entity)).await
     }
 
     /// Runs a SELECT and returns the body plus the byte ranges of each record inside it,
     /// so records can be written without being copied or re-serialised.
     pub async fn select(&self, entity: Entity, statement: &str) -> Result<RawPage, Error> {
-        self.execute_raw(RequestKind::Page, entity, statement, |body, env| {
+        self.execute_raw(RequestKind::Page, entity, Call::Query(statement), |body, env| {
             let base = body.as_ptr() as usize;
             let records = env
                 .records
@@ -288,7 +314,7 @@ impl QboClient {
         &self,
         kind: RequestKind,
         entity: Entity,
-        statement: &str,
+        call: Call<'_>,
         read: impl Fn(&Bytes, &Envelope<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -305,10 +331,11 @@ impl QboClient {
                     (false, _) => &inner.counters.retries,
                     (true, RequestKind::Page) => &inner.counters.pages,
                     (true, RequestKind::Count) => &inner.counters.counts,
+                    (true, RequestKind::Cdc) => &inner.counters.cdc,
                 };
                 counter.fetch_add(1, Relaxed);
                 first = false;
-                self.attempt(entity, statement, &token.bearer(), &read).await
+                self.attempt(entity, &call, &token.bearer(), &read).await
             };
             match outcome {
                 Outcome::Done(v) => return Ok(v),
@@ -363,21 +390,24 @@ impl QboClient {
         }
     }
 
-    async fn attempt<T>(&self, entity: Entity, statement: &str, bearer: &str, read: &impl Fn(&Bytes, &Envelope<'_>) -> Result<T, Error>) -> Outcome<T> {
+    async fn attempt<T>(&self, entity: Entity, call: &Call<'_>, bearer: &str, read: &impl Fn(&Bytes, &Envelope<'_>) -> Result<T, Error>) -> Outcome<T> {
         let inner = &*self.inner;
         let http = match inner.http.client() {
             Ok(http) => http,
             Err(e) => return Outcome::Fail(e),
         };
-        let sent = http
-            .post(&inner.query_url)
-            .query(&[("minorversion", MINOR_VERSION)])
-            .header(AUTHORIZATION, bearer)
-            .header(ACCEPT, "application/json")
-            .header(CONTENT_TYPE, "application/text")
-            .body(statement.to_string())
-            .send()
-            .await;
+        let request = match call {
+            Call::Query(statement) => http
+                .post(&inner.query_url)
+                .query(&[("minorversion", MINOR_VERSION)])
+                .header(CONTENT_TYPE, "application/text")
+                .body(statement.to_string()),
+            Call::Cdc { since } => http
+                .get(&inner.cdc_url)
+                .query(&[("entities", entity.qbo_name()), ("changedSince", since.as_str())])
+                .query(&[("minorversion", MINOR_VERSION)]),
+        };
+        let sent = request.header(AUTHORIZATION, bearer).header(ACCEPT, "application/json").send().await;
         let resp = match sent {
             Ok(r) => r,
             Err(e) => return transport_retry(&e, None),
@@ -427,7 +457,9 @@ impl QboClient {
                     Some(f) if f.is_validation() => Outcome::Fail(validation_error(f, tid)),
                     Some(f) if f.is_throttle() => retry(format!("QBO answered 200 carrying a throttle fault ({f})"), true),
                     Some(f) => retry(format!("QBO answered 200 carrying a fault ({f})"), false),
-                    None if !env.has_query_response => retry("QBO answered 200 without a QueryResponse".to_string(), false),
+                    None if !env.answers(matches!(call, Call::Cdc { .. })) => {
+                        retry(format!("QBO answered 200 without a {}", if matches!(call, Call::Cdc { .. }) { "CDCResponse" } else { "QueryResponse" }), false)
+                    }
                     None => match read(&body, &env) {
                         Ok(v) => Outcome::Done(v),
                         Err(e) => Outcome::Fail(e),

@@ -159,6 +159,10 @@ impl Credentials {
     pub fn query_url(&self) -> String {
         format!("{}/v3/company/{}/query", self.api_base(), self.realm_id)
     }
+
+    pub fn cdc_url(&self) -> String {
+        format!("{}/v3/company/{}/cdc", self.api_base(), self.realm_id)
+    }
 }
 
 #[cfg(test)]

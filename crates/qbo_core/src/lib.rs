@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod backfill;
 pub mod budget;
+pub mod cdc;
 pub mod client;
 pub mod credentials;
 pub mod entity;

@@ -49,9 +49,22 @@ impl fmt::Display for Fault {
 #[derive(Debug, Default)]
 pub struct Envelope<'a> {
     pub has_query_response: bool,
+    /// The body is a Change Data Capture answer (read by [`crate::cdc::parse_cdc`]).
+    pub has_cdc_response: bool,
     pub records: Vec<&'a RawValue>,
     pub total_count: Option<u64>,
     pub fault: Option<Fault>,
+}
+
+impl Envelope<'_> {
+    /// Whether the body carries the answer its call asks for.
+    pub fn answers(&self, cdc: bool) -> bool {
+        if cdc {
+            self.has_cdc_response
+        } else {
+            self.has_query_response
+        }
+    }
 }
 
 /// Parses a JSON body; `Err` means the body is not JSON at all (truncated, HTML, XML).
@@ -89,6 +102,10 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
                         env.records = qr.records;
                         env.total_count = qr.total_count;
                     }
+                }
+                "CDCResponse" => {
+                    env.has_cdc_response = true;
+                    map.next_value::<IgnoredAny>()?;
                 }
                 "Fault" | "fault" => {
                     let raw: Option<FaultBody> = map.next_value()?;

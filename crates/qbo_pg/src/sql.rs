@@ -225,3 +225,47 @@ pub fn copy_into_json_check() -> String {
 pub fn count_rows(table: &TableRef) -> String {
     format!("SELECT count(*) FROM {}", table.quoted())
 }
+
+/// The table that keeps how far `sync` brought each RAW table, per realm (one row each).
+pub fn create_sync_state_table(state: &TableRef) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n\
+         \x20   realm_id      VARCHAR     NOT NULL,\n\
+         \x20   raw_table     VARCHAR     NOT NULL,\n\
+         \x20   read_through  TIMESTAMPTZ NOT NULL,\n\
+         \x20   swept_through TIMESTAMPTZ NOT NULL,\n\
+         \x20   saved_at      TIMESTAMPTZ NOT NULL DEFAULT now(),\n\
+         \x20   PRIMARY KEY (realm_id, raw_table)\n\
+         )",
+        state.quoted()
+    )
+}
+
+/// `$1` realm, `$2` RAW table name: the saved state, if any.
+pub fn read_sync_state(state: &TableRef) -> String {
+    format!("SELECT read_through, swept_through FROM {} WHERE realm_id = $1 AND raw_table = $2", state.quoted())
+}
+
+/// `$1` realm, `$2` RAW table name, `$3` read_through, `$4` swept_through.
+pub fn save_sync_state(state: &TableRef) -> String {
+    format!(
+        "INSERT INTO {} (realm_id, raw_table, read_through, swept_through) VALUES ($1, $2, $3, $4)\n\
+         ON CONFLICT (realm_id, raw_table) DO UPDATE SET read_through = EXCLUDED.read_through,\n\
+         \x20   swept_through = EXCLUDED.swept_through, saved_at = now()",
+        state.quoted()
+    )
+}
+
+/// `$1` realm: the newest version held, the oldest ingestion of a live row, live rows.
+pub fn freshness(table: &TableRef) -> String {
+    format!(
+        "SELECT max(last_updated_utc), min(ingested_at_utc) FILTER (WHERE deleted_at_utc IS NULL),\n\
+         \x20   count(*) FILTER (WHERE deleted_at_utc IS NULL) FROM {} WHERE realm_id = $1",
+        table.quoted()
+    )
+}
+
+/// `$1` realm: the ids of live rows.
+pub fn live_ids(table: &TableRef) -> String {
+    format!("SELECT id FROM {} WHERE realm_id = $1 AND deleted_at_utc IS NULL", table.quoted())
+}

@@ -19,7 +19,8 @@ use tokio::sync::oneshot;
 use crate::entity::Entity;
 use crate::error::Error;
 use crate::sink::record::{deleted_line, raw_line, LineDeletion, LineHead, LinePrefix};
-use crate::sink::{BoxFuture, DeleteBatch, DeleteOutcome, Sink, WriteBatch, WriteOutcome};
+use crate::sink::jsonl_sync::{read_state, scan_live_ids, scan_view, state_path, write_state};
+use crate::sink::{BoxFuture, DeleteBatch, DeleteOutcome, Sink, SyncState, SyncView, WriteBatch, WriteOutcome};
 
 /// This sink's [`Sink::name`].
 pub const NAME: &str = "txt";
@@ -39,13 +40,15 @@ enum Pending {
     Lines { lines: LineBatch, done: oneshot::Sender<Result<UpsertOutcome, String>> },
     /// Deletions: each needs the stored line it rewrites, so they are committed on their own.
     Deletions { batch: Arc<DeleteBatch>, done: oneshot::Sender<Result<DeleteOutcome, String>> },
+    /// A read of the committed lines (for a sync), run in its turn so it sees every commit before it.
+    Inspect(Box<dyn FnOnce(&mut JsonlStore) + Send>),
 }
 
 impl Pending {
     fn line_bytes(&self) -> usize {
         match self {
             Pending::Lines { lines, .. } => lines.line_bytes(),
-            Pending::Deletions { .. } => 0,
+            Pending::Deletions { .. } | Pending::Inspect(_) => 0,
         }
     }
 }
@@ -76,6 +79,16 @@ impl JsonlSink {
             .map_err(|e| Error::Sink(format!("could not start the writer thread of {}: {e}", path.display())))?;
         Ok(JsonlSink { path, commits })
     }
+
+    /// Runs `read` on the writer thread, after every commit queued before it.
+    async fn inspect<T: Send + 'static>(&self, read: impl FnOnce(&mut JsonlStore) -> Result<T, String> + Send + 'static) -> Result<T, Error> {
+        let (done, answer) = oneshot::channel();
+        let job = Box::new(move |store: &mut JsonlStore| {
+            let _ = done.send(read(store));
+        });
+        self.commits.send(Pending::Inspect(job)).map_err(|_| Error::Sink("the JSON-lines writer thread has stopped".into()))?;
+        answer.await.map_err(|_| Error::Sink("the JSON-lines writer thread stopped during a read".into()))?.map_err(Error::Sink)
+    }
 }
 
 /// The writer thread: waits for a batch, takes every other batch already waiting (up to
@@ -91,12 +104,16 @@ fn write_groups(store: &Mutex<JsonlStore>, queue: &mpsc::Receiver<Pending>) {
                 let _ = done.send(mark_deleted(&mut store.lock().unwrap_or_else(|p| p.into_inner()), &batch));
                 continue;
             }
+            Pending::Inspect(read) => {
+                read(&mut store.lock().unwrap_or_else(|p| p.into_inner()));
+                continue;
+            }
         };
         let mut bytes = lines.line_bytes();
         let mut group = vec![(lines, done)];
         while bytes < MAX_GROUP_BYTES {
             match queue.try_recv() {
-                Ok(p @ Pending::Deletions { .. }) => {
+                Ok(p @ (Pending::Deletions { .. } | Pending::Inspect(_))) => {
                     next = Some(p);
                     break;
                 }
@@ -203,6 +220,28 @@ impl Sink for JsonlSink {
                 stale: outcome.stale as u64,
             })
         })
+    }
+
+    fn sync_view<'a>(&'a self, realm_id: &'a str) -> BoxFuture<'a, Result<SyncView, Error>> {
+        Box::pin(async move {
+            let realm = realm_id.to_string();
+            let mut view = self.inspect(move |store| scan_view(store, &realm)).await?;
+            let path = state_path(&self.path, realm_id);
+            let realm = realm_id.to_string();
+            view.state = tokio::task::spawn_blocking(move || read_state(&path, &realm)).await.map_err(|e| Error::Sink(e.to_string()))??;
+            Ok(view)
+        })
+    }
+
+    fn live_ids<'a>(&'a self, realm_id: &'a str) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+        let realm = realm_id.to_string();
+        Box::pin(self.inspect(move |store| scan_live_ids(store, &realm)))
+    }
+
+    fn save_sync_state<'a>(&'a self, realm_id: &'a str, state: SyncState) -> BoxFuture<'a, Result<(), Error>> {
+        let path = state_path(&self.path, realm_id);
+        let realm = realm_id.to_string();
+        Box::pin(async move { tokio::task::spawn_blocking(move || write_state(&path, &realm, state)).await.map_err(|e| Error::Sink(e.to_string()))? })
     }
 
     fn delete(&self, batch: Arc<DeleteBatch>) -> BoxFuture<'_, Result<DeleteOutcome, Error>> {

@@ -3,8 +3,10 @@
 //! the batch either fully applied or not at all.
 
 pub mod jsonl;
+mod jsonl_sync;
 pub mod postgres;
 pub mod record;
+mod sync_state;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +18,8 @@ use crate::entity::Entity;
 use crate::error::Error;
 use crate::paginate::FetchedRecord;
 use crate::window::Window;
+
+pub use sync_state::{SyncState, SyncView};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -99,6 +103,30 @@ pub trait Sink: Send + Sync {
         let _ = batch;
         let name = self.name().to_string();
         Box::pin(async move { Err(Error::Sink(format!("the {name} sink does not record deletions"))) })
+    }
+
+    /// What this sink holds of `realm_id`'s records and how far its last sync brought it.
+    fn sync_view<'a>(&'a self, realm_id: &'a str) -> BoxFuture<'a, Result<SyncView, Error>> {
+        let _ = realm_id;
+        Box::pin(async move { Err(self.cannot_sync()) })
+    }
+
+    /// The ids held for `realm_id` and not marked deleted: what a reconciliation checks
+    /// against QuickBooks.
+    fn live_ids<'a>(&'a self, realm_id: &'a str) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+        let _ = realm_id;
+        Box::pin(async move { Err(self.cannot_sync()) })
+    }
+
+    /// Saves how far a sync brought this sink (see [`SyncState`] for when it may be called).
+    fn save_sync_state<'a>(&'a self, realm_id: &'a str, state: SyncState) -> BoxFuture<'a, Result<(), Error>> {
+        let _ = (realm_id, state);
+        Box::pin(async move { Err(self.cannot_sync()) })
+    }
+
+    #[doc(hidden)]
+    fn cannot_sync(&self) -> Error {
+        Error::Sink(format!("the {} sink cannot be synced: sync writes to the txt and postgres sinks", self.name()))
     }
 
     /// About how many payload bytes this sink likes per batch: every batch costs it a fixed

@@ -7,11 +7,11 @@
 //! number of concurrent windows), so the windows' batches are written in parallel backends
 //! rather than queueing behind one connection.
 
-use qbo_pg::{Deletion, PgConfig, PgError, PgWriter, RawRow, TableRef};
+use qbo_pg::{Deletion, PgConfig, PgError, PgWriter, RawRow, SyncMark, TableRef};
 
 use crate::entity::Entity;
 use crate::error::Error;
-use crate::sink::{BoxFuture, DeleteBatch, DeleteOutcome, Sink, WriteBatch, WriteOutcome};
+use crate::sink::{BoxFuture, DeleteBatch, DeleteOutcome, Sink, SyncState, SyncView, WriteBatch, WriteOutcome};
 
 /// This sink's [`Sink::name`].
 pub const NAME: &str = "postgres";
@@ -45,6 +45,11 @@ impl PostgresOptions {
     pub fn table(&self, entity: Entity) -> Result<TableRef, Error> {
         TableRef::new(&self.schema, &format!("{}{}", self.table_prefix, entity.plural())).map_err(pg_error)
     }
+
+    /// Where `sync` keeps how far it brought each RAW table: `<prefix>sync_state` in the schema.
+    pub fn sync_state_table(&self) -> Result<TableRef, Error> {
+        TableRef::new(&self.schema, &format!("{}sync_state", self.table_prefix)).map_err(pg_error)
+    }
 }
 
 pub fn pg_error(e: PgError) -> Error {
@@ -57,6 +62,7 @@ pub fn pg_error(e: PgError) -> Error {
 pub struct PostgresSink {
     writer: PgWriter,
     table: TableRef,
+    sync_state: TableRef,
 }
 
 impl PostgresSink {
@@ -64,9 +70,10 @@ impl PostgresSink {
     /// password or a missing GRANT fails before any request to QBO.
     pub async fn open(options: &PostgresOptions, entity: Entity) -> Result<Self, Error> {
         let table = options.table(entity)?;
+        let sync_state = options.sync_state_table()?;
         let writer = PgWriter::connect(&options.config).await.map_err(pg_error)?;
         writer.ensure_table(&table).await.map_err(pg_error)?;
-        Ok(PostgresSink { writer, table })
+        Ok(PostgresSink { writer, table, sync_state })
     }
 
     pub fn table(&self) -> &TableRef {
@@ -128,6 +135,30 @@ impl Sink for PostgresSink {
                 unchanged: outcome.unchanged + outcome.duplicates_in_batch,
                 stale: outcome.stale,
             })
+        })
+    }
+
+    fn sync_view<'a>(&'a self, realm_id: &'a str) -> BoxFuture<'a, Result<SyncView, Error>> {
+        Box::pin(async move {
+            let held = self.writer.freshness(&self.table, realm_id).await.map_err(pg_error)?;
+            let mark = self.writer.sync_mark(&self.sync_state, &self.table, realm_id).await.map_err(pg_error)?;
+            Ok(SyncView {
+                state: mark.map(|m| SyncState { read_through: m.read_through, swept_through: m.swept_through }),
+                newest_updated: held.newest_updated,
+                oldest_live_ingested: held.oldest_live_ingested,
+                live: held.live,
+            })
+        })
+    }
+
+    fn live_ids<'a>(&'a self, realm_id: &'a str) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+        Box::pin(async move { self.writer.live_ids(&self.table, realm_id).await.map_err(pg_error) })
+    }
+
+    fn save_sync_state<'a>(&'a self, realm_id: &'a str, state: SyncState) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let mark = SyncMark { read_through: state.read_through, swept_through: state.swept_through };
+            self.writer.save_sync_mark(&self.sync_state, &self.table, realm_id, mark).await.map_err(pg_error)
         })
     }
 

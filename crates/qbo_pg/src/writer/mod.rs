@@ -23,11 +23,13 @@ use crate::ident::TableRef;
 use crate::sql;
 
 mod delete;
+mod freshness;
 mod pool;
 mod schema;
 mod upsert;
 
 use delete::*;
+pub use freshness::{Freshness, SyncMark};
 use pool::*;
 use schema::*;
 use upsert::*;
