@@ -80,7 +80,8 @@ struct Meta<'a> {
 
 /// Reads a CDC body: counts every object and keeps `entity`'s deletion stubs.
 pub fn parse_cdc(body: &Bytes, entity: Entity) -> Result<CdcPage, Error> {
-    let malformed = |why: String| Error::Server { message: format!("QBO answered a malformed CDC body ({why})"), status: Some(200), intuit_tid: None, attempts: 1 };
+    let malformed =
+        |why: String| Error::Server { message: format!("QBO answered a malformed CDC body ({why})"), status: Some(200), intuit_tid: None, attempts: 1 };
     let parsed: Body<'_> = serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
     let mut page = CdcPage { time: parsed.time.as_deref().and_then(parse_qbo_timestamp), ..CdcPage::default() };
     for group in parsed.responses.iter().flat_map(|r| &r.groups) {

@@ -20,9 +20,9 @@ use crate::http::Http;
 use crate::limiter::{shared_limiter, LimiterScope, Pacing, RealmLimiter};
 use crate::options::{unknown_option, OptionSet, OptionValue};
 use crate::query::MINOR_VERSION;
-use crate::time::qbo_literal;
 use crate::response::{parse_envelope, parse_xml_fault, Envelope, Fault};
 use crate::retry::RetryPolicy;
+use crate::time::qbo_literal;
 use crate::token_store::FileTokenStore;
 
 /// Intuit cuts requests off at 120 s; waiting longer is pointless.
@@ -397,15 +397,12 @@ impl QboClient {
             Err(e) => return Outcome::Fail(e),
         };
         let request = match call {
-            Call::Query(statement) => http
-                .post(&inner.query_url)
-                .query(&[("minorversion", MINOR_VERSION)])
-                .header(CONTENT_TYPE, "application/text")
-                .body(statement.to_string()),
-            Call::Cdc { since } => http
-                .get(&inner.cdc_url)
-                .query(&[("entities", entity.qbo_name()), ("changedSince", since.as_str())])
-                .query(&[("minorversion", MINOR_VERSION)]),
+            Call::Query(statement) => {
+                http.post(&inner.query_url).query(&[("minorversion", MINOR_VERSION)]).header(CONTENT_TYPE, "application/text").body(statement.to_string())
+            }
+            Call::Cdc { since } => {
+                http.get(&inner.cdc_url).query(&[("entities", entity.qbo_name()), ("changedSince", since.as_str())]).query(&[("minorversion", MINOR_VERSION)])
+            }
         };
         let sent = request.header(AUTHORIZATION, bearer).header(ACCEPT, "application/json").send().await;
         let resp = match sent {

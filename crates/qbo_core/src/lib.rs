@@ -26,6 +26,7 @@ pub mod stage;
 pub mod stop;
 mod stream_run;
 pub mod streams;
+pub mod sync;
 pub mod time;
 pub mod token_store;
 pub mod window;

@@ -89,6 +89,14 @@ pub fn tie_page_statement(entity: Entity, field: FilterField, tie: &str, start_p
     )
 }
 
+/// The records among `ids` that exist (inactive name-list records included): how a deletion is
+/// confirmed before it is recorded. `Id` accepts only `=` and `IN` in QuickBooks' query language.
+pub fn ids_statement(entity: Entity, ids: &[&str]) -> String {
+    let list: Vec<String> = ids.iter().map(|id| quote(id)).collect();
+    let active = if entity.is_name_list() { " AND Active IN (true,false)" } else { "" };
+    format!("SELECT * FROM {} WHERE Id IN ({}){active} STARTPOSITION 1 MAXRESULTS {MAX_PAGE_SIZE}", entity.qbo_name(), list.join(","))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +107,15 @@ mod tests {
         assert_eq!(quote("Amy's Bird"), r"'Amy\'s Bird'");
         assert_eq!(quote(r"a\' OR 1=1"), r"'a\\\' OR 1=1'");
         assert_eq!(quote("line\nbreak"), "'linebreak'");
+    }
+
+    #[test]
+    fn ids_are_quoted_and_name_lists_include_inactive() {
+        assert_eq!(ids_statement(Entity::Invoice, &["1", "2"]), "SELECT * FROM Invoice WHERE Id IN ('1','2') STARTPOSITION 1 MAXRESULTS 1000");
+        assert_eq!(
+            ids_statement(Entity::Item, &["o'k"]),
+            r"SELECT * FROM Item WHERE Id IN ('o\'k') AND Active IN (true,false) STARTPOSITION 1 MAXRESULTS 1000"
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ use tokio::sync::oneshot;
 
 use crate::entity::Entity;
 use crate::error::Error;
-use crate::sink::record::{deleted_line, raw_line, LineDeletion, LineHead, LinePrefix};
 use crate::sink::jsonl_sync::{read_state, scan_live_ids, scan_view, state_path, write_state};
+use crate::sink::record::{deleted_line, raw_line, LineDeletion, LineHead, LinePrefix};
 use crate::sink::{BoxFuture, DeleteBatch, DeleteOutcome, Sink, SyncState, SyncView, WriteBatch, WriteOutcome};
 
 /// This sink's [`Sink::name`].

@@ -17,7 +17,9 @@ pub struct Freshness {
 /// How far a sync brought a RAW table (see `qbo_core`'s `SyncState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncMark {
+    /// Every change made in the source before this instant is held.
     pub read_through: DateTime<Utc>,
+    /// Every deletion made in the source before this instant is marked.
     pub swept_through: DateTime<Utc>,
 }
 
