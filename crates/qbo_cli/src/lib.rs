@@ -14,6 +14,7 @@ use qbo_core::limiter::LimiterScope;
 use qbo_core::read_plan::ReadPlan;
 use qbo_core::sink::{open_sinks, SinkConfig};
 use qbo_core::stop::StopSignal;
+use qbo_core::sync::{run_sync_until, SyncRequest};
 use qbo_core::{ClientConfig, Credentials, Entity, Error};
 use tokio::runtime::Runtime;
 
@@ -37,6 +38,9 @@ enum Command {
     /// prints `export QBO_…=…` lines for a client and closes its standard output, so
     /// `eval "$(qbo-rs emulator &)"` sets up the shell and returns while it serves on.
     Emulator(EmulatorArgs),
+    /// Bring one entity's RAW layer up to date: the changes since the last run (or backfill),
+    /// then the deletions QuickBooks reports. On an empty sink it is a backfill.
+    Sync(Box<SyncArgs>),
 }
 
 /// What to read: one entity over a range, planned in windows.
@@ -128,6 +132,13 @@ struct BackfillArgs {
     read: ReadArgs,
     #[command(flatten)]
     client: ClientArgs,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+/// Where the records go and what a run may spend: shared by `backfill` and `sync`.
+#[derive(Args, Debug)]
+struct OutputArgs {
     /// Where to write: txt, postgres or both.
     #[arg(long, default_value = "txt")]
     sink: String,
@@ -143,7 +154,7 @@ struct BackfillArgs {
     pg_table_prefix: String,
     #[arg(long, default_value_os_t = SinkConfig::default().data_dir)]
     data_dir: PathBuf,
-    /// Refuse (exit 2, nothing read or written) a backfill whose estimate needs more requests
+    /// Refuse (exit 2, nothing read or written) a run whose estimate needs more requests
     /// than this (see `qbo-rs estimate`).
     #[arg(long)]
     max_requests: Option<u64>,
@@ -156,6 +167,69 @@ struct BackfillArgs {
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
+}
+
+impl OutputArgs {
+    fn sinks(&self) -> Result<qbo_core::sink::SinkOptions, Error> {
+        SinkConfig {
+            kind: self.sink.parse()?,
+            data_dir: self.data_dir.clone(),
+            fsync: !self.no_fsync,
+            dsn: self.dsn.clone(),
+            pg_schema: self.pg_schema.clone(),
+            pg_table_prefix: self.pg_table_prefix.clone(),
+            postgres: None,
+        }
+        .resolve()
+    }
+
+    /// A progress bar on a terminal (none with --no-progress), and the log lines above it.
+    fn bar(&self, client: &qbo_core::QboClient) -> progress::Bar {
+        let show_bar = !self.no_progress && std::io::stderr().is_terminal();
+        let counted = client.clone();
+        let bar = progress::Bar::new(show_bar, Arc::new(move || counted.request_counts().api_calls()));
+        progress::install_logging(bar.clone());
+        bar
+    }
+}
+
+/// Bring the RAW layer up to date: what changed since the last run, and what was deleted.
+#[derive(Args, Debug)]
+struct SyncArgs {
+    /// invoice, customer or item (any case).
+    entity: String,
+    /// How far back a sync of an empty sink reads: YYYY-MM-DD or an ISO datetime.
+    #[arg(long, default_value = "2000-01-01")]
+    start: String,
+    /// Minutes before the last sync's end that are read again (clock differences, late records).
+    #[arg(long, default_value_t = qbo_core::sync::DEFAULT_OVERLAP_MINUTES)]
+    overlap_minutes: u32,
+    #[arg(long, default_value_t = qbo_core::backfill::DEFAULT_CHUNK_DAYS)]
+    chunk_days: u32,
+    /// Records per request, 1..1000.
+    #[arg(long, default_value_t = qbo_core::backfill::DEFAULT_PAGE_SIZE)]
+    page_size: u32,
+    #[arg(long, default_value_t = qbo_core::backfill::DEFAULT_CONCURRENT_WINDOWS)]
+    max_concurrent_windows: usize,
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+impl SyncArgs {
+    fn request(&self) -> Result<SyncRequest, Error> {
+        let mut request = SyncRequest::new(self.entity.parse()?);
+        request.read.start = qbo_core::time::parse_user_instant("--start", &self.start)?;
+        request.read.chunk_days = self.chunk_days;
+        request.read.page_size = self.page_size;
+        request.read.max_concurrent_windows = self.max_concurrent_windows;
+        request.read.max_buffer_bytes = u64::from(self.out.max_buffer_mb) << 20;
+        request.read.max_requests = self.out.max_requests;
+        request.overlap = chrono::Duration::minutes(self.overlap_minutes.into());
+        request.read.plan()?;
+        Ok(request)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -232,6 +306,7 @@ pub fn run(args: Vec<String>, runtime: &Runtime) -> i32 {
         Command::Backfill(a) => runtime.block_on(backfill(*a)),
         Command::Estimate(a) => runtime.block_on(estimate(*a)),
         Command::Emulator(a) => runtime.block_on(emulator(a)),
+        Command::Sync(a) => runtime.block_on(sync(*a)),
     };
     match result {
         Ok(code) => code,
@@ -308,65 +383,29 @@ async fn estimate(a: EstimateArgs) -> Result<i32, Error> {
 async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
     let mut request = a.read.request()?;
     let entity = request.entity;
-    request.max_buffer_bytes = u64::from(a.max_buffer_mb) << 20;
-    request.max_requests = a.max_requests;
+    request.max_buffer_bytes = u64::from(a.out.max_buffer_mb) << 20;
+    request.max_requests = a.out.max_requests;
     request.plan()?;
-    let sink_options = SinkConfig {
-        kind: a.sink.parse()?,
-        data_dir: a.data_dir,
-        fsync: !a.no_fsync,
-        dsn: a.dsn,
-        pg_schema: a.pg_schema,
-        pg_table_prefix: a.pg_table_prefix,
-        postgres: None,
-    }
-    .resolve()?;
+    let sink_options = a.out.sinks()?;
     let client = a.client.client()?;
-
-    let show_bar = !a.no_progress && std::io::stderr().is_terminal();
-    let counted = client.clone();
-    let bar = progress::Bar::new(show_bar, Arc::new(move || counted.request_counts().api_calls()));
-    progress::install_logging(bar.clone());
+    let bar = a.out.bar(&client);
     let sinks = open_sinks(entity, &sink_options).await?;
     let observer: Option<Arc<dyn Progress>> = Some(Arc::new(bar.clone()));
     let stop = StopSignal::new();
-    let run = run_backfill_until(&client, sinks, &request, observer, &stop);
-    tokio::pin!(run);
-    let report = tokio::select! {
-        r = &mut run => r?,
-        _ = tokio::signal::ctrl_c() => {
-            // First Ctrl-C: stop reading, let the batches being written land, and say exactly
-            // what is committed. A second one quits at once.
-            bar.println("qbo-rs: stopping: no new request; the batches being written are finishing (Ctrl-C again to quit now)");
-            stop.stop();
-            tokio::select! {
-                r = &mut run => match r {
-                    Ok(report) => {
-                        bar.abandon();
-                        eprintln!(
-                            "qbo-rs: interrupted: {} row(s) committed in this run ({} fetched); re-run the same command to finish",
-                            report.rows_written(),
-                            report.total_rows()
-                        );
-                        return Ok(130);
-                    }
-                    Err(Error::Cancelled) => {
-                        bar.abandon();
-                        eprintln!("qbo-rs: interrupted while counting: nothing was written");
-                        return Ok(130);
-                    }
-                    Err(e) => return Err(e),
-                },
-                _ = tokio::signal::ctrl_c() => {
-                    bar.abandon();
-                    eprintln!("qbo-rs: interrupted; committed batches are kept, re-run the same command to finish");
-                    return Ok(130);
-                }
+    let report = match interruptible(run_backfill_until(&client, sinks, &request, observer, &stop), &bar, &stop).await? {
+        Ended::Done(report) => report,
+        Ended::Interrupted(report) => {
+            if let Some(report) = report {
+                eprintln!(
+                    "qbo-rs: interrupted: {} row(s) committed in this run ({} fetched); re-run the same command to finish",
+                    report.rows_written(),
+                    report.total_rows()
+                );
             }
+            return Ok(130);
         }
     };
     bar.finish();
-    let failed = report.failed();
     let r = report.requests;
     eprintln!(
         "{} {} row(s) in {} window(s) ({} committed), {:.1} s, {} request(s) ({} page, {} count, {} retry; {} token){}",
@@ -382,13 +421,97 @@ async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
         r.tokens,
         report.estimate.as_ref().map(|e| format!(", estimated {}", e.requests)).unwrap_or_default()
     );
-    if failed.is_empty() {
-        Ok(0)
-    } else {
-        for w in &failed {
-            eprintln!("qbo-rs: window {} failed: {}", w.label, one_line(w.error.as_deref().unwrap_or("unknown error")));
+    Ok(exit_code(&report))
+}
+
+async fn sync(a: SyncArgs) -> Result<i32, Error> {
+    let request = a.request()?;
+    let entity = request.entity();
+    let sink_options = a.out.sinks()?;
+    let client = a.client.client()?;
+    let bar = a.out.bar(&client);
+    let sinks = open_sinks(entity, &sink_options).await?;
+    let observer: Option<Arc<dyn Progress>> = Some(Arc::new(bar.clone()));
+    let stop = StopSignal::new();
+    let report = match interruptible(run_sync_until(&client, sinks, &request, observer, &stop), &bar, &stop).await? {
+        Ended::Done(report) => report,
+        Ended::Interrupted(report) => {
+            if report.is_some() {
+                eprintln!("qbo-rs: interrupted: committed batches are kept and the next sync starts from the same place");
+            }
+            return Ok(130);
         }
-        Ok(1)
+    };
+    bar.finish();
+    let (rows, r) = (report.rows(), report.requests);
+    eprintln!(
+        "{} sync ({}{}): {} inserted, {} updated, {} unchanged, {} deleted ({} found, {} still alive); {:.1} s, {} request(s) ({} page, {} count, {} cdc, {} retry; {} token)",
+        entity.plural(),
+        report.mode.name(),
+        match &report.mode {
+            qbo_core::sync::SyncMode::Reconciliation { reason } => format!(": {reason}"),
+            _ => String::new(),
+        },
+        rows.inserted,
+        rows.updated,
+        rows.unchanged + rows.stale,
+        report.marked_deleted(),
+        report.deletions_found,
+        report.deletions_refuted,
+        report.duration.as_secs_f64(),
+        r.api_calls(),
+        r.pages,
+        r.counts,
+        r.cdc,
+        r.retries,
+        r.tokens
+    );
+    Ok(exit_code(&report.read))
+}
+
+/// 0 when every window is complete; else each failed window is named and the code is 1.
+fn exit_code(report: &qbo_core::backfill::BackfillReport) -> i32 {
+    let failed = report.failed();
+    for w in &failed {
+        eprintln!("qbo-rs: window {} failed: {}", w.label, one_line(w.error.as_deref().unwrap_or("unknown error")));
+    }
+    i32::from(!failed.is_empty())
+}
+
+/// How a run interrupted by Ctrl-C ended.
+enum Ended<T> {
+    Done(T),
+    /// Stopped by Ctrl-C: the report of what is committed, if the run got to finish cleanly
+    /// (`None`: quit at once, or stopped while counting; either was said already).
+    Interrupted(Option<T>),
+}
+
+/// Runs `run` until it ends or Ctrl-C. The first Ctrl-C raises `stop`: no new request, the
+/// batches being written land, and the run reports what is committed. A second one quits at once.
+async fn interruptible<T>(run: impl std::future::Future<Output = Result<T, Error>>, bar: &progress::Bar, stop: &StopSignal) -> Result<Ended<T>, Error> {
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => r.map(Ended::Done),
+        _ = tokio::signal::ctrl_c() => {
+            bar.println("qbo-rs: stopping: no new request; the batches being written are finishing (Ctrl-C again to quit now)");
+            stop.stop();
+            let ended = tokio::select! {
+                r = &mut run => match r {
+                    Ok(report) => Ended::Interrupted(Some(report)),
+                    Err(Error::Cancelled) => {
+                        eprintln!("qbo-rs: interrupted while counting: nothing was written");
+                        Ended::Interrupted(None)
+                    }
+                    Err(e) => return Err(e),
+                },
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("qbo-rs: interrupted; committed batches are kept, re-run the same command to finish");
+                    Ended::Interrupted(None)
+                }
+            };
+            bar.abandon();
+            Ok(ended)
+        }
     }
 }
 
