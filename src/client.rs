@@ -377,6 +377,13 @@ impl QboClient {
     }
 }
 
+impl QboClient {
+    /// The core client this handle shares (for jobs built outside this file).
+    pub(crate) fn core(&self) -> &qbo_core::QboClient {
+        &self.client
+    }
+}
+
 /// A window read's options (`page_size`, `filter_field`), parsed as a stage's are.
 fn window_read(
     py: Python<'_>,

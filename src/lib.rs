@@ -13,6 +13,7 @@ mod report;
 mod runtime;
 mod share;
 mod stage;
+mod sync;
 mod windows;
 
 use pyo3::prelude::*;
@@ -55,6 +56,8 @@ mod _qbo_rs {
     use super::share::{_export_share_job, ReadShare, ShareExportJob, SharePlan, SharePlanJob, ShareStageJob, StagedShare};
     #[pymodule_export]
     use super::stage::{_export_job, ExportJob, StageJob, StagedWindow};
+    #[pymodule_export]
+    use super::sync::{_sync_job, SyncJob, SyncReport};
     #[pymodule_export]
     use super::windows::{parse_instant, plan_windows, Window};
     #[pymodule_export]

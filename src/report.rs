@@ -169,8 +169,8 @@ impl BackfillReport {
     }
 }
 
-fn requests_by_kind(r: &qbo_core::client::RequestCounts) -> HashMap<String, u64> {
-    [("page", r.pages), ("count", r.counts), ("retry", r.retries), ("token", r.tokens)].into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+pub fn requests_by_kind(r: &qbo_core::client::RequestCounts) -> HashMap<String, u64> {
+    [("page", r.pages), ("count", r.counts), ("cdc", r.cdc), ("retry", r.retries), ("token", r.tokens)].into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// What a backfill will read and spend, from counts alone (`QboClient.estimate`, or the

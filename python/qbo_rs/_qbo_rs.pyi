@@ -16,6 +16,7 @@ from qbo_rs.options import (
     SharePlanOptions,
     ShareStageOptions,
     StageOptions,
+    SyncOptions,
 )
 
 _DateLike = Union[str, date, datetime]
@@ -41,12 +42,15 @@ __all__ = [
     "StageJob",
     "StagedShare",
     "StagedWindow",
+    "SyncJob",
+    "SyncReport",
     "Window",
     "WindowReport",
     "__version__",
     "_export_job",
     "_export_share_job",
     "_read_txt",
+    "_sync_job",
     "default_limiter_dir",
     "default_token_store",
     "parse_instant",
@@ -220,6 +224,68 @@ class BackfillJob:
     def run(self) -> "BackfillReport": ...
     def run_future(self) -> Awaitable["BackfillReport"]: ...
 
+def _sync_job(client: QboClient, entity: str, **options: Unpack[SyncOptions]) -> "SyncJob": ...
+@final
+class SyncJob:
+    """A sync with its options checked, not yet run (``_sync_job``)."""
+
+    def run(self) -> "SyncReport": ...
+    def run_future(self) -> Awaitable["SyncReport"]: ...
+
+@final
+class SyncReport:
+    """What a sync did (:meth:`qbo_rs.QboClient.sync`)."""
+
+    @property
+    def entity(self) -> str: ...
+    @property
+    def mode(self) -> str:
+        """``initial`` (the sinks held nothing), ``incremental`` (changes since the high-water
+        mark, deletions from Change Data Capture) or ``reconciliation`` (every record read)."""
+    @property
+    def reason(self) -> Optional[str]:
+        """Why a reconciliation ran (None in the other modes)."""
+    @property
+    def read_from(self) -> datetime: ...
+    @property
+    def read_through(self) -> datetime:
+        """The read covered ``[read_from, read_through)`` by ``LastUpdatedTime``."""
+    @property
+    def swept_from(self) -> Optional[datetime]:
+        """Where the deletion sweep started (None: no sweep)."""
+    @property
+    def inserted(self) -> int: ...
+    @property
+    def updated(self) -> int: ...
+    @property
+    def unchanged(self) -> int: ...
+    @property
+    def deleted(self) -> int:
+        """Records marked deleted by this sync (in the first sink)."""
+    @property
+    def deletions_found(self) -> int:
+        """Deletions reported (or found by a reconciliation) and confirmed by a query."""
+    @property
+    def deletions_refuted(self) -> int:
+        """Reported deletions a query found alive: not recorded."""
+    @property
+    def deletions_by_sink(self) -> Dict[str, Dict[str, int]]:
+        """Per sink: ``marked``, ``already_marked``, ``newer_kept``, ``not_held``."""
+    @property
+    def requests(self) -> int: ...
+    @property
+    def requests_by_kind(self) -> Dict[str, int]: ...
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def state_saved(self) -> bool:
+        """The sinks now start their next sync from ``read_through``."""
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def read(self) -> "BackfillReport":
+        """The read, window by window."""
+
 @final
 class BackfillReport:
     """What a backfill did, window by window."""
@@ -244,7 +310,7 @@ class BackfillReport:
     def throttled(self) -> int: ...
     @property
     def requests_by_kind(self) -> Dict[str, int]:
-        """``page``, ``count``, ``retry`` (``requests`` is their sum) and ``token``."""
+        """``page``, ``count``, ``cdc``, ``retry`` (``requests`` is their sum) and ``token``."""
     @property
     def estimate(self) -> Optional["Estimate"]: ...
     @property

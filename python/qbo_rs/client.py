@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, TypeVar, Union
 
 from qbo_rs import _qbo_rs
+from qbo_rs._qbo_rs import _sync_job
 from qbo_rs._qbo_rs import (
     BackfillReport,
     Credentials,
@@ -21,6 +22,7 @@ from qbo_rs._qbo_rs import (
     SharePlan,
     StagedShare,
     StagedWindow,
+    SyncReport,
 )
 from qbo_rs.exceptions import BackfillError, ConfigError
 from qbo_rs.options import (
@@ -35,6 +37,7 @@ from qbo_rs.options import (
     SharePlanOptions,
     ShareStageOptions,
     StageOptions,
+    SyncOptions,
 )
 
 if TYPE_CHECKING:
@@ -253,6 +256,32 @@ class QboClient(_qbo_rs.QboClient):
     ) -> StagedShare:
         """Async twin of :meth:`stage_share`."""
         return _checked(await self._share_stage_job(share, **options).run_future(), raise_on_failure)
+
+    def sync(self, entity: str, *, raise_on_failure: bool = True, **options: Unpack[SyncOptions]) -> SyncReport:
+        """Brings ``entity``'s RAW layer up to date: reads what changed since the sinks'
+        high-water mark (less ``overlap_minutes``) with a backfill's guarantees, then marks
+        deleted what QuickBooks deleted since the last sweep (Change Data Capture; each
+        deletion confirmed by a query). When the last sweep is older than the 30 days CDC looks
+        back, or a CDC answer reached its 1,000-object cap, it reconciles instead: every record
+        is read and each id QuickBooks no longer has is marked deleted (``report.mode`` and
+        ``report.reason`` say so). On an empty sink it is a backfill. Options:
+        :class:`~qbo_rs.options.SyncOptions`.
+
+        The state (how far the sync got) is saved beside the data only once everything is
+        committed: after a crash or a failed window, the next sync starts from the same place.
+        Raises :class:`~qbo_rs.exceptions.BackfillError` (with ``.report``, the read's) if a
+        window failed, unless ``raise_on_failure=False``."""
+        report = _sync_job(self, entity, **options).run()
+        _checked(report.read, raise_on_failure)
+        return report
+
+    async def sync_async(
+        self, entity: str, *, raise_on_failure: bool = True, **options: Unpack[SyncOptions]
+    ) -> SyncReport:
+        """Async twin of :meth:`sync`."""
+        report = await _sync_job(self, entity, **options).run_future()
+        _checked(report.read, raise_on_failure)
+        return report
 
 
 def _manifest(staged: Union[StagedWindow, StagedShare, PathLike]) -> str:

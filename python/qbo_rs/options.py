@@ -77,6 +77,27 @@ class BackfillOptions(PlanOptions, SinkOptions, total=False):
     max_requests: Optional[int]
 
 
+class SyncOptions(SinkOptions, total=False):
+    """A sync's options (:meth:`~qbo_rs.QboClient.sync`): the sink's, and
+
+    - ``page_size``, ``chunk_days``, ``max_concurrent_windows``, ``max_buffer_mb``: as for a
+      backfill (the read is a backfill's, by ``LastUpdatedTime``).
+    - ``max_requests``: refuse a read whose estimate needs more requests.
+    - ``overlap_minutes``: minutes before the last sync's end read again (default 10): clocks
+      differ a little, and a record may show in queries a little after its ``LastUpdatedTime``.
+    - ``start``: how far back a sync of an empty sink, or a reconciliation, reads (default
+      ``"2000-01-01"``; windows start at the oldest record anyway).
+    """
+
+    page_size: int
+    chunk_days: int
+    max_concurrent_windows: int
+    max_buffer_mb: int
+    max_requests: Optional[int]
+    overlap_minutes: int
+    start: str
+
+
 class SharePlanOptions(PlanOptions, total=False):
     """A plan shared out between workers (:meth:`~qbo_rs.QboClient.plan_shares`): the plan's
     options, and

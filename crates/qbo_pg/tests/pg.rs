@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use qbo_pg::{DeleteOutcome, Deletion, MissingPrivilege, PgConfig, PgError, PgWriter, SslMode, TableRef, UpsertOutcome};
+use qbo_pg::{DeleteOutcome, Deletion, Freshness, MissingPrivilege, PgConfig, PgError, PgWriter, SslMode, SyncMark, TableRef, UpsertOutcome};
 
 macro_rules! dsn_or_skip {
     ($name:expr) => {
@@ -236,6 +236,34 @@ async fn deletions_keep_the_row_and_the_newest_version_wins() {
     assert_eq!(out, UpsertOutcome { updated: 1, ..Default::default() });
     assert_eq!(f.scalar(&row("d1")).await, 2_000_000 + 999_000 + 200, "alive again at its new version");
     assert_eq!(w.mark_deleted(&t, &[], ts(700)).await.unwrap(), DeleteOutcome::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freshness_and_the_sync_state_follow_the_rows() {
+    let dsn = dsn_or_skip!("freshness_and_the_sync_state_follow_the_rows");
+    let f = Fixture::new(&dsn).await;
+    let (t, state) = (f.table("qb_invoices"), f.table("qb_sync_state"));
+    let w = writer(&f).await;
+    w.ensure_table(&t).await.unwrap();
+    assert_eq!(w.freshness(&t, "realm-1").await.unwrap(), Freshness::default());
+    assert_eq!(w.sync_mark(&state, &t, "realm-1").await.unwrap(), None, "no sync yet; the state table is created");
+
+    w.upsert(&t, &raws(&[OwnedRow::new("a", 100, 1, 300), OwnedRow::new("b", 300, 1, 300), OwnedRow::new("c", 200, 1, 300)])).await.unwrap();
+    w.mark_deleted(&t, &[Deletion { id: "b", deleted_at_utc: ts(400) }], ts(500)).await.unwrap();
+    let held = w.freshness(&t, "realm-1").await.unwrap();
+    assert_eq!((held.newest_updated, held.live), (Some(ts(400)), 2), "the deletion is the newest version; two rows alive");
+    assert!(held.oldest_live_ingested.is_some());
+    assert_eq!(w.freshness(&t, "another-realm").await.unwrap(), Freshness::default());
+    let mut live = w.live_ids(&t, "realm-1").await.unwrap();
+    live.sort();
+    assert_eq!(live, ["a", "c"]);
+
+    let mark = SyncMark { read_through: ts(600), swept_through: ts(650) };
+    w.save_sync_mark(&state, &t, "realm-1", mark).await.unwrap();
+    let later = SyncMark { read_through: ts(700), swept_through: ts(700) };
+    w.save_sync_mark(&state, &t, "realm-1", later).await.unwrap();
+    assert_eq!(w.sync_mark(&state, &t, "realm-1").await.unwrap(), Some(later), "one row per realm and table, replaced");
+    assert_eq!(w.sync_mark(&state, &f.table("qb_items"), "realm-1").await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
