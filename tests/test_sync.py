@@ -29,7 +29,9 @@ SINKS = ["txt", pytest.param("postgres", marks=needs_pg), pytest.param("both", m
 
 
 def psql(sql: str) -> str:
-    out = subprocess.run(["psql", DSN, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["psql", DSN, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -62,7 +64,9 @@ def pg_state(schema: str, table: str) -> Tuple[Dict[str, str], Set[str]]:
     return live, {i for i, _, d in (r.split("|") for r in rows) if d == "t"}
 
 
-def sink_states(sink: str, data_dir: Path, schema: str, plural: str = "invoices") -> Dict[str, Tuple[Dict[str, str], Set[str]]]:
+def sink_states(
+    sink: str, data_dir: Path, schema: str, plural: str = "invoices"
+) -> Dict[str, Tuple[Dict[str, str], Set[str]]]:
     states = {}
     if sink in ("txt", "both"):
         states["txt"] = txt_state(data_dir, plural)
@@ -121,7 +125,9 @@ def test_sync_brings_creates_edits_and_deletes(emulator: QboEmulator, client_fac
         assert live == truth_versions(emulator, "Customer") and not deleted, name
 
 
-def test_a_second_sync_with_no_change_costs_two_requests_and_writes_nothing(emulator: QboEmulator, client_factory, tmp_path: Path):
+def test_a_second_sync_with_no_change_costs_two_requests_and_writes_nothing(
+    emulator: QboEmulator, client_factory, tmp_path: Path
+):
     client = client_factory(emulator)
     first = client.sync("invoice", data_dir=tmp_path, fsync=False)
     assert first.mode == "initial" and first.inserted == 1500 and first.requests_by_kind["cdc"] == 0, first
@@ -129,7 +135,9 @@ def test_a_second_sync_with_no_change_costs_two_requests_and_writes_nothing(emul
     second = client.sync("invoice", data_dir=tmp_path, fsync=False)
     assert second.mode == "incremental", second
     assert (second.inserted, second.updated, second.deleted) == (0, 0, 0), second
-    assert second.requests == 2 and second.requests_by_kind["cdc"] == 1 and second.requests_by_kind["count"] == 1, second
+    assert second.requests == 2 and second.requests_by_kind["cdc"] == 1 and second.requests_by_kind["count"] == 1, (
+        second
+    )
     assert (tmp_path / "invoices.txt").read_bytes() == before
 
 
@@ -189,7 +197,20 @@ def test_a_deleted_then_recreated_id_ends_alive(emulator: QboEmulator, client_fa
 def test_sigkill_mid_sync_then_rerun_converges(sink, tmp_path: Path, schema):
     with QboEmulator(seed=12, invoices=4000, customers=10, items=10, latency_ms=3) as emu:
         env = dict(os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
-        cmd = [sys.executable, "-m", "qbo_rs", "sync", "invoice", "--page-size", "40", "--no-progress", "--sink", sink, "--data-dir", str(tmp_path)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "qbo_rs",
+            "sync",
+            "invoice",
+            "--page-size",
+            "40",
+            "--no-progress",
+            "--sink",
+            sink,
+            "--data-dir",
+            str(tmp_path),
+        ]
         if sink != "txt":
             cmd += ["--dsn", DSN, "--pg-schema", schema]
         first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
@@ -212,7 +233,9 @@ def test_sigkill_mid_sync_then_rerun_converges(sink, tmp_path: Path, schema):
         assert killed >= 1
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, done.stderr
-        assert "sync (reconciliation" in done.stderr and "Validation: Integrity Check Passed" in done.stderr, done.stderr[-2000:]
+        assert "sync (reconciliation" in done.stderr and "Validation: Integrity Check Passed" in done.stderr, (
+            done.stderr[-2000:]
+        )
         for name, (live, deleted) in sink_states(sink, tmp_path, schema).items():
             assert live == truth_versions(emu, "Invoice"), name
             assert deleted == gone, name

@@ -225,6 +225,7 @@ class BackfillJob:
     def run_future(self) -> Awaitable["BackfillReport"]: ...
 
 def _sync_job(client: QboClient, entity: str, **options: Unpack[SyncOptions]) -> "SyncJob": ...
+
 @final
 class SyncJob:
     """A sync with its options checked, not yet run (``_sync_job``)."""

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, TypeVar, Union
 
 from qbo_rs import _qbo_rs
-from qbo_rs._qbo_rs import _sync_job
 from qbo_rs._qbo_rs import (
     BackfillReport,
     Credentials,
@@ -23,6 +22,7 @@ from qbo_rs._qbo_rs import (
     StagedShare,
     StagedWindow,
     SyncReport,
+    _sync_job,
 )
 from qbo_rs.exceptions import BackfillError, ConfigError
 from qbo_rs.options import (
