@@ -16,14 +16,63 @@ pub(super) fn admin_error(status: StatusCode, msg: String) -> Response {
     admin_json(status, &json!({"error": msg}))
 }
 
+/// The status an admin route answers an [`EmulatorError`] with, and its JSON error.
+fn admin_failure(e: EmulatorError) -> Response {
+    let status = match e {
+        EmulatorError::UnknownEntity(_) | EmulatorError::UnknownId { .. } | EmulatorError::AlreadyDeleted { .. } => StatusCode::NOT_FOUND,
+        EmulatorError::IdInUse { .. } => StatusCode::CONFLICT,
+        EmulatorError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
+        EmulatorError::Bind { .. } | EmulatorError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    admin_error(status, e.to_string())
+}
+
+fn entity_of(raw: &str) -> Result<Entity, Response> {
+    Entity::parse_loose(raw).ok_or_else(|| admin_error(StatusCode::NOT_FOUND, format!("unknown entity {raw}")))
+}
+
 pub(super) async fn truth_route(State(s): State<Arc<Shared>>, Path(entity): Path<String>) -> Response {
     s.record("admin", 200);
-    match Entity::parse_loose(&entity) {
-        Some(e) => {
-            let rows: Vec<TruthRow> = rl(s.table(e)).recs.iter().map(truth_row).collect();
+    match entity_of(&entity) {
+        Ok(e) => {
+            let rows: Vec<TruthRow> = rl(s.table(e)).live().map(truth_row).collect();
             admin_json(StatusCode::OK, &rows)
         }
-        None => admin_error(StatusCode::NOT_FOUND, format!("unknown entity {entity}")),
+        Err(r) => r,
+    }
+}
+
+/// `GET /_emulator/deleted/{entity}`: `[{"id","deleted_at"}]` ascending by deletion time.
+pub(super) async fn deleted_route(State(s): State<Arc<Shared>>, Path(entity): Path<String>) -> Response {
+    s.record("admin", 200);
+    match entity_of(&entity) {
+        Ok(e) => admin_json(StatusCode::OK, &s.deleted(e)),
+        Err(r) => r,
+    }
+}
+
+/// `POST /_emulator/delete/{entity}/{id}`: answers the [`Deletion`].
+pub(super) async fn delete_route(State(s): State<Arc<Shared>>, Path((entity, id)): Path<(String, String)>) -> Response {
+    s.record("admin", 200);
+    match entity_of(&entity).map(|e| s.delete(e, &id)) {
+        Ok(Ok(done)) => admin_json(StatusCode::OK, &done),
+        Ok(Err(e)) => admin_failure(e),
+        Err(r) => r,
+    }
+}
+
+/// `POST /_emulator/create/{entity}[?id=N]`: answers the new record's JSON as served.
+pub(super) async fn create_route(State(s): State<Arc<Shared>>, Path(entity): Path<String>, RawQuery(q): RawQuery) -> Response {
+    s.record("admin", 200);
+    let params = parse_params(q.as_deref());
+    match entity_of(&entity).map(|e| s.create(e, params.get("id").map(String::as_str))) {
+        Ok(Ok(json)) => {
+            let mut r = Response::new(Body::from(json));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CT));
+            r
+        }
+        Ok(Err(e)) => admin_failure(e),
+        Err(r) => r,
     }
 }
 
@@ -81,14 +130,11 @@ pub(super) async fn knobs_post(State(s): State<Arc<Shared>>, body: Bytes) -> Res
 
 pub(super) async fn edit_route(State(s): State<Arc<Shared>>, Path((entity, id)): Path<(String, String)>) -> Response {
     s.record("admin", 200);
-    let Some(e) = Entity::parse_loose(&entity) else {
-        return admin_error(StatusCode::NOT_FOUND, format!("unknown entity {entity}"));
-    };
-    let Some(idx) = rl(s.table(e)).index_of(&id) else {
-        return admin_error(StatusCode::NOT_FOUND, format!("no {} with Id {id}", e.name()));
-    };
-    let row = s.edit_index(e, idx, false);
-    admin_json(StatusCode::OK, &row)
+    match entity_of(&entity).map(|e| s.edit(e, &id)) {
+        Ok(Ok(row)) => admin_json(StatusCode::OK, &row),
+        Ok(Err(e)) => admin_failure(e),
+        Err(r) => r,
+    }
 }
 
 pub(super) async fn expire_route(State(s): State<Arc<Shared>>) -> Response {
