@@ -1,4 +1,4 @@
-//! Deterministic data: generation, the in-memory tables and edits.
+//! Deterministic data: generation, the in-memory tables, edits, deletes and creations.
 
 pub(crate) mod names;
 pub(crate) mod plan;
@@ -519,6 +519,40 @@ mod tests {
                 assert_eq!(v["Active"], false);
             }
         }
+    }
+
+    #[test]
+    fn created_list_records_get_the_profile_generation_would_give_their_id() {
+        let c = EmulatorConfig { customers: 30, items: 12, ..cfg(50) };
+        let mut d = generate(&c);
+        let mut clock = ChangeClock::default();
+        let now_ms = 1_800_000_000_000;
+        let cus = d.tables[1].create(&mut clock, now_ms).unwrap();
+        let itm = d.tables[2].create(&mut clock, now_ms).unwrap();
+        assert_eq!((cus, itm), (30, 12));
+        assert_eq!(*d.tables[1].recs[cus].name, render::customer_profiles(c.seed, 31)[30].display);
+        assert_eq!(*d.tables[2].recs[itm].name, render::item_profiles(c.seed, 13)[12].name);
+        assert_eq!(d.tables[0].ctx.customers.len(), 30, "invoices keep the generated customers");
+        for t in &d.tables[1..] {
+            assert_eq!(t.by_updated.len(), t.recs.len());
+            assert_eq!(t.by_updated.last(), Some(&(1_800_000_000, t.recs.len() as u32 - 1)));
+        }
+    }
+
+    #[test]
+    fn a_deleted_invoice_leaves_the_order_index_and_its_id_stays_taken() {
+        let mut d = generate(&cfg(40));
+        let mut clock = ChangeClock::default();
+        let inv = &mut d.tables[0];
+        let at = inv.delete(9, &mut clock, 1_800_000_000_000).unwrap();
+        assert!(inv.delete(9, &mut clock, 1_800_000_000_000).is_none(), "deleted once");
+        assert!(!inv.edit(9, &mut clock, 1_800_000_000_000), "a deleted record is not edited");
+        assert_eq!((inv.by_updated.len(), inv.live().count(), inv.index_of("10"), inv.slot_of("10")), (39, 39, None, Some(9)));
+        assert_eq!(inv.deletions, vec![(at, 9)]);
+        assert_eq!(inv.create(&mut clock, 1_800_000_000_000), Some(40), "the next Id, not the freed one");
+        assert!(inv.recreate(9, &mut clock, 1_800_000_000_000));
+        assert!(inv.recs[9].updated > at / 1000 && inv.deletions.is_empty() && inv.by_updated.len() == 41);
+        assert!(!inv.make_inactive(3, &mut clock, 1_800_000_000_000), "an invoice is never made inactive");
     }
 
     #[test]
