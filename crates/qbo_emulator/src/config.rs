@@ -178,6 +178,9 @@ pub struct Knobs {
     /// Oldest `changedSince` the CDC endpoint accepts, in days before now; `None` = no limit.
     /// Default `Some(30)` (Intuit's documented look-back).
     pub cdc_max_lookback_days: Option<u32>,
+    /// Most objects one CDC answer holds, counted across every requested entity and their
+    /// deleted stubs (QuickBooks: 1000, and no paging); 0 = no cap. Default 1000.
+    pub cdc_max_objects: u32,
     /// Order of a `SELECT *` without ORDERBY. Default [`DefaultOrder::Observed`].
     pub default_order: DefaultOrder,
 }
@@ -204,6 +207,7 @@ impl Default for Knobs {
             refresh_rotate_after_secs: 86400,
             old_refresh_grace_secs: 0,
             cdc_max_lookback_days: Some(30),
+            cdc_max_objects: 1000,
             default_order: DefaultOrder::Observed,
         }
     }

@@ -22,7 +22,7 @@
 //! |---|---|
 //! | `GET\|POST /v3/company/{realm}/query` | Statement from `?query=` or from the body (`application/text`, `text/plain`, any other type as raw text, or a form field `query`). `minorversion` is ignored (every value is served as 75). |
 //! | `POST /v3/company/{realm}/batch` | `{"BatchItemRequest":[{"bId":..,"Query":..}]}`, query items only, at most 30; HTTP 200 with per-item `QueryResponse` or `Fault`. Each item is a call in the realm's minute and, when it answers, a metered read; at most [`Knobs::batch_per_minute`] (40) batches a minute. |
-//! | `GET /v3/company/{realm}/cdc?entities=..&changedSince=..` | Records with LastUpdatedTime >= changedSince, ascending, 1000 objects at most; [`Knobs::cdc_max_lookback_days`] (30) enforced. No deleted stubs (nothing is deleted). |
+//! | `GET /v3/company/{realm}/cdc?entities=..&changedSince=..` | Every object of the listed entities changed at or after changedSince: per entity (in the requested order) the live records ascending by LastUpdatedTime, then a `"status":"Deleted"` stub per deleted Invoice ascending by deletion time; [`Knobs::cdc_max_objects`] (1000) objects at most across all entities, no paging; [`Knobs::cdc_max_lookback_days`] (30) enforced. See [Deletes and creations](#deletes-and-creations). |
 //! | `GET /v3/company/{realm}/{entity}/{id}` | One record, `{"Invoice":{..},"time":..}`; unknown Id → 400 code 610. |
 //! | `POST /oauth2/v1/tokens/bearer` | `grant_type=refresh_token`; client auth by HTTP Basic (takes precedence) or `client_id`/`client_secret` form fields. |
 //! | `GET /.well-known/openid_configuration` | OpenID discovery document pointing at this emulator (also `openid-configuration`). |
@@ -138,6 +138,38 @@
 //! what makes plain STARTPOSITION paging lose a record. Queries read under a
 //! read lock and edits take the write lock, so each answer is consistent.
 //!
+//! ## Deletes and creations
+//!
+//! As QuickBooks records them ([`Emulator::delete`], [`Emulator::create`], or the admin routes):
+//!
+//! * **Transactions are hard-deleted.** A deleted Invoice leaves every query, COUNT, the read
+//!   route (400 code 610) and the truth; only CDC and `GET /_emulator/deleted/Invoice` report it.
+//!   CDC shows it as `{"domain":"QBO","status":"Deleted","Id":"129","MetaData":{"LastUpdatedTime":
+//!   "2025-03-02T12:55:50-08:00"}}`, the time being the deletion's (Pacific, whole seconds), when
+//!   the deletion time (kept to the millisecond) is >= changedSince.
+//! * **Name-list records are never deleted.** Deleting a Customer or an Item makes it inactive:
+//!   `"Active":false`, `" (deleted)"` appended to DisplayName/FullyQualifiedName (Customer) or
+//!   Name/FullyQualifiedName (Item), SyncToken + 1, LastUpdatedTime now. It stays in the truth,
+//!   is hidden from queries unless they filter on `Active`, and CDC returns it as an update.
+//! * **Creation** renders a record as generation would for the next Id never used (Ids are never
+//!   reused, deleted Invoices keep theirs), CreateTime = LastUpdatedTime = now, SyncToken 0.
+//!   `?id=` (or `reuse_id`) brings back the Id of a deleted Invoice: QuickBooks never does this;
+//!   it is a test device to check that a newer version wins over a deletion mark. A live Id is
+//!   refused (409). After it, neither CDC nor the deleted list mention the old deletion.
+//! * **Order of stamps.** A deletion is stamped now to the millisecond, strictly after every
+//!   stamp handed out before it and in a later second than the deleted record's last
+//!   LastUpdatedTime (so it may lie up to a second ahead of the wall clock); a re-created record
+//!   is stamped in a later second than its deletion. A record's versions and its deletion are
+//!   therefore strictly ordered even at the whole-second precision CDC shows.
+//! * **CDC cap.** One answer holds at most [`Knobs::cdc_max_objects`] objects, stubs included.
+//!   QuickBooks does not say which objects it drops beyond 1000; the emulator lists entities in
+//!   the requested order, each one's live records then its stubs, and drops the tail. Each
+//!   group's `maxResults` and `totalCount` give the number of objects it holds.
+//!
+//! Mutations take the entity's write lock (queries, counts, reads and CDC read under its read
+//! lock), so every answer sees a record either before or after a change, never half of it; an
+//! edit picked by `edit_rate` whose record was deleted meanwhile is dropped.
+//!
 //! ## Throttling and faults
 //!
 //! [`Knobs::throttle_per_minute`] (default 500) limits admitted calls in any sliding 60 s window
@@ -162,11 +194,14 @@
 //!
 //! | Route | What |
 //! |---|---|
-//! | `GET /_emulator/truth/{entity}` | JSON list of [`TruthRow`] for ALL records incl. inactive, by numeric Id (`Invoice`, `customer`, `items`… accepted) |
+//! | `GET /_emulator/truth/{entity}` | JSON list of [`TruthRow`] for every record that exists now, inactive ones included (deleted Invoices are not), by numeric Id (`Invoice`, `customer`, `items`… accepted) |
+//! | `GET /_emulator/deleted/{entity}` | JSON list of [`DeletedRow`] (`{"id","deleted_at"}`, UTC RFC 3339 with milliseconds), ascending by deletion time; always `[]` for Customer and Item |
 //! | `GET /_emulator/stats` | [`Stats`] |
 //! | `GET /_emulator/knobs` | [`Knobs`] |
 //! | `POST /_emulator/knobs` | JSON object with any subset of the knob fields; answers the new knobs (400 on unknown fields or bad values) |
 //! | `POST /_emulator/edit/{entity}/{id}` | edit one record now; answers its [`TruthRow`] |
+//! | `POST /_emulator/delete/{entity}/{id}` | delete one record now (Invoice: hard delete; Customer, Item: made inactive); answers the [`Deletion`]; 404 for an unknown Id, a deleted Invoice or an inactive record |
+//! | `POST /_emulator/create/{entity}[?id=N]` | create one record now; answers its JSON as served; `?id=` re-creates a deleted Invoice (409 for a live Id, 404 for one never used) |
 //! | `POST /_emulator/expire-access-tokens` | every issued access token becomes invalid before its stated expiry (a revocation; natural expiry is [`Knobs::access_token_ttl_secs`]); `{"expired":n}` |
 //! | `GET /_emulator/summary` | [`DataSummary`] |
 //! | `GET /_emulator/credentials` | the (fake) realm id, client id/secret, initial and current refresh token |
@@ -183,12 +218,14 @@
 //!
 //! Only JSON is served (no XML for a missing `Accept`); plain HTTP only (no TLS); OR,
 //! projections other than `*` (extra `SELECT *, Sku` names are accepted and ignored),
-//! `Iterator`, deletes, token revocation, the authorization-code grant and the monthly quota are
-//! not emulated; the 10 requests/second limit is not separate from `max_in_flight`; the 120 batch
-//! requests a minute per realm across apps are not reachable (one app); CDC never returns deleted
-//! stubs; the "101 rows for MAXRESULTS 100" quirk is not injected.
+//! `Iterator`, deletes and creations through the API (only the admin routes change records),
+//! token revocation, the authorization-code grant and the monthly quota are not emulated; the 10
+//! requests/second limit is not separate from `max_in_flight`; the 120 batch requests a minute
+//! per realm across apps are not reachable (one app); the "101 rows for MAXRESULTS 100" quirk is
+//! not injected.
 
 pub mod auth;
+pub(crate) mod clock;
 pub mod config;
 pub mod data;
 pub(crate) mod pacific;
@@ -226,6 +263,35 @@ pub struct TruthRow {
     pub active: bool,
 }
 
+/// What [`Emulator::delete`] (and `POST /_emulator/delete/..`) did. As JSON:
+/// `{"outcome":"deleted","entity":"Invoice","id":"7","deleted_at":"2026-03-02T20:55:50.125Z"}` or
+/// `{"outcome":"made_inactive","entity":"Customer","id":"5","record":{..truth row..}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Deletion {
+    /// A transaction (Invoice) is gone from every query, count, read and the truth; CDC reports
+    /// it as a `"status":"Deleted"` stub.
+    Deleted {
+        entity: String,
+        id: String,
+        /// The deletion time (UTC, RFC 3339 with milliseconds in JSON).
+        #[serde(with = "pacific::utc_millis")]
+        deleted_at: DateTime<Utc>,
+    },
+    /// A name-list record (Customer, Item) is never deleted: it became inactive in a new version
+    /// (SyncToken + 1, LastUpdatedTime now, `" (deleted)"` appended to its names).
+    MadeInactive { entity: String, id: String, record: TruthRow },
+}
+
+/// A hard-deleted record, as [`Emulator::deleted`] and `GET /_emulator/deleted/..` list them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedRow {
+    pub id: String,
+    /// UTC, RFC 3339 with milliseconds in JSON (`2026-03-02T20:55:50.125Z`).
+    #[serde(with = "pacific::utc_millis")]
+    pub deleted_at: DateTime<Utc>,
+}
+
 /// Errors of the Rust API.
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
@@ -237,6 +303,10 @@ pub enum EmulatorError {
     UnknownEntity(String),
     #[error("no {entity} with Id {id:?}")]
     UnknownId { entity: String, id: String },
+    #[error("{entity} {id:?} is already deleted (or inactive)")]
+    AlreadyDeleted { entity: String, id: String },
+    #[error("{entity} {id:?} exists: only the Id of a deleted Invoice can be re-created")]
+    IdInUse { entity: String, id: String },
     #[error("emulator internal error: {0}")]
     Internal(String),
 }
@@ -258,6 +328,11 @@ fn derive_credential(seed: u64, tag: u64, make: impl FnOnce(&mut rng::Rng) -> St
     } else {
         given.to_string()
     }
+}
+
+/// The entity an admin name means (`Invoice`, `invoice`, `invoices`).
+fn entity_of(name: &str) -> Result<Entity, EmulatorError> {
+    Entity::parse_loose(name).ok_or_else(|| EmulatorError::UnknownEntity(name.to_string()))
 }
 
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -359,15 +434,22 @@ impl Emulator {
         lock(&self.shared.auth).issue_access(ttl)
     }
 
-    /// Every record of an entity, including inactive ones, sorted by numeric Id.
+    /// Every record of an entity that exists now, including inactive ones (deleted invoices are
+    /// not), sorted by numeric Id.
     pub fn truth(&self, entity: &str) -> Result<Vec<TruthRow>, EmulatorError> {
-        let e = Entity::parse_loose(entity).ok_or_else(|| EmulatorError::UnknownEntity(entity.to_string()))?;
-        Ok(rl(self.shared.table(e)).recs.iter().map(server::truth_row).collect())
+        let e = entity_of(entity)?;
+        Ok(rl(self.shared.table(e)).live().map(server::truth_row).collect())
+    }
+
+    /// The hard-deleted records of an entity, ascending by deletion time (always empty for
+    /// Customer and Item, which are made inactive instead).
+    pub fn deleted(&self, entity: &str) -> Result<Vec<DeletedRow>, EmulatorError> {
+        Ok(self.shared.deleted(entity_of(entity)?))
     }
 
     /// The served JSON of one record (as it is now).
     pub fn record_json(&self, entity: &str, id: &str) -> Result<bytes::Bytes, EmulatorError> {
-        let e = Entity::parse_loose(entity).ok_or_else(|| EmulatorError::UnknownEntity(entity.to_string()))?;
+        let e = entity_of(entity)?;
         let t = rl(self.shared.table(e));
         let idx = t.index_of(id).ok_or_else(|| EmulatorError::UnknownId { entity: e.name().into(), id: id.into() })?;
         Ok(t.recs[idx].json.clone())
@@ -393,9 +475,24 @@ impl Emulator {
 
     /// Edits one record now: SyncToken + 1, LastUpdatedTime = now, a changed field.
     pub fn edit(&self, entity: &str, id: &str) -> Result<TruthRow, EmulatorError> {
-        let e = Entity::parse_loose(entity).ok_or_else(|| EmulatorError::UnknownEntity(entity.to_string()))?;
-        let idx = rl(self.shared.table(e)).index_of(id).ok_or_else(|| EmulatorError::UnknownId { entity: e.name().into(), id: id.into() })?;
-        Ok(self.shared.edit_index(e, idx, false))
+        self.shared.edit(entity_of(entity)?, id)
+    }
+
+    /// Deletes one record now, as QuickBooks does: an Invoice is hard-deleted, a Customer or an
+    /// Item made inactive (see [`Deletion`]). An unknown Id, a deleted Invoice or an inactive
+    /// record is an error.
+    pub fn delete(&self, entity: &str, id: &str) -> Result<Deletion, EmulatorError> {
+        self.shared.delete(entity_of(entity)?, id)
+    }
+
+    /// Creates one record now, rendered as generated ones are (CreateTime = LastUpdatedTime =
+    /// now, SyncToken 0), and returns its served JSON. Without `reuse_id` it takes the next Id
+    /// never used. With the Id of a deleted Invoice it brings that Id back as a new record, in a
+    /// later second than the deletion: QuickBooks never reuses an Id, so this is only a test
+    /// device, to check that a client lets a newer version win over a deletion mark. A live Id
+    /// is refused ([`EmulatorError::IdInUse`]).
+    pub fn create(&self, entity: &str, reuse_id: Option<&str>) -> Result<bytes::Bytes, EmulatorError> {
+        self.shared.create(entity_of(entity)?, reuse_id)
     }
 
     /// Every issued access token becomes invalid: the next API call gets 401.

@@ -227,6 +227,22 @@ pub(crate) fn parse_date_literal(s: &str) -> Option<i64> {
     Some(date_to_days(d))
 }
 
+/// Serde for a UTC instant as RFC 3339 with exactly three fraction digits
+/// (`2026-03-02T20:55:50.125Z`), the form of the emulator's deletion times.
+pub(crate) mod utc_millis {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,11 @@ pub struct Stats {
     pub edits: u64,
     /// Edits made by `edit_rate` during paging.
     pub paging_edits: u64,
+    /// Deletions (a hard delete of an Invoice, or a Customer or Item made inactive) by
+    /// [`crate::Emulator::delete`] or the admin route.
+    pub deletes: u64,
+    /// Records created by [`crate::Emulator::create`] or the admin route.
+    pub creates: u64,
     /// Successful refresh-token grants.
     pub token_refreshes: u64,
     /// Refresh-token value rotations.

@@ -3,57 +3,16 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::*;
 use qbo_emulator::{DefaultOrder, Emulator, EmulatorConfig, FaultKind, Knobs, ThrottleBody};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
-fn cfg(invoices: usize) -> EmulatorConfig {
-    EmulatorConfig { invoices, customers: 80, items: 40, knobs: Knobs::unthrottled(), ..Default::default() }
-}
-
-async fn start(c: EmulatorConfig) -> Emulator {
-    Emulator::start(c).await.expect("emulator starts")
-}
-
-/// Refreshes through the token endpoint (HTTP Basic) and returns the access token.
-async fn token(http: &Client, emu: &Emulator) -> String {
-    let r = http
-        .post(emu.token_url())
-        .basic_auth(emu.client_id(), Some(emu.client_secret()))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", &emu.current_refresh_token())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    v["access_token"].as_str().unwrap().to_string()
-}
-
-async fn get_q(http: &Client, emu: &Emulator, tok: &str, q: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
-    let r =
-        http.get(emu.query_url()).bearer_auth(tok).header("Accept", "application/json").query(&[("query", q), ("minorversion", "75")]).send().await.unwrap();
-    let (s, h) = (r.status(), r.headers().clone());
-    (s, h, r.text().await.unwrap())
-}
-
-async fn json_q(http: &Client, emu: &Emulator, tok: &str, q: &str) -> Value {
-    let (s, _, body) = get_q(http, emu, tok, q).await;
-    assert_eq!(s, 200, "{q}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-fn strip_time(mut v: Value) -> Value {
-    v.as_object_mut().unwrap().remove("time");
-    v
-}
-
-const WINDOW_ALL: &str = "MetaData.LastUpdatedTime >= '2014-12-01T00:00:00Z' AND MetaData.LastUpdatedTime < '2025-11-01T00:00:00Z'";
-
 #[tokio::test]
 async fn get_and_post_query_agree_and_headers_look_like_intuit() {
-    let emu = start(cfg(300)).await;
-    let http = Client::new();
-    let tok = token(&http, &emu).await;
+    let (emu, http, tok) = session(cfg(300)).await;
     let q = format!("SELECT * FROM Invoice WHERE {WINDOW_ALL} ORDERBY MetaData.LastUpdatedTime STARTPOSITION 11 MAXRESULTS 7");
     let (s, h, body) = get_q(&http, &emu, &tok, &q).await;
     assert_eq!(s, 200);
@@ -85,9 +44,7 @@ async fn get_and_post_query_agree_and_headers_look_like_intuit() {
 #[tokio::test]
 async fn count_empty_page_and_default_page_size() {
     let c = cfg(400);
-    let emu = start(c.clone()).await;
-    let http = Client::new();
-    let tok = token(&http, &emu).await;
+    let (emu, http, tok) = session(c.clone()).await;
     let v = json_q(&http, &emu, &tok, "SELECT COUNT(*) FROM Invoice").await;
     assert_eq!(strip_time(v), serde_json::json!({"QueryResponse": {"totalCount": 400}}));
     let m = emu.empty_months()[0];
@@ -109,12 +66,7 @@ async fn count_empty_page_and_default_page_size() {
     let v = json_q(&http, &emu, &tok, "SELECT * FROM Invoice").await;
     assert_eq!(v["QueryResponse"]["maxResults"], 100, "default MAXRESULTS is 100");
     // Default Invoice order: LastUpdatedTime DESC.
-    let ts: Vec<chrono::DateTime<chrono::FixedOffset>> = v["QueryResponse"]["Invoice"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| chrono::DateTime::parse_from_rfc3339(r["MetaData"]["LastUpdatedTime"].as_str().unwrap()).unwrap())
-        .collect();
+    let ts: Vec<chrono::DateTime<chrono::FixedOffset>> = v["QueryResponse"]["Invoice"].as_array().unwrap().iter().map(last_updated).collect();
     assert!(ts.windows(2).all(|w| w[0] >= w[1]));
     let v = json_q(&http, &emu, &tok, "SELECT * FROM Invoice STARTPOSITION 391 MAXRESULTS 50").await;
     assert_eq!(v["QueryResponse"]["maxResults"], 10, "maxResults is the returned count");
@@ -125,26 +77,8 @@ use chrono::Datelike;
 
 #[tokio::test]
 async fn window_paging_returns_every_record_once() {
-    let emu = start(cfg(1500)).await;
-    let http = Client::new();
-    let tok = token(&http, &emu).await;
-    let mut ids = Vec::new();
-    let mut start = 1;
-    loop {
-        let v = json_q(
-            &http,
-            &emu,
-            &tok,
-            &format!("SELECT * FROM Invoice WHERE {WINDOW_ALL} ORDERBY MetaData.LastUpdatedTime ASC, Id STARTPOSITION {start} MAXRESULTS 1000"),
-        )
-        .await;
-        let rows = v["QueryResponse"]["Invoice"].as_array().cloned().unwrap_or_default();
-        ids.extend(rows.iter().map(|r| r["Id"].as_str().unwrap().to_string()));
-        if rows.len() < 1000 {
-            break;
-        }
-        start += 1000;
-    }
+    let (emu, http, tok) = session(cfg(1500)).await;
+    let ids = page_invoice_ids(&http, &emu, &tok, WINDOW_ALL, "MetaData.LastUpdatedTime ASC, Id", 1000).await;
     let truth: Vec<String> = emu.truth("Invoice").unwrap().into_iter().map(|t| t.id).collect();
     assert_eq!(ids.len(), truth.len());
     let a: BTreeSet<_> = ids.into_iter().collect();
@@ -155,9 +89,7 @@ async fn window_paging_returns_every_record_once() {
 
 #[tokio::test]
 async fn inactive_list_records_are_hidden_unless_active_is_filtered() {
-    let emu = start(cfg(10)).await;
-    let http = Client::new();
-    let tok = token(&http, &emu).await;
+    let (emu, http, tok) = session(cfg(10)).await;
     for e in ["Customer", "Item"] {
         let truth = emu.truth(e).unwrap();
         let active = truth.iter().filter(|t| t.active).count();
@@ -182,9 +114,7 @@ async fn inactive_list_records_are_hidden_unless_active_is_filtered() {
 
 #[tokio::test]
 async fn parse_and_validation_errors_are_400_validation_faults() {
-    let emu = start(cfg(10)).await;
-    let http = Client::new();
-    let tok = token(&http, &emu).await;
+    let (emu, http, tok) = session(cfg(10)).await;
     for (q, code, msg) in [
         ("SELECT * FROM Invoice WHERE", "4000", "Error parsing query"),
         ("", "4000", "Error parsing query"),
@@ -342,9 +272,8 @@ async fn client_auth_basic_takes_precedence_over_form() {
 
 #[tokio::test]
 async fn throttling_429_json_xml_storm_and_in_flight() {
-    let emu = start(EmulatorConfig { knobs: Knobs { throttle_per_minute: Some(3), max_in_flight: None, ..Knobs::default() }, ..cfg(10) }).await;
-    let http = Client::new();
-    let tok = emu.issue_access_token();
+    let (emu, http, tok) =
+        session_issued(EmulatorConfig { knobs: Knobs { throttle_per_minute: Some(3), max_in_flight: None, ..Knobs::default() }, ..cfg(10) }).await;
     for _ in 0..3 {
         assert_eq!(get_q(&http, &emu, &tok, "SELECT COUNT(*) FROM Item").await.0, 200);
     }
@@ -463,27 +392,9 @@ async fn every_fault_kind() {
 
 #[tokio::test]
 async fn edits_during_paging_make_naive_startposition_paging_miss_records() {
-    let emu = start(cfg(600)).await;
-    let http = Client::new();
-    let tok = emu.issue_access_token();
+    let (emu, http, tok) = session_issued(cfg(600)).await;
     emu.set_knobs(Knobs { edit_rate: 1.0, ..Knobs::unthrottled() });
-    let mut seen = BTreeSet::new();
-    let mut start = 1;
-    loop {
-        let v = json_q(
-            &http,
-            &emu,
-            &tok,
-            &format!("SELECT * FROM Invoice WHERE {WINDOW_ALL} ORDERBY MetaData.LastUpdatedTime STARTPOSITION {start} MAXRESULTS 50"),
-        )
-        .await;
-        let rows = v["QueryResponse"]["Invoice"].as_array().cloned().unwrap_or_default();
-        seen.extend(rows.iter().map(|r| r["Id"].as_str().unwrap().to_string()));
-        if rows.len() < 50 {
-            break;
-        }
-        start += 50;
-    }
+    let seen: BTreeSet<String> = page_invoice_ids(&http, &emu, &tok, WINDOW_ALL, "MetaData.LastUpdatedTime", 50).await.into_iter().collect();
     let truth = emu.truth("Invoice").unwrap();
     assert_eq!(truth.len(), 600, "nothing is deleted");
     let missed: Vec<_> = truth.iter().filter(|t| !seen.contains(&t.id)).collect();
@@ -581,29 +492,23 @@ async fn discovery_batch_cdc_and_read() {
     assert_eq!(items[2]["Fault"]["Error"][0]["code"], "4001");
     assert!(v["time"].is_string());
     // CDC: nothing changed recently -> {}; after an edit the record shows up.
-    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let cdc = |since: String| {
-        let http = http.clone();
-        let url = format!("{}/v3/company/{}/cdc", emu.base_url(), emu.realm_id());
-        let tok = tok.clone();
-        async move { http.get(url).bearer_auth(tok).query(&[("entities", "invoice,Customer"), ("changedSince", since.as_str())]).send().await.unwrap() }
-    };
-    let v: Value = cdc(since.clone()).await.json().await.unwrap();
+    let since = minutes_ago(60);
+    let v: Value = cdc(&http, &emu, &tok, "invoice,Customer", &since).await.json().await.unwrap();
     assert_eq!(v["CDCResponse"], serde_json::json!([{"QueryResponse": [{}]}]));
     emu.edit("Customer", "5").unwrap();
-    let v: Value = cdc(since).await.json().await.unwrap();
+    let v: Value = cdc(&http, &emu, &tok, "invoice,Customer", &since).await.json().await.unwrap();
     let groups = v["CDCResponse"][0]["QueryResponse"].as_array().unwrap();
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0]["Customer"][0]["Id"], "5");
-    let r = cdc("2020-01-01T00:00:00Z".into()).await;
+    let r = cdc(&http, &emu, &tok, "invoice,Customer", "2020-01-01T00:00:00Z").await;
     assert_eq!(r.status(), 400, "older than 30 days");
     assert!(r.text().await.unwrap().contains("older than fixed days"));
     // Read one record.
-    let r = http.get(format!("{}/v3/company/{}/invoice/9", emu.base_url(), emu.realm_id())).bearer_auth(&tok).send().await.unwrap();
+    let r = api_get(&http, &emu, &tok, "invoice/9").await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["Invoice"]["Id"], "9");
-    let r = http.get(format!("{}/v3/company/{}/invoice/9999", emu.base_url(), emu.realm_id())).bearer_auth(&tok).send().await.unwrap();
+    let r = api_get(&http, &emu, &tok, "invoice/9999").await;
     assert_eq!(r.status(), 400);
     emu.shutdown().await;
 }
@@ -612,36 +517,9 @@ async fn discovery_batch_cdc_and_read() {
 async fn concurrent_paging_and_edits_stay_consistent() {
     let emu = start(cfg(3000)).await;
     emu.set_knobs(Knobs { edit_rate: 0.3, ..Knobs::unthrottled() });
-    let http = Client::new();
     let tok = emu.issue_access_token();
-    let mut tasks = Vec::new();
-    for w in 0..4 {
-        let (http, tok, url) = (http.clone(), tok.clone(), emu.query_url());
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0;
-            for p in 0..15 {
-                let q = format!("SELECT * FROM Invoice ORDERBY MetaData.LastUpdatedTime STARTPOSITION {} MAXRESULTS 200", (p * 4 + w) % 15 * 200 + 1);
-                let r = http.get(&url).bearer_auth(&tok).query(&[("query", q)]).send().await.unwrap();
-                assert_eq!(r.status(), 200);
-                let v: Value = r.json().await.unwrap();
-                let rows = v["QueryResponse"]["Invoice"].as_array().unwrap();
-                // Within one answer the order is strictly consistent.
-                let keys: Vec<(chrono::DateTime<chrono::FixedOffset>, u64)> = rows
-                    .iter()
-                    .map(|r| {
-                        (
-                            chrono::DateTime::parse_from_rfc3339(r["MetaData"]["LastUpdatedTime"].as_str().unwrap()).unwrap(),
-                            r["Id"].as_str().unwrap().parse().unwrap(),
-                        )
-                    })
-                    .collect();
-                assert!(keys.windows(2).all(|w| w[0] < w[1]));
-                n += rows.len();
-            }
-            n
-        }));
-    }
-    for t in tasks {
+    // Within one answer the order is strictly consistent (checked by each pager).
+    for t in spawn_pagers(&emu, &tok, 4, 15, 200) {
         assert_eq!(t.await.unwrap(), 15 * 200);
     }
     let st = emu.stats();
@@ -656,9 +534,7 @@ async fn concurrent_paging_and_edits_stay_consistent() {
 
 #[tokio::test]
 async fn startposition_zero_reads_as_one_as_on_quickbooks() {
-    let emu = start(cfg(40)).await;
-    let http = Client::new();
-    let tok = token(&http, &emu).await;
+    let (emu, http, tok) = session(cfg(40)).await;
     let at = |start: u32| format!("SELECT * FROM Invoice WHERE {WINDOW_ALL} ORDERBY MetaData.LastUpdatedTime STARTPOSITION {start} MAXRESULTS 5");
     let zero = strip_time(json_q(&http, &emu, &tok, &at(0)).await);
     let one = strip_time(json_q(&http, &emu, &tok, &at(1)).await);
@@ -668,19 +544,15 @@ async fn startposition_zero_reads_as_one_as_on_quickbooks() {
 
 #[tokio::test]
 async fn company_info_and_preferences_are_served_as_quickbooks_does() {
-    let emu = start(cfg(5)).await;
-    let http = Client::new();
-    let tok = token(&http, &emu).await;
-    let get =
-        |path: String| http.get(format!("{}/company/{}/{path}", emu.api_url(), emu.realm_id())).bearer_auth(&tok).header("Accept", "application/json").send();
-    let r = get(format!("companyinfo/{}", emu.realm_id())).await.unwrap();
+    let (emu, http, tok) = session(cfg(5)).await;
+    let r = api_get(&http, &emu, &tok, &format!("companyinfo/{}", emu.realm_id())).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["CompanyInfo"]["Id"], emu.realm_id());
     assert!(v["CompanyInfo"]["CompanyName"].as_str().is_some_and(|n| !n.is_empty()) && v["time"].is_string());
-    let r = get("companyinfo/999".into()).await.unwrap();
+    let r = api_get(&http, &emu, &tok, "companyinfo/999").await;
     assert_eq!(r.status(), 400, "another company is not found");
-    let r = get("preferences".into()).await.unwrap();
+    let r = api_get(&http, &emu, &tok, "preferences").await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["Preferences"]["CurrencyPrefs"]["HomeCurrency"]["value"], "USD");
@@ -688,9 +560,7 @@ async fn company_info_and_preferences_are_served_as_quickbooks_does() {
 
 #[tokio::test]
 async fn a_storm_by_time_throttles_every_request_until_it_ends() {
-    let emu = start(cfg(5)).await;
-    let http = Client::new();
-    let tok = token(&http, &emu).await;
+    let (emu, http, tok) = session(cfg(5)).await;
     let q = format!("SELECT COUNT(*) FROM Invoice WHERE {WINDOW_ALL}");
     emu.set_knobs(Knobs { throttle_for_secs: 1, ..emu.knobs() });
     assert_eq!(emu.knobs().throttle_for_secs, 0, "setting it starts one storm");
@@ -726,9 +596,7 @@ async fn batch(http: &Client, emu: &Emulator, tok: &str, queries: &[&str]) -> (S
 
 #[tokio::test]
 async fn batch_items_are_calls_in_the_realms_minute_and_each_answered_one_is_metered() {
-    let emu = start(EmulatorConfig { knobs: Knobs { throttle_per_minute: Some(10), ..Knobs::unthrottled() }, ..cfg(30) }).await;
-    let http = Client::new();
-    let tok = emu.issue_access_token();
+    let (emu, http, tok) = session_issued(EmulatorConfig { knobs: Knobs { throttle_per_minute: Some(10), ..Knobs::unthrottled() }, ..cfg(30) }).await;
     let page = "SELECT * FROM Invoice ORDERBY MetaData.LastUpdatedTime MAXRESULTS 5";
     let count = "SELECT COUNT(*) FROM Item";
     // Four items, one of them bad: four calls in the window, three metered reads.
@@ -753,9 +621,9 @@ async fn batch_items_are_calls_in_the_realms_minute_and_each_answered_one_is_met
     assert_eq!(get_q(&http, &emu, &tok, count).await.0, 200);
     assert_eq!(get_q(&http, &emu, &tok, "SELECT * FROM Nope").await.0, 500, "the first page-kind request faults");
     assert_eq!(get_q(&http, &emu, &tok, "SELECT * FROM Nope").await.0, 400);
-    let read = http.get(format!("{}/company/{}/invoice/3", emu.api_url(), emu.realm_id())).bearer_auth(&tok).send().await.unwrap();
+    let read = api_get(&http, &emu, &tok, "invoice/3").await;
     assert_eq!(read.status(), 500, "the first read faults too: each request kind has its own first K");
-    let read = http.get(format!("{}/company/{}/invoice/3", emu.api_url(), emu.realm_id())).bearer_auth(&tok).send().await.unwrap();
+    let read = api_get(&http, &emu, &tok, "invoice/3").await;
     assert_eq!(read.status(), 200);
     assert_eq!(emu.stats().metered_calls, 9 + 1 + 1);
     emu.shutdown().await;
@@ -784,9 +652,7 @@ async fn more_than_40_batches_a_minute_get_a_429_while_queries_still_pass() {
 
 #[tokio::test]
 async fn faults_by_position_hit_the_first_k_of_each_request_kind_whatever_else_a_client_sends() {
-    let emu = start(cfg(30)).await;
-    let http = Client::new();
-    let tok = emu.issue_access_token();
+    let (emu, http, tok) = session_issued(cfg(30)).await;
     let page = format!("SELECT * FROM Invoice WHERE {WINDOW_ALL} ORDERBY MetaData.LastUpdatedTime MAXRESULTS 5");
     let count = format!("SELECT COUNT(*) FROM Invoice WHERE {WINDOW_ALL}");
     let knobs = |k| Knobs { fault_first_k: k, fault_kinds: vec![FaultKind::Http500, FaultKind::Http503], ..Knobs::unthrottled() };
@@ -844,19 +710,11 @@ async fn faults_by_time_hit_the_first_request_of_each_kind_in_every_period_whate
 
 #[tokio::test]
 async fn default_order_is_the_observed_one_or_ascending_id_by_knob() {
-    let emu = start(cfg(200)).await;
-    let http = Client::new();
-    let tok = emu.issue_access_token();
+    let (emu, http, tok) = session_issued(cfg(200)).await;
     let ids =
         |v: &Value, e: &str| -> Vec<u32> { v["QueryResponse"][e].as_array().unwrap().iter().map(|r| r["Id"].as_str().unwrap().parse().unwrap()).collect() };
-    let times = |v: &Value| -> Vec<chrono::DateTime<chrono::FixedOffset>> {
-        v["QueryResponse"]["Invoice"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| chrono::DateTime::parse_from_rfc3339(r["MetaData"]["LastUpdatedTime"].as_str().unwrap()).unwrap())
-            .collect()
-    };
+    let times =
+        |v: &Value| -> Vec<chrono::DateTime<chrono::FixedOffset>> { v["QueryResponse"]["Invoice"].as_array().unwrap().iter().map(last_updated).collect() };
     // Observed (the default): invoices newest first, customers by name case-insensitively.
     assert_eq!(emu.knobs().default_order, DefaultOrder::Observed);
     let inv = json_q(&http, &emu, &tok, "SELECT * FROM Invoice MAXRESULTS 1000").await;

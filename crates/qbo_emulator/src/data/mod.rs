@@ -1,4 +1,4 @@
-//! Deterministic data: generation, the in-memory tables and edits.
+//! Deterministic data: generation, the in-memory tables, edits, deletes and creations.
 
 pub(crate) mod names;
 pub(crate) mod plan;
@@ -10,11 +10,12 @@ use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
+use crate::clock::ChangeClock;
 use crate::config::EmulatorConfig;
 use crate::rng::Rng;
 pub use plan::Burst;
 use plan::{schedule, Slot, Span};
-use render::{Ctx, ItemKind, TAG_CUSTOMER, TAG_INVOICE, TAG_ITEM};
+use render::{Ctx, ItemKind, DELETED, TAG_CUSTOMER, TAG_INVOICE, TAG_ITEM};
 
 /// The entities the emulator serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -87,14 +88,26 @@ pub(crate) struct Rec {
     pub name: Box<str>,
     pub ext: Ext,
     pub json: Bytes,
+    /// When a transaction was hard-deleted (milliseconds since the epoch); a deleted record is
+    /// out of every query, count, read and truth, and only CDC reports it.
+    pub deleted_ms: Option<i64>,
 }
 
-/// One entity's records, by Id (`recs[id-1]`), plus the `(LastUpdatedTime, index)` order index
-/// that range predicates binary-search.
+impl Rec {
+    pub(crate) fn is_live(&self) -> bool {
+        self.deleted_ms.is_none()
+    }
+}
+
+/// One entity's records, by Id (`recs[id-1]`, deleted ones kept so that an Id is never reused),
+/// plus the `(LastUpdatedTime, index)` order index of the live records that range predicates
+/// binary-search, and the `(deletion ms, index)` list of the deleted ones.
 pub(crate) struct Table {
     pub entity: Entity,
     pub recs: Vec<Rec>,
     pub by_updated: Vec<(i64, u32)>,
+    /// Ascending: deletion stamps strictly increase.
+    pub deletions: Vec<(i64, u32)>,
     pub bursts: Vec<Burst>,
     pub ctx: Arc<Ctx>,
 }
@@ -131,12 +144,12 @@ fn make_rec(ctx: &Ctx, entity: Entity, id: u32, slot: &Slot, active: bool) -> Re
         }
         Entity::Customer => {
             let p = &ctx.customers[id as usize - 1];
-            let n = if active { p.display.clone() } else { format!("{} (deleted)", p.display) };
+            let n = if active { p.display.clone() } else { format!("{}{DELETED}", p.display) };
             (n, Ext::Customer { balance: p.balance })
         }
         Entity::Item => {
             let p = &ctx.items[id as usize - 1];
-            let n = if active { p.name.clone() } else { format!("{} (deleted)", p.name) };
+            let n = if active { p.name.clone() } else { format!("{}{DELETED}", p.name) };
             (n, Ext::Item { kind: p.kind, price: p.price })
         }
     };
@@ -150,6 +163,7 @@ fn make_rec(ctx: &Ctx, entity: Entity, id: u32, slot: &Slot, active: bool) -> Re
         name: name.into(),
         ext,
         json: Bytes::new(),
+        deleted_ms: None,
     };
     rec.json = render(ctx, &rec);
     rec
@@ -179,7 +193,7 @@ impl Table {
         };
         let mut by_updated: Vec<(i64, u32)> = recs.iter().enumerate().map(|(i, r)| (r.updated, i as u32)).collect();
         by_updated.sort_unstable();
-        Table { entity, recs, by_updated, bursts, ctx }
+        Table { entity, recs, by_updated, deletions: Vec::new(), bursts, ctx }
     }
 
     /// Position of record `idx` in `by_updated`.
@@ -188,37 +202,134 @@ impl Table {
         self.by_updated.binary_search(&key).unwrap_or_else(|p| p)
     }
 
-    /// Index of the record with this Id string, if any.
+    /// Index of the live record with this Id string, if any (a deleted transaction has none).
     pub(crate) fn index_of(&self, id: &str) -> Option<usize> {
+        self.slot_of(id).filter(|&i| self.recs[i].is_live())
+    }
+
+    /// Index of the record ever created with this Id string, live or deleted.
+    pub(crate) fn slot_of(&self, id: &str) -> Option<usize> {
         let n: usize = id.trim().parse().ok()?;
         (n >= 1 && n <= self.recs.len()).then(|| n - 1)
     }
 
-    /// An edit as QBO would record it: SyncToken + 1, LastUpdatedTime = now (never backwards),
-    /// and a changed field (Invoice: Balance halves and PrivateNote is set; Customer: Balance and
-    /// Notes; Item: UnitPrice +5 % and Description).
-    pub(crate) fn edit(&mut self, idx: usize, now_s: i64) {
+    /// The records that exist now (inactive name-list records included), by Id.
+    pub(crate) fn live(&self) -> impl Iterator<Item = &Rec> {
+        self.recs.iter().filter(|r| r.is_live())
+    }
+
+    fn index_key(&mut self, idx: usize) {
+        let key = (self.recs[idx].updated, idx as u32);
+        let p = self.by_updated.partition_point(|k| *k < key);
+        self.by_updated.insert(p, key);
+    }
+
+    /// A new version of live record `idx`: out of the order index, SyncToken + 1, the new
+    /// LastUpdatedTime, `change`, re-rendered, back into the index.
+    fn new_version(&mut self, idx: usize, updated: i64, change: impl FnOnce(&mut Rec, &Ctx)) {
         let pos = self.position(idx);
         self.by_updated.remove(pos);
         let rec = &mut self.recs[idx];
         rec.sync += 1;
-        rec.edits += 1;
-        rec.updated = now_s.max(rec.updated);
-        match &mut rec.ext {
-            Ext::Invoice { balance, .. } => {
-                *balance = if *balance < 200 { 0 } else { *balance / 2 };
-            }
-            Ext::Customer { balance } => {
-                *balance = if *balance > 0 { *balance / 2 } else { 10_000 + (rec.id as i64 * 37) % 50_000 };
-            }
-            Ext::Item { price, .. } => {
-                *price = render::item_price(&self.ctx.items[idx], rec.edits);
-            }
-        }
+        rec.updated = updated;
+        change(rec, &self.ctx);
         rec.json = render(&self.ctx, rec);
-        let key = (rec.updated, idx as u32);
-        let p = self.by_updated.partition_point(|k| *k < key);
-        self.by_updated.insert(p, key);
+        self.index_key(idx);
+    }
+
+    /// An edit as QBO would record it: SyncToken + 1, LastUpdatedTime = now (never backwards),
+    /// and a changed field (Invoice: Balance halves and PrivateNote is set; Customer: Balance and
+    /// Notes; Item: UnitPrice +5 % and Description). False when the record was deleted meanwhile
+    /// (a caller found it under a read lock).
+    pub(crate) fn edit(&mut self, idx: usize, clock: &mut ChangeClock, now_ms: i64) -> bool {
+        if !self.recs[idx].is_live() {
+            return false;
+        }
+        let updated = clock.version_s(now_ms, self.recs[idx].updated);
+        self.new_version(idx, updated, |rec, ctx| {
+            rec.edits += 1;
+            match &mut rec.ext {
+                Ext::Invoice { balance, .. } => {
+                    *balance = if *balance < 200 { 0 } else { *balance / 2 };
+                }
+                Ext::Customer { balance } => {
+                    *balance = if *balance > 0 { *balance / 2 } else { 10_000 + (rec.id as i64 * 37) % 50_000 };
+                }
+                Ext::Item { price, .. } => {
+                    *price = render::item_price(&ctx.items[idx], rec.edits);
+                }
+            }
+        });
+        true
+    }
+
+    /// What QuickBooks does when a name-list record (Customer, Item) is deleted: it becomes
+    /// inactive (`Active:false`, `" (deleted)"` appended to its names) in a new version. False
+    /// for a transaction or a record that is already inactive.
+    pub(crate) fn make_inactive(&mut self, idx: usize, clock: &mut ChangeClock, now_ms: i64) -> bool {
+        let rec = &self.recs[idx];
+        if !self.entity.is_list() || !rec.is_live() || !rec.active {
+            return false;
+        }
+        let updated = clock.version_s(now_ms, rec.updated);
+        self.new_version(idx, updated, |rec, _| {
+            rec.active = false;
+            rec.name = format!("{}{DELETED}", rec.name).into();
+        });
+        true
+    }
+
+    /// Hard-deletes a live transaction (Invoice): it leaves the order index and joins the
+    /// deletions. Returns the deletion time in milliseconds; None for a name-list record or one
+    /// already deleted.
+    pub(crate) fn delete(&mut self, idx: usize, clock: &mut ChangeClock, now_ms: i64) -> Option<i64> {
+        if self.entity.is_list() || !self.recs[idx].is_live() {
+            return None;
+        }
+        let at = clock.deletion_ms(now_ms, self.recs[idx].updated);
+        let pos = self.position(idx);
+        self.by_updated.remove(pos);
+        let rec = &mut self.recs[idx];
+        rec.deleted_ms = Some(at);
+        rec.json = Bytes::new();
+        self.deletions.push((at, idx as u32));
+        Some(at)
+    }
+
+    /// A new record under the next unused Id, rendered as generated ones are, with CreateTime =
+    /// LastUpdatedTime = now and SyncToken 0. Returns its index; None for an Invoice when there
+    /// is no Customer or Item to refer to.
+    pub(crate) fn create(&mut self, clock: &mut ChangeClock, now_ms: i64) -> Option<usize> {
+        if self.entity == Entity::Invoice && (self.ctx.customers.is_empty() || self.ctx.items.is_empty()) {
+            return None;
+        }
+        let idx = self.recs.len();
+        let now_s = clock.version_s(now_ms, 0);
+        // The profiles of new name-list records join this table's copy of the context only;
+        // invoices keep referring to the generated ones.
+        match self.entity {
+            Entity::Customer => Arc::make_mut(&mut self.ctx).add_customer(now_s),
+            Entity::Item => Arc::make_mut(&mut self.ctx).add_item(now_s),
+            Entity::Invoice => {}
+        }
+        let slot = Slot { created: now_s, updated: now_s, sync: 0 };
+        self.recs.push(make_rec(&self.ctx, self.entity, idx as u32 + 1, &slot, true));
+        self.index_key(idx);
+        Some(idx)
+    }
+
+    /// Brings a deleted record back under its old Id as a new record (CreateTime = LastUpdatedTime
+    /// = now, in a later second than its deletion, SyncToken 0). False when it is not deleted.
+    pub(crate) fn recreate(&mut self, idx: usize, clock: &mut ChangeClock, now_ms: i64) -> bool {
+        let Some(deleted_ms) = self.recs[idx].deleted_ms else {
+            return false;
+        };
+        let now_s = clock.version_s(now_ms, deleted_ms.div_euclid(1000) + 1);
+        let slot = Slot { created: now_s, updated: now_s, sync: 0 };
+        self.recs[idx] = make_rec(&self.ctx, self.entity, idx as u32 + 1, &slot, true);
+        self.deletions.retain(|&(_, i)| i as usize != idx);
+        self.index_key(idx);
+        true
     }
 
     /// The largest number of records sharing one LastUpdatedTime second.
@@ -408,6 +519,40 @@ mod tests {
                 assert_eq!(v["Active"], false);
             }
         }
+    }
+
+    #[test]
+    fn created_list_records_get_the_profile_generation_would_give_their_id() {
+        let c = EmulatorConfig { customers: 30, items: 12, ..cfg(50) };
+        let mut d = generate(&c);
+        let mut clock = ChangeClock::default();
+        let now_ms = 1_800_000_000_000;
+        let cus = d.tables[1].create(&mut clock, now_ms).unwrap();
+        let itm = d.tables[2].create(&mut clock, now_ms).unwrap();
+        assert_eq!((cus, itm), (30, 12));
+        assert_eq!(*d.tables[1].recs[cus].name, render::customer_profiles(c.seed, 31)[30].display);
+        assert_eq!(*d.tables[2].recs[itm].name, render::item_profiles(c.seed, 13)[12].name);
+        assert_eq!(d.tables[0].ctx.customers.len(), 30, "invoices keep the generated customers");
+        for t in &d.tables[1..] {
+            assert_eq!(t.by_updated.len(), t.recs.len());
+            assert_eq!(t.by_updated.last(), Some(&(1_800_000_000, t.recs.len() as u32 - 1)));
+        }
+    }
+
+    #[test]
+    fn a_deleted_invoice_leaves_the_order_index_and_its_id_stays_taken() {
+        let mut d = generate(&cfg(40));
+        let mut clock = ChangeClock::default();
+        let inv = &mut d.tables[0];
+        let at = inv.delete(9, &mut clock, 1_800_000_000_000).unwrap();
+        assert!(inv.delete(9, &mut clock, 1_800_000_000_000).is_none(), "deleted once");
+        assert!(!inv.edit(9, &mut clock, 1_800_000_000_000), "a deleted record is not edited");
+        assert_eq!((inv.by_updated.len(), inv.live().count(), inv.index_of("10"), inv.slot_of("10")), (39, 39, None, Some(9)));
+        assert_eq!(inv.deletions, vec![(at, 9)]);
+        assert_eq!(inv.create(&mut clock, 1_800_000_000_000), Some(40), "the next Id, not the freed one");
+        assert!(inv.recreate(9, &mut clock, 1_800_000_000_000));
+        assert!(inv.recs[9].updated > at / 1000 && inv.deletions.is_empty() && inv.by_updated.len() == 41);
+        assert!(!inv.make_inactive(3, &mut clock, 1_800_000_000_000), "an invoice is never made inactive");
     }
 
     #[test]

@@ -208,6 +208,7 @@ impl ItemKind {
 
 /// What invoices need to know about customers and items. Ids are `index + 1`, and Ids grow with
 /// CreateTime, so `*_created` is sorted.
+#[derive(Clone)]
 pub(crate) struct Ctx {
     pub seed: u64,
     pub customers: Vec<CustomerProfile>,
@@ -222,40 +223,42 @@ fn phone(rng: &mut Rng) -> String {
 
 pub(crate) fn customer_profiles(seed: u64, n: usize) -> Vec<CustomerProfile> {
     let mut seen = HashSet::with_capacity(n);
-    (1..=n as u64)
-        .map(|id| {
-            let mut r = Rng::derive(seed, TAG_CUSTOMER, id);
-            let given = rng_s(&mut r, FIRST);
-            let family = rng_s(&mut r, LAST);
-            let company = if r.chance(0.7) { Some(format!("{} {}{}", r.pick(COMPANY_A), r.pick(COMPANY_B), r.pick(COMPANY_C))) } else { None };
-            let mut display = company.clone().unwrap_or_else(|| format!("{given} {family}"));
-            if !seen.insert(display.to_lowercase()) {
-                display = format!("{display} ({id})");
-                seen.insert(display.to_lowercase());
-            }
-            let slug: String = display.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect::<String>().to_lowercase();
-            let bill = Addr::gen(&mut r, (id * 2) as u32);
-            let ship = if r.chance(0.3) { Some(Addr::gen(&mut r, (id * 2 + 1) as u32)) } else { None };
-            CustomerProfile {
-                email: format!("{}@{}.example.com", given.to_lowercase(), if slug.is_empty() { "mail".into() } else { slug.clone() }),
-                phone: phone(&mut r),
-                mobile: if r.chance(0.3) { Some(phone(&mut r)) } else { None },
-                web: if company.is_some() && r.chance(0.5) { Some(format!("http://www.{slug}.example.com")) } else { None },
-                title: if r.chance(0.2) { Some(*r.pick(&["Mr.", "Ms.", "Dr.", "Mrs."])) } else { None },
-                bill,
-                ship,
-                taxable: r.chance(0.7),
-                delivery: pick_str(&mut r, DELIVERY),
-                notes: if r.chance(0.35) { Some(*r.pick(NOTES)) } else { None },
-                balance: if r.chance(0.6) { 0 } else { r.range(1_000, 900_000) },
-                v4id: format!("00209{:016x}", r.next_u64()).chars().take(20).collect(),
-                given,
-                family,
-                company,
-                display,
-            }
-        })
-        .collect()
+    (1..=n as u64).map(|id| customer_profile(seed, id, &mut seen)).collect()
+}
+
+/// The profile of customer `id`; `seen` holds the lower-case display names taken so far (a
+/// repeated one gets ` (id)` appended).
+fn customer_profile(seed: u64, id: u64, seen: &mut HashSet<String>) -> CustomerProfile {
+    let mut r = Rng::derive(seed, TAG_CUSTOMER, id);
+    let given = rng_s(&mut r, FIRST);
+    let family = rng_s(&mut r, LAST);
+    let company = if r.chance(0.7) { Some(format!("{} {}{}", r.pick(COMPANY_A), r.pick(COMPANY_B), r.pick(COMPANY_C))) } else { None };
+    let mut display = company.clone().unwrap_or_else(|| format!("{given} {family}"));
+    if !seen.insert(display.to_lowercase()) {
+        display = format!("{display} ({id})");
+        seen.insert(display.to_lowercase());
+    }
+    let slug: String = display.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect::<String>().to_lowercase();
+    let bill = Addr::gen(&mut r, (id * 2) as u32);
+    let ship = if r.chance(0.3) { Some(Addr::gen(&mut r, (id * 2 + 1) as u32)) } else { None };
+    CustomerProfile {
+        email: format!("{}@{}.example.com", given.to_lowercase(), if slug.is_empty() { "mail".into() } else { slug.clone() }),
+        phone: phone(&mut r),
+        mobile: if r.chance(0.3) { Some(phone(&mut r)) } else { None },
+        web: if company.is_some() && r.chance(0.5) { Some(format!("http://www.{slug}.example.com")) } else { None },
+        title: if r.chance(0.2) { Some(*r.pick(&["Mr.", "Ms.", "Dr.", "Mrs."])) } else { None },
+        bill,
+        ship,
+        taxable: r.chance(0.7),
+        delivery: pick_str(&mut r, DELIVERY),
+        notes: if r.chance(0.35) { Some(*r.pick(NOTES)) } else { None },
+        balance: if r.chance(0.6) { 0 } else { r.range(1_000, 900_000) },
+        v4id: format!("00209{:016x}", r.next_u64()).chars().take(20).collect(),
+        given,
+        family,
+        company,
+        display,
+    }
 }
 
 fn rng_s(r: &mut Rng, l: &[&str]) -> String {
@@ -264,33 +267,54 @@ fn rng_s(r: &mut Rng, l: &[&str]) -> String {
 
 pub(crate) fn item_profiles(seed: u64, n: usize) -> Vec<ItemProfile> {
     let mut seen = HashSet::with_capacity(n);
-    (1..=n as u64)
-        .map(|id| {
-            let mut r = Rng::derive(seed, TAG_ITEM, id);
-            let mut name = format!("{} {}", r.pick(ITEM_A), r.pick(ITEM_B));
-            if !seen.insert(name.to_lowercase()) {
-                name = format!("{name} {id}");
-                seen.insert(name.to_lowercase());
-            }
-            let kind = match r.below(10) {
-                0..=3 => ItemKind::Inventory,
-                4..=7 => ItemKind::Service,
-                _ => ItemKind::NonInventory,
-            };
-            let price = r.range(5, 600) * 100 + if r.chance(0.3) { r.range(1, 100) } else { 0 };
-            ItemProfile {
-                desc: format!("{name} - {}", r.pick(&["supplied and installed", "per unit", "billed hourly", "includes materials", "standard service"])),
-                kind,
-                price,
-                cost: price * r.range(30, 70) / 100,
-                taxable: kind != ItemKind::Service || r.chance(0.2),
-                income: *r.pick(INCOME_ACCOUNTS),
-                qty: r.below(500) as u32,
-                sku: if r.chance(0.5) { Some(format!("SKU-{:05}", r.below(100_000))) } else { None },
-                name,
-            }
-        })
-        .collect()
+    (1..=n as u64).map(|id| item_profile(seed, id, &mut seen)).collect()
+}
+
+/// The profile of item `id`; `seen` holds the lower-case names taken so far (a repeated one gets
+/// ` id` appended).
+fn item_profile(seed: u64, id: u64, seen: &mut HashSet<String>) -> ItemProfile {
+    let mut r = Rng::derive(seed, TAG_ITEM, id);
+    let mut name = format!("{} {}", r.pick(ITEM_A), r.pick(ITEM_B));
+    if !seen.insert(name.to_lowercase()) {
+        name = format!("{name} {id}");
+        seen.insert(name.to_lowercase());
+    }
+    let kind = match r.below(10) {
+        0..=3 => ItemKind::Inventory,
+        4..=7 => ItemKind::Service,
+        _ => ItemKind::NonInventory,
+    };
+    let price = r.range(5, 600) * 100 + if r.chance(0.3) { r.range(1, 100) } else { 0 };
+    ItemProfile {
+        desc: format!("{name} - {}", r.pick(&["supplied and installed", "per unit", "billed hourly", "includes materials", "standard service"])),
+        kind,
+        price,
+        cost: price * r.range(30, 70) / 100,
+        taxable: kind != ItemKind::Service || r.chance(0.2),
+        income: *r.pick(INCOME_ACCOUNTS),
+        qty: r.below(500) as u32,
+        sku: if r.chance(0.5) { Some(format!("SKU-{:05}", r.below(100_000))) } else { None },
+        name,
+    }
+}
+
+impl Ctx {
+    /// Adds the profile of the next customer Id, exactly the one generation would have made for
+    /// it, created at `created` (not before any other: `cust_created` stays sorted).
+    pub(crate) fn add_customer(&mut self, created: i64) {
+        let mut seen: HashSet<String> = self.customers.iter().map(|c| c.display.to_lowercase()).collect();
+        let id = self.customers.len() as u64 + 1;
+        self.customers.push(customer_profile(self.seed, id, &mut seen));
+        self.cust_created.push(created);
+    }
+
+    /// Adds the profile of the next item Id, as [`Ctx::add_customer`] does for customers.
+    pub(crate) fn add_item(&mut self, created: i64) {
+        let mut seen: HashSet<String> = self.items.iter().map(|p| p.name.to_lowercase()).collect();
+        let id = self.items.len() as u64 + 1;
+        self.items.push(item_profile(self.seed, id, &mut seen));
+        self.item_created.push(created);
+    }
 }
 
 const DELIVERY: &[&str] = &["Print", "Email", "None"];
@@ -300,7 +324,8 @@ fn pick_str(r: &mut Rng, list: &[&'static str]) -> &'static str {
     list[r.below(list.len() as u64) as usize]
 }
 
-const DELETED: &str = " (deleted)";
+/// Appended to the names of an inactive name-list record, as QuickBooks does.
+pub(crate) const DELETED: &str = " (deleted)";
 
 fn common_head(j: &mut J, rec: &Rec) {
     j.raw("\"domain\":\"QBO\",\"sparse\":false,\"Id\":").qu(rec.id as u64);

@@ -517,7 +517,7 @@ impl Plan {
                     .map(|&id| id - 1)
                     .filter(|&i| {
                         let r = &t.recs[i as usize];
-                        a <= r.updated && r.updated < b && self.matches(t, r)
+                        r.is_live() && a <= r.updated && r.updated < b && self.matches(t, r)
                     })
                     .collect();
                 v.sort_unstable_by_key(|&i| (t.recs[i as usize].updated, i));

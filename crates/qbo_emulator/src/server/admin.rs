@@ -16,15 +16,65 @@ pub(super) fn admin_error(status: StatusCode, msg: String) -> Response {
     admin_json(status, &json!({"error": msg}))
 }
 
+/// The status an admin route answers an [`EmulatorError`] with, and its JSON error.
+fn admin_failure(e: EmulatorError) -> Response {
+    let status = match e {
+        EmulatorError::UnknownEntity(_) | EmulatorError::UnknownId { .. } | EmulatorError::AlreadyDeleted { .. } => StatusCode::NOT_FOUND,
+        EmulatorError::IdInUse { .. } => StatusCode::CONFLICT,
+        EmulatorError::InvalidConfig(_) => StatusCode::BAD_REQUEST,
+        EmulatorError::Bind { .. } | EmulatorError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    admin_error(status, e.to_string())
+}
+
+/// `answer` for the entity an admin path names, or a 404 for an unknown one.
+fn with_entity(raw: &str, answer: impl FnOnce(Entity) -> Response) -> Response {
+    match Entity::parse_loose(raw) {
+        Some(e) => answer(e),
+        None => admin_error(StatusCode::NOT_FOUND, format!("unknown entity {raw}")),
+    }
+}
+
+/// The JSON of `done`, or the failure's status and message.
+fn admin_result<T: serde::Serialize>(done: Result<T, EmulatorError>) -> Response {
+    match done {
+        Ok(v) => admin_json(StatusCode::OK, &v),
+        Err(e) => admin_failure(e),
+    }
+}
+
 pub(super) async fn truth_route(State(s): State<Arc<Shared>>, Path(entity): Path<String>) -> Response {
     s.record("admin", 200);
-    match Entity::parse_loose(&entity) {
-        Some(e) => {
-            let rows: Vec<TruthRow> = rl(s.table(e)).recs.iter().map(truth_row).collect();
-            admin_json(StatusCode::OK, &rows)
+    with_entity(&entity, |e| {
+        let rows: Vec<TruthRow> = rl(s.table(e)).live().map(truth_row).collect();
+        admin_json(StatusCode::OK, &rows)
+    })
+}
+
+/// `GET /_emulator/deleted/{entity}`: `[{"id","deleted_at"}]` ascending by deletion time.
+pub(super) async fn deleted_route(State(s): State<Arc<Shared>>, Path(entity): Path<String>) -> Response {
+    s.record("admin", 200);
+    with_entity(&entity, |e| admin_json(StatusCode::OK, &s.deleted(e)))
+}
+
+/// `POST /_emulator/delete/{entity}/{id}`: answers the [`Deletion`].
+pub(super) async fn delete_route(State(s): State<Arc<Shared>>, Path((entity, id)): Path<(String, String)>) -> Response {
+    s.record("admin", 200);
+    with_entity(&entity, |e| admin_result(s.delete(e, &id)))
+}
+
+/// `POST /_emulator/create/{entity}[?id=N]`: answers the new record's JSON as served.
+pub(super) async fn create_route(State(s): State<Arc<Shared>>, Path(entity): Path<String>, RawQuery(q): RawQuery) -> Response {
+    s.record("admin", 200);
+    let params = parse_params(q.as_deref());
+    with_entity(&entity, |e| match s.create(e, params.get("id").map(String::as_str)) {
+        Ok(json) => {
+            let mut r = Response::new(Body::from(json));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_CT));
+            r
         }
-        None => admin_error(StatusCode::NOT_FOUND, format!("unknown entity {entity}")),
-    }
+        Err(e) => admin_failure(e),
+    })
 }
 
 pub(super) async fn stats_route(State(s): State<Arc<Shared>>) -> Response {
@@ -81,14 +131,7 @@ pub(super) async fn knobs_post(State(s): State<Arc<Shared>>, body: Bytes) -> Res
 
 pub(super) async fn edit_route(State(s): State<Arc<Shared>>, Path((entity, id)): Path<(String, String)>) -> Response {
     s.record("admin", 200);
-    let Some(e) = Entity::parse_loose(&entity) else {
-        return admin_error(StatusCode::NOT_FOUND, format!("unknown entity {entity}"));
-    };
-    let Some(idx) = rl(s.table(e)).index_of(&id) else {
-        return admin_error(StatusCode::NOT_FOUND, format!("no {} with Id {id}", e.name()));
-    };
-    let row = s.edit_index(e, idx, false);
-    admin_json(StatusCode::OK, &row)
+    with_entity(&entity, |e| admin_result(s.edit(e, &id)))
 }
 
 pub(super) async fn expire_route(State(s): State<Arc<Shared>>) -> Response {

@@ -272,8 +272,14 @@ pub(super) async fn batch_route(State(s): State<Arc<Shared>>, Path(realm): Path<
     deliver(&s, ROUTE, fault, &tid, out, answered)
 }
 
-/// `GET /v3/company/{realm}/cdc?entities=Invoice,Customer&changedSince=...`: records whose
-/// LastUpdatedTime >= changedSince, ascending, at most 1000 objects in all.
+/// `GET /v3/company/{realm}/cdc?entities=Invoice,Customer&changedSince=...`: every object of the
+/// listed entities changed at or after changedSince, as QuickBooks answers it. One group per
+/// entity with changes, in the requested order: the live records whose LastUpdatedTime >=
+/// changedSince ascending (by time, then Id), then a `"status":"Deleted"` stub for each
+/// Invoice deleted at or after changedSince (deletion time compared to the millisecond),
+/// ascending by deletion time. At most `cdc_max_objects` (1000) objects in the whole answer and
+/// no paging: objects are taken entity by entity, actives then stubs, and the tail beyond the
+/// cap is dropped; each group's `maxResults` and `totalCount` say how many objects it holds.
 pub(super) async fn cdc_route(State(s): State<Arc<Shared>>, Path(realm): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
     const ROUTE: &str = "cdc";
     let Entered { _slot, k, tid, fault } = match enter(&s, RequestKind::Cdc, 1, &realm, &headers).await {
@@ -312,7 +318,7 @@ pub(super) async fn cdc_route(State(s): State<Arc<Shared>>, Path(realm): Path<St
         return finish(&s, ROUTE, bad("Missing required parameter entities".into()));
     }
     let since_s = -((-since_ms).div_euclid(1000));
-    let mut budget = 1000usize;
+    let mut budget = if k.cdc_max_objects == 0 { usize::MAX } else { k.cdc_max_objects as usize };
     let mut groups: Vec<Vec<u8>> = Vec::new();
     for e in entities {
         if budget == 0 {
@@ -320,22 +326,29 @@ pub(super) async fn cdc_route(State(s): State<Arc<Shared>>, Path(realm): Path<St
         }
         let t = rl(s.table(e));
         let lo = t.by_updated.partition_point(|k| k.0 < since_s);
-        let hi = t.by_updated.len().min(lo + budget);
-        if hi == lo {
+        let actives = &t.by_updated[lo..lo + (t.by_updated.len() - lo).min(budget)];
+        budget -= actives.len();
+        let first_stub = t.deletions.partition_point(|d| d.0 < since_ms);
+        let stubs = &t.deletions[first_stub..first_stub + (t.deletions.len() - first_stub).min(budget)];
+        budget -= stubs.len();
+        let n = actives.len() + stubs.len();
+        if n == 0 {
             continue;
         }
-        budget -= hi - lo;
         let mut g = Vec::new();
         g.extend_from_slice(b"{\"");
         g.extend_from_slice(e.name().as_bytes());
         g.extend_from_slice(b"\":[");
-        for (n, key) in t.by_updated[lo..hi].iter().enumerate() {
-            if n > 0 {
-                g.push(b',');
-            }
+        for key in actives {
             g.extend_from_slice(&t.recs[key.1 as usize].json);
+            g.push(b',');
         }
-        g.extend_from_slice(format!("],\"startPosition\":1,\"maxResults\":{},\"totalCount\":{}}}", hi - lo, hi - lo).as_bytes());
+        for &(ms, idx) in stubs {
+            write_deleted_stub(&mut g, t.recs[idx as usize].id, ms);
+            g.push(b',');
+        }
+        g.pop();
+        g.extend_from_slice(format!("],\"startPosition\":1,\"maxResults\":{n},\"totalCount\":{n}}}").as_bytes());
         groups.push(g);
     }
     let mut out = Vec::new();
@@ -353,6 +366,17 @@ pub(super) async fn cdc_route(State(s): State<Arc<Shared>>, Path(realm): Path<St
     out.extend_from_slice(now_time().as_bytes());
     out.extend_from_slice(b"\"}");
     deliver(&s, ROUTE, fault, &tid, out, 1)
+}
+
+/// The CDC stub of a deleted transaction: `{"domain":"QBO","status":"Deleted","Id":"129",
+/// "MetaData":{"LastUpdatedTime":"2025-03-02T12:55:50-08:00"}}`, its time the deletion's in the
+/// MetaData format (Pacific, whole seconds).
+fn write_deleted_stub(out: &mut Vec<u8>, id: u32, deleted_ms: i64) {
+    out.extend_from_slice(b"{\"domain\":\"QBO\",\"status\":\"Deleted\",\"Id\":\"");
+    out.extend_from_slice(id.to_string().as_bytes());
+    out.extend_from_slice(b"\",\"MetaData\":{\"LastUpdatedTime\":\"");
+    out.extend_from_slice(format_pacific(deleted_ms.div_euclid(1000)).as_bytes());
+    out.extend_from_slice(b"\"}}");
 }
 
 /// `GET /v3/company/{realm}/{entity}/{id}`: one record, `{"Invoice":{...},"time":..}`.

@@ -17,16 +17,18 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::auth::{Auth, BearerError};
+use crate::clock::ChangeClock;
 use crate::config::{FaultKind, Knobs, ThrottleBody};
 use crate::data::{DataSummary, Entity, Table};
 use crate::pacific::{format_pacific, format_pacific_millis, parse_datetime_literal};
 use crate::query::{self, QueryError};
 use crate::rng::Rng;
 use crate::stats::Stats;
-use crate::TruthRow;
+use crate::{DeletedRow, Deletion, EmulatorError, TruthRow};
 
 mod admin;
 mod api;
+mod changes;
 mod company;
 mod faults;
 mod oauth;
@@ -75,6 +77,8 @@ pub(crate) struct Shared {
     faults: Mutex<FaultSchedule>,
     edit_rng: Mutex<Rng>,
     tid_rng: Mutex<Rng>,
+    /// Stamps of edits, creations and deletions. Lock order: a table, then the clock.
+    clock: Mutex<ChangeClock>,
 }
 
 /// Decrements the in-flight counter when the admitted request ends.
@@ -113,6 +117,7 @@ impl Shared {
             faults: Mutex::new(FaultSchedule::new(Rng::derive(seed, 0xFA17, 0), Instant::now())),
             edit_rng: Mutex::new(Rng::derive(seed, 0xED17, 0)),
             tid_rng: Mutex::new(Rng::derive(seed, 0x71D, 0)),
+            clock: Mutex::new(ChangeClock::default()),
         }
     }
 
@@ -216,10 +221,13 @@ impl Shared {
         r.chance(k.edit_rate).then(|| r.next_u64())
     }
 
-    /// Edits record `idx` of an entity now; returns its truth row.
-    pub(crate) fn edit_index(&self, e: Entity, idx: usize, paging: bool) -> TruthRow {
+    /// Edits record `idx` of an entity now; returns its truth row, or None when the record was
+    /// deleted since the caller found it.
+    pub(crate) fn edit_index(&self, e: Entity, idx: usize, paging: bool) -> Option<TruthRow> {
         let mut t = wl(self.table(e));
-        t.edit(idx, Utc::now().timestamp());
+        if !t.edit(idx, &mut lock(&self.clock), Utc::now().timestamp_millis()) {
+            return None;
+        }
         let row = truth_row(&t.recs[idx]);
         drop(t);
         let mut st = lock(&self.stats);
@@ -227,7 +235,7 @@ impl Shared {
         if paging {
             st.paging_edits += 1;
         }
-        row
+        Some(row)
     }
 
     fn record(&self, route: &str, status: u16) {
@@ -273,6 +281,9 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         .route("/_emulator/credentials", get(credentials_route))
         .route("/_emulator/knobs", get(knobs_get).post(knobs_post))
         .route("/_emulator/edit/{entity}/{id}", post(edit_route))
+        .route("/_emulator/delete/{entity}/{id}", post(delete_route))
+        .route("/_emulator/create/{entity}", post(create_route))
+        .route("/_emulator/deleted/{entity}", get(deleted_route))
         .route("/_emulator/expire-access-tokens", post(expire_route))
         .fallback(fallback)
         .with_state(s)
