@@ -59,3 +59,41 @@ async fn first_sync_reads_all_then_only_changes() {
     assert_eq!(held(dir.path(), Entity::Invoice), truth(&emu, Entity::Invoice));
     assert!(dir.path().join(".qbo_rs").read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(".sync-")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_are_marked_and_a_capped_sweep_reconciles() {
+    let (emu, client) = common::emulator_and_client(2_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink: Arc<dyn Sink> = Arc::new(JsonlSink::open(dir.path(), Entity::Invoice, false).unwrap());
+    let request = SyncRequest::new(Entity::Invoice);
+    run_sync(&client, vec![Arc::clone(&sink)], &request, None).await.unwrap();
+    let held_before: std::collections::HashSet<String> = held(dir.path(), Entity::Invoice).into_keys().collect();
+
+    // A few deletions: the incremental sweep finds them, a query confirms them.
+    for id in ["10", "11", "1999"] {
+        emu.delete("Invoice", id).unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let swept = run_sync(&client, vec![Arc::clone(&sink)], &request, None).await.unwrap();
+    assert_eq!(swept.mode, SyncMode::Incremental);
+    assert_eq!((swept.deletions_found, swept.marked_deleted(), swept.deletions_refuted), (3, 3, 0));
+    assert_eq!(held(dir.path(), Entity::Invoice), truth(&emu, Entity::Invoice));
+
+    // More changes than one CDC answer holds (1,000 objects): CDC cannot prove the deletions,
+    // so the sync reads everything and marks what QuickBooks no longer has.
+    for id in 100..1100 {
+        emu.edit("Invoice", &id.to_string()).unwrap();
+    }
+    for id in ["30", "31"] {
+        emu.delete("Invoice", id).unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let reconciled = run_sync(&client, vec![Arc::clone(&sink)], &request, None).await.unwrap();
+    assert!(matches!(reconciled.mode, SyncMode::Reconciliation { ref reason } if reason.contains("cap")), "{:?}", reconciled.mode);
+    assert_eq!((reconciled.marked_deleted(), reconciled.rows().updated), (2, 1000));
+    assert!(reconciled.ok());
+    assert_eq!(held(dir.path(), Entity::Invoice), truth(&emu, Entity::Invoice));
+    let gone: std::collections::HashSet<String> = emu.deleted("Invoice").unwrap().into_iter().map(|d| d.id).collect();
+    let marked: std::collections::HashSet<String> = held_before.difference(&held(dir.path(), Entity::Invoice).into_keys().collect()).cloned().collect();
+    assert_eq!(marked, gone);
+}
