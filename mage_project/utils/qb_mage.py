@@ -41,6 +41,7 @@ from mage_project.utils.variables import (  # noqa: F401
     PLURAL,
     RunParams,
     RunVariableError,
+    SyncParams,
     check_sink_config,
     default_data_dir,
     default_stage_dir,
@@ -50,5 +51,6 @@ from mage_project.utils.variables import (  # noqa: F401
     parse_labels,
     repo_path,
     run_params,
+    sync_params,
     utc_text,
 )

@@ -17,6 +17,11 @@ ENTITY_BY_PIPELINE = {
     "qb_customer_backfill": "customer",
     "qb_item_backfill": "item",
 }
+SYNC_ENTITY_BY_PIPELINE = {
+    "qb_invoice_sync": "invoice",
+    "qb_customer_sync": "customer",
+    "qb_item_sync": "item",
+}
 PLURAL = {"invoice": "invoices", "customer": "customers", "item": "items"}
 SINKS = ("txt", "postgres", "both")
 DEFAULT_PAGE_SIZE = 1000
@@ -78,6 +83,12 @@ def parse_int(name: str, value: Any, default: int, low: int, high: int, example:
     return number
 
 
+def parse_max_requests(kwargs: Dict[str, Any]) -> Optional[int]:
+    """``max_requests``: optional; a run estimated to need more is refused before any page."""
+    value = kwargs.get("max_requests")
+    return None if _blank(value) else parse_int("max_requests", value, 0, 1, 10**12, example=500)
+
+
 def parse_choice(name: str, value: Any, choices: Tuple[str, ...], default: str) -> str:
     if _blank(value):
         return default
@@ -109,6 +120,16 @@ def utc_text(moment: datetime) -> str:
     return text.replace("+00:00", "Z")
 
 
+def targets_text(params: Any) -> str:
+    """Where a run writes, for its first log line: the TXT file and/or the PostgreSQL table."""
+    target = []
+    if params.sink in ("txt", "both"):
+        target.append(os.path.join(params.data_dir, f"{params.plural}.txt"))
+    if params.sink in ("postgres", "both"):
+        target.append(f"PostgreSQL {params.pg_schema}.{params.pg_table_prefix}{params.plural}")
+    return " + ".join(target)
+
+
 @dataclass(frozen=True)
 class RunParams:
     pipeline_uuid: str
@@ -131,16 +152,11 @@ class RunParams:
         return PLURAL[self.entity]
 
     def describe(self) -> str:
-        target = []
-        if self.sink in ("txt", "both"):
-            target.append(os.path.join(self.data_dir, f"{self.plural}.txt"))
-        if self.sink in ("postgres", "both"):
-            target.append(f"PostgreSQL {self.pg_schema}.{self.pg_table_prefix}{self.plural}")
         budget = f" max_requests={self.max_requests}" if self.max_requests is not None else ""
         return (
             f"{self.entity} [{utc_text(self.start)}, {utc_text(self.end)}) chunk_days={self.chunk_days} "
             f"page_size={self.page_size} max_children={self.max_children}{budget} sink={self.sink} "
-            f"-> {' + '.join(target)}"
+            f"-> {targets_text(self)}"
         )
 
 
@@ -171,6 +187,21 @@ def default_stage_dir(data_dir: str) -> str:
     return env or os.path.join(data_dir, ".qbo_rs", "stage")
 
 
+def sink_targets(kwargs: Dict[str, Any]) -> Tuple[str, str, str]:
+    """``data_dir`` (absolute; default $QBO_DATA_DIR or data/ beside the project), ``pg_schema``
+    (default $POSTGRES_SCHEMA or raw) and ``pg_table_prefix`` (default qb_)."""
+    data_dir = kwargs.get("data_dir")
+    data_dir = default_data_dir(kwargs) if _blank(data_dir) else str(data_dir).strip()
+    if not os.path.isabs(data_dir):
+        data_dir = os.path.join(os.path.dirname(repo_path(kwargs)), data_dir)
+    schema = kwargs.get("pg_schema")
+    if _blank(schema):
+        schema = os.environ.get("POSTGRES_SCHEMA", "").strip() or "raw"
+    prefix = kwargs.get("pg_table_prefix")
+    prefix = "qb_" if _blank(prefix) else str(prefix).strip()
+    return os.path.abspath(data_dir), str(schema).strip(), prefix
+
+
 def run_params(kwargs: Dict[str, Any]) -> RunParams:
     """Coerces and validates the runtime variables; every error names the variable."""
     pipeline_uuid = kwargs.get("pipeline_uuid") or ""
@@ -188,17 +219,7 @@ def run_params(kwargs: Dict[str, Any]) -> RunParams:
             f"fecha_fin ({utc_text(end)}) must be after fecha_inicio ({utc_text(start)}): "
             "windows are half-open [fecha_inicio, fecha_fin) in UTC"
         )
-    data_dir = kwargs.get("data_dir")
-    data_dir = default_data_dir(kwargs) if _blank(data_dir) else str(data_dir).strip()
-    if not os.path.isabs(data_dir):
-        data_dir = os.path.join(os.path.dirname(repo_path(kwargs)), data_dir)
-    schema = kwargs.get("pg_schema")
-    if _blank(schema):
-        schema = os.environ.get("POSTGRES_SCHEMA", "").strip() or "raw"
-    schema = str(schema).strip()
-    prefix = kwargs.get("pg_table_prefix")
-    prefix = "qb_" if _blank(prefix) else str(prefix).strip()
-    data_dir = os.path.abspath(data_dir)
+    data_dir, schema, prefix = sink_targets(kwargs)
     stage_dir = kwargs.get("stage_dir")
     stage_dir = default_stage_dir(data_dir) if _blank(stage_dir) else str(stage_dir).strip()
     if not os.path.isabs(stage_dir):
@@ -216,39 +237,14 @@ def run_params(kwargs: Dict[str, Any]) -> RunParams:
         pg_table_prefix=prefix,
         stage_dir=os.path.abspath(stage_dir),
         max_children=parse_int("max_children", kwargs.get("max_children"), DEFAULT_MAX_CHILDREN, 1, MAX_CHILDREN),
-        max_requests=(
-            None
-            if _blank(kwargs.get("max_requests"))
-            else parse_int("max_requests", kwargs.get("max_requests"), 0, 1, 10**12, example=500)
-        ),
+        max_requests=parse_max_requests(kwargs),
         windows=parse_labels(kwargs.get("windows")),
     )
 
 
 def check_sink_config(params: RunParams) -> None:
     """Fail at planning time, naming what is missing, rather than once per window."""
-    if params.sink in ("postgres", "both"):
-        missing = [k for k in POSTGRES_REQUIRED if not os.environ.get(k, "").strip()]
-        if missing:
-            raise RunVariableError(
-                f"sink={params.sink} needs PostgreSQL: set {', '.join(missing)} in the environment "
-                "(POSTGRES_PORT defaults to 5432, POSTGRES_SSLMODE to prefer)"
-            )
-        try:  # the table names, checked now (no connection) rather than after every window is fetched
-            qbo_rs.PostgresWriter(schema=params.pg_schema, table_prefix=params.pg_table_prefix)
-        except ConfigError as err:
-            raise RunVariableError(
-                f"pg_schema={params.pg_schema!r}, pg_table_prefix={params.pg_table_prefix!r}: {err}"
-            ) from None
-    if params.sink in ("txt", "both"):
-        if os.path.exists(params.data_dir) and not os.path.isdir(params.data_dir):
-            raise RunVariableError(
-                f"data_dir {params.data_dir} is a file, not a folder: set the variable data_dir or "
-                "QBO_DATA_DIR to a folder"
-            )
-        os.makedirs(params.data_dir, exist_ok=True)
-        if not os.access(params.data_dir, os.W_OK):
-            raise RunVariableError(f"data_dir {params.data_dir} is not writable")
+    check_sinks(params.sink, params.data_dir, params.pg_schema, params.pg_table_prefix)
     try:
         os.makedirs(params.stage_dir, exist_ok=True)
     except OSError as err:
@@ -261,3 +257,91 @@ def check_sink_config(params: RunParams) -> None:
             f"stage_dir {params.stage_dir} is not writable: set the variable stage_dir or "
             "QBO_STAGE_DIR to a writable folder"
         )
+
+
+def check_sinks(sink: str, data_dir: str, pg_schema: str, pg_table_prefix: str) -> None:
+    """The sinks' configuration, checked before any request: PostgreSQL's variables and table
+    names, the TXT folder writable."""
+    if sink in ("postgres", "both"):
+        missing = [k for k in POSTGRES_REQUIRED if not os.environ.get(k, "").strip()]
+        if missing:
+            raise RunVariableError(
+                f"sink={sink} needs PostgreSQL: set {', '.join(missing)} in the environment "
+                "(POSTGRES_PORT defaults to 5432, POSTGRES_SSLMODE to prefer)"
+            )
+        try:  # the table names, checked now (no connection) rather than after every window is fetched
+            qbo_rs.PostgresWriter(schema=pg_schema, table_prefix=pg_table_prefix)
+        except ConfigError as err:
+            raise RunVariableError(f"pg_schema={pg_schema!r}, pg_table_prefix={pg_table_prefix!r}: {err}") from None
+    if sink in ("txt", "both"):
+        if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+            raise RunVariableError(
+                f"data_dir {data_dir} is a file, not a folder: set the variable data_dir or QBO_DATA_DIR to a folder"
+            )
+        os.makedirs(data_dir, exist_ok=True)
+        if not os.access(data_dir, os.W_OK):
+            raise RunVariableError(f"data_dir {data_dir} is not writable")
+
+
+@dataclass(frozen=True)
+class SyncParams:
+    pipeline_uuid: str
+    entity: str
+    sink: str
+    data_dir: str
+    pg_schema: str
+    pg_table_prefix: str
+    page_size: int
+    overlap_minutes: int
+    max_requests: Optional[int] = None
+
+    @property
+    def plural(self) -> str:
+        return PLURAL[self.entity]
+
+    def options(self) -> Dict[str, Any]:
+        """The keyword options of :meth:`qbo_rs.QboClient.sync`."""
+        options: Dict[str, Any] = dict(
+            sink=self.sink,
+            data_dir=self.data_dir,
+            pg_schema=self.pg_schema,
+            pg_table_prefix=self.pg_table_prefix,
+            page_size=self.page_size,
+            overlap_minutes=self.overlap_minutes,
+            max_requests=self.max_requests,
+        )
+        return options
+
+    def describe(self) -> str:
+        budget = f" max_requests={self.max_requests}" if self.max_requests is not None else ""
+        return (
+            f"sync {self.entity} page_size={self.page_size} overlap_minutes={self.overlap_minutes}{budget} "
+            f"sink={self.sink} -> {targets_text(self)}"
+        )
+
+
+def sync_params(kwargs: Dict[str, Any]) -> SyncParams:
+    """The runtime variables of the qb_*_sync pipelines, coerced and checked; every error names
+    its variable."""
+    pipeline_uuid = kwargs.get("pipeline_uuid") or ""
+    entity = SYNC_ENTITY_BY_PIPELINE.get(pipeline_uuid) or parse_choice(
+        "entity", kwargs.get("entity"), tuple(PLURAL), ""
+    )
+    if not entity:
+        raise RunVariableError(
+            f"pipeline {pipeline_uuid!r} is not one of {', '.join(SYNC_ENTITY_BY_PIPELINE)}: set the variable entity"
+        )
+    data_dir, schema, prefix = sink_targets(kwargs)
+    params = SyncParams(
+        pipeline_uuid=pipeline_uuid,
+        entity=entity,
+        sink=parse_choice("sink", kwargs.get("sink"), SINKS, "txt"),
+        data_dir=data_dir,
+        pg_schema=schema,
+        pg_table_prefix=prefix,
+        page_size=parse_int("page_size", kwargs.get("page_size"), DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
+        overlap_minutes=parse_int("overlap_minutes", kwargs.get("overlap_minutes"), 10, 0, 1440),
+        max_requests=parse_max_requests(kwargs),
+    )
+    check_sinks(params.sink, params.data_dir, params.pg_schema, params.pg_table_prefix)
+    return params
