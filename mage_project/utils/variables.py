@@ -292,7 +292,7 @@ class SyncParams:
     pg_schema: str
     pg_table_prefix: str
     page_size: int
-    overlap_minutes: int
+    overlap_minutes: Optional[int] = None
     max_requests: Optional[int] = None
 
     @property
@@ -307,16 +307,17 @@ class SyncParams:
             pg_schema=self.pg_schema,
             pg_table_prefix=self.pg_table_prefix,
             page_size=self.page_size,
-            overlap_minutes=self.overlap_minutes,
             max_requests=self.max_requests,
         )
+        if self.overlap_minutes is not None:  # else the engine's default
+            options["overlap_minutes"] = self.overlap_minutes
         return options
 
     def describe(self) -> str:
         budget = f" max_requests={self.max_requests}" if self.max_requests is not None else ""
+        overlap = f" overlap_minutes={self.overlap_minutes}" if self.overlap_minutes is not None else ""
         return (
-            f"sync {self.entity} page_size={self.page_size} overlap_minutes={self.overlap_minutes}{budget} "
-            f"sink={self.sink} -> {targets_text(self)}"
+            f"sync {self.entity} page_size={self.page_size}{overlap}{budget} sink={self.sink} -> {targets_text(self)}"
         )
 
 
@@ -340,7 +341,11 @@ def sync_params(kwargs: Dict[str, Any]) -> SyncParams:
         pg_schema=schema,
         pg_table_prefix=prefix,
         page_size=parse_int("page_size", kwargs.get("page_size"), DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
-        overlap_minutes=parse_int("overlap_minutes", kwargs.get("overlap_minutes"), 10, 0, 1440),
+        overlap_minutes=(
+            None
+            if _blank(kwargs.get("overlap_minutes"))
+            else parse_int("overlap_minutes", kwargs.get("overlap_minutes"), 10, 0, 1440)
+        ),
         max_requests=parse_max_requests(kwargs),
     )
     check_sinks(params.sink, params.data_dir, params.pg_schema, params.pg_table_prefix)

@@ -199,7 +199,7 @@ struct SyncArgs {
     /// invoice, customer or item (any case).
     entity: String,
     /// How far back a sync of an empty sink reads: YYYY-MM-DD or an ISO datetime.
-    #[arg(long, default_value = "2000-01-01")]
+    #[arg(long, default_value = qbo_core::sync::DEFAULT_START)]
     start: String,
     /// Minutes before the last sync's end that are read again (clock differences, late records).
     #[arg(long, default_value_t = qbo_core::sync::DEFAULT_OVERLAP_MINUTES)]

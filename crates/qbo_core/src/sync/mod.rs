@@ -16,7 +16,7 @@ mod witness;
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::backfill::{BackfillReport, BackfillRequest};
 use crate::client::RequestCounts;
@@ -33,6 +33,10 @@ pub use run::{run_sync, run_sync_until};
 /// `LastUpdatedTime` it carries. Re-reading costs nothing but a few unchanged rows.
 pub const DEFAULT_OVERLAP_MINUTES: u32 = 10;
 
+/// How far back a sync of an empty sink (or a reconciliation) reads by default: before
+/// QuickBooks Online existed, so everything (windows start at the oldest record anyway).
+pub const DEFAULT_START: &str = "2000-01-01";
+
 /// What a sync does.
 #[derive(Debug, Clone)]
 pub struct SyncRequest {
@@ -46,7 +50,7 @@ pub struct SyncRequest {
 
 impl SyncRequest {
     pub fn new(entity: Entity) -> Self {
-        let beginning = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().expect("a valid date");
+        let beginning = parse_user_instant("start", DEFAULT_START).expect("the default start parses");
         SyncRequest { read: BackfillRequest::new(entity, beginning, Utc::now()), overlap: chrono::Duration::minutes(DEFAULT_OVERLAP_MINUTES.into()) }
     }
 
