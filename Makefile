@@ -128,11 +128,13 @@ bench: $(WHEEL_STAMP) $(MAGE_STAMP) ## benchmarks (prints figures): throughput v
 	./scripts/with-pg.sh $(PY) benches/pg_bench.py
 	$(MAGE_PY) scripts/mage_bench.py
 	$(MAGE_PY) scripts/data_bench.py
+	$(PY) benches/sync_bench.py
 
 bench-smoke: $(WHEEL_STAMP) $(MAGE_STAMP) ## the benchmarks at tiny sizes, so they never rot
 	$(PY) benches/bench.py --smoke
 	$(MAGE_PY) scripts/mage_bench.py --smoke
 	$(MAGE_PY) scripts/data_bench.py --smoke
+	$(PY) benches/sync_bench.py --smoke
 
 clean:
 	rm -rf target/wheels $(VENV) $(MAGE_VENV) $(TAP_VENV) $(UI_VENV) data bench-results test-output
