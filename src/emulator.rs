@@ -63,7 +63,7 @@ impl NativeEmulator {
         Ok(self.running(py)?.initial_refresh_token().to_string())
     }
 
-    /// Every record of `entity` (inactive ones included) as dicts: id, sync_token,
+    /// Every record of `entity` that exists now (inactive ones included) as dicts: id, sync_token,
     /// last_updated_time (as served), last_updated_utc, active.
     fn truth<'py>(&self, py: Python<'py>, entity: &str) -> PyResult<Bound<'py, PyAny>> {
         let rows = self.running(py)?.truth(entity).map_err(|e| config_error(py, e.to_string()))?;
@@ -91,6 +91,28 @@ impl NativeEmulator {
     fn edit<'py>(&self, py: Python<'py>, entity: &str, id: &str) -> PyResult<Bound<'py, PyAny>> {
         let row = self.running(py)?.edit(entity, id).map_err(|e| config_error(py, e.to_string()))?;
         let text = serde_json::to_string(&row).map_err(|e| config_error(py, e.to_string()))?;
+        json_loads(py, text)
+    }
+
+    /// Deletes one record now (Invoice: hard delete; Customer, Item: made inactive); the
+    /// `Deletion` as a dict.
+    fn delete<'py>(&self, py: Python<'py>, entity: &str, id: &str) -> PyResult<Bound<'py, PyAny>> {
+        let done = self.running(py)?.delete(entity, id).map_err(|e| config_error(py, e.to_string()))?;
+        let text = serde_json::to_string(&done).map_err(|e| config_error(py, e.to_string()))?;
+        json_loads(py, text)
+    }
+
+    /// Creates one record now (or re-creates the Id of a deleted Invoice); its JSON as served.
+    #[pyo3(signature = (entity, id=None))]
+    fn create<'py>(&self, py: Python<'py>, entity: &str, id: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
+        let json = self.running(py)?.create(entity, id).map_err(|e| config_error(py, e.to_string()))?;
+        json_loads(py, String::from_utf8_lossy(&json).into_owned())
+    }
+
+    /// The hard-deleted records of `entity` as dicts: id, deleted_at (UTC, milliseconds).
+    fn deleted<'py>(&self, py: Python<'py>, entity: &str) -> PyResult<Bound<'py, PyAny>> {
+        let rows = self.running(py)?.deleted(entity).map_err(|e| config_error(py, e.to_string()))?;
+        let text = serde_json::to_string(&rows).map_err(|e| config_error(py, e.to_string()))?;
         json_loads(py, text)
     }
 

@@ -13,13 +13,19 @@ its run-time knobs (throttle_per_minute, batch_per_minute, max_in_flight, latenc
 fault_rate, fault_kinds, fault_first_k, fault_every_secs, slow_ms, throttle_body,
 retry_after_secs, force_429_next, force_429_after, throttle_for_secs, edit_rate,
 access_token_ttl_secs, refresh_rotate_after_secs, old_refresh_grace_secs,
-cdc_max_lookback_days, default_order); knobs can be changed while it runs with
+cdc_max_lookback_days, cdc_max_objects, default_order); knobs can be changed while it runs with
 :meth:`QboEmulator.set_knobs`. ``throttle_per_minute``, ``batch_per_minute`` and
 ``max_in_flight`` default to QuickBooks' 500 (a batch item counts as one), 40 and 10; ``0`` (or
 ``None``) means no limit, as with ``qbo-rs emulator``. Faults by position
 (``fault_first_k``) or by time (``fault_every_secs``) are the same for every client, unlike the
 ``fault_rate`` dice; ``access_token_ttl_secs`` is how to test expiry (``expire_access_tokens``
-revokes); ``default_order`` (``"Observed"`` or ``"Id"``) orders a query without ORDERBY.
+revokes); ``default_order`` (``"Observed"`` or ``"Id"``) orders a query without ORDERBY;
+``cdc_max_objects`` (default 1000, QuickBooks' cap; ``0`` for none) caps the objects of one CDC
+answer across its entities, deleted stubs included.
+
+Records change as on QuickBooks: :meth:`QboEmulator.edit`, :meth:`QboEmulator.delete` (an
+Invoice is hard-deleted and afterwards only CDC and :meth:`QboEmulator.deleted` know it; a
+Customer or an Item is made inactive, an update) and :meth:`QboEmulator.create`.
 docs/emulator.md says where each behaviour comes from.
 """
 
@@ -123,7 +129,8 @@ class QboEmulator:
         )
 
     def truth(self, entity: str) -> List[Dict[str, Any]]:
-        """Every record of ``entity`` that exists now, inactive ones included."""
+        """Every record of ``entity`` that exists now, inactive ones included (a deleted Invoice
+        is not: see :meth:`deleted`)."""
         return self.native.truth(entity)
 
     def stats(self) -> Dict[str, Any]:
@@ -145,6 +152,30 @@ class QboEmulator:
     def edit(self, entity: str, record_id: str) -> Dict[str, Any]:
         """Edits one record now (new SyncToken, LastUpdatedTime = now)."""
         return self.native.edit(entity, record_id)
+
+    def delete(self, entity: str, record_id: str) -> Dict[str, Any]:
+        """Deletes one record now, as QuickBooks does. An Invoice is hard-deleted: it leaves
+        every query, count, read and :meth:`truth`, and CDC reports it as a
+        ``{"status": "Deleted"}`` stub; the answer is ``{"outcome": "deleted", "entity", "id",
+        "deleted_at"}`` (UTC, RFC 3339 with milliseconds). A Customer or an Item is made inactive
+        (``Active`` false, ``" (deleted)"`` appended to its names, new SyncToken and
+        LastUpdatedTime): ``{"outcome": "made_inactive", "entity", "id", "record"}`` with its
+        truth row. An unknown Id, a deleted Invoice or an inactive record raises ``ConfigError``."""
+        return self.native.delete(entity, record_id)
+
+    def create(self, entity: str, id: Optional[str] = None) -> Dict[str, Any]:
+        """Creates one record now and returns it as served: rendered like the generated ones,
+        under an Id never used before, CreateTime = LastUpdatedTime = now, SyncToken ``"0"``.
+
+        ``id`` re-creates a deleted Invoice under its old Id, in a later second than its
+        deletion. QuickBooks never reuses an Id: this is a test device, to check that a newer
+        version wins over a deletion mark. A live Id raises ``ConfigError``."""
+        return self.native.create(entity, id)
+
+    def deleted(self, entity: str) -> List[Dict[str, Any]]:
+        """The hard-deleted records of ``entity`` (``{"id", "deleted_at"}``, UTC, RFC 3339 with
+        milliseconds), oldest deletion first; always empty for Customer and Item."""
+        return self.native.deleted(entity)
 
     def expire_access_tokens(self) -> None:
         """Revokes every issued access token before its stated expiry: the next API call gets a

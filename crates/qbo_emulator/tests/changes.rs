@@ -59,7 +59,7 @@ async fn deleted_list(http: &Client, emu: &qbo_emulator::Emulator, entity: &str)
 async fn a_deleted_invoice_leaves_queries_counts_reads_and_truth_and_cdc_reports_a_stub() {
     let (emu, http, tok) = session(cfg(50)).await;
     let before = emu.truth("Invoice").unwrap().into_iter().find(|r| r.id == "7").unwrap();
-    let (s, v) = admin_post(&http, &emu, "delete/Invoice/7").await;
+    let (s, v) = admin_post(&http, &emu, "delete/Invoice/007").await;
     assert_eq!(s, 200, "{v}");
     let Deletion::Deleted { entity, id, deleted_at } = serde_json::from_value(v.clone()).unwrap() else { panic!("{v}") };
     assert_eq!((entity.as_str(), id.as_str(), v["outcome"].as_str()), ("Invoice", "7", Some("deleted")));

@@ -19,11 +19,13 @@ impl Shared {
     /// Deletes record `id` of `e` now: a hard delete for an Invoice, a new inactive version for
     /// a Customer or an Item. The record must exist and not be deleted (or inactive) already.
     pub(crate) fn delete(&self, e: Entity, id: &str) -> Result<Deletion, EmulatorError> {
-        let (entity, key) = (e.name().to_string(), id.trim().to_string());
+        let entity = e.name().to_string();
         let mut t = wl(self.table(e));
         let Some(idx) = t.slot_of(id) else {
-            return Err(EmulatorError::UnknownId { entity, id: key });
+            return Err(EmulatorError::UnknownId { entity, id: id.trim().into() });
         };
+        // The Id as QuickBooks writes it ("7", whatever the caller wrote, e.g. "007").
+        let key = t.recs[idx].id.to_string();
         let now_ms = Utc::now().timestamp_millis();
         let mut clock = lock(&self.clock);
         let done = if e.is_list() {
