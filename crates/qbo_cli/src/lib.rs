@@ -288,6 +288,12 @@ struct EmulatorArgs {
     /// Rotate the refresh token once it is this many seconds old (0 = every refresh).
     #[arg(long, default_value_t = 86400)]
     rotate_after: u64,
+    /// Objects one Change Data Capture answer holds at most (QBO: 1000; 0 = no cap).
+    #[arg(long, default_value_t = qbo_emulator::Knobs::default().cdc_max_objects)]
+    cdc_max_objects: u32,
+    /// How many days back CDC's changedSince may reach (QBO: 30; 0 = no limit).
+    #[arg(long, default_value_t = qbo_emulator::Knobs::default().cdc_max_lookback_days.unwrap_or(0))]
+    cdc_max_lookback_days: u32,
 }
 
 /// Exit codes: 0 done, 1 a run failed (see the log), 2 bad arguments or configuration, or a
@@ -566,6 +572,8 @@ async fn emulator(a: EmulatorArgs) -> Result<i32, Error> {
     config.knobs.edit_rate = a.edit_rate;
     config.knobs.access_token_ttl_secs = a.access_token_ttl;
     config.knobs.refresh_rotate_after_secs = a.rotate_after;
+    config.knobs.cdc_max_objects = a.cdc_max_objects;
+    config.knobs.cdc_max_lookback_days = (a.cdc_max_lookback_days > 0).then_some(a.cdc_max_lookback_days);
     let emu = qbo_emulator::Emulator::start(config).await.map_err(|e| Error::config(format!("emulator: {e}")))?;
     print_client_env(&emu);
     eprintln!("qbo-rs emulator: serving {} (Ctrl-C or kill {} to stop)", emu.base_url(), std::process::id());

@@ -3,8 +3,9 @@
 //! A sync reads what changed since the sinks' high-water mark with the backfill's own reads
 //! (keyset pages by `LastUpdatedTime`, tie groups, inactive name-list records, newest version
 //! wins), then records what QuickBooks deleted. Deletions come from Change Data Capture
-//! ([`crate::cdc`]), swept from the last sweep on; when that is impossible (the last sweep is
-//! older than CDC looks back, or an answer reached CDC's cap and may have left deletions out)
+//! ([`crate::cdc`]), swept from the last sweep on (an answer at CDC's cap is asked again from the
+//! last sweep itself, without the overlap); when that is impossible (the last sweep is older than
+//! CDC looks back, or an answer reached CDC's cap and may have left deletions out)
 //! the sync **reconciles** instead: it reads every record of the entity and marks deleted each
 //! id the sinks hold that QuickBooks no longer has. Every deletion is confirmed with an
 //! `Id IN (…)` query before it is recorded. On a sink that holds nothing, a sync is a backfill.

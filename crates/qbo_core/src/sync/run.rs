@@ -50,10 +50,11 @@ pub async fn run_sync_until(
     }
     let now = Utc::now();
     let from = Start::of(&views, request.overlap);
-    let swept_from = sweep_start(&views).map(|t| t - request.overlap);
+    let last_sweep = sweep_start(&views);
+    let mut swept_from = last_sweep.map(|t| t - request.overlap);
 
     // The sweep first: its answer carries QuickBooks' clock, which bounds the read.
-    let mut mode = match (from, swept_from) {
+    let mut mode = match (from, last_sweep) {
         (Start::Empty, None) => SyncMode::Initial,
         // Everything is read for the empty sink anyway: checking the others' ids costs little more.
         (Start::Empty, Some(_)) => SyncMode::Reconciliation { reason: "one sink holds nothing while another holds records".into() },
@@ -61,20 +62,28 @@ pub async fn run_sync_until(
     };
     let mut reported: Vec<Deleted> = Vec::new();
     let mut through = now;
-    if let (SyncMode::Incremental, Some(since)) = (&mode, swept_from) {
+    if let (SyncMode::Incremental, Some(last), Some(since)) = (&mode, last_sweep, swept_from) {
         if since < now - chrono::Duration::days(LOOKBACK_DAYS) + LOOKBACK_MARGIN {
             mode = SyncMode::Reconciliation {
-                reason: format!("the last deletion sweep ({}) is older than the {LOOKBACK_DAYS} days Change Data Capture looks back", format_utc(since)),
+                reason: format!("the last deletion sweep ({}) is older than the {LOOKBACK_DAYS} days Change Data Capture looks back", format_utc(last)),
             };
         } else {
-            let page = client.cdc(entity, since).await?;
+            // An answer at CDC's cap is asked again over the shorter range that starts at the last
+            // sweep itself, without the overlap: a burst of changes just before the last sync
+            // (already read, and swept by it) then no longer fills the answer.
+            let mut page = client.cdc(entity, since).await?;
+            if page.at_cap() && last > since {
+                tracing::info!(target: "qbo_rs", "sync {entity}: Change Data Capture answered its cap of {MAX_OBJECTS} objects since {}: asking again since the last sweep, {}", format_utc(since), format_utc(last));
+                swept_from = Some(last);
+                page = client.cdc(entity, last).await?;
+            }
             through = page.time.unwrap_or(now);
             if page.at_cap() {
                 mode = SyncMode::Reconciliation {
                     reason: format!(
                         "Change Data Capture answered {} objects for changes since {}, its cap of {MAX_OBJECTS}: deletions past the cap are not listed",
                         page.objects,
-                        format_utc(since)
+                        format_utc(swept_from.unwrap_or(since))
                     ),
                 };
             } else {
