@@ -9,6 +9,7 @@ mod emulator;
 mod errors;
 mod frames;
 mod postgres;
+mod progress;
 mod report;
 mod runtime;
 mod share;
@@ -49,6 +50,8 @@ mod _qbo_rs {
     use super::frames::{_read_txt, RawTxt};
     #[pymodule_export]
     use super::postgres::PostgresWriter;
+    #[pymodule_export]
+    use super::progress::ProgressEvent;
     #[pymodule_export]
     use super::report::{BackfillReport, Estimate, WindowReport};
     #[pymodule_export]

@@ -11,12 +11,13 @@ The engine is Rust (HTTP, JSON, pacing, writing); this package is its typed face
 Nothing runs at import time: the tokio runtime is created on first use.
 """
 
-from qbo_rs import exceptions, frames, options
+from qbo_rs import exceptions, frames, options, progress
 from qbo_rs._qbo_rs import (
     BackfillReport,
     Credentials,
     Estimate,
     PostgresWriter,
+    ProgressEvent,
     ReadShare,
     SharePlan,
     StagedShare,
@@ -45,6 +46,7 @@ __all__ = [
     "Credentials",
     "Estimate",
     "PostgresWriter",
+    "ProgressEvent",
     "QboClient",
     "ReadShare",
     "SharePlan",
@@ -63,6 +65,7 @@ __all__ = [
     "export_window",
     "export_window_async",
     "options",
+    "progress",
     "frames",
     "RawTable",
     "read_txt",

@@ -31,6 +31,7 @@ __all__ = [
     "ExportJob",
     "NativeEmulator",
     "PostgresWriter",
+    "ProgressEvent",
     "RawTxt",
     "QboClient",
     "ReadShare",
@@ -176,6 +177,55 @@ class PostgresWriter:
         """Connects, creates the schema and tables if missing, checks privileges."""
     def count(self, entity: str) -> int:
         """Rows in the entity's table."""
+
+@final
+class ProgressEvent:
+    """One event of a backfill's progress, given to ``on_progress`` callables, with the run's
+    totals at that moment. ``kind`` says what happened: ``plan`` (the windows are known:
+    ``windows_total``), ``estimate`` (the plan is counted: ``records_estimated``,
+    ``requests_estimated``), ``rows`` (``rows`` records of ``window`` fetched), ``committed``
+    (``rows`` records of ``window`` are in every sink) and ``window_done`` (``window`` is over:
+    ``status``, and ``rows`` it wrote; one per planned window, after the read)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def window(self) -> Optional[str]:
+        """The window's label (None for ``plan`` and ``estimate``)."""
+    @property
+    def rows(self) -> int:
+        """Records of this event: fetched, committed, or the window's rows written; else 0."""
+    @property
+    def status(self) -> Optional[str]:
+        """``"ok"`` or ``"failed"`` for ``window_done``, else None."""
+    @property
+    def windows_done(self) -> int: ...
+    @property
+    def windows_total(self) -> int: ...
+    @property
+    def records_estimated(self) -> Optional[int]:
+        """The plan's count of records; None before the ``estimate`` event."""
+    @property
+    def records_fetched(self) -> int: ...
+    @property
+    def records_committed(self) -> int:
+        """Records in every sink so far (what an interrupted run leaves behind)."""
+    @property
+    def requests(self) -> int:
+        """API requests of this run so far, retries included."""
+    @property
+    def requests_estimated(self) -> Optional[int]:
+        """The plan's estimate of the requests; None before the ``estimate`` event."""
+    @property
+    def retries(self) -> int: ...
+    @property
+    def throttled(self) -> int:
+        """Retries after a 429 (QuickBooks' throttling)."""
+    @property
+    def wait_s(self) -> float:
+        """Seconds this run's requests waited before their retries (429 pauses, back-offs)."""
+    @property
+    def elapsed_s(self) -> float: ...
 
 @final
 class WindowReport:

@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, Callable, Optional, Sequence, TypedDict, Union
 
 if TYPE_CHECKING:
-    from qbo_rs._qbo_rs import PostgresWriter
+    from qbo_rs._qbo_rs import PostgresWriter, ProgressEvent
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -71,10 +71,14 @@ class BackfillOptions(PlanOptions, SinkOptions, total=False):
       (default 16).
     - ``max_requests``: refuse, before the first page, a backfill whose estimate needs more
       requests (:class:`~qbo_rs.exceptions.RequestBudgetError`, stating the estimate).
+    - ``on_progress``: left out, a progress bar in a Jupyter kernel with ``tqdm`` installed and
+      nothing elsewhere; ``True`` a bar anywhere; ``False``/``None`` none; a callable is given
+      each :class:`~qbo_rs.ProgressEvent` (see :mod:`qbo_rs.progress`).
     """
 
     max_buffer_mb: int
     max_requests: Optional[int]
+    on_progress: Union[Callable[["ProgressEvent"], object], bool, None]
 
 
 class SharePlanOptions(PlanOptions, total=False):
