@@ -21,6 +21,7 @@ use crate::errors::{config_error, BindError, BindResult};
 use crate::progress::PyProgress;
 use crate::report::{BackfillReport, Estimate};
 use crate::runtime::block_on;
+use crate::share::SharePlanJob;
 use crate::stage::StageJob;
 
 /// QBO credentials. Secrets are held in Rust and never shown by `repr` or in errors.
@@ -133,7 +134,7 @@ pub struct BackfillJob {
 impl BackfillJob {
     /// The run's task, with a progress forwarder of its own (its counts start now).
     fn task(&self, py: Python<'_>) -> impl std::future::Future<Output = Result<CoreReport, qbo_core::Error>> + Send + 'static {
-        let progress = self.on_progress.as_ref().map(|callback| PyProgress::new(callback.clone_ref(py), &self.client));
+        let progress = self.on_progress.as_ref().map(|callback| PyProgress::forwarding(callback.clone_ref(py), &self.client));
         backfill_task(self.client.clone(), self.args.clone(), progress)
     }
 }
@@ -268,14 +269,7 @@ impl QboClient {
     /// One window's records as QBO payload dicts. Options: `page_size`, `filter_field`
     /// (the core's defaults, as for a stage).
     #[pyo3(signature = (entity, start, end, **options))]
-    fn _fetch_window_json(
-        &self,
-        py: Python<'_>,
-        entity: &str,
-        start: Arg<'_, '_>,
-        end: Arg<'_, '_>,
-        options: Option<&Bound<'_, PyDict>>,
-    ) -> BindResult<Py<PyAny>> {
+    fn _fetch_window_json(&self, py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Option<Opts<'_, '_>>) -> BindResult<Py<PyAny>> {
         let bytes = block_on(py, fetch_window_task(self.client.clone(), window_read(py, entity, start, end, options)?))??;
         Ok(json_loads(py, bytes)?.unbind())
     }
@@ -288,7 +282,7 @@ impl QboClient {
         entity: &str,
         start: Arg<'_, '_>,
         end: Arg<'_, '_>,
-        options: Option<&Bound<'_, PyDict>>,
+        options: Option<Opts<'_, '_>>,
     ) -> BindResult<Bound<'py, PyAny>> {
         let task = fetch_window_task(self.client.clone(), window_read(py, entity, start, end, options)?);
         Ok(crate::runtime::future_into_py(py, async move {
@@ -302,14 +296,7 @@ impl QboClient {
     /// core's (`BackfillRequest`, `SinkConfig`, plus `postgres`, a `PostgresWriter`, and
     /// `on_progress`, a callable given each `ProgressEvent`).
     #[pyo3(signature = (entity, start, end, **options))]
-    fn _backfill_job(
-        &self,
-        py: Python<'_>,
-        entity: &str,
-        start: Arg<'_, '_>,
-        end: Arg<'_, '_>,
-        options: Option<&Bound<'_, PyDict>>,
-    ) -> BindResult<BackfillJob> {
+    fn _backfill_job(&self, py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Option<Opts<'_, '_>>) -> BindResult<BackfillJob> {
         let (mut request, mut kwargs) = range_call(py, entity, start, end, options, BackfillRequest::new)?;
         let on_progress = kwargs.take(&["on_progress"]).filter(|v| !v.is_none()).map(Bound::unbind);
         let mut sinks = SinkConfig { postgres: convert::postgres_target(py, kwargs.take(&["postgres"]))?, ..SinkConfig::default() };
@@ -322,14 +309,7 @@ impl QboClient {
     /// A backfill's plan, counted but not read: what it will cost. Options: the backfill's
     /// (sink options make no difference and are refused).
     #[pyo3(signature = (entity, start, end, **options))]
-    fn _estimate_job(
-        &self,
-        py: Python<'_>,
-        entity: &str,
-        start: Arg<'_, '_>,
-        end: Arg<'_, '_>,
-        options: Option<&Bound<'_, PyDict>>,
-    ) -> BindResult<EstimateJob> {
+    fn _estimate_job(&self, py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Option<Opts<'_, '_>>) -> BindResult<EstimateJob> {
         let (mut request, mut kwargs) = range_call(py, entity, start, end, options, BackfillRequest::new)?;
         kwargs.fill(&mut request)?.finish()?;
         request.plan()?;
@@ -349,17 +329,10 @@ impl QboClient {
     /// A backfill's plan, counted and cut into at most `max_shares` shares (nothing is sent
     /// yet). Options: the backfill's and `ShareOptions`'.
     #[pyo3(signature = (entity, start, end, **options))]
-    fn _share_plan_job(
-        &self,
-        py: Python<'_>,
-        entity: &str,
-        start: Arg<'_, '_>,
-        end: Arg<'_, '_>,
-        options: Option<&Bound<'_, PyDict>>,
-    ) -> BindResult<crate::share::SharePlanJob> {
+    fn _share_plan_job(&self, py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Option<Opts<'_, '_>>) -> BindResult<SharePlanJob> {
         let (mut request, _) = range_call(py, entity, start, end, None, BackfillRequest::new)?;
         let shares = crate::share::share_plan_options(py, &mut request, options)?;
-        Ok(crate::share::SharePlanJob { client: self.client.clone(), request, shares })
+        Ok(SharePlanJob { client: self.client.clone(), request, shares })
     }
 
     /// A share's fetch-to-stage with its options checked. Options: `ShareStageRequest`'s.
@@ -379,7 +352,7 @@ impl QboClient {
 /// A positional argument of a call (a bound of its range).
 type Arg<'a, 'py> = &'a Bound<'py, PyAny>;
 /// A call's `**options`.
-type Options<'a, 'py> = Option<&'a Bound<'py, PyDict>>;
+type Opts<'a, 'py> = &'a Bound<'py, PyDict>;
 
 /// A call over `entity`'s records in `[start, end)`: the core request `new` makes of it, and the
 /// call's options, for the request's option sets to take.
@@ -388,7 +361,7 @@ fn range_call<'py, R>(
     entity: &str,
     start: Arg<'_, '_>,
     end: Arg<'_, '_>,
-    options: Options<'_, 'py>,
+    options: Option<Opts<'_, 'py>>,
     new: impl FnOnce(qbo_core::Entity, DateTime<Utc>, DateTime<Utc>) -> R,
 ) -> BindResult<(R, convert::Kwargs<'py>)> {
     let request = new(convert::entity(entity)?, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
@@ -396,7 +369,7 @@ fn range_call<'py, R>(
 }
 
 /// A window read's options (`page_size`, `filter_field`), parsed as a stage's are.
-fn window_read(py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Options<'_, '_>) -> BindResult<StageRequest> {
+fn window_read(py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Option<Opts<'_, '_>>) -> BindResult<StageRequest> {
     let (mut read, mut kwargs) = range_call(py, entity, start, end, options, StageRequest::new)?;
     kwargs.fill_only(&mut read, &["page_size", "filter_field"])?.finish()?;
     read.check()?;

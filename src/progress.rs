@@ -82,7 +82,7 @@ pub struct PyProgress {
 const UNKNOWN: u64 = u64::MAX;
 
 impl PyProgress {
-    pub fn new(callback: Py<PyAny>, client: &qbo_core::QboClient) -> Arc<dyn Progress> {
+    pub fn forwarding(callback: Py<PyAny>, client: &qbo_core::QboClient) -> Arc<dyn Progress> {
         Arc::new(PyProgress {
             callback,
             client: client.clone(),

@@ -8,7 +8,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import Any, Dict, List
 
 import pytest
 from conftest import RANGE_END, RANGE_START, truth_versions
@@ -59,31 +59,19 @@ def test_async_twins_and_the_one_call_backfill_send_events(emulator: QboEmulator
     )
     check_events(events, report, planned)
 
-    one_call: List[qbo_rs.ProgressEvent] = []
-    report = qbo_rs.backfill(
-        "item",
-        RANGE_START,
-        RANGE_END,
-        credentials=emulator.credentials(),
-        token_store=None,
-        requests_per_minute=600_000,
-        chunk_days=365,
-        data_dir=tmp_path / "b",
-        on_progress=one_call.append,
+    # The one-call backfill, blocking and awaited in a running loop (as in a notebook cell).
+    one_call: Dict[str, Any] = dict(
+        credentials=emulator.credentials(), token_store=None, requests_per_minute=600_000, chunk_days=365
     )
-    check_events(one_call, report, planned)
+    blocking: List[qbo_rs.ProgressEvent] = []
+    report = qbo_rs.backfill(
+        "item", RANGE_START, RANGE_END, data_dir=tmp_path / "b", on_progress=blocking.append, **one_call
+    )
+    check_events(blocking, report, planned)
 
     async def in_a_running_loop() -> qbo_rs.BackfillReport:
         return await qbo_rs.backfill_async(
-            "item",
-            RANGE_START,
-            RANGE_END,
-            credentials=emulator.credentials(),
-            token_store=None,
-            requests_per_minute=600_000,
-            chunk_days=365,
-            data_dir=tmp_path / "c",
-            on_progress=awaited.append,
+            "item", RANGE_START, RANGE_END, data_dir=tmp_path / "c", on_progress=awaited.append, **one_call
         )
 
     awaited: List[qbo_rs.ProgressEvent] = []
@@ -93,7 +81,9 @@ def test_async_twins_and_the_one_call_backfill_send_events(emulator: QboEmulator
 def test_throttled_waits_are_in_the_events(emulator: QboEmulator, client_factory, tmp_path: Path):
     emulator.set_knobs(force_429_next=3)
     events: List[qbo_rs.ProgressEvent] = []
-    report = client_factory(emulator).backfill("customer", RANGE_START, RANGE_END, data_dir=tmp_path, on_progress=events.append)
+    report = client_factory(emulator).backfill(
+        "customer", RANGE_START, RANGE_END, data_dir=tmp_path, on_progress=events.append
+    )
     assert report.ok and report.throttled >= 3
     last = events[-1]
     assert last.throttled == report.throttled and last.retries == report.retries

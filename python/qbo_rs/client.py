@@ -14,7 +14,20 @@ import os
 from contextlib import AbstractContextManager, nullcontext
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Dict, Generic, List, Optional, Tuple, TypeVar, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Dict,
+    Generic,
+    List,
+    Optional,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 from qbo_rs import _qbo_rs, progress
 from qbo_rs._qbo_rs import (
@@ -51,6 +64,7 @@ if TYPE_CHECKING:
 
         def run(self) -> Any: ...
         def run_future(self) -> Awaitable[Any]: ...
+
 
 DateLike = Union[str, date, datetime]
 
