@@ -11,6 +11,7 @@ mod frames;
 mod postgres;
 mod progress;
 mod report;
+mod report_html;
 mod runtime;
 mod share;
 mod stage;
@@ -47,7 +48,7 @@ mod _qbo_rs {
     #[pymodule_export]
     use super::emulator::NativeEmulator;
     #[pymodule_export]
-    use super::frames::{_read_txt, RawTxt};
+    use super::frames::{_read_txt, _volume, RawTxt};
     #[pymodule_export]
     use super::postgres::PostgresWriter;
     #[pymodule_export]

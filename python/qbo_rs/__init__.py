@@ -39,7 +39,7 @@ from qbo_rs.client import (
     export_window,
     export_window_async,
 )
-from qbo_rs.frames import RawTable, read_txt
+from qbo_rs.frames import RawTable, ReadTable, Volume, read_txt, volume
 
 __all__ = [
     "BackfillReport",
@@ -68,7 +68,10 @@ __all__ = [
     "progress",
     "frames",
     "RawTable",
+    "ReadTable",
     "read_txt",
+    "Volume",
+    "volume",
     "parse_instant",
     "plan_windows",
 ]

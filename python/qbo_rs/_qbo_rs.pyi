@@ -12,6 +12,7 @@ from qbo_rs.options import (
     ClientOptions,
     ExportOptions,
     PlanOptions,
+    RangeOptions,
     ReadOptions,
     SharePlanOptions,
     ShareStageOptions,
@@ -33,6 +34,8 @@ __all__ = [
     "PostgresWriter",
     "ProgressEvent",
     "RawTxt",
+    "ReadJob",
+    "RecordsRead",
     "QboClient",
     "ReadShare",
     "ShareExportJob",
@@ -48,6 +51,7 @@ __all__ = [
     "_export_job",
     "_export_share_job",
     "_read_txt",
+    "_volume",
     "default_limiter_dir",
     "default_token_store",
     "parse_instant",
@@ -71,6 +75,11 @@ class RawTxt:
     @property
     def typed_fields(self) -> List[str]: ...
     def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object: ...
+
+def _volume(
+    path: Union[str, "os.PathLike[str]"], entity: Optional[str], field: str, by: str
+) -> "tuple[str, List[tuple[datetime, datetime, int]]]":
+    """Records per period of a RAW file (see ``qbo_rs.volume``)."""
 
 def _read_txt(
     path: Union[str, "os.PathLike[str]"], entity: Optional[str] = None, batch_rows: Optional[int] = None
@@ -153,6 +162,9 @@ class QboClient:
     def _estimate_job(
         self, entity: str, start: _DateLike, end: _DateLike, **options: Unpack[PlanOptions]
     ) -> "EstimateJob": ...
+    def _read_job(
+        self, entity: str, start: _DateLike, end: _DateLike, **options: Unpack[RangeOptions]
+    ) -> "ReadJob": ...
     def _share_plan_job(
         self, entity: str, start: _DateLike, end: _DateLike, **options: Unpack[SharePlanOptions]
     ) -> "SharePlanJob": ...
@@ -248,7 +260,9 @@ class WindowReport:
     def rows_written(self) -> int: ...
     @property
     def server_count(self) -> Optional[int]:
-        """QBO's COUNT(*) after the read; None when one page answered the whole window."""
+        """QBO's COUNT(*) of the window after its read, when one was made: a staged window's
+        fetch (None when one page answered it whole). Always None in a backfill's report: a
+        backfill counts runs of windows, not each window (its ``estimate`` has the records counted)."""
     @property
     def pages(self) -> int: ...
     @property
@@ -261,7 +275,36 @@ class WindowReport:
     def error(self) -> Optional[str]: ...
     @property
     def duration_s(self) -> float: ...
+    def _repr_html_(self) -> str:
+        """A table of the windows (label, bounds, status, rows, pages, error), for notebooks."""
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame, one row per window (pandas is imported now)."""
     def to_dict(self) -> Dict[str, Any]: ...
+
+@final
+class ReadJob:
+    """A range read into memory with its options checked, not yet run (``QboClient._read_job``)."""
+
+    def run(self) -> "RecordsRead": ...
+    def run_future(self) -> Awaitable["RecordsRead"]: ...
+
+@final
+class RecordsRead:
+    """The records a range read returned, as Arrow record batches (``read_txt``'s columns), and
+    the read's report."""
+
+    @property
+    def entity(self) -> str: ...
+    @property
+    def typed_fields(self) -> List[str]: ...
+    @property
+    def report(self) -> "BackfillReport": ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def num_rows(self) -> int:
+        """Records held, one per id."""
+    def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object: ...
 
 @final
 class BackfillJob:
@@ -307,6 +350,10 @@ class BackfillReport:
     def peak_buffer_bytes(self) -> int: ...
     @property
     def targets(self) -> Dict[str, str]: ...
+    def _repr_html_(self) -> str:
+        """A table of the windows (label, bounds, status, rows, pages, error), for notebooks."""
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame, one row per window (pandas is imported now)."""
     def to_dict(self) -> Dict[str, Any]: ...
 
 @final

@@ -40,6 +40,7 @@ from qbo_rs._qbo_rs import (
     StagedWindow,
 )
 from qbo_rs.exceptions import BackfillError, ConfigError
+from qbo_rs.frames import ReadTable
 from qbo_rs.options import (
     CLIENT_OPTION_NAMES,
     BackfillOptions,
@@ -48,6 +49,7 @@ from qbo_rs.options import (
     OneCallBackfillOptions,
     PathLike,
     PlanOptions,
+    RangeOptions,
     ReadOptions,
     SharePlanOptions,
     ShareStageOptions,
@@ -92,7 +94,7 @@ def default_limiter_dir() -> Path:
 
 
 _T = TypeVar("_T")
-_Outcome = TypeVar("_Outcome", BackfillReport, StagedWindow, StagedShare)
+_Outcome = TypeVar("_Outcome", BackfillReport, StagedWindow, StagedShare, ReadTable)
 
 
 def _checked(outcome: _Outcome, raise_on_failure: bool) -> _Outcome:
@@ -141,10 +143,13 @@ class _Native:
 
 
 def _checked_call(
-    job: "_Job", raise_on_failure: bool, context: Optional[AbstractContextManager[object]] = None
+    job: "_Job",
+    raise_on_failure: bool,
+    context: Optional[AbstractContextManager[object]] = None,
+    wrap: Callable[[Any], Any] = _outcome,
 ) -> _Call[Any]:
-    """A call whose failed outcome raises (see :func:`_checked`)."""
-    return _Call(job, lambda outcome: _checked(outcome, raise_on_failure), context)
+    """A call whose outcome (made ``wrap(outcome)``) raises when it failed (see :func:`_checked`)."""
+    return _Call(job, lambda outcome: _checked(wrap(outcome), raise_on_failure), context)
 
 
 def _twins(
@@ -249,6 +254,30 @@ class QboClient(_qbo_rs.QboClient):
         return _checked_call(self._backfill_job(entity, start, end, **native), raise_on_failure, bar)
 
     backfill, backfill_async = _twins("backfill", _backfill_call)
+
+    def _read_call(
+        self,
+        entity: str,
+        start: DateLike,
+        end: DateLike,
+        *,
+        raise_on_failure: bool = True,
+        **options: Unpack[RangeOptions],
+    ) -> _Call[ReadTable]:
+        """The records of ``entity`` in ``[start, end)``, read as :meth:`backfill` reads them
+        (the same plan, windows, keyset paging, tie groups and COUNT reconciliation, each id
+        once at its newest version) into memory instead of a RAW file, as a
+        :class:`~qbo_rs.frames.ReadTable`: the columns of :func:`~qbo_rs.read_txt`, as Arrow
+        record batches (``.to_pyarrow()``, ``.to_pandas()``, ``.to_polars()``, or any Arrow
+        consumer), and the read's ``report``. Memory holds the result (one record batch per
+        written batch) and the batches being read. Options:
+        :class:`~qbo_rs.options.RangeOptions` (``on_progress`` as for :meth:`backfill`).
+        Raises :class:`~qbo_rs.exceptions.BackfillError` (with ``.report``) if a window
+        failed, unless ``raise_on_failure=False``."""
+        native, bar = progress.resolve(dict(options))
+        return _checked_call(self._read_job(entity, start, end, **native), raise_on_failure, bar, ReadTable)
+
+    read, read_async = _twins("read", _read_call)
 
     def _stage_window_call(
         self,

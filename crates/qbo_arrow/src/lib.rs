@@ -9,9 +9,11 @@
 
 mod fields;
 mod reader;
+mod volume;
 
 pub use fields::RawEntity;
 pub use reader::{RawFileReader, DEFAULT_BATCH_ROWS};
+pub use volume::{volume, Period, PeriodCount};
 
 /// Why a file could not be read.
 #[derive(Debug, thiserror::Error)]
