@@ -19,6 +19,7 @@ use qbo_core::stage::StageRequest;
 use crate::convert;
 use crate::errors::{config_error, BindError, BindResult};
 use crate::progress::PyProgress;
+use crate::read::ReadJob;
 use crate::report::{BackfillReport, Estimate};
 use crate::runtime::block_on;
 use crate::share::SharePlanJob;
@@ -298,12 +299,23 @@ impl QboClient {
     #[pyo3(signature = (entity, start, end, **options))]
     fn _backfill_job(&self, py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Option<Opts<'_, '_>>) -> BindResult<BackfillJob> {
         let (mut request, mut kwargs) = range_call(py, entity, start, end, options, BackfillRequest::new)?;
-        let on_progress = kwargs.take(&["on_progress"]).filter(|v| !v.is_none()).map(Bound::unbind);
+        let on_progress = take_on_progress(&mut kwargs);
         let mut sinks = SinkConfig { postgres: convert::postgres_target(py, kwargs.take(&["postgres"]))?, ..SinkConfig::default() };
         kwargs.fill(&mut request)?.fill(&mut sinks)?.finish()?;
         request.plan()?;
         let sinks = sinks.resolve()?;
         Ok(BackfillJob { client: self.client.clone(), args: BackfillArgs { request, sinks }, on_progress })
+    }
+
+    /// A range read into memory as Arrow (`QboClient.read`), its options checked (nothing is sent
+    /// yet): the backfill's, but no sink's (`BackfillRequest`'s and `on_progress`).
+    #[pyo3(signature = (entity, start, end, **options))]
+    fn _read_job(&self, py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Option<Opts<'_, '_>>) -> BindResult<ReadJob> {
+        let (mut request, mut kwargs) = range_call(py, entity, start, end, options, BackfillRequest::new)?;
+        let on_progress = take_on_progress(&mut kwargs);
+        kwargs.fill(&mut request)?.finish()?;
+        request.plan()?;
+        Ok(ReadJob { client: self.client.clone(), request, on_progress })
     }
 
     /// A backfill's plan, counted but not read: what it will cost. Options: the backfill's
@@ -366,6 +378,11 @@ fn range_call<'py, R>(
 ) -> BindResult<(R, convert::Kwargs<'py>)> {
     let request = new(convert::entity(entity)?, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
     Ok((request, convert::Kwargs::new(py, options)?))
+}
+
+/// The `on_progress` option: a callable given each `ProgressEvent` (None or absent: no events).
+fn take_on_progress(kwargs: &mut convert::Kwargs<'_>) -> Option<Py<PyAny>> {
+    kwargs.take(&["on_progress"]).filter(|v| !v.is_none()).map(Bound::unbind)
 }
 
 /// A window read's options (`page_size`, `filter_field`), parsed as a stage's are.

@@ -41,12 +41,6 @@ impl RawTxt {
         entity_name(self.entity)
     }
 
-    /// The typed columns taken from the payload (the lineage columns and `payload` come too).
-    #[getter]
-    fn typed_fields(&self) -> Vec<&'static str> {
-        self.entity.typed_fields()
-    }
-
     /// A fresh stream over the file. `requested_schema` is a hint the interface lets a producer
     /// ignore: the columns are fixed by the entity.
     #[pyo3(signature = (requested_schema = None))]
@@ -68,6 +62,13 @@ fn parse_entity(entity: Option<&str>) -> BindResult<Option<RawEntity>> {
                 .ok_or_else(|| BindError::Core(qbo_core::Error::config(format!("unknown entity {name:?}: expected invoice, customer or item"))))
         })
         .transpose()
+}
+
+/// The typed columns an entity's batches take from the payload (the lineage columns and
+/// `payload` come too), for `read_txt`'s and `QboClient.read`'s tables.
+#[pyfunction]
+pub fn _typed_fields(entity: &str) -> BindResult<Vec<&'static str>> {
+    Ok(parse_entity(Some(entity))?.map(RawEntity::typed_fields).unwrap_or_default())
 }
 
 /// Records per period of a RAW file: its entity's name and `(start, end, records)` per period,

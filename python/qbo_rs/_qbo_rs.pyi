@@ -51,6 +51,7 @@ __all__ = [
     "_export_job",
     "_export_share_job",
     "_read_txt",
+    "_typed_fields",
     "_volume",
     "default_limiter_dir",
     "default_token_store",
@@ -72,9 +73,10 @@ class RawTxt:
     def path(self) -> Path: ...
     @property
     def entity(self) -> str: ...
-    @property
-    def typed_fields(self) -> List[str]: ...
     def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object: ...
+
+def _typed_fields(entity: str) -> List[str]:
+    """The typed columns an entity's batches take from the payload."""
 
 def _volume(
     path: Union[str, "os.PathLike[str]"], entity: Optional[str], field: str, by: str
@@ -295,8 +297,6 @@ class RecordsRead:
 
     @property
     def entity(self) -> str: ...
-    @property
-    def typed_fields(self) -> List[str]: ...
     @property
     def report(self) -> "BackfillReport": ...
     @property

@@ -43,7 +43,7 @@ class RawTable:
     @property
     def typed_fields(self) -> List[str]:
         """The typed columns taken from the payload."""
-        return self._native.typed_fields
+        return _qbo_rs._typed_fields(self.entity)
 
     def __arrow_c_stream__(self, requested_schema: Optional[Any] = None) -> Any:
         return self._native.__arrow_c_stream__(requested_schema)
