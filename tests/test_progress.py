@@ -4,6 +4,7 @@ the counts they carry, a callback that raises, and the default bar's choice of p
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import subprocess
 import sys
@@ -138,3 +139,15 @@ def test_import_loads_no_frame_or_display_library():
     code = f"import sys, qbo_rs; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_wheel_requires_nothing_outside_its_notebook_extra():
+    requires = importlib.metadata.requires("qbo_rs") or []
+    assert {r.split(";")[0].split(">")[0].strip() for r in requires} == {
+        "pyarrow",
+        "pandas",
+        "polars",
+        "tqdm",
+        "matplotlib",
+    }
+    assert all('extra == "notebook"' in r.replace("'", '"') for r in requires), requires

@@ -17,10 +17,11 @@ Nothing here imports ``tqdm`` or ``IPython`` until a bar is drawn.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
 
 from qbo_rs.exceptions import ConfigError
 
@@ -44,12 +45,30 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+class _AboveTheBar(logging.Handler):
+    """Writes log records above the bar (the bar is cleared, the line written, the bar redrawn),
+    so a warning never lands in the middle of the bar's line."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._write = write
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
 class ProgressBar:
     """A tqdm bar of a backfill, fed the engine's events: records committed out of the plan's
-    count, requests and windows in the postfix. Opened as a context around the run."""
+    count, requests and windows in the postfix. Opened as a context around the run; while it is
+    open, and unless ``logging`` is configured, the engine's warnings are written above it."""
 
     def __init__(self) -> None:
         self._bar: Any = None
+        self._handler: Optional[logging.Handler] = None
 
     def __enter__(self) -> "ProgressBar":
         if _has("ipywidgets") and in_jupyter_kernel():
@@ -58,9 +77,16 @@ class ProgressBar:
             from tqdm import tqdm
         # One line, redrawn at most a few times a second, whatever the rate of events.
         self._bar = tqdm(total=None, desc="counting", unit=" records", mininterval=0.5, dynamic_ncols=True)
+        logger = logging.getLogger("qbo_rs")
+        if not logger.handlers and not logging.getLogger().handlers:
+            # Unconfigured logging prints warnings through its last resort, straight into the bar.
+            self._handler = _AboveTheBar(lambda line: tqdm.write(line, file=sys.stderr))
+            logger.addHandler(self._handler)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._handler is not None:
+            logging.getLogger("qbo_rs").removeHandler(self._handler)
         if self._bar is not None:
             self._bar.close()
 
