@@ -151,3 +151,16 @@ def test_the_wheel_requires_nothing_outside_its_notebook_extra():
         "matplotlib",
     }
     assert all('extra == "notebook"' in r.replace("'", '"') for r in requires), requires
+
+
+def test_twins_show_the_call_signature_and_the_async_one_is_a_coroutine():
+    import inspect
+
+    for name in ("backfill", "read", "estimate", "fetch_window", "stage_window", "plan_shares", "stage_share"):
+        blocking, awaited = getattr(qbo_rs.QboClient, name), getattr(qbo_rs.QboClient, f"{name}_async")
+        assert not inspect.iscoroutinefunction(blocking) and inspect.iscoroutinefunction(awaited)
+        assert inspect.signature(blocking) == inspect.signature(awaited)
+        assert list(inspect.signature(blocking).parameters)[:1] == ["self"]
+        assert "_Call" not in str(inspect.signature(blocking))
+    assert str(inspect.signature(qbo_rs.QboClient.backfill)).endswith("-> 'BackfillReport'")
+    assert "credentials" in inspect.signature(qbo_rs.backfill_async).parameters

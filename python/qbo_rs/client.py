@@ -10,6 +10,7 @@ inside a coroutine, which is what these wrappers guarantee.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from contextlib import AbstractContextManager, nullcontext
 from datetime import date, datetime
@@ -167,8 +168,13 @@ def _twins(
         return await prepare(*args, **kwargs).run_async()
 
     prefix = prepare.__qualname__[: -len(prepare.__name__)]
+    # What help() and Jupyter's `?` show: the call's parameters, returning what the job gives.
+    signature = inspect.signature(prepare, follow_wrapped=False)
+    returned = str(signature.return_annotation).replace("_Call[", "", 1)[:-1]
     for twin, twin_name in ((blocking, name), (awaited, f"{name}_async")):
         twin.__name__, twin.__qualname__ = twin_name, prefix + twin_name
+        twin.__annotations__ = {**prepare.__annotations__, "return": returned}
+        twin.__signature__ = signature.replace(return_annotation=returned)  # type: ignore[union-attr]
     awaited.__doc__ = f"Async twin of :func:`{name}` (runs on the shared tokio runtime)."
     return blocking, awaited
 
