@@ -125,6 +125,7 @@ stubtest: $(WHEEL_STAMP) ## check the .pyi stubs against the compiled module
 
 bench: $(WHEEL_STAMP) $(MAGE_STAMP) ## benchmarks (prints figures): throughput vs plain Python, pacing, RSS, Mage overhead per window, requests/time/RSS/block runs per path at QBO's limits
 	$(PY) benches/bench.py
+	$(PY) benches/notebook_bench.py
 	./scripts/with-pg.sh $(PY) benches/pg_bench.py
 	$(MAGE_PY) scripts/mage_bench.py
 	$(MAGE_PY) scripts/data_bench.py
@@ -132,6 +133,7 @@ bench: $(WHEEL_STAMP) $(MAGE_STAMP) ## benchmarks (prints figures): throughput v
 
 bench-smoke: $(WHEEL_STAMP) $(MAGE_STAMP) ## the benchmarks at tiny sizes, so they never rot
 	$(PY) benches/bench.py --smoke
+	$(PY) benches/notebook_bench.py --smoke
 	$(MAGE_PY) scripts/mage_bench.py --smoke
 	$(MAGE_PY) scripts/data_bench.py --smoke
 	$(PY) benches/sync_bench.py --smoke

@@ -9,7 +9,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use secrecy::SecretString;
 
-use qbo_core::backfill::{run_backfill, BackfillReport as CoreReport, BackfillRequest};
+use chrono::{DateTime, Utc};
+use qbo_core::backfill::{run_backfill, BackfillReport as CoreReport, BackfillRequest, Progress};
 use qbo_core::client::ClientOptions;
 use qbo_core::read_plan::ReadPlan;
 use qbo_core::sink::{open_sinks, SinkConfig, SinkOptions};
@@ -17,8 +18,11 @@ use qbo_core::stage::StageRequest;
 
 use crate::convert;
 use crate::errors::{config_error, BindError, BindResult};
+use crate::progress::PyProgress;
+use crate::read::ReadJob;
 use crate::report::{BackfillReport, Estimate};
 use crate::runtime::block_on;
+use crate::share::SharePlanJob;
 use crate::stage::StageJob;
 
 /// QBO credentials. Secrets are held in Rust and never shown by `repr` or in errors.
@@ -124,21 +128,31 @@ struct BackfillArgs {
 pub struct BackfillJob {
     client: qbo_core::QboClient,
     args: BackfillArgs,
+    /// The `on_progress` callable, if any.
+    on_progress: Option<Py<PyAny>>,
+}
+
+impl BackfillJob {
+    /// The run's task, with a progress forwarder of its own (its counts start now).
+    fn task(&self, py: Python<'_>) -> impl std::future::Future<Output = Result<CoreReport, qbo_core::Error>> + Send + 'static {
+        let progress = self.on_progress.as_ref().map(|callback| PyProgress::forwarding(callback.clone_ref(py), &self.client));
+        backfill_task(self.client.clone(), self.args.clone(), progress)
+    }
 }
 
 #[pymethods]
 impl BackfillJob {
     /// Runs the backfill with the GIL released; Ctrl-C stops it between requests.
     fn run(&self, py: Python<'_>) -> BindResult<BackfillReport> {
-        let report = block_on(py, backfill_task(self.client.clone(), self.args.clone()))??;
+        let report = block_on(py, self.task(py))??;
         Ok(BackfillReport::from_core(py, report)?)
     }
 
     /// The same, as an awaitable on the shared tokio runtime.
     fn run_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let (client, args) = (self.client.clone(), self.args.clone());
+        let task = self.task(py);
         crate::runtime::future_into_py(py, async move {
-            let result = backfill_task(client, args).await;
+            let result = task.await;
             Python::attach(|py| BackfillReport::from_core(py, result.map_err(BindError::from)?))
         })
     }
@@ -183,9 +197,9 @@ impl EstimateJob {
     }
 }
 
-async fn backfill_task(client: qbo_core::QboClient, args: BackfillArgs) -> Result<CoreReport, qbo_core::Error> {
+async fn backfill_task(client: qbo_core::QboClient, args: BackfillArgs, progress: Option<Arc<dyn Progress>>) -> Result<CoreReport, qbo_core::Error> {
     let sinks = open_sinks(args.request.entity, &args.sinks).await?;
-    run_backfill(&client, sinks, &args.request, None).await
+    run_backfill(&client, sinks, &args.request, progress).await
 }
 
 async fn fetch_window_task(client: qbo_core::QboClient, read: StageRequest) -> Result<Vec<u8>, qbo_core::Error> {
@@ -256,17 +270,8 @@ impl QboClient {
     /// One window's records as QBO payload dicts. Options: `page_size`, `filter_field`
     /// (the core's defaults, as for a stage).
     #[pyo3(signature = (entity, start, end, **options))]
-    fn _fetch_window_json(
-        &self,
-        py: Python<'_>,
-        entity: &str,
-        start: &Bound<'_, PyAny>,
-        end: &Bound<'_, PyAny>,
-        options: Option<&Bound<'_, PyDict>>,
-    ) -> BindResult<Py<PyAny>> {
-        let read = window_read(py, entity, start, end, options)?;
-        let client = self.client.clone();
-        let bytes = block_on(py, fetch_window_task(client, read))??;
+    fn _fetch_window_json(&self, py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Option<Opts<'_, '_>>) -> BindResult<Py<PyAny>> {
+        let bytes = block_on(py, fetch_window_task(self.client.clone(), window_read(py, entity, start, end, options)?))??;
         Ok(json_loads(py, bytes)?.unbind())
     }
 
@@ -276,54 +281,49 @@ impl QboClient {
         &self,
         py: Python<'py>,
         entity: &str,
-        start: &Bound<'_, PyAny>,
-        end: &Bound<'_, PyAny>,
-        options: Option<&Bound<'_, PyDict>>,
+        start: Arg<'_, '_>,
+        end: Arg<'_, '_>,
+        options: Option<Opts<'_, '_>>,
     ) -> BindResult<Bound<'py, PyAny>> {
-        let read = window_read(py, entity, start, end, options)?;
-        let client = self.client.clone();
+        let task = fetch_window_task(self.client.clone(), window_read(py, entity, start, end, options)?);
         Ok(crate::runtime::future_into_py(py, async move {
-            let bytes = fetch_window_task(client, read).await.map_err(BindError::from)?;
+            let bytes = task.await.map_err(BindError::from)?;
             Python::attach(|py| json_loads(py, bytes).map(Bound::unbind))
         })?)
     }
 
     /// A backfill with its options parsed and checked (nothing is sent yet); the Python face
     /// runs it with `run()` or awaits `run_future()`. The options and their defaults are the
-    /// core's (`BackfillRequest`, `SinkConfig`, plus `postgres`, a `PostgresWriter`).
+    /// core's (`BackfillRequest`, `SinkConfig`, plus `postgres`, a `PostgresWriter`, and
+    /// `on_progress`, a callable given each `ProgressEvent`).
     #[pyo3(signature = (entity, start, end, **options))]
-    fn _backfill_job(
-        &self,
-        py: Python<'_>,
-        entity: &str,
-        start: &Bound<'_, PyAny>,
-        end: &Bound<'_, PyAny>,
-        options: Option<&Bound<'_, PyDict>>,
-    ) -> BindResult<BackfillJob> {
-        let entity = convert::entity(entity)?;
-        let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
-        let mut kwargs = convert::Kwargs::new(py, options)?;
+    fn _backfill_job(&self, py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Option<Opts<'_, '_>>) -> BindResult<BackfillJob> {
+        let (mut request, mut kwargs) = range_call(py, entity, start, end, options, BackfillRequest::new)?;
+        let on_progress = take_on_progress(&mut kwargs);
         let mut sinks = SinkConfig { postgres: convert::postgres_target(py, kwargs.take(&["postgres"]))?, ..SinkConfig::default() };
         kwargs.fill(&mut request)?.fill(&mut sinks)?.finish()?;
         request.plan()?;
         let sinks = sinks.resolve()?;
-        Ok(BackfillJob { client: self.client.clone(), args: BackfillArgs { request, sinks } })
+        Ok(BackfillJob { client: self.client.clone(), args: BackfillArgs { request, sinks }, on_progress })
+    }
+
+    /// A range read into memory as Arrow (`QboClient.read`), its options checked (nothing is sent
+    /// yet): the backfill's, but no sink's (`BackfillRequest`'s and `on_progress`).
+    #[pyo3(signature = (entity, start, end, **options))]
+    fn _read_job(&self, py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Option<Opts<'_, '_>>) -> BindResult<ReadJob> {
+        let (mut request, mut kwargs) = range_call(py, entity, start, end, options, BackfillRequest::new)?;
+        let on_progress = take_on_progress(&mut kwargs);
+        kwargs.fill(&mut request)?.finish()?;
+        request.plan()?;
+        Ok(ReadJob { client: self.client.clone(), request, on_progress })
     }
 
     /// A backfill's plan, counted but not read: what it will cost. Options: the backfill's
     /// (sink options make no difference and are refused).
     #[pyo3(signature = (entity, start, end, **options))]
-    fn _estimate_job(
-        &self,
-        py: Python<'_>,
-        entity: &str,
-        start: &Bound<'_, PyAny>,
-        end: &Bound<'_, PyAny>,
-        options: Option<&Bound<'_, PyDict>>,
-    ) -> BindResult<EstimateJob> {
-        let entity = convert::entity(entity)?;
-        let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
-        convert::Kwargs::new(py, options)?.fill(&mut request)?.finish()?;
+    fn _estimate_job(&self, py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Option<Opts<'_, '_>>) -> BindResult<EstimateJob> {
+        let (mut request, mut kwargs) = range_call(py, entity, start, end, options, BackfillRequest::new)?;
+        kwargs.fill(&mut request)?.finish()?;
         request.plan()?;
         Ok(EstimateJob { client: self.client.clone(), request })
     }
@@ -331,17 +331,9 @@ impl QboClient {
     /// A window's fetch-to-stage with its options checked (nothing is sent yet); the Python face
     /// runs it with `run()` or awaits `run_future()`. Options and defaults: `StageRequest`'s.
     #[pyo3(signature = (entity, start, end, **options))]
-    fn _stage_job(
-        &self,
-        py: Python<'_>,
-        entity: &str,
-        start: &Bound<'_, PyAny>,
-        end: &Bound<'_, PyAny>,
-        options: Option<&Bound<'_, PyDict>>,
-    ) -> BindResult<StageJob> {
-        let entity = convert::entity(entity)?;
-        let mut request = StageRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
-        convert::Kwargs::new(py, options)?.fill(&mut request)?.finish()?;
+    fn _stage_job(&self, py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Option<&Bound<'_, PyDict>>) -> BindResult<StageJob> {
+        let (mut request, mut kwargs) = range_call(py, entity, start, end, options, StageRequest::new)?;
+        kwargs.fill(&mut request)?.finish()?;
         request.check()?;
         Ok(StageJob { client: self.client.clone(), request })
     }
@@ -349,18 +341,10 @@ impl QboClient {
     /// A backfill's plan, counted and cut into at most `max_shares` shares (nothing is sent
     /// yet). Options: the backfill's and `ShareOptions`'.
     #[pyo3(signature = (entity, start, end, **options))]
-    fn _share_plan_job(
-        &self,
-        py: Python<'_>,
-        entity: &str,
-        start: &Bound<'_, PyAny>,
-        end: &Bound<'_, PyAny>,
-        options: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<crate::share::SharePlanJob> {
-        let entity = convert::entity(entity)?;
-        let mut request = BackfillRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
+    fn _share_plan_job(&self, py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Option<Opts<'_, '_>>) -> BindResult<SharePlanJob> {
+        let (mut request, _) = range_call(py, entity, start, end, None, BackfillRequest::new)?;
         let shares = crate::share::share_plan_options(py, &mut request, options)?;
-        Ok(crate::share::SharePlanJob { client: self.client.clone(), request, shares })
+        Ok(SharePlanJob { client: self.client.clone(), request, shares })
     }
 
     /// A share's fetch-to-stage with its options checked. Options: `ShareStageRequest`'s.
@@ -384,17 +368,34 @@ impl QboClient {
     }
 }
 
-/// A window read's options (`page_size`, `filter_field`), parsed as a stage's are.
-fn window_read(
-    py: Python<'_>,
+/// A positional argument of a call (a bound of its range).
+type Arg<'a, 'py> = &'a Bound<'py, PyAny>;
+/// A call's `**options`.
+type Opts<'a, 'py> = &'a Bound<'py, PyDict>;
+
+/// A call over `entity`'s records in `[start, end)`: the core request `new` makes of it, and the
+/// call's options, for the request's option sets to take.
+fn range_call<'py, R>(
+    py: Python<'py>,
     entity: &str,
-    start: &Bound<'_, PyAny>,
-    end: &Bound<'_, PyAny>,
-    options: Option<&Bound<'_, PyDict>>,
-) -> BindResult<StageRequest> {
-    let entity = convert::entity(entity)?;
-    let mut read = StageRequest::new(entity, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
-    convert::Kwargs::new(py, options)?.fill_only(&mut read, &["page_size", "filter_field"])?.finish()?;
+    start: Arg<'_, '_>,
+    end: Arg<'_, '_>,
+    options: Option<Opts<'_, 'py>>,
+    new: impl FnOnce(qbo_core::Entity, DateTime<Utc>, DateTime<Utc>) -> R,
+) -> BindResult<(R, convert::Kwargs<'py>)> {
+    let request = new(convert::entity(entity)?, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
+    Ok((request, convert::Kwargs::new(py, options)?))
+}
+
+/// The `on_progress` option: a callable given each `ProgressEvent` (None or absent: no events).
+fn take_on_progress(kwargs: &mut convert::Kwargs<'_>) -> Option<Py<PyAny>> {
+    kwargs.take(&["on_progress"]).filter(|v| !v.is_none()).map(Bound::unbind)
+}
+
+/// A window read's options (`page_size`, `filter_field`), parsed as a stage's are.
+fn window_read(py: Python<'_>, entity: &str, start: Arg<'_, '_>, end: Arg<'_, '_>, options: Option<Opts<'_, '_>>) -> BindResult<StageRequest> {
+    let (mut read, mut kwargs) = range_call(py, entity, start, end, options, StageRequest::new)?;
+    kwargs.fill_only(&mut read, &["page_size", "filter_field"])?.finish()?;
     read.check()?;
     Ok(read)
 }

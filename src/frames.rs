@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 
 use arrow_array::ffi_stream::FFI_ArrowArrayStream;
+use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
-use qbo_arrow::{RawEntity, RawFileReader, ReadError};
+use qbo_arrow::{Period, RawEntity, RawFileReader, ReadError};
 
 use crate::errors::{BindError, BindResult};
 
@@ -37,17 +38,7 @@ impl RawTxt {
     /// `invoice`, `customer` or `item`.
     #[getter]
     fn entity(&self) -> &'static str {
-        match self.entity {
-            RawEntity::Invoice => "invoice",
-            RawEntity::Customer => "customer",
-            RawEntity::Item => "item",
-        }
-    }
-
-    /// The typed columns taken from the payload (the lineage columns and `payload` come too).
-    #[getter]
-    fn typed_fields(&self) -> Vec<&'static str> {
-        self.entity.typed_fields()
+        entity_name(self.entity)
     }
 
     /// A fresh stream over the file. `requested_schema` is a hint the interface lets a producer
@@ -64,18 +55,60 @@ impl RawTxt {
     }
 }
 
+fn parse_entity(entity: Option<&str>) -> BindResult<Option<RawEntity>> {
+    entity
+        .map(|name| {
+            RawEntity::parse(name)
+                .ok_or_else(|| BindError::Core(qbo_core::Error::config(format!("unknown entity {name:?}: expected invoice, customer or item"))))
+        })
+        .transpose()
+}
+
+/// The typed columns an entity's batches take from the payload (the lineage columns and
+/// `payload` come too), for `read_txt`'s and `QboClient.read`'s tables.
+#[pyfunction]
+pub fn _typed_fields(entity: &str) -> BindResult<Vec<&'static str>> {
+    Ok(parse_entity(Some(entity))?.map(RawEntity::typed_fields).unwrap_or_default())
+}
+
+/// Records per period of a RAW file: its entity's name and `(start, end, records)` per period,
+/// in time order (see `qbo_rs.volume`). Counted with the GIL released.
+#[pyfunction]
+#[pyo3(signature = (path, entity, field, by))]
+#[allow(clippy::type_complexity)]
+pub fn _volume(
+    py: Python<'_>,
+    path: PathBuf,
+    entity: Option<&str>,
+    field: String,
+    by: &str,
+) -> BindResult<(&'static str, Vec<(DateTime<Utc>, DateTime<Utc>, u64)>)> {
+    let entity = parse_entity(entity)?;
+    let by = Period::parse(by).ok_or_else(|| BindError::Core(qbo_core::Error::config(format!("by must be day, month or window, not {by:?}"))))?;
+    let (entity, periods) = py
+        .detach(|| {
+            let reader = RawFileReader::open(&path, entity, 1)?;
+            qbo_arrow::volume(&path, Some(reader.entity()), &field, by).map(|periods| (reader.entity(), periods))
+        })
+        .map_err(read_error)?;
+    Ok((entity_name(entity), periods.into_iter().map(|p| (p.start, p.end, p.records)).collect()))
+}
+
+pub(crate) fn entity_name(entity: RawEntity) -> &'static str {
+    match entity {
+        RawEntity::Invoice => "invoice",
+        RawEntity::Customer => "customer",
+        RawEntity::Item => "item",
+    }
+}
+
 /// Opens `path` (checking it exists and saying its entity: from `entity`, else the file's name,
 /// else its first line); nothing else is read until a stream is asked for.
 #[pyfunction]
 #[pyo3(signature = (path, entity = None, batch_rows = None))]
 pub fn _read_txt(path: PathBuf, entity: Option<&str>, batch_rows: Option<usize>) -> BindResult<RawTxt> {
     let batch_rows = batch_rows.unwrap_or(qbo_arrow::DEFAULT_BATCH_ROWS);
-    let entity = entity
-        .map(|name| {
-            RawEntity::parse(name)
-                .ok_or_else(|| BindError::Core(qbo_core::Error::config(format!("unknown entity {name:?}: expected invoice, customer or item"))))
-        })
-        .transpose()?;
+    let entity = parse_entity(entity)?;
     if batch_rows == 0 {
         return Err(BindError::Core(qbo_core::Error::config("batch_rows must be at least 1")));
     }

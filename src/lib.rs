@@ -9,7 +9,10 @@ mod emulator;
 mod errors;
 mod frames;
 mod postgres;
+mod progress;
+mod read;
 mod report;
+mod report_html;
 mod runtime;
 mod share;
 mod stage;
@@ -47,9 +50,13 @@ mod _qbo_rs {
     #[pymodule_export]
     use super::emulator::NativeEmulator;
     #[pymodule_export]
-    use super::frames::{_read_txt, RawTxt};
+    use super::frames::{_read_txt, _typed_fields, _volume, RawTxt};
     #[pymodule_export]
     use super::postgres::PostgresWriter;
+    #[pymodule_export]
+    use super::progress::ProgressEvent;
+    #[pymodule_export]
+    use super::read::{ReadJob, RecordsRead};
     #[pymodule_export]
     use super::report::{BackfillReport, Estimate, WindowReport};
     #[pymodule_export]

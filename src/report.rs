@@ -17,7 +17,9 @@ pub struct WindowReport {
     pub status: String,
     pub rows_fetched: u64,
     pub rows_written: u64,
-    /// QBO's COUNT(*) after the read; None when one page answered the whole window.
+    /// QBO's COUNT(*) of the window after its read, when one was made: a staged window's fetch
+    /// (None when one page answered it whole). Always None in a backfill's report: a backfill
+    /// counts runs of windows, not each window (its `estimate` has the records counted).
     pub server_count: Option<u64>,
     pub pages: u32,
     pub inserted: u64,
@@ -38,7 +40,17 @@ impl WindowReport {
         format!("WindowReport(label={:?}, status={:?}, rows_fetched={}, rows_written={})", self.label, self.status, self.rows_fetched, self.rows_written)
     }
 
-    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    /// A table of this window, for notebooks.
+    fn _repr_html_(&self) -> String {
+        crate::report_html::window_html(self)
+    }
+
+    /// A one-row pandas DataFrame (pandas is imported now).
+    fn to_pandas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::report_html::windows_frame(py, std::slice::from_ref(self))
+    }
+
+    pub fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
         let d = pyo3::types::PyDict::new(py);
         d.set_item("label", &self.label)?;
         d.set_item("start", qbo_core::time::format_utc(self.start))?;
@@ -92,6 +104,18 @@ impl BackfillReport {
     #[getter]
     fn failed_windows(&self) -> Vec<String> {
         self.windows.iter().filter(|w| w.status != "ok").map(|w| w.label.clone()).collect()
+    }
+
+    /// A summary and a table of the windows (label, bounds, status, rows, pages, error), for
+    /// notebooks.
+    fn _repr_html_(&self) -> String {
+        crate::report_html::backfill_html(self)
+    }
+
+    /// One row per window (the columns of `WindowReport.to_dict()`, bounds as UTC timestamps);
+    /// pandas is imported now.
+    fn to_pandas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::report_html::windows_frame(py, &self.windows)
     }
 
     fn __repr__(&self) -> String {

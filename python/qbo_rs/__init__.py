@@ -11,12 +11,13 @@ The engine is Rust (HTTP, JSON, pacing, writing); this package is its typed face
 Nothing runs at import time: the tokio runtime is created on first use.
 """
 
-from qbo_rs import exceptions, frames, options
+from qbo_rs import exceptions, frames, options, progress
 from qbo_rs._qbo_rs import (
     BackfillReport,
     Credentials,
     Estimate,
     PostgresWriter,
+    ProgressEvent,
     ReadShare,
     SharePlan,
     StagedShare,
@@ -39,13 +40,14 @@ from qbo_rs.client import (
     export_window,
     export_window_async,
 )
-from qbo_rs.frames import RawTable, read_txt
+from qbo_rs.frames import RawTable, ReadTable, Volume, read_txt, volume
 
 __all__ = [
     "BackfillReport",
     "Credentials",
     "Estimate",
     "PostgresWriter",
+    "ProgressEvent",
     "QboClient",
     "ReadShare",
     "SharePlan",
@@ -65,9 +67,13 @@ __all__ = [
     "export_window",
     "export_window_async",
     "options",
+    "progress",
     "frames",
     "RawTable",
+    "ReadTable",
     "read_txt",
+    "Volume",
+    "volume",
     "parse_instant",
     "plan_windows",
 ]

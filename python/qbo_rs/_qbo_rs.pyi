@@ -12,6 +12,7 @@ from qbo_rs.options import (
     ClientOptions,
     ExportOptions,
     PlanOptions,
+    RangeOptions,
     ReadOptions,
     SharePlanOptions,
     ShareStageOptions,
@@ -32,7 +33,10 @@ __all__ = [
     "ExportJob",
     "NativeEmulator",
     "PostgresWriter",
+    "ProgressEvent",
     "RawTxt",
+    "ReadJob",
+    "RecordsRead",
     "QboClient",
     "ReadShare",
     "ShareExportJob",
@@ -51,6 +55,8 @@ __all__ = [
     "_export_share_job",
     "_read_txt",
     "_sync_job",
+    "_typed_fields",
+    "_volume",
     "default_limiter_dir",
     "default_token_store",
     "parse_instant",
@@ -71,9 +77,15 @@ class RawTxt:
     def path(self) -> Path: ...
     @property
     def entity(self) -> str: ...
-    @property
-    def typed_fields(self) -> List[str]: ...
     def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object: ...
+
+def _typed_fields(entity: str) -> List[str]:
+    """The typed columns an entity's batches take from the payload."""
+
+def _volume(
+    path: Union[str, "os.PathLike[str]"], entity: Optional[str], field: str, by: str
+) -> "tuple[str, List[tuple[datetime, datetime, int]]]":
+    """Records per period of a RAW file (see ``qbo_rs.volume``)."""
 
 def _read_txt(
     path: Union[str, "os.PathLike[str]"], entity: Optional[str] = None, batch_rows: Optional[int] = None
@@ -156,6 +168,9 @@ class QboClient:
     def _estimate_job(
         self, entity: str, start: _DateLike, end: _DateLike, **options: Unpack[PlanOptions]
     ) -> "EstimateJob": ...
+    def _read_job(
+        self, entity: str, start: _DateLike, end: _DateLike, **options: Unpack[RangeOptions]
+    ) -> "ReadJob": ...
     def _share_plan_job(
         self, entity: str, start: _DateLike, end: _DateLike, **options: Unpack[SharePlanOptions]
     ) -> "SharePlanJob": ...
@@ -182,6 +197,55 @@ class PostgresWriter:
         """Rows in the entity's table."""
 
 @final
+class ProgressEvent:
+    """One event of a backfill's progress, given to ``on_progress`` callables, with the run's
+    totals at that moment. ``kind`` says what happened: ``plan`` (the windows are known:
+    ``windows_total``), ``estimate`` (the plan is counted: ``records_estimated``,
+    ``requests_estimated``), ``rows`` (``rows`` records of ``window`` fetched), ``committed``
+    (``rows`` records of ``window`` are in every sink) and ``window_done`` (``window`` is over:
+    ``status``, and ``rows`` it wrote; one per planned window, after the read)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def window(self) -> Optional[str]:
+        """The window's label (None for ``plan`` and ``estimate``)."""
+    @property
+    def rows(self) -> int:
+        """Records of this event: fetched, committed, or the window's rows written; else 0."""
+    @property
+    def status(self) -> Optional[str]:
+        """``"ok"`` or ``"failed"`` for ``window_done``, else None."""
+    @property
+    def windows_done(self) -> int: ...
+    @property
+    def windows_total(self) -> int: ...
+    @property
+    def records_estimated(self) -> Optional[int]:
+        """The plan's count of records; None before the ``estimate`` event."""
+    @property
+    def records_fetched(self) -> int: ...
+    @property
+    def records_committed(self) -> int:
+        """Records in every sink so far (what an interrupted run leaves behind)."""
+    @property
+    def requests(self) -> int:
+        """API requests of this run so far, retries included."""
+    @property
+    def requests_estimated(self) -> Optional[int]:
+        """The plan's estimate of the requests; None before the ``estimate`` event."""
+    @property
+    def retries(self) -> int: ...
+    @property
+    def throttled(self) -> int:
+        """Retries after a 429 (QuickBooks' throttling)."""
+    @property
+    def wait_s(self) -> float:
+        """Seconds this run's requests waited before their retries (429 pauses, back-offs)."""
+    @property
+    def elapsed_s(self) -> float: ...
+
+@final
 class WindowReport:
     """What one window did."""
 
@@ -202,7 +266,9 @@ class WindowReport:
     def rows_written(self) -> int: ...
     @property
     def server_count(self) -> Optional[int]:
-        """QBO's COUNT(*) after the read; None when one page answered the whole window."""
+        """QBO's COUNT(*) of the window after its read, when one was made: a staged window's
+        fetch (None when one page answered it whole). Always None in a backfill's report: a
+        backfill counts runs of windows, not each window (its ``estimate`` has the records counted)."""
     @property
     def pages(self) -> int: ...
     @property
@@ -215,7 +281,34 @@ class WindowReport:
     def error(self) -> Optional[str]: ...
     @property
     def duration_s(self) -> float: ...
+    def _repr_html_(self) -> str:
+        """A table of the windows (label, bounds, status, rows, pages, error), for notebooks."""
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame, one row per window (pandas is imported now)."""
     def to_dict(self) -> Dict[str, Any]: ...
+
+@final
+class ReadJob:
+    """A range read into memory with its options checked, not yet run (``QboClient._read_job``)."""
+
+    def run(self) -> "RecordsRead": ...
+    def run_future(self) -> Awaitable["RecordsRead"]: ...
+
+@final
+class RecordsRead:
+    """The records a range read returned, as Arrow record batches (``read_txt``'s columns), and
+    the read's report."""
+
+    @property
+    def entity(self) -> str: ...
+    @property
+    def report(self) -> "BackfillReport": ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def num_rows(self) -> int:
+        """Records held, one per id."""
+    def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object: ...
 
 @final
 class BackfillJob:
@@ -324,6 +417,10 @@ class BackfillReport:
     def peak_buffer_bytes(self) -> int: ...
     @property
     def targets(self) -> Dict[str, str]: ...
+    def _repr_html_(self) -> str:
+        """A table of the windows (label, bounds, status, rows, pages, error), for notebooks."""
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame, one row per window (pandas is imported now)."""
     def to_dict(self) -> Dict[str, Any]: ...
 
 @final

@@ -1,18 +1,36 @@
 """The public client: typed signatures, defaults, and the ``async`` twins.
 
-The async twins are ``async def`` on purpose: the native awaitables need a running event
-loop when they are created, so ``asyncio.run(qbo_rs.backfill_async(...))`` works only if
-the native call happens inside a coroutine, which is what these wrappers guarantee.
+Each call is written once, as the native job it prepares (``_*_call`` below); its blocking
+form and its ``async`` twin are made from that by :func:`_twins`. The async twins are
+``async def`` on purpose: the native awaitables need a running event loop when they are
+created, so ``asyncio.run(qbo_rs.backfill_async(...))`` works only if the native call happens
+inside a coroutine, which is what these wrappers guarantee.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+from contextlib import AbstractContextManager, nullcontext
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, TypeVar, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Dict,
+    Generic,
+    List,
+    Optional,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
-from qbo_rs import _qbo_rs
+from qbo_rs import _qbo_rs, progress
 from qbo_rs._qbo_rs import (
     BackfillReport,
     Credentials,
@@ -25,6 +43,7 @@ from qbo_rs._qbo_rs import (
     _sync_job,
 )
 from qbo_rs.exceptions import BackfillError, ConfigError
+from qbo_rs.frames import ReadTable
 from qbo_rs.options import (
     CLIENT_OPTION_NAMES,
     BackfillOptions,
@@ -33,6 +52,7 @@ from qbo_rs.options import (
     OneCallBackfillOptions,
     PathLike,
     PlanOptions,
+    RangeOptions,
     ReadOptions,
     SharePlanOptions,
     ShareStageOptions,
@@ -41,7 +61,16 @@ from qbo_rs.options import (
 )
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
+    from typing_extensions import ParamSpec, Protocol, Unpack
+
+    _P = ParamSpec("_P")
+
+    class _Job(Protocol):
+        """A native job: ``run()`` blocks with the GIL released, ``run_future()`` is awaited."""
+
+        def run(self) -> Any: ...
+        def run_future(self) -> Awaitable[Any]: ...
+
 
 DateLike = Union[str, date, datetime]
 
@@ -68,7 +97,8 @@ def default_limiter_dir() -> Path:
     return Path(_qbo_rs.default_limiter_dir())
 
 
-_Outcome = TypeVar("_Outcome", BackfillReport, StagedWindow, StagedShare)
+_T = TypeVar("_T")
+_Outcome = TypeVar("_Outcome", BackfillReport, StagedWindow, StagedShare, ReadTable)
 
 
 def _checked(outcome: _Outcome, raise_on_failure: bool) -> _Outcome:
@@ -82,6 +112,74 @@ def _checked(outcome: _Outcome, raise_on_failure: bool) -> _Outcome:
             report,
         )
     return outcome
+
+
+def _outcome(outcome: Any) -> Any:
+    return outcome
+
+
+class _Call(Generic[_T]):
+    """A call ready to run: its native job, what makes the call's result of the job's outcome,
+    and the context the run goes in (a progress bar)."""
+
+    def __init__(
+        self,
+        job: "_Job",
+        finish: Callable[[Any], _T] = _outcome,
+        context: Optional[AbstractContextManager[object]] = None,
+    ) -> None:
+        self._job, self._finish, self._context = job, finish, context or nullcontext()
+
+    def run(self) -> _T:
+        with self._context:
+            return self._finish(self._job.run())
+
+    async def run_async(self) -> _T:
+        with self._context:
+            return self._finish(await self._job.run_future())
+
+
+class _Native:
+    """A native call with blocking and awaitable entry points, as a job."""
+
+    def __init__(self, run: Callable[[], Any], run_future: Callable[[], Awaitable[Any]]) -> None:
+        self.run, self.run_future = run, run_future
+
+
+def _checked_call(
+    job: "_Job",
+    raise_on_failure: bool,
+    context: Optional[AbstractContextManager[object]] = None,
+    wrap: Callable[[Any], Any] = _outcome,
+) -> _Call[Any]:
+    """A call whose outcome (made ``wrap(outcome)``) raises when it failed (see :func:`_checked`)."""
+    return _Call(job, lambda outcome: _checked(wrap(outcome), raise_on_failure), context)
+
+
+def _twins(
+    name: str, prepare: "Callable[_P, _Call[_T]]"
+) -> "Tuple[Callable[_P, _T], Callable[_P, Coroutine[Any, Any, _T]]]":
+    """The blocking call ``name`` and its ``async def`` twin ``<name>_async``, both running the
+    job ``prepare`` makes of their arguments, documented by ``prepare``'s docstring."""
+
+    @functools.wraps(prepare)
+    def blocking(*args: "_P.args", **kwargs: "_P.kwargs") -> _T:
+        return prepare(*args, **kwargs).run()
+
+    @functools.wraps(prepare)
+    async def awaited(*args: "_P.args", **kwargs: "_P.kwargs") -> _T:
+        return await prepare(*args, **kwargs).run_async()
+
+    prefix = prepare.__qualname__[: -len(prepare.__name__)]
+    # What help() and Jupyter's `?` show: the call's parameters, returning what the job gives.
+    signature = inspect.signature(prepare, follow_wrapped=False)
+    returned = str(signature.return_annotation).replace("_Call[", "", 1)[:-1]
+    for twin, twin_name in ((blocking, name), (awaited, f"{name}_async")):
+        twin.__name__, twin.__qualname__ = twin_name, prefix + twin_name
+        twin.__annotations__ = {**prepare.__annotations__, "return": returned}
+        twin.__signature__ = signature.replace(return_annotation=returned)  # type: ignore[union-attr]
+    awaited.__doc__ = f"Async twin of :func:`{name}` (runs on the shared tokio runtime)."
+    return blocking, awaited
 
 
 class QboClient(_qbo_rs.QboClient):
@@ -111,33 +209,32 @@ class QboClient(_qbo_rs.QboClient):
     def __new__(cls, credentials: Credentials, **options: Unpack[ClientOptions]) -> "QboClient":
         return super().__new__(cls, credentials, **options)
 
-    def fetch_window(
+    def _fetch_window_call(
         self, entity: str, start: DateLike, end: DateLike, **options: Unpack[ReadOptions]
-    ) -> List[Dict[str, Any]]:
+    ) -> _Call[List[Dict[str, Any]]]:
         """Every record of ``entity`` in ``[start, end)`` as QBO payload dicts (newest version
         of each id). Meant for notebooks: a whole window is held in memory. Options:
         :class:`~qbo_rs.options.ReadOptions`."""
-        return self._fetch_window_json(entity, start, end, **options)
+        return _Call(
+            _Native(
+                lambda: self._fetch_window_json(entity, start, end, **options),
+                lambda: self._fetch_window_future(entity, start, end, **options),
+            )
+        )
 
-    async def fetch_window_async(
-        self, entity: str, start: DateLike, end: DateLike, **options: Unpack[ReadOptions]
-    ) -> List[Dict[str, Any]]:
-        """Async twin of :meth:`fetch_window`."""
-        return await self._fetch_window_future(entity, start, end, **options)
+    fetch_window, fetch_window_async = _twins("fetch_window", _fetch_window_call)
 
-    def estimate(self, entity: str, start: DateLike, end: DateLike, **options: Unpack[PlanOptions]) -> Estimate:
+    def _estimate_call(
+        self, entity: str, start: DateLike, end: DateLike, **options: Unpack[PlanOptions]
+    ) -> _Call[Estimate]:
         """What :meth:`backfill` with these options would read and spend, from COUNT requests
         alone (no page is read): records, windows, streams, requests and minutes at the realm's
         pace. A backfill spends the same requests (plus retries), counts included."""
-        return self._estimate_job(entity, start, end, **options).run()
+        return _Call(self._estimate_job(entity, start, end, **options))
 
-    async def estimate_async(
-        self, entity: str, start: DateLike, end: DateLike, **options: Unpack[PlanOptions]
-    ) -> Estimate:
-        """Async twin of :meth:`estimate`."""
-        return await self._estimate_job(entity, start, end, **options).run_future()
+    estimate, estimate_async = _twins("estimate", _estimate_call)
 
-    def backfill(
+    def _backfill_call(
         self,
         entity: str,
         start: DateLike,
@@ -145,7 +242,7 @@ class QboClient(_qbo_rs.QboClient):
         *,
         raise_on_failure: bool = True,
         **options: Unpack[BackfillOptions],
-    ) -> BackfillReport:
+    ) -> _Call[BackfillReport]:
         """Backfills ``entity`` over ``[start, end)`` into ``<data_dir>/<entity>s.txt`` (or
         PostgreSQL: see :class:`~qbo_rs.options.BackfillOptions` for every option and its
         default).
@@ -155,25 +252,43 @@ class QboClient(_qbo_rs.QboClient):
         per id, newest version wins, crash-safe). ``windows`` re-runs only those labels.
         ``max_buffer_mb`` bounds the fetched records held in memory at once, across the
         windows (the report's ``peak_buffer_bytes`` says how much was held).
+        ``on_progress``: left out, a progress bar in a Jupyter kernel with ``tqdm`` (nothing
+        elsewhere); ``False``/``None`` none; a callable is given each
+        :class:`~qbo_rs.ProgressEvent` (see :mod:`qbo_rs.progress`).
         Raises :class:`~qbo_rs.exceptions.BackfillError` (with ``.report``) if any window
         failed, unless ``raise_on_failure=False``. The GIL is released throughout; Ctrl-C
         stops the run between requests, keeping every committed batch.
         """
-        return _checked(self._backfill_job(entity, start, end, **options).run(), raise_on_failure)
+        native, bar = progress.resolve(dict(options))
+        return _checked_call(self._backfill_job(entity, start, end, **native), raise_on_failure, bar)
 
-    async def backfill_async(
+    backfill, backfill_async = _twins("backfill", _backfill_call)
+
+    def _read_call(
         self,
         entity: str,
         start: DateLike,
         end: DateLike,
         *,
         raise_on_failure: bool = True,
-        **options: Unpack[BackfillOptions],
-    ) -> BackfillReport:
-        """Async twin of :meth:`backfill` (runs on the shared tokio runtime)."""
-        return _checked(await self._backfill_job(entity, start, end, **options).run_future(), raise_on_failure)
+        **options: Unpack[RangeOptions],
+    ) -> _Call[ReadTable]:
+        """The records of ``entity`` in ``[start, end)``, read as :meth:`backfill` reads them
+        (the same plan, windows, keyset paging, tie groups and COUNT reconciliation, each id
+        once at its newest version) into memory instead of a RAW file, as a
+        :class:`~qbo_rs.frames.ReadTable`: the columns of :func:`~qbo_rs.read_txt`, as Arrow
+        record batches (``.to_pyarrow()``, ``.to_pandas()``, ``.to_polars()``, or any Arrow
+        consumer), and the read's ``report``. Memory holds the result (one record batch per
+        written batch) and the batches being read. Options:
+        :class:`~qbo_rs.options.RangeOptions` (``on_progress`` as for :meth:`backfill`).
+        Raises :class:`~qbo_rs.exceptions.BackfillError` (with ``.report``) if a window
+        failed, unless ``raise_on_failure=False``."""
+        native, bar = progress.resolve(dict(options))
+        return _checked_call(self._read_job(entity, start, end, **native), raise_on_failure, bar, ReadTable)
 
-    def stage_window(
+    read, read_async = _twins("read", _read_call)
+
+    def _stage_window_call(
         self,
         entity: str,
         start: DateLike,
@@ -181,7 +296,7 @@ class QboClient(_qbo_rs.QboClient):
         *,
         raise_on_failure: bool = True,
         **options: Unpack[StageOptions],
-    ) -> StagedWindow:
+    ) -> _Call[StagedWindow]:
         """Fetches one window ``[start, end)`` completely (keyset paging, COUNT reconciliation,
         the realm's pace) into ``<stage_dir>/<entity>s/<label>.jsonl`` and returns a small
         handle; :func:`export_window` writes it to the sinks later, in this process or another
@@ -197,44 +312,30 @@ class QboClient(_qbo_rs.QboClient):
         fetch stages nothing. Raises :class:`~qbo_rs.exceptions.BackfillError` (with
         ``.report``) if the fetch failed, unless ``raise_on_failure=False``.
         """
-        return _checked(self._stage_job(entity, start, end, **options).run(), raise_on_failure)
+        return _checked_call(self._stage_job(entity, start, end, **options), raise_on_failure)
 
-    async def stage_window_async(
-        self,
-        entity: str,
-        start: DateLike,
-        end: DateLike,
-        *,
-        raise_on_failure: bool = True,
-        **options: Unpack[StageOptions],
-    ) -> StagedWindow:
-        """Async twin of :meth:`stage_window`."""
-        return _checked(await self._stage_job(entity, start, end, **options).run_future(), raise_on_failure)
+    stage_window, stage_window_async = _twins("stage_window", _stage_window_call)
 
-    def plan_shares(
+    def _plan_shares_call(
         self, entity: str, start: DateLike, end: DateLike, **options: Unpack[SharePlanOptions]
-    ) -> SharePlan:
+    ) -> _Call[SharePlan]:
         """Plans a backfill as :meth:`backfill` would (windows, streams sized by COUNT; only
         COUNT requests are sent) and cuts it into at most ``max_shares`` shares of about equal
         work for separate workers (Mage's children). Each :class:`~qbo_rs.ReadShare` carries
         its windows and the plan's counts, so its worker counts nothing again; send it to
         another process as ``share.to_json()``. ``estimate`` is what the whole backfill costs.
         Raises :class:`~qbo_rs.exceptions.RequestBudgetError` over ``max_requests``."""
-        return self._share_plan_job(entity, start, end, **options).run()
+        return _Call(self._share_plan_job(entity, start, end, **options))
 
-    async def plan_shares_async(
-        self, entity: str, start: DateLike, end: DateLike, **options: Unpack[SharePlanOptions]
-    ) -> SharePlan:
-        """Async twin of :meth:`plan_shares`."""
-        return await self._share_plan_job(entity, start, end, **options).run_future()
+    plan_shares, plan_shares_async = _twins("plan_shares", _plan_shares_call)
 
-    def stage_share(
+    def _stage_share_call(
         self,
         share: Union[ReadShare, str],
         *,
         raise_on_failure: bool = True,
         **options: Unpack[ShareStageOptions],
-    ) -> StagedShare:
+    ) -> _Call[StagedShare]:
         """Fetches a share (a :class:`~qbo_rs.ReadShare` or its ``to_json()`` text) into one
         stage under ``<stage_dir>/<entity>s/<run_id>/``, reading its streams with the plan's
         counts and attributing every record to its window (one ``Rango … -> N filas`` line
@@ -245,17 +346,9 @@ class QboClient(_qbo_rs.QboClient):
         after a partial failure (``reused`` counts the others). Raises
         :class:`~qbo_rs.exceptions.BackfillError` (with ``.report``) if a window failed, unless
         ``raise_on_failure=False``; the windows read are kept either way."""
-        return _checked(self._share_stage_job(share, **options).run(), raise_on_failure)
+        return _checked_call(self._share_stage_job(share, **options), raise_on_failure)
 
-    async def stage_share_async(
-        self,
-        share: Union[ReadShare, str],
-        *,
-        raise_on_failure: bool = True,
-        **options: Unpack[ShareStageOptions],
-    ) -> StagedShare:
-        """Async twin of :meth:`stage_share`."""
-        return _checked(await self._share_stage_job(share, **options).run_future(), raise_on_failure)
+    stage_share, stage_share_async = _twins("stage_share", _stage_share_call)
 
     def sync(self, entity: str, *, raise_on_failure: bool = True, **options: Unpack[SyncOptions]) -> SyncReport:
         """Brings ``entity``'s RAW layer up to date: reads what changed since the sinks'
@@ -292,12 +385,12 @@ def _manifest(staged: Union[StagedWindow, StagedShare, PathLike]) -> str:
     return os.fspath(staged)
 
 
-def export_window(
+def _export_window_call(
     staged: Union[StagedWindow, PathLike],
     *,
     raise_on_failure: bool = True,
     **options: Unpack[ExportOptions],
-) -> BackfillReport:
+) -> _Call[BackfillReport]:
     """Writes a window staged by :meth:`QboClient.stage_window` (the handle or its
     ``manifest`` path) to ``sink`` (``txt``, ``postgres`` or ``both``), idempotently and
     crash-safe like :meth:`QboClient.backfill`, then checks rows staged against rows each
@@ -308,51 +401,31 @@ def export_window(
     Raises :class:`~qbo_rs.exceptions.BackfillError` if the write failed validation, unless
     ``raise_on_failure=False``; a missing or damaged stage raises at once.
     """
-    return _checked(_qbo_rs._export_job(_manifest(staged), **options).run(), raise_on_failure)
+    return _checked_call(_qbo_rs._export_job(_manifest(staged), **options), raise_on_failure)
 
 
-async def export_window_async(
-    staged: Union[StagedWindow, PathLike],
-    *,
-    raise_on_failure: bool = True,
-    **options: Unpack[ExportOptions],
-) -> BackfillReport:
-    """Async twin of :func:`export_window`."""
-    return _checked(await _qbo_rs._export_job(_manifest(staged), **options).run_future(), raise_on_failure)
+export_window, export_window_async = _twins("export_window", _export_window_call)
 
 
-def export_share(
+def _export_share_call(
     staged: Union[StagedShare, PathLike],
     *,
     raise_on_failure: bool = True,
     **options: Unpack[ExportOptions],
-) -> BackfillReport:
+) -> _Call[BackfillReport]:
     """Writes a share staged by :meth:`QboClient.stage_share` (the handle or its ``manifest``
     path) to ``sink``, window by window, exactly as :func:`export_window` writes one window:
     idempotent, crash-safe, rows staged checked against rows each sink holds, one report per
     window. Refuses a share with a window not staged (fetch it again first). Once every
     window is written a receipt replaces the stage (unless ``keep_staged``), so a repeated
     export returns the first one's report and writes nothing. No request goes to QBO."""
-    return _checked(_qbo_rs._export_share_job(_manifest(staged), **options).run(), raise_on_failure)
+    return _checked_call(_qbo_rs._export_share_job(_manifest(staged), **options), raise_on_failure)
 
 
-async def export_share_async(
-    staged: Union[StagedShare, PathLike],
-    *,
-    raise_on_failure: bool = True,
-    **options: Unpack[ExportOptions],
-) -> BackfillReport:
-    """Async twin of :func:`export_share`."""
-    return _checked(await _qbo_rs._export_share_job(_manifest(staged), **options).run_future(), raise_on_failure)
+export_share, export_share_async = _twins("export_share", _export_share_call)
 
 
-def _one_call_client(credentials: Optional[Credentials], options: Dict[str, Any]) -> QboClient:
-    """The client of a one-call backfill; takes the client's options out of ``options``."""
-    client_options = {name: options.pop(name) for name in list(options) if name in CLIENT_OPTION_NAMES}
-    return QboClient(credentials or Credentials.from_env(), **client_options)
-
-
-def backfill(
+def _backfill_one_call(
     entity: str,
     start: DateLike,
     end: DateLike,
@@ -360,25 +433,16 @@ def backfill(
     credentials: Optional[Credentials] = None,
     raise_on_failure: bool = True,
     **options: Unpack[OneCallBackfillOptions],
-) -> BackfillReport:
+) -> _Call[BackfillReport]:
     """One-call backfill: builds a :class:`QboClient` (credentials from the environment when
     not given) and runs :meth:`QboClient.backfill`. Takes every option of both
-    (:class:`~qbo_rs.options.ClientOptions`, :class:`~qbo_rs.options.BackfillOptions`)."""
+    (:class:`~qbo_rs.options.ClientOptions`, :class:`~qbo_rs.options.BackfillOptions`).
+    ``asyncio.run(qbo_rs.backfill_async(...))`` works, and so does
+    ``await qbo_rs.backfill_async(...)`` in a notebook."""
     rest: Dict[str, Any] = dict(options)
-    client = _one_call_client(credentials, rest)
-    return client.backfill(entity, start, end, raise_on_failure=raise_on_failure, **rest)
+    client_options = {name: rest.pop(name) for name in list(rest) if name in CLIENT_OPTION_NAMES}
+    client = QboClient(credentials or Credentials.from_env(), **client_options)
+    return client._backfill_call(entity, start, end, raise_on_failure=raise_on_failure, **rest)
 
 
-async def backfill_async(
-    entity: str,
-    start: DateLike,
-    end: DateLike,
-    *,
-    credentials: Optional[Credentials] = None,
-    raise_on_failure: bool = True,
-    **options: Unpack[OneCallBackfillOptions],
-) -> BackfillReport:
-    """Async twin of :func:`backfill`: ``asyncio.run(qbo_rs.backfill_async(...))`` works."""
-    rest: Dict[str, Any] = dict(options)
-    client = _one_call_client(credentials, rest)
-    return await client.backfill_async(entity, start, end, raise_on_failure=raise_on_failure, **rest)
+backfill, backfill_async = _twins("backfill", _backfill_one_call)

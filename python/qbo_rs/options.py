@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, Callable, Optional, Sequence, TypedDict, Union
 
 if TYPE_CHECKING:
-    from qbo_rs._qbo_rs import PostgresWriter
+    from qbo_rs._qbo_rs import PostgresWriter, ProgressEvent
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -64,17 +64,26 @@ class PlanOptions(ReadOptions, total=False):
     max_concurrent_windows: int
 
 
-class BackfillOptions(PlanOptions, SinkOptions, total=False):
-    """A backfill's options: the plan's, the sink's, and
+class RangeOptions(PlanOptions, total=False):
+    """How a range is read into memory (:meth:`~qbo_rs.QboClient.read`): the plan's options, and
 
     - ``max_buffer_mb``: megabytes of fetched records held in memory across the streams
       (default 16).
-    - ``max_requests``: refuse, before the first page, a backfill whose estimate needs more
+    - ``max_requests``: refuse, before the first page, a read whose estimate needs more
       requests (:class:`~qbo_rs.exceptions.RequestBudgetError`, stating the estimate).
+    - ``on_progress``: left out, a progress bar in a Jupyter kernel with ``tqdm`` installed and
+      nothing elsewhere; ``True`` a bar anywhere; ``False``/``None`` none; a callable is given
+      each :class:`~qbo_rs.ProgressEvent` (see :mod:`qbo_rs.progress`).
     """
 
     max_buffer_mb: int
     max_requests: Optional[int]
+    on_progress: Union[Callable[["ProgressEvent"], object], bool, None]
+
+
+class BackfillOptions(RangeOptions, SinkOptions, total=False):
+    """A backfill's options: the range read's (:class:`RangeOptions`: the plan's,
+    ``max_buffer_mb``, ``max_requests``, ``on_progress``) and the sink's."""
 
 
 class SyncOptions(SinkOptions, total=False):

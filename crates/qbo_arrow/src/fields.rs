@@ -123,6 +123,22 @@ pub(crate) struct RawLine<'a> {
     payload: &'a RawValue,
 }
 
+/// One record's columns, typed: from a RAW line, or from a record the engine fetched.
+pub(crate) struct LineValues<'a> {
+    pub id: &'a str,
+    pub realm_id: &'a str,
+    pub entity: &'a str,
+    pub last_updated_ms: i64,
+    pub sync_token: i64,
+    pub ingested_ms: i64,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub page_number: i32,
+    pub page_size: i32,
+    pub deleted_ms: Option<i64>,
+    pub payload: &'a RawValue,
+}
+
 /// The payload fields the typed columns come from (every other field is skipped).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
@@ -251,24 +267,37 @@ impl Columns {
 
     /// Appends one line's values (nothing is appended when it fails).
     pub(crate) fn push(&mut self, line: &RawLine<'_>) -> Result<(), String> {
-        let last_updated = millis("last_updated_utc", &line.last_updated_utc)?;
-        let ingested = millis("ingested_at_utc", &line.ingested_at_utc)?;
-        let window_start = millis("extract_window_start_utc", &line.extract_window_start_utc)?;
-        let window_end = millis("extract_window_end_utc", &line.extract_window_end_utc)?;
-        let deleted = line.deleted_at_utc.as_deref().map(|t| millis("deleted_at_utc", t)).transpose()?;
-        let sync_token: i64 = line.sync_token.parse().map_err(|_| format!("sync_token {:?} is not a number", line.sync_token))?;
+        let values = LineValues {
+            id: &line.id,
+            realm_id: &line.realm_id,
+            entity: &line.entity,
+            last_updated_ms: millis("last_updated_utc", &line.last_updated_utc)?,
+            sync_token: line.sync_token.parse().map_err(|_| format!("sync_token {:?} is not a number", line.sync_token))?,
+            ingested_ms: millis("ingested_at_utc", &line.ingested_at_utc)?,
+            window_start_ms: millis("extract_window_start_utc", &line.extract_window_start_utc)?,
+            window_end_ms: millis("extract_window_end_utc", &line.extract_window_end_utc)?,
+            page_number: line.page_number,
+            page_size: line.page_size,
+            deleted_ms: line.deleted_at_utc.as_deref().map(|t| millis("deleted_at_utc", t)).transpose()?,
+            payload: line.payload,
+        };
+        self.push_values(&values)
+    }
+
+    /// Appends one record's values (nothing is appended when its payload is not an object).
+    pub(crate) fn push_values(&mut self, line: &LineValues<'_>) -> Result<(), String> {
         let fields: PayloadFields<'_> = serde_json::from_str(line.payload.get()).map_err(|e| format!("payload: {e}"))?;
-        self.id.append_value(&line.id);
-        self.realm_id.append_value(&line.realm_id);
-        self.entity_name.append_value(&line.entity);
-        self.last_updated.append_value(last_updated);
-        self.sync_token.append_value(sync_token);
-        self.ingested.append_value(ingested);
-        self.window_start.append_value(window_start);
-        self.window_end.append_value(window_end);
+        self.id.append_value(line.id);
+        self.realm_id.append_value(line.realm_id);
+        self.entity_name.append_value(line.entity);
+        self.last_updated.append_value(line.last_updated_ms);
+        self.sync_token.append_value(line.sync_token);
+        self.ingested.append_value(line.ingested_ms);
+        self.window_start.append_value(line.window_start_ms);
+        self.window_end.append_value(line.window_end_ms);
         self.page_number.append_value(line.page_number);
         self.page_size.append_value(line.page_size);
-        self.deleted.append_option(deleted);
+        self.deleted.append_option(line.deleted_ms);
         let reference = fields.customer_ref.as_ref();
         for ((name, _), column) in self.entity.typed().iter().zip(&mut self.typed) {
             let text = |v: &Option<Cow<'_, str>>| v.as_deref().map(str::to_string);

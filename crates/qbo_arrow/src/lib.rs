@@ -5,13 +5,18 @@
 //! (see [`RawEntity::typed_fields`]) and the whole payload as JSON text. Timestamps are UTC,
 //! amounts are decimals (`Decimal128(38, 6)`: exact for any amount QuickBooks sends), a field a
 //! record lacks is null. The file is read a batch at a time, so memory stays bounded whatever
-//! its size. Knows nothing of QuickBooks' API or of Python.
+//! its size. [`ArrowSink`] builds the same batches from a backfill's records, in memory, for
+//! `QboClient.read`. Knows nothing of QuickBooks' API or of Python.
 
 mod fields;
 mod reader;
+pub mod sink;
+mod volume;
 
 pub use fields::RawEntity;
 pub use reader::{RawFileReader, DEFAULT_BATCH_ROWS};
+pub use sink::ArrowSink;
+pub use volume::{volume, Period, PeriodCount};
 
 /// Why a file could not be read.
 #[derive(Debug, thiserror::Error)]

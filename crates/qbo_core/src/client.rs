@@ -199,6 +199,8 @@ struct ClientCounters {
     cdc: std::sync::atomic::AtomicU64,
     retries: std::sync::atomic::AtomicU64,
     throttled: std::sync::atomic::AtomicU64,
+    /// Nanoseconds slept before retries (429 pauses and 5xx/timeout back-offs).
+    retry_wait_nanos: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -272,6 +274,13 @@ impl QboClient {
             tokens: self.inner.tokens.requests(),
             cdc: c.cdc.load(Relaxed),
         }
+    }
+
+    /// Time this client's requests have spent waiting before their retries (after a 429 or a
+    /// 5xx, a timeout, a reset), added up over every request: a progress display shows it as
+    /// the time lost to throttling.
+    pub fn retry_waited(&self) -> Duration {
+        Duration::from_nanos(self.inner.counters.retry_wait_nanos.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The file every process shares this realm's request budget through, if any.
@@ -384,6 +393,7 @@ impl QboClient {
                     } else {
                         tracing::warn!(target: "qbo_rs", "{reason}{tid_text}; retry {retries}/{} in {:.1} s", inner.retry.max_retries, wait.as_secs_f64());
                     }
+                    inner.counters.retry_wait_nanos.fetch_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX), Relaxed);
                     tokio::time::sleep(wait).await;
                 }
             }
