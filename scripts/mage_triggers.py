@@ -26,29 +26,18 @@ Options: --project PATH (default <repo>/mage_project). MAGE_DATA_DIR default <re
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
 import textwrap
 from datetime import datetime, timezone
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from mage_session import argument_parser, open_project
 
 
 def _setup(project_path: str, with_db: bool):
-    os.environ.setdefault("MAGE_DATA_DIR", os.path.join(REPO, "mage_data"))
-    os.environ["MAGE_DATA_DIR"] = os.path.abspath(os.environ["MAGE_DATA_DIR"])
+    open_project(project_path, with_db)
     with contextlib.redirect_stdout(sys.stderr):
-        from mage_ai.settings.repo import set_repo_path
-
-        set_repo_path(project_path)
-        if with_db:
-            from mage_ai.orchestration.db import db_connection
-            from mage_ai.orchestration.db.database_manager import database_manager
-
-            db_connection.start_session()
-            database_manager.run_migrations(log_level="WARNING")
         from importlib import import_module
 
         return import_module(f"{os.path.basename(project_path)}.utils.qb_mage")
@@ -263,10 +252,7 @@ def cmd_once(project_path: str, args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
-    )
-    p.add_argument("--project", default=os.path.join(REPO, "mage_project"))
+    p = argument_parser(__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check")
     c.add_argument("pipelines", nargs="*")
