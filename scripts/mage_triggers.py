@@ -192,7 +192,7 @@ def cmd_before_start(project_path: str, fire: bool) -> int:
 
 
 def cmd_once(project_path: str, args) -> int:
-    _setup(project_path, with_db=False)
+    helpers = _setup(project_path, with_db=False)
     import yaml
     from mage_ai.data_preparation.models.triggers import load_trigger_configs
 
@@ -206,10 +206,8 @@ def cmd_once(project_path: str, args) -> int:
         print(f'error: --start must be ISO, e.g. "2025-09-12 00:00" (UTC) (got {args.start!r})', file=sys.stderr)
         return 2
     start = (start if start.tzinfo else start.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
-    data: dict = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
+    original, parsed = helpers.read_triggers(path)
+    data: dict = parsed or {}
     triggers = data.setdefault("triggers", [])
     name = args.name or args.pipeline.replace("_backfill", "") + "_trigger"
     trigger = next((t for t in triggers if t.get("name") == name), None)
@@ -234,10 +232,7 @@ def cmd_once(project_path: str, args) -> int:
             print(f"error: --var expects K=V (got {item!r})", file=sys.stderr)
             return 2
         trigger.setdefault("variables", {})[key] = int(value) if value.isdigit() and key != "windows" else value
-    header = []
-    if os.path.exists(path):
-        with open(path) as f:
-            header = [line for line in f.read().splitlines(keepends=True) if line.startswith("#")]
+    header = [line for line in original.splitlines(keepends=True) if line.startswith("#")]
     text = "".join(header) + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
     load_trigger_configs(text, pipeline_uuid=args.pipeline, repo_path=project_path, raise_exception=True)
     tmp = path + ".tmp"
