@@ -1,11 +1,13 @@
 //! The fetch step: one window read completely from QuickBooks into its stage.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
+use super::export::Segment;
 use super::{forget_old_receipts, new_run_id, publish, stage_io, ExportReceipt, StageFile, StagePaths, StagedWindow, FORMAT};
 use crate::backfill::{run_window, ReadSpec, WindowReport, WindowStatus};
 use crate::budget::MemoryBudget;
@@ -31,9 +33,21 @@ pub struct StageResult {
     pub reused: bool,
 }
 
-/// A sink that appends RAW lines to the window's `.partial` file.
-struct StageSink {
-    file: StageFile,
+/// A sink that appends every batch's RAW lines to one stage file and notes where each
+/// window's batches went (a window's fetch needs only the file, a share's fetch the notes too).
+pub(super) struct StageSink {
+    pub(super) file: StageFile,
+    /// Per window label: where its lines are, how many, and their ingestion time.
+    pub(super) parts: Mutex<HashMap<String, WrittenPart>>,
+}
+
+/// Where one window's lines went: segments, lines, their ingestion time.
+pub(super) type WrittenPart = (Vec<Segment>, u64, DateTime<Utc>);
+
+impl StageSink {
+    pub(super) fn create(path: PathBuf) -> Result<Self, Error> {
+        Ok(StageSink { file: StageFile::create(path)?, parts: Mutex::new(HashMap::new()) })
+    }
 }
 
 impl Sink for StageSink {
@@ -47,7 +61,12 @@ impl Sink for StageSink {
 
     fn write(&self, batch: Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>> {
         Box::pin(async move {
-            self.file.append(&raw_lines(&batch))?;
+            let lines = raw_lines(&batch);
+            let offset = self.file.append(&lines)?;
+            let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+            let part = parts.entry(batch.window.label.clone()).or_insert_with(|| (Vec::new(), 0, batch.ingested_at));
+            part.0.push(Segment { offset, bytes: lines.len() as u64 });
+            part.1 += batch.records.len() as u64;
             Ok(WriteOutcome { inserted: batch.records.len() as u64, ..WriteOutcome::default() })
         })
     }
@@ -138,7 +157,7 @@ pub async fn stage_window(client: &QboClient, request: StageRequest, budget: Arc
         return Ok(StageResult { report: earlier.fetch_report(), staged: Some(earlier), manifest: paths.manifest, reused: true });
     }
     forget_old_receipts(&stage_dir.join(entity.plural()), paths.dir());
-    let stage = Arc::new(StageSink { file: StageFile::create(paths.partial.clone())? });
+    let stage = Arc::new(StageSink::create(paths.partial.clone())?);
     let sinks: Vec<Arc<dyn Sink>> = vec![Arc::clone(&stage) as Arc<dyn Sink>];
     let ingested_at = Utc::now();
     let spec = ReadSpec { entity, field, page_size, budget };

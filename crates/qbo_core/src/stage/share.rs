@@ -20,15 +20,15 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::export::{write_staged_lines, Segment, StagedLines};
-use super::fetch::raw_lines;
-use super::{check_name, forget_old_receipts, load_json, new_run_id, publish, remove_if_present, stage_io, staged_report, StageFile, StageLock, FORMAT};
+use super::fetch::StageSink;
+use super::{check_name, forget_old_receipts, load_json, new_run_id, publish, remove_if_present, stage_io, staged_report, StageLock, FORMAT};
 use crate::backfill::{ReadSpec, ReadStats, SinkReport, WindowReport, WindowStatus};
 use crate::budget::{MemoryBudget, DEFAULT_MAX_BUFFER_MB};
 use crate::client::QboClient;
@@ -37,7 +37,7 @@ use crate::error::Error;
 use crate::options::{unknown_option, OptionSet, OptionValue};
 use crate::paginate::WindowFetch;
 use crate::read_plan::ReadShare;
-use crate::sink::{open_sinks, BoxFuture, Sink, SinkOptions, WriteBatch, WriteOutcome};
+use crate::sink::{open_sinks, Sink, SinkOptions};
 use crate::window::Window;
 
 /// Windows of a share written at once by its export: their batches reach the JSON-lines
@@ -264,39 +264,6 @@ pub struct ShareStageResult {
     pub exported: bool,
 }
 
-/// A sink that appends every window's RAW lines to one file and notes where each window's
-/// batches went.
-struct ShareFileSink {
-    file: StageFile,
-    /// Per window label: where its lines are, how many, and their ingestion time.
-    parts: Mutex<HashMap<String, WrittenPart>>,
-}
-
-/// Where one window's lines went: segments, lines, their ingestion time.
-type WrittenPart = (Vec<Segment>, u64, DateTime<Utc>);
-
-impl Sink for ShareFileSink {
-    fn name(&self) -> &str {
-        "stage"
-    }
-
-    fn target(&self) -> String {
-        self.file.path.display().to_string()
-    }
-
-    fn write(&self, batch: Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>> {
-        Box::pin(async move {
-            let lines = raw_lines(&batch);
-            let offset = self.file.append(&lines)?;
-            let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
-            let part = parts.entry(batch.window.label.clone()).or_insert_with(|| (Vec::new(), 0, batch.ingested_at));
-            part.0.push(Segment { offset, bytes: lines.len() as u64 });
-            part.1 += batch.records.len() as u64;
-            Ok(WriteOutcome { inserted: batch.records.len() as u64, ..WriteOutcome::default() })
-        })
-    }
-}
-
 /// Fetches the windows of a share that no earlier attempt of its (run id, label) staged,
 /// reading the share's streams with the plan's counts, into one records file; then commits
 /// the windows read completely to the share's manifest. Windows that failed are reported
@@ -348,7 +315,7 @@ pub async fn stage_share(client: &QboClient, request: ShareStageRequest, budget:
         let attempt = manifest.attempts.len() + 1;
         let records = paths.records(attempt);
         let partial = records.with_extension("jsonl.partial");
-        let file = Arc::new(ShareFileSink { file: StageFile::create(partial.clone())?, parts: Mutex::new(HashMap::new()) });
+        let file = Arc::new(StageSink::create(partial.clone())?);
         let sinks: Vec<Arc<dyn Sink>> = vec![Arc::clone(&file) as Arc<dyn Sink>];
         let spec = ReadSpec { entity: share.entity, field: share.field, page_size: share.page_size, budget };
         let (reports, stats) = crate::stream_run::read_planned(client, &sinks, &spec, plan, max_streams, None, &crate::stop::StopSignal::new()).await;
@@ -387,7 +354,7 @@ fn unstaged(window: &Window) -> WindowReport {
 fn commit_attempt(
     paths: &SharePaths,
     manifest: &mut ShareManifest,
-    file: &ShareFileSink,
+    file: &StageSink,
     partial: &Path,
     records: &Path,
     reports: &[WindowReport],
