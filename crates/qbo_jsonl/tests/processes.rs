@@ -77,7 +77,20 @@ fn spawn_child(path: &Path, start: u64, end: u64, w: u64, fsync: bool) -> std::p
 }
 
 /// Checks invariant 1 and 2 on the raw file; returns id → (version, line).
-fn read_file(path: &Path) -> BTreeMap<String, (Version, String)> {
+/// A file's records by id: version and line.
+type Contents = BTreeMap<String, (Version, String)>;
+
+/// `expected` after batch `k` of writer `writer` is upserted (the newest version of an id wins).
+fn apply_batch(expected: &mut Contents, k: u64, writer: u64) {
+    for r in batch(k, writer) {
+        let e = expected.entry(r.id.clone()).or_insert((r.version, String::new()));
+        if r.version >= e.0 {
+            *e = (r.version, String::from_utf8(r.line).unwrap());
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Contents {
     let data = std::fs::read(path).unwrap();
     assert!(data.is_empty() || data.ends_with(b"\n"));
     let text = String::from_utf8(data).unwrap();
@@ -132,24 +145,16 @@ fn sigkill_at_random_instants_never_tears_a_batch() {
         let s = JsonlStore::open(&path, options(false)).unwrap();
         let on_disk = read_file(&path);
         // Expected: every committed batch applied (newest version wins).
-        let mut expected: BTreeMap<String, (Version, String)> = BTreeMap::new();
-        let apply = |k: u64, m: &mut BTreeMap<String, (Version, String)>| {
-            for r in batch(k, 0) {
-                let e = m.entry(r.id.clone()).or_insert((r.version, String::new()));
-                if r.version >= e.0 {
-                    *e = (r.version, String::from_utf8(r.line).unwrap());
-                }
-            }
-        };
+        let mut expected = Contents::new();
         let mut sorted = committed.clone();
         sorted.sort_unstable();
         for &k in &sorted {
-            apply(k, &mut expected);
+            apply_batch(&mut expected, k, 0);
         }
         if on_disk != expected {
             // Only legal difference: the in-flight batch committed before the kill, wholly.
             let k = in_flight.unwrap_or_else(|| panic!("round {rounds}: state differs with no batch in flight"));
-            apply(k, &mut expected);
+            apply_batch(&mut expected, k, 0);
             assert_eq!(on_disk, expected, "round {rounds}: batch {k} applied partially");
             committed.push(k);
             in_flight_committed += 1;
@@ -181,15 +186,10 @@ fn two_writer_processes_converge_to_max_versions() {
         let out = c.wait_with_output_ref();
         assert!(out, "writer failed");
     }
-    let mut expected: BTreeMap<String, (Version, String)> = BTreeMap::new();
+    let mut expected = Contents::new();
     for (w, range) in [(0u64, 0u64..60), (1, 30..90)] {
         for k in range {
-            for r in batch(k, w) {
-                let e = expected.entry(r.id.clone()).or_insert((r.version, String::new()));
-                if r.version >= e.0 {
-                    *e = (r.version, String::from_utf8(r.line).unwrap());
-                }
-            }
+            apply_batch(&mut expected, k, w);
         }
     }
     let s = JsonlStore::open(&path, options(false)).unwrap();
