@@ -899,6 +899,17 @@ fn pool_id(k: u8) -> String {
     }
 }
 
+/// Records of the id pool from (pool key, updated_at_ms, sync_token, padding) tuples.
+fn pool_batch(recs: Vec<(u8, i64, u64, usize)>) -> Vec<StoreRecord> {
+    recs.into_iter()
+        .map(|(k, v, t, pad)| {
+            let id = pool_id(k);
+            let line = line(&id, v, t, pad);
+            StoreRecord { id, version: Version { updated_at_ms: v, sync_token: t }, line }
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
@@ -913,14 +924,7 @@ proptest! {
         for step in steps {
             match step {
                 Step::Batch(recs) => {
-                    let batch: Vec<StoreRecord> = recs
-                        .into_iter()
-                        .map(|(k, v, t, pad)| {
-                            let id = pool_id(k);
-                            let line = line(&id, v, t, pad);
-                            StoreRecord { id, version: Version { updated_at_ms: v, sync_token: t }, line }
-                        })
-                        .collect();
+                    let batch = pool_batch(recs);
                     // Sometimes as two groups of one commit: the sums must be the same.
                     let (a, b) = batch.split_at(split.min(batch.len()));
                     let outs = s.upsert_groups(&[a.to_vec().into(), b.to_vec().into()]).unwrap();
@@ -968,14 +972,7 @@ proptest! {
         let mut s = JsonlStore::open(&p, o).unwrap();
         let mut model = Model::new();
         for (recs, fail_at, compact) in steps {
-            let batch: Vec<StoreRecord> = recs
-                .into_iter()
-                .map(|(k, v, t, pad)| {
-                    let id = pool_id(k);
-                    let line = line(&id, v, t, pad);
-                    StoreRecord { id, version: Version { updated_at_ms: v, sync_token: t }, line }
-                })
-                .collect();
+            let batch = pool_batch(recs);
             let mut after = model.clone();
             apply_model(&mut after, &batch);
             s.fail_after_steps((fail_at > 0).then_some(fail_at));
