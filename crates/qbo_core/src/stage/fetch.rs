@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 
 use super::export::Segment;
-use super::{forget_old_receipts, new_run_id, publish, stage_io, ExportReceipt, StageFile, StagePaths, StagedWindow, FORMAT};
+use super::{forget_old_receipts, new_run_id, publish, stage_io, ExportReceipt, StageFile, StagePaths, StagedCounts, StagedWindow, FORMAT};
 use crate::backfill::{run_window, ReadSpec, WindowReport, WindowStatus};
 use crate::budget::MemoryBudget;
 use crate::client::QboClient;
@@ -153,7 +153,7 @@ pub async fn stage_window(client: &QboClient, request: StageRequest, budget: Arc
     let _lock = paths.lock().await?;
     if let Some(earlier) = earlier_stage(&paths, entity, &window)? {
         tracing::info!(target: "qbo_rs", "window {}: {} record(s) already {} by run {run_id}; not fetched again",
-            window.label, earlier.lines, if paths.manifest.exists() { "staged" } else { "written" });
+            window.label, earlier.counts.lines, if paths.manifest.exists() { "staged" } else { "written" });
         return Ok(StageResult { report: earlier.fetch_report(), staged: Some(earlier), manifest: paths.manifest, reused: true });
     }
     forget_old_receipts(&stage_dir.join(entity.plural()), paths.dir());
@@ -174,13 +174,8 @@ pub async fn stage_window(client: &QboClient, request: StageRequest, budget: Arc
             format: FORMAT,
             entity: entity.slug().to_string(),
             realm_id: client.realm_id().to_string(),
-            label: window.label.clone(),
-            start: window.start,
-            end: window.end,
+            counts: StagedCounts { window: window.clone(), rows_fetched: report.rows_fetched, lines: report.rows_emitted, ingested_at },
             page_size,
-            ingested_at,
-            rows_fetched: report.rows_fetched,
-            lines: report.rows_emitted,
             bytes,
             pages: report.fetch.pages,
             server_count: report.fetch.server_count,
@@ -193,7 +188,7 @@ pub async fn stage_window(client: &QboClient, request: StageRequest, budget: Arc
     })();
     match committed {
         Ok(staged) => {
-            tracing::info!(target: "qbo_rs", "window {}: {} record(s) staged in {}", window.label, staged.lines, paths.records.display());
+            tracing::info!(target: "qbo_rs", "window {}: {} record(s) staged in {}", window.label, staged.counts.lines, paths.records.display());
             Ok(StageResult { report, staged: Some(staged), manifest: paths.manifest, reused: false })
         }
         Err(e) => {
@@ -230,9 +225,9 @@ fn earlier_stage(paths: &StagePaths, entity: Entity, window: &Window) -> Result<
             "run {} already staged {} {} over [{}, {}), not {} over [{}, {}): use another run id",
             paths.dir().file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
             staged.entity,
-            staged.label,
-            crate::time::format_utc(staged.start),
-            crate::time::format_utc(staged.end),
+            staged.counts.window.label,
+            crate::time::format_utc(staged.counts.window.start),
+            crate::time::format_utc(staged.counts.window.end),
             entity.slug(),
             crate::time::format_utc(window.start),
             crate::time::format_utc(window.end),
