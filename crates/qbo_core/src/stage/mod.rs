@@ -255,6 +255,18 @@ pub struct StagePaths {
     lock: PathBuf,
 }
 
+/// The folder and the label of a manifest named `<label><suffix>` (a `what`, whose label is a
+/// `label_kind`), the label checked as a file name.
+fn manifest_place<'a>(manifest: &'a Path, suffix: &str, what: &str, label_kind: &str) -> Result<(&'a Path, &'a str), Error> {
+    let label = manifest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(suffix))
+        .ok_or_else(|| Error::config(format!("{} is not a {what} (<label>{suffix})", manifest.display())))?;
+    check_name(label_kind, label)?;
+    Ok((manifest.parent().unwrap_or(Path::new(".")), label))
+}
+
 /// A run id, a label: each names files, so each must be a plain file name.
 fn check_name(what: &str, name: &str) -> Result<(), Error> {
     let plain = !name.is_empty() && name.len() <= 120 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b)) && !name.starts_with('.');
@@ -284,13 +296,8 @@ impl StagePaths {
 
     /// The paths of the stage whose manifest is `manifest` (an export's handle).
     pub fn of_manifest(manifest: &Path) -> Result<Self, Error> {
-        let label = manifest
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".json"))
-            .ok_or_else(|| Error::config(format!("{} is not a stage manifest (<label>.json)", manifest.display())))?;
-        check_name("window label", label)?;
-        Ok(Self::in_dir(manifest.parent().unwrap_or(Path::new(".")), label))
+        let (dir, label) = manifest_place(manifest, ".json", "stage manifest", "window label")?;
+        Ok(Self::in_dir(dir, label))
     }
 
     fn dir(&self) -> &Path {

@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use super::export::{write_staged_lines, Segment, StagedLines};
 use super::fetch::StageSink;
 use super::{
-    check_name, forget_old_receipts, load_json, new_run_id, publish, remove_if_present, stage_io, staged_report, StageLock, StagedCounts, WindowWritten, FORMAT,
+    check_name, forget_old_receipts, load_json, manifest_place, new_run_id, publish, remove_if_present, stage_io, staged_report, StageLock, StagedCounts,
+    WindowWritten, FORMAT,
 };
 use crate::backfill::{ReadSpec, ReadStats, WindowReport, WindowStatus};
 use crate::budget::{MemoryBudget, DEFAULT_MAX_BUFFER_MB};
@@ -152,13 +153,8 @@ impl SharePaths {
     }
 
     fn of_manifest(manifest: &Path) -> Result<Self, Error> {
-        let label = manifest
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".share.json"))
-            .ok_or_else(|| Error::config(format!("{} is not a share manifest (<label>.share.json)", manifest.display())))?;
-        check_name("share label", label)?;
-        Ok(SharePaths { dir: manifest.parent().unwrap_or(Path::new(".")).to_path_buf(), label: label.to_string() })
+        let (dir, label) = manifest_place(manifest, ".share.json", "share manifest", "share label")?;
+        Ok(SharePaths { dir: dir.to_path_buf(), label: label.to_string() })
     }
 
     fn file(&self, suffix: &str) -> PathBuf {
