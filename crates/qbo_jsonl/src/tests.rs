@@ -121,6 +121,13 @@ fn dir() -> (tempfile::TempDir, PathBuf) {
     (d, p)
 }
 
+/// A store at a fresh path, opened with `options`, and the empty model it starts as.
+fn fresh_store(options: StoreOptions) -> (tempfile::TempDir, PathBuf, JsonlStore, Model) {
+    let (d, p) = dir();
+    let s = JsonlStore::open(&p, options).unwrap();
+    (d, p, s, Model::new())
+}
+
 #[test]
 fn store_can_move_between_threads() {
     fn send_sync<T: Send + Sync>() {}
@@ -143,9 +150,7 @@ fn creates_parent_dir_and_sidecar() {
 
 #[test]
 fn upsert_semantics_insert_update_unchanged_stale_duplicates() {
-    let (_d, p) = dir();
-    let mut s = JsonlStore::open(&p, opts()).unwrap();
-    let mut model = Model::new();
+    let (_d, p, mut s, mut model) = fresh_store(opts());
     let b1 = vec![rec("1", 10, 5), rec("2", 10, 5), rec("1", 12, 3), rec("1", 11, 50), rec("abc", 1, 0)];
     let o = upsert_both(&mut s, &mut model, b1.clone());
     assert_eq!((o.inserted, o.updated, o.unchanged, o.stale, o.duplicates_in_batch), (3, 0, 0, 0, 2));
@@ -196,9 +201,7 @@ fn upsert_semantics_insert_update_unchanged_stale_duplicates() {
 
 #[test]
 fn group_commit_is_one_commit_with_an_outcome_per_group() {
-    let (_d, p) = dir();
-    let mut s = JsonlStore::open(&p, big_mem()).unwrap();
-    let mut model = Model::new();
+    let (_d, p, mut s, mut model) = fresh_store(big_mem());
     let first = vec![rec("1", 10, 5), rec("2", 10, 5)];
     upsert_both(&mut s, &mut model, first.clone());
     let generation = s.stats().generation;
@@ -279,9 +282,7 @@ fn state_persists_across_opens_without_rescan() {
 
 #[test]
 fn the_manifest_alternates_between_two_slots_and_reads_the_one_slot_format() {
-    let (_d, p) = dir();
-    let mut s = JsonlStore::open(&p, big_mem()).unwrap();
-    let mut model = Model::new();
+    let (_d, p, mut s, mut model) = fresh_store(big_mem());
     let mp = s.side_dir().join("invoices.txt.manifest");
     for v in 1..=3 {
         let b = vec![rec("1", v, 3), rec(&format!("n{v}"), 1, 0)];
@@ -408,9 +409,7 @@ fn rebuild_refuses_unparseable_lines_naming_them() {
 
 #[test]
 fn external_append_is_adopted_not_truncated() {
-    let (_d, p) = dir();
-    let mut s = JsonlStore::open(&p, opts()).unwrap();
-    let mut model = Model::new();
+    let (_d, p, mut s, mut model) = fresh_store(opts());
     let b = vec![rec("1", 1, 0), rec("2", 1, 0)];
     upsert_both(&mut s, &mut model, b);
     let mut c = fs::read(&p).unwrap();
@@ -449,9 +448,7 @@ fn replaced_or_truncated_file_is_rebuilt() {
 
 #[test]
 fn compaction_removes_waste_and_keeps_content() {
-    let (_d, p) = dir();
-    let mut s = JsonlStore::open(&p, opts()).unwrap();
-    let mut model = Model::new();
+    let (_d, p, mut s, mut model) = fresh_store(opts());
     for round in 0..10i64 {
         let b: Vec<_> = (0..50).map(|i| rec(&i.to_string(), round, (round as usize) * 10 + i % 7)).collect();
         upsert_both(&mut s, &mut model, b);
@@ -491,9 +488,7 @@ fn auto_compaction_triggers_on_thresholds() {
 
 #[test]
 fn index_log_is_rewritten_when_bloated() {
-    let (_d, p) = dir();
-    let mut s = JsonlStore::open(&p, opts()).unwrap();
-    let mut model = Model::new();
+    let (_d, p, mut s, mut model) = fresh_store(opts());
     // Few ids updated many times: the log grows by one frame per batch.
     for round in 0..400i64 {
         let b = vec![rec(&(round % 3).to_string(), round, 100)];
