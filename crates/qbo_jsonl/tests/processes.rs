@@ -104,6 +104,17 @@ fn read_file(path: &Path) -> Contents {
     out
 }
 
+/// A fresh folder and the path of the data file `name` in it, for a test that starts writer
+/// processes; None in those processes (they run this test binary, and must not run the test).
+fn data_file_of_the_parent(name: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join(name);
+    Some((dir, path))
+}
+
 fn pseudo_random(n: u64) -> u64 {
     let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
     (t ^ (t >> 17)).wrapping_mul(0x9E37_79B9_7F4A_7C15) % n
@@ -111,11 +122,7 @@ fn pseudo_random(n: u64) -> u64 {
 
 #[test]
 fn sigkill_at_random_instants_never_tears_a_batch() {
-    if std::env::var(CHILD_ENV).is_ok() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data").join("invoices.txt");
+    let Some((_dir, path)) = data_file_of_the_parent("invoices.txt") else { return };
     let mut committed: Vec<u64> = Vec::new(); // batches known committed
     let mut next = 1u64;
     let deadline = Instant::now() + Duration::from_secs(12);
@@ -174,11 +181,7 @@ fn sigkill_at_random_instants_never_tears_a_batch() {
 
 #[test]
 fn two_writer_processes_converge_to_max_versions() {
-    if std::env::var(CHILD_ENV).is_ok() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data").join("customers.txt");
+    let Some((_dir, path)) = data_file_of_the_parent("customers.txt") else { return };
     // Writer 0 runs batches 0..60, writer 1 runs 30..90 (overlapping ids and versions).
     let mut a = spawn_child(&path, 0, 60, 0, false);
     let mut b = spawn_child(&path, 30, 90, 1, false);
