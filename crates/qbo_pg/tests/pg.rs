@@ -56,6 +56,14 @@ async fn writer(f: &Fixture) -> PgWriter {
     PgWriter::connect(&f.config).await.expect("connect as the test role")
 }
 
+/// A writer whose sessions carry an application name of their own (returned), by which the
+/// test finds them in pg_stat_activity.
+async fn writer_named(f: &Fixture, prefix: &str) -> (String, PgWriter) {
+    let app = format!("{prefix}_{}", f.schema);
+    let w = PgWriter::connect(&f.config.clone().with_application_name(&app)).await.unwrap();
+    (app, w)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ensure_table_creates_schema_table_and_index_once() {
     let (f, t, w) = table_or_skip!("ensure_table_creates_schema_table_and_index_once", "qb_invoices");
@@ -634,8 +642,7 @@ async fn invalid_json_fails_the_whole_batch_and_names_the_record() {
 async fn a_killed_session_is_reopened_on_the_next_call() {
     let dsn = dsn_or_skip!("a_killed_session_is_reopened_on_the_next_call");
     let f = Fixture::new(&dsn).await;
-    let app = format!("qbo_pg_reopen_{}", f.schema);
-    let w = PgWriter::connect(&f.config.clone().with_application_name(&app)).await.unwrap();
+    let (app, w) = writer_named(&f, "qbo_pg_reopen").await;
     let t = f.table("qb_items");
     w.ensure_table(&t).await.unwrap();
     let killed = f.scalar(&format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app}'")).await;
@@ -919,8 +926,7 @@ async fn a_server_with_no_connection_slot_left_shrinks_the_pool_instead_of_faili
 async fn a_sequential_writer_keeps_to_one_session() {
     let dsn = dsn_or_skip!("a_sequential_writer_keeps_to_one_session");
     let f = Fixture::new(&dsn).await;
-    let app = format!("qbo_pg_seq_{}", f.schema);
-    let w = PgWriter::connect(&f.config.clone().with_application_name(&app)).await.unwrap();
+    let (app, w) = writer_named(&f, "qbo_pg_seq").await;
     let t = f.table("qb_items");
     w.ensure_table(&t).await.unwrap();
     for v in 1..=4 {
