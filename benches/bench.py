@@ -55,6 +55,20 @@ class Emulator:
         self.proc.wait(timeout=30)
 
 
+def unthrottled_emulator(invoices: int, customers: int, items: int, seed: int) -> Emulator:
+    """An emulator that answers as fast as it can: no throttle, no cap on requests in flight."""
+    return Emulator(
+        *("--invoices", str(invoices), "--customers", str(customers), "--items", str(items), "--seed", str(seed)),
+        *("--throttle-per-minute", "0", "--max-in-flight", "0"),
+    )
+
+
+def backfill_invoices(chunk_days: int, page_size: int, *options: str) -> List[str]:
+    """The `qbo-rs backfill invoice` command over the bench's whole range, without a progress bar."""
+    window = ["--start", START, "--end", END, "--chunk-days", str(chunk_days), "--page-size", str(page_size)]
+    return QBO + ["backfill", "invoice", *window, "--no-progress", *options]
+
+
 def run_measured(
     cmd: List[str], env: Dict[str, str], timeout: Optional[float] = None
 ) -> Tuple[int, float, float, int, str]:
@@ -88,20 +102,7 @@ def throughput(invoices: int, work: Path, rounds: int = 3) -> None:
     print(
         f"\n## 1. Throughput: {invoices:,} invoices, no throttle, no latency, page size 1000, 365-day windows, {rounds} round(s)"
     )
-    emu = Emulator(
-        "--invoices",
-        str(invoices),
-        "--customers",
-        "200",
-        "--items",
-        "100",
-        "--seed",
-        "1",
-        "--throttle-per-minute",
-        "0",
-        "--max-in-flight",
-        "0",
-    )
+    emu = unthrottled_emulator(invoices, customers=200, items=100, seed=1)
     clients: Dict[str, List[Tuple[int, float, float, int]]] = {}
     try:
         env = dict(os.environ, **emu.env)
@@ -111,26 +112,14 @@ def throughput(invoices: int, work: Path, rounds: int = 3) -> None:
             for label, fsync in (("qbo-rs (fsync per commit)", True), ("qbo-rs (--no-fsync)", False)):
                 data = work / f"rs-{fsync}"
                 env["QBO_TOKEN_STORE"] = str(work / f"tokens-{fsync}.json")
-                cmd = (
-                    QBO
-                    + [
-                        "backfill",
-                        "invoice",
-                        "--start",
-                        START,
-                        "--end",
-                        END,
-                        "--chunk-days",
-                        "365",
-                        "--page-size",
-                        "1000",
-                        "--data-dir",
-                        str(data),
-                        "--no-progress",
-                        "--requests-per-minute",
-                        "1000000",
-                    ]
-                    + ([] if fsync else ["--no-fsync"])
+                cmd = backfill_invoices(
+                    365,
+                    1000,
+                    "--data-dir",
+                    str(data),
+                    "--requests-per-minute",
+                    "1000000",
+                    *([] if fsync else ["--no-fsync"]),
                 )
                 code, wall, cpu, rss, tail = run_measured(cmd, env)
                 assert code == 0, tail
@@ -181,23 +170,7 @@ def pacing(seconds: float, work: Path) -> None:
     )
     try:
         env = dict(os.environ, **emu.env, QBO_TOKEN_STORE=str(work / "tokens-pacing.json"))
-        cmd = QBO + [
-            "backfill",
-            "invoice",
-            "--start",
-            START,
-            "--end",
-            END,
-            "--chunk-days",
-            "30",
-            "--page-size",
-            "20",
-            "--data-dir",
-            str(work / "pacing"),
-            "--no-progress",
-            "--max-concurrent-windows",
-            "10",
-        ]
+        cmd = backfill_invoices(30, 20, "--data-dir", str(work / "pacing"), "--max-concurrent-windows", "10")
         before = emu.stats()
         code, wall, _, _, tail = run_measured(cmd, env, timeout=seconds)
         after = emu.stats()
@@ -219,40 +192,11 @@ def memory(sizes: List[int], work: Path) -> None:
     print("\n## 3. Peak RSS of the qbo-rs process (target: flat, < 150 MB)")
     print(f"{'invoices':>10} {'records':>10} {'wall s':>8} {'peak RSS MB':>12}")
     for n in sizes:
-        emu = Emulator(
-            "--invoices",
-            str(n),
-            "--customers",
-            "100",
-            "--items",
-            "50",
-            "--seed",
-            "3",
-            "--throttle-per-minute",
-            "0",
-            "--max-in-flight",
-            "0",
-        )
+        emu = unthrottled_emulator(n, customers=100, items=50, seed=3)
         try:
             env = dict(os.environ, **emu.env, QBO_TOKEN_STORE=str(work / f"tokens-mem-{n}.json"))
             data = work / f"mem-{n}"
-            cmd = QBO + [
-                "backfill",
-                "invoice",
-                "--start",
-                START,
-                "--end",
-                END,
-                "--chunk-days",
-                "50",
-                "--page-size",
-                "1000",
-                "--data-dir",
-                str(data),
-                "--no-progress",
-                "--requests-per-minute",
-                "1000000",
-            ]
+            cmd = backfill_invoices(50, 1000, "--data-dir", str(data), "--requests-per-minute", "1000000")
             code, wall, _, rss, tail = run_measured(cmd, env)
             assert code == 0, tail
             print(f"{n:>10,} {count_lines(data / 'invoices.txt'):>10,} {wall:>8.1f} {rss / 1024:>12.1f}")

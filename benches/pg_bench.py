@@ -43,7 +43,7 @@ import psycopg2
 from psycopg2.extras import execute_values
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import END, QBO, START, Emulator  # noqa: E402
+from bench import backfill_invoices, unthrottled_emulator  # noqa: E402
 
 COLS = (
     "id, payload, last_updated_utc, sync_token, realm_id, ingested_at_utc, "
@@ -129,7 +129,7 @@ def run_psql(dsn: str, scripts: List[Path]) -> float:
 
 
 def one_round(
-    dsn: str, cur, conn, env: dict, common: List[str], rows: list, work: Path, lz4: bool
+    dsn: str, cur, conn, env: dict, backfill: List[str], rows: list, work: Path, lz4: bool
 ) -> List[Tuple[str, float]]:
     for s in SCHEMAS:
         cur.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
@@ -137,7 +137,7 @@ def one_round(
     os.sync()  # before each timed path: no path pays for the previous one's dirty pages
     t0 = time.perf_counter()
     subprocess.run(
-        QBO + common + ["--sink", "postgres", "--dsn", dsn, "--pg-schema", "bench_rs"],
+        backfill + ["--sink", "postgres", "--dsn", dsn, "--pg-schema", "bench_rs"],
         env=env,
         check=True,
         capture_output=True,
@@ -195,45 +195,16 @@ def main() -> int:
         "SELECT COALESCE((SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'), false)"
     )
     lz4 = cur.fetchone()[0]
-    emu = Emulator(
-        "--invoices",
-        str(args.invoices),
-        "--customers",
-        "100",
-        "--items",
-        "50",
-        "--seed",
-        "4",
-        "--throttle-per-minute",
-        "0",
-        "--max-in-flight",
-        "0",
-    )
+    emu = unthrottled_emulator(args.invoices, customers=100, items=50, seed=4)
     ratios = []
     try:
         env = dict(os.environ, **emu.env, QBO_TOKEN_STORE=str(work / "t.json"))
-        common = [
-            "backfill",
-            "invoice",
-            "--start",
-            START,
-            "--end",
-            END,
-            "--chunk-days",
-            "365",
-            "--page-size",
-            "1000",
-            "--no-progress",
-            "--requests-per-minute",
-            "1000000",
-            "--data-dir",
-            str(work / "data"),
-        ]
-        subprocess.run(QBO + common, env=env, check=True, capture_output=True)  # the RAW lines the others load
+        backfill = backfill_invoices(365, 1000, "--requests-per-minute", "1000000", "--data-dir", str(work / "data"))
+        subprocess.run(backfill, env=env, check=True, capture_output=True)  # the RAW lines the others load
         rows = list(rows_from(work / "data" / "invoices.txt"))
         n = len(rows)
         for rnd in range(1, args.rounds + 1):
-            results = one_round(dsn, cur, conn, env, common, rows, work, lz4)
+            results = one_round(dsn, cur, conn, env, backfill, rows, work, lz4)
             cur.execute(
                 "SELECT attcompression FROM pg_attribute WHERE attrelid = 'bench_copy.qb_invoices'::regclass "
                 "AND attname = 'payload'"

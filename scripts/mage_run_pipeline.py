@@ -30,7 +30,6 @@ MAGE_DATA_DIR defaults to <repo>/mage_data; the project to <repo>/mage_project.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import glob
 import json
@@ -40,7 +39,8 @@ import time
 import traceback
 from datetime import datetime, timezone
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from mage_session import argument_parser, open_project
+
 # Lines from the blocks' logs printed after the run (the runbook's lines and the failures).
 SHOWN = (
     "Rango ",
@@ -56,11 +56,8 @@ SHOWN = (
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
-    )
+    p = argument_parser(__doc__)
     p.add_argument("pipeline_uuid")
-    p.add_argument("--project", default=os.path.join(REPO, "mage_project"))
     p.add_argument("--runtime-vars", default="{}", help="JSON object of runtime variables")
     p.add_argument(
         "--var",
@@ -141,24 +138,14 @@ def main(argv=None) -> int:
         print(f"error: {project_path} is not a Mage project (no metadata.yaml)", file=sys.stderr)
         return 2
     variables = runtime_variables(args)
-    os.environ.setdefault("MAGE_DATA_DIR", os.path.join(REPO, "mage_data"))
-    os.environ["MAGE_DATA_DIR"] = os.path.abspath(os.environ["MAGE_DATA_DIR"])
-
-    # Mage prints import-time noise on stdout; keep stdout for this script's own lines.
+    open_project(project_path)
     with contextlib.redirect_stdout(sys.stderr):
-        # Before anything imports mage_ai.orchestration.db: the sqlite URL is computed at import.
-        from mage_ai.settings.repo import set_repo_path
-
-        set_repo_path(project_path)
         from mage_ai.data_preparation.executors.executor_factory import ExecutorFactory
         from mage_ai.data_preparation.models.pipeline import Pipeline
         from mage_ai.data_preparation.models.triggers import ScheduleType
         from mage_ai.orchestration.db import db_connection
-        from mage_ai.orchestration.db.database_manager import database_manager
         from mage_ai.orchestration.db.models.schedules import BlockRun, PipelineRun, PipelineSchedule
 
-        db_connection.start_session()
-        database_manager.run_migrations(log_level="WARNING")
         try:
             pipeline = Pipeline.get(args.pipeline_uuid, repo_path=project_path)
         except Exception as err:

@@ -21,14 +21,13 @@ Never run it beside a `mage start` on the same MAGE_DATA_DIR (two schedulers, on
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
 import time
 from datetime import datetime, timezone
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from mage_session import argument_parser, open_project
 
 
 def restart_stalled_pool(job_manager) -> None:
@@ -54,27 +53,15 @@ def restart_stalled_pool(job_manager) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
-    )
-    p.add_argument("--project", default=os.path.join(REPO, "mage_project"))
+    p = argument_parser(__doc__)
     p.add_argument("--max-seconds", type=float, default=300)
     p.add_argument("--interval", type=float, default=2)
     p.add_argument("--until-idle", action="store_true")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     project_path = os.path.abspath(args.project)
-    os.environ.setdefault("MAGE_DATA_DIR", os.path.join(REPO, "mage_data"))
-    os.environ["MAGE_DATA_DIR"] = os.path.abspath(os.environ["MAGE_DATA_DIR"])
-
+    open_project(project_path)
     with contextlib.redirect_stdout(sys.stderr):
-        from mage_ai.settings.repo import set_repo_path
-
-        set_repo_path(project_path)
         from mage_ai.orchestration.db import db_connection
-        from mage_ai.orchestration.db.database_manager import database_manager
-
-        db_connection.start_session()
-        database_manager.run_migrations(log_level="WARNING")
         from mage_ai.orchestration.db.models.schedules import PipelineRun, PipelineSchedule
         from mage_ai.orchestration.job_manager import get_job_manager
         from mage_ai.orchestration.pipeline_scheduler import schedule_all

@@ -18,12 +18,12 @@ another MAGE_DATA_DIR sees none of them. Exit codes: 0 ok, 1 not found, 2 usage.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from mage_session import argument_parser, open_project
+
 QB_SECRETS = (
     ("qb_client_id", "QBO_CLIENT_ID"),
     ("qb_client_secret", "QBO_CLIENT_SECRET"),
@@ -33,10 +33,7 @@ QB_SECRETS = (
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
-    )
-    p.add_argument("--project", default=os.path.join(REPO, "mage_project"))
+    p = argument_parser(__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("set")
     s.add_argument("name")
@@ -54,26 +51,17 @@ def main(argv=None) -> int:
     if not os.path.exists(os.path.join(project_path, "metadata.yaml")):
         print(f"error: {project_path} is not a Mage project", file=sys.stderr)
         return 2
-    os.environ.setdefault("MAGE_DATA_DIR", os.path.join(REPO, "mage_data"))
-    os.environ["MAGE_DATA_DIR"] = os.path.abspath(os.environ["MAGE_DATA_DIR"])
-
+    open_project(project_path)
     # Mage prints import-time noise on stdout: keep stdout for values only.
     with contextlib.redirect_stdout(sys.stderr):
-        from mage_ai.settings.repo import set_repo_path
+        # The project's own upsert (delete + create under a file lock, as the blocks do).
+        from importlib import import_module
 
-        set_repo_path(project_path)  # before importing mage_ai.orchestration.db
         from mage_ai.data_preparation.shared.secrets import (
             delete_secret,
             get_secret_value,
             get_valid_secrets_for_repo,
         )
-        from mage_ai.orchestration.db import db_connection
-        from mage_ai.orchestration.db.database_manager import database_manager
-
-        db_connection.start_session()
-        database_manager.run_migrations(log_level="WARNING")
-        # The project's own upsert (delete + create under a file lock, as the blocks do).
-        from importlib import import_module
 
         upsert = import_module(f"{os.path.basename(project_path)}.utils.qb_mage").upsert_mage_secret
 

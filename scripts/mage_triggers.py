@@ -26,29 +26,18 @@ Options: --project PATH (default <repo>/mage_project). MAGE_DATA_DIR default <re
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
 import textwrap
 from datetime import datetime, timezone
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from mage_session import argument_parser, open_project
 
 
 def _setup(project_path: str, with_db: bool):
-    os.environ.setdefault("MAGE_DATA_DIR", os.path.join(REPO, "mage_data"))
-    os.environ["MAGE_DATA_DIR"] = os.path.abspath(os.environ["MAGE_DATA_DIR"])
+    open_project(project_path, with_db)
     with contextlib.redirect_stdout(sys.stderr):
-        from mage_ai.settings.repo import set_repo_path
-
-        set_repo_path(project_path)
-        if with_db:
-            from mage_ai.orchestration.db import db_connection
-            from mage_ai.orchestration.db.database_manager import database_manager
-
-            db_connection.start_session()
-            database_manager.run_migrations(log_level="WARNING")
         from importlib import import_module
 
         return import_module(f"{os.path.basename(project_path)}.utils.qb_mage")
@@ -203,7 +192,7 @@ def cmd_before_start(project_path: str, fire: bool) -> int:
 
 
 def cmd_once(project_path: str, args) -> int:
-    _setup(project_path, with_db=False)
+    helpers = _setup(project_path, with_db=False)
     import yaml
     from mage_ai.data_preparation.models.triggers import load_trigger_configs
 
@@ -217,10 +206,8 @@ def cmd_once(project_path: str, args) -> int:
         print(f'error: --start must be ISO, e.g. "2025-09-12 00:00" (UTC) (got {args.start!r})', file=sys.stderr)
         return 2
     start = (start if start.tzinfo else start.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
-    data: dict = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
+    original, parsed = helpers.read_triggers(path)
+    data: dict = parsed or {}
     triggers = data.setdefault("triggers", [])
     name = args.name or args.pipeline.replace("_backfill", "") + "_trigger"
     trigger = next((t for t in triggers if t.get("name") == name), None)
@@ -245,10 +232,7 @@ def cmd_once(project_path: str, args) -> int:
             print(f"error: --var expects K=V (got {item!r})", file=sys.stderr)
             return 2
         trigger.setdefault("variables", {})[key] = int(value) if value.isdigit() and key != "windows" else value
-    header = []
-    if os.path.exists(path):
-        with open(path) as f:
-            header = [line for line in f.read().splitlines(keepends=True) if line.startswith("#")]
+    header = [line for line in original.splitlines(keepends=True) if line.startswith("#")]
     text = "".join(header) + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
     load_trigger_configs(text, pipeline_uuid=args.pipeline, repo_path=project_path, raise_exception=True)
     tmp = path + ".tmp"
@@ -263,10 +247,7 @@ def cmd_once(project_path: str, args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
-    )
-    p.add_argument("--project", default=os.path.join(REPO, "mage_project"))
+    p = argument_parser(__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check")
     c.add_argument("pipelines", nargs="*")

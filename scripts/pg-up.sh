@@ -103,27 +103,21 @@ as_postgres_sql() {
     (cd /tmp && runuser -u postgres -- "$PSQL" -XAtq -v ON_ERROR_STOP=1 -h "$1" -p "$2" -d postgres -c "$3")
 }
 
+# Creates role NAME (LOGIN, password NAME, then ATTRIBUTES), or gives an existing one exactly
+# that again. Echoes " role:NAME" when it created it.
+ensure_role() {  # ensure_role SOCKET_DIR PORT NAME [ATTRIBUTES]
+    local sock="$1" port="$2" role="$3" attrs="${4:-}" verb=alter
+    [ "$(as_postgres_sql "$sock" "$port" "select 1 from pg_roles where rolname='$role'")" = "1" ] || verb=create
+    as_postgres_sql "$sock" "$port" "$verb role $role login password '$role'$attrs"
+    [ "$verb" = alter ] || printf ' role:%s' "$role"
+}
+
 # Creates (or re-passwords) the roles and the database. Echoes created=... flags.
 provision() {  # provision SOCKET_DIR PORT
-    local sock="$1" port="$2" created=""
-    if [ "$(as_postgres_sql "$sock" "$port" "select 1 from pg_roles where rolname='qbo_test'")" != "1" ]; then
-        as_postgres_sql "$sock" "$port" "create role qbo_test login password 'qbo_test'"
-        created="$created role:qbo_test"
-    else
-        as_postgres_sql "$sock" "$port" "alter role qbo_test login password 'qbo_test'"
-    fi
-    if [ "$(as_postgres_sql "$sock" "$port" "select 1 from pg_roles where rolname='qbo_noperm'")" != "1" ]; then
-        as_postgres_sql "$sock" "$port" "create role qbo_noperm login password 'qbo_noperm' nosuperuser nocreatedb nocreaterole"
-        created="$created role:qbo_noperm"
-    else
-        as_postgres_sql "$sock" "$port" "alter role qbo_noperm login password 'qbo_noperm' nosuperuser nocreatedb nocreaterole"
-    fi
-    if [ "$(as_postgres_sql "$sock" "$port" "select 1 from pg_roles where rolname='qbo_slots'")" != "1" ]; then
-        as_postgres_sql "$sock" "$port" "create role qbo_slots login password 'qbo_slots' connection limit 2 nosuperuser nocreatedb nocreaterole"
-        created="$created role:qbo_slots"
-    else
-        as_postgres_sql "$sock" "$port" "alter role qbo_slots login password 'qbo_slots' connection limit 2 nosuperuser nocreatedb nocreaterole"
-    fi
+    local sock="$1" port="$2" created="" limited=" nosuperuser nocreatedb nocreaterole"
+    created="$created$(ensure_role "$sock" "$port" qbo_test)"
+    created="$created$(ensure_role "$sock" "$port" qbo_noperm "$limited")"
+    created="$created$(ensure_role "$sock" "$port" qbo_slots " connection limit 2$limited")"
     if [ "$(as_postgres_sql "$sock" "$port" "select 1 from pg_database where datname='qbo_test'")" != "1" ]; then
         as_postgres_sql "$sock" "$port" "create database qbo_test owner qbo_test"
         created="$created db:qbo_test"

@@ -84,7 +84,7 @@ impl StageOutcome {
             end: window.end,
             status: if staged.is_some() { "ok" } else { "failed" }.into(),
             rows_fetched: window.rows_fetched,
-            lines: staged.as_ref().map_or(0, |s| s.lines),
+            lines: staged.as_ref().map_or(0, |s| s.counts.lines),
             server_count: window.fetch.server_count,
             pages: window.fetch.pages,
             manifest: staged.is_some().then_some(manifest),

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import pytest
 
@@ -17,6 +21,9 @@ from qbo_rs.testing import QboEmulator
 # The emulator's data spans 2015-01-01 .. 2025-10-31; edits move records to "now".
 RANGE_START = "2015-01-01"
 RANGE_END = (date.today() + timedelta(days=2)).isoformat()
+
+# The `qbo-rs` command line as the installed wheel runs it under this interpreter.
+QBO = [sys.executable, "-m", "qbo_rs"]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -75,3 +82,34 @@ def landed_versions(records: Dict[str, Dict[str, Any]]) -> Dict[str, str]:
 
 def ids(rows: List[Dict[str, Any]]) -> set:
     return {r["id"] for r in rows}
+
+
+def backfill_args(entity: str, *options: str, start: str = RANGE_START, end: str = RANGE_END) -> List[str]:
+    """The arguments of `qbo-rs backfill ENTITY --start START --end END OPTIONS...`."""
+    return ["backfill", entity, "--start", start, "--end", end, *options]
+
+
+def cli_env(emu: QboEmulator, tmp_path: Path, **extra: str) -> Dict[str, str]:
+    """The environment of a CLI run against `emu`, with a token store of the test's own."""
+    return dict(os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"), **extra)
+
+
+def run_cli(
+    args: List[str], env: Optional[Dict[str, str]] = None, timeout: float = 180
+) -> "subprocess.CompletedProcess[str]":
+    """Runs `qbo-rs ARGS` to its end and keeps its output as text."""
+    return subprocess.run(QBO + args, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def sigkill_mid_runs(args: List[str], env: Dict[str, str], delays: Iterable[float]) -> int:
+    """Starts `qbo-rs ARGS` once per delay and SIGKILLs it that many seconds in, if it still runs;
+    returns how many runs were killed (a run that finished first is not)."""
+    kills = 0
+    for delay in delays:
+        proc = subprocess.Popen(QBO + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    return kills

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import backfill_args, cli_env, run_cli
 
 import qbo_rs
 from qbo_rs.exceptions import ConfigError, QboError
@@ -117,34 +118,11 @@ def test_query_values_are_escaped(emulator: QboEmulator, client_factory):
 
 
 def test_a_data_dir_that_is_a_file_is_a_config_error_with_exit_2(emulator: QboEmulator, client_factory, tmp_path: Path):
-    import os
-    import subprocess
-    import sys
-
     a_file = tmp_path / "not-a-folder"
     a_file.write_text("x")
     with pytest.raises(ConfigError, match="is a file, not a folder"):
         client_factory(emulator).backfill("item", GOOD["start"], GOOD["end"], data_dir=a_file)
-    env = dict(os.environ, **emulator.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "qbo_rs",
-            "backfill",
-            "item",
-            "--start",
-            GOOD["start"],
-            "--end",
-            GOOD["end"],
-            "--data-dir",
-            str(a_file),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    args = backfill_args("item", "--data-dir", str(a_file), "--no-progress", start=GOOD["start"], end=GOOD["end"])
+    cli = run_cli(args, cli_env(emulator, tmp_path), timeout=60)
     assert cli.returncode == 2 and "is a file, not a folder" in cli.stderr, cli.stderr
     assert a_file.read_text() == "x"

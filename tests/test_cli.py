@@ -7,19 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
+from conftest import backfill_args, cli_env, landed_versions, read_raw, run_cli, truth_versions
 
 from qbo_rs.testing import QboEmulator
 
-QBO = [sys.executable, "-m", "qbo_rs"]
-
-
-def run(args, env=None, **kw):
-    return subprocess.run(QBO + args, capture_output=True, text=True, env=env, timeout=180, **kw)
-
 
 def test_plan_prints_windows():
-    out = run(["plan", "--start", "2025-01-01", "--end", "2025-03-01", "--chunk-days", "50"])
+    out = run_cli(["plan", "--start", "2025-01-01", "--end", "2025-03-01", "--chunk-days", "50"])
     assert out.returncode == 0
     lines = out.stdout.strip().splitlines()
     assert lines == [
@@ -29,16 +23,16 @@ def test_plan_prints_windows():
 
 
 def test_bad_arguments_exit_2_with_one_line():
-    out = run(["backfill", "invoice", "--start", "2025-02-01", "--end", "2025-01-01"])
+    out = run_cli(["backfill", "invoice", "--start", "2025-02-01", "--end", "2025-01-01"])
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("qbo-rs: ")
-    out = run(["backfill", "bill", "--start", "2025-01-01", "--end", "2025-02-01"])
+    out = run_cli(["backfill", "bill", "--start", "2025-01-01", "--end", "2025-02-01"])
     assert out.returncode == 2 and "unknown entity" in out.stderr
 
 
 def test_missing_credentials_are_named(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("QBO_")}
-    out = run(
+    out = run_cli(
         ["backfill", "item", "--start", "2025-01-01", "--end", "2025-02-01", "--data-dir", str(tmp_path)], env=env
     )
     assert out.returncode == 2 and "QBO_CLIENT_ID" in out.stderr
@@ -47,9 +41,9 @@ def test_missing_credentials_are_named(tmp_path: Path):
 
 def test_backfill_case_insensitive_entity(tmp_path: Path):
     with QboEmulator(seed=2, invoices=100, customers=60, items=10) as emu:
-        env = dict(os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
-        out = run(
-            ["backfill", "CUSTOMER", "--start", RANGE_START, "--end", RANGE_END, "--data-dir", str(tmp_path / "d")],
+        env = cli_env(emu, tmp_path)
+        out = run_cli(
+            backfill_args("CUSTOMER", "--data-dir", str(tmp_path / "d")),
             env=env,
         )
         assert out.returncode == 0, out.stderr
@@ -61,24 +55,24 @@ def test_estimate_counts_only_and_max_requests_refuses_with_exit_2(tmp_path: Pat
     import json
 
     with QboEmulator(seed=2, invoices=2500, customers=5, items=5) as emu:
-        env = dict(os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
+        env = cli_env(emu, tmp_path)
         window = ["--start", "2015-01-01", "--end", "2025-11-01", "--chunk-days", "1", "--page-size", "100"]
-        out = run(["estimate", "invoice", *window, "--json"], env=env)
+        out = run_cli(["estimate", "invoice", *window, "--json"], env=env)
         assert out.returncode == 0, out.stderr
         estimate = json.loads(out.stdout)
         assert {"records", "windows", "streams", "requests", "minutes"} <= set(estimate)
         assert estimate["records"] == 2500 and estimate["windows"] == 3957
         assert emu.stats()["query_requests"] == estimate["count_requests"] == 1
-        text = run(["estimate", "invoice", *window], env=env)
+        text = run_cli(["estimate", "invoice", *window], env=env)
         assert text.returncode == 0 and f"{estimate['requests']} request(s)" in text.stdout, text.stdout
         before = emu.stats()["query_requests"]
-        refused = run(
+        refused = run_cli(
             ["backfill", "invoice", *window, "--max-requests", "5", "--data-dir", str(tmp_path / "d")], env=env
         )
         assert refused.returncode == 2, refused.stderr
         assert f"needs about {estimate['requests']} request(s)" in refused.stderr and "max_requests=5" in refused.stderr
         assert emu.stats()["query_requests"] - before == 1, "only the plan's count was sent"
-        done = run(
+        done = run_cli(
             [
                 "backfill",
                 "invoice",
@@ -99,24 +93,22 @@ def test_estimate_counts_only_and_max_requests_refuses_with_exit_2(tmp_path: Pat
 
 def test_backfill_shares_the_realm_budget_where_told(tmp_path: Path):
     with QboEmulator(seed=2, invoices=20, customers=5, items=5) as emu:
-        env = dict(
-            os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"), QBO_LIMITER_DIR=str(tmp_path / "env-dir")
-        )
-        args = ["backfill", "item", "--start", RANGE_START, "--end", RANGE_END, "--no-progress"]
-        out = run(args + ["--data-dir", str(tmp_path / "a"), "--limiter-dir", str(tmp_path / "flag-dir")], env=env)
+        env = cli_env(emu, tmp_path, QBO_LIMITER_DIR=str(tmp_path / "env-dir"))
+        args = backfill_args("item", "--no-progress")
+        out = run_cli(args + ["--data-dir", str(tmp_path / "a"), "--limiter-dir", str(tmp_path / "flag-dir")], env=env)
         assert out.returncode == 0, out.stderr
         assert [p.name.startswith(f"realm-{emu.realm_id}-") for p in (tmp_path / "flag-dir").iterdir()] == [True]
         assert not (tmp_path / "env-dir").exists()
-        out = run(args + ["--data-dir", str(tmp_path / "b")], env=env)
+        out = run_cli(args + ["--data-dir", str(tmp_path / "b")], env=env)
         assert out.returncode == 0, out.stderr
         assert len(list((tmp_path / "env-dir").iterdir())) == 1
-        out = run(
+        out = run_cli(
             args + ["--data-dir", str(tmp_path / "c"), "--process-limiter", "--limiter-dir", str(tmp_path / "x")],
             env=env,
         )
         assert out.returncode == 2 and "cannot be used with" in out.stderr
         (tmp_path / "env-dir" / next((tmp_path / "env-dir").iterdir()).name).unlink()
-        out = run(args + ["--data-dir", str(tmp_path / "c"), "--process-limiter"], env=env)
+        out = run_cli(args + ["--data-dir", str(tmp_path / "c"), "--process-limiter"], env=env)
         assert out.returncode == 0, out.stderr
         assert not any((tmp_path / "env-dir").iterdir())
 

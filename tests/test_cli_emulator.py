@@ -11,12 +11,11 @@ import sys
 import threading
 from pathlib import Path
 
-from conftest import RANGE_END, RANGE_START, read_raw
+from conftest import QBO, backfill_args, read_raw, run_cli
 
 from qbo_rs.testing import QboEmulator
 
 REPO = Path(__file__).resolve().parent.parent
-QBO = [sys.executable, "-m", "qbo_rs"]
 
 
 def readme_recipe() -> str:
@@ -102,8 +101,7 @@ def test_the_emulator_prints_lines_a_shell_can_eval_and_that_export(tmp_path: Pa
         exported = dict(line.split("=", 1) for line in shown.stdout.splitlines())
         assert exported["QBO_EMULATOR_PID"] == str(proc.pid)
         env = dict(os.environ, **exported, QBO_TOKEN_STORE=str(tmp_path / "t.json"))
-        args = ["backfill", "invoice", "--start", RANGE_START, "--end", RANGE_END, "--data-dir", str(tmp_path)]
-        out = subprocess.run(QBO + args, env=env, capture_output=True, text=True, timeout=120)
+        out = run_cli(backfill_args("invoice", "--data-dir", str(tmp_path)), env, timeout=120)
         assert out.returncode == 0, out.stderr
         assert len(read_raw(tmp_path / "invoices.txt")) == 30
     finally:
@@ -115,15 +113,8 @@ def test_two_emulators_with_one_realm_id_never_share_an_access_token(tmp_path: P
     env = clean_env(tmp_path)
 
     def backfill(emu: QboEmulator, n: int, **extra: str) -> None:
-        out = subprocess.run(
-            QBO
-            + ["backfill", "item", "--start", RANGE_START, "--end", RANGE_END]
-            + ["--data-dir", str(tmp_path / f"data{n}"), "--no-progress"],
-            env=dict(env, **emu.env(), **extra),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        args = backfill_args("item", "--data-dir", str(tmp_path / f"data{n}"), "--no-progress")
+        out = run_cli(args, dict(env, **emu.env(), **extra), timeout=120)
         assert out.returncode == 0, out.stderr
         # The client's line for a rejected access token (a bare "401" can be a timestamp's digits).
         assert "answered 401" not in out.stderr and "invalid_grant" not in out.stderr, out.stderr

@@ -11,18 +11,16 @@ import re
 import signal
 import struct
 import subprocess
-import sys
 import termios
 import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from conftest import RANGE_END, RANGE_START, read_raw
+from conftest import QBO, backfill_args, cli_env, read_raw
 
 from qbo_rs.testing import QboEmulator
 
-QBO = [sys.executable, "-m", "qbo_rs"]
 ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 FRAME = re.compile(
     r"(?P<committed>[\d,]+)/(?P<total>[\d,]+) records committed, (?P<fetched>[\d,]+) fetched, "
@@ -84,30 +82,19 @@ def wait_for_committed_lines(path: Path, proc: subprocess.Popen) -> None:
         time.sleep(0.01)
 
 
-def backfill_args(data: Path, page_size: int) -> List[str]:
-    return [
-        "backfill",
-        "invoice",
-        "--start",
-        RANGE_START,
-        "--end",
-        RANGE_END,
-        "--page-size",
-        str(page_size),
-        "--requests-per-minute",
-        "600000",
-        "--data-dir",
-        str(data),
-    ]
+def invoice_args(data: Path, page_size: int) -> List[str]:
+    return backfill_args(
+        "invoice", "--page-size", str(page_size), "--requests-per-minute", "600000", "--data-dir", str(data)
+    )
 
 
 def env_for(emu: QboEmulator, tmp_path: Path) -> Dict[str, str]:
-    return dict(os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"), TERM="xterm-256color")
+    return cli_env(emu, tmp_path, TERM="xterm-256color")
 
 
 def test_the_bar_shows_records_committed_and_requests_against_the_estimate(tmp_path: Path):
     with QboEmulator(seed=3, invoices=3000, customers=5, items=5, throttle_per_minute=0, max_in_flight=0) as emu:
-        terminal = Terminal(backfill_args(tmp_path / "d", 100), env_for(emu, tmp_path))
+        terminal = Terminal(invoice_args(tmp_path / "d", 100), env_for(emu, tmp_path))
         code, screen = terminal.finish()
     assert code == 0, screen[-3000:]
     summary = re.search(
@@ -134,7 +121,7 @@ def slow_emulator() -> QboEmulator:
 def test_an_interrupted_run_shows_and_says_exactly_what_it_committed(tmp_path: Path):
     data = tmp_path / "d"
     with slow_emulator() as emu:
-        terminal = Terminal(backfill_args(data, 50), env_for(emu, tmp_path))
+        terminal = Terminal(invoice_args(data, 50), env_for(emu, tmp_path))
         wait_for_committed_lines(data / "invoices.txt", terminal.proc)
         terminal.proc.send_signal(signal.SIGINT)
         code, screen = terminal.finish()
@@ -152,7 +139,7 @@ def test_off_a_terminal_nothing_is_drawn_and_an_interrupt_says_what_it_committed
     with slow_emulator() as emu:
         env = env_for(emu, tmp_path)
         proc = subprocess.Popen(
-            QBO + backfill_args(data, 50), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+            QBO + invoice_args(data, 50), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
         )
         wait_for_committed_lines(data / "invoices.txt", proc)
         proc.send_signal(signal.SIGINT)

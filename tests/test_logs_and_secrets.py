@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from conftest import RANGE_END, RANGE_START
+from conftest import RANGE_END, RANGE_START, backfill_args, run_cli
 
 import qbo_rs
 from qbo_rs.testing import QboEmulator
@@ -59,8 +59,6 @@ def test_credentials_repr_is_redacted():
 
 def test_a_dsn_password_with_a_slash_or_question_mark_is_never_echoed(tmp_path: Path):
     import os
-    import subprocess
-    import sys
 
     import pytest
 
@@ -74,28 +72,17 @@ def test_a_dsn_password_with_a_slash_or_question_mark_is_never_echoed(tmp_path: 
         assert "rtpass" not in message and "Secr3t" not in message, message
         env = {k: v for k, v in os.environ.items() if not k.startswith("QBO_")}
         env.update(QBO_CLIENT_ID="x", QBO_CLIENT_SECRET="y", QBO_REFRESH_TOKEN="z", QBO_REALM_ID="1")
-        cli = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "qbo_rs",
-                "backfill",
-                "item",
-                "--start",
-                "2025-01-01",
-                "--end",
-                "2025-02-01",
-                "--sink",
-                "postgres",
-                "--dsn",
-                dsn,
-                "--data-dir",
-                str(tmp_path),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
+        args = backfill_args(
+            "item",
+            "--sink",
+            "postgres",
+            "--dsn",
+            dsn,
+            "--data-dir",
+            str(tmp_path),
+            start="2025-01-01",
+            end="2025-02-01",
         )
+        cli = run_cli(args, env, timeout=60)
         assert cli.returncode == 2 and "percent-encode" in cli.stderr, cli.stderr
         assert "rtpass" not in cli.stderr + cli.stdout and "Secr3t" not in cli.stderr + cli.stdout

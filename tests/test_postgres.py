@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Dict, Iterator
 
 import pytest
-from conftest import RANGE_END, RANGE_START, landed_versions, read_raw, truth_versions
+from conftest import (
+    RANGE_END,
+    RANGE_START,
+    backfill_args,
+    cli_env,
+    landed_versions,
+    read_raw,
+    run_cli,
+    sigkill_mid_runs,
+    truth_versions,
+)
 
 from qbo_rs.exceptions import ConfigError, SinkError
 from qbo_rs.testing import QboEmulator
@@ -95,32 +104,8 @@ def test_wrong_password_and_missing_privileges_are_named(emulator: QboEmulator, 
 
 
 def test_cli_sink_both(emulator: QboEmulator, schema, tmp_path: Path):
-    env = dict(os.environ, **emulator.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "qbo_rs",
-            "backfill",
-            "customer",
-            "--start",
-            RANGE_START,
-            "--end",
-            RANGE_END,
-            "--sink",
-            "both",
-            "--dsn",
-            DSN,
-            "--pg-schema",
-            schema,
-            "--data-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-    )
+    args = backfill_args("customer", "--sink", "both", "--dsn", DSN, "--pg-schema", schema, "--data-dir", str(tmp_path))
+    out = run_cli(args, cli_env(emulator, tmp_path))
     assert out.returncode == 0, out.stderr
     assert (
         table_versions(schema, "qb_customers")
@@ -146,42 +131,16 @@ def test_postgres_writer_handle(emulator: QboEmulator, client_factory, schema):
 
 
 def test_sigkill_mid_postgres_backfill_then_rerun(schema, tmp_path: Path):
-    import signal
-    import time
 
     with QboEmulator(seed=10, invoices=5000, customers=10, items=10, latency_ms=3) as emu:
-        env = dict(os.environ, **emu.env(), QBO_TOKEN_STORE=str(tmp_path / "t.json"))
-        cmd = [
-            sys.executable,
-            "-m",
-            "qbo_rs",
-            "backfill",
+        env = cli_env(emu, tmp_path)
+        args = backfill_args(
             "invoice",
-            "--start",
-            RANGE_START,
-            "--end",
-            RANGE_END,
-            "--chunk-days",
-            "30",
-            "--page-size",
-            "40",
-            "--sink",
-            "postgres",
-            "--dsn",
-            DSN,
-            "--pg-schema",
-            schema,
-            "--no-progress",
-        ]
-        killed = 0
-        for delay in (0.8, 1.5):
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(delay)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                killed += 1
-            proc.wait()
+            *("--chunk-days", "30", "--page-size", "40"),
+            *("--sink", "postgres", "--dsn", DSN, "--pg-schema", schema, "--no-progress"),
+        )
+        killed = sigkill_mid_runs(args, env, (0.8, 1.5))
         assert killed >= 1
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        done = run_cli(args, env, timeout=240)
         assert done.returncode == 0, done.stderr
         assert table_versions(schema, "qb_invoices") == truth_versions(emu, "Invoice")

@@ -15,7 +15,7 @@ qb_backfill_summary (``reduce_output: true``: the summary receives every share's
 import os
 
 import qbo_rs
-from mage_project.utils.qb_mage import engine_logs, fail, log, log_windows, run_params, utc_text
+from mage_project.utils.qb_mage import child_params, engine_logs, fail, log, log_windows, utc_text
 
 if "data_exporter" not in globals():
     from mage_ai.data_preparation.decorators import data_exporter
@@ -27,12 +27,7 @@ class WindowExportFailed(RuntimeError):
 
 @data_exporter
 def export_staged_window(handle, *args, **kwargs):
-    params = run_params(kwargs)
-    label = handle.get("label")
-    if handle.get("entity") != params.entity:
-        raise fail(
-            kwargs, WindowExportFailed(f"share {label} belongs to {handle.get('entity')}, not to {params.entity}")
-        )
+    params, label = child_params(kwargs, handle, WindowExportFailed)
     manifest = handle.get("manifest")
     retry_hint = (
         f"The stage {manifest} is kept: fix the cause and retry this block run (runner: --retry-run "

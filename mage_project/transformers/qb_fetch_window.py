@@ -20,6 +20,7 @@ raises after keeping the windows it read: retry this block run (runner: ``--retr
 import os
 
 from mage_project.utils.qb_mage import (
+    child_params,
     engine_logs,
     fail,
     keep,
@@ -27,7 +28,6 @@ from mage_project.utils.qb_mage import (
     log,
     log_windows,
     make_client,
-    run_params,
     run_receipt,
     stage_run_id,
 )
@@ -42,15 +42,7 @@ class WindowFetchFailed(RuntimeError):
 
 @transformer
 def fetch_window(share, *args, **kwargs):
-    params = run_params(kwargs)
-    label = share.get("label")
-    if share.get("entity") != params.entity:
-        raise fail(
-            kwargs,
-            WindowFetchFailed(
-                f"share {label} belongs to {share.get('entity')}, not to {params.entity}: re-plan the run"
-            ),
-        )
+    params, label = child_params(kwargs, share, WindowFetchFailed, ": re-plan the run")
     receipt = run_receipt(params, kwargs, f"{label}.fetch")
     earlier = kept(receipt) or {}
     with engine_logs(kwargs):

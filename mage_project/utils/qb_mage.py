@@ -2,6 +2,7 @@
 puts the project's parent folder on ``sys.path``). Each job lives in its own module:
 
 - ``variables``: the runtime variables, coerced and checked (``run_params``, ``check_sink_config``);
+- ``children``: what both dynamic child blocks check first (``child_params``);
 - ``receipts``: the pipeline run's stage id and the receipts that make a repeated block run end as
   the first did;
 - ``credentials``: the QuickBooks client (Mage Secrets, token rotation, the realm's budget);
@@ -16,6 +17,7 @@ child has it stage its share on disk (``QboClient.stage_share``) and passes on a
 export child has it write that stage (``qbo_rs.export_share``) and passes on a small summary.
 """
 
+from mage_project.utils.children import child_params  # noqa: F401
 from mage_project.utils.credentials import (  # noqa: F401
     QB_SECRETS,
     REALM_MAX_IN_FLIGHT,
@@ -31,7 +33,7 @@ from mage_project.utils.credentials import (  # noqa: F401
 from mage_project.utils.logs import day_ranges, engine_logs, fail, log, log_windows  # noqa: F401
 from mage_project.utils.receipts import keep, kept, run_receipt, stage_run_id  # noqa: F401
 from mage_project.utils.run_trigger import settle_run_trigger  # noqa: F401
-from mage_project.utils.triggers import disable_once_trigger, triggers_file  # noqa: F401
+from mage_project.utils.triggers import disable_once_trigger, read_triggers, triggers_file  # noqa: F401
 from mage_project.utils.variables import (  # noqa: F401
     DEFAULT_CHUNK_DAYS,
     DEFAULT_MAX_CHILDREN,

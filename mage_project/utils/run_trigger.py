@@ -11,26 +11,21 @@ and cancel the shares still queued or running.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, Optional
 
 import yaml
 
 from mage_project.utils.logs import log
-from mage_project.utils.variables import repo_path
+from mage_project.utils.triggers import read_triggers, trigger_entries, triggers_file
 
 
 def _code_trigger_names(kwargs: Dict[str, Any], pipeline_uuid: str) -> Optional[set]:
     """Names of the triggers in the pipeline's triggers.yaml; None if the file cannot be read."""
-    path = os.path.join(repo_path(kwargs), "pipelines", pipeline_uuid, "triggers.yaml")
-    if not os.path.exists(path):
-        return set()
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
+        _, data = read_triggers(triggers_file(kwargs, pipeline_uuid))
     except (OSError, yaml.YAMLError):
         return None
-    return {t.get("name") for t in data.get("triggers") or [] if isinstance(t, dict)}
+    return {t.get("name") for t in trigger_entries(data)}
 
 
 def settle_run_trigger(kwargs: Dict[str, Any]) -> None:

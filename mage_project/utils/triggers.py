@@ -22,11 +22,22 @@ def triggers_file(kwargs: Dict[str, Any], pipeline_uuid: str) -> str:
     return os.path.join(repo_path(kwargs), "pipelines", pipeline_uuid, "triggers.yaml")
 
 
+def read_triggers(path: str) -> Tuple[str, Any]:
+    """A triggers.yaml's text and what it parses to; ``("", None)`` when there is no such file."""
+    if not os.path.exists(path):
+        return "", None
+    with open(path) as f:
+        text = f.read()
+    return text, yaml.safe_load(text)
+
+
+def trigger_entries(data: Any) -> List[Dict[str, Any]]:
+    """The triggers of a parsed triggers.yaml (entries that are not mappings are skipped)."""
+    return [t for t in (data or {}).get("triggers") or [] if isinstance(t, dict)]
+
+
 def _find_trigger(data: Any, name: str) -> Optional[Dict[str, Any]]:
-    for trigger in (data or {}).get("triggers") or []:
-        if isinstance(trigger, dict) and trigger.get("name") == name:
-            return trigger
-    return None
+    return next((t for t in trigger_entries(data) if t.get("name") == name), None)
 
 
 def disable_once_trigger(path: str, name: str) -> bool:
@@ -36,11 +47,7 @@ def disable_once_trigger(path: str, name: str) -> bool:
     volume) would fire the trigger again; the file is the durable record. The edit keeps the
     file's comments and layout (only that trigger's status line changes) and is verified by
     re-parsing; the write is atomic."""
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        text = f.read()
-    data = yaml.safe_load(text)
+    text, data = read_triggers(path)
     trigger = _find_trigger(data, name)
     if trigger is None or trigger.get("schedule_interval") != "@once" or trigger.get("status") != "active":
         return False

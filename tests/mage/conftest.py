@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -111,6 +112,28 @@ def mage_script(
         timeout=timeout,
         cwd=str(REPO),
     )
+
+
+def run_scheduler(
+    env: Dict[str, str], project: Path, max_seconds: int, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Mage's scheduler (scripts/mage_scheduler.py) on `project`, ticking every second until no run
+    is left or `max_seconds` have passed."""
+    args = ("--project", str(project), "--until-idle", "--interval", "1", "--max-seconds", str(max_seconds))
+    return mage_script(SCHEDULER, env, *args, timeout=timeout)
+
+
+def copy_project(tmp_path: Path) -> Path:
+    """A copy of the Mage project that a test may edit (its triggers.yaml files, its database)."""
+    project = tmp_path / "copy" / "mage_project"
+    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))
+    return project
+
+
+def deactivate_triggers(project: Path) -> None:
+    """Sets every shipped trigger of `project` inactive, so that only the runs a test starts execute."""
+    for triggers in project.glob("pipelines/*/triggers.yaml"):
+        triggers.write_text(triggers.read_text().replace("status: active", "status: inactive"))
 
 
 def mage_python(code: str, env: Optional[Dict[str, str]] = None) -> Any:

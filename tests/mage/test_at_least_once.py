@@ -6,11 +6,21 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Dict
 
-from .conftest import PROJECT, RANGE_END, RANGE_START, SCHEDULER, mage_script, read_txt, run_pipeline, truth
+from .conftest import (
+    PROJECT,
+    RANGE_END,
+    RANGE_START,
+    copy_project,
+    deactivate_triggers,
+    mage_script,
+    read_txt,
+    run_pipeline,
+    run_scheduler,
+    truth,
+)
 
 BLOCK_RUNS = Path(__file__).with_name("mage_block_runs.py")
 FULL = {"fecha_inicio": RANGE_START, "fecha_fin": RANGE_END, "chunk_days": "400", "page_size": "50"}
@@ -74,10 +84,8 @@ def test_every_block_run_executed_again_ends_as_the_first_time(emulator, env, tm
 def test_a_failed_run_is_made_green_by_the_ui_retry_under_mages_scheduler(emulator, env, tmp_path: Path):
     """The state a doubled export left (the run failed, the summary never ran although every
     record landed), retried the way the UI does it, then executed by Mage's scheduler."""
-    project = tmp_path / "copy" / "mage_project"
-    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))
-    for triggers in project.glob("pipelines/*/triggers.yaml"):  # only the retried run executes
-        triggers.write_text(triggers.read_text().replace("status: active", "status: inactive"))
+    project = copy_project(tmp_path)
+    deactivate_triggers(project)  # only the retried run executes
     first = run_pipeline("qb_invoice_backfill", env, FULL, project=project)
     assert first.rc == 0, first
     requests = emulator.stats()["query_requests"]
@@ -96,18 +104,7 @@ def test_a_failed_run_is_made_green_by_the_ui_retry_under_mages_scheduler(emulat
     retried = block_runs(env, project, "ui-retry", str(first.run_id))
     assert retried["<pipeline run>"] == "running"
     assert (retried["qb_export_window:0"], retried["qb_backfill_summary"]) == ("initial", "initial")
-    scheduled = mage_script(
-        SCHEDULER,
-        env,
-        "--project",
-        str(project),
-        "--until-idle",
-        "--interval",
-        "1",
-        "--max-seconds",
-        "180",
-        timeout=240,
-    )
+    scheduled = run_scheduler(env, project, max_seconds=180, timeout=240)
     assert scheduled.returncode == 0, scheduled.stdout + scheduled.stderr[-3000:]
     assert f"runs=[({first.run_id}, 'completed')]" in scheduled.stdout, scheduled.stdout
     final = block_runs(env, project, "show", str(first.run_id))

@@ -7,21 +7,38 @@ import re
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Tuple
 
 import pytest
 
 from .conftest import (
     PROJECT,
     RUNNER,
-    SCHEDULER,
     TRIGGERS,
     base_env,
+    copy_project,
+    deactivate_triggers,
     mage_python,
     mage_script,
     read_txt,
+    run_scheduler,
 )
 
 INVOICE_TRIGGERS = PROJECT / "pipelines" / "qb_invoice_backfill" / "triggers.yaml"
+
+
+def project_of_two_shares(tmp_path: Path, chunk_days: int) -> Tuple[Path, Path]:
+    """A project copy whose invoice trigger reads 600 invoices in pages of 5 (two streams, so two
+    shares) over `chunk_days`-day windows; returns the project and that trigger's file."""
+    project = copy_project(tmp_path)
+    triggers = project / INVOICE_TRIGGERS.relative_to(PROJECT)
+    triggers.write_text(
+        triggers.read_text()
+        .replace("chunk_days: 50", f"chunk_days: {chunk_days}")
+        .replace("page_size: 1000", "page_size: 5")
+        .replace("max_children: 1", "max_children: 4")
+    )
+    return project, triggers
 
 
 def test_trigger_file_is_parsed_by_mages_loader(tmp_path: Path):
@@ -108,14 +125,8 @@ def test_scheduler_fires_the_trigger_once_in_one_worker_within_the_realm_limit(t
     does not fire it)."""
     from qbo_rs.testing import QboEmulator
 
-    project = tmp_path / "copy" / "mage_project"
-    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))
-    triggers = project / "pipelines" / "qb_invoice_backfill" / "triggers.yaml"
-    text = triggers.read_text()
     # 120 pages: two streams, so two shares, and enough requests to outrun the throttle below.
-    text = text.replace("page_size: 1000", "page_size: 5").replace("chunk_days: 50", "chunk_days: 1")
-    text = text.replace("max_children: 1", "max_children: 4")
-    triggers.write_text(text)
+    project, triggers = project_of_two_shares(tmp_path, chunk_days=1)
 
     limit = 120  # the emulator's realm throttle, requests per sliding 60 s
     with QboEmulator(
@@ -126,18 +137,7 @@ def test_scheduler_fires_the_trigger_once_in_one_worker_within_the_realm_limit(t
         # Our budget for the whole realm: each of the 3 workers asks for all of it, and the
         # budget file they share (base_env: QBO_LIMITER_DIR) keeps their sum under the limit.
         env["QBO_RS_REALM_RPM"] = str(limit - 3)
-        first = mage_script(
-            SCHEDULER,
-            env,
-            "--project",
-            str(project),
-            "--until-idle",
-            "--interval",
-            "1",
-            "--max-seconds",
-            "400",
-            timeout=450,
-        )
+        first = run_scheduler(env, project, max_seconds=400, timeout=450)
         assert first.returncode == 0, first.stdout + first.stderr[-5000:]
         assert (
             "[final] schedule qb_invoice_backfill/qb_invoice_trigger @once status=inactive "
@@ -177,15 +177,11 @@ def test_scheduler_fires_the_trigger_once_in_one_worker_within_the_realm_limit(t
     after = triggers.read_text()
     assert "  status: inactive" in after and "# Post-run policy" in after
     # ... a restarted scheduler does not fire it again ...
-    again = mage_script(
-        SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1", "--max-seconds", "60"
-    )
+    again = run_scheduler(env, project, max_seconds=60)
     assert again.returncode == 0 and "runs=[(1, 'completed')]" in again.stdout, again.stdout
     # ... and neither does a fresh Mage database (new container, wiped volume).
     env["MAGE_DATA_DIR"] = str(tmp_path / "fresh_mage_data")
-    fresh = mage_script(
-        SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1", "--max-seconds", "60"
-    )
+    fresh = run_scheduler(env, project, max_seconds=60)
     assert fresh.returncode == 0, fresh.stdout
     assert "qb_invoice_backfill/qb_invoice_trigger @once status=inactive runs=[]" in fresh.stdout
 
@@ -199,16 +195,7 @@ def test_under_the_scheduler_failed_fetches_fail_alone_and_hold_back_the_exports
     import qbo_rs
     from qbo_rs.testing import QboEmulator
 
-    project = tmp_path / "copy" / "mage_project"
-    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))
-    triggers = project / "pipelines" / "qb_invoice_backfill" / "triggers.yaml"
-    # 120 pages of 5: two streams, two shares.
-    triggers.write_text(
-        triggers.read_text()
-        .replace("chunk_days: 50", "chunk_days: 800")
-        .replace("page_size: 1000", "page_size: 5")
-        .replace("max_children: 1", "max_children: 4")
-    )
+    project, _ = project_of_two_shares(tmp_path, chunk_days=800)  # 120 pages of 5
     with QboEmulator(seed=5, invoices=600, customers=20, items=20) as emu:
         env = base_env(tmp_path)
         env.update(emu.env())
@@ -218,18 +205,7 @@ def test_under_the_scheduler_failed_fetches_fail_alone_and_hold_back_the_exports
             .count_requests
         )
         emu.set_knobs(force_429_after=counts, force_429_next=1_000_000)  # every fetch exhausts its retries
-        first = mage_script(
-            SCHEDULER,
-            env,
-            "--project",
-            str(project),
-            "--until-idle",
-            "--interval",
-            "1",
-            "--max-seconds",
-            "300",
-            timeout=350,
-        )
+        first = run_scheduler(env, project, max_seconds=300, timeout=350)
         assert "[final] schedule qb_invoice_backfill/qb_invoice_trigger @once" in first.stdout, first.stdout
         assert "runs=[(1, 'failed')]" in first.stdout, first.stdout + first.stderr[-3000:]
         with sqlite3.connect(tmp_path / "mage_data" / "mage_project" / "mage-ai.db") as db:
@@ -313,10 +289,8 @@ def test_a_run_started_from_the_ui_lets_one_failed_share_fail_alone(tmp_path: Pa
     import qbo_rs
     from qbo_rs.testing import QboEmulator
 
-    project = tmp_path / "copy" / "mage_project"
-    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))
-    for triggers in project.glob("pipelines/*/triggers.yaml"):  # only the UI's trigger fires
-        triggers.write_text(triggers.read_text().replace("status: active", "status: inactive"))
+    project = copy_project(tmp_path)
+    deactivate_triggers(project)  # only the UI's trigger fires
     variables = dict(fecha_inicio="2015-01-01", fecha_fin="2026-01-01", chunk_days=400, page_size=3, max_children=4)
     with QboEmulator(seed=5, invoices=600, customers=20, items=20) as emu:
         env = base_env(tmp_path)
@@ -348,9 +322,7 @@ print(json.dumps(s.settings))
         )
         # After the planner's counts, 7 refusals exhaust the first share's first request (6 retries).
         emu.set_knobs(force_429_after=counts, force_429_next=7)
-        ran = mage_script(
-            SCHEDULER, env, "--project", str(project), "--until-idle", "--interval", "1", "--max-seconds", "300"
-        )
+        ran = run_scheduler(env, project, max_seconds=300)
         assert "falling echo" in ran.stdout and "runs=[(1, 'failed')]" in ran.stdout, ran.stdout + ran.stderr[-3000:]
     with sqlite3.connect(tmp_path / "mage_data" / "mage_project" / "mage-ai.db") as db:
         statuses = dict(db.execute("select block_uuid, status from block_run where pipeline_run_id = 1").fetchall())

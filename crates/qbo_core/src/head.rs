@@ -92,16 +92,9 @@ impl<'a> Scanner<'a> {
         }
         self.i += 1;
         loop {
-            match self.peek() {
-                Some(b'"') => {}
-                Some(b'}') => {
-                    self.i += 1;
-                    return;
-                }
-                _ => {
-                    self.i = self.b.len();
-                    return;
-                }
+            if self.peek() != Some(b'"') {
+                self.leave_object();
+                return;
             }
             let Some((key, _)) = self.string_span() else { return };
             if self.peek() != Some(b':') {
@@ -113,18 +106,18 @@ impl<'a> Scanner<'a> {
             if let Flow::Stop = visit(self, key) {
                 return;
             }
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    return;
-                }
-                _ => {
-                    self.i = self.b.len();
-                    return;
-                }
+            if self.peek() != Some(b',') {
+                self.leave_object();
+                return;
             }
+            self.i += 1;
         }
+    }
+
+    /// Steps past the `}` at the cursor; anything else there means the object is malformed,
+    /// and the walk ends (the cursor goes to the end).
+    fn leave_object(&mut self) {
+        self.i = if self.peek() == Some(b'}') { self.i + 1 } else { self.b.len() };
     }
 
     /// The bytes between the quotes of the string at the cursor, and whether it has escapes.

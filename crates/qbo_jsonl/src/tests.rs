@@ -43,6 +43,28 @@ fn rec(id: &str, v: i64, pad: usize) -> StoreRecord {
 
 type Model = BTreeMap<String, (Version, Vec<u8>)>;
 
+/// Upserts `batch` into the store and into the model the store must match.
+fn upsert_both(s: &mut JsonlStore, model: &mut Model, batch: Vec<StoreRecord>) -> UpsertOutcome {
+    apply_model(model, &batch);
+    s.upsert(batch).unwrap()
+}
+
+/// Checks the store against the model, then a fresh instance opened with `options`.
+fn check_reopened(s: JsonlStore, p: &Path, options: StoreOptions, model: &Model) {
+    check(&s, model);
+    drop(s);
+    check(&JsonlStore::open(p, options).unwrap(), model);
+}
+
+/// `before` with `batches` upserted one after another.
+fn applied(before: &Model, batches: &[Vec<StoreRecord>]) -> Model {
+    let mut model = before.clone();
+    for batch in batches {
+        apply_model(&mut model, batch);
+    }
+    model
+}
+
 fn apply_model(model: &mut Model, batch: &[StoreRecord]) {
     let mut winners: BTreeMap<&str, &StoreRecord> = BTreeMap::new();
     for r in batch {
@@ -99,6 +121,13 @@ fn dir() -> (tempfile::TempDir, PathBuf) {
     (d, p)
 }
 
+/// A store at a fresh path, opened with `options`, and the empty model it starts as.
+fn fresh_store(options: StoreOptions) -> (tempfile::TempDir, PathBuf, JsonlStore, Model) {
+    let (d, p) = dir();
+    let s = JsonlStore::open(&p, options).unwrap();
+    (d, p, s, Model::new())
+}
+
 #[test]
 fn store_can_move_between_threads() {
     fn send_sync<T: Send + Sync>() {}
@@ -121,12 +150,9 @@ fn creates_parent_dir_and_sidecar() {
 
 #[test]
 fn upsert_semantics_insert_update_unchanged_stale_duplicates() {
-    let (_d, p) = dir();
-    let mut s = JsonlStore::open(&p, opts()).unwrap();
-    let mut model = Model::new();
+    let (_d, p, mut s, mut model) = fresh_store(opts());
     let b1 = vec![rec("1", 10, 5), rec("2", 10, 5), rec("1", 12, 3), rec("1", 11, 50), rec("abc", 1, 0)];
-    let o = s.upsert(b1.clone()).unwrap();
-    apply_model(&mut model, &b1);
+    let o = upsert_both(&mut s, &mut model, b1.clone());
     assert_eq!((o.inserted, o.updated, o.unchanged, o.stale, o.duplicates_in_batch), (3, 0, 0, 0, 2));
     check(&s, &model);
     assert_eq!(s.version_of("1").unwrap().unwrap().updated_at_ms, 12);
@@ -141,8 +167,7 @@ fn upsert_semantics_insert_update_unchanged_stale_duplicates() {
 
     // Stale and equal versions are ignored; a newer shorter version goes in place.
     let b2 = vec![rec("1", 5, 0), rec("2", 10, 99), rec("2", 20, 0)];
-    let o = s.upsert(b2.clone()).unwrap();
-    apply_model(&mut model, &b2);
+    let o = upsert_both(&mut s, &mut model, b2);
     assert_eq!((o.updated, o.stale, o.unchanged, o.duplicates_in_batch), (1, 1, 0, 1));
     check(&s, &model);
     assert_eq!(s.stats().waste_bytes, 0, "in-place update wastes nothing");
@@ -150,8 +175,7 @@ fn upsert_semantics_insert_update_unchanged_stale_duplicates() {
 
     // A longer version is relocated, the old slot blanked into the next line.
     let b3 = vec![rec("1", 30, 200)];
-    s.upsert(b3.clone()).unwrap();
-    apply_model(&mut model, &b3);
+    upsert_both(&mut s, &mut model, b3);
     check(&s, &model);
     assert!(s.stats().waste_bytes > 0);
     assert_eq!(s.get("1").unwrap().unwrap(), model["1"].1);
@@ -177,12 +201,9 @@ fn upsert_semantics_insert_update_unchanged_stale_duplicates() {
 
 #[test]
 fn group_commit_is_one_commit_with_an_outcome_per_group() {
-    let (_d, p) = dir();
-    let mut s = JsonlStore::open(&p, big_mem()).unwrap();
-    let mut model = Model::new();
+    let (_d, p, mut s, mut model) = fresh_store(big_mem());
     let first = vec![rec("1", 10, 5), rec("2", 10, 5)];
-    s.upsert(first.clone()).unwrap();
-    apply_model(&mut model, &first);
+    upsert_both(&mut s, &mut model, first.clone());
     let generation = s.stats().generation;
 
     // Group a: one insert, one update that fits in place, and a copy of "9" that loses to
@@ -249,8 +270,7 @@ fn state_persists_across_opens_without_rescan() {
         let mut s = JsonlStore::open(&p, opts()).unwrap();
         for i in 0..20 {
             let b: Vec<_> = (0..10).map(|k| rec(&(k * 3 + i % 4).to_string(), i, (i as usize * 7 + k as usize) % 30)).collect();
-            s.upsert(b.clone()).unwrap();
-            apply_model(&mut model, &b);
+            upsert_both(&mut s, &mut model, b);
         }
         check(&s, &model);
     }
@@ -262,14 +282,11 @@ fn state_persists_across_opens_without_rescan() {
 
 #[test]
 fn the_manifest_alternates_between_two_slots_and_reads_the_one_slot_format() {
-    let (_d, p) = dir();
-    let mut s = JsonlStore::open(&p, big_mem()).unwrap();
-    let mut model = Model::new();
+    let (_d, p, mut s, mut model) = fresh_store(big_mem());
     let mp = s.side_dir().join("invoices.txt.manifest");
     for v in 1..=3 {
         let b = vec![rec("1", v, 3), rec(&format!("n{v}"), 1, 0)];
-        s.upsert(b.clone()).unwrap();
-        apply_model(&mut model, &b);
+        upsert_both(&mut s, &mut model, b);
     }
     let bytes = fs::read(&mp).unwrap();
     assert_eq!(bytes.len(), 2 * crate::format::MANIFEST_LEN, "two slots");
@@ -288,8 +305,7 @@ fn the_manifest_alternates_between_two_slots_and_reads_the_one_slot_format() {
     assert_eq!((s.data_bytes_read, s.stats().generation), (plain_open_reads, newest), "no rebuild");
     check(&s, &model);
     let b = vec![rec("1", 9, 0)];
-    s.upsert(b.clone()).unwrap();
-    apply_model(&mut model, &b);
+    upsert_both(&mut s, &mut model, b);
     drop(s);
     let s = JsonlStore::open(&p, big_mem()).unwrap();
     check(&s, &model);
@@ -393,12 +409,9 @@ fn rebuild_refuses_unparseable_lines_naming_them() {
 
 #[test]
 fn external_append_is_adopted_not_truncated() {
-    let (_d, p) = dir();
-    let mut s = JsonlStore::open(&p, opts()).unwrap();
-    let mut model = Model::new();
+    let (_d, p, mut s, mut model) = fresh_store(opts());
     let b = vec![rec("1", 1, 0), rec("2", 1, 0)];
-    s.upsert(b.clone()).unwrap();
-    apply_model(&mut model, &b);
+    upsert_both(&mut s, &mut model, b);
     let mut c = fs::read(&p).unwrap();
     c.extend_from_slice(&line("3", 1, 0, 0));
     c.push(b'\n');
@@ -435,13 +448,10 @@ fn replaced_or_truncated_file_is_rebuilt() {
 
 #[test]
 fn compaction_removes_waste_and_keeps_content() {
-    let (_d, p) = dir();
-    let mut s = JsonlStore::open(&p, opts()).unwrap();
-    let mut model = Model::new();
+    let (_d, p, mut s, mut model) = fresh_store(opts());
     for round in 0..10i64 {
         let b: Vec<_> = (0..50).map(|i| rec(&i.to_string(), round, (round as usize) * 10 + i % 7)).collect();
-        s.upsert(b.clone()).unwrap();
-        apply_model(&mut model, &b);
+        upsert_both(&mut s, &mut model, b);
     }
     check(&s, &model);
     let st = s.stats();
@@ -454,12 +464,8 @@ fn compaction_removes_waste_and_keeps_content() {
     check(&s, &model);
     // Still usable, and reopening agrees.
     let b = vec![rec("3", 100, 500), rec("999", 1, 1)];
-    s.upsert(b.clone()).unwrap();
-    apply_model(&mut model, &b);
-    check(&s, &model);
-    drop(s);
-    let s = JsonlStore::open(&p, opts()).unwrap();
-    check(&s, &model);
+    upsert_both(&mut s, &mut model, b);
+    check_reopened(s, &p, opts(), &model);
 }
 
 #[test]
@@ -471,8 +477,7 @@ fn auto_compaction_triggers_on_thresholds() {
     let mut compacted = false;
     for round in 0..20i64 {
         let b: Vec<_> = (0..10).map(|i| rec(&i.to_string(), round, round as usize * 5)).collect();
-        let out = s.upsert(b.clone()).unwrap();
-        apply_model(&mut model, &b);
+        let out = upsert_both(&mut s, &mut model, b);
         compacted |= out.compacted;
         check(&s, &model);
         let st = s.stats();
@@ -483,20 +488,14 @@ fn auto_compaction_triggers_on_thresholds() {
 
 #[test]
 fn index_log_is_rewritten_when_bloated() {
-    let (_d, p) = dir();
-    let mut s = JsonlStore::open(&p, opts()).unwrap();
-    let mut model = Model::new();
+    let (_d, p, mut s, mut model) = fresh_store(opts());
     // Few ids updated many times: the log grows by one frame per batch.
     for round in 0..400i64 {
         let b = vec![rec(&(round % 3).to_string(), round, 100)];
-        s.upsert(b.clone()).unwrap();
-        apply_model(&mut model, &b);
+        upsert_both(&mut s, &mut model, b);
     }
     assert!(s.stats().index_log_bytes < 8192, "{:?}", s.stats());
-    check(&s, &model);
-    drop(s);
-    let s = JsonlStore::open(&p, opts()).unwrap();
-    check(&s, &model);
+    check_reopened(s, &p, opts(), &model);
 }
 
 #[test]
@@ -561,12 +560,10 @@ fn many_records_use_multi_block_snapshots() {
     let mut model = Model::new();
     for chunk in 0..3u64 {
         let b: Vec<_> = (chunk * 23_000..(chunk + 1) * 23_000).map(|i| rec(&i.to_string(), 1, (i % 5) as usize)).collect();
-        s.upsert(b.clone()).unwrap();
-        apply_model(&mut model, &b);
+        upsert_both(&mut s, &mut model, b);
     }
     let b: Vec<_> = (0..1000u64).map(|i| rec(&(i * 97).to_string(), 2, 30)).collect();
-    s.upsert(b.clone()).unwrap();
-    apply_model(&mut model, &b);
+    upsert_both(&mut s, &mut model, b);
     s.compact().unwrap(); // snapshot of 69k entries = 2 frames
     check(&s, &model);
     drop(s);
@@ -590,8 +587,7 @@ fn index_memory_is_bounded_and_reopen_loads_no_entry() {
         // 2,000 new ids and 100 updates of old ones per batch: 200,000 records in the end.
         let mut b: Vec<_> = (chunk * 2000..(chunk + 1) * 2000).map(|i| rec(&i.to_string(), 1, (i % 3) as usize)).collect();
         b.extend((0..100).map(|i| rec(&(i * 17 % (chunk * 2000 + 1)).to_string(), chunk as i64 + 2, 1)));
-        s.upsert(b.clone()).unwrap();
-        apply_model(&mut model, &b);
+        upsert_both(&mut s, &mut model, b);
         peak = peak.max(s.stats().index_memory_bytes);
     }
     assert_eq!(s.len(), 200_000);
@@ -616,8 +612,7 @@ fn store_with_snapshot_and_frames(p: &Path) -> Model {
     let mut model = Model::new();
     for k in 0..10i64 {
         let b: Vec<_> = (0..90).map(|i| rec(&(k * 50 + i).to_string(), k, (i % 7) as usize)).chain([rec("s-1", k, 3)]).collect();
-        s.upsert(b.clone()).unwrap();
-        apply_model(&mut model, &b);
+        upsert_both(&mut s, &mut model, b);
     }
     let st = s.stats();
     let run_len = run::RunHeader::decode(&fs::read(idx_file(p)).unwrap()).unwrap().frames_start();
@@ -673,8 +668,7 @@ fn stale_index_log_from_an_older_epoch_is_rebuilt() {
     {
         let mut s = JsonlStore::open(&p, opts()).unwrap();
         let b: Vec<_> = (0..30).map(|i| rec(&(1000 + i).to_string(), 1, 2)).collect();
-        s.upsert(b.clone()).unwrap();
-        apply_model(&mut model, &b);
+        upsert_both(&mut s, &mut model, b);
         s.compact().unwrap(); // new epoch
     }
     fs::write(&ix, &old).unwrap(); // an old copy restored (e.g. from a backup)
@@ -698,8 +692,7 @@ fn a_block_corrupted_after_open_is_detected_and_the_upsert_heals() {
     assert!(matches!(e, StoreError::CorruptIndex { .. }), "{e}");
     assert!(e.to_string().contains("delete the .qbo_rs directory"), "{e}");
     let batch = vec![rec("3", 100, 1), rec("99999", 1, 1)];
-    s.upsert(batch.clone()).unwrap();
-    apply_model(&mut model, &batch);
+    upsert_both(&mut s, &mut model, batch);
     check(&s, &model);
 }
 
@@ -711,8 +704,7 @@ fn prepared(p: &Path) -> (JsonlStore, Model) {
     let mut s = JsonlStore::open(p, o).unwrap();
     let mut model = Model::new();
     let b: Vec<_> = (0..8).map(|i| rec(&i.to_string(), 1, 20)).chain([rec("k", 1, 5)]).collect();
-    s.upsert(b.clone()).unwrap();
-    apply_model(&mut model, &b);
+    upsert_both(&mut s, &mut model, b);
     (s, model)
 }
 
@@ -777,9 +769,7 @@ fn crash_loop_with(
             // And the store keeps working.
             let mut s = s;
             op(&mut s).unwrap();
-            check(&s, &after);
-            drop(s);
-            check(&JsonlStore::open(&p, opts()).unwrap(), &after);
+            check_reopened(s, &p, opts(), &after);
         }
     }
     assert!(saw_before && saw_after);
@@ -787,14 +777,7 @@ fn crash_loop_with(
 
 #[test]
 fn crash_at_every_step_of_a_mixed_batch_is_atomic() {
-    crash_loop(
-        |s| s.upsert(mixed_batch()).map(|_| ()),
-        |before| {
-            let mut m = before.clone();
-            apply_model(&mut m, &mixed_batch());
-            m
-        },
-    );
+    crash_loop(|s| s.upsert(mixed_batch()).map(|_| ()), |before| applied(before, &[mixed_batch()]));
 }
 
 #[test]
@@ -802,16 +785,7 @@ fn crash_at_every_step_of_a_group_commit_is_atomic_for_all_groups() {
     let mixed = mixed_batch();
     let (head, tail) = mixed.split_at(4);
     let groups = || vec![head.to_vec(), tail.to_vec(), vec![rec("g", 3, 9)]];
-    crash_loop(
-        |s| s.upsert_groups(&groups().into_iter().map(LineBatch::from).collect::<Vec<_>>()).map(|_| ()),
-        |before| {
-            let mut m = before.clone();
-            for g in groups() {
-                apply_model(&mut m, &g);
-            }
-            m
-        },
-    );
+    crash_loop(|s| s.upsert_groups(&groups().into_iter().map(LineBatch::from).collect::<Vec<_>>()).map(|_| ()), |before| applied(before, &groups()));
 }
 
 #[test]
@@ -821,11 +795,7 @@ fn crash_at_every_step_of_compaction_is_safe() {
             s.upsert(mixed_batch())?;
             s.compact().map(|_| ())
         },
-        |before| {
-            let mut m = before.clone();
-            apply_model(&mut m, &mixed_batch());
-            m
-        },
+        |before| applied(before, &[mixed_batch()]),
     );
 }
 
@@ -840,8 +810,7 @@ fn crash_at_every_step_of_an_index_log_rewrite_is_safe() {
             // Small frames near the end, so the log stops between 3900 and 4096 bytes.
             let n = if s.stats().index_log_bytes < 3500 { 10 } else { 1 };
             let b: Vec<_> = (0..n).map(|i| rec(&i.to_string(), v, 0)).collect();
-            s.upsert(b.clone()).unwrap();
-            apply_model(&mut model, &b);
+            upsert_both(&mut s, &mut model, b);
             v += 1;
         }
         drop(s);
@@ -857,15 +826,7 @@ fn crash_at_every_step_of_an_index_log_rewrite_is_safe() {
         assert_eq!(s.stats().generation, gen + 2, "the upsert was followed by a log rewrite");
         assert!(s.stats().index_log_bytes < log, "{log} {:?}", s.stats());
     }
-    crash_loop_with(
-        prepare,
-        |s| s.upsert(batch()).map(|_| ()),
-        |before| {
-            let mut m = before.clone();
-            apply_model(&mut m, &batch());
-            m
-        },
-    );
+    crash_loop_with(prepare, |s| s.upsert(batch()).map(|_| ()), |before| applied(before, &[batch()]));
 }
 
 #[test]
@@ -933,6 +894,17 @@ fn pool_id(k: u8) -> String {
     }
 }
 
+/// Records of the id pool from (pool key, updated_at_ms, sync_token, padding) tuples.
+fn pool_batch(recs: Vec<(u8, i64, u64, usize)>) -> Vec<StoreRecord> {
+    recs.into_iter()
+        .map(|(k, v, t, pad)| {
+            let id = pool_id(k);
+            let line = line(&id, v, t, pad);
+            StoreRecord { id, version: Version { updated_at_ms: v, sync_token: t }, line }
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
@@ -947,14 +919,7 @@ proptest! {
         for step in steps {
             match step {
                 Step::Batch(recs) => {
-                    let batch: Vec<StoreRecord> = recs
-                        .into_iter()
-                        .map(|(k, v, t, pad)| {
-                            let id = pool_id(k);
-                            let line = line(&id, v, t, pad);
-                            StoreRecord { id, version: Version { updated_at_ms: v, sync_token: t }, line }
-                        })
-                        .collect();
+                    let batch = pool_batch(recs);
                     // Sometimes as two groups of one commit: the sums must be the same.
                     let (a, b) = batch.split_at(split.min(batch.len()));
                     let outs = s.upsert_groups(&[a.to_vec().into(), b.to_vec().into()]).unwrap();
@@ -1002,14 +967,7 @@ proptest! {
         let mut s = JsonlStore::open(&p, o).unwrap();
         let mut model = Model::new();
         for (recs, fail_at, compact) in steps {
-            let batch: Vec<StoreRecord> = recs
-                .into_iter()
-                .map(|(k, v, t, pad)| {
-                    let id = pool_id(k);
-                    let line = line(&id, v, t, pad);
-                    StoreRecord { id, version: Version { updated_at_ms: v, sync_token: t }, line }
-                })
-                .collect();
+            let batch = pool_batch(recs);
             let mut after = model.clone();
             apply_model(&mut after, &batch);
             s.fail_after_steps((fail_at > 0).then_some(fail_at));

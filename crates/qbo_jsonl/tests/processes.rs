@@ -77,7 +77,20 @@ fn spawn_child(path: &Path, start: u64, end: u64, w: u64, fsync: bool) -> std::p
 }
 
 /// Checks invariant 1 and 2 on the raw file; returns id → (version, line).
-fn read_file(path: &Path) -> BTreeMap<String, (Version, String)> {
+/// A file's records by id: version and line.
+type Contents = BTreeMap<String, (Version, String)>;
+
+/// `expected` after batch `k` of writer `writer` is upserted (the newest version of an id wins).
+fn apply_batch(expected: &mut Contents, k: u64, writer: u64) {
+    for r in batch(k, writer) {
+        let e = expected.entry(r.id.clone()).or_insert((r.version, String::new()));
+        if r.version >= e.0 {
+            *e = (r.version, String::from_utf8(r.line).unwrap());
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Contents {
     let data = std::fs::read(path).unwrap();
     assert!(data.is_empty() || data.ends_with(b"\n"));
     let text = String::from_utf8(data).unwrap();
@@ -91,6 +104,17 @@ fn read_file(path: &Path) -> BTreeMap<String, (Version, String)> {
     out
 }
 
+/// A fresh folder and the path of the data file `name` in it, for a test that starts writer
+/// processes; None in those processes (they run this test binary, and must not run the test).
+fn data_file_of_the_parent(name: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join(name);
+    Some((dir, path))
+}
+
 fn pseudo_random(n: u64) -> u64 {
     let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
     (t ^ (t >> 17)).wrapping_mul(0x9E37_79B9_7F4A_7C15) % n
@@ -98,11 +122,7 @@ fn pseudo_random(n: u64) -> u64 {
 
 #[test]
 fn sigkill_at_random_instants_never_tears_a_batch() {
-    if std::env::var(CHILD_ENV).is_ok() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data").join("invoices.txt");
+    let Some((_dir, path)) = data_file_of_the_parent("invoices.txt") else { return };
     let mut committed: Vec<u64> = Vec::new(); // batches known committed
     let mut next = 1u64;
     let deadline = Instant::now() + Duration::from_secs(12);
@@ -132,24 +152,16 @@ fn sigkill_at_random_instants_never_tears_a_batch() {
         let s = JsonlStore::open(&path, options(false)).unwrap();
         let on_disk = read_file(&path);
         // Expected: every committed batch applied (newest version wins).
-        let mut expected: BTreeMap<String, (Version, String)> = BTreeMap::new();
-        let apply = |k: u64, m: &mut BTreeMap<String, (Version, String)>| {
-            for r in batch(k, 0) {
-                let e = m.entry(r.id.clone()).or_insert((r.version, String::new()));
-                if r.version >= e.0 {
-                    *e = (r.version, String::from_utf8(r.line).unwrap());
-                }
-            }
-        };
+        let mut expected = Contents::new();
         let mut sorted = committed.clone();
         sorted.sort_unstable();
         for &k in &sorted {
-            apply(k, &mut expected);
+            apply_batch(&mut expected, k, 0);
         }
         if on_disk != expected {
             // Only legal difference: the in-flight batch committed before the kill, wholly.
             let k = in_flight.unwrap_or_else(|| panic!("round {rounds}: state differs with no batch in flight"));
-            apply(k, &mut expected);
+            apply_batch(&mut expected, k, 0);
             assert_eq!(on_disk, expected, "round {rounds}: batch {k} applied partially");
             committed.push(k);
             in_flight_committed += 1;
@@ -169,11 +181,7 @@ fn sigkill_at_random_instants_never_tears_a_batch() {
 
 #[test]
 fn two_writer_processes_converge_to_max_versions() {
-    if std::env::var(CHILD_ENV).is_ok() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data").join("customers.txt");
+    let Some((_dir, path)) = data_file_of_the_parent("customers.txt") else { return };
     // Writer 0 runs batches 0..60, writer 1 runs 30..90 (overlapping ids and versions).
     let mut a = spawn_child(&path, 0, 60, 0, false);
     let mut b = spawn_child(&path, 30, 90, 1, false);
@@ -181,15 +189,10 @@ fn two_writer_processes_converge_to_max_versions() {
         let out = c.wait_with_output_ref();
         assert!(out, "writer failed");
     }
-    let mut expected: BTreeMap<String, (Version, String)> = BTreeMap::new();
+    let mut expected = Contents::new();
     for (w, range) in [(0u64, 0u64..60), (1, 30..90)] {
         for k in range {
-            for r in batch(k, w) {
-                let e = expected.entry(r.id.clone()).or_insert((r.version, String::new()));
-                if r.version >= e.0 {
-                    *e = (r.version, String::from_utf8(r.line).unwrap());
-                }
-            }
+            apply_batch(&mut expected, k, w);
         }
     }
     let s = JsonlStore::open(&path, options(false)).unwrap();

@@ -17,6 +17,19 @@ macro_rules! dsn_or_skip {
     };
 }
 
+/// What most tests start with: a fresh schema (`f`), the table `name` in it (`t`), created by
+/// a writer (`w`) the test may go on using. Returns from the test where there is no DSN.
+macro_rules! table_or_skip {
+    ($test:expr, $table:expr) => {{
+        let dsn = dsn_or_skip!($test);
+        let f = Fixture::new(&dsn).await;
+        let t = f.table($table);
+        let w = writer(&f).await;
+        w.ensure_table(&t).await.unwrap();
+        (f, t, w)
+    }};
+}
+
 /// A writer logged in as `role`, one of the roles scripts/pg-up.sh creates for the tests. A
 /// server set up otherwise may lack it: CI=true fails, elsewhere the test says why and skips.
 async fn provisioned_role_writer(test: &str, role: &str, config: &PgConfig) -> Option<PgWriter> {
@@ -43,13 +56,17 @@ async fn writer(f: &Fixture) -> PgWriter {
     PgWriter::connect(&f.config).await.expect("connect as the test role")
 }
 
+/// A writer whose sessions carry an application name of their own (returned), by which the
+/// test finds them in pg_stat_activity.
+async fn writer_named(f: &Fixture, prefix: &str) -> (String, PgWriter) {
+    let app = format!("{prefix}_{}", f.schema);
+    let w = PgWriter::connect(&f.config.clone().with_application_name(&app)).await.unwrap();
+    (app, w)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ensure_table_creates_schema_table_and_index_once() {
-    let dsn = dsn_or_skip!("ensure_table_creates_schema_table_and_index_once");
-    let f = Fixture::new(&dsn).await;
-    let t = f.table("qb_invoices");
-    let w = writer(&f).await;
-    w.ensure_table(&t).await.unwrap();
+    let (f, t, w) = table_or_skip!("ensure_table_creates_schema_table_and_index_once", "qb_invoices");
     w.ensure_table(&t).await.unwrap(); // idempotent
 
     let cols = f
@@ -107,11 +124,7 @@ async fn concurrent_ensure_table_from_several_sessions_all_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_then_rerun_is_unchanged_and_writes_nothing() {
-    let dsn = dsn_or_skip!("insert_then_rerun_is_unchanged_and_writes_nothing");
-    let f = Fixture::new(&dsn).await;
-    let t = f.table("qb_invoices");
-    let w = writer(&f).await;
-    w.ensure_table(&t).await.unwrap();
+    let (f, t, w) = table_or_skip!("insert_then_rerun_is_unchanged_and_writes_nothing", "qb_invoices");
 
     let rows = batch("inv-", 300, 100, 1, 1500);
     let first = w.upsert(&t, &raws(&rows)).await.unwrap();
@@ -149,11 +162,7 @@ async fn insert_then_rerun_is_unchanged_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newer_version_updates_and_older_never_overwrites() {
-    let dsn = dsn_or_skip!("newer_version_updates_and_older_never_overwrites");
-    let f = Fixture::new(&dsn).await;
-    let t = f.table("qb_customers");
-    let w = writer(&f).await;
-    w.ensure_table(&t).await.unwrap();
+    let (f, t, w) = table_or_skip!("newer_version_updates_and_older_never_overwrites", "qb_customers");
     let q = |id: &str| {
         format!(
             "SELECT (payload->>'v')::bigint * 1000000 + sync_token * 1000 + extract(epoch from last_updated_utc)::bigint % 1000
@@ -197,11 +206,7 @@ async fn newer_version_updates_and_older_never_overwrites() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletions_keep_the_row_and_the_newest_version_wins() {
-    let dsn = dsn_or_skip!("deletions_keep_the_row_and_the_newest_version_wins");
-    let f = Fixture::new(&dsn).await;
-    let t = f.table("qb_invoices");
-    let w = writer(&f).await;
-    w.ensure_table(&t).await.unwrap();
+    let (f, t, w) = table_or_skip!("deletions_keep_the_row_and_the_newest_version_wins", "qb_invoices");
     w.upsert(&t, &raws(&[OwnedRow::new("d1", 100, 1, 300), OwnedRow::new("d2", 100, 4, 300)])).await.unwrap();
     let gone = |id, secs| Deletion { id, deleted_at_utc: ts(secs) };
     let row = |id: &str| {
@@ -296,11 +301,7 @@ async fn a_table_from_before_deletions_gains_the_column_with_every_row_alive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_ids_in_one_batch_keep_the_newest() {
-    let dsn = dsn_or_skip!("duplicate_ids_in_one_batch_keep_the_newest");
-    let f = Fixture::new(&dsn).await;
-    let t = f.table("qb_items");
-    let w = writer(&f).await;
-    w.ensure_table(&t).await.unwrap();
+    let (f, t, w) = table_or_skip!("duplicate_ids_in_one_batch_keep_the_newest", "qb_items");
     let rows = [
         OwnedRow::new("a", 10, 1, 300),
         OwnedRow::new("b", 10, 1, 300),
@@ -325,11 +326,7 @@ async fn duplicate_ids_in_one_batch_keep_the_newest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_rerun_in_any_order_converge_to_the_newest() {
-    let dsn = dsn_or_skip!("batches_rerun_in_any_order_converge_to_the_newest");
-    let f = Fixture::new(&dsn).await;
-    let t = f.table("qb_invoices");
-    let w = writer(&f).await;
-    w.ensure_table(&t).await.unwrap();
+    let (f, t, w) = table_or_skip!("batches_rerun_in_any_order_converge_to_the_newest", "qb_invoices");
     // Three "windows" fetched at different times: each sees some ids at some version.
     let v1 = batch("x", 200, 10, 1, 300);
     let v2: Vec<OwnedRow> = (0..200).step_by(2).map(|i| OwnedRow::new(format!("x{i}"), 20, 2, 300)).collect();
@@ -352,10 +349,7 @@ async fn batches_rerun_in_any_order_converge_to_the_newest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_of_the_same_ids_keep_the_newest_without_deadlock() {
-    let dsn = dsn_or_skip!("concurrent_writers_of_the_same_ids_keep_the_newest_without_deadlock");
-    let f = Fixture::new(&dsn).await;
-    let t = f.table("qb_invoices");
-    writer(&f).await.ensure_table(&t).await.unwrap();
+    let (f, t, _writer) = table_or_skip!("concurrent_writers_of_the_same_ids_keep_the_newest_without_deadlock", "qb_invoices");
     let mut tasks = Vec::new();
     for worker in 0..4i64 {
         let (config, t) = (f.config.clone(), t.clone());
@@ -645,11 +639,7 @@ async fn a_table_with_another_layout_is_refused_with_what_differs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_json_fails_the_whole_batch_and_names_the_record() {
-    let dsn = dsn_or_skip!("invalid_json_fails_the_whole_batch_and_names_the_record");
-    let f = Fixture::new(&dsn).await;
-    let t = f.table("qb_invoices");
-    let w = writer(&f).await;
-    w.ensure_table(&t).await.unwrap();
+    let (f, t, w) = table_or_skip!("invalid_json_fails_the_whole_batch_and_names_the_record", "qb_invoices");
     let mut rows = batch("j", 50, 1, 1, 200);
     rows[31].payload = b"{\"Id\": \"j31\", \"broken\": }".to_vec();
     match w.upsert(&t, &raws(&rows)).await {
@@ -680,8 +670,7 @@ async fn invalid_json_fails_the_whole_batch_and_names_the_record() {
 async fn a_killed_session_is_reopened_on_the_next_call() {
     let dsn = dsn_or_skip!("a_killed_session_is_reopened_on_the_next_call");
     let f = Fixture::new(&dsn).await;
-    let app = format!("qbo_pg_reopen_{}", f.schema);
-    let w = PgWriter::connect(&f.config.clone().with_application_name(&app)).await.unwrap();
+    let (app, w) = writer_named(&f, "qbo_pg_reopen").await;
     let t = f.table("qb_items");
     w.ensure_table(&t).await.unwrap();
     let killed = f.scalar(&format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app}'")).await;
@@ -808,10 +797,7 @@ async fn sigkill_mid_batch_leaves_all_or_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_batch_probes_the_primary_key_instead_of_scanning_the_table() {
-    let dsn = dsn_or_skip!("apply_batch_probes_the_primary_key_instead_of_scanning_the_table");
-    let f = Fixture::new(&dsn).await;
-    let t = f.table("qb_invoices");
-    writer(&f).await.ensure_table(&t).await.unwrap();
+    let (f, t, _writer) = table_or_skip!("apply_batch_probes_the_primary_key_instead_of_scanning_the_table", "qb_invoices");
     // A big stored table and an un-analyzed staging table: the situation in which a plain
     // NOT EXISTS / JOIN was planned as a hash join over a full scan of the target.
     f.sql
@@ -843,11 +829,7 @@ async fn apply_batch_probes_the_primary_key_instead_of_scanning_the_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_upsert_writes_nothing_and_the_writer_recovers() {
-    let dsn = dsn_or_skip!("a_cancelled_upsert_writes_nothing_and_the_writer_recovers");
-    let f = Fixture::new(&dsn).await;
-    let t = f.table("qb_invoices");
-    let w = writer(&f).await;
-    w.ensure_table(&t).await.unwrap();
+    let (f, t, w) = table_or_skip!("a_cancelled_upsert_writes_nothing_and_the_writer_recovers", "qb_invoices");
     let big = batch("big", 20_000, 1, 1, 2000);
     // 40 MB cannot be copied and committed in 30 ms: the future is dropped mid-batch.
     let cancelled = tokio::time::timeout(Duration::from_millis(30), w.upsert(&t, &raws(&big))).await;
@@ -931,10 +913,7 @@ async fn one_writer_upserts_overlapping_batches_concurrently_on_its_pool_without
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_with_no_connection_slot_left_shrinks_the_pool_instead_of_failing() {
-    let dsn = dsn_or_skip!("a_server_with_no_connection_slot_left_shrinks_the_pool_instead_of_failing");
-    let f = Fixture::new(&dsn).await;
-    let t = f.table("qb_invoices");
-    writer(&f).await.ensure_table(&t).await.unwrap();
+    let (f, t, _writer) = table_or_skip!("a_server_with_no_connection_slot_left_shrinks_the_pool_instead_of_failing", "qb_invoices");
     // qbo_slots may hold 2 sessions (scripts/pg-up.sh): the server refuses a third with 53300,
     // exactly what a server out of connection slots answers.
     f.sql
@@ -942,7 +921,7 @@ async fn a_server_with_no_connection_slot_left_shrinks_the_pool_instead_of_faili
         .await
         .unwrap();
     let app = format!("qbo_pg_slots_{}", f.schema);
-    let config = PgConfig::from_dsn(&dsn_with_user(&dsn, "qbo_slots", "qbo_slots")).unwrap().with_application_name(&app).with_max_connections(4);
+    let config = PgConfig::from_dsn(&dsn_with_user(&f.dsn, "qbo_slots", "qbo_slots")).unwrap().with_application_name(&app).with_max_connections(4);
     let test = "a_server_with_no_connection_slot_left_shrinks_the_pool_instead_of_failing";
     let Some(w) = provisioned_role_writer(test, "qbo_slots", &config).await else {
         return;
@@ -975,8 +954,7 @@ async fn a_server_with_no_connection_slot_left_shrinks_the_pool_instead_of_faili
 async fn a_sequential_writer_keeps_to_one_session() {
     let dsn = dsn_or_skip!("a_sequential_writer_keeps_to_one_session");
     let f = Fixture::new(&dsn).await;
-    let app = format!("qbo_pg_seq_{}", f.schema);
-    let w = PgWriter::connect(&f.config.clone().with_application_name(&app)).await.unwrap();
+    let (app, w) = writer_named(&f, "qbo_pg_seq").await;
     let t = f.table("qb_items");
     w.ensure_table(&t).await.unwrap();
     for v in 1..=4 {

@@ -35,14 +35,14 @@ pub async fn export_window(manifest: &Path, options: &SinkOptions, keep: bool) -
             if !receipt.covers(wanted.iter().copied()) {
                 return Err(Error::config(format!(
                     "window {} was written to {} (receipt {}) and its stage removed; to write it to {} too, run its fetch step again",
-                    receipt.staged.label,
-                    receipt.sinks.iter().map(|s| s.sink.as_str()).collect::<Vec<_>>().join(" and "),
+                    receipt.staged.counts.window.label,
+                    receipt.written.sinks.iter().map(|s| s.sink.as_str()).collect::<Vec<_>>().join(" and "),
                     paths.receipt.display(),
                     wanted.join(" and "),
                 )));
             }
             tracing::info!(target: "qbo_rs", "window {}: already written at {} (receipt {}); nothing to write again",
-                receipt.staged.label, receipt.exported_at.format("%Y-%m-%dT%H:%M:%SZ"), paths.receipt.display());
+                receipt.staged.counts.window.label, receipt.exported_at.format("%Y-%m-%dT%H:%M:%SZ"), paths.receipt.display());
             return Ok((entity, receipt.report()));
         }
     }
@@ -160,10 +160,10 @@ pub async fn export_staged(manifest: &Path, staged: &StagedWindow, sinks: &[Arc<
         entity: staged.entity()?,
         realm_id: &staged.realm_id,
         page_size: staged.page_size,
-        ingested_at: staged.ingested_at,
+        ingested_at: staged.counts.ingested_at,
         records_path: &records_path,
         segments: &[Segment { offset: 0, bytes: staged.bytes }],
-        lines: staged.lines,
+        lines: staged.counts.lines,
     };
     // One window, read a batch at a time, each write awaited: nothing to bound.
     Ok(write_staged_lines(lines, staged.fetch_report(), sinks, MemoryBudget::unlimited()).await)

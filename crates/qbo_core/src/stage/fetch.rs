@@ -1,12 +1,14 @@
 //! The fetch step: one window read completely from QuickBooks into its stage.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use super::{forget_old_receipts, new_run_id, publish, stage_io, ExportReceipt, StageFile, StagePaths, StagedWindow, FORMAT};
+use super::export::Segment;
+use super::{forget_old_receipts, new_run_id, publish, stage_io, ExportReceipt, StageFile, StagePaths, StagedCounts, StagedWindow, FORMAT};
 use crate::backfill::{run_window, ReadSpec, WindowReport, WindowStatus};
 use crate::budget::MemoryBudget;
 use crate::client::QboClient;
@@ -31,9 +33,21 @@ pub struct StageResult {
     pub reused: bool,
 }
 
-/// A sink that appends RAW lines to the window's `.partial` file.
-struct StageSink {
-    file: StageFile,
+/// A sink that appends every batch's RAW lines to one stage file and notes where each
+/// window's batches went (a window's fetch needs only the file, a share's fetch the notes too).
+pub(super) struct StageSink {
+    pub(super) file: StageFile,
+    /// Per window label: where its lines are, how many, and their ingestion time.
+    pub(super) parts: Mutex<HashMap<String, WrittenPart>>,
+}
+
+/// Where one window's lines went: segments, lines, their ingestion time.
+pub(super) type WrittenPart = (Vec<Segment>, u64, DateTime<Utc>);
+
+impl StageSink {
+    pub(super) fn create(path: PathBuf) -> Result<Self, Error> {
+        Ok(StageSink { file: StageFile::create(path)?, parts: Mutex::new(HashMap::new()) })
+    }
 }
 
 impl Sink for StageSink {
@@ -47,7 +61,12 @@ impl Sink for StageSink {
 
     fn write(&self, batch: Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>> {
         Box::pin(async move {
-            self.file.append(&raw_lines(&batch))?;
+            let lines = raw_lines(&batch);
+            let offset = self.file.append(&lines)?;
+            let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+            let part = parts.entry(batch.window.label.clone()).or_insert_with(|| (Vec::new(), 0, batch.ingested_at));
+            part.0.push(Segment { offset, bytes: lines.len() as u64 });
+            part.1 += batch.records.len() as u64;
             Ok(WriteOutcome { inserted: batch.records.len() as u64, ..WriteOutcome::default() })
         })
     }
@@ -134,11 +153,11 @@ pub async fn stage_window(client: &QboClient, request: StageRequest, budget: Arc
     let _lock = paths.lock().await?;
     if let Some(earlier) = earlier_stage(&paths, entity, &window)? {
         tracing::info!(target: "qbo_rs", "window {}: {} record(s) already {} by run {run_id}; not fetched again",
-            window.label, earlier.lines, if paths.manifest.exists() { "staged" } else { "written" });
+            window.label, earlier.counts.lines, if paths.manifest.exists() { "staged" } else { "written" });
         return Ok(StageResult { report: earlier.fetch_report(), staged: Some(earlier), manifest: paths.manifest, reused: true });
     }
     forget_old_receipts(&stage_dir.join(entity.plural()), paths.dir());
-    let stage = Arc::new(StageSink { file: StageFile::create(paths.partial.clone())? });
+    let stage = Arc::new(StageSink::create(paths.partial.clone())?);
     let sinks: Vec<Arc<dyn Sink>> = vec![Arc::clone(&stage) as Arc<dyn Sink>];
     let ingested_at = Utc::now();
     let spec = ReadSpec { entity, field, page_size, budget };
@@ -155,13 +174,8 @@ pub async fn stage_window(client: &QboClient, request: StageRequest, budget: Arc
             format: FORMAT,
             entity: entity.slug().to_string(),
             realm_id: client.realm_id().to_string(),
-            label: window.label.clone(),
-            start: window.start,
-            end: window.end,
+            counts: StagedCounts { window: window.clone(), rows_fetched: report.rows_fetched, lines: report.rows_emitted, ingested_at },
             page_size,
-            ingested_at,
-            rows_fetched: report.rows_fetched,
-            lines: report.rows_emitted,
             bytes,
             pages: report.fetch.pages,
             server_count: report.fetch.server_count,
@@ -174,7 +188,7 @@ pub async fn stage_window(client: &QboClient, request: StageRequest, budget: Arc
     })();
     match committed {
         Ok(staged) => {
-            tracing::info!(target: "qbo_rs", "window {}: {} record(s) staged in {}", window.label, staged.lines, paths.records.display());
+            tracing::info!(target: "qbo_rs", "window {}: {} record(s) staged in {}", window.label, staged.counts.lines, paths.records.display());
             Ok(StageResult { report, staged: Some(staged), manifest: paths.manifest, reused: false })
         }
         Err(e) => {
@@ -211,9 +225,9 @@ fn earlier_stage(paths: &StagePaths, entity: Entity, window: &Window) -> Result<
             "run {} already staged {} {} over [{}, {}), not {} over [{}, {}): use another run id",
             paths.dir().file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
             staged.entity,
-            staged.label,
-            crate::time::format_utc(staged.start),
-            crate::time::format_utc(staged.end),
+            staged.counts.window.label,
+            crate::time::format_utc(staged.counts.window.start),
+            crate::time::format_utc(staged.counts.window.end),
             entity.slug(),
             crate::time::format_utc(window.start),
             crate::time::format_utc(window.end),

@@ -64,16 +64,9 @@ pub struct StagedWindow {
     /// `invoice`, `customer` or `item`.
     pub entity: String,
     pub realm_id: String,
-    pub label: String,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
+    #[serde(flatten)]
+    pub counts: StagedCounts,
     pub page_size: u32,
-    /// When the records were fetched: the `ingested_at_utc` every line keeps.
-    pub ingested_at: DateTime<Utc>,
-    /// Distinct records fetched (what `Rango … -> N filas` said).
-    pub rows_fetched: u64,
-    /// Lines in the records file (an id edited during the read may appear twice).
-    pub lines: u64,
     pub bytes: u64,
     pub pages: u32,
     pub server_count: Option<u64>,
@@ -88,13 +81,12 @@ impl StagedWindow {
     }
 
     pub fn window(&self) -> Window {
-        Window { start: self.start, end: self.end, label: self.label.clone() }
+        self.counts.window.clone()
     }
 
     /// What the fetch found, as a window report (for a stage that was not fetched now).
     fn fetch_report(&self) -> WindowReport {
-        let fetch = WindowFetch { pages: self.pages, moved_out: self.moved_out, server_count: self.server_count, ..WindowFetch::default() };
-        staged_report(&self.window(), self.rows_fetched, self.lines, fetch)
+        self.counts.fetch_report(WindowFetch { pages: self.pages, moved_out: self.moved_out, server_count: self.server_count, ..WindowFetch::default() })
     }
 
     /// Reads and checks a manifest.
@@ -115,6 +107,27 @@ impl StagedWindow {
     }
 }
 
+/// A window staged completely, as both manifests (a window's and a share's) record it: which
+/// window, what its read found, and the ingestion time its lines keep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StagedCounts {
+    #[serde(flatten)]
+    pub window: Window,
+    /// Distinct records fetched (what `Rango … -> N filas` said).
+    pub rows_fetched: u64,
+    /// Lines staged (an id edited during the read may appear twice).
+    pub lines: u64,
+    /// When the records were fetched: the `ingested_at_utc` every line keeps.
+    pub ingested_at: DateTime<Utc>,
+}
+
+impl StagedCounts {
+    /// What the fetch found, as a window report (for a window not fetched now).
+    fn fetch_report(&self, fetch: WindowFetch) -> WindowReport {
+        staged_report(&self.window, self.rows_fetched, self.lines, fetch)
+    }
+}
+
 /// What an export did, kept where its stage was: a repeated export (or fetch) of the same
 /// run and label answers from it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,41 +135,51 @@ pub struct ExportReceipt {
     pub format: u32,
     pub staged: StagedWindow,
     pub exported_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub written: WindowWritten,
+}
+
+impl ExportReceipt {
+    fn new(staged: &StagedWindow, report: &WindowReport) -> Self {
+        ExportReceipt { format: FORMAT, staged: staged.clone(), exported_at: Utc::now(), written: WindowWritten::of(report) }
+    }
+
+    /// The export's report, as the first export returned it.
+    pub fn report(&self) -> WindowReport {
+        self.written.report(self.staged.fetch_report())
+    }
+
+    /// Whether the export wrote to every sink in `names` (`txt`, `postgres`).
+    pub fn covers<'a>(&self, mut names: impl Iterator<Item = &'a str>) -> bool {
+        names.all(|name| self.written.sinks.iter().any(|s| s.sink == name))
+    }
+
+    fn load(path: &Path) -> Result<Option<Self>, Error> {
+        load_json(path, "export receipt", "remove it and re-run the window")
+    }
+}
+
+/// What an export wrote for one window, as its receipt (a window's or a share's) keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WindowWritten {
     /// Records handed to the sinks.
     pub rows_emitted: u64,
     pub sinks: Vec<SinkReport>,
     pub duration_ns: u64,
 }
 
-impl ExportReceipt {
-    fn new(staged: &StagedWindow, report: &WindowReport) -> Self {
-        ExportReceipt {
-            format: FORMAT,
-            staged: staged.clone(),
-            exported_at: Utc::now(),
+impl WindowWritten {
+    fn of(report: &WindowReport) -> Self {
+        WindowWritten {
             rows_emitted: report.rows_emitted,
             sinks: report.sinks.clone(),
             duration_ns: u64::try_from(report.duration.as_nanos()).unwrap_or(u64::MAX),
         }
     }
 
-    /// The export's report, as the first export returned it.
-    pub fn report(&self) -> WindowReport {
-        WindowReport {
-            rows_emitted: self.rows_emitted,
-            sinks: self.sinks.clone(),
-            duration: Duration::from_nanos(self.duration_ns),
-            ..self.staged.fetch_report()
-        }
-    }
-
-    /// Whether the export wrote to every sink in `names` (`txt`, `postgres`).
-    pub fn covers<'a>(&self, mut names: impl Iterator<Item = &'a str>) -> bool {
-        names.all(|name| self.sinks.iter().any(|s| s.sink == name))
-    }
-
-    fn load(path: &Path) -> Result<Option<Self>, Error> {
-        load_json(path, "export receipt", "remove it and re-run the window")
+    /// The export's report: `fetched` (what the stage says of the read) with what was written.
+    fn report(&self, fetched: WindowReport) -> WindowReport {
+        WindowReport { rows_emitted: self.rows_emitted, sinks: self.sinks.clone(), duration: Duration::from_nanos(self.duration_ns), ..fetched }
     }
 }
 
@@ -232,6 +255,18 @@ pub struct StagePaths {
     lock: PathBuf,
 }
 
+/// The folder and the label of a manifest named `<label><suffix>` (a `what`, whose label is a
+/// `label_kind`), the label checked as a file name.
+fn manifest_place<'a>(manifest: &'a Path, suffix: &str, what: &str, label_kind: &str) -> Result<(&'a Path, &'a str), Error> {
+    let label = manifest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(suffix))
+        .ok_or_else(|| Error::config(format!("{} is not a {what} (<label>{suffix})", manifest.display())))?;
+    check_name(label_kind, label)?;
+    Ok((manifest.parent().unwrap_or(Path::new(".")), label))
+}
+
 /// A run id, a label: each names files, so each must be a plain file name.
 fn check_name(what: &str, name: &str) -> Result<(), Error> {
     let plain = !name.is_empty() && name.len() <= 120 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b)) && !name.starts_with('.');
@@ -261,13 +296,8 @@ impl StagePaths {
 
     /// The paths of the stage whose manifest is `manifest` (an export's handle).
     pub fn of_manifest(manifest: &Path) -> Result<Self, Error> {
-        let label = manifest
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".json"))
-            .ok_or_else(|| Error::config(format!("{} is not a stage manifest (<label>.json)", manifest.display())))?;
-        check_name("window label", label)?;
-        Ok(Self::in_dir(manifest.parent().unwrap_or(Path::new(".")), label))
+        let (dir, label) = manifest_place(manifest, ".json", "stage manifest", "window label")?;
+        Ok(Self::in_dir(dir, label))
     }
 
     fn dir(&self) -> &Path {
@@ -420,5 +450,15 @@ mod tests {
         assert!(!receipts.exists());
         assert!(unwritten.join("w.jsonl").exists(), "a stage never written is kept");
         assert!(current.exists() && recent.exists());
+    }
+
+    #[test]
+    fn a_receipt_keeps_the_flat_layout_of_its_json() {
+        // Stages and receipts outlive a qbo_rs upgrade: the JSON keeps every field at the top.
+        let text = r#"{"format":1,"staged":{"format":1,"entity":"item","realm_id":"r","label":"w","start":"2025-01-01T00:00:00Z","end":"2025-01-02T00:00:00Z","page_size":5,"ingested_at":"2025-02-01T00:00:00Z","rows_fetched":3,"lines":4,"bytes":99,"pages":1,"server_count":3,"moved_out":0,"records_file":"w.jsonl"},"exported_at":"2025-02-01T00:00:01Z","rows_emitted":4,"sinks":[],"duration_ns":7}"#;
+        let receipt: ExportReceipt = serde_json::from_str(text).unwrap();
+        assert_eq!((receipt.staged.counts.window.label.as_str(), receipt.staged.counts.lines, receipt.written.duration_ns), ("w", 4, 7));
+        let again: serde_json::Value = serde_json::to_value(&receipt).unwrap();
+        assert_eq!(again, serde_json::from_str::<serde_json::Value>(text).unwrap());
     }
 }

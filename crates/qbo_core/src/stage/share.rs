@@ -20,16 +20,19 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::export::{write_staged_lines, Segment, StagedLines};
-use super::fetch::raw_lines;
-use super::{check_name, forget_old_receipts, load_json, new_run_id, publish, remove_if_present, stage_io, staged_report, StageFile, StageLock, FORMAT};
-use crate::backfill::{ReadSpec, ReadStats, SinkReport, WindowReport, WindowStatus};
+use super::fetch::StageSink;
+use super::{
+    check_name, forget_old_receipts, load_json, manifest_place, new_run_id, publish, remove_if_present, stage_io, staged_report, StageLock, StagedCounts,
+    WindowWritten, FORMAT,
+};
+use crate::backfill::{ReadSpec, ReadStats, WindowReport, WindowStatus};
 use crate::budget::{MemoryBudget, DEFAULT_MAX_BUFFER_MB};
 use crate::client::QboClient;
 use crate::entity::Entity;
@@ -37,7 +40,7 @@ use crate::error::Error;
 use crate::options::{unknown_option, OptionSet, OptionValue};
 use crate::paginate::WindowFetch;
 use crate::read_plan::ReadShare;
-use crate::sink::{open_sinks, BoxFuture, Sink, SinkOptions, WriteBatch, WriteOutcome};
+use crate::sink::{open_sinks, Sink, SinkOptions};
 use crate::window::Window;
 
 /// Windows of a share written at once by its export: their batches reach the JSON-lines
@@ -48,22 +51,14 @@ const EXPORT_WINDOWS_AT_ONCE: usize = 8;
 /// A window of a share that a fetch attempt staged completely.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StagedPart {
-    pub label: String,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-    /// Distinct records fetched (what `Rango … -> N filas` said).
-    pub rows_fetched: u64,
-    /// Lines staged (an id edited during the read may appear twice).
-    pub lines: u64,
-    /// The `ingested_at_utc` its lines keep.
-    pub ingested_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub counts: StagedCounts,
     pub segments: Vec<Segment>,
 }
 
 impl StagedPart {
     fn fetch_report(&self) -> WindowReport {
-        let window = Window { start: self.start, end: self.end, label: self.label.clone() };
-        staged_report(&window, self.rows_fetched, self.lines, WindowFetch::default())
+        self.counts.fetch_report(WindowFetch::default())
     }
 }
 
@@ -104,12 +99,12 @@ impl ShareManifest {
     /// The staged windows, in time order, with the file each one's lines are in.
     fn parts(&self) -> Vec<(&StagedAttempt, &StagedPart)> {
         let mut parts: Vec<_> = self.attempts.iter().flat_map(|a| a.parts.iter().map(move |p| (a, p))).collect();
-        parts.sort_by_key(|(_, p)| p.start);
+        parts.sort_by_key(|(_, p)| p.counts.window.start);
         parts
     }
 
     fn staged(&self, label: &str) -> bool {
-        self.attempts.iter().any(|a| a.parts.iter().any(|p| p.label == label))
+        self.attempts.iter().any(|a| a.parts.iter().any(|p| p.counts.window.label == label))
     }
 }
 
@@ -128,19 +123,13 @@ struct ShareReceipt {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PartReceipt {
     part: StagedPart,
-    rows_emitted: u64,
-    sinks: Vec<SinkReport>,
-    duration_ns: u64,
+    #[serde(flatten)]
+    written: WindowWritten,
 }
 
 impl PartReceipt {
     fn report(&self) -> WindowReport {
-        WindowReport {
-            rows_emitted: self.rows_emitted,
-            sinks: self.sinks.clone(),
-            duration: Duration::from_nanos(self.duration_ns),
-            ..self.part.fetch_report()
-        }
+        self.written.report(self.part.fetch_report())
     }
 }
 
@@ -164,13 +153,8 @@ impl SharePaths {
     }
 
     fn of_manifest(manifest: &Path) -> Result<Self, Error> {
-        let label = manifest
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".share.json"))
-            .ok_or_else(|| Error::config(format!("{} is not a share manifest (<label>.share.json)", manifest.display())))?;
-        check_name("share label", label)?;
-        Ok(SharePaths { dir: manifest.parent().unwrap_or(Path::new(".")).to_path_buf(), label: label.to_string() })
+        let (dir, label) = manifest_place(manifest, ".share.json", "share manifest", "share label")?;
+        Ok(SharePaths { dir: dir.to_path_buf(), label: label.to_string() })
     }
 
     fn file(&self, suffix: &str) -> PathBuf {
@@ -264,39 +248,6 @@ pub struct ShareStageResult {
     pub exported: bool,
 }
 
-/// A sink that appends every window's RAW lines to one file and notes where each window's
-/// batches went.
-struct ShareFileSink {
-    file: StageFile,
-    /// Per window label: where its lines are, how many, and their ingestion time.
-    parts: Mutex<HashMap<String, WrittenPart>>,
-}
-
-/// Where one window's lines went: segments, lines, their ingestion time.
-type WrittenPart = (Vec<Segment>, u64, DateTime<Utc>);
-
-impl Sink for ShareFileSink {
-    fn name(&self) -> &str {
-        "stage"
-    }
-
-    fn target(&self) -> String {
-        self.file.path.display().to_string()
-    }
-
-    fn write(&self, batch: Arc<WriteBatch>) -> BoxFuture<'_, Result<WriteOutcome, Error>> {
-        Box::pin(async move {
-            let lines = raw_lines(&batch);
-            let offset = self.file.append(&lines)?;
-            let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
-            let part = parts.entry(batch.window.label.clone()).or_insert_with(|| (Vec::new(), 0, batch.ingested_at));
-            part.0.push(Segment { offset, bytes: lines.len() as u64 });
-            part.1 += batch.records.len() as u64;
-            Ok(WriteOutcome { inserted: batch.records.len() as u64, ..WriteOutcome::default() })
-        })
-    }
-}
-
 /// Fetches the windows of a share that no earlier attempt of its (run id, label) staged,
 /// reading the share's streams with the plan's counts, into one records file; then commits
 /// the windows read completely to the share's manifest. Windows that failed are reported
@@ -309,7 +260,13 @@ pub async fn stage_share(client: &QboClient, request: ShareStageRequest, budget:
     let _lock = paths.lock().await?;
     if !paths.manifest().exists() {
         if let Some(receipt) = ShareReceipt::load(&paths.receipt())? {
-            check_same_share(&paths, &run_id, &share, receipt.entity, &receipt.windows.iter().map(|w| w.part.label.as_str()).collect::<Vec<_>>())?;
+            check_same_share(
+                &paths,
+                &run_id,
+                &share,
+                receipt.entity,
+                &receipt.windows.iter().map(|w| w.part.counts.window.label.as_str()).collect::<Vec<_>>(),
+            )?;
             tracing::info!(target: "qbo_rs", "share {}: already written by run {run_id}; not fetched again", share.label);
             let windows: Vec<WindowReport> = receipt.windows.iter().map(|w| w.part.fetch_report()).collect();
             return Ok(ShareStageResult { reused: windows.len(), windows, read: ReadStats::default(), manifest: paths.manifest(), exported: true });
@@ -348,7 +305,7 @@ pub async fn stage_share(client: &QboClient, request: ShareStageRequest, budget:
         let attempt = manifest.attempts.len() + 1;
         let records = paths.records(attempt);
         let partial = records.with_extension("jsonl.partial");
-        let file = Arc::new(ShareFileSink { file: StageFile::create(partial.clone())?, parts: Mutex::new(HashMap::new()) });
+        let file = Arc::new(StageSink::create(partial.clone())?);
         let sinks: Vec<Arc<dyn Sink>> = vec![Arc::clone(&file) as Arc<dyn Sink>];
         let spec = ReadSpec { entity: share.entity, field: share.field, page_size: share.page_size, budget };
         let (reports, stats) = crate::stream_run::read_planned(client, &sinks, &spec, plan, max_streams, None, &crate::stop::StopSignal::new()).await;
@@ -367,7 +324,7 @@ pub async fn stage_share(client: &QboClient, request: ShareStageRequest, budget:
             tracing::error!(target: "qbo_rs", "share {}: staging failed: {e}", share.label);
         }
     }
-    let earlier: HashMap<&str, &StagedPart> = manifest.attempts.iter().flat_map(|a| a.parts.iter()).map(|p| (p.label.as_str(), p)).collect();
+    let earlier: HashMap<&str, &StagedPart> = manifest.attempts.iter().flat_map(|a| a.parts.iter()).map(|p| (p.counts.window.label.as_str(), p)).collect();
     let windows = share
         .windows
         .iter()
@@ -387,7 +344,7 @@ fn unstaged(window: &Window) -> WindowReport {
 fn commit_attempt(
     paths: &SharePaths,
     manifest: &mut ShareManifest,
-    file: &ShareFileSink,
+    file: &StageSink,
     partial: &Path,
     records: &Path,
     reports: &[WindowReport],
@@ -400,14 +357,15 @@ fn commit_attempt(
         .filter(|r| r.status == WindowStatus::Ok)
         .map(|r| {
             let (segments, lines, ingested_at) = written.remove(&r.label).unwrap_or_else(|| (Vec::new(), 0, now));
-            StagedPart { label: r.label.clone(), start: r.start, end: r.end, rows_fetched: r.rows_fetched, lines, ingested_at, segments }
+            let window = Window { start: r.start, end: r.end, label: r.label.clone() };
+            StagedPart { counts: StagedCounts { window, rows_fetched: r.rows_fetched, lines, ingested_at }, segments }
         })
         .collect();
     if parts.is_empty() {
         remove_if_present(partial)?;
         return Ok(());
     }
-    if parts.iter().any(|p| p.lines > 0) {
+    if parts.iter().any(|p| p.counts.lines > 0) {
         fs::rename(partial, records).map_err(|e| stage_io("publish", records, e))?;
     } else {
         remove_if_present(partial)?;
@@ -465,7 +423,7 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
             return Err(Error::config(format!("no staged share at {}: run the fetch step for it (again) first", manifest.display())));
         };
         let wanted = options.kind.sink_names();
-        let written: Vec<&str> = receipt.windows.first().map(|w| w.sinks.iter().map(|s| s.sink.as_str()).collect()).unwrap_or_default();
+        let written: Vec<&str> = receipt.windows.first().map(|w| w.written.sinks.iter().map(|s| s.sink.as_str()).collect()).unwrap_or_default();
         if !receipt.windows.is_empty() && !wanted.iter().all(|n| written.contains(n)) {
             return Err(Error::config(format!(
                 "share {} was written to {} (receipt {}) and its stage removed; to write it to {} too, run its fetch step again",
@@ -496,8 +454,8 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
     }
     for attempt in &staged.attempts {
         let path = paths.dir.join(&attempt.records_file);
-        let size = if attempt.parts.iter().all(|p| p.lines == 0) { 0 } else { fs::metadata(&path).map(|m| m.len()).unwrap_or(u64::MAX) };
-        let expected = if attempt.parts.iter().all(|p| p.lines == 0) { 0 } else { attempt.bytes };
+        let size = if attempt.parts.iter().all(|p| p.counts.lines == 0) { 0 } else { fs::metadata(&path).map(|m| m.len()).unwrap_or(u64::MAX) };
+        let expected = if attempt.parts.iter().all(|p| p.counts.lines == 0) { 0 } else { attempt.bytes };
         if size != expected {
             return Err(Error::Integrity(format!(
                 "the staged records {} are missing or hold other bytes than the manifest says: re-run the fetch step",
@@ -519,10 +477,10 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
                 entity,
                 realm_id: &realm_id,
                 page_size,
-                ingested_at: part.ingested_at,
+                ingested_at: part.counts.ingested_at,
                 records_path: &path,
                 segments: &part.segments,
-                lines: part.lines,
+                lines: part.counts.lines,
             };
             let report = write_staged_lines(lines, part.fetch_report(), &sinks, budget).await;
             (order, part, report)
@@ -546,12 +504,7 @@ pub async fn export_share(manifest: &Path, options: &SinkOptions, keep: bool) ->
             duration_ns: u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),
             windows: done
                 .iter()
-                .map(|(_, part, r)| PartReceipt {
-                    part: StagedPart { segments: Vec::new(), ..part.clone() },
-                    rows_emitted: r.rows_emitted,
-                    sinks: r.sinks.clone(),
-                    duration_ns: u64::try_from(r.duration.as_nanos()).unwrap_or(u64::MAX),
-                })
+                .map(|(_, part, r)| PartReceipt { part: StagedPart { segments: Vec::new(), ..part.clone() }, written: WindowWritten::of(r) })
                 .collect(),
         };
         let body = serde_json::to_vec(&receipt).map_err(|e| Error::Sink(format!("cannot encode the export receipt: {e}")))?;
