@@ -19,7 +19,6 @@ Usage: sync_bench.py [--invoices N] [--smoke]   (--smoke: 3,000 invoices, for ma
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import tempfile
 import time
@@ -33,15 +32,10 @@ START, END = "2015-01-01", "2027-01-01"
 
 
 def live_and_deleted(data_dir: Path) -> Tuple[Dict[str, str], Set[str]]:
-    live: Dict[str, str] = {}
-    deleted: Set[str] = set()
-    for line in (data_dir / "invoices.txt").read_text().splitlines():
-        obj = json.loads(line)
-        if obj.get("deleted_at_utc") is None:
-            live[obj["id"]] = obj["sync_token"]
-        else:
-            deleted.add(obj["id"])
-    return live, deleted
+    """Live ids -> sync token, and the ids marked deleted, read with qbo_rs's own reader."""
+    rows = qbo_rs.read_txt(data_dir / "invoices.txt").to_pyarrow().select(["id", "sync_token", "deleted_at_utc"])
+    live = {r["id"]: str(r["sync_token"]) for r in rows.to_pylist() if r["deleted_at_utc"] is None}
+    return live, {r["id"] for r in rows.to_pylist() if r["deleted_at_utc"] is not None}
 
 
 def check(emu: QboEmulator, data_dir: Path, held: Set[str]) -> None:

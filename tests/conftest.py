@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional
@@ -113,3 +114,25 @@ def sigkill_mid_runs(args: List[str], env: Dict[str, str], delays: Iterable[floa
             kills += 1
         proc.wait()
     return kills
+
+
+# PostgreSQL: `make test` starts a server and exports its DSN; the tests that need it say so.
+PG_DSN = os.environ.get("QBO_RS_TEST_DSN", "")
+
+
+def psql(sql: str, dsn: str = PG_DSN) -> str:
+    """Runs ``sql`` with psql (unaligned, tuples only) and returns its output."""
+    out = subprocess.run(
+        ["psql", dsn, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema name, dropped (with its tables) after the test."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    yield name
+    if PG_DSN:
+        psql(f'drop schema if exists "{name}" cascade')

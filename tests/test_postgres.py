@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import uuid
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict
 
 import pytest
 from conftest import (
+    PG_DSN,
     RANGE_END,
     RANGE_START,
     backfill_args,
     cli_env,
     landed_versions,
+    psql,
     read_raw,
     run_cli,
     sigkill_mid_runs,
@@ -24,26 +24,11 @@ from conftest import (
 from qbo_rs.exceptions import ConfigError, SinkError
 from qbo_rs.testing import QboEmulator
 
-DSN = os.environ.get("QBO_RS_TEST_DSN", "")
+DSN = PG_DSN
 if not DSN:
     if os.environ.get("CI") == "true":
         raise RuntimeError("CI=true and QBO_RS_TEST_DSN is not set: `make test` starts PostgreSQL itself")
     pytest.skip("no PostgreSQL: set QBO_RS_TEST_DSN or run `make test`", allow_module_level=True)
-
-
-def psql(sql: str, dsn: str = DSN) -> str:
-    out = subprocess.run(
-        ["psql", dsn, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = "t_" + uuid.uuid4().hex[:12]
-    yield name
-    psql(f'drop schema if exists "{name}" cascade')
 
 
 def table_versions(schema: str, table: str) -> Dict[str, str]:

@@ -11,37 +11,20 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Dict, Iterator, Set, Tuple
+from typing import Dict, Set, Tuple
 
 import pytest
-from conftest import RANGE_END, RANGE_START, truth_versions
+from conftest import PG_DSN, RANGE_END, RANGE_START, psql, truth_versions
 
 from qbo_rs.testing import QboEmulator
 
-DSN = os.environ.get("QBO_RS_TEST_DSN", "")
+DSN = PG_DSN
 if not DSN and os.environ.get("CI") == "true":
     raise RuntimeError("CI=true and QBO_RS_TEST_DSN is not set: `make test` starts PostgreSQL itself")
 needs_pg = pytest.mark.skipif(not DSN, reason="no PostgreSQL: set QBO_RS_TEST_DSN or run `make test`")
 SINKS = ["txt", pytest.param("postgres", marks=needs_pg), pytest.param("both", marks=needs_pg)]
-
-
-def psql(sql: str) -> str:
-    out = subprocess.run(
-        ["psql", DSN, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = "s_" + uuid.uuid4().hex[:12]
-    yield name
-    if DSN:
-        psql(f'drop schema if exists "{name}" cascade')
 
 
 def txt_state(data_dir: Path, plural: str) -> Tuple[Dict[str, str], Set[str]]:

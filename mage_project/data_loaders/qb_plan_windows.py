@@ -22,12 +22,11 @@ import qbo_rs
 from mage_project.utils.qb_mage import (
     RunVariableError,
     check_sink_config,
-    engine_logs,
+    engine_client,
     fail,
     keep,
     kept,
     log,
-    make_client,
     run_params,
     run_receipt,
     settle_run_trigger,
@@ -76,11 +75,7 @@ def plan_windows(*args, **kwargs):
             f"{len(output[0])} child(ren); no request now",
         )
         return output
-    with engine_logs(kwargs):
-        try:
-            client, sources, rotation = make_client(kwargs)  # a missing secret is named here
-        except ConfigError as err:
-            raise fail(kwargs, ConfigError(str(err))) from None
+    with engine_client(kwargs) as client:  # a missing secret is named here
         try:
             plan = client.plan_shares(
                 params.entity,
@@ -95,8 +90,6 @@ def plan_windows(*args, **kwargs):
         except ConfigError as err:  # over max_requests, or a plan the engine refuses
             fail(kwargs, err)
             raise
-        finally:
-            rotation.flush(kwargs, sources["qb_refresh_token"])
     estimate = plan.estimate
     windows = estimate.windows
     log(

@@ -14,7 +14,7 @@ the requests by kind, and ``Validation: Integrity Check Passed`` or ``Validation
 (the run then fails).
 """
 
-from mage_project.utils.qb_mage import RunVariableError, engine_logs, fail, log, make_client, sync_params
+from mage_project.utils.qb_mage import RunVariableError, engine_client, fail, log, sync_params
 from qbo_rs.exceptions import BackfillError, ConfigError
 
 if "data_loader" not in globals():
@@ -28,18 +28,12 @@ def sync(*args, **kwargs):
     except RunVariableError as err:
         raise fail(kwargs, RunVariableError(str(err))) from None
     log(kwargs, f"{params.pipeline_uuid}: {params.describe()}")
-    with engine_logs(kwargs):
-        try:
-            client, sources, rotation = make_client(kwargs)  # a missing secret is named here
-        except ConfigError as err:
-            raise fail(kwargs, ConfigError(str(err))) from None
+    with engine_client(kwargs) as client:  # a missing secret is named here
         try:
             report = client.sync(params.entity, raise_on_failure=False, **params.options())
         except ConfigError as err:  # over max_requests, or options the engine refuses
             fail(kwargs, err)
             raise
-        finally:
-            rotation.flush(kwargs, sources["qb_refresh_token"])
     kinds = report.requests_by_kind
     log(
         kwargs,

@@ -21,13 +21,12 @@ import os
 
 from mage_project.utils.qb_mage import (
     child_params,
-    engine_logs,
+    engine_client,
     fail,
     keep,
     kept,
     log,
     log_windows,
-    make_client,
     run_receipt,
     stage_run_id,
 )
@@ -45,17 +44,13 @@ def fetch_window(share, *args, **kwargs):
     params, label = child_params(kwargs, share, WindowFetchFailed, ": re-plan the run")
     receipt = run_receipt(params, kwargs, f"{label}.fetch")
     earlier = kept(receipt) or {}
-    with engine_logs(kwargs):
-        client, sources, rotation = make_client(kwargs)
-        try:
-            staged = client.stage_share(
-                share["share"],
-                stage_dir=params.stage_dir,
-                run_id=stage_run_id(kwargs),
-                raise_on_failure=False,
-            )
-        finally:
-            rotation.flush(kwargs, sources["qb_refresh_token"])
+    with engine_client(kwargs) as client:
+        staged = client.stage_share(
+            share["share"],
+            stage_dir=params.stage_dir,
+            run_id=stage_run_id(kwargs),
+            raise_on_failure=False,
+        )
     report = staged.report
     # What every execution of this block run spent, failed ones included: the run's true cost.
     spent = earlier.get("spent", dict(requests=0, retries=0, throttled=0, fetch_s=0.0))

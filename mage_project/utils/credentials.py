@@ -4,13 +4,14 @@ worker process."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import qbo_rs
-from mage_project.utils.logs import log
+from mage_project.utils.logs import engine_logs, fail, log
 from qbo_rs.exceptions import ConfigError
 
 # (Mage secret, environment fallback).
@@ -215,3 +216,19 @@ def make_client(kwargs: Dict[str, Any]) -> Tuple[qbo_rs.QboClient, Dict[str, str
         + ", ".join(f"{k}={v}" for k, v in sorted(sources.items())),
     )
     return client, sources, recorder
+
+
+@contextlib.contextmanager
+def engine_client(kwargs: Dict[str, Any]) -> Iterator[qbo_rs.QboClient]:
+    """The block's QuickBooks client, with the engine's log lines in the block's log. A missing
+    secret fails here, as one ERROR line naming it; a refresh token Intuit rotates meanwhile is
+    written back to its Mage secret when the block's work ends, failed or not."""
+    with engine_logs(kwargs):
+        try:
+            client, sources, rotation = make_client(kwargs)
+        except ConfigError as err:
+            raise fail(kwargs, ConfigError(str(err))) from None
+        try:
+            yield client
+        finally:
+            rotation.flush(kwargs, sources["qb_refresh_token"])

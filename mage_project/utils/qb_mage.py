@@ -23,6 +23,7 @@ from mage_project.utils.credentials import (  # noqa: F401
     REALM_MAX_IN_FLIGHT,
     REALM_REQUESTS_PER_MINUTE,
     TokenRotationRecorder,
+    engine_client,
     mage_secret,
     make_client,
     read_credentials,
