@@ -37,7 +37,7 @@ pub struct SyncJob {
 
 async fn sync_task(client: qbo_core::QboClient, request: SyncRequest, sinks: SinkOptions) -> Result<CoreReport, qbo_core::Error> {
     let sinks = open_sinks(request.entity(), &sinks).await?;
-    run_sync(&client, sinks, &request, None).await
+    run_sync(&client, sinks, &request, None, &qbo_core::stop::StopSignal::new()).await
 }
 
 #[pymethods]

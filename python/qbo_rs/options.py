@@ -89,8 +89,10 @@ class BackfillOptions(RangeOptions, SinkOptions, total=False):
 class SyncOptions(SinkOptions, total=False):
     """A sync's options (:meth:`~qbo_rs.QboClient.sync`): the sink's, and
 
-    - ``page_size``, ``chunk_days``, ``max_concurrent_windows``, ``max_buffer_mb``: as for a
-      backfill (the read is a backfill's, by ``LastUpdatedTime``).
+    - ``page_size``, ``max_concurrent_windows``, ``max_buffer_mb``: as for a backfill (the read
+      is a backfill's, by ``LastUpdatedTime``).
+    - ``chunk_days``: days per window of the read (default: one window for the whole range; a
+      sync is run again whole, and its streams follow the data either way).
     - ``max_requests``: refuse a read whose estimate needs more requests.
     - ``overlap_minutes``: minutes before the last sync's end read again (default 10): clocks
       differ a little, and a record may show in queries a little after its ``LastUpdatedTime``.

@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use qbo_core::backfill::{run_backfill_until, BackfillRequest, Progress};
+use qbo_core::backfill::{run_backfill_until, BackfillRequest};
 use qbo_core::limiter::LimiterScope;
 use qbo_core::read_plan::ReadPlan;
 use qbo_core::sink::{open_sinks, SinkConfig};
 use qbo_core::stop::StopSignal;
-use qbo_core::sync::{run_sync_until, SyncRequest};
+use qbo_core::sync::{run_sync, SyncRequest};
 use qbo_core::{ClientConfig, Credentials, Entity, Error};
 use tokio::runtime::Runtime;
 
@@ -183,14 +183,27 @@ impl OutputArgs {
         .resolve()
     }
 
-    /// A progress bar on a terminal (none with --no-progress), and the log lines above it.
-    fn bar(&self, client: &qbo_core::QboClient) -> progress::Bar {
+    /// What a run that writes needs, ready: the client (credentials from the QBO_* environment),
+    /// a progress bar on a terminal (none with --no-progress) with the log lines above it, the
+    /// sinks opened (so a wrong password fails before any request) and a stop signal.
+    async fn session(&self, client: &ClientArgs, entity: Entity) -> Result<Session, Error> {
+        let sink_options = self.sinks()?;
+        let client = client.client()?;
         let show_bar = !self.no_progress && std::io::stderr().is_terminal();
         let counted = client.clone();
         let bar = progress::Bar::new(show_bar, Arc::new(move || counted.request_counts().api_calls()));
         progress::install_logging(bar.clone());
-        bar
+        let sinks = open_sinks(entity, &sink_options).await?;
+        Ok(Session { client, bar, sinks, stop: StopSignal::new() })
     }
+}
+
+/// See [`OutputArgs::session`].
+struct Session {
+    client: qbo_core::QboClient,
+    bar: progress::Bar,
+    sinks: Vec<Arc<dyn qbo_core::sink::Sink>>,
+    stop: StopSignal,
 }
 
 /// Bring the RAW layer up to date: what changed since the last run, and what was deleted.
@@ -204,7 +217,8 @@ struct SyncArgs {
     /// Minutes before the last sync's end that are read again (clock differences, late records).
     #[arg(long, default_value_t = qbo_core::sync::DEFAULT_OVERLAP_MINUTES)]
     overlap_minutes: u32,
-    #[arg(long, default_value_t = qbo_core::backfill::DEFAULT_CHUNK_DAYS)]
+    /// Days per window of the read (default: one window for the whole range).
+    #[arg(long, default_value_t = qbo_core::sync::DEFAULT_SYNC_CHUNK_DAYS)]
     chunk_days: u32,
     /// Records per request, 1..1000.
     #[arg(long, default_value_t = qbo_core::backfill::DEFAULT_PAGE_SIZE)]
@@ -392,13 +406,8 @@ async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
     request.max_buffer_bytes = u64::from(a.out.max_buffer_mb) << 20;
     request.max_requests = a.out.max_requests;
     request.plan()?;
-    let sink_options = a.out.sinks()?;
-    let client = a.client.client()?;
-    let bar = a.out.bar(&client);
-    let sinks = open_sinks(entity, &sink_options).await?;
-    let observer: Option<Arc<dyn Progress>> = Some(Arc::new(bar.clone()));
-    let stop = StopSignal::new();
-    let report = match interruptible(run_backfill_until(&client, sinks, &request, observer, &stop), &bar, &stop).await? {
+    let Session { client, bar, sinks, stop } = a.out.session(&a.client, entity).await?;
+    let report = match interruptible(run_backfill_until(&client, sinks, &request, bar.observer(), &stop), &bar, &stop).await? {
         Ended::Done(report) => report,
         Ended::Interrupted(report) => {
             if let Some(report) = report {
@@ -433,13 +442,8 @@ async fn backfill(a: BackfillArgs) -> Result<i32, Error> {
 async fn sync(a: SyncArgs) -> Result<i32, Error> {
     let request = a.request()?;
     let entity = request.entity();
-    let sink_options = a.out.sinks()?;
-    let client = a.client.client()?;
-    let bar = a.out.bar(&client);
-    let sinks = open_sinks(entity, &sink_options).await?;
-    let observer: Option<Arc<dyn Progress>> = Some(Arc::new(bar.clone()));
-    let stop = StopSignal::new();
-    let report = match interruptible(run_sync_until(&client, sinks, &request, observer, &stop), &bar, &stop).await? {
+    let Session { client, bar, sinks, stop } = a.out.session(&a.client, entity).await?;
+    let report = match interruptible(run_sync(&client, sinks, &request, bar.observer(), &stop), &bar, &stop).await? {
         Ended::Done(report) => report,
         Ended::Interrupted(report) => {
             if report.is_some() {

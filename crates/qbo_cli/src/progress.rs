@@ -41,6 +41,11 @@ pub struct Bar {
 }
 
 impl Bar {
+    /// This bar as the engine's progress observer.
+    pub fn observer(&self) -> Option<std::sync::Arc<dyn qbo_core::backfill::Progress>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
+
     /// A bar that shows the counting of the plan, then, once the estimate is known, records
     /// committed against it. `requests` reads the client's count of API requests.
     pub fn new(visible: bool, requests: RequestCounter) -> Self {

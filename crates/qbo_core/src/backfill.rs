@@ -152,20 +152,6 @@ pub async fn run_backfill_until(
     progress: Option<Arc<dyn Progress>>,
     stop: &StopSignal,
 ) -> Result<BackfillReport, Error> {
-    let report = read_into(client, sinks, request, progress, stop).await?;
-    log_run_validation(&report, stop.is_stopped());
-    Ok(report)
-}
-
-/// Plans, counts and reads `request` into `sinks`, validating each window; the run's closing
-/// lines (total, validation) are left to the caller.
-pub(crate) async fn read_into(
-    client: &QboClient,
-    sinks: Vec<Arc<dyn Sink>>,
-    request: &BackfillRequest,
-    progress: Option<Arc<dyn Progress>>,
-    stop: &StopSignal,
-) -> Result<BackfillReport, Error> {
     let windows = request.plan()?;
     if sinks.is_empty() {
         return Err(Error::config("no sink configured: choose txt, postgres or both"));
@@ -207,6 +193,7 @@ pub(crate) async fn read_into(
         peak_buffer_bytes: budget.peak(),
     };
     tracing::debug!(target: "qbo_rs", "records held in memory at most: {} KiB (budget {} KiB)", budget.peak() >> 10, budget.capacity() >> 10);
+    log_run_validation(&report, stop.is_stopped());
     Ok(report)
 }
 

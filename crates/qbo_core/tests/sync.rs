@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use qbo_core::sink::jsonl::JsonlSink;
 use qbo_core::sink::Sink;
+use qbo_core::stop::StopSignal;
 use qbo_core::sync::{run_sync, SyncMode, SyncRequest};
 use qbo_core::Entity;
 
@@ -27,21 +28,29 @@ fn truth(emu: &qbo_emulator::Emulator, entity: Entity) -> HashMap<String, (Strin
     emu.truth(entity.qbo_name()).unwrap().into_iter().map(|r| (r.id, (qbo_core::time::format_utc(r.last_updated_utc), r.sync_token))).collect()
 }
 
+fn txt_sink() -> (tempfile::TempDir, Arc<dyn Sink>) {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(JsonlSink::open(dir.path(), Entity::Invoice, false).unwrap());
+    (dir, sink)
+}
+
+async fn sync(client: &qbo_core::QboClient, sink: &Arc<dyn Sink>) -> qbo_core::sync::SyncReport {
+    run_sync(client, vec![Arc::clone(sink)], &SyncRequest::new(Entity::Invoice), None, &StopSignal::new()).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_sync_reads_all_then_only_changes() {
     let (emu, client) = common::emulator_and_client(3_000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let sink: Arc<dyn Sink> = Arc::new(JsonlSink::open(dir.path(), Entity::Invoice, false).unwrap());
-    let request = SyncRequest::new(Entity::Invoice);
+    let (dir, sink) = txt_sink();
 
-    let first = run_sync(&client, vec![Arc::clone(&sink)], &request, None).await.unwrap();
+    let first = sync(&client, &sink).await;
     assert_eq!(first.mode, SyncMode::Initial);
     assert!(first.ok(), "{:?}", first.read.failed());
     assert_eq!(first.rows().inserted, 3_000);
     assert_eq!(first.requests.cdc, 0, "nothing held: nothing to sweep");
     assert_eq!(held(dir.path(), Entity::Invoice), truth(&emu, Entity::Invoice));
 
-    let second = run_sync(&client, vec![Arc::clone(&sink)], &request, None).await.unwrap();
+    let second = sync(&client, &sink).await;
     assert_eq!(second.mode, SyncMode::Incremental);
     assert!(second.ok());
     assert_eq!((second.rows().inserted, second.rows().updated), (0, 0));
@@ -52,7 +61,7 @@ async fn first_sync_reads_all_then_only_changes() {
     // A sync reads up to the last whole second before QuickBooks' clock: a change within that
     // second is the next sync's.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let third = run_sync(&client, vec![Arc::clone(&sink)], &request, None).await.unwrap();
+    let third = sync(&client, &sink).await;
     assert_eq!(third.mode, SyncMode::Incremental);
     assert_eq!(third.rows().updated, edited.len() as u64);
     assert_eq!(third.rows().inserted, 0);
@@ -63,10 +72,8 @@ async fn first_sync_reads_all_then_only_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletions_are_marked_and_a_capped_sweep_reconciles() {
     let (emu, client) = common::emulator_and_client(2_000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let sink: Arc<dyn Sink> = Arc::new(JsonlSink::open(dir.path(), Entity::Invoice, false).unwrap());
-    let request = SyncRequest::new(Entity::Invoice);
-    run_sync(&client, vec![Arc::clone(&sink)], &request, None).await.unwrap();
+    let (dir, sink) = txt_sink();
+    sync(&client, &sink).await;
     let held_before: std::collections::HashSet<String> = held(dir.path(), Entity::Invoice).into_keys().collect();
 
     // A few deletions: the incremental sweep finds them, a query confirms them.
@@ -74,7 +81,7 @@ async fn deletions_are_marked_and_a_capped_sweep_reconciles() {
         emu.delete("Invoice", id).unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let swept = run_sync(&client, vec![Arc::clone(&sink)], &request, None).await.unwrap();
+    let swept = sync(&client, &sink).await;
     assert_eq!(swept.mode, SyncMode::Incremental);
     assert_eq!((swept.deletions_found, swept.marked_deleted(), swept.deletions_refuted), (3, 3, 0));
     assert_eq!(held(dir.path(), Entity::Invoice), truth(&emu, Entity::Invoice));
@@ -88,7 +95,7 @@ async fn deletions_are_marked_and_a_capped_sweep_reconciles() {
         emu.delete("Invoice", id).unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let reconciled = run_sync(&client, vec![Arc::clone(&sink)], &request, None).await.unwrap();
+    let reconciled = sync(&client, &sink).await;
     assert!(matches!(reconciled.mode, SyncMode::Reconciliation { ref reason } if reason.contains("cap")), "{:?}", reconciled.mode);
     assert_eq!((reconciled.marked_deleted(), reconciled.rows().updated), (2, 1000));
     assert!(reconciled.ok());

@@ -27,12 +27,17 @@ use crate::options::{unknown_option, OptionSet, OptionValue};
 use crate::sink::{DeleteOutcome, WriteOutcome};
 use crate::time::parse_user_instant;
 
-pub use run::{run_sync, run_sync_until};
+pub use run::run_sync;
 
 /// How far before the high-water mark and the last sweep a sync reads again: QuickBooks' clock
 /// and ours may differ a little, and a record may show in queries a little after the
 /// `LastUpdatedTime` it carries. Re-reading costs nothing but a few unchanged rows.
 pub const DEFAULT_OVERLAP_MINUTES: u32 = 10;
+
+/// Days per window of a sync's read, by default: one window for the whole range. A sync is run
+/// again whole rather than window by window, and its range is usually hours; the read is still
+/// cut into streams by the data, as a backfill's is.
+pub const DEFAULT_SYNC_CHUNK_DAYS: u32 = 36_600;
 
 /// How far back a sync of an empty sink (or a reconciliation) reads by default: before
 /// QuickBooks Online existed, so everything (windows start at the oldest record anyway).
@@ -52,7 +57,8 @@ pub struct SyncRequest {
 impl SyncRequest {
     pub fn new(entity: Entity) -> Self {
         let beginning = parse_user_instant("start", DEFAULT_START).expect("the default start parses");
-        SyncRequest { read: BackfillRequest::new(entity, beginning, Utc::now()), overlap: chrono::Duration::minutes(DEFAULT_OVERLAP_MINUTES.into()) }
+        let read = BackfillRequest { chunk_days: DEFAULT_SYNC_CHUNK_DAYS, ..BackfillRequest::new(entity, beginning, Utc::now()) };
+        SyncRequest { read, overlap: chrono::Duration::minutes(DEFAULT_OVERLAP_MINUTES.into()) }
     }
 
     pub fn entity(&self) -> Entity {

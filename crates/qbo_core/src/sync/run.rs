@@ -10,7 +10,7 @@ use chrono::{DateTime, DurationRound, Utc};
 use super::ask::{existing, oldest_update};
 use super::witness::Witness;
 use super::{SinkDeletions, SyncMode, SyncReport, SyncRequest};
-use crate::backfill::{read_into, BackfillReport, BackfillRequest, Progress};
+use crate::backfill::{run_backfill_until, BackfillReport, BackfillRequest, Progress};
 use crate::cdc::{LOOKBACK_DAYS, MAX_OBJECTS};
 use crate::client::QboClient;
 use crate::entity::FilterField;
@@ -24,13 +24,10 @@ use crate::time::format_utc;
 /// a clock a little ahead of QuickBooks' is not refused.
 const LOOKBACK_MARGIN: chrono::Duration = chrono::Duration::hours(1);
 
-pub async fn run_sync(client: &QboClient, sinks: Vec<Arc<dyn Sink>>, request: &SyncRequest, progress: Option<Arc<dyn Progress>>) -> Result<SyncReport, Error> {
-    run_sync_until(client, sinks, request, progress, &StopSignal::new()).await
-}
-
-/// [`run_sync`] that ends early once `stop` is raised: what is read is written, no deletion
-/// is recorded and no state saved, so the next sync starts from the same place.
-pub async fn run_sync_until(
+/// Syncs `request`'s entity into `sinks` (see the module's docs). Once `stop` is raised it ends
+/// early: what is read is written, no deletion is recorded and no state saved, so the next sync
+/// starts from the same place.
+pub async fn run_sync(
     client: &QboClient,
     sinks: Vec<Arc<dyn Sink>>,
     request: &SyncRequest,
@@ -121,7 +118,7 @@ pub async fn run_sync_until(
             max_requests: request.read.max_requests.map(|max| max.saturating_sub(spent)),
             ..request.read.clone()
         };
-        read_into(client, read_sinks, &read_request, progress, stop).await?
+        run_backfill_until(client, read_sinks, &read_request, progress, stop).await?
     } else {
         nothing_read(entity)
     };
@@ -234,19 +231,15 @@ fn nothing_read(entity: crate::entity::Entity) -> BackfillReport {
 }
 
 fn log_sync(report: &SyncReport, interrupted: bool) {
+    // The read logged its own `Total … descargadas` and `Validation:` lines; say them for a sync
+    // that had nothing to read, so every run has them.
     let entity = report.entity;
-    let rows = report.rows();
-    tracing::info!(target: "qbo_rs", "Total {} descargadas: {}", entity.plural(), report.read.total_rows());
-    tracing::info!(target: "qbo_rs", "sync {entity}: {} inserted, {} updated, {} unchanged; {} deletion(s) found, {} marked now; {} request(s)",
-        rows.inserted, rows.updated, rows.unchanged + rows.stale, report.deletions_found, report.marked_deleted(), report.requests.api_calls());
-    let failed = report.read.failed();
-    if interrupted {
-        tracing::warn!(target: "qbo_rs", "Validation: interrupted: run the same sync again to finish (it starts from the same place)");
-    } else if failed.is_empty() {
+    if report.read.windows.is_empty() {
+        tracing::info!(target: "qbo_rs", "Total {} descargadas: 0", entity.plural());
         tracing::info!(target: "qbo_rs", "Validation: Integrity Check Passed");
-    } else {
-        let labels: Vec<_> = failed.iter().map(|w| w.label.as_str()).collect();
-        tracing::error!(target: "qbo_rs", "Validation: [ALERT] {} of {} window(s) failed: {} — run the sync again (it starts from the same place)",
-            failed.len(), report.read.windows.len(), labels.join(", "));
     }
+    let rows = report.rows();
+    tracing::info!(target: "qbo_rs", "sync {entity} ({}): {} inserted, {} updated, {} unchanged; {} deletion(s) found, {} marked now; {} request(s){}",
+        report.mode.name(), rows.inserted, rows.updated, rows.unchanged + rows.stale, report.deletions_found, report.marked_deleted(),
+        report.requests.api_calls(), if interrupted { "; interrupted: run the same sync again (it starts from the same place)" } else { "" });
 }
