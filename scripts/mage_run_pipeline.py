@@ -52,6 +52,7 @@ SHOWN = (
     "Plan: ",
     "Share ",
     "Summary: ",
+    "Sync ",
 )
 
 

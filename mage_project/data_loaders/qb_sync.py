@@ -44,7 +44,7 @@ def sync(*args, **kwargs):
     log(kwargs, f"Total {params.plural} descargadas: {report.read.total_rows}")
     log(
         kwargs,
-        f"{report.inserted} inserted, {report.updated} updated, {report.unchanged} unchanged; "
+        f"Sync rows: {report.inserted} inserted, {report.updated} updated, {report.unchanged} unchanged; "
         f"{report.deleted} {params.plural} marked deleted ({report.deletions_found} deletion(s) found"
         + (f", {report.deletions_refuted} reported but still alive" if report.deletions_refuted else "")
         + ")",
