@@ -10,7 +10,12 @@ figures, asserts nothing about speed):
 Same emulator (no throttle, no latency), same invoices. Each path runs as its own process, so
 its wall time, records/s and peak RSS (from wait4) are its own, imports included.
 
-Usage: notebook_bench.py [--smoke]   (--smoke: a tiny emulator, so `make bench-smoke` keeps it runnable)
+The qbo_rs path also prints the frame's own size (pandas ``memory_usage(deep=True)``) beside its
+peak RSS: the read holds record batches, not one giant buffer, so the peak stays a small multiple
+of the frame (``--invoices 200000 --paths qbo_rs`` shows it at 200,000 invoices).
+
+Usage: notebook_bench.py [--smoke] [--invoices N] [--paths qbo_rs,python-quickbooks,read_json]
+(--smoke: a tiny emulator, so `make bench-smoke` keeps it runnable)
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ QBO_RS = """
 import os, qbo_rs
 client = qbo_rs.QboClient(qbo_rs.Credentials.from_env(), token_store=None, limiter_dir=None, requests_per_minute=600000)
 frame = client.read("invoice", os.environ["START"], os.environ["END"], on_progress=False).to_pandas()
-print(len(frame))
+print(frame.memory_usage(deep=True).sum() / 2**20, len(frame))
 """
 
 PYTHON_QUICKBOOKS = """
@@ -64,8 +69,9 @@ print(len(frame))
 """
 
 
-def run_measured(code: str, env: Dict[str, str]) -> Tuple[int, float, float]:
-    """Runs ``code`` in a fresh interpreter; returns (rows it printed, wall s, peak RSS MB)."""
+def run_measured(code: str, env: Dict[str, str]) -> Tuple[int, float, float, str]:
+    """Runs ``code`` in a fresh interpreter; returns (rows it printed last, wall s, peak RSS MB,
+    the frame's size in MB when it printed one first)."""
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -76,14 +82,19 @@ def run_measured(code: str, env: Dict[str, str]) -> Tuple[int, float, float]:
     out, err = proc.stdout.read(), proc.stderr.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"a bench process failed:\n{err[-2000:]}")
-    return int(out.split()[-1]), wall, usage.ru_maxrss / 1024
+    words = out.split()
+    frame_mb = f"{float(words[0]):.1f}" if len(words) > 1 else ""
+    return int(words[-1]), wall, usage.ru_maxrss / 1024, frame_mb
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for make bench-smoke")
+    parser.add_argument("--invoices", type=int, default=20_000)
+    parser.add_argument("--paths", default="qbo_rs,python-quickbooks,read_json", help="comma-separated")
     args = parser.parse_args()
-    invoices = 300 if args.smoke else 20_000
+    invoices = 300 if args.smoke else args.invoices
+    wanted = set(args.paths.split(","))
     with (
         tempfile.TemporaryDirectory() as work,
         QboEmulator(seed=3, invoices=invoices, customers=50, items=20, throttle_per_minute=0, max_in_flight=0) as emu,
@@ -94,16 +105,18 @@ def main() -> int:
 
         writer = qbo_rs.QboClient(emu.credentials(), token_store=None, limiter_dir=None, requests_per_minute=600_000)
         assert writer.backfill("invoice", START, END, data_dir=work, fsync=False, on_progress=False).ok
-        paths: List[Tuple[str, str]] = [
-            ("qbo_rs: client.read().to_pandas()", QBO_RS),
-            ("python-quickbooks + json_normalize", PYTHON_QUICKBOOKS),
-            ("pandas.read_json(lines=True) of the TXT", READ_JSON),
+        paths: List[Tuple[str, str, str]] = [
+            ("qbo_rs", "qbo_rs: client.read().to_pandas()", QBO_RS),
+            ("python-quickbooks", "python-quickbooks + json_normalize", PYTHON_QUICKBOOKS),
+            ("read_json", "pandas.read_json(lines=True) of the TXT", READ_JSON),
         ]
         print(f"## Invoices to a pandas DataFrame ({invoices:,} invoices, emulator without throttle or latency)")
-        print(f"{'path':42} {'rows':>8} {'wall s':>8} {'records/s':>10} {'peak RSS MB':>12}")
-        for label, code in paths:
-            rows, wall, rss = run_measured(code, env)
-            print(f"{label:42} {rows:>8,} {wall:>8.2f} {rows / wall:>10,.0f} {rss:>12.1f}")
+        print(f"{'path':42} {'rows':>8} {'wall s':>8} {'records/s':>10} {'peak RSS MB':>12} {'frame MB':>9}")
+        for key, label, code in paths:
+            if key not in wanted:
+                continue
+            rows, wall, rss, frame_mb = run_measured(code, env)
+            print(f"{label:42} {rows:>8,} {wall:>8.2f} {rows / wall:>10,.0f} {rss:>12.1f} {frame_mb:>9}")
     return 0
 
 
