@@ -43,11 +43,9 @@ enum Command {
     Sync(Box<SyncArgs>),
 }
 
-/// What to read: one entity over a range, planned in windows.
+/// A range cut in windows: `[--start, --end)` every `--chunk-days`.
 #[derive(Args, Debug)]
-struct ReadArgs {
-    /// invoice, customer or item (any case).
-    entity: String,
+struct RangeArgs {
     /// First instant, inclusive: YYYY-MM-DD (midnight UTC) or an ISO datetime.
     #[arg(long)]
     start: String,
@@ -56,6 +54,21 @@ struct ReadArgs {
     end: String,
     #[arg(long, default_value_t = qbo_core::backfill::DEFAULT_CHUNK_DAYS)]
     chunk_days: u32,
+}
+
+impl RangeArgs {
+    fn bounds(&self) -> Result<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>), Error> {
+        Ok((qbo_core::time::parse_user_instant("--start", &self.start)?, qbo_core::time::parse_user_instant("--end", &self.end)?))
+    }
+}
+
+/// What to read: one entity over a range, planned in windows.
+#[derive(Args, Debug)]
+struct ReadArgs {
+    /// invoice, customer or item (any case).
+    entity: String,
+    #[command(flatten)]
+    range: RangeArgs,
     /// Records per request, 1..1000 (QuickBooks' maximum, the default: every request is metered).
     #[arg(long, default_value_t = qbo_core::backfill::DEFAULT_PAGE_SIZE)]
     page_size: u32,
@@ -73,9 +86,9 @@ struct ReadArgs {
 impl ReadArgs {
     fn request(&self) -> Result<BackfillRequest, Error> {
         let entity: Entity = self.entity.parse()?;
-        let mut request =
-            BackfillRequest::new(entity, qbo_core::time::parse_user_instant("--start", &self.start)?, qbo_core::time::parse_user_instant("--end", &self.end)?);
-        request.chunk_days = self.chunk_days;
+        let (start, end) = self.range.bounds()?;
+        let mut request = BackfillRequest::new(entity, start, end);
+        request.chunk_days = self.range.chunk_days;
         request.page_size = self.page_size;
         request.filter_field = self.filter_field.parse()?;
         request.max_concurrent_windows = self.max_concurrent_windows;
@@ -259,12 +272,8 @@ struct EstimateArgs {
 
 #[derive(Args, Debug)]
 struct PlanArgs {
-    #[arg(long)]
-    start: String,
-    #[arg(long)]
-    end: String,
-    #[arg(long, default_value_t = qbo_core::backfill::DEFAULT_CHUNK_DAYS)]
-    chunk_days: u32,
+    #[command(flatten)]
+    range: RangeArgs,
     #[arg(long, default_value = "invoice")]
     entity: String,
 }
@@ -347,14 +356,13 @@ fn one_line(s: &str) -> String {
 
 fn plan(a: PlanArgs) -> Result<i32, Error> {
     let entity: Entity = a.entity.parse()?;
-    let start = qbo_core::time::parse_user_instant("--start", &a.start)?;
-    let end = qbo_core::time::parse_user_instant("--end", &a.end)?;
-    let windows = qbo_core::plan_windows(start, end, a.chunk_days, &entity.label_prefix())?;
+    let (start, end) = a.range.bounds()?;
+    let windows = qbo_core::plan_windows(start, end, a.range.chunk_days, &entity.label_prefix())?;
     let mut out = std::io::stdout().lock();
     for w in &windows {
         let _ = writeln!(out, "{}\t{}\t{}", w.label, w.start_text(), w.end_text());
     }
-    eprintln!("{} window(s) of up to {} day(s), [start, end) in UTC", windows.len(), a.chunk_days);
+    eprintln!("{} window(s) of up to {} day(s), [start, end) in UTC", windows.len(), a.range.chunk_days);
     Ok(0)
 }
 
@@ -375,7 +383,7 @@ async fn estimate(a: EstimateArgs) -> Result<i32, Error> {
             out,
             "{} {}: {} record(s) in {} window(s), read as {} stream(s): {} request(s) ({} count(s) spent, {} page(s), {} closing count(s)), ~{:.1} min at {} requests/min",
             estimate.entity,
-            a.read.start,
+            a.read.range.start,
             estimate.records,
             estimate.windows,
             estimate.streams.len(),
