@@ -45,30 +45,23 @@ fn default_limiter_dir() -> std::path::PathBuf {
 
 #[pymodule(gil_used = false)]
 mod _qbo_rs {
+    // Every class and function the Python face imports from `qbo_rs._qbo_rs`.
     #[pymodule_export]
-    use super::client::{BackfillJob, Credentials, EstimateJob, QboClient};
-    #[pymodule_export]
-    use super::emulator::NativeEmulator;
-    #[pymodule_export]
-    use super::frames::{_read_txt, _typed_fields, _volume, RawTxt};
-    #[pymodule_export]
-    use super::postgres::PostgresWriter;
-    #[pymodule_export]
-    use super::progress::ProgressEvent;
-    #[pymodule_export]
-    use super::read::{ReadJob, RecordsRead};
-    #[pymodule_export]
-    use super::report::{BackfillReport, Estimate, WindowReport};
-    #[pymodule_export]
-    use super::share::{_export_share_job, ReadShare, ShareExportJob, SharePlan, SharePlanJob, ShareStageJob, StagedShare};
-    #[pymodule_export]
-    use super::stage::{_export_job, ExportJob, StageJob, StagedWindow};
-    #[pymodule_export]
-    use super::sync::{_sync_job, SyncJob, SyncReport};
-    #[pymodule_export]
-    use super::windows::{parse_instant, plan_windows, Window};
-    #[pymodule_export]
-    use super::{default_limiter_dir, default_token_store, run_cli};
+    use super::{
+        client::{BackfillJob, Credentials, EstimateJob, QboClient},
+        default_limiter_dir, default_token_store,
+        emulator::NativeEmulator,
+        frames::{_read_txt, _typed_fields, _volume, RawTxt},
+        postgres::PostgresWriter,
+        progress::ProgressEvent,
+        read::{ReadJob, RecordsRead},
+        report::{BackfillReport, Estimate, WindowReport},
+        run_cli,
+        share::{_export_share_job, ReadShare, ShareExportJob, SharePlan, SharePlanJob, ShareStageJob, StagedShare},
+        stage::{_export_job, ExportJob, StageJob, StagedWindow},
+        sync::{_sync_job, SyncJob, SyncReport},
+        windows::{parse_instant, plan_windows, Window},
+    };
 
     use pyo3::prelude::*;
 
