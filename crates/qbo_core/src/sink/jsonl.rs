@@ -224,12 +224,14 @@ impl Sink for JsonlSink {
 
     fn sync_view<'a>(&'a self, realm_id: &'a str) -> BoxFuture<'a, Result<SyncView, Error>> {
         Box::pin(async move {
+            let (path, realm) = (state_path(&self.path, realm_id), realm_id.to_string());
+            let state = tokio::task::spawn_blocking(move || read_state(&path, &realm)).await.map_err(|e| Error::Sink(e.to_string()))??;
+            if state.is_some() {
+                return Ok(SyncView { state, ..SyncView::default() });
+            }
+            // Before the first sync only: what the file holds, from a scan of its lines.
             let realm = realm_id.to_string();
-            let mut view = self.inspect(move |store| scan_view(store, &realm)).await?;
-            let path = state_path(&self.path, realm_id);
-            let realm = realm_id.to_string();
-            view.state = tokio::task::spawn_blocking(move || read_state(&path, &realm)).await.map_err(|e| Error::Sink(e.to_string()))??;
-            Ok(view)
+            self.inspect(move |store| scan_view(store, &realm)).await
         })
     }
 

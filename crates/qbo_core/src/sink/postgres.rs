@@ -140,14 +140,13 @@ impl Sink for PostgresSink {
 
     fn sync_view<'a>(&'a self, realm_id: &'a str) -> BoxFuture<'a, Result<SyncView, Error>> {
         Box::pin(async move {
-            let held = self.writer.freshness(&self.table, realm_id).await.map_err(pg_error)?;
             let mark = self.writer.sync_mark(&self.sync_state, &self.table, realm_id).await.map_err(pg_error)?;
-            Ok(SyncView {
-                state: mark.map(|m| SyncState { read_through: m.read_through, swept_through: m.swept_through }),
-                newest_updated: held.newest_updated,
-                oldest_live_ingested: held.oldest_live_ingested,
-                live: held.live,
-            })
+            if let Some(m) = mark {
+                return Ok(SyncView { state: Some(SyncState { read_through: m.read_through, swept_through: m.swept_through }), ..SyncView::default() });
+            }
+            // Before the first sync only: what the table holds, from one aggregate.
+            let held = self.writer.freshness(&self.table, realm_id).await.map_err(pg_error)?;
+            Ok(SyncView { state: None, newest_updated: held.newest_updated, oldest_live_ingested: held.oldest_live_ingested, live: held.live })
         })
     }
 

@@ -15,7 +15,9 @@ pub struct SyncState {
     pub swept_through: DateTime<Utc>,
 }
 
-/// What a sink holds of one realm's entity.
+/// Where a sink's next sync starts from, for one realm's entity: the saved state or, before the
+/// first sync (after a backfill, say), what the sink holds. The held fields are read only when
+/// there is no state, the one time a sync needs them (reading them is a scan of the file).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncView {
     /// What the last sync saved; `None` before the first sync (after a backfill, say).
