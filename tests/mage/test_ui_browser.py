@@ -154,7 +154,9 @@ def test_a_user_runs_a_pipeline_from_the_ui_and_reads_its_summary(tmp_path: Path
             schedules[name] = (status, json.loads(settings or "null"), runs)
     status, _, runs = schedules.pop("qb_invoice_trigger")
     assert [r[0] for r in runs] == ["CANCELLED"] and "held_by" in runs[0][1], runs
-    made_by_ui = {name: s for name, s in schedules.items() if not name.endswith("_trigger")}
+    shipped = {name for name in schedules if name.endswith(("_trigger", "_sync_hourly"))}
+    assert all(schedules[name][0] == "INACTIVE" for name in shipped), schedules
+    made_by_ui = {name: s for name, s in schedules.items() if name not in shipped}
     assert len(made_by_ui) == 2, schedules
     for name, (status, settings, _runs) in made_by_ui.items():
         assert status == "INACTIVE" and settings == {"allow_blocks_to_fail": True}, (name, status, settings)
