@@ -11,6 +11,7 @@ mod frames;
 mod postgres;
 mod progress;
 mod read;
+mod read_postgres;
 mod report;
 mod report_html;
 mod runtime;
@@ -55,6 +56,7 @@ mod _qbo_rs {
         postgres::PostgresWriter,
         progress::ProgressEvent,
         read::{ReadJob, RecordsRead},
+        read_postgres::{_read_postgres, RawPostgres},
         report::{BackfillReport, Estimate, WindowReport},
         run_cli,
         share::{_export_share_job, ReadShare, ShareExportJob, SharePlan, SharePlanJob, ShareStageJob, StagedShare},

@@ -3,12 +3,16 @@ the bundled emulator, and shows what it says it shows."""
 
 from __future__ import annotations
 
+import os
 import re
+import uuid
 from pathlib import Path
 from typing import Any, Dict, List
+from urllib.parse import unquote, urlsplit
 
 import nbformat
 import pytest
+from conftest import PG_DSN, psql
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "analyst.ipynb"
@@ -25,6 +29,21 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> List[Dict[str, Any]]:
     mp = pytest.MonkeyPatch()
     mp.delenv("CI", raising=False)
     mp.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # The database of the PostgreSQL cells, as a user configures it: the POSTGRES_* variables.
+    schema = "nb_" + uuid.uuid4().hex[:12]
+    if PG_DSN:
+        dsn = urlsplit(PG_DSN)
+        mp.setenv("POSTGRES_HOST", dsn.hostname or "")
+        mp.setenv("POSTGRES_PORT", str(dsn.port or 5432))
+        mp.setenv("POSTGRES_DB", dsn.path.lstrip("/"))
+        mp.setenv("POSTGRES_USER", unquote(dsn.username or ""))
+        mp.setenv("POSTGRES_PASSWORD", unquote(dsn.password or ""))
+        mp.setenv("POSTGRES_SCHEMA", schema)
+    elif os.environ.get("CI") == "true":
+        raise RuntimeError("CI=true and QBO_RS_TEST_DSN is not set: `make test` starts PostgreSQL itself")
+    else:
+        for name in ("POSTGRES_HOST", "POSTGRES_SCHEMA"):
+            mp.delenv(name, raising=False)
     try:
         NotebookClient(
             notebook,
@@ -34,6 +53,8 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> List[Dict[str, Any]]:
         ).execute()
     finally:
         mp.undo()
+        if PG_DSN:
+            psql(f'drop schema if exists "{schema}" cascade')
     return [c for c in notebook.cells if c.cell_type == "code"]
 
 
@@ -60,6 +81,14 @@ def test_it_backfills_reads_and_awaits_the_configured_records(executed):
     assert "awaited: 150 customers, ok=True" in texts(cell_with(executed, "await qbo_rs.backfill_async("))
     rerun = texts(cell_with(executed, "windows=[label]"))
     assert re.search(r"re-run invoice_backfill_\S+: \d+ rows, 0 inserted", rerun), rerun
+
+
+def test_a_postgresql_table_reads_into_the_same_frame(executed):
+    shown = texts(cell_with(executed, "qbo_rs.read_postgres("))
+    if PG_DSN:
+        assert "read_postgres: 2000 rows, same ids: True" in shown, shown
+    else:
+        assert "no database configured" in shown, shown
 
 
 def test_the_volume_chart_is_drawn(executed):

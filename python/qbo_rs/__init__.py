@@ -40,7 +40,7 @@ from qbo_rs.client import (
     export_window,
     export_window_async,
 )
-from qbo_rs.frames import RawTable, ReadTable, Volume, read_txt, volume
+from qbo_rs.frames import RawTable, ReadTable, Volume, read_postgres, read_txt, volume
 
 __all__ = [
     "BackfillReport",
@@ -71,6 +71,7 @@ __all__ = [
     "frames",
     "RawTable",
     "ReadTable",
+    "read_postgres",
     "read_txt",
     "Volume",
     "volume",

@@ -12,6 +12,7 @@ from qbo_rs.options import (
     ClientOptions,
     ExportOptions,
     PlanOptions,
+    PostgresReadOptions,
     RangeOptions,
     ReadOptions,
     SharePlanOptions,
@@ -34,6 +35,7 @@ __all__ = [
     "NativeEmulator",
     "PostgresWriter",
     "ProgressEvent",
+    "RawPostgres",
     "RawTxt",
     "ReadJob",
     "RecordsRead",
@@ -53,6 +55,7 @@ __all__ = [
     "__version__",
     "_export_job",
     "_export_share_job",
+    "_read_postgres",
     "_read_txt",
     "_sync_job",
     "_typed_fields",
@@ -90,6 +93,21 @@ def _volume(
 def _read_txt(
     path: Union[str, "os.PathLike[str]"], entity: Optional[str] = None, batch_rows: Optional[int] = None
 ) -> RawTxt: ...
+
+@final
+class RawPostgres:
+    """A PostgreSQL RAW table to read as Arrow record batches (wrapped by
+    :class:`qbo_rs.frames.RawTable`)."""
+
+    @property
+    def entity(self) -> str: ...
+    @property
+    def table(self) -> str:
+        """The quoted table, e.g. ``"raw"."qb_invoices"``."""
+    def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object: ...
+
+def _read_postgres(entity: str, **options: Unpack[PostgresReadOptions]) -> RawPostgres:
+    """Checks that the entity's RAW table can be read (see ``qbo_rs.read_postgres``)."""
 
 @final
 class Window:

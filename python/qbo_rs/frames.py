@@ -21,18 +21,20 @@ from typing import TYPE_CHECKING, Any, List, Optional, Tuple, Union
 
 from qbo_rs import _qbo_rs
 from qbo_rs.exceptions import ConfigError
+from qbo_rs.options import PostgresReadOptions
 
 if TYPE_CHECKING:
     import pandas
     import polars
     import pyarrow
+    from typing_extensions import Unpack
 
 
 class RawTable:
-    """A RAW file's records as Arrow record batches, read lazily, a batch at a time (memory
-    stays bounded), afresh each time a consumer asks for them."""
+    """A RAW file's or table's records as Arrow record batches, read lazily, a batch at a time
+    (memory stays bounded), afresh each time a consumer asks for them."""
 
-    def __init__(self, native: Union[_qbo_rs.RawTxt, _qbo_rs.RecordsRead]) -> None:
+    def __init__(self, native: Union[_qbo_rs.RawTxt, _qbo_rs.RawPostgres, _qbo_rs.RecordsRead]) -> None:
         self._native = native
 
     @property
@@ -66,8 +68,13 @@ class RawTable:
         return polars.DataFrame(self)
 
     def __repr__(self) -> str:
-        where = self._native.path if isinstance(self._native, _qbo_rs.RawTxt) else "memory"
-        return f"RawTable({where!s}, entity={self.entity!r})"
+        if isinstance(self._native, _qbo_rs.RawTxt):
+            where = str(self._native.path)
+        elif isinstance(self._native, _qbo_rs.RawPostgres):
+            where = self._native.table
+        else:
+            where = "memory"
+        return f"RawTable({where}, entity={self.entity!r})"
 
 
 class ReadTable(RawTable):
@@ -106,6 +113,19 @@ def read_txt(
     record fails the read, naming its line number. A line without its final newline (a write in
     progress) is left out."""
     return RawTable(_qbo_rs._read_txt(path, entity, batch_rows))
+
+
+def read_postgres(entity: str, **options: Unpack[PostgresReadOptions]) -> RawTable:
+    """The records of a PostgreSQL RAW table (``raw.qb_invoices`` by default) as a
+    :class:`RawTable`, with the columns of :func:`read_txt`'s; ``payload`` is PostgreSQL's JSONB
+    text of the record (the same JSON value, keys reordered).
+
+    Connects once now to check the table can be read: a wrong DSN, password, schema or prefix,
+    a missing table or a missing ``GRANT SELECT`` raises here, saying what to fix. Each stream
+    then reads the table afresh from one snapshot, ``batch_rows`` rows at a time through a
+    server-side cursor, in the table's physical order; rows of deleted records come with
+    ``deleted_at_utc`` set unless ``live_only=True``. Options: :class:`~qbo_rs.options.PostgresReadOptions`."""
+    return RawTable(_qbo_rs._read_postgres(entity, **options))
 
 
 class Volume:

@@ -17,26 +17,49 @@ if TYPE_CHECKING:
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class SinkOptions(TypedDict, total=False):
-    """Where records land.
+class PostgresTableOptions(TypedDict, total=False):
+    """Which PostgreSQL RAW tables.
 
-    - ``sink``: ``"txt"`` (default), ``"postgres"`` or ``"both"``.
-    - ``data_dir``: folder of the JSON-lines files (default ``"data"``).
-    - ``fsync``: fsync every commit (default True); False still never tears a line on a
-      killed process, a power cut might.
     - ``dsn``: PostgreSQL DSN; without it the ``POSTGRES_*`` variables.
     - ``pg_schema`` / ``pg_table_prefix``: tables ``<schema>.<prefix><entity>s``
       (default ``raw`` / ``qb_``).
     - ``postgres``: a :class:`~qbo_rs.PostgresWriter`, instead of the three above.
     """
 
-    sink: str
-    data_dir: PathLike
-    fsync: bool
     dsn: Optional[str]
     pg_schema: str
     pg_table_prefix: str
     postgres: Optional["PostgresWriter"]
+
+
+class SinkOptions(PostgresTableOptions, total=False):
+    """Where records land: the PostgreSQL tables' options (:class:`PostgresTableOptions`), and
+
+    - ``sink``: ``"txt"`` (default), ``"postgres"`` or ``"both"``.
+    - ``data_dir``: folder of the JSON-lines files (default ``"data"``).
+    - ``fsync``: fsync every commit (default True); False still never tears a line on a
+      killed process, a power cut might.
+    """
+
+    sink: str
+    data_dir: PathLike
+    fsync: bool
+
+
+class PostgresReadOptions(PostgresTableOptions, total=False):
+    """A read of a PostgreSQL RAW table (:func:`~qbo_rs.read_postgres`): the tables' options,
+    and
+
+    - ``realm_id``: only this company's rows (default: every realm in the table).
+    - ``live_only``: leave out records QuickBooks deleted (default False: they come with
+      ``deleted_at_utc`` set).
+    - ``batch_rows``: rows per Arrow record batch (default 8,192); it bounds the memory a read
+      holds.
+    """
+
+    realm_id: Optional[str]
+    live_only: bool
+    batch_rows: Optional[int]
 
 
 class ReadOptions(TypedDict, total=False):

@@ -23,6 +23,26 @@ pub enum RawEntity {
     Item,
 }
 
+impl From<qbo_core::Entity> for RawEntity {
+    fn from(entity: qbo_core::Entity) -> Self {
+        match entity {
+            qbo_core::Entity::Invoice => RawEntity::Invoice,
+            qbo_core::Entity::Customer => RawEntity::Customer,
+            qbo_core::Entity::Item => RawEntity::Item,
+        }
+    }
+}
+
+impl From<RawEntity> for qbo_core::Entity {
+    fn from(entity: RawEntity) -> Self {
+        match entity {
+            RawEntity::Invoice => qbo_core::Entity::Invoice,
+            RawEntity::Customer => qbo_core::Entity::Customer,
+            RawEntity::Item => qbo_core::Entity::Item,
+        }
+    }
+}
+
 /// The type of a typed field.
 #[derive(Debug, Clone, Copy)]
 enum Kind {

@@ -6,14 +6,17 @@
 //! amounts are decimals (`Decimal128(38, 6)`: exact for any amount QuickBooks sends), a field a
 //! record lacks is null. The file is read a batch at a time, so memory stays bounded whatever
 //! its size. [`ArrowSink`] builds the same batches from a backfill's records, in memory, for
-//! `QboClient.read`. Knows nothing of QuickBooks' API or of Python.
+//! `QboClient.read`; [`PgTable`] reads a PostgreSQL RAW table as the same batches. Knows nothing
+//! of QuickBooks' API or of Python.
 
 mod fields;
+mod postgres;
 mod reader;
 pub mod sink;
 mod volume;
 
 pub use fields::RawEntity;
+pub use postgres::{PgReadOptions, PgTable, PgTableReader};
 pub use reader::{RawFileReader, DEFAULT_BATCH_ROWS};
 pub use sink::ArrowSink;
 pub use volume::{volume, Period, PeriodCount};

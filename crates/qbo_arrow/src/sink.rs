@@ -43,7 +43,7 @@ pub const NAME: &str = "arrow";
 
 impl ArrowSink {
     pub fn new(entity: qbo_core::Entity) -> Arc<Self> {
-        let entity = RawEntity::parse(entity.slug()).expect("every entity the engine reads has RAW columns");
+        let entity = RawEntity::from(entity);
         Arc::new(ArrowSink { entity, schema: entity.schema(), store: Mutex::new(Store::default()) })
     }
 

@@ -133,7 +133,7 @@ mod writer;
 pub use config::{PgConfig, SslMode, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 pub use error::{MissingPrivilege, PgError, PrivilegeError};
 pub use ident::{quote_ident, TableRef};
-pub use writer::{DeleteOutcome, Deletion, Freshness, PgWriter, RawRow, SyncMark, UpsertOutcome};
+pub use writer::{DeleteOutcome, Deletion, Freshness, PgWriter, RawRow, RowFilter, StoredRow, SyncMark, UpsertOutcome};
 
 #[cfg(test)]
 mod tests;

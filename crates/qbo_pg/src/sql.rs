@@ -269,3 +269,18 @@ pub fn freshness(table: &TableRef) -> String {
 pub fn live_ids(table: &TableRef) -> String {
     format!("SELECT id FROM {} WHERE realm_id = $1 AND deleted_at_utc IS NULL", table.quoted())
 }
+
+/// The columns [`read_rows`] selects, in the order of [`crate::StoredRow`]'s fields; the
+/// payload as JSON text (PostgreSQL's JSONB text form).
+pub const READ_COLUMNS: &str = "id, payload::text, last_updated_utc, sync_token, realm_id, ingested_at_utc, \
+     extract_window_start_utc, extract_window_end_utc, page_number, page_size, deleted_at_utc";
+
+/// `$1` realm (NULL: every realm), `$2` live rows only: the rows a read hands over, in the
+/// table's physical order (a sequential scan: no sort, no index walk over TOASTed payloads).
+pub fn read_rows(table: &TableRef) -> String {
+    format!(
+        "SELECT {READ_COLUMNS} FROM {}\n\
+         \x20WHERE ($1::varchar IS NULL OR realm_id = $1) AND (NOT $2::boolean OR deleted_at_utc IS NULL)",
+        table.quoted()
+    )
+}

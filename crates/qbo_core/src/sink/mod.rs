@@ -211,16 +211,30 @@ impl Default for SinkConfig {
 }
 
 impl SinkConfig {
+    /// The options that say which PostgreSQL tables (besides a built `postgres` target): what a
+    /// read of a RAW table takes.
+    pub const POSTGRES_NAMES: &'static [&'static str] = &["dsn", "pg_schema", "pg_table_prefix"];
+
     /// The sinks to open, with the PostgreSQL target (if written to) built and checked; no I/O.
     pub fn resolve(&self) -> Result<SinkOptions, Error> {
-        let postgres = match (self.kind.writes_postgres(), &self.postgres) {
-            (false, _) => None,
-            (true, Some(target)) => Some(target.clone()),
-            (true, None) => Some(postgres::PostgresOptions::from_dsn_or_env(self.dsn.as_deref(), &self.pg_schema, &self.pg_table_prefix)?),
+        let postgres = match self.kind.writes_postgres() {
+            false => None,
+            true => Some(self.postgres_target()?),
         };
         let options = SinkOptions { kind: self.kind, data_dir: self.data_dir.clone(), fsync: self.fsync, postgres };
         options.validate()?;
         Ok(options)
+    }
+}
+
+impl SinkConfig {
+    /// The PostgreSQL tables: `postgres` if built already, else from `dsn` (or the `POSTGRES_*`
+    /// variables), `pg_schema` and `pg_table_prefix`, checked; no I/O.
+    pub fn postgres_target(&self) -> Result<postgres::PostgresOptions, Error> {
+        match &self.postgres {
+            Some(target) => Ok(target.clone()),
+            None => postgres::PostgresOptions::from_dsn_or_env(self.dsn.as_deref(), &self.pg_schema, &self.pg_table_prefix),
+        }
     }
 }
 

@@ -25,12 +25,14 @@ use crate::sql;
 mod delete;
 mod freshness;
 mod pool;
+mod read;
 mod schema;
 mod upsert;
 
 use delete::*;
 pub use freshness::{Freshness, SyncMark};
 use pool::*;
+pub use read::{RowFilter, StoredRow};
 use schema::*;
 use upsert::*;
 
