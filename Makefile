@@ -125,7 +125,7 @@ stubtest: $(WHEEL_STAMP) ## check the .pyi stubs against the compiled module
 
 bench: $(WHEEL_STAMP) $(MAGE_STAMP) ## benchmarks (prints figures): throughput vs plain Python, pacing, RSS, Mage overhead per window, requests/time/RSS/block runs per path at QBO's limits
 	$(PY) benches/bench.py
-	$(PY) benches/notebook_bench.py
+	./scripts/with-pg.sh $(PY) benches/notebook_bench.py
 	./scripts/with-pg.sh $(PY) benches/pg_bench.py
 	$(MAGE_PY) scripts/mage_bench.py
 	$(MAGE_PY) scripts/data_bench.py

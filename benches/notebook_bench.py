@@ -6,15 +6,19 @@ figures, asserts nothing about speed):
    object, then ``pandas.json_normalize``.
 3. pandas on the RAW file: ``pandas.read_json(path, lines=True)`` of the TXT file a qbo_rs
    backfill wrote (the file is written before, untimed).
+4. qbo_rs on the PostgreSQL RAW table: ``qbo_rs.read_postgres(...).to_pandas()`` of a table a
+   qbo_rs backfill wrote (written before, untimed; needs ``QBO_RS_TEST_DSN``, which
+   ``scripts/with-pg.sh`` sets).
 
 Same emulator (no throttle, no latency), same invoices. Each path runs as its own process, so
 its wall time, records/s and peak RSS (from wait4) are its own, imports included.
 
 The qbo_rs path also prints the frame's own size (pandas ``memory_usage(deep=True)``) beside its
 peak RSS: the read holds record batches, not one giant buffer, so the peak stays a small multiple
-of the frame (``--invoices 200000 --paths qbo_rs`` shows it at 200,000 invoices).
+of the frame (``--invoices 200000 --paths qbo_rs`` shows it at 200,000 invoices); so does the
+PostgreSQL path, which reads the table a batch at a time through a server-side cursor.
 
-Usage: notebook_bench.py [--smoke] [--invoices N] [--paths qbo_rs,python-quickbooks,read_json]
+Usage: notebook_bench.py [--smoke] [--invoices N] [--paths qbo_rs,python-quickbooks,read_json,read_postgres]
 (--smoke: a tiny emulator, so `make bench-smoke` keeps it runnable)
 """
 
@@ -62,6 +66,12 @@ frame = pandas.json_normalize(rows)
 print(len(frame))
 """
 
+READ_POSTGRES = """
+import os, qbo_rs
+frame = qbo_rs.read_postgres("invoice", dsn=os.environ["QBO_RS_TEST_DSN"], pg_schema=os.environ["BENCH_SCHEMA"]).to_pandas()
+print(frame.memory_usage(deep=True).sum() / 2**20, len(frame))
+"""
+
 READ_JSON = """
 import os, pandas
 frame = pandas.read_json(os.environ["RAW_FILE"], lines=True)
@@ -91,7 +101,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for make bench-smoke")
     parser.add_argument("--invoices", type=int, default=20_000)
-    parser.add_argument("--paths", default="qbo_rs,python-quickbooks,read_json", help="comma-separated")
+    parser.add_argument("--paths", default="qbo_rs,python-quickbooks,read_json,read_postgres", help="comma-separated")
     args = parser.parse_args()
     invoices = 300 if args.smoke else args.invoices
     wanted = set(args.paths.split(","))
@@ -104,11 +114,18 @@ def main() -> int:
         import qbo_rs
 
         writer = qbo_rs.QboClient(emu.credentials(), token_store=None, limiter_dir=None, requests_per_minute=600_000)
-        assert writer.backfill("invoice", START, END, data_dir=work, fsync=False, on_progress=False).ok
+        dsn = os.environ.get("QBO_RS_TEST_DSN", "")
+        env["BENCH_SCHEMA"] = f"bench_nb_{os.getpid()}"
+        sinks = {"sink": "both", "dsn": dsn, "pg_schema": env["BENCH_SCHEMA"]} if dsn else {}
+        if not dsn and "read_postgres" in wanted:
+            print("read_postgres: left out, QBO_RS_TEST_DSN is not set (run under scripts/with-pg.sh)")
+            wanted.discard("read_postgres")
+        assert writer.backfill("invoice", START, END, data_dir=work, fsync=False, on_progress=False, **sinks).ok
         paths: List[Tuple[str, str, str]] = [
             ("qbo_rs", "qbo_rs: client.read().to_pandas()", QBO_RS),
             ("python-quickbooks", "python-quickbooks + json_normalize", PYTHON_QUICKBOOKS),
             ("read_json", "pandas.read_json(lines=True) of the TXT", READ_JSON),
+            ("read_postgres", "qbo_rs: read_postgres().to_pandas()", READ_POSTGRES),
         ]
         print(f"## Invoices to a pandas DataFrame ({invoices:,} invoices, emulator without throttle or latency)")
         print(f"{'path':42} {'rows':>8} {'wall s':>8} {'records/s':>10} {'peak RSS MB':>12} {'frame MB':>9}")
@@ -117,6 +134,9 @@ def main() -> int:
                 continue
             rows, wall, rss, frame_mb = run_measured(code, env)
             print(f"{label:42} {rows:>8,} {wall:>8.2f} {rows / wall:>10,.0f} {rss:>12.1f} {frame_mb:>9}")
+        if dsn:
+            drop = f'drop schema if exists "{env["BENCH_SCHEMA"]}" cascade'
+            subprocess.run(["psql", dsn, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", drop], check=True, capture_output=True)
     return 0
 
 
