@@ -62,7 +62,7 @@ mod _qbo_rs {
         share::{_export_share_job, ReadShare, ShareExportJob, SharePlan, SharePlanJob, ShareStageJob, StagedShare},
         stage::{_export_job, ExportJob, StageJob, StagedWindow},
         sync::{_sync_job, SyncJob, SyncReport},
-        windows::{parse_instant, plan_windows, Window},
+        windows::{parse_instant, plan, plan_windows, BackfillPlan, Window},
     };
 
     use pyo3::prelude::*;

@@ -1,10 +1,13 @@
-//! `plan_windows`, the `Window` value it returns, and `parse_instant`, the bounds' grammar.
+//! Planning with no request: `plan_windows`, the `Window` value it returns, `plan` (a backfill's
+//! options resolved and checked) and `parse_instant`, the bounds' grammar.
 
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use qbo_core::backfill::BackfillRequest;
 
 use crate::convert;
-use crate::errors::{BindError, BindResult};
+use crate::errors::BindResult;
 
 /// A half-open UTC window `[start, end)` with its stable label.
 #[pyclass(frozen, eq, module = "qbo_rs", get_all)]
@@ -39,15 +42,104 @@ impl Window {
     }
 }
 
-/// Splits `[start, end)` into windows of `chunk_days` days labelled `<entity>_backfill_<date>`.
+/// Splits `[start, end)` into windows of `chunk_days` days (default: a backfill's) labelled
+/// `<entity>_backfill_<date>`.
 #[pyfunction]
-#[pyo3(signature = (start, end, chunk_days = 50, entity = "invoice"))]
-pub fn plan_windows(py: Python<'_>, start: &Bound<'_, PyAny>, end: &Bound<'_, PyAny>, chunk_days: i64, entity: &str) -> BindResult<Vec<Window>> {
-    let start = convert::instant(py, "start", start)?;
-    let end = convert::instant(py, "end", end)?;
-    let chunk_days = convert::positive_u32(py, "chunk_days", chunk_days)?;
-    let entity = convert::entity(entity)?;
-    qbo_core::plan_windows(start, end, chunk_days, &entity.label_prefix()).map(|ws| ws.into_iter().map(Window::from_core).collect()).map_err(BindError::from)
+#[pyo3(signature = (start, end, chunk_days = None, entity = "invoice"))]
+pub fn plan_windows(py: Python<'_>, start: &Bound<'_, PyAny>, end: &Bound<'_, PyAny>, chunk_days: Option<i64>, entity: &str) -> BindResult<Vec<Window>> {
+    let mut request = BackfillRequest::new(convert::entity(entity)?, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
+    if let Some(days) = chunk_days {
+        request.chunk_days = convert::positive_u32(py, "chunk_days", days)?;
+    }
+    Ok(windows_of(request.plan()?))
+}
+
+fn windows_of(windows: Vec<qbo_core::Window>) -> Vec<Window> {
+    windows.into_iter().map(Window::from_core).collect()
+}
+
+/// A backfill's request with every option resolved and checked, and the windows it runs: what
+/// a backfill, an estimate or a read with the same options would do, before any request.
+#[pyclass(frozen, module = "qbo_rs")]
+pub struct BackfillPlan {
+    request: BackfillRequest,
+    windows: Vec<qbo_core::Window>,
+}
+
+#[pymethods]
+impl BackfillPlan {
+    #[getter]
+    fn entity(&self) -> &'static str {
+        self.request.entity.slug()
+    }
+
+    #[getter]
+    fn start(&self) -> DateTime<Utc> {
+        self.request.start
+    }
+
+    #[getter]
+    fn end(&self) -> DateTime<Utc> {
+        self.request.end
+    }
+
+    #[getter]
+    fn chunk_days(&self) -> u32 {
+        self.request.chunk_days
+    }
+
+    #[getter]
+    fn page_size(&self) -> u32 {
+        self.request.page_size
+    }
+
+    /// `LastUpdatedTime`, `CreateTime` or `TxnDate`.
+    #[getter]
+    fn filter_field(&self) -> &'static str {
+        self.request.filter_field.name()
+    }
+
+    #[getter]
+    fn max_concurrent_windows(&self) -> usize {
+        self.request.max_concurrent_windows
+    }
+
+    #[getter]
+    fn max_buffer_mb(&self) -> u64 {
+        self.request.max_buffer_bytes >> 20
+    }
+
+    #[getter]
+    fn max_requests(&self) -> Option<u64> {
+        self.request.max_requests
+    }
+
+    /// The windows to run: the calendar's, or those the `windows` option names.
+    #[getter]
+    fn windows(&self) -> Vec<Window> {
+        windows_of(self.windows.clone())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "BackfillPlan(entity={:?}, windows={}, chunk_days={}, page_size={})",
+            self.entity(),
+            self.windows.len(),
+            self.request.chunk_days,
+            self.request.page_size
+        )
+    }
+}
+
+/// A backfill's options for `entity` over `[start, end)`, resolved and checked as a backfill
+/// checks them (`BackfillRequest`'s: defaults, bounds, labels), with no request and no file.
+#[pyfunction]
+#[pyo3(signature = (entity, start, end, **options))]
+pub fn plan(py: Python<'_>, entity: &str, start: &Bound<'_, PyAny>, end: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> BindResult<BackfillPlan> {
+    let mut request = BackfillRequest::new(convert::entity(entity)?, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
+    convert::Kwargs::new(py, options)?.fill(&mut request)?.finish()?;
+    let windows = request.plan()?;
+    Ok(BackfillPlan { request, windows })
 }
 
 /// `value` as an aware UTC datetime, read exactly as `plan_windows` and every backfill read their

@@ -31,6 +31,46 @@ def test_offsets_are_converted_to_utc():
     assert w.start == datetime(2024, 7, 1, 7, tzinfo=timezone.utc)
 
 
+def test_plan_resolves_a_backfills_options_with_the_engines_defaults():
+    plan = qbo_rs.plan("item", "2025-01-01", "2025-12-31")
+    assert (plan.entity, plan.page_size, plan.chunk_days, plan.filter_field) == ("item", 1000, 50, "LastUpdatedTime")
+    assert (plan.max_concurrent_windows, plan.max_buffer_mb, plan.max_requests) == (4, 16, None)
+    assert [w.label for w in plan.windows] == [
+        w.label for w in qbo_rs.plan_windows("2025-01-01", "2025-12-31", None, "item")
+    ]
+    assert len(plan.windows) == 8 and plan.windows[0].label == "item_backfill_2025-01-01"
+
+    chosen = qbo_rs.plan(
+        "invoice",
+        "2025-01-01",
+        "2025-03-01",
+        chunk_days=30,
+        page_size=200,
+        filter_field="TxnDate",
+        windows="invoice_backfill_2025-01-31",
+        max_requests=9,
+    )
+    assert (chosen.chunk_days, chosen.page_size, chosen.filter_field, chosen.max_requests) == (30, 200, "TxnDate", 9)
+    assert [w.label for w in chosen.windows] == ["invoice_backfill_2025-01-31"]
+    assert chosen.start == datetime(2025, 1, 1, tzinfo=timezone.utc) and "windows=1" in repr(chosen)
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"page_size": 5000}, "page_size must be between 1 and 1000"),
+        ({"chunk_days": 0}, "chunk_days must be at least 1"),
+        ({"page_size": "50"}, 'page_size must be a whole number, not a string "50"'),
+        ({"filter_field": "TxnDate"}, "filter field TxnDate does not exist on Customer"),
+        ({"windows": ["customer_backfill_1999-01-01"]}, 'no window is labelled "customer_backfill_1999-01-01"'),
+        ({"sink": "txt"}, 'unknown option "sink"'),
+    ],
+)
+def test_plan_refuses_what_a_backfill_refuses(options, message):
+    with pytest.raises(exceptions.ConfigError, match=message):
+        qbo_rs.plan("customer", "2025-01-01", "2025-03-01", **options)
+
+
 def test_parse_instant_reads_bounds_as_the_engine_does():
     utc = timezone.utc
     assert qbo_rs.parse_instant("2025-01-31") == datetime(2025, 1, 31, tzinfo=utc)

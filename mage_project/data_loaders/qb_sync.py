@@ -15,7 +15,7 @@ the requests by kind, and ``Validation: Integrity Check Passed`` or ``Validation
 """
 
 from mage_project.utils.qb_mage import RunVariableError, engine_client, fail, log, sync_params
-from qbo_rs.exceptions import BackfillError, ConfigError
+from qbo_rs.exceptions import BackfillError, ConfigError, RequestBudgetError
 
 if "data_loader" not in globals():
     from mage_ai.data_preparation.decorators import data_loader
@@ -31,9 +31,11 @@ def sync(*args, **kwargs):
     with engine_client(kwargs) as client:  # a missing secret is named here
         try:
             report = client.sync(params.entity, raise_on_failure=False, **params.options())
-        except ConfigError as err:  # over max_requests, or options the engine refuses
+        except RequestBudgetError as err:  # over max_requests: the estimate says by how much
             fail(kwargs, err)
             raise
+        except ConfigError as err:  # an option the engine refuses, by its name (the variable's)
+            raise fail(kwargs, RunVariableError(str(err))) from None
     kinds = report.requests_by_kind
     log(
         kwargs,

@@ -36,9 +36,7 @@ from mage_project.utils.receipts import keep, kept, run_receipt, stage_run_id  #
 from mage_project.utils.run_trigger import settle_run_trigger  # noqa: F401
 from mage_project.utils.triggers import disable_once_trigger, read_triggers, triggers_file  # noqa: F401
 from mage_project.utils.variables import (  # noqa: F401
-    DEFAULT_CHUNK_DAYS,
     DEFAULT_MAX_CHILDREN,
-    DEFAULT_PAGE_SIZE,
     ENTITY_BY_PIPELINE,
     MAX_CHILDREN,
     PLURAL,

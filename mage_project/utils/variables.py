@@ -24,15 +24,15 @@ SYNC_ENTITY_BY_PIPELINE = {
 }
 PLURAL = {"invoice": "invoices", "customer": "customers", "item": "items"}
 SINKS = ("txt", "postgres", "both")
-DEFAULT_PAGE_SIZE = 1000
-MAX_PAGE_SIZE = 1000
-DEFAULT_CHUNK_DAYS = 50
-MAX_CHUNK_DAYS = 36600
 # Children (fetch + export block runs) a backfill fans out to, at most. The pipelines run in one
 # process (run_pipeline_in_one_process), where children run one after another and the engine
 # reads a child's streams concurrently: one child is the fastest and smallest there.
 DEFAULT_MAX_CHILDREN = 1
 MAX_CHILDREN = 10000
+
+# The runtime variables that are engine options, by the engine's names.
+BACKFILL_ENGINE_OPTIONS = ("page_size", "chunk_days", "max_requests")
+SYNC_ENGINE_OPTIONS = ("page_size", "overlap_minutes", "max_requests")
 
 POSTGRES_REQUIRED = ("POSTGRES_HOST", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD")
 
@@ -61,32 +61,44 @@ def parse_instant(name: str, value: Any) -> datetime:
         raise RunVariableError(str(err)) from None
 
 
-def parse_int(name: str, value: Any, default: int, low: int, high: int, example: Optional[int] = None) -> int:
-    """A whole number in [low, high] from a number or its text; blank means ``default``. Errors
-    name the variable, its range and an example (``example``, else the default)."""
+def whole_number(value: Any) -> Any:
+    """A whole number given as text (``"50"``, ``"7.0"``) or as a float (``7.0``) as an ``int``;
+    anything else as given, for the engine to accept or refuse, naming the option."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.0*)?", value.strip()):
+        return int(float(value.strip())) if "." in value else int(value.strip())
+    return value
+
+
+def parse_int(name: str, value: Any, default: int, low: int, high: int) -> int:
+    """A whole number in [low, high] for a variable of the Mage project's own (not an engine
+    option); blank means ``default``. Errors name the variable, its range and the default."""
     if _blank(value):
         return default
-    hint = f"e.g. {default if example is None else example}"
-    number: Optional[int] = None
-    if isinstance(value, bool):
-        number = None
-    elif isinstance(value, int):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and re.fullmatch(r"[+-]?\d+(\.0*)?", value.strip()):
-        number = int(float(value.strip())) if "." in value else int(value.strip())
-    if number is None:
-        raise RunVariableError(f"{name} must be a whole number between {low} and {high}, {hint} (got {value!r})")
+    number = whole_number(value)
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise RunVariableError(
+            f"{name} must be a whole number between {low} and {high}, e.g. {default} (got {value!r})"
+        )
     if not low <= number <= high:
-        raise RunVariableError(f"{name} must be between {low} and {high}, {hint} (got {number})")
+        raise RunVariableError(f"{name} must be between {low} and {high}, e.g. {default} (got {number})")
     return number
 
 
-def parse_max_requests(kwargs: Dict[str, Any]) -> Optional[int]:
-    """``max_requests``: optional; a run estimated to need more is refused before any page."""
-    value = kwargs.get("max_requests")
-    return None if _blank(value) else parse_int("max_requests", value, 0, 1, 10**12, example=500)
+def engine_options(kwargs: Dict[str, Any], names: Tuple[str, ...]) -> Dict[str, Any]:
+    """The engine options among ``names`` that the run sets, numbers coerced from Mage's text; a
+    blank one is left out, so the engine's default applies."""
+    return {name: whole_number(kwargs[name]) for name in names if not _blank(kwargs.get(name))}
+
+
+def checked(call: Any, *args: Any, **options: Any) -> Any:
+    """``call(*args, **options)``, an engine call that checks options without a request, its
+    ``ConfigError`` (naming the option, which is the variable's name) as a ``RunVariableError``."""
+    try:
+        return call(*args, **options)
+    except ConfigError as err:
+        raise RunVariableError(str(err)) from None
 
 
 def parse_choice(name: str, value: Any, choices: Tuple[str, ...], default: str) -> str:
@@ -219,6 +231,8 @@ def run_params(kwargs: Dict[str, Any]) -> RunParams:
             f"fecha_fin ({utc_text(end)}) must be after fecha_inicio ({utc_text(start)}): "
             "windows are half-open [fecha_inicio, fecha_fin) in UTC"
         )
+    # The engine resolves and checks its own options (defaults, bounds) with no request.
+    plan = checked(qbo_rs.plan, entity, start, end, **engine_options(kwargs, BACKFILL_ENGINE_OPTIONS))
     data_dir, schema, prefix = sink_targets(kwargs)
     stage_dir = kwargs.get("stage_dir")
     stage_dir = default_stage_dir(data_dir) if _blank(stage_dir) else str(stage_dir).strip()
@@ -229,15 +243,15 @@ def run_params(kwargs: Dict[str, Any]) -> RunParams:
         entity=entity,
         start=start,
         end=end,
-        page_size=parse_int("page_size", kwargs.get("page_size"), DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
-        chunk_days=parse_int("chunk_days", kwargs.get("chunk_days"), DEFAULT_CHUNK_DAYS, 1, MAX_CHUNK_DAYS),
+        page_size=plan.page_size,
+        chunk_days=plan.chunk_days,
         sink=parse_choice("sink", kwargs.get("sink"), SINKS, "txt"),
         data_dir=data_dir,
         pg_schema=schema,
         pg_table_prefix=prefix,
         stage_dir=os.path.abspath(stage_dir),
         max_children=parse_int("max_children", kwargs.get("max_children"), DEFAULT_MAX_CHILDREN, 1, MAX_CHILDREN),
-        max_requests=parse_max_requests(kwargs),
+        max_requests=plan.max_requests,
         windows=parse_labels(kwargs.get("windows")),
     )
 
@@ -291,9 +305,9 @@ class SyncParams:
     data_dir: str
     pg_schema: str
     pg_table_prefix: str
-    page_size: int
-    overlap_minutes: Optional[int] = None
-    max_requests: Optional[int] = None
+    # The engine options the run sets (``SYNC_ENGINE_OPTIONS``); the engine checks them and
+    # gives the others their defaults when the sync is built, before any request.
+    engine: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def plural(self) -> str:
@@ -301,29 +315,22 @@ class SyncParams:
 
     def options(self) -> Dict[str, Any]:
         """The keyword options of :meth:`qbo_rs.QboClient.sync`."""
-        options: Dict[str, Any] = dict(
+        return dict(
             sink=self.sink,
             data_dir=self.data_dir,
             pg_schema=self.pg_schema,
             pg_table_prefix=self.pg_table_prefix,
-            page_size=self.page_size,
-            max_requests=self.max_requests,
+            **self.engine,
         )
-        if self.overlap_minutes is not None:  # else the engine's default
-            options["overlap_minutes"] = self.overlap_minutes
-        return options
 
     def describe(self) -> str:
-        budget = f" max_requests={self.max_requests}" if self.max_requests is not None else ""
-        overlap = f" overlap_minutes={self.overlap_minutes}" if self.overlap_minutes is not None else ""
-        return (
-            f"sync {self.entity} page_size={self.page_size}{overlap}{budget} sink={self.sink} -> {targets_text(self)}"
-        )
+        engine = "".join(f" {name}={value}" for name, value in self.engine.items())
+        return f"sync {self.entity}{engine} sink={self.sink} -> {targets_text(self)}"
 
 
 def sync_params(kwargs: Dict[str, Any]) -> SyncParams:
-    """The runtime variables of the qb_*_sync pipelines, coerced and checked; every error names
-    its variable."""
+    """The runtime variables of the qb_*_sync pipelines, coerced; the Mage project's own are
+    checked here, the engine's when the sync is built. Every error names its variable."""
     pipeline_uuid = kwargs.get("pipeline_uuid") or ""
     entity = SYNC_ENTITY_BY_PIPELINE.get(pipeline_uuid) or parse_choice(
         "entity", kwargs.get("entity"), tuple(PLURAL), ""
@@ -340,13 +347,7 @@ def sync_params(kwargs: Dict[str, Any]) -> SyncParams:
         data_dir=data_dir,
         pg_schema=schema,
         pg_table_prefix=prefix,
-        page_size=parse_int("page_size", kwargs.get("page_size"), DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
-        overlap_minutes=(
-            None
-            if _blank(kwargs.get("overlap_minutes"))
-            else parse_int("overlap_minutes", kwargs.get("overlap_minutes"), 10, 0, 1440)
-        ),
-        max_requests=parse_max_requests(kwargs),
+        engine=engine_options(kwargs, SYNC_ENGINE_OPTIONS),
     )
     check_sinks(params.sink, params.data_dir, params.pg_schema, params.pg_table_prefix)
     return params

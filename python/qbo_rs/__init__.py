@@ -13,6 +13,7 @@ Nothing runs at import time: the tokio runtime is created on first use.
 
 from qbo_rs import exceptions, frames, options, progress
 from qbo_rs._qbo_rs import (
+    BackfillPlan,
     BackfillReport,
     Credentials,
     Estimate,
@@ -27,6 +28,7 @@ from qbo_rs._qbo_rs import (
     WindowReport,
     __version__,
     parse_instant,
+    plan,
     plan_windows,
 )
 from qbo_rs.client import (
@@ -43,6 +45,7 @@ from qbo_rs.client import (
 from qbo_rs.frames import RawTable, ReadTable, Volume, read_postgres, read_txt, volume
 
 __all__ = [
+    "BackfillPlan",
     "BackfillReport",
     "Credentials",
     "Estimate",
@@ -76,5 +79,6 @@ __all__ = [
     "Volume",
     "volume",
     "parse_instant",
+    "plan",
     "plan_windows",
 ]

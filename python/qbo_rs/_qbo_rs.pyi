@@ -27,6 +27,7 @@ _Self = TypeVar("_Self", bound="QboClient")
 __version__: str
 __all__ = [
     "BackfillJob",
+    "BackfillPlan",
     "BackfillReport",
     "Credentials",
     "Estimate",
@@ -63,6 +64,7 @@ __all__ = [
     "default_limiter_dir",
     "default_token_store",
     "parse_instant",
+    "plan",
     "plan_windows",
     "run_cli",
 ]
@@ -123,12 +125,48 @@ class Window:
     def range_text(self) -> str:
         """``Rango 2025-01-01 a 2025-02-20``, as the logs print it."""
 
-def plan_windows(start: _DateLike, end: _DateLike, chunk_days: int = 50, entity: str = "invoice") -> List[Window]:
-    """Splits ``[start, end)`` into windows of ``chunk_days`` days labelled ``<entity>_backfill_<date>``.
+def plan_windows(
+    start: _DateLike, end: _DateLike, chunk_days: Optional[int] = None, entity: str = "invoice"
+) -> List[Window]:
+    """Splits ``[start, end)`` into windows of ``chunk_days`` days (default: a backfill's, 50)
+    labelled ``<entity>_backfill_<date>``.
 
     Strings are ISO dates (midnight UTC) or ISO datetimes; naive datetimes are UTC.
     Raises ``ConfigError`` for reversed/empty ranges, non-ISO dates or ``chunk_days < 1``.
     """
+
+@final
+class BackfillPlan:
+    """A backfill's options resolved (defaults filled in) and checked, and the windows it runs
+    (from :func:`plan`)."""
+
+    @property
+    def entity(self) -> str: ...
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime: ...
+    @property
+    def chunk_days(self) -> int: ...
+    @property
+    def page_size(self) -> int: ...
+    @property
+    def filter_field(self) -> str:
+        """``LastUpdatedTime``, ``CreateTime`` or ``TxnDate``."""
+    @property
+    def max_concurrent_windows(self) -> int: ...
+    @property
+    def max_buffer_mb(self) -> int: ...
+    @property
+    def max_requests(self) -> Optional[int]: ...
+    @property
+    def windows(self) -> List[Window]:
+        """The windows to run: the calendar's, or those the ``windows`` option names."""
+
+def plan(entity: str, start: _DateLike, end: _DateLike, **options: Unpack[PlanOptions]) -> BackfillPlan:
+    """What a backfill (or an estimate, or a read) of ``entity`` over ``[start, end)`` with these
+    options would run, resolved and checked exactly as it checks them, with no request and no
+    file: ``ConfigError`` names the option that is wrong and says what it takes."""
 
 @final
 class Credentials:

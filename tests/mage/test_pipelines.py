@@ -376,7 +376,7 @@ def test_environment_fallback_and_a_missing_secret_is_named_before_any_request(e
     [
         (
             {"fecha_inicio": "2025-01-01", "fecha_fin": "2025-02-01", "page_size": "5000"},
-            "page_size must be between 1 and 1000, e.g. 1000 (got 5000)",
+            "page_size must be between 1 and 1000 (QBO's MAXRESULTS limit), got 5000",
         ),
         (
             {"fecha_inicio": "2025-02-01", "fecha_fin": "2025-01-01"},
@@ -503,10 +503,11 @@ print(json.dumps([ok, bad]))
         "fecha_inicio is required: an ISO date or datetime in UTC, e.g. 2025-01-01",
         'fecha_fin = "2025-13-01" is not an ISO date: use YYYY-MM-DD (midnight UTC) or an ISO datetime such as '
         "2025-01-31T00:00:00Z",
-        "page_size must be between 1 and 1000, e.g. 1000 (got 0)",
-        "page_size must be a whole number between 1 and 1000, e.g. 1000 (got '12.5')",
-        "page_size must be a whole number between 1 and 1000, e.g. 1000 (got True)",
-        "chunk_days must be between 1 and 36600, e.g. 50 (got 0)",
+        # The engine's own checks and words: the option's name is the variable's.
+        "page_size must be between 1 and 1000 (QBO's MAXRESULTS limit), got 0",
+        'page_size must be a whole number, not a string "12.5"',
+        "page_size must be a whole number, not a boolean True",
+        "chunk_days must be at least 1",
         "fecha_inicio must be an ISO date string such as 2025-01-31, a date or a datetime, not int",
     ]
 

@@ -92,6 +92,15 @@ pub enum FilterField {
 }
 
 impl FilterField {
+    /// As the option takes it: `LastUpdatedTime`, `CreateTime`, `TxnDate`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FilterField::LastUpdatedTime => "LastUpdatedTime",
+            FilterField::CreateTime => "CreateTime",
+            FilterField::TxnDate => "TxnDate",
+        }
+    }
+
     pub fn qbo_property(self) -> &'static str {
         match self {
             FilterField::LastUpdatedTime => "MetaData.LastUpdatedTime",
