@@ -197,6 +197,32 @@ pub fn requests_by_kind(r: &qbo_core::client::RequestCounts) -> HashMap<String, 
     [("page", r.pages), ("count", r.counts), ("cdc", r.cdc), ("retry", r.retries), ("token", r.tokens)].into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
+/// The `#[pymethods]` of a class that wraps a core value in `inner`: each
+/// `get name(v) -> Type = expr;` is a read-only property computed from `v`, the core value;
+/// the methods after `methods:` are written as in any `#[pymethods]` block (which takes no macro
+/// inside it, hence the whole block here).
+macro_rules! pymethods_reading_inner {
+    (impl $class:ident {
+        $( $(#[$attr:meta])* get $name:ident($v:ident) -> $ty:ty = $value:expr; )*
+        methods:
+        $($methods:tt)*
+    }) => {
+        #[pymethods]
+        impl $class {
+            $(
+                $(#[$attr])*
+                #[getter]
+                fn $name(&self) -> $ty {
+                    let $v = &self.inner;
+                    $value
+                }
+            )*
+            $($methods)*
+        }
+    };
+}
+pub(crate) use pymethods_reading_inner;
+
 /// What a backfill will read and spend, from counts alone (`QboClient.estimate`, or the
 /// plan a backfill made before reading).
 #[pyclass(frozen, module = "qbo_rs")]
@@ -204,67 +230,39 @@ pub struct Estimate {
     pub inner: qbo_core::read_plan::Estimate,
 }
 
-#[pymethods]
-impl Estimate {
-    #[getter]
-    fn entity(&self) -> &str {
-        &self.inner.entity
-    }
+pymethods_reading_inner! {
+    impl Estimate {
+        get entity(e) -> &str = &e.entity;
+        get windows(e) -> usize = e.windows;
+        get records(e) -> u64 = e.records;
+        /// Streams the plan reads (each a run of consecutive windows, or part of a dense one).
+        get streams(e) -> usize = e.streams.len();
+        /// Every request the backfill makes, the plan's counts included (retries aside).
+        get requests(e) -> u64 = e.requests;
+        get count_requests(e) -> u64 = e.count_requests;
+        get page_requests(e) -> u64 = e.page_requests;
+        /// `requests` at the realm's pace.
+        get minutes(e) -> f64 = e.minutes;
 
-    #[getter]
-    fn windows(&self) -> usize {
-        self.inner.windows
-    }
+        methods:
 
-    #[getter]
-    fn records(&self) -> u64 {
-        self.inner.records
-    }
+        /// Everything, the streams included, as plain Python values (what `qbo-rs estimate --json` prints).
+        fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+            let text = serde_json::to_string(&self.inner).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+            py.import("json")?.call_method1("loads", (text,))
+        }
 
-    /// Streams the plan reads (each a run of consecutive windows, or part of a dense one).
-    #[getter]
-    fn streams(&self) -> usize {
-        self.inner.streams.len()
-    }
-
-    /// Every request the backfill makes, the plan's counts included (retries aside).
-    #[getter]
-    fn requests(&self) -> u64 {
-        self.inner.requests
-    }
-
-    #[getter]
-    fn count_requests(&self) -> u64 {
-        self.inner.count_requests
-    }
-
-    #[getter]
-    fn page_requests(&self) -> u64 {
-        self.inner.page_requests
-    }
-
-    /// `requests` at the realm's pace.
-    #[getter]
-    fn minutes(&self) -> f64 {
-        self.inner.minutes
-    }
-
-    /// Everything, the streams included, as plain Python values (what `qbo-rs estimate --json` prints).
-    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let text = serde_json::to_string(&self.inner).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-        py.import("json")?.call_method1("loads", (text,))
-    }
-
-    fn __repr__(&self) -> String {
-        let e = &self.inner;
-        format!(
-            "Estimate(entity={:?}, records={}, windows={}, streams={}, requests={}, minutes={:.1})",
-            e.entity,
-            e.records,
-            e.windows,
-            e.streams.len(),
-            e.requests,
-            e.minutes
-        )
+        fn __repr__(&self) -> String {
+            let e = &self.inner;
+            format!(
+                "Estimate(entity={:?}, records={}, windows={}, streams={}, requests={}, minutes={:.1})",
+                e.entity,
+                e.records,
+                e.windows,
+                e.streams.len(),
+                e.requests,
+                e.minutes
+            )
+        }
     }
 }
