@@ -13,7 +13,7 @@ use std::time::Instant;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use qbo_core::backfill::{Progress, WindowReport, WindowStatus};
+use qbo_core::backfill::{Progress, WindowReport};
 use qbo_core::client::RequestCounts;
 use qbo_core::read_plan::Estimate;
 use qbo_core::window::Window;
@@ -173,10 +173,6 @@ impl Progress for PyProgress {
 
     fn on_window_done(&self, report: &WindowReport) {
         self.windows_done.fetch_add(1, Ordering::Relaxed);
-        let status = match report.status {
-            WindowStatus::Ok => "ok",
-            WindowStatus::Failed => "failed",
-        };
-        self.emit("window_done", Some(&report.label), report.rows_written(), Some(status));
+        self.emit("window_done", Some(&report.label), report.rows_written(), Some(crate::report::status_text(report.status)));
     }
 }

@@ -5,67 +5,110 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
+use qbo_core::backfill::WindowStatus;
+use qbo_core::sink::WriteOutcome;
 
-/// What one window did.
-#[pyclass(frozen, module = "qbo_rs", get_all)]
+/// The `#[pymethods]` of a class that wraps a core value in `inner`: each
+/// `get name(v) -> Type = expr;` is a read-only property computed from `v`, the core value;
+/// the methods after `methods:` are written as in any `#[pymethods]` block (which takes no macro
+/// inside it, hence the whole block here).
+macro_rules! pymethods_reading_inner {
+    (impl $class:ident {
+        $( $(#[$attr:meta])* get $name:ident($v:ident) -> $ty:ty = $value:expr; )*
+        methods:
+        $($methods:tt)*
+    }) => {
+        #[pymethods]
+        impl $class {
+            $(
+                $(#[$attr])*
+                #[getter]
+                fn $name(&self) -> $ty {
+                    let $v = &self.inner;
+                    $value
+                }
+            )*
+            $($methods)*
+        }
+    };
+}
+pub(crate) use pymethods_reading_inner;
+
+/// What one window did: the core's report, its figures converted as Python reads them.
+#[pyclass(frozen, module = "qbo_rs")]
 #[derive(Clone)]
 pub struct WindowReport {
-    pub label: String,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
+    pub inner: qbo_core::backfill::WindowReport,
     /// "ok" or "failed".
-    pub status: String,
-    pub rows_fetched: u64,
-    pub rows_written: u64,
-    /// QBO's COUNT(*) of the window after its read, when one was made: a staged window's fetch
-    /// (None when one page answered it whole). Always None in a backfill's report: a backfill
-    /// counts runs of windows, not each window (its `estimate` has the records counted).
-    pub server_count: Option<u64>,
-    pub pages: u32,
-    pub inserted: u64,
-    pub updated: u64,
-    pub unchanged: u64,
-    pub error: Option<String>,
-    pub duration_s: f64,
+    #[pyo3(get)]
+    pub status: &'static str,
 }
 
-#[pymethods]
-impl WindowReport {
-    #[getter]
-    fn ok(&self) -> bool {
-        self.status == "ok"
+/// A window's status as Python sees it: "ok" or "failed".
+pub fn status_text(status: WindowStatus) -> &'static str {
+    match status {
+        WindowStatus::Ok => "ok",
+        WindowStatus::Failed => "failed",
     }
+}
 
-    fn __repr__(&self) -> String {
-        format!("WindowReport(label={:?}, status={:?}, rows_fetched={}, rows_written={})", self.label, self.status, self.rows_fetched, self.rows_written)
-    }
+/// What the window did to its first sink: what `inserted`, `updated` and `unchanged` report.
+fn first_outcome(w: &qbo_core::backfill::WindowReport) -> WriteOutcome {
+    w.sinks.first().map(|s| s.outcome).unwrap_or_default()
+}
 
-    /// A table of this window, for notebooks.
-    fn _repr_html_(&self) -> String {
-        crate::report_html::window_html(self)
-    }
+pymethods_reading_inner! {
+    impl WindowReport {
+        get label(w) -> &str = &w.label;
+        get start(w) -> DateTime<Utc> = w.start;
+        get end(w) -> DateTime<Utc> = w.end;
+        get ok(w) -> bool = w.status == WindowStatus::Ok;
+        get rows_fetched(w) -> u64 = w.rows_fetched;
+        get rows_written(w) -> u64 = w.rows_written();
+        /// QBO's COUNT(*) of the window after its read, when one was made: a staged window's fetch
+        /// (None when one page answered it whole). Always None in a backfill's report: a backfill
+        /// counts runs of windows, not each window (its `estimate` has the records counted).
+        get server_count(w) -> Option<u64> = w.fetch.server_count;
+        get pages(w) -> u32 = w.fetch.pages;
+        get inserted(w) -> u64 = first_outcome(w).inserted;
+        get updated(w) -> u64 = first_outcome(w).updated;
+        get unchanged(w) -> u64 = first_outcome(w).unchanged + first_outcome(w).stale;
+        get error(w) -> Option<&str> = w.error.as_deref();
+        get duration_s(w) -> f64 = w.duration.as_secs_f64();
 
-    /// A one-row pandas DataFrame (pandas is imported now).
-    fn to_pandas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        crate::report_html::windows_frame(py, std::slice::from_ref(self))
-    }
+        methods:
 
-    pub fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
-        let d = pyo3::types::PyDict::new(py);
-        d.set_item("label", &self.label)?;
-        d.set_item("start", qbo_core::time::format_utc(self.start))?;
-        d.set_item("end", qbo_core::time::format_utc(self.end))?;
-        d.set_item("status", &self.status)?;
-        d.set_item("rows_fetched", self.rows_fetched)?;
-        d.set_item("rows_written", self.rows_written)?;
-        d.set_item("server_count", self.server_count)?;
-        d.set_item("pages", self.pages)?;
-        d.set_item("inserted", self.inserted)?;
-        d.set_item("updated", self.updated)?;
-        d.set_item("unchanged", self.unchanged)?;
-        d.set_item("error", &self.error)?;
-        d.set_item("duration_s", self.duration_s)?;
-        Ok(d)
+        fn __repr__(&self) -> String {
+            format!("WindowReport(label={:?}, status={:?}, rows_fetched={}, rows_written={})", self.label(), self.status, self.rows_fetched(), self.rows_written())
+        }
+
+        /// A table of this window, for notebooks.
+        fn _repr_html_(&self) -> String {
+            crate::report_html::window_html(self)
+        }
+
+        /// A one-row pandas DataFrame (pandas is imported now).
+        fn to_pandas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+            crate::report_html::windows_frame(py, std::slice::from_ref(self))
+        }
+
+        pub fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+            let d = pyo3::types::PyDict::new(py);
+            d.set_item("label", self.label())?;
+            d.set_item("start", qbo_core::time::format_utc(self.start()))?;
+            d.set_item("end", qbo_core::time::format_utc(self.end()))?;
+            d.set_item("status", self.status)?;
+            d.set_item("rows_fetched", self.rows_fetched())?;
+            d.set_item("rows_written", self.rows_written())?;
+            d.set_item("server_count", self.server_count())?;
+            d.set_item("pages", self.pages())?;
+            d.set_item("inserted", self.inserted())?;
+            d.set_item("updated", self.updated())?;
+            d.set_item("unchanged", self.unchanged())?;
+            d.set_item("error", self.error())?;
+            d.set_item("duration_s", self.duration_s())?;
+            Ok(d)
+        }
     }
 }
 
@@ -103,7 +146,7 @@ impl BackfillReport {
 
     #[getter]
     fn failed_windows(&self) -> Vec<String> {
-        self.windows.iter().filter(|w| w.status != "ok").map(|w| w.label.clone()).collect()
+        self.windows.iter().filter(|w| w.status != "ok").map(|w| w.inner.label.clone()).collect()
     }
 
     /// A summary and a table of the windows (label, bounds, status, rows, pages, error), for
@@ -146,39 +189,11 @@ impl BackfillReport {
 
 impl BackfillReport {
     pub fn from_core(py: Python<'_>, r: qbo_core::backfill::BackfillReport) -> PyResult<Self> {
-        let mut targets = HashMap::new();
-        let windows = r
-            .windows
-            .iter()
-            .map(|w| {
-                for s in &w.sinks {
-                    targets.insert(s.sink.clone(), s.target.clone());
-                }
-                let first = w.sinks.first().map(|s| s.outcome).unwrap_or_default();
-                WindowReport {
-                    label: w.label.clone(),
-                    start: w.start,
-                    end: w.end,
-                    status: match w.status {
-                        qbo_core::backfill::WindowStatus::Ok => "ok".into(),
-                        qbo_core::backfill::WindowStatus::Failed => "failed".into(),
-                    },
-                    rows_fetched: w.rows_fetched,
-                    rows_written: w.rows_written(),
-                    server_count: w.fetch.server_count,
-                    pages: w.fetch.pages,
-                    inserted: first.inserted,
-                    updated: first.updated,
-                    unchanged: first.unchanged + first.stale,
-                    error: w.error.clone(),
-                    duration_s: w.duration.as_secs_f64(),
-                }
-            })
-            .collect();
+        let targets = r.windows.iter().flat_map(|w| &w.sinks).map(|s| (s.sink.clone(), s.target.clone())).collect();
         Ok(BackfillReport {
             entity: r.entity.qbo_name().to_string(),
             total_rows: r.total_rows(),
-            windows,
+            windows: r.windows.into_iter().map(|inner| WindowReport { status: status_text(inner.status), inner }).collect(),
             duration_s: r.duration.as_secs_f64(),
             requests: r.requests.api_calls(),
             retries: r.requests.retries,
@@ -204,67 +219,39 @@ pub struct Estimate {
     pub inner: qbo_core::read_plan::Estimate,
 }
 
-#[pymethods]
-impl Estimate {
-    #[getter]
-    fn entity(&self) -> &str {
-        &self.inner.entity
-    }
+pymethods_reading_inner! {
+    impl Estimate {
+        get entity(e) -> &str = &e.entity;
+        get windows(e) -> usize = e.windows;
+        get records(e) -> u64 = e.records;
+        /// Streams the plan reads (each a run of consecutive windows, or part of a dense one).
+        get streams(e) -> usize = e.streams.len();
+        /// Every request the backfill makes, the plan's counts included (retries aside).
+        get requests(e) -> u64 = e.requests;
+        get count_requests(e) -> u64 = e.count_requests;
+        get page_requests(e) -> u64 = e.page_requests;
+        /// `requests` at the realm's pace.
+        get minutes(e) -> f64 = e.minutes;
 
-    #[getter]
-    fn windows(&self) -> usize {
-        self.inner.windows
-    }
+        methods:
 
-    #[getter]
-    fn records(&self) -> u64 {
-        self.inner.records
-    }
+        /// Everything, the streams included, as plain Python values (what `qbo-rs estimate --json` prints).
+        fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+            let text = serde_json::to_string(&self.inner).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+            py.import("json")?.call_method1("loads", (text,))
+        }
 
-    /// Streams the plan reads (each a run of consecutive windows, or part of a dense one).
-    #[getter]
-    fn streams(&self) -> usize {
-        self.inner.streams.len()
-    }
-
-    /// Every request the backfill makes, the plan's counts included (retries aside).
-    #[getter]
-    fn requests(&self) -> u64 {
-        self.inner.requests
-    }
-
-    #[getter]
-    fn count_requests(&self) -> u64 {
-        self.inner.count_requests
-    }
-
-    #[getter]
-    fn page_requests(&self) -> u64 {
-        self.inner.page_requests
-    }
-
-    /// `requests` at the realm's pace.
-    #[getter]
-    fn minutes(&self) -> f64 {
-        self.inner.minutes
-    }
-
-    /// Everything, the streams included, as plain Python values (what `qbo-rs estimate --json` prints).
-    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let text = serde_json::to_string(&self.inner).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-        py.import("json")?.call_method1("loads", (text,))
-    }
-
-    fn __repr__(&self) -> String {
-        let e = &self.inner;
-        format!(
-            "Estimate(entity={:?}, records={}, windows={}, streams={}, requests={}, minutes={:.1})",
-            e.entity,
-            e.records,
-            e.windows,
-            e.streams.len(),
-            e.requests,
-            e.minutes
-        )
+        fn __repr__(&self) -> String {
+            let e = &self.inner;
+            format!(
+                "Estimate(entity={:?}, records={}, windows={}, streams={}, requests={}, minutes={:.1})",
+                e.entity,
+                e.records,
+                e.windows,
+                e.streams.len(),
+                e.requests,
+                e.minutes
+            )
+        }
     }
 }

@@ -24,15 +24,16 @@ fn escape(text: &str) -> String {
 
 const HEADERS: [&str; 8] = ["label", "start", "end", "status", "rows fetched", "rows written", "pages", "error"];
 
-fn window_row(w: &WindowReport) -> String {
+fn window_row(report: &WindowReport) -> String {
+    let (w, status) = (&report.inner, report.status);
     let cells = [
         escape(&w.label),
         qbo_core::time::format_utc(w.start),
         qbo_core::time::format_utc(w.end),
-        if w.status == "ok" { "ok".to_string() } else { format!("<b style=\"color:#b00\">{}</b>", escape(&w.status)) },
+        if status == "ok" { "ok".to_string() } else { format!("<b style=\"color:#b00\">{}</b>", escape(status)) },
         w.rows_fetched.to_string(),
-        w.rows_written.to_string(),
-        w.pages.to_string(),
+        w.rows_written().to_string(),
+        w.fetch.pages.to_string(),
         escape(w.error.as_deref().unwrap_or("")),
     ];
     format!("<tr>{}</tr>", cells.iter().map(|c| format!("<td>{c}</td>")).collect::<String>())
@@ -45,7 +46,7 @@ fn table<'a>(windows: impl Iterator<Item = &'a WindowReport>) -> String {
 }
 
 pub fn window_html(w: &WindowReport) -> String {
-    format!("<div><b>WindowReport</b> {}{}</div>", escape(&w.label), table(std::iter::once(w)))
+    format!("<div><b>WindowReport</b> {}{}</div>", escape(&w.inner.label), table(std::iter::once(w)))
 }
 
 pub fn backfill_html(r: &BackfillReport) -> String {

@@ -17,7 +17,7 @@ use qbo_core::QboClient;
 
 use crate::convert;
 use crate::errors::{config_error, BindError, BindResult};
-use crate::report::{BackfillReport, Estimate};
+use crate::report::{pymethods_reading_inner, BackfillReport, Estimate};
 use crate::runtime::block_on;
 
 /// One worker's part of a backfill: consecutive windows and the streams that read them, with
@@ -28,86 +28,50 @@ pub struct ReadShare {
     pub inner: CoreShare,
 }
 
-#[pymethods]
-impl ReadShare {
-    #[getter]
-    fn label(&self) -> &str {
-        &self.inner.label
-    }
+pymethods_reading_inner! {
+    impl ReadShare {
+        get label(share) -> &str = &share.label;
+        get entity(share) -> &str = share.entity.slug();
+        /// 0-based place among `of` shares.
+        get index(share) -> usize = share.index;
+        get of(share) -> usize = share.of;
+        get start(share) -> Option<DateTime<Utc>> = share.windows.first().map(|w| w.start);
+        get end(share) -> Option<DateTime<Utc>> = share.windows.last().map(|w| w.end);
+        /// The labels of its windows, in time order.
+        get window_labels(share) -> Vec<String> = share.windows.iter().map(|w| w.label.clone()).collect();
+        /// Records the plan counted in its windows.
+        get records(share) -> u64 = share.records;
+        get streams(share) -> usize = share.streams.len();
+        /// Page requests its streams need.
+        get page_requests(share) -> u64 = share.page_requests();
 
-    #[getter]
-    fn entity(&self) -> &str {
-        self.inner.entity.slug()
-    }
+        methods:
 
-    /// 0-based place among `of` shares.
-    #[getter]
-    fn index(&self) -> usize {
-        self.inner.index
-    }
+        fn to_json(&self) -> String {
+            serde_json::to_string(&self.inner).expect("a share always encodes")
+        }
 
-    #[getter]
-    fn of(&self) -> usize {
-        self.inner.of
-    }
+        #[staticmethod]
+        fn from_json(py: Python<'_>, text: &str) -> PyResult<Self> {
+            let inner: CoreShare = serde_json::from_str(text).map_err(|e| config_error(py, format!("not a share from plan_shares: {e}")))?;
+            Ok(ReadShare { inner })
+        }
 
-    #[getter]
-    fn start(&self) -> Option<DateTime<Utc>> {
-        self.inner.windows.first().map(|w| w.start)
-    }
+        fn __len__(&self) -> usize {
+            self.inner.windows.len()
+        }
 
-    #[getter]
-    fn end(&self) -> Option<DateTime<Utc>> {
-        self.inner.windows.last().map(|w| w.end)
-    }
-
-    /// The labels of its windows, in time order.
-    #[getter]
-    fn window_labels(&self) -> Vec<String> {
-        self.inner.windows.iter().map(|w| w.label.clone()).collect()
-    }
-
-    /// Records the plan counted in its windows.
-    #[getter]
-    fn records(&self) -> u64 {
-        self.inner.records
-    }
-
-    #[getter]
-    fn streams(&self) -> usize {
-        self.inner.streams.len()
-    }
-
-    /// Page requests its streams need.
-    #[getter]
-    fn page_requests(&self) -> u64 {
-        self.inner.page_requests()
-    }
-
-    fn to_json(&self) -> String {
-        serde_json::to_string(&self.inner).expect("a share always encodes")
-    }
-
-    #[staticmethod]
-    fn from_json(py: Python<'_>, text: &str) -> PyResult<Self> {
-        let inner: CoreShare = serde_json::from_str(text).map_err(|e| config_error(py, format!("not a share from plan_shares: {e}")))?;
-        Ok(ReadShare { inner })
-    }
-
-    fn __len__(&self) -> usize {
-        self.inner.windows.len()
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "ReadShare(label={:?}, index={}, of={}, windows={}, records={}, streams={})",
-            self.inner.label,
-            self.inner.index,
-            self.inner.of,
-            self.inner.windows.len(),
-            self.inner.records,
-            self.inner.streams.len()
-        )
+        fn __repr__(&self) -> String {
+            format!(
+                "ReadShare(label={:?}, index={}, of={}, windows={}, records={}, streams={})",
+                self.inner.label,
+                self.inner.index,
+                self.inner.of,
+                self.inner.windows.len(),
+                self.inner.records,
+                self.inner.streams.len()
+            )
+        }
     }
 }
 

@@ -70,23 +70,26 @@ impl Envelope<'_> {
 /// Parses a JSON body; `Err` means the body is not JSON at all (truncated, HTML, XML).
 pub fn parse_envelope<'a>(body: &'a [u8], entity: &str) -> Result<Envelope<'a>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let env = EnvelopeSeed { entity }.deserialize(&mut de)?;
+    let env = MapSeed(EnvelopeVisitor { entity }).deserialize(&mut de)?;
     de.end()?;
     Ok(env)
 }
 
-struct EnvelopeSeed<'e> {
-    entity: &'e str,
-}
+/// Deserializes a map with a visitor that carries state (the entity whose array to borrow).
+struct MapSeed<V>(V);
 
-impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
-    type Value = Envelope<'de>;
+impl<'de, V: Visitor<'de>> DeserializeSeed<'de> for MapSeed<V> {
+    type Value = V::Value;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
+        d.deserialize_map(self.0)
     }
 }
 
-impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
+struct EnvelopeVisitor<'e> {
+    entity: &'e str,
+}
+
+impl<'de> Visitor<'de> for EnvelopeVisitor<'_> {
     type Value = Envelope<'de>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a QBO response object")
@@ -96,7 +99,7 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
                 "QueryResponse" | "queryResponse" => {
-                    let qr: Option<QueryResponse<'de>> = map.next_value_seed(OptionalSeed(QueryResponseSeed { entity: self.entity }))?;
+                    let qr: Option<QueryResponse<'de>> = map.next_value_seed(OptionalSeed(MapSeed(QueryResponseVisitor { entity: self.entity })))?;
                     if let Some(qr) = qr {
                         env.has_query_response = true;
                         env.records = qr.records;
@@ -127,7 +130,7 @@ struct QueryResponse<'a> {
     total_count: Option<u64>,
 }
 
-struct QueryResponseSeed<'e> {
+struct QueryResponseVisitor<'e> {
     entity: &'e str,
 }
 
@@ -156,14 +159,7 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for OptionalSeed<S> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for QueryResponseSeed<'_> {
-    type Value = QueryResponse<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for QueryResponseSeed<'_> {
+impl<'de> Visitor<'de> for QueryResponseVisitor<'_> {
     type Value = QueryResponse<'de>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a QueryResponse object")

@@ -39,24 +39,6 @@ struct Router<'a> {
 }
 
 impl Router<'_> {
-    /// Holds room for the next page; without room, every window hands its buffer to a write
-    /// first, so the read waits only on what writes give back (see [`crate::budget`]).
-    async fn admit(&self) -> Result<(), Error> {
-        let mut reserved = self.reserved.lock().await;
-        drop(reserved.take());
-        let budget = &self.spec.budget;
-        let estimate = budget.page_estimate();
-        if let Some(charge) = budget.try_reserve(estimate) {
-            *reserved = Some(charge);
-            return Ok(());
-        }
-        for index in 0..self.writers.len() {
-            self.flush(index).await;
-        }
-        *reserved = Some(budget.reserve(estimate).await);
-        Ok(())
-    }
-
     /// Hands window `index`'s buffer to a write (a failed write fails that window alone).
     async fn flush(&self, index: usize) {
         if self.has_failed(index) {
@@ -82,8 +64,29 @@ impl Router<'_> {
         self.failed.lock().unwrap_or_else(|p| p.into_inner())[index].get_or_insert(e.to_string());
         writer.abandon().await;
     }
+}
 
-    async fn route(&self, records: Vec<FetchedRecord>) -> Result<(), Error> {
+impl PageSink for Router<'_> {
+    /// Holds room for the next page; without room, every window hands its buffer to a write
+    /// first, so the read waits only on what writes give back (see [`crate::budget`]).
+    async fn before_fetch(&self) -> Result<(), Error> {
+        let mut reserved = self.reserved.lock().await;
+        drop(reserved.take());
+        let budget = &self.spec.budget;
+        let estimate = budget.page_estimate();
+        if let Some(charge) = budget.try_reserve(estimate) {
+            *reserved = Some(charge);
+            return Ok(());
+        }
+        for index in 0..self.writers.len() {
+            self.flush(index).await;
+        }
+        *reserved = Some(budget.reserve(estimate).await);
+        Ok(())
+    }
+
+    /// Hands each window's share of the page to its writer.
+    async fn accept(&self, records: Vec<FetchedRecord>) -> Result<(), Error> {
         self.spec.budget.note_page(records.iter().map(|r| r.payload.len() as u64).sum());
         let mut charge = self.reserved.lock().await.take();
         let mut groups: Vec<(usize, Vec<FetchedRecord>)> = Vec::new();
@@ -114,16 +117,6 @@ impl Router<'_> {
             *flushed += 1;
         }
         Ok(())
-    }
-}
-
-impl PageSink for Router<'_> {
-    fn before_fetch(&self) -> impl std::future::Future<Output = Result<(), Error>> + Send {
-        self.admit()
-    }
-
-    fn accept(&self, records: Vec<FetchedRecord>) -> impl std::future::Future<Output = Result<(), Error>> + Send {
-        self.route(records)
     }
 }
 

@@ -79,13 +79,6 @@ impl<'a> WindowWriter<'a> {
 }
 
 impl WindowWriter<'_> {
-    /// Takes a page's records, charged with the room reserved for the page.
-    pub(crate) async fn push(&self, records: Vec<FetchedRecord>) -> Result<(), Error> {
-        self.budget.note_page(records.iter().map(|r| r.payload.len() as u64).sum());
-        let reserved = self.state.lock().await.reserved.take().unwrap_or_else(|| self.budget.empty());
-        self.push_charged(records, reserved).await
-    }
-
     /// Takes records with the budget room they are charged to (resized to their bytes here);
     /// the caller has noted the page's size with the budget.
     pub(crate) async fn push_charged(&self, records: Vec<FetchedRecord>, mut charge: Charge) -> Result<(), Error> {
@@ -195,11 +188,13 @@ impl WindowWriter<'_> {
         self.flush(state).await?;
         self.wait_in_flight(state).await
     }
+}
 
+impl PageSink for WindowWriter<'_> {
     /// Holds budget room for the next page before it is requested. When there is none, the
     /// buffered records go to a write first, so the window waits holding only what writes
     /// give back on their own (see [`crate::budget`]: no deadlock).
-    pub(crate) async fn admit(&self) -> Result<(), Error> {
+    async fn before_fetch(&self) -> Result<(), Error> {
         let mut state = self.state.lock().await;
         // A reservation whose page brought no new record.
         drop(state.reserved.take());
@@ -212,14 +207,11 @@ impl WindowWriter<'_> {
         state.reserved = Some(self.budget.reserve(estimate).await);
         Ok(())
     }
-}
 
-impl PageSink for WindowWriter<'_> {
-    fn before_fetch(&self) -> impl std::future::Future<Output = Result<(), Error>> + Send {
-        self.admit()
-    }
-
-    fn accept(&self, records: Vec<FetchedRecord>) -> impl std::future::Future<Output = Result<(), Error>> + Send {
-        self.push(records)
+    /// Takes a page's records, charged with the room reserved for the page.
+    async fn accept(&self, records: Vec<FetchedRecord>) -> Result<(), Error> {
+        self.budget.note_page(records.iter().map(|r| r.payload.len() as u64).sum());
+        let reserved = self.state.lock().await.reserved.take().unwrap_or_else(|| self.budget.empty());
+        self.push_charged(records, reserved).await
     }
 }

@@ -190,9 +190,7 @@ async fn refresh_form(http: &Client, emu: &Emulator, rt: &str) -> reqwest::Respo
 
 #[tokio::test]
 async fn token_rotation_and_invalid_grant() {
-    let emu = start(cfg(10)).await;
-    let http = Client::new();
-    let first = emu.initial_refresh_token().to_string();
+    let (emu, http, first) = session_before_refresh(cfg(10)).await;
     // Young token: same value back, fresh access token, declining lifetime.
     let r = refresh_form(&http, &emu, &first).await;
     assert_eq!(r.status(), 200);
@@ -208,14 +206,7 @@ async fn token_rotation_and_invalid_grant() {
     assert!(at.starts_with("eyJlbmMi") && at.len() >= 700);
     // Rotate on every refresh.
     emu.set_knobs(Knobs { refresh_rotate_after_secs: 0, ..emu.knobs() });
-    let r = http
-        .post(emu.token_url())
-        .basic_auth(emu.client_id(), Some(emu.client_secret()))
-        .header("x-include-refresh-token-hard-expires-in", "true")
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", first.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = refresh_basic(&http, &emu, &first).header("x-include-refresh-token-hard-expires-in", "true").send().await.unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     let second = v["refresh_token"].as_str().unwrap().to_string();
@@ -234,18 +225,10 @@ async fn token_rotation_and_invalid_grant() {
 
 #[tokio::test]
 async fn client_auth_basic_takes_precedence_over_form() {
-    let emu = start(cfg(10)).await;
-    let http = Client::new();
-    let rt = emu.initial_refresh_token().to_string();
+    let (emu, http, rt) = session_before_refresh(cfg(10)).await;
     let ok = refresh_form(&http, &emu, &rt).await;
     assert_eq!(ok.status(), 200, "form credentials");
-    let ok = http
-        .post(emu.token_url())
-        .basic_auth(emu.client_id(), Some(emu.client_secret()))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let ok = refresh_basic(&http, &emu, &rt).send().await.unwrap();
     assert_eq!(ok.status(), 200, "basic credentials");
     let bad_basic = http
         .post(emu.token_url())

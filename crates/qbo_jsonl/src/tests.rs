@@ -470,10 +470,7 @@ fn compaction_removes_waste_and_keeps_content() {
 
 #[test]
 fn auto_compaction_triggers_on_thresholds() {
-    let (_d, p) = dir();
-    let o = StoreOptions { compact_min_waste_bytes: 2000, compact_min_waste_ratio: 0.5, ..opts() };
-    let mut s = JsonlStore::open(&p, o).unwrap();
-    let mut model = Model::new();
+    let (_d, _, mut s, mut model) = fresh_store(StoreOptions { compact_min_waste_bytes: 2000, compact_min_waste_ratio: 0.5, ..opts() });
     let mut compacted = false;
     for round in 0..20i64 {
         let b: Vec<_> = (0..10).map(|i| rec(&i.to_string(), round, round as usize * 5)).collect();
@@ -554,10 +551,8 @@ fn threads_with_separate_instances_converge_to_max_versions() {
 
 #[test]
 fn many_records_use_multi_block_snapshots() {
-    let (_d, p) = dir();
     let o = StoreOptions { index_memory_entries: 10_000, ..opts() };
-    let mut s = JsonlStore::open(&p, o).unwrap();
-    let mut model = Model::new();
+    let (_d, p, mut s, mut model) = fresh_store(o);
     for chunk in 0..3u64 {
         let b: Vec<_> = (chunk * 23_000..(chunk + 1) * 23_000).map(|i| rec(&i.to_string(), 1, (i % 5) as usize)).collect();
         upsert_both(&mut s, &mut model, b);
@@ -578,10 +573,8 @@ fn many_records_use_multi_block_snapshots() {
 
 #[test]
 fn index_memory_is_bounded_and_reopen_loads_no_entry() {
-    let (_d, p) = dir();
     let o = StoreOptions { index_memory_entries: 20_000, ..opts() };
-    let mut s = JsonlStore::open(&p, o).unwrap();
-    let mut model = Model::new();
+    let (_d, p, mut s, mut model) = fresh_store(o);
     let mut peak = 0;
     for chunk in 0..100u64 {
         // 2,000 new ids and 100 updates of old ones per batch: 200,000 records in the end.

@@ -8,10 +8,12 @@ use std::time::Duration;
 use common::*;
 use qbo_pg::{DeleteOutcome, Deletion, Freshness, MissingPrivilege, PgConfig, PgError, PgWriter, SslMode, SyncMark, TableRef, UpsertOutcome};
 
-macro_rules! dsn_or_skip {
-    ($name:expr) => {
-        match test_dsn($name) {
-            Some(dsn) => dsn,
+/// What every test starts with: a fresh schema of its own, dropped at the end. Returns from the
+/// test where there is no DSN.
+macro_rules! fixture_or_skip {
+    ($test:expr) => {
+        match test_dsn($test) {
+            Some(dsn) => Fixture::new(&dsn).await,
             None => return,
         }
     };
@@ -21,11 +23,9 @@ macro_rules! dsn_or_skip {
 /// a writer (`w`) the test may go on using. Returns from the test where there is no DSN.
 macro_rules! table_or_skip {
     ($test:expr, $table:expr) => {{
-        let dsn = dsn_or_skip!($test);
-        let f = Fixture::new(&dsn).await;
-        let t = f.table($table);
+        let f = fixture_or_skip!($test);
         let w = writer(&f).await;
-        w.ensure_table(&t).await.unwrap();
+        let t = created_table(&f, &w, $table).await;
         (f, t, w)
     }};
 }
@@ -54,6 +54,21 @@ fn expect_privilege<T: std::fmt::Debug>(r: Result<T, PgError>) -> (String, Vec<M
 
 async fn writer(f: &Fixture) -> PgWriter {
     PgWriter::connect(&f.config).await.expect("connect as the test role")
+}
+
+/// The table `name` in the test's schema, created by `w`.
+async fn created_table(f: &Fixture, w: &PgWriter, name: &str) -> TableRef {
+    let t = f.table(name);
+    w.ensure_table(&t).await.unwrap();
+    t
+}
+
+/// The error connecting with `config` fails with, and its message (printed: what a user reads).
+async fn connect_error(config: &PgConfig) -> (PgError, String) {
+    let Err(e) = PgWriter::connect(config).await else { panic!("the connection was expected to fail") };
+    let m = e.to_string();
+    eprintln!("{m}");
+    (e, m)
 }
 
 /// A writer whose sessions carry an application name of their own (returned), by which the
@@ -105,8 +120,7 @@ async fn ensure_table_creates_schema_table_and_index_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_ensure_table_from_several_sessions_all_succeed() {
-    let dsn = dsn_or_skip!("concurrent_ensure_table_from_several_sessions_all_succeed");
-    let f = Fixture::new(&dsn).await;
+    let f = fixture_or_skip!("concurrent_ensure_table_from_several_sessions_all_succeed");
     let t = f.table("qb_items");
     let mut tasks = Vec::new();
     for _ in 0..6 {
@@ -245,8 +259,7 @@ async fn deletions_keep_the_row_and_the_newest_version_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freshness_and_the_sync_state_follow_the_rows() {
-    let dsn = dsn_or_skip!("freshness_and_the_sync_state_follow_the_rows");
-    let f = Fixture::new(&dsn).await;
+    let f = fixture_or_skip!("freshness_and_the_sync_state_follow_the_rows");
     let (t, state) = (f.table("qb_invoices"), f.table("qb_sync_state"));
     let w = writer(&f).await;
     w.ensure_table(&t).await.unwrap();
@@ -273,8 +286,7 @@ async fn freshness_and_the_sync_state_follow_the_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_from_before_deletions_gains_the_column_with_every_row_alive() {
-    let dsn = dsn_or_skip!("a_table_from_before_deletions_gains_the_column_with_every_row_alive");
-    let f = Fixture::new(&dsn).await;
+    let f = fixture_or_skip!("a_table_from_before_deletions_gains_the_column_with_every_row_alive");
     let t = f.table("qb_items");
     // The layout tables had before deletions were recorded, with a row in it.
     f.sql
@@ -378,8 +390,7 @@ async fn concurrent_writers_of_the_same_ids_keep_the_newest_without_deadlock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_names_are_rejected_and_reserved_words_work() {
-    let dsn = dsn_or_skip!("hostile_names_are_rejected_and_reserved_words_work");
-    let f = Fixture::new(&dsn).await;
+    let f = fixture_or_skip!("hostile_names_are_rejected_and_reserved_words_work");
     let long = "a".repeat(64);
     for name in ["raw; drop", "\"x\"", "Raw", long.as_str(), "", "ráw", "raw\u{0}", "x'y", "a.b", " raw"] {
         for (s, tname) in [(name, "qb_invoices"), ("raw", name)] {
@@ -399,38 +410,26 @@ async fn hostile_names_are_rejected_and_reserved_words_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_an_auth_error_without_the_password() {
-    let dsn = dsn_or_skip!("wrong_password_is_an_auth_error_without_the_password");
-    let _f = Fixture::new(&dsn).await; // proves the server answers
-    let user = PgConfig::from_dsn(&dsn).unwrap().user().to_string();
+    let f = fixture_or_skip!("wrong_password_is_an_auth_error_without_the_password"); // proves the server answers
+    let user = f.config.user().to_string();
     let bad = "Wr0ng-Pa55word-zz";
-    let config = PgConfig::from_dsn(&dsn_with_user(&dsn, &user, bad)).unwrap();
-    match PgWriter::connect(&config).await {
-        Err(e @ PgError::Auth { .. }) => {
-            let m = e.to_string();
-            eprintln!("{m}");
-            assert!(m.contains("password authentication failed"), "{m}");
-            assert!(m.contains("Check the user and password"), "{m}");
-            assert!(!m.contains(bad), "{m}");
-            assert!(!format!("{e:?}").contains(bad));
-        }
-        other => panic!("expected Auth, got {other:?}"),
-    }
+    let config = PgConfig::from_dsn(&dsn_with_user(&f.dsn, &user, bad)).unwrap();
+    let (e, m) = connect_error(&config).await;
+    assert!(matches!(e, PgError::Auth { .. }), "expected Auth, got {e:?}");
+    assert!(m.contains("password authentication failed"), "{m}");
+    assert!(m.contains("Check the user and password"), "{m}");
+    assert!(!m.contains(bad), "{m}");
+    assert!(!format!("{e:?}").contains(bad));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_database_says_which_and_how_to_create_it() {
-    let dsn = dsn_or_skip!("missing_database_says_which_and_how_to_create_it");
-    let _f = Fixture::new(&dsn).await;
-    let config = PgConfig::from_dsn(&dsn_with_db(&dsn, "qbo_pg_no_such_db")).unwrap();
-    match PgWriter::connect(&config).await {
-        Err(e @ PgError::MissingDatabase { .. }) => {
-            let m = e.to_string();
-            eprintln!("{m}");
-            assert!(m.contains("\"qbo_pg_no_such_db\" does not exist"), "{m}");
-            assert!(m.contains("CREATE DATABASE \"qbo_pg_no_such_db\" OWNER"), "{m}");
-        }
-        other => panic!("expected MissingDatabase, got {other:?}"),
-    }
+    let f = fixture_or_skip!("missing_database_says_which_and_how_to_create_it");
+    let config = PgConfig::from_dsn(&dsn_with_db(&f.dsn, "qbo_pg_no_such_db")).unwrap();
+    let (e, m) = connect_error(&config).await;
+    assert!(matches!(e, PgError::MissingDatabase { .. }), "expected MissingDatabase, got {e:?}");
+    assert!(m.contains("\"qbo_pg_no_such_db\" does not exist"), "{m}");
+    assert!(m.contains("CREATE DATABASE \"qbo_pg_no_such_db\" OWNER"), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,16 +437,11 @@ async fn unreachable_server_is_a_connect_error() {
     // Needs no server: runs everywhere.
     // Port 1 on loopback: nothing listens there.
     let config = PgConfig::from_dsn("postgresql://u:pw@127.0.0.1:1/db?connect_timeout=2").unwrap();
-    match PgWriter::connect(&config).await {
-        Err(e @ PgError::Connect { .. }) => {
-            assert!(e.is_transient());
-            let m = e.to_string();
-            eprintln!("{m}");
-            assert!(m.contains("127.0.0.1:1") && m.contains("running"), "{m}");
-            assert!(!m.contains("pw"), "{m}");
-        }
-        other => panic!("expected Connect, got {other:?}"),
-    }
+    let (e, m) = connect_error(&config).await;
+    assert!(matches!(e, PgError::Connect { .. }), "expected Connect, got {e:?}");
+    assert!(e.is_transient());
+    assert!(m.contains("127.0.0.1:1") && m.contains("running"), "{m}");
+    assert!(!m.contains("pw"), "{m}");
 }
 
 /// Whether the session named `app` is encrypted, from the server's side.
@@ -457,8 +451,7 @@ async fn session_uses_tls(f: &Fixture, app: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslmodes_do_what_libpq_does() {
-    let dsn = dsn_or_skip!("sslmodes_do_what_libpq_does");
-    let f = Fixture::new(&dsn).await;
+    let f = fixture_or_skip!("sslmodes_do_what_libpq_does");
     let server_ssl: String = f.sql.query_one("SHOW ssl", &[]).await.unwrap().get(0);
     let app = |mode: &str| format!("qbo_pg_tls_{mode}_{}", &f.schema[10..]);
     let config = |mode: SslMode| f.config.clone().with_sslmode(mode).with_application_name(app(mode.as_str()));
@@ -469,14 +462,9 @@ async fn sslmodes_do_what_libpq_does() {
     assert_eq!(session_uses_tls(&f, &app("prefer")).await, server_ssl == "on");
 
     if server_ssl == "off" {
-        match PgWriter::connect(&config(SslMode::Require)).await {
-            Err(e @ PgError::Connect { .. }) => {
-                let m = e.to_string();
-                eprintln!("{m}");
-                assert!(m.contains("TLS") && m.contains("sslmode=require"), "{m}");
-            }
-            other => panic!("require against a server without TLS: {other:?}"),
-        }
+        let (e, m) = connect_error(&config(SslMode::Require)).await;
+        assert!(matches!(e, PgError::Connect { .. }), "require against a server without TLS: {e:?}");
+        assert!(m.contains("TLS") && m.contains("sslmode=require"), "{m}");
         eprintln!("server has ssl=off: require/verify-full against a TLS server not exercised");
         return;
     }
@@ -514,7 +502,7 @@ async fn sslmodes_do_what_libpq_does() {
         // fail the host-name check.
         let other_host = PgConfig::new("localhost", f.config.port(), f.config.dbname(), f.config.user())
             .unwrap()
-            .with_password(dsn_password(&dsn))
+            .with_password(dsn_password(&f.dsn))
             .with_sslmode(SslMode::VerifyFull)
             .with_sslrootcert(&ca);
         match PgWriter::connect(&other_host).await {
@@ -536,14 +524,13 @@ async fn sslmodes_do_what_libpq_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn role_without_privileges_is_told_which_ones_it_lacks() {
-    let dsn = dsn_or_skip!("role_without_privileges_is_told_which_ones_it_lacks");
-    let f = Fixture::new(&dsn).await;
+    let f = fixture_or_skip!("role_without_privileges_is_told_which_ones_it_lacks");
     let t = f.table("qb_invoices");
     let owner = writer(&f).await;
     owner.ensure_table(&t).await.unwrap();
     owner.upsert(&t, &raws(&batch("p", 5, 1, 1, 100))).await.unwrap();
 
-    let noperm_dsn = std::env::var("QBO_RS_TEST_NOPERM_DSN").unwrap_or_else(|_| dsn_with_user(&dsn, "qbo_noperm", "qbo_noperm"));
+    let noperm_dsn = std::env::var("QBO_RS_TEST_NOPERM_DSN").unwrap_or_else(|_| dsn_with_user(&f.dsn, "qbo_noperm", "qbo_noperm"));
     let config = PgConfig::from_dsn(&noperm_dsn).unwrap();
     let Some(noperm) = provisioned_role_writer("role_without_privileges_is_told_which_ones_it_lacks", "qbo_noperm", &config).await else {
         return;
@@ -596,8 +583,7 @@ async fn role_without_privileges_is_told_which_ones_it_lacks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_with_another_layout_is_refused_with_what_differs() {
-    let dsn = dsn_or_skip!("a_table_with_another_layout_is_refused_with_what_differs");
-    let f = Fixture::new(&dsn).await;
+    let f = fixture_or_skip!("a_table_with_another_layout_is_refused_with_what_differs");
     f.sql
         .batch_execute(&format!(
             "CREATE SCHEMA \"{s}\";
@@ -668,11 +654,9 @@ async fn invalid_json_fails_the_whole_batch_and_names_the_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_session_is_reopened_on_the_next_call() {
-    let dsn = dsn_or_skip!("a_killed_session_is_reopened_on_the_next_call");
-    let f = Fixture::new(&dsn).await;
+    let f = fixture_or_skip!("a_killed_session_is_reopened_on_the_next_call");
     let (app, w) = writer_named(&f, "qbo_pg_reopen").await;
-    let t = f.table("qb_items");
-    w.ensure_table(&t).await.unwrap();
+    let t = created_table(&f, &w, "qb_items").await;
     let killed = f.scalar(&format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app}'")).await;
     assert_eq!(killed, 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -710,8 +694,7 @@ async fn sigkill_mid_batch_leaves_all_or_nothing() {
     if std::env::var("QBO_PG_KILL_CHILD_SCHEMA").is_ok() {
         return; // we are the child of another run of this test
     }
-    let dsn = dsn_or_skip!("sigkill_mid_batch_leaves_all_or_nothing");
-    let f = Fixture::new(&dsn).await;
+    let f = fixture_or_skip!("sigkill_mid_batch_leaves_all_or_nothing");
     let w = writer(&f).await;
     for phase in ["COPY", "INSERT"] {
         let table = format!("killed_in_{}", phase.to_lowercase());
@@ -727,7 +710,7 @@ async fn sigkill_mid_batch_leaves_all_or_nothing() {
             .env("QBO_PG_KILL_CHILD_SCHEMA", &f.schema)
             .env("QBO_PG_KILL_CHILD_APP", &app)
             .env("QBO_PG_KILL_CHILD_TABLE", &table)
-            .env("QBO_RS_TEST_DSN", &dsn)
+            .env("QBO_RS_TEST_DSN", &f.dsn)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -842,8 +825,7 @@ async fn a_cancelled_upsert_writes_nothing_and_the_writer_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upsert_into_a_missing_table_says_to_call_ensure_table() {
-    let dsn = dsn_or_skip!("upsert_into_a_missing_table_says_to_call_ensure_table");
-    let f = Fixture::new(&dsn).await;
+    let f = fixture_or_skip!("upsert_into_a_missing_table_says_to_call_ensure_table");
     f.sql.batch_execute(&format!("CREATE SCHEMA \"{}\"", f.schema)).await.unwrap();
     let w = writer(&f).await;
     match w.upsert(&f.table("nope"), &raws(&batch("n", 3, 1, 1, 100))).await {
@@ -864,8 +846,7 @@ async fn server_sessions(f: &Fixture, app: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_writer_upserts_overlapping_batches_concurrently_on_its_pool_without_deadlock() {
-    let dsn = dsn_or_skip!("one_writer_upserts_overlapping_batches_concurrently_on_its_pool_without_deadlock");
-    let f = Fixture::new(&dsn).await;
+    let f = fixture_or_skip!("one_writer_upserts_overlapping_batches_concurrently_on_its_pool_without_deadlock");
     let app = format!("qbo_pg_pool_{}", f.schema);
     let config = f.config.clone().with_application_name(&app).with_max_connections(3);
     let w = PgWriter::connect(&config).await.unwrap();
@@ -952,11 +933,9 @@ async fn a_server_with_no_connection_slot_left_shrinks_the_pool_instead_of_faili
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sequential_writer_keeps_to_one_session() {
-    let dsn = dsn_or_skip!("a_sequential_writer_keeps_to_one_session");
-    let f = Fixture::new(&dsn).await;
+    let f = fixture_or_skip!("a_sequential_writer_keeps_to_one_session");
     let (app, w) = writer_named(&f, "qbo_pg_seq").await;
-    let t = f.table("qb_items");
-    w.ensure_table(&t).await.unwrap();
+    let t = created_table(&f, &w, "qb_items").await;
     for v in 1..=4 {
         w.upsert(&t, &raws(&batch("i", 50, v, v, 300))).await.unwrap();
         assert_eq!(w.count(&t).await.unwrap(), 50);
@@ -967,8 +946,7 @@ async fn a_sequential_writer_keeps_to_one_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payloads_are_compressed_with_lz4_when_the_server_has_it() {
-    let dsn = dsn_or_skip!("payloads_are_compressed_with_lz4_when_the_server_has_it");
-    let f = Fixture::new(&dsn).await;
+    let f = fixture_or_skip!("payloads_are_compressed_with_lz4_when_the_server_has_it");
     let w = writer(&f).await;
     let server_has_lz4 = f.scalar("SELECT count(*) FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)").await == 1;
     assert_eq!(w.uses_lz4(), server_has_lz4);

@@ -332,6 +332,13 @@ mod tests {
         MachineSchedule::open(dir, "http://127.0.0.1:1", "9130", rpm, in_flight, Duration::from_secs(180)).unwrap()
     }
 
+    /// A schedule in a directory of its own, which lives as long as the `TempDir`.
+    fn fresh(rpm: u32, in_flight: u32) -> (tempfile::TempDir, MachineSchedule) {
+        let dir = tempfile::tempdir().unwrap();
+        let schedule = open(dir.path(), rpm, in_flight);
+        (dir, schedule)
+    }
+
     fn granted(r: Reservation) -> (SlotTicket, u64) {
         match r {
             Reservation::Granted { slot, departure } => (slot, departure),
@@ -356,8 +363,7 @@ mod tests {
     fn two_openers_share_one_schedule() {
         // Two handles on one file behave like two processes: reservations interleave on
         // one timeline spaced by the interval, whoever makes them.
-        let dir = tempfile::tempdir().unwrap();
-        let a = open(dir.path(), 600, 10);
+        let (dir, a) = fresh(600, 10);
         let b = open(dir.path(), 600, 10);
         let (ta, da) = granted(a.try_reserve().unwrap());
         let (tb, db) = granted(b.try_reserve().unwrap());
@@ -372,8 +378,7 @@ mod tests {
 
     #[test]
     fn slots_bound_requests_in_flight_across_openers() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = open(dir.path(), 60_000, 2);
+        let (dir, a) = fresh(60_000, 2);
         let b = open(dir.path(), 60_000, 2);
         let (first, _) = granted(a.try_reserve().unwrap());
         let _second = granted(b.try_reserve().unwrap());
@@ -385,8 +390,7 @@ mod tests {
 
     #[test]
     fn a_stale_release_does_not_free_a_retaken_slot() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = open(dir.path(), 60_000, 1);
+        let (_dir, a) = fresh(60_000, 1);
         let (old, _) = granted(a.try_reserve().unwrap());
         // Simulate the lease running out and the slot being retaken by someone else.
         a.update(|s, now| s.slots[old.index].lease_until = now - 1).unwrap();
@@ -400,8 +404,7 @@ mod tests {
 
     #[test]
     fn slots_of_dead_processes_are_taken_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = open(dir.path(), 60_000, 1);
+        let (_dir, a) = fresh(60_000, 1);
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead_pid = child.id();
         child.wait().unwrap();
@@ -413,8 +416,7 @@ mod tests {
 
     #[test]
     fn slots_of_live_processes_in_other_namespaces_wait_for_their_lease() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = open(dir.path(), 60_000, 1);
+        let (_dir, a) = fresh(60_000, 1);
         a.update(|s, now| s.slots[0] = Slot { pid: 1, pid_ns: 12345, nonce: 99, lease_until: now + 3_600_000_000_000 }).unwrap();
         assert_eq!(a.try_reserve().unwrap(), Reservation::Full);
         a.update(|s, now| s.slots[0].lease_until = now - 1).unwrap();
@@ -423,8 +425,7 @@ mod tests {
 
     #[test]
     fn a_pause_delays_every_opener() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = open(dir.path(), 60_000, 10);
+        let (dir, a) = fresh(60_000, 10);
         let b = open(dir.path(), 60_000, 10);
         let before = now_nanos();
         a.pause(Duration::from_secs(2)).unwrap();
@@ -435,8 +436,7 @@ mod tests {
     #[test]
     fn a_schedule_far_in_the_future_is_reset() {
         // What a wall clock stepped back by an hour looks like.
-        let dir = tempfile::tempdir().unwrap();
-        let a = open(dir.path(), 600, 10);
+        let (_dir, a) = fresh(600, 10);
         a.update(|s, now| {
             s.next_departure = now + 3_600_000_000_000;
             s.pause_until = now + 3_600_000_000_000;
@@ -449,8 +449,7 @@ mod tests {
 
     #[test]
     fn a_busy_lock_is_reported_not_waited_for() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = open(dir.path(), 600, 10);
+        let (_dir, a) = fresh(600, 10);
         let other = File::open(a.path()).unwrap();
         other.lock().unwrap();
         assert_eq!(a.try_reserve().unwrap(), Reservation::Busy);

@@ -229,28 +229,43 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
+    /// How long `rounds` rounds of one request through each of `limiters` take (each slot given
+    /// back at once).
+    async fn time_rounds(limiters: &[&RealmLimiter], rounds: usize) -> Duration {
+        let start = Instant::now();
+        for _ in 0..rounds {
+            for limiter in limiters {
+                drop(limiter.acquire().await);
+            }
+        }
+        start.elapsed()
+    }
+
+    /// With two slots in all, taken through `first` and `second`, a request through `third`
+    /// waits (still waiting after `refused_ms`) and gets a slot within `granted_ms` once
+    /// `first`'s is given back.
+    async fn assert_third_waits_for_a_slot(first: &RealmLimiter, second: &RealmLimiter, third: &RealmLimiter, refused_ms: u64, granted_ms: u64) {
+        let held = first.acquire().await;
+        let _other = second.acquire().await;
+        let refused = tokio::time::timeout(Duration::from_millis(refused_ms), third.acquire()).await;
+        assert!(refused.is_err(), "a third request must wait for a slot");
+        drop(held);
+        assert!(tokio::time::timeout(Duration::from_millis(granted_ms), third.acquire()).await.is_ok());
+    }
+
     #[tokio::test]
     async fn spaces_requests_evenly() {
         let limiter = RealmLimiter::new(Pacing { requests_per_minute: 600, max_in_flight: 10 });
-        let start = Instant::now();
-        for _ in 0..6 {
-            drop(limiter.acquire().await);
-        }
         // 600/min = one every 100 ms; the first is immediate.
-        let elapsed = start.elapsed();
+        let elapsed = time_rounds(&[&limiter], 6).await;
         assert!(elapsed >= Duration::from_millis(480), "{elapsed:?}");
         assert!(elapsed < Duration::from_millis(900), "{elapsed:?}");
     }
 
     #[tokio::test]
     async fn bounds_requests_in_flight() {
-        let limiter = Arc::new(RealmLimiter::new(Pacing { requests_per_minute: 60_000, max_in_flight: 2 }));
-        let a = limiter.acquire().await;
-        let _b = limiter.acquire().await;
-        let third = tokio::time::timeout(Duration::from_millis(50), limiter.acquire()).await;
-        assert!(third.is_err(), "a third request must wait for a slot");
-        drop(a);
-        assert!(tokio::time::timeout(Duration::from_millis(200), limiter.acquire()).await.is_ok());
+        let limiter = RealmLimiter::new(Pacing { requests_per_minute: 60_000, max_in_flight: 2 });
+        assert_third_waits_for_a_slot(&limiter, &limiter, &limiter, 50, 200).await;
     }
 
     #[test]
@@ -278,12 +293,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = machine_wide(dir.path(), 600, 10);
         let b = machine_wide(dir.path(), 600, 10);
-        let start = Instant::now();
-        for _ in 0..3 {
-            drop(a.acquire().await);
-            drop(b.acquire().await);
-        }
-        let elapsed = start.elapsed();
+        let elapsed = time_rounds(&[&a, &b], 3).await;
         assert!(elapsed >= Duration::from_millis(480), "6 requests at 600/min need 500 ms, took {elapsed:?}");
         assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
     }
@@ -293,11 +303,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = machine_wide(dir.path(), 60_000, 2);
         let b = machine_wide(dir.path(), 60_000, 2);
-        let first = a.acquire().await;
-        let _second = b.acquire().await;
-        assert!(tokio::time::timeout(Duration::from_millis(60), b.acquire()).await.is_err(), "b must wait: a holds the other slot");
-        drop(first);
-        assert!(tokio::time::timeout(Duration::from_millis(500), b.acquire()).await.is_ok());
+        assert_third_waits_for_a_slot(&a, &b, &b, 60, 500).await;
     }
 
     #[tokio::test]
@@ -306,18 +312,16 @@ mod tests {
         let a = machine_wide(dir.path(), 60_000, 10);
         let b = machine_wide(dir.path(), 60_000, 10);
         a.pause(Duration::from_millis(300));
-        let start = Instant::now();
-        drop(b.acquire().await);
-        assert!(start.elapsed() >= Duration::from_millis(250), "{:?}", start.elapsed());
+        let waited = time_rounds(&[&b], 1).await;
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
     }
 
     #[tokio::test]
     async fn a_process_local_pause_holds_later_requests() {
         let limiter = RealmLimiter::new(Pacing { requests_per_minute: 60_000, max_in_flight: 10 });
         limiter.pause(Duration::from_millis(200));
-        let start = Instant::now();
-        drop(limiter.acquire().await);
-        assert!(start.elapsed() >= Duration::from_millis(180), "{:?}", start.elapsed());
+        let waited = time_rounds(&[&limiter], 1).await;
+        assert!(waited >= Duration::from_millis(180), "{waited:?}");
     }
 
     #[test]

@@ -28,15 +28,22 @@ pub async fn session_issued(c: EmulatorConfig) -> (Emulator, Client, String) {
     (emu, Client::new(), tok)
 }
 
+/// A started emulator, a client and the emulator's first refresh token (nothing refreshed yet).
+pub async fn session_before_refresh(c: EmulatorConfig) -> (Emulator, Client, String) {
+    let emu = start(c).await;
+    let refresh_token = emu.initial_refresh_token().to_string();
+    (emu, Client::new(), refresh_token)
+}
+
+/// A refresh of `refresh_token` at the token endpoint, the client authenticated by HTTP Basic;
+/// headers may be added before it is sent.
+pub fn refresh_basic(http: &Client, emu: &Emulator, refresh_token: &str) -> reqwest::RequestBuilder {
+    http.post(emu.token_url()).basic_auth(emu.client_id(), Some(emu.client_secret())).form(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token)])
+}
+
 /// Refreshes through the token endpoint (HTTP Basic) and returns the access token.
 pub async fn token(http: &Client, emu: &Emulator) -> String {
-    let r = http
-        .post(emu.token_url())
-        .basic_auth(emu.client_id(), Some(emu.client_secret()))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", &emu.current_refresh_token())])
-        .send()
-        .await
-        .unwrap();
+    let r = refresh_basic(http, emu, &emu.current_refresh_token()).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     v["access_token"].as_str().unwrap().to_string()
