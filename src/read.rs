@@ -91,7 +91,7 @@ impl RecordsRead {
 
     #[getter]
     fn ok(&self, py: Python<'_>) -> bool {
-        self.report.bind(py).get().windows.iter().all(|w| w.status == "ok")
+        self.report.bind(py).get().windows.iter().all(crate::report::WindowReport::is_ok)
     }
 
     /// Records held (one per id).

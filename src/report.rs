@@ -39,9 +39,12 @@ pub(crate) use pymethods_reading_inner;
 #[derive(Clone)]
 pub struct WindowReport {
     pub inner: qbo_core::backfill::WindowReport,
-    /// "ok" or "failed".
-    #[pyo3(get)]
-    pub status: &'static str,
+}
+
+impl WindowReport {
+    pub fn is_ok(&self) -> bool {
+        self.inner.status == WindowStatus::Ok
+    }
 }
 
 /// A window's status as Python sees it: "ok" or "failed".
@@ -62,6 +65,8 @@ pymethods_reading_inner! {
         get label(w) -> &str = &w.label;
         get start(w) -> DateTime<Utc> = w.start;
         get end(w) -> DateTime<Utc> = w.end;
+        /// "ok" or "failed".
+        get status(w) -> &'static str = status_text(w.status);
         get ok(w) -> bool = w.status == WindowStatus::Ok;
         get rows_fetched(w) -> u64 = w.rows_fetched;
         get rows_written(w) -> u64 = w.rows_written();
@@ -79,7 +84,7 @@ pymethods_reading_inner! {
         methods:
 
         fn __repr__(&self) -> String {
-            format!("WindowReport(label={:?}, status={:?}, rows_fetched={}, rows_written={})", self.label(), self.status, self.rows_fetched(), self.rows_written())
+            format!("WindowReport(label={:?}, status={:?}, rows_fetched={}, rows_written={})", self.label(), self.status(), self.rows_fetched(), self.rows_written())
         }
 
         /// A table of this window, for notebooks.
@@ -97,7 +102,7 @@ pymethods_reading_inner! {
             d.set_item("label", self.label())?;
             d.set_item("start", qbo_core::time::format_utc(self.start()))?;
             d.set_item("end", qbo_core::time::format_utc(self.end()))?;
-            d.set_item("status", self.status)?;
+            d.set_item("status", self.status())?;
             d.set_item("rows_fetched", self.rows_fetched())?;
             d.set_item("rows_written", self.rows_written())?;
             d.set_item("server_count", self.server_count())?;
@@ -141,12 +146,12 @@ pub struct BackfillReport {
 impl BackfillReport {
     #[getter]
     fn ok(&self) -> bool {
-        self.windows.iter().all(|w| w.status == "ok")
+        self.windows.iter().all(WindowReport::is_ok)
     }
 
     #[getter]
     fn failed_windows(&self) -> Vec<String> {
-        self.windows.iter().filter(|w| w.status != "ok").map(|w| w.inner.label.clone()).collect()
+        self.windows.iter().filter(|w| !w.is_ok()).map(|w| w.inner.label.clone()).collect()
     }
 
     /// A summary and a table of the windows (label, bounds, status, rows, pages, error), for
@@ -193,7 +198,7 @@ impl BackfillReport {
         Ok(BackfillReport {
             entity: r.entity.qbo_name().to_string(),
             total_rows: r.total_rows(),
-            windows: r.windows.into_iter().map(|inner| WindowReport { status: status_text(inner.status), inner }).collect(),
+            windows: r.windows.into_iter().map(|inner| WindowReport { inner }).collect(),
             duration_s: r.duration.as_secs_f64(),
             requests: r.requests.api_calls(),
             retries: r.requests.retries,

@@ -25,7 +25,7 @@ fn escape(text: &str) -> String {
 const HEADERS: [&str; 8] = ["label", "start", "end", "status", "rows fetched", "rows written", "pages", "error"];
 
 fn window_row(report: &WindowReport) -> String {
-    let (w, status) = (&report.inner, report.status);
+    let (w, status) = (&report.inner, crate::report::status_text(report.inner.status));
     let cells = [
         escape(&w.label),
         qbo_core::time::format_utc(w.start),
@@ -50,7 +50,7 @@ pub fn window_html(w: &WindowReport) -> String {
 }
 
 pub fn backfill_html(r: &BackfillReport) -> String {
-    let failed = r.windows.iter().filter(|w| w.status != "ok").count();
+    let failed = r.windows.iter().filter(|w| !w.is_ok()).count();
     let verdict = if failed == 0 { "ok".to_string() } else { format!("<b style=\"color:#b00\">{failed} window(s) failed</b>") };
     format!(
         "<div><b>BackfillReport</b> {}: {} record(s) in {} window(s), {} request(s) ({} retries, {} throttled), {:.1} s: {verdict}{}</div>",

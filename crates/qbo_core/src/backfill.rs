@@ -153,9 +153,7 @@ pub async fn run_backfill_until(
     stop: &StopSignal,
 ) -> Result<BackfillReport, Error> {
     let windows = request.plan()?;
-    if sinks.is_empty() {
-        return Err(Error::config("no sink configured: choose txt, postgres or both"));
-    }
+    crate::sink::require_one(&sinks)?;
     let started = Instant::now();
     let before = client.request_counts();
     if let Some(p) = &progress {

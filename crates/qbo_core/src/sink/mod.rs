@@ -275,6 +275,14 @@ impl SinkOptions {
     }
 }
 
+/// A run writes somewhere: refuses an empty list of sinks.
+pub fn require_one(sinks: &[Arc<dyn Sink>]) -> Result<(), Error> {
+    if sinks.is_empty() {
+        return Err(Error::config("no sink configured: choose txt, postgres or both"));
+    }
+    Ok(())
+}
+
 /// Opens the sinks of a run: the JSON-lines file (repairing it if a previous run was killed
 /// mid-write) and/or the PostgreSQL table (connecting, creating it if missing, checking
 /// privileges), so configuration problems surface before any request to QBO.

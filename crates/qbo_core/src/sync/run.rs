@@ -34,9 +34,7 @@ pub async fn run_sync(
     progress: Option<Arc<dyn Progress>>,
     stop: &StopSignal,
 ) -> Result<SyncReport, Error> {
-    if sinks.is_empty() {
-        return Err(Error::config("no sink configured: choose txt, postgres or both"));
-    }
+    crate::sink::require_one(&sinks)?;
     let entity = request.entity();
     let started = Instant::now();
     let before = client.request_counts();
