@@ -208,7 +208,7 @@ def test_failed_fetch_fails_only_its_child_and_a_retry_fetches_it_again_and_expo
 
 
 def test_daily_windows_over_eleven_years_cost_a_few_block_runs_and_requests(emulator, env, tmp_path: Path):
-    """Seed B's shape: chunk_days=1 from 2014-09-01 to 2025-09-12 is 4,029 windows; read by the
+    """A daily backfill of eleven years: chunk_days=1 from 2014-09-01 to 2025-09-12 is 4,029 windows; read by the
     data they are one share (600 invoices): four block runs and a handful of requests."""
     variables = {"fecha_inicio": "2014-09-01", "fecha_fin": "2025-09-12", "chunk_days": "1"}
     run = run_pipeline("qb_invoice_backfill", env, variables)
