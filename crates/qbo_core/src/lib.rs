@@ -21,6 +21,7 @@ pub mod read_plan;
 pub mod report;
 pub mod response;
 pub mod retry;
+mod seen;
 pub mod sink;
 pub mod stage;
 pub mod stop;

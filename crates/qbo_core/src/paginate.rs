@@ -15,7 +15,6 @@
 //! and holding exactly the plan's count at the end proves no offset slipped. Only a read that
 //! comes up short pays for them, by reading its tie groups again the careful way.
 
-use std::collections::HashMap;
 use std::future::Future;
 
 use bytes::Bytes;
@@ -26,6 +25,7 @@ use crate::entity::{Entity, FilterField};
 use crate::error::Error;
 use crate::head::{self, Head};
 use crate::query::{self, MAX_PAGE_SIZE};
+use crate::seen::SeenIds;
 use crate::time::{parse_qbo_timestamp, qbo_literal};
 use crate::window::Window;
 
@@ -138,8 +138,11 @@ pub struct WindowReader<'a, S> {
     window: &'a Window,
     page_size: u32,
     sink: &'a S,
-    /// Latest version and filter key held per id, to drop overlap and keep the newest.
+    /// Latest version held per id, to drop overlap and keep the newest, and how many ids
+    /// fall in the window and in each of `windows`.
     seen: SeenIds,
+    /// The windows the records are attributed to (see [`WindowReader::counting_windows`]).
+    windows: &'a [Window],
     stats: WindowFetch,
     /// A COUNT of the range taken before the read, trusted as the closing count when the read
     /// holds exactly that many (see [`WindowReader::expecting`]).
@@ -160,7 +163,8 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
             window,
             page_size,
             sink,
-            seen: SeenIds::default(),
+            seen: SeenIds::new(vec![window.start.timestamp_millis(), window.end.timestamp_millis()]),
+            windows: &[],
             stats: WindowFetch::default(),
             expected: None,
             unproven_ties: Vec::new(),
@@ -177,6 +181,17 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
         self
     }
 
+    /// Counts the records held per window of `windows` (sorted, non-overlapping), for
+    /// [`WindowReader::held_per_window`]. Call before the read: the counts are kept as records
+    /// arrive.
+    pub fn counting_windows(mut self, windows: &'a [Window]) -> Self {
+        let mut boundaries = vec![self.window.start.timestamp_millis(), self.window.end.timestamp_millis()];
+        boundaries.extend(windows.iter().flat_map(|w| [w.start.timestamp_millis(), w.end.timestamp_millis()]));
+        self.seen = SeenIds::new(boundaries);
+        self.windows = windows;
+        self
+    }
+
     pub async fn run(&mut self) -> Result<WindowFetch, Error> {
         let snapshot = self.pass().await?;
         if snapshot {
@@ -190,7 +205,7 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
             self.unproven_ties.clear();
             self.stats.records = expected;
             self.stats.server_count = Some(expected);
-            self.stats.moved_out = self.seen.len() as u64 - expected;
+            self.stats.moved_out = self.seen.len() - expected;
             return Ok(self.stats.clone());
         }
         self.careful = true;
@@ -205,7 +220,7 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
             let held = self.in_window();
             self.stats.server_count = Some(server);
             self.stats.records = held;
-            self.stats.moved_out = self.seen.len() as u64 - held;
+            self.stats.moved_out = self.seen.len() - held;
             if held >= server || self.stats.rereads >= 1 {
                 return Ok(self.stats.clone());
             }
@@ -222,19 +237,13 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
     }
 
     fn in_window(&self) -> u64 {
-        self.seen.held().filter(|h| self.window.contains_millis(h.key_ms)).count() as u64
+        self.seen.count_between(self.window.start.timestamp_millis(), self.window.end.timestamp_millis())
     }
 
-    /// Distinct records held whose filter value falls in each of `windows` (sorted,
-    /// non-overlapping): the rows each window fetched.
-    pub fn held_per_window(&self, windows: &[Window]) -> Vec<u64> {
-        let mut counts = vec![0u64; windows.len()];
-        for held in self.seen.held() {
-            if let Some(i) = crate::window::window_index(windows, held.key_ms) {
-                counts[i] += 1;
-            }
-        }
-        counts
+    /// Distinct records held whose filter value falls in each window given to
+    /// [`WindowReader::counting_windows`]: the rows each window fetched.
+    pub fn held_per_window(&self) -> Vec<u64> {
+        self.windows.iter().map(|w| self.seen.count_between(w.start.timestamp_millis(), w.end.timestamp_millis())).collect()
     }
 
     /// One keyset pass over the window. Returns true when a single short page answered it,
@@ -336,8 +345,7 @@ impl<'a, S: PageSink> WindowReader<'a, S> {
     async fn accept(&mut self, page: Vec<Decoded>) -> Result<(), Error> {
         let mut fresh = Vec::with_capacity(page.len());
         for d in page {
-            let held = Held { version: d.record.version(), key_ms: d.key.timestamp_millis() };
-            if self.seen.keep_newer(&d.record.id, held) {
+            if self.seen.keep_newer(&d.record.id, d.record.version(), d.record.key_ms) {
                 fresh.push(d.record);
             }
         }
@@ -383,80 +391,4 @@ pub async fn read_window_json(client: &QboClient, entity: Entity, field: FilterF
     }
     out.push(b']');
     Ok(out)
-}
-
-/// What a window holds of a record it has read: its version and its filter key (in ms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Held {
-    version: (i64, u64),
-    key_ms: i64,
-}
-
-/// The ids a window has read. QBO ids are decimal numbers, kept as `u64` keys (the same
-/// canonical form the JSON-lines index uses, [`qbo_jsonl::numeric_id`]) so that a window
-/// of many thousand records holds no allocation per record (small allocations that live as long
-/// as the window, among the pages' short-lived ones, are what kept the heap from shrinking);
-/// any other id goes to a map of strings.
-#[derive(Debug, Default)]
-struct SeenIds {
-    numeric: HashMap<u64, Held>,
-    other: HashMap<String, Held>,
-}
-
-impl SeenIds {
-    /// Records `held` for `id` unless a version at least as new is held; true when recorded.
-    fn keep_newer(&mut self, id: &str, held: Held) -> bool {
-        fn keep<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Held>, key: K, held: Held) -> bool {
-            match map.entry(key) {
-                std::collections::hash_map::Entry::Occupied(mut e) => {
-                    if e.get().version >= held.version {
-                        return false;
-                    }
-                    e.insert(held);
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(held);
-                }
-            }
-            true
-        }
-        match qbo_jsonl::numeric_id(id) {
-            Some(n) => keep(&mut self.numeric, n, held),
-            None => keep(&mut self.other, id.to_string(), held),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.numeric.len() + self.other.len()
-    }
-
-    fn held(&self) -> impl Iterator<Item = &Held> {
-        self.numeric.values().chain(self.other.values())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn held(ms: i64, token: u64) -> Held {
-        Held { version: (ms, token), key_ms: ms }
-    }
-
-    #[test]
-    fn seen_ids_keep_only_newer_versions_numeric_or_not() {
-        let mut seen = SeenIds::default();
-        for id in ["123", "A-7", "0123"] {
-            assert!(seen.keep_newer(id, held(10, 1)), "{id} first seen");
-            assert!(!seen.keep_newer(id, held(10, 1)), "{id} same version");
-            assert!(!seen.keep_newer(id, held(9, 5)), "{id} older version");
-            assert!(seen.keep_newer(id, held(10, 2)), "{id} newer sync token");
-        }
-        // "0123" is not the number 123: both are held, apart.
-        assert_eq!(seen.len(), 3);
-        assert_eq!(seen.numeric.len(), 1);
-        let mut versions: Vec<_> = seen.held().map(|h| h.version).collect();
-        versions.sort();
-        assert_eq!(versions, [(10, 2); 3]);
-    }
 }

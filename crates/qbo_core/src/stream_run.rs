@@ -156,7 +156,7 @@ pub(crate) async fn run_stream(
         failed: std::sync::Mutex::new(vec![None; windows.len()]),
     };
     let range = Window { start: stream.start, end: stream.end, label: label.to_string() };
-    let mut reader = WindowReader::new(client, spec.entity, spec.field, &range, spec.page_size, &router);
+    let mut reader = WindowReader::new(client, spec.entity, spec.field, &range, spec.page_size, &router).counting_windows(windows);
     // The plan's count may stand for the closing one only where nothing can enter the range
     // during the read: records move only forward, to "now", when LastUpdatedTime or
     // CreateTime is the filter, and the range ends before the read began.
@@ -170,7 +170,7 @@ pub(crate) async fn run_stream(
         () = stop.stopped() => Err(Error::Cancelled),
         read = reader.run() => read,
     };
-    let held = reader.held_per_window(windows);
+    let held = reader.held_per_window();
     // After a failed read, the windows the pass had gone past are complete all the same, up to
     // the first tie group nothing has proven yet.
     let complete = if read.is_ok() {
