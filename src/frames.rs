@@ -38,7 +38,7 @@ impl RawTxt {
     /// `invoice`, `customer` or `item`.
     #[getter]
     fn entity(&self) -> &'static str {
-        entity_name(self.entity)
+        self.entity.slug()
     }
 
     /// A fresh stream over the file. `requested_schema` is a hint the interface lets a producer
@@ -56,12 +56,7 @@ impl RawTxt {
 }
 
 fn parse_entity(entity: Option<&str>) -> BindResult<Option<RawEntity>> {
-    entity
-        .map(|name| {
-            RawEntity::parse(name)
-                .ok_or_else(|| BindError::Core(qbo_core::Error::config(format!("unknown entity {name:?}: expected invoice, customer or item"))))
-        })
-        .transpose()
+    entity.map(|name| crate::convert::entity(name).map(RawEntity::from)).transpose()
 }
 
 /// The typed columns an entity's batches take from the payload (the lineage columns and
@@ -91,15 +86,7 @@ pub fn _volume(
             qbo_arrow::volume(&path, Some(reader.entity()), &field, by).map(|periods| (reader.entity(), periods))
         })
         .map_err(read_error)?;
-    Ok((entity_name(entity), periods.into_iter().map(|p| (p.start, p.end, p.records)).collect()))
-}
-
-pub(crate) fn entity_name(entity: RawEntity) -> &'static str {
-    match entity {
-        RawEntity::Invoice => "invoice",
-        RawEntity::Customer => "customer",
-        RawEntity::Item => "item",
-    }
+    Ok((entity.slug(), periods.into_iter().map(|p| (p.start, p.end, p.records)).collect()))
 }
 
 /// Opens `path` (checking it exists and saying its entity: from `entity`, else the file's name,

@@ -14,7 +14,6 @@ use qbo_core::backfill::{run_backfill, BackfillReport as CoreReport, BackfillReq
 use qbo_core::sink::Sink;
 
 use crate::errors::{BindError, BindResult};
-use crate::frames::entity_name;
 use crate::progress::PyProgress;
 use crate::report::BackfillReport;
 use crate::runtime::block_on;
@@ -80,7 +79,7 @@ impl RecordsRead {
     /// `invoice`, `customer` or `item`.
     #[getter]
     fn entity(&self) -> &'static str {
-        entity_name(self.entity)
+        self.entity.slug()
     }
 
     /// What the read did, window by window.

@@ -11,7 +11,6 @@ use qbo_core::sink::SinkConfig;
 
 use crate::convert;
 use crate::errors::BindResult;
-use crate::frames::entity_name;
 use crate::runtime::{block_on, runtime};
 
 /// A RAW table checked readable (see `qbo_rs.read_postgres`).
@@ -25,7 +24,7 @@ impl RawPostgres {
     /// `invoice`, `customer` or `item`.
     #[getter]
     fn entity(&self) -> &'static str {
-        entity_name(self.table.entity())
+        self.table.entity().slug()
     }
 
     /// The quoted table, e.g. `"raw"."qb_invoices"`.

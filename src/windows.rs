@@ -62,72 +62,34 @@ fn windows_of(windows: Vec<qbo_core::Window>) -> Vec<Window> {
 /// a backfill, an estimate or a read with the same options would do, before any request.
 #[pyclass(frozen, module = "qbo_rs")]
 pub struct BackfillPlan {
-    request: BackfillRequest,
+    inner: BackfillRequest,
     windows: Vec<qbo_core::Window>,
 }
 
-#[pymethods]
-impl BackfillPlan {
-    #[getter]
-    fn entity(&self) -> &'static str {
-        self.request.entity.slug()
-    }
+crate::report::pymethods_reading_inner! {
+    impl BackfillPlan {
+        get entity(r) -> &'static str = r.entity.slug();
+        get start(r) -> DateTime<Utc> = r.start;
+        get end(r) -> DateTime<Utc> = r.end;
+        get chunk_days(r) -> u32 = r.chunk_days;
+        get page_size(r) -> u32 = r.page_size;
+        /// `LastUpdatedTime`, `CreateTime` or `TxnDate`.
+        get filter_field(r) -> &'static str = r.filter_field.name();
+        get max_concurrent_windows(r) -> usize = r.max_concurrent_windows;
+        get max_buffer_mb(r) -> u64 = r.max_buffer_bytes >> 20;
+        get max_requests(r) -> Option<u64> = r.max_requests;
 
-    #[getter]
-    fn start(&self) -> DateTime<Utc> {
-        self.request.start
-    }
+        methods:
 
-    #[getter]
-    fn end(&self) -> DateTime<Utc> {
-        self.request.end
-    }
+        /// The windows to run: the calendar's, or those the `windows` option names.
+        #[getter]
+        fn windows(&self) -> Vec<Window> {
+            windows_of(self.windows.clone())
+        }
 
-    #[getter]
-    fn chunk_days(&self) -> u32 {
-        self.request.chunk_days
-    }
-
-    #[getter]
-    fn page_size(&self) -> u32 {
-        self.request.page_size
-    }
-
-    /// `LastUpdatedTime`, `CreateTime` or `TxnDate`.
-    #[getter]
-    fn filter_field(&self) -> &'static str {
-        self.request.filter_field.name()
-    }
-
-    #[getter]
-    fn max_concurrent_windows(&self) -> usize {
-        self.request.max_concurrent_windows
-    }
-
-    #[getter]
-    fn max_buffer_mb(&self) -> u64 {
-        self.request.max_buffer_bytes >> 20
-    }
-
-    #[getter]
-    fn max_requests(&self) -> Option<u64> {
-        self.request.max_requests
-    }
-
-    /// The windows to run: the calendar's, or those the `windows` option names.
-    #[getter]
-    fn windows(&self) -> Vec<Window> {
-        windows_of(self.windows.clone())
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "BackfillPlan(entity={:?}, windows={}, chunk_days={}, page_size={})",
-            self.entity(),
-            self.windows.len(),
-            self.request.chunk_days,
-            self.request.page_size
-        )
+        fn __repr__(&self) -> String {
+            format!("BackfillPlan(entity={:?}, windows={}, chunk_days={}, page_size={})", self.entity(), self.windows.len(), self.chunk_days(), self.page_size())
+        }
     }
 }
 
@@ -139,7 +101,7 @@ pub fn plan(py: Python<'_>, entity: &str, start: &Bound<'_, PyAny>, end: &Bound<
     let mut request = BackfillRequest::new(convert::entity(entity)?, convert::instant(py, "start", start)?, convert::instant(py, "end", end)?);
     convert::Kwargs::new(py, options)?.fill(&mut request)?.finish()?;
     let windows = request.plan()?;
-    Ok(BackfillPlan { request, windows })
+    Ok(BackfillPlan { inner: request, windows })
 }
 
 /// `value` as an aware UTC datetime, read exactly as `plan_windows` and every backfill read their

@@ -53,14 +53,14 @@ enum Kind {
 }
 
 impl RawEntity {
-    /// `invoice`, `Invoice`, `invoices` (a file's stem) and the like.
+    /// `invoice`, `Invoice`, `invoices` (a file's stem) and the like: the core's entity names.
     pub fn parse(name: &str) -> Option<RawEntity> {
-        match name.trim().to_ascii_lowercase().trim_end_matches('s') {
-            "invoice" => Some(RawEntity::Invoice),
-            "customer" => Some(RawEntity::Customer),
-            "item" => Some(RawEntity::Item),
-            _ => None,
-        }
+        name.parse::<qbo_core::Entity>().ok().map(RawEntity::from)
+    }
+
+    /// `invoice`, `customer` or `item`.
+    pub fn slug(self) -> &'static str {
+        qbo_core::Entity::from(self).slug()
     }
 
     /// The typed columns taken from the payload, by name: a handful analysts reach for first.

@@ -225,9 +225,7 @@ impl SinkConfig {
         options.validate()?;
         Ok(options)
     }
-}
 
-impl SinkConfig {
     /// The PostgreSQL tables: `postgres` if built already, else from `dsn` (or the `POSTGRES_*`
     /// variables), `pg_schema` and `pg_table_prefix`, checked; no I/O.
     pub fn postgres_target(&self) -> Result<postgres::PostgresOptions, Error> {

@@ -77,7 +77,7 @@ impl PgWriter {
     }
 
     /// A missing privilege becomes the GRANT it needs; anything else says what was being done.
-    async fn failure(&self, client: &Client, table: &TableRef, doing: &str, e: &tokio_postgres::Error) -> PgError {
+    pub(super) async fn failure(&self, client: &Client, table: &TableRef, doing: &str, e: &tokio_postgres::Error) -> PgError {
         if is_insufficient_privilege(e) {
             privilege_error(client, &self.inner.config, table, false, e).await
         } else {

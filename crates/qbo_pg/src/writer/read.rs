@@ -103,10 +103,7 @@ impl PgWriter {
                 table.quoted()
             ));
         }
-        if is_insufficient_privilege(e) {
-            return privilege_error(client, &self.inner.config, table, false, e).await;
-        }
-        query_error(format!("read {}", table.quoted()), e)
+        self.failure(client, table, "read", e).await
     }
 }
 
